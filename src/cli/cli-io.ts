@@ -1,0 +1,69 @@
+import { parseArgs } from "node:util";
+import { type LetheConfig, loadConfig } from "../config/load-config.js";
+import { openStore } from "../store/open-store.js";
+import type { Store } from "../store/store.js";
+
+/** Where a command prints; tests pass their own. */
+export interface CliIo {
+  out(line: string): void;
+  err(line: string): void;
+  env: Record<string, string | undefined>;
+}
+
+export const processIo: CliIo = {
+  out: (line) => process.stdout.write(`${line}\n`),
+  err: (line) => process.stderr.write(`${line}\n`),
+  env: process.env,
+};
+
+/** Bad input on the command line: printed as one line, exit code 2. */
+export class CliError extends Error {
+  override name = "CliError";
+}
+
+type OptionSpec = Record<string, { type: "string" | "boolean"; short?: string }>;
+
+/** Parses a command's arguments strictly; `--config` is accepted everywhere. */
+export function parseCommand<Options extends OptionSpec>(args: string[], options: Options) {
+  try {
+    return parseArgs({
+      args,
+      options: { ...options, config: { type: "string" } },
+      allowPositionals: true,
+      strict: true,
+    });
+  } catch (error) {
+    throw new CliError(error instanceof Error ? (error.message.split("\n")[0] ?? "bad arguments") : "bad arguments");
+  }
+}
+
+/** Reads a positive whole number option, or null when absent. */
+export function positiveInt(value: string | boolean | undefined, name: string): number | null {
+  if (value === undefined) return null;
+  const number = Number(value);
+  if (typeof value !== "string" || !/^\d+$/.test(value) || !Number.isSafeInteger(number) || number <= 0) {
+    throw new CliError(`--${name} must be a positive whole number`);
+  }
+  return number;
+}
+
+/** Requires a string option. */
+export function requiredString(value: string | boolean | undefined, name: string): string {
+  if (typeof value !== "string" || value === "") throw new CliError(`--${name} is required`);
+  return value;
+}
+
+/** Loads config and opens the store for a one-shot command, closing it afterwards. */
+export async function withStore<T>(
+  io: CliIo,
+  configPath: string | boolean | undefined,
+  run: (store: Store, config: LetheConfig) => Promise<T>,
+): Promise<T> {
+  const config = await loadConfig(io.env, typeof configPath === "string" ? configPath : undefined);
+  const store = await openStore(config);
+  try {
+    return await run(store, config);
+  } finally {
+    await store.close();
+  }
+}

@@ -1,0 +1,41 @@
+import { CliError, type CliIo, parseCommand, positiveInt, requiredString, withStore } from "../cli-io.js";
+import { validAccountName } from "./accounts-command.js";
+
+/** Formats micro-units as a decimal amount of the operator's currency. */
+export function formatMicros(micros: number): string {
+  const sign = micros < 0 ? "-" : "";
+  const absolute = Math.abs(micros);
+  return `${sign}${Math.floor(absolute / 1_000_000)}.${String(absolute % 1_000_000).padStart(6, "0")}`;
+}
+
+/** `lethe usage --account NAME [--days N]`: totals per UTC day and model. */
+export async function usageCommand(args: string[], io: CliIo): Promise<number> {
+  const { values, positionals } = parseCommand(args, { account: { type: "string" }, days: { type: "string" } });
+  if (positionals.length > 0) throw new CliError("usage: lethe usage --account NAME [--days N]");
+  const name = validAccountName(requiredString(values.account, "account"));
+  const days = positiveInt(values.days, "days") ?? 30;
+  return withStore(io, values.config, async (store) => {
+    const account = await store.findAccountByName(name);
+    if (!account) throw new CliError(`no account named '${name}'`);
+    const since = Date.now() - days * 86_400_000;
+    const rows = await store.usageByDayAndModel(account.id, since);
+    io.out(["DAY", "MODEL", "REQUESTS", "ERRORS", "INPUT", "CACHED", "OUTPUT", "REASONING", "COST"].join("\t"));
+    for (const row of rows) {
+      io.out(
+        [
+          row.day,
+          row.model,
+          row.requests,
+          row.errors,
+          row.inputTokens,
+          row.cachedInputTokens,
+          row.outputTokens,
+          row.reasoningTokens,
+          formatMicros(row.costMicros),
+        ].join("\t"),
+      );
+    }
+    if (rows.length === 0) io.out(`(no requests in the last ${days} days)`);
+    return 0;
+  });
+}

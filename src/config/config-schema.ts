@@ -1,0 +1,96 @@
+import { z } from "zod";
+
+const id = z
+  .string()
+  .min(1)
+  .max(64)
+  .regex(/^[A-Za-z0-9][A-Za-z0-9._:/-]*$/, "ids use letters, digits and . _ : / -");
+
+const price = z
+  .object({
+    input_per_mtok: z.number().nonnegative().default(0),
+    output_per_mtok: z.number().nonnegative().default(0),
+    cached_input_per_mtok: z.number().nonnegative().optional(),
+  })
+  .strict();
+
+const timeouts = z
+  .object({
+    connect_ms: z.number().int().positive().default(5_000),
+    first_byte_ms: z.number().int().positive().default(60_000),
+    idle_ms: z.number().int().positive().default(60_000),
+    total_ms: z.number().int().positive().default(600_000),
+  })
+  .strict();
+
+const supplier = z
+  .object({
+    id,
+    type: z.enum(["openai", "anthropic", "demo"]),
+    base_url: z.string().url().optional(),
+    api_key_env: z
+      .string()
+      .regex(/^[A-Za-z_][A-Za-z0-9_]*$/)
+      .optional(),
+    zdr: z.boolean().default(false),
+    max_connections: z.number().int().positive().default(128),
+    headers: z.record(z.string(), z.string()).default({}),
+    timeouts: timeouts.default({ connect_ms: 5_000, first_byte_ms: 60_000, idle_ms: 60_000, total_ms: 600_000 }),
+  })
+  .strict()
+  .refine((value) => value.type === "demo" || value.base_url !== undefined, {
+    message: "base_url is required for openai and anthropic suppliers",
+    path: ["base_url"],
+  });
+
+const route = z
+  .object({
+    supplier: id,
+    model: z.string().min(1).max(256),
+    weight: z.number().nonnegative().default(1),
+    price: price.default({ input_per_mtok: 0, output_per_mtok: 0 }),
+  })
+  .strict();
+
+const model = z
+  .object({
+    id,
+    strategy: z.enum(["priority", "weighted", "lowest-price", "lowest-latency"]).default("priority"),
+    routes: z.array(route).min(1),
+    description: z.string().max(200).optional(),
+  })
+  .strict();
+
+/** The operator's config file, as documented in the README. */
+export const configSchema = z
+  .object({
+    suppliers: z.array(supplier).default([]),
+    models: z.array(model).default([]),
+    limits: z
+      .object({
+        rpm: z.number().int().positive().default(600),
+        tpm: z.number().int().positive().default(1_000_000),
+        max_body_bytes: z
+          .number()
+          .int()
+          .positive()
+          .default(32 * 1024 * 1024),
+      })
+      .strict()
+      .default({ rpm: 600, tpm: 1_000_000, max_body_bytes: 32 * 1024 * 1024 }),
+    retention: z
+      .object({ metadata_days: z.number().int().positive().default(90) })
+      .strict()
+      .default({ metadata_days: 90 }),
+    metering: z
+      .object({
+        flush_interval_ms: z.number().int().positive().default(250),
+        batch_size: z.number().int().positive().default(500),
+        max_buffered: z.number().int().positive().default(100_000),
+      })
+      .strict()
+      .default({ flush_interval_ms: 250, batch_size: 500, max_buffered: 100_000 }),
+  })
+  .strict();
+
+export type ConfigFile = z.infer<typeof configSchema>;

@@ -1,0 +1,200 @@
+import { existsSync } from "node:fs";
+import { readFile } from "node:fs/promises";
+import path from "node:path";
+import { parse as parseYaml } from "yaml";
+import { type ConfigFile, configSchema } from "./config-schema.js";
+import { configuredId, type ModelId, type SupplierId } from "./ids.js";
+
+/** Connection and timeout settings of one configured supplier. */
+export interface SupplierConfig {
+  id: SupplierId;
+  type: "openai" | "anthropic" | "demo";
+  baseUrl: string | null;
+  apiKey: string | null;
+  zdr: boolean;
+  maxConnections: number;
+  headers: Record<string, string>;
+  timeouts: { connectMs: number; firstByteMs: number; idleMs: number; totalMs: number };
+}
+
+/** Per-million-token prices of a route, in the operator's currency. */
+export interface RoutePrice {
+  inputPerMtok: number;
+  outputPerMtok: number;
+  cachedInputPerMtok: number;
+}
+
+/** One way to serve a model: a supplier and the supplier's own model name. */
+export interface RouteConfig {
+  supplier: SupplierConfig;
+  upstreamModel: string;
+  weight: number;
+  price: RoutePrice;
+}
+
+/** A model clients can name, with its routes in the operator's order. */
+export interface ModelConfig {
+  id: ModelId;
+  strategy: "priority" | "weighted" | "lowest-price" | "lowest-latency";
+  routes: RouteConfig[];
+  description: string | null;
+  created: number;
+}
+
+/** Everything Lethe runs with: the config file resolved against the environment. */
+export interface LetheConfig {
+  host: string;
+  port: number;
+  dataDir: string;
+  databaseUrl: string | null;
+  redisUrl: string | null;
+  redisPrefix: string;
+  secret: string | null;
+  configPath: string | null;
+  suppliers: Map<SupplierId, SupplierConfig>;
+  models: Map<string, ModelConfig>;
+  limits: { rpm: number; tpm: number; maxBodyBytes: number };
+  retention: { metadataDays: number };
+  metering: { flushIntervalMs: number; batchSize: number; maxBuffered: number };
+}
+
+/** A config problem, reported to the operator as one line. */
+export class ConfigError extends Error {
+  override name = "ConfigError";
+}
+
+/** The embedded default: the built-in demo supplier and its one model. */
+export const DEFAULT_CONFIG_FILE: unknown = {
+  suppliers: [{ id: "demo", type: "demo", zdr: true }],
+  models: [
+    {
+      id: "lethe-demo",
+      description: "Lethe's built-in demo model: deterministic local answers, no supplier is called.",
+      routes: [{ supplier: "demo", model: "lethe-demo" }],
+    },
+  ],
+};
+
+type Env = Record<string, string | undefined>;
+
+function parsePort(raw: string | undefined): number {
+  if (raw === undefined || raw === "") return 8080;
+  const port = Number(raw);
+  if (!Number.isInteger(port) || port < 0 || port > 65535)
+    throw new ConfigError("LETHE_PORT must be a port number (0-65535).");
+  return port;
+}
+
+function describeIssue(issue: { path: PropertyKey[]; message: string }): string {
+  const where = issue.path.map(String).join(".");
+  return where === "" ? issue.message : `${where}: ${issue.message}`;
+}
+
+/** Validates a parsed config document and resolves it against the environment. */
+export function resolveConfig(document: unknown, env: Env, configPath: string | null): LetheConfig {
+  const parsed = configSchema.safeParse(document ?? {});
+  if (!parsed.success) {
+    const first = parsed.error.issues[0];
+    throw new ConfigError(
+      `invalid config${configPath ? ` (${configPath})` : ""}: ${first ? describeIssue(first) : "unknown problem"}`,
+    );
+  }
+  const file: ConfigFile = parsed.data;
+  const suppliers = new Map<SupplierId, SupplierConfig>();
+  for (const entry of file.suppliers) {
+    const supplierId = configuredId<SupplierId>(entry.id);
+    if (suppliers.has(supplierId)) throw new ConfigError(`supplier "${entry.id}" is defined twice`);
+    let apiKey: string | null = null;
+    if (entry.api_key_env !== undefined) {
+      apiKey = env[entry.api_key_env] ?? null;
+      if (apiKey === null || apiKey === "") {
+        throw new ConfigError(`supplier "${entry.id}": environment variable ${entry.api_key_env} is not set`);
+      }
+    }
+    suppliers.set(supplierId, {
+      id: supplierId,
+      type: entry.type,
+      baseUrl: entry.base_url?.replace(/\/+$/, "") ?? null,
+      apiKey,
+      zdr: entry.zdr,
+      maxConnections: entry.max_connections,
+      headers: entry.headers,
+      timeouts: {
+        connectMs: entry.timeouts.connect_ms,
+        firstByteMs: entry.timeouts.first_byte_ms,
+        idleMs: entry.timeouts.idle_ms,
+        totalMs: entry.timeouts.total_ms,
+      },
+    });
+  }
+  const created = Math.floor(Date.now() / 1000);
+  const models = new Map<string, ModelConfig>();
+  for (const entry of file.models) {
+    if (models.has(entry.id)) throw new ConfigError(`model "${entry.id}" is defined twice`);
+    const routes = entry.routes.map((route): RouteConfig => {
+      const supplier = suppliers.get(configuredId<SupplierId>(route.supplier));
+      if (!supplier) throw new ConfigError(`model "${entry.id}": route names unknown supplier "${route.supplier}"`);
+      return {
+        supplier,
+        upstreamModel: route.model,
+        weight: route.weight,
+        price: {
+          inputPerMtok: route.price.input_per_mtok,
+          outputPerMtok: route.price.output_per_mtok,
+          cachedInputPerMtok: route.price.cached_input_per_mtok ?? route.price.input_per_mtok,
+        },
+      };
+    });
+    models.set(entry.id, {
+      id: configuredId<ModelId>(entry.id),
+      strategy: entry.strategy,
+      routes,
+      description: entry.description ?? null,
+      created,
+    });
+  }
+  return {
+    host: env.LETHE_HOST || "127.0.0.1",
+    port: parsePort(env.LETHE_PORT),
+    dataDir: path.resolve(env.LETHE_DATA_DIR || ".lethe"),
+    databaseUrl: env.LETHE_DATABASE_URL || null,
+    redisUrl: env.LETHE_REDIS_URL || null,
+    redisPrefix: env.LETHE_REDIS_PREFIX || "lethe:",
+    secret: env.LETHE_SECRET || null,
+    configPath,
+    suppliers,
+    models,
+    limits: { rpm: file.limits.rpm, tpm: file.limits.tpm, maxBodyBytes: file.limits.max_body_bytes },
+    retention: { metadataDays: file.retention.metadata_days },
+    metering: {
+      flushIntervalMs: file.metering.flush_interval_ms,
+      batchSize: file.metering.batch_size,
+      maxBuffered: file.metering.max_buffered,
+    },
+  };
+}
+
+/**
+ * Loads the config named by `--config`, then LETHE_CONFIG, then ./lethe.config.yaml
+ * when present; with none of them, the embedded demo default.
+ */
+export async function loadConfig(env: Env = process.env, explicitPath?: string): Promise<LetheConfig> {
+  const named = explicitPath ?? env.LETHE_CONFIG;
+  let configPath: string | null = null;
+  if (named) configPath = path.resolve(named);
+  else if (existsSync("lethe.config.yaml")) configPath = path.resolve("lethe.config.yaml");
+  if (configPath === null) return resolveConfig(DEFAULT_CONFIG_FILE, env, null);
+  let text: string;
+  try {
+    text = await readFile(configPath, "utf8");
+  } catch {
+    throw new ConfigError(`cannot read config file ${configPath}`);
+  }
+  let document: unknown;
+  try {
+    document = parseYaml(text);
+  } catch {
+    throw new ConfigError(`config file ${configPath} is not valid YAML`);
+  }
+  return resolveConfig(document, env, configPath);
+}

@@ -1,0 +1,77 @@
+import type { RouteConfig } from "../../config/load-config.js";
+import { LetheError } from "../../errors/lethe-error.js";
+import { estimateInputTokens } from "../../metering/count-tokens.js";
+import type { Exchange } from "../../metering/exchange.js";
+import { fromOpenAIUsage } from "../../metering/token-usage.js";
+import type { WireFormat } from "../../suppliers/supplier.js";
+import type { ClientRequest, ClientSurface, StreamTranslator } from "../surface/client-surface.js";
+import { validateBody } from "../validation/request-validation.js";
+import { chatRequestSchema } from "./chat-request-schema.js";
+import { renderOpenAIError } from "./openai-error.js";
+import { OpenAIStreamRelay } from "./openai-stream-relay.js";
+
+function unsupportedSupplier(): LetheError {
+  return new LetheError("LETHE_INTERNAL", "This supplier's wire format cannot serve this API yet.");
+}
+
+/** The OpenAI Chat Completions surface, `POST /v1/chat/completions`. */
+export const openAIChatSurface: ClientSurface = {
+  format: "openai",
+  endpoint: "/v1/chat/completions",
+
+  parse(body: unknown): ClientRequest {
+    const request = validateBody(chatRequestSchema, body);
+    return {
+      model: request.model,
+      stream: request.stream === true,
+      wantsStreamUsage: request.stream_options?.include_usage === true,
+      body: request,
+    };
+  },
+
+  upstreamBody(request: ClientRequest, route: RouteConfig, supplierFormat: WireFormat): Record<string, unknown> {
+    if (supplierFormat !== "openai") throw unsupportedSupplier();
+    const body: Record<string, unknown> = { ...request.body, model: route.upstreamModel };
+    // always ask for usage when streaming, so every stream is metered; the relay
+    // strips the extra chunk again when the client did not ask for it
+    if (request.stream)
+      body.stream_options = { ...(request.body.stream_options as object | undefined), include_usage: true };
+    return body;
+  },
+
+  jsonResponse(
+    request: ClientRequest,
+    body: Record<string, unknown>,
+    supplierFormat: WireFormat,
+    exchange: Exchange,
+  ): string {
+    if (supplierFormat !== "openai") throw unsupportedSupplier();
+    const usage = fromOpenAIUsage(body.usage);
+    if (usage !== null) exchange.usage = usage;
+    else {
+      exchange.usage = {
+        input: estimateInputTokens(request.body),
+        output: estimateOpenAIOutput(body),
+        cachedInput: 0,
+        reasoning: 0,
+      };
+      exchange.tokensEstimated = true;
+    }
+    // clients see the model id they asked for, not the supplier's name for it
+    body.model = exchange.model;
+    return JSON.stringify(body);
+  },
+
+  streamTranslator(request: ClientRequest, supplierFormat: WireFormat, exchange: Exchange): StreamTranslator {
+    if (supplierFormat !== "openai") throw unsupportedSupplier();
+    return new OpenAIStreamRelay(request, exchange);
+  },
+
+  renderError: renderOpenAIError,
+};
+
+function estimateOpenAIOutput(body: Record<string, unknown>): number {
+  const choices = Array.isArray(body.choices) ? body.choices : [];
+  const messages = choices.map((choice) => (choice as { message?: unknown }).message);
+  return Math.max(0, estimateInputTokens({ messages }) - 3 - 3 * messages.length);
+}

@@ -1,0 +1,45 @@
+import type { RouteConfig } from "../../config/load-config.js";
+import type { LetheError } from "../../errors/lethe-error.js";
+import type { Exchange } from "../../metering/exchange.js";
+import type { ClientFormat, Endpoint } from "../../metering/metadata-record.js";
+import type { WireEvent, WireFormat } from "../../suppliers/supplier.js";
+
+/** A validated client request: the few fields Lethe acts on, and the body itself. */
+export interface ClientRequest {
+  model: string;
+  stream: boolean;
+  /** The client asked for usage in its stream (OpenAI's `stream_options.include_usage`). */
+  wantsStreamUsage: boolean;
+  body: Record<string, unknown>;
+}
+
+/** Turns one supplier stream into the client's SSE text, event by event. */
+export interface StreamTranslator {
+  /** SSE text for one supplier event, or null when the event is not for the client. */
+  event(event: WireEvent): string | null;
+  /** The client format's closing text, after the last event. */
+  end(): string;
+  /** An error event in the client's format, ending a stream that already started. */
+  error(error: LetheError): string;
+}
+
+/**
+ * One API surface Lethe serves (OpenAI chat completions, Anthropic messages): how its
+ * requests are validated, sent to a supplier of either wire format, and answered.
+ * Everything here is content plane; only the Exchange carries metadata out.
+ */
+export interface ClientSurface {
+  readonly format: ClientFormat;
+  readonly endpoint: Endpoint;
+  parse(body: unknown): ClientRequest;
+  upstreamBody(request: ClientRequest, route: RouteConfig, supplierFormat: WireFormat): Record<string, unknown>;
+  /** Renders a supplier's JSON answer for the client and meters its usage on the exchange. */
+  jsonResponse(
+    request: ClientRequest,
+    body: Record<string, unknown>,
+    supplierFormat: WireFormat,
+    exchange: Exchange,
+  ): string;
+  streamTranslator(request: ClientRequest, supplierFormat: WireFormat, exchange: Exchange): StreamTranslator;
+  renderError(error: LetheError, detail?: string): string;
+}

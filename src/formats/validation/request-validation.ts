@@ -1,0 +1,45 @@
+import type { z } from "zod";
+import { LetheError } from "../../errors/lethe-error.js";
+
+/** `messages[0].role` from zod's path: schema keys and indices only, never client text. */
+function formatPath(path: readonly PropertyKey[]): string {
+  let out = "";
+  for (const segment of path) {
+    if (typeof segment === "number") out += `[${segment}]`;
+    else out += out === "" ? String(segment) : `.${String(segment)}`;
+  }
+  return out;
+}
+
+/** A message Lethe wrote for a zod issue; it names the field and the expected type, never the value. */
+function describe(issue: z.core.$ZodIssue, param: string): string {
+  const where = param === "" ? "The request body" : `'${param}'`;
+  switch (issue.code) {
+    case "invalid_type":
+      return issue.input === undefined && param !== ""
+        ? `${where} is required.`
+        : `${where} must be of type ${issue.expected}.`;
+    case "too_small":
+      return `${where} is too small or has too few items.`;
+    case "too_big":
+      return `${where} is too large or has too many items.`;
+    case "invalid_value":
+      return `${where} must be one of: ${issue.values.map((value) => JSON.stringify(value)).join(", ")}.`;
+    case "invalid_union":
+      return `${where} does not have any of the accepted shapes.`;
+    default:
+      return `${where} is invalid.`;
+  }
+}
+
+/** Validates a parsed body against a schema; throws LETHE_INVALID_REQUEST naming the first bad field. */
+export function validateBody<Schema extends z.ZodType>(schema: Schema, body: unknown): z.infer<Schema> {
+  if (typeof body !== "object" || body === null || Array.isArray(body)) {
+    throw new LetheError("LETHE_INVALID_REQUEST", "The request body must be a JSON object.");
+  }
+  const result = schema.safeParse(body);
+  if (result.success) return result.data;
+  const issue = result.error.issues[0] as z.core.$ZodIssue;
+  const param = formatPath(issue.path);
+  throw new LetheError("LETHE_INVALID_REQUEST", describe(issue, param), { param: param === "" ? null : param });
+}

@@ -1,0 +1,36 @@
+import type { LetheConfig } from "../config/load-config.js";
+import type { ErrorCode } from "../errors/lethe-error.js";
+import type { Authenticator } from "../keys/authenticator.js";
+import type { EventLog } from "../logging/event-log.js";
+import type { Exchange } from "../metering/exchange.js";
+import type { Meter } from "../metering/meter.js";
+import type { GatewayMetrics } from "../metering/metrics.js";
+import type { Store } from "../store/store.js";
+import type { SupplierRegistry } from "../suppliers/registry.js";
+
+/** Everything the HTTP layer needs, built once at start-up. */
+export interface Gateway {
+  config: LetheConfig;
+  store: Store;
+  authenticator: Authenticator;
+  suppliers: SupplierRegistry;
+  meter: Meter;
+  metrics: GatewayMetrics;
+  log: EventLog;
+  /** Set when shutdown begins: readiness fails and new requests get 503. */
+  draining: boolean;
+}
+
+/** Ends an exchange exactly once: its record goes to the meter and the metrics. */
+export function finishExchange(
+  gateway: Gateway,
+  exchange: Exchange,
+  status: number,
+  errorCode: ErrorCode | null,
+): void {
+  if (exchange.finished) return;
+  exchange.finished = true;
+  const record = exchange.toRecord(status, errorCode);
+  gateway.meter.record(record);
+  gateway.metrics.observe(record);
+}

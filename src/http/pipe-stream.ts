@@ -1,0 +1,58 @@
+import type { ServerResponse } from "node:http";
+import { type LetheError, toLetheError } from "../errors/lethe-error.js";
+import type { StreamTranslator } from "../formats/surface/client-surface.js";
+import type { Exchange } from "../metering/exchange.js";
+import type { WireEvent } from "../suppliers/supplier.js";
+import { finishExchange, type Gateway } from "./gateway.js";
+
+/** Resolves when the socket can take more, or when it closed. */
+function writable(response: ServerResponse): Promise<void> {
+  return new Promise((resolve) => {
+    const done = () => {
+      response.off("drain", done);
+      response.off("close", done);
+      resolve();
+    };
+    response.on("drain", done);
+    response.on("close", done);
+  });
+}
+
+/**
+ * Pipes a supplier stream to the client event by event. Backpressure: when the
+ * socket's buffer is full we stop pulling from the supplier until it drains. A
+ * failure after the 200 has started becomes an error event in the client's format
+ * and a clean close, never a thrown exception on a live socket.
+ */
+export async function pipeStream(
+  gateway: Gateway,
+  exchange: Exchange,
+  events: AsyncIterable<WireEvent>,
+  translator: StreamTranslator,
+  response: ServerResponse,
+): Promise<void> {
+  let errorCode: LetheError["code"] | null = null;
+  try {
+    for await (const event of events) {
+      if (response.destroyed) break;
+      const text = translator.event(event);
+      if (text !== null && !response.write(text)) await writable(response);
+    }
+    if (response.destroyed) errorCode = "LETHE_CLIENT_CLOSED";
+    else response.end(translator.end());
+  } catch (thrown) {
+    const error = toLetheError(thrown);
+    if (response.destroyed || error.code === "LETHE_CLIENT_CLOSED") {
+      errorCode = "LETHE_CLIENT_CLOSED";
+    } else {
+      errorCode = error.code;
+      if (exchange.supplier !== null) {
+        gateway.log.event("stream_error", { supplier: exchange.supplier, model: exchange.model, code: error.code });
+      }
+      response.end(translator.error(error));
+    }
+  } finally {
+    if (errorCode === "LETHE_CLIENT_CLOSED") translator.end();
+    finishExchange(gateway, exchange, errorCode === "LETHE_CLIENT_CLOSED" ? 499 : 200, errorCode);
+  }
+}

@@ -1,0 +1,88 @@
+import type { IncomingHttpHeaders } from "node:http";
+import type { AccountId, KeyId } from "../config/ids.js";
+import { LetheError } from "../errors/lethe-error.js";
+import type { AccountRecord, KeyRecord, Store } from "../store/store.js";
+import { isWellFormedKey, KeyHasher } from "./api-key.js";
+
+/** Who is calling, as far as the metadata plane needs to know. */
+export interface AuthContext {
+  accountId: AccountId;
+  keyId: KeyId;
+  zdrRequired: boolean;
+  rpm: number | null;
+  tpm: number | null;
+}
+
+interface CacheEntry {
+  key: KeyRecord;
+  context: AuthContext;
+}
+
+const MAX_CACHED_KEYS = 50_000;
+
+/** Reads the caller's key from `Authorization: Bearer` or `x-api-key`. */
+export function extractApiKey(headers: IncomingHttpHeaders): string {
+  const authorization = headers.authorization;
+  if (authorization !== undefined) {
+    const match = /^Bearer\s+(\S+)\s*$/i.exec(authorization);
+    if (!match?.[1]) throw new LetheError("LETHE_INVALID_API_KEY", "The Authorization header must be 'Bearer <key>'.");
+    return match[1];
+  }
+  const apiKey = headers["x-api-key"];
+  if (typeof apiKey === "string" && apiKey !== "") return apiKey.trim();
+  throw new LetheError(
+    "LETHE_MISSING_API_KEY",
+    "No API key: send 'Authorization: Bearer <key>' or 'x-api-key: <key>'.",
+  );
+}
+
+/**
+ * Turns an API key into an AuthContext. Valid keys are cached in memory by their
+ * HMAC; the cache is dropped whenever the store reports a change from another
+ * process, so a revocation is effective on the next request.
+ */
+export class Authenticator {
+  private readonly cache = new Map<string, CacheEntry>();
+  private seenCounter: number;
+
+  constructor(
+    private readonly store: Store,
+    private readonly hasher: KeyHasher,
+  ) {
+    this.seenCounter = store.changeCounter();
+  }
+
+  /** Drops every cached key; called after this process itself revokes or changes keys. */
+  invalidate(): void {
+    this.cache.clear();
+  }
+
+  async authenticate(headers: IncomingHttpHeaders): Promise<AuthContext> {
+    const key = extractApiKey(headers);
+    if (!isWellFormedKey(key)) throw new LetheError("LETHE_INVALID_API_KEY", "The API key is not valid.");
+    const counter = this.store.changeCounter();
+    if (counter !== this.seenCounter) {
+      this.seenCounter = counter;
+      this.cache.clear();
+    }
+    const keyHash = this.hasher.hash(key);
+    const cached = this.cache.get(keyHash);
+    if (cached !== undefined && KeyHasher.equal(cached.key.keyHash, keyHash)) return cached.context;
+
+    const record = await this.store.findKeyByHash(keyHash);
+    if (record === undefined || !KeyHasher.equal(record.keyHash, keyHash)) {
+      throw new LetheError("LETHE_INVALID_API_KEY", "The API key is not valid.");
+    }
+    if (record.revokedAt !== null) throw new LetheError("LETHE_REVOKED_API_KEY", "This API key has been revoked.");
+    const account = await this.store.findAccountById(record.accountId);
+    if (account === undefined) throw new LetheError("LETHE_INVALID_API_KEY", "The API key is not valid.");
+    const context = toContext(record, account);
+    if (this.cache.size >= MAX_CACHED_KEYS) this.cache.clear();
+    this.cache.set(keyHash, { key: record, context });
+    return context;
+  }
+}
+
+function toContext(key: KeyRecord, account: AccountRecord): AuthContext {
+  return { accountId: account.id, keyId: key.id, zdrRequired: account.zdrRequired, rpm: account.rpm, tpm: account.tpm };
+}

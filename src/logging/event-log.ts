@@ -1,0 +1,84 @@
+import { type DestinationStream, type Logger, pino } from "pino";
+import type { ModelId, SupplierId } from "../config/ids.js";
+import type { ErrorCode } from "../errors/lethe-error.js";
+
+/**
+ * Lethe's logs are allow-listed events, never objects handed over whole. Each event
+ * names the only fields it may carry, and every field is a number, a boolean or a
+ * value from a closed set. A request, a body, a header map or a supplier message has
+ * no field to go into.
+ */
+export interface EventFields {
+  server_started: { host_is_loopback: boolean; port: number; models: number; suppliers: number; store: StoreKind };
+  server_stopping: { signal: SignalName };
+  server_stopped: { flushed_records: number };
+  first_start: { account_created: boolean };
+  upstream_error: { supplier: SupplierId; model: ModelId; status: number; code: ErrorCode };
+  stream_error: { supplier: SupplierId; model: ModelId; code: ErrorCode };
+  request_failed: { status: number; code: ErrorCode };
+  meter_flush_failed: { records: number; code: ErrorCode };
+  meter_dropped: { records: number };
+  uncaught_exception: { code: ErrorCode };
+  config_loaded: { models: number; suppliers: number };
+}
+
+export type EventName = keyof EventFields;
+export type StoreKind = "sqlite" | "postgres";
+export type SignalName = "SIGTERM" | "SIGINT" | "shutdown";
+
+type Level = "info" | "warn" | "error";
+
+const LEVELS: Record<EventName, Level> = {
+  server_started: "info",
+  server_stopping: "info",
+  server_stopped: "info",
+  first_start: "info",
+  upstream_error: "warn",
+  stream_error: "warn",
+  request_failed: "info",
+  meter_flush_failed: "error",
+  meter_dropped: "error",
+  uncaught_exception: "error",
+  config_loaded: "info",
+};
+
+/** The one logger Lethe uses: `log.event(name, fields)`. */
+export interface EventLog {
+  event<Name extends EventName>(name: Name, fields: EventFields[Name]): void;
+  flush(): void;
+}
+
+/** Copies only primitives: a mistyped caller still cannot push an object or a long string through. */
+function pickPrimitives(fields: object): Record<string, string | number | boolean> {
+  const out: Record<string, string | number | boolean> = {};
+  for (const [key, value] of Object.entries(fields)) {
+    if (typeof value === "number" || typeof value === "boolean") out[key] = value;
+    else if (typeof value === "string" && value.length <= 64) out[key] = value;
+  }
+  return out;
+}
+
+/** Builds the event log over pino; `destination` lets tests capture every line. */
+export function createEventLog(options: { level?: string; destination?: DestinationStream } = {}): EventLog {
+  const logger: Logger = pino(
+    {
+      level: options.level ?? "info",
+      base: null,
+      messageKey: "event",
+      formatters: { level: (label) => ({ level: label }) },
+      timestamp: pino.stdTimeFunctions.isoTime,
+    },
+    options.destination ?? pino.destination({ dest: 1, sync: false }),
+  );
+  return {
+    event(name, fields) {
+      logger[LEVELS[name]](pickPrimitives(fields), name);
+    },
+    flush() {
+      logger.flush();
+    },
+  };
+}
+
+/** A log that drops everything, for CLI commands that print their own output. */
+export const silentLog: EventLog = { event() {}, flush() {} };

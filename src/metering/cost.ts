@@ -1,0 +1,13 @@
+import type { RoutePrice } from "../config/load-config.js";
+import type { TokenUsage } from "./token-usage.js";
+
+/**
+ * Cost in micro-units of the operator's currency. Prices are per million tokens, so
+ * tokens × price-per-million is exactly the cost in micro-units.
+ */
+export function costMicros(usage: TokenUsage, price: RoutePrice): number {
+  const uncached = Math.max(0, usage.input - usage.cachedInput);
+  return Math.round(
+    uncached * price.inputPerMtok + usage.cachedInput * price.cachedInputPerMtok + usage.output * price.outputPerMtok,
+  );
+}

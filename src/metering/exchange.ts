@@ -1,0 +1,84 @@
+import { performance } from "node:perf_hooks";
+import { type KeyId, type ModelId, type RequestId, type SupplierId, UNKNOWN_MODEL } from "../config/ids.js";
+import type { RoutePrice } from "../config/load-config.js";
+import type { ErrorCode } from "../errors/lethe-error.js";
+import type { AuthContext } from "../keys/authenticator.js";
+import { costMicros } from "./cost.js";
+import type { ClientFormat, Endpoint, MetadataRecord } from "./metadata-record.js";
+import type { TokenUsage } from "./token-usage.js";
+
+/**
+ * The metadata of one request while it runs: timings, the route taken, token
+ * counts. Metadata plane only; it becomes the request's MetadataRecord at the end.
+ */
+export class Exchange {
+  readonly startedAt = performance.now();
+  readonly ts = Date.now();
+  auth: AuthContext | null = null;
+  model: ModelId = UNKNOWN_MODEL;
+  supplier: SupplierId | null = null;
+  price: RoutePrice | null = null;
+  streamed = false;
+  zdrEnforced = false;
+  usage: TokenUsage | null = null;
+  tokensEstimated = false;
+  firstTokenAt: number | null = null;
+  finished = false;
+
+  constructor(
+    readonly requestId: RequestId,
+    readonly endpoint: Endpoint,
+    readonly clientFormat: ClientFormat,
+  ) {}
+
+  /** Notes the moment the first output token reached the client (for TTFT). */
+  markFirstToken(): void {
+    if (this.firstTokenAt === null) this.firstTokenAt = performance.now();
+  }
+
+  /** Builds the record for this request, ending it now with `status` and `errorCode`. */
+  toRecord(status: number, errorCode: ErrorCode | null): MetadataRecord {
+    const endedAt = performance.now();
+    const usage = this.usage ?? { input: 0, output: 0, cachedInput: 0, reasoning: 0 };
+    const generationMs = endedAt - (this.streamed && this.firstTokenAt !== null ? this.firstTokenAt : this.startedAt);
+    const keyId: KeyId | null = this.auth?.keyId ?? null;
+    return {
+      request_id: this.requestId,
+      ts: this.ts,
+      account: this.auth?.accountId ?? null,
+      key_id: keyId,
+      endpoint: this.endpoint,
+      client_format: this.clientFormat,
+      model: this.model,
+      supplier: this.supplier,
+      status,
+      error_code: errorCode,
+      input_tokens: usage.input,
+      output_tokens: usage.output,
+      cached_input_tokens: usage.cachedInput,
+      reasoning_tokens: usage.reasoning,
+      latency_ms: round(endedAt - this.startedAt),
+      ttft_ms: this.streamed && this.firstTokenAt !== null ? round(this.firstTokenAt - this.startedAt) : null,
+      output_tokens_per_s: usage.output > 0 && generationMs > 0 ? round((usage.output * 1000) / generationMs) : null,
+      streamed: this.streamed,
+      cache_hit: false,
+      cost_micros: this.price === null ? 0 : costMicros(usage, this.price),
+      tokens_estimated: this.tokensEstimated,
+    };
+  }
+}
+
+function round(value: number): number {
+  return Math.round(value * 1000) / 1000;
+}
+
+let counter = 0;
+const processTag = Math.floor(Math.random() * 36 ** 4)
+  .toString(36)
+  .padStart(4, "0");
+
+/** Mints a request id: time, a per-process tag and a counter; unique without a syscall. */
+export function mintRequestId(): RequestId {
+  counter = (counter + 1) % 1_679_616;
+  return `req_${Date.now().toString(36)}${processTag}${counter.toString(36).padStart(4, "0")}` as RequestId;
+}

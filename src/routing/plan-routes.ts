@@ -1,0 +1,37 @@
+import type { LetheConfig, ModelConfig, RouteConfig } from "../config/load-config.js";
+import { LetheError } from "../errors/lethe-error.js";
+
+/** The routes a request may use, in the order to try them. */
+export interface RoutePlan {
+  model: ModelConfig;
+  routes: RouteConfig[];
+  /** True when only ZDR-qualified suppliers were allowed. */
+  zdrEnforced: boolean;
+}
+
+/**
+ * Resolves the client's `model` against the configured models and filters routes by
+ * the ZDR policy first. Fails closed: when ZDR is required and no ZDR supplier serves
+ * the model, the request is refused rather than sent anywhere else.
+ */
+export function planRoutes(config: LetheConfig, requestedModel: string, zdrRequired: boolean): RoutePlan {
+  const model = config.models.get(requestedModel);
+  if (model === undefined) {
+    throw new LetheError(
+      "LETHE_UNKNOWN_MODEL",
+      "The requested model does not exist here; GET /v1/models lists the models.",
+      {
+        param: "model",
+      },
+    );
+  }
+  const routes = zdrRequired ? model.routes.filter((route) => route.supplier.zdr) : model.routes;
+  if (routes.length === 0) {
+    throw new LetheError(
+      "LETHE_ZDR_UNAVAILABLE",
+      `Zero data retention is required, and no ZDR-qualified supplier serves model '${model.id}'.`,
+      { param: "model" },
+    );
+  }
+  return { model, routes, zdrEnforced: zdrRequired };
+}

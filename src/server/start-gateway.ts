@@ -1,0 +1,87 @@
+import type { DestinationStream } from "pino";
+import type { LetheConfig } from "../config/load-config.js";
+import { buildServer } from "../http/build-server.js";
+import type { Gateway } from "../http/gateway.js";
+import { KeyHasher } from "../keys/api-key.js";
+import { Authenticator } from "../keys/authenticator.js";
+import { issueKey } from "../keys/issue-key.js";
+import { createEventLog, type EventLog } from "../logging/event-log.js";
+import { Meter } from "../metering/meter.js";
+import { GatewayMetrics } from "../metering/metrics.js";
+import { openStore } from "../store/open-store.js";
+import { loadServerSecret } from "../store/server-secret.js";
+import { SupplierRegistry } from "../suppliers/registry.js";
+
+/** A running gateway: where it listens, and how to stop it. */
+export interface RunningGateway {
+  url: string;
+  port: number;
+  gateway: Gateway;
+  /** The key minted for the `demo` account on first start, to be shown once; else null. */
+  firstStartKey: string | null;
+  /** Stops accepting, finishes in-flight requests, flushes metadata, closes everything. */
+  close(): Promise<void>;
+}
+
+export interface StartOptions {
+  /** Where event-log lines go (tests capture them); stdout by default. */
+  logDestination?: DestinationStream;
+  log?: EventLog;
+  /** Create the `demo` account and a key when the store has no account yet. */
+  bootstrapDemoAccount?: boolean;
+}
+
+/** Opens the store, builds the suppliers and the HTTP server, and starts listening. */
+export async function startGateway(config: LetheConfig, options: StartOptions = {}): Promise<RunningGateway> {
+  const log = options.log ?? createEventLog(options.logDestination ? { destination: options.logDestination } : {});
+  const store = await openStore(config);
+  const secret = await loadServerSecret(config.dataDir, config.secret);
+  const hasher = new KeyHasher(secret);
+  let firstStartKey: string | null = null;
+  if (options.bootstrapDemoAccount !== false && (await store.countAccounts()) === 0) {
+    const account = await store.createAccount({ name: "demo" });
+    firstStartKey = (await issueKey(store, hasher, account.id, "first start")).key;
+    log.event("first_start", { account_created: true });
+  }
+  const gateway: Gateway = {
+    config,
+    store,
+    authenticator: new Authenticator(store, hasher),
+    suppliers: new SupplierRegistry(config),
+    meter: new Meter(store, log, config.metering),
+    metrics: new GatewayMetrics(),
+    log,
+    draining: false,
+  };
+  const app = buildServer(gateway);
+  await app.listen({ host: config.host, port: config.port });
+  const address = app.server.address();
+  const port = typeof address === "object" && address !== null ? address.port : config.port;
+  const host = config.host.includes(":") ? `[${config.host}]` : config.host;
+  log.event("server_started", {
+    host_is_loopback: config.host === "127.0.0.1" || config.host === "::1" || config.host === "localhost",
+    port,
+    models: config.models.size,
+    suppliers: config.suppliers.size,
+    store: store.kind,
+  });
+  let closing: Promise<void> | null = null;
+  return {
+    url: `http://${host}:${port}`,
+    port,
+    gateway,
+    firstStartKey,
+    close() {
+      closing ??= (async () => {
+        gateway.draining = true;
+        await app.close();
+        const written = await gateway.meter.drain();
+        await gateway.suppliers.close();
+        await store.close();
+        log.event("server_stopped", { flushed_records: written });
+        log.flush();
+      })();
+      return closing;
+    },
+  };
+}

@@ -1,0 +1,202 @@
+import { type Kysely, sql } from "kysely";
+import { type AccountId, type KeyId, mintedId } from "../config/ids.js";
+import type { StoreKind } from "../logging/event-log.js";
+import type { MetadataRecord } from "../metering/metadata-record.js";
+import { mintId } from "./mint-id.js";
+import type { AccountsTable, ApiKeysTable, Database, RequestMetadataTable } from "./schema.js";
+import type { AccountRecord, KeyRecord, Store, UsageRow } from "./store.js";
+
+function toAccount(row: AccountsTable): AccountRecord {
+  return {
+    id: mintedId<AccountId>(row.id),
+    name: row.name,
+    createdAt: Number(row.created_at),
+    rpm: row.rpm,
+    tpm: row.tpm,
+    zdrRequired: row.zdr_required === 1,
+  };
+}
+
+function toKey(row: ApiKeysTable): KeyRecord {
+  return {
+    id: mintedId<KeyId>(row.id),
+    accountId: mintedId<AccountId>(row.account_id),
+    keyHash: row.key_hash,
+    display: row.display,
+    label: row.label,
+    createdAt: Number(row.created_at),
+    revokedAt: row.revoked_at === null ? null : Number(row.revoked_at),
+  };
+}
+
+function toRow(record: MetadataRecord): RequestMetadataTable {
+  return {
+    ...record,
+    streamed: record.streamed ? 1 : 0,
+    cache_hit: record.cache_hit ? 1 : 0,
+    tokens_estimated: record.tokens_estimated ? 1 : 0,
+  };
+}
+
+/** The query layer shared by every SQL dialect Lethe supports. */
+export class KyselyStore implements Store {
+  constructor(
+    readonly kind: StoreKind,
+    protected readonly db: Kysely<Database>,
+    private readonly counter: () => number,
+    private readonly onClose: () => Promise<void>,
+  ) {}
+
+  changeCounter(): number {
+    return this.counter();
+  }
+
+  async createAccount(input: { name: string; rpm?: number | null; tpm?: number | null }): Promise<AccountRecord> {
+    const row: AccountsTable = {
+      id: mintId("acct"),
+      name: input.name,
+      created_at: Date.now(),
+      rpm: input.rpm ?? null,
+      tpm: input.tpm ?? null,
+      zdr_required: 1,
+    };
+    await this.db.insertInto("accounts").values(row).execute();
+    return toAccount(row);
+  }
+
+  async findAccountByName(name: string): Promise<AccountRecord | undefined> {
+    const row = await this.db.selectFrom("accounts").selectAll().where("name", "=", name).executeTakeFirst();
+    return row && toAccount(row);
+  }
+
+  async findAccountById(id: AccountId): Promise<AccountRecord | undefined> {
+    const row = await this.db.selectFrom("accounts").selectAll().where("id", "=", id).executeTakeFirst();
+    return row && toAccount(row);
+  }
+
+  async countAccounts(): Promise<number> {
+    const row = await this.db
+      .selectFrom("accounts")
+      .select((eb) => eb.fn.countAll<number>().as("count"))
+      .executeTakeFirstOrThrow();
+    return Number(row.count);
+  }
+
+  async createKey(input: {
+    accountId: AccountId;
+    keyHash: string;
+    display: string;
+    label: string | null;
+  }): Promise<KeyRecord> {
+    const row: ApiKeysTable = {
+      id: mintId("key"),
+      account_id: input.accountId,
+      key_hash: input.keyHash,
+      display: input.display,
+      label: input.label,
+      created_at: Date.now(),
+      revoked_at: null,
+    };
+    await this.db.insertInto("api_keys").values(row).execute();
+    return toKey(row);
+  }
+
+  async listKeys(accountId: AccountId): Promise<KeyRecord[]> {
+    const rows = await this.db
+      .selectFrom("api_keys")
+      .selectAll()
+      .where("account_id", "=", accountId)
+      .orderBy("created_at")
+      .execute();
+    return rows.map(toKey);
+  }
+
+  async findKeyByHash(keyHash: string): Promise<KeyRecord | undefined> {
+    const row = await this.db.selectFrom("api_keys").selectAll().where("key_hash", "=", keyHash).executeTakeFirst();
+    return row && toKey(row);
+  }
+
+  async findKeyById(id: KeyId): Promise<KeyRecord | undefined> {
+    const row = await this.db.selectFrom("api_keys").selectAll().where("id", "=", id).executeTakeFirst();
+    return row && toKey(row);
+  }
+
+  async revokeKey(id: KeyId): Promise<boolean> {
+    const result = await this.db
+      .updateTable("api_keys")
+      .set({ revoked_at: Date.now() })
+      .where("id", "=", id)
+      .where("revoked_at", "is", null)
+      .executeTakeFirst();
+    return Number(result.numUpdatedRows) > 0;
+  }
+
+  async insertMetadata(records: readonly MetadataRecord[]): Promise<void> {
+    if (records.length === 0) return;
+    // one multi-row insert per chunk keeps us under SQLite's bound-parameter limit
+    const chunk = 400;
+    await this.db.transaction().execute(async (trx) => {
+      for (let start = 0; start < records.length; start += chunk) {
+        await trx
+          .insertInto("request_metadata")
+          .values(records.slice(start, start + chunk).map(toRow))
+          .execute();
+      }
+    });
+  }
+
+  async usageByDayAndModel(accountId: AccountId, sinceMs: number): Promise<UsageRow[]> {
+    const day = this.dayExpression();
+    const rows = await this.db
+      .selectFrom("request_metadata")
+      .select([
+        day.as("day"),
+        "model",
+        sql<number>`count(*)`.as("requests"),
+        sql<number>`sum(case when error_code is null then 0 else 1 end)`.as("errors"),
+        sql<number>`sum(input_tokens)`.as("input_tokens"),
+        sql<number>`sum(output_tokens)`.as("output_tokens"),
+        sql<number>`sum(cached_input_tokens)`.as("cached_input_tokens"),
+        sql<number>`sum(reasoning_tokens)`.as("reasoning_tokens"),
+        sql<number>`sum(cost_micros)`.as("cost_micros"),
+      ])
+      .where("account", "=", accountId)
+      .where("ts", ">=", sinceMs)
+      .groupBy([day, "model"])
+      .orderBy("day")
+      .orderBy("model")
+      .execute();
+    return rows.map((row) => ({
+      day: String(row.day),
+      model: row.model,
+      requests: Number(row.requests),
+      errors: Number(row.errors),
+      inputTokens: Number(row.input_tokens),
+      outputTokens: Number(row.output_tokens),
+      cachedInputTokens: Number(row.cached_input_tokens),
+      reasoningTokens: Number(row.reasoning_tokens),
+      costMicros: Number(row.cost_micros),
+    }));
+  }
+
+  /** The UTC calendar day of `ts`, as YYYY-MM-DD, in this dialect's SQL. */
+  protected dayExpression() {
+    return this.kind === "sqlite"
+      ? sql<string>`strftime('%Y-%m-%d', ts / 1000, 'unixepoch')`
+      : sql<string>`to_char(to_timestamp(ts / 1000.0) at time zone 'UTC', 'YYYY-MM-DD')`;
+  }
+
+  async ping(): Promise<boolean> {
+    try {
+      await sql`select 1`.execute(this.db);
+      return true;
+    } catch {
+      return false;
+    }
+  }
+
+  async close(): Promise<void> {
+    await this.db.destroy();
+    await this.onClose();
+  }
+}

@@ -1,0 +1,80 @@
+import { type Kysely, type Migration, type MigrationProvider, Migrator } from "kysely";
+
+/**
+ * Schema migrations, written once for both SQLite and PostgreSQL with Kysely's
+ * schema builder. Append new migrations; never edit a shipped one.
+ */
+const migrations: Record<string, Migration> = {
+  "0001_core": {
+    async up(db: Kysely<unknown>) {
+      await db.schema
+        .createTable("accounts")
+        .addColumn("id", "text", (column) => column.primaryKey())
+        .addColumn("name", "text", (column) => column.notNull().unique())
+        .addColumn("created_at", "bigint", (column) => column.notNull())
+        .addColumn("rpm", "integer")
+        .addColumn("tpm", "integer")
+        .addColumn("zdr_required", "integer", (column) => column.notNull().defaultTo(1))
+        .execute();
+      await db.schema
+        .createTable("api_keys")
+        .addColumn("id", "text", (column) => column.primaryKey())
+        .addColumn("account_id", "text", (column) => column.notNull().references("accounts.id"))
+        .addColumn("key_hash", "text", (column) => column.notNull().unique())
+        .addColumn("display", "text", (column) => column.notNull())
+        .addColumn("label", "text")
+        .addColumn("created_at", "bigint", (column) => column.notNull())
+        .addColumn("revoked_at", "bigint")
+        .execute();
+      await db.schema.createIndex("api_keys_account").on("api_keys").column("account_id").execute();
+      await db.schema
+        .createTable("request_metadata")
+        .addColumn("request_id", "text", (column) => column.primaryKey())
+        .addColumn("ts", "bigint", (column) => column.notNull())
+        .addColumn("account", "text")
+        .addColumn("key_id", "text")
+        .addColumn("endpoint", "text", (column) => column.notNull())
+        .addColumn("client_format", "text", (column) => column.notNull())
+        .addColumn("model", "text", (column) => column.notNull())
+        .addColumn("supplier", "text")
+        .addColumn("status", "integer", (column) => column.notNull())
+        .addColumn("error_code", "text")
+        .addColumn("input_tokens", "integer", (column) => column.notNull())
+        .addColumn("output_tokens", "integer", (column) => column.notNull())
+        .addColumn("cached_input_tokens", "integer", (column) => column.notNull())
+        .addColumn("reasoning_tokens", "integer", (column) => column.notNull())
+        .addColumn("latency_ms", "double precision", (column) => column.notNull())
+        .addColumn("ttft_ms", "double precision")
+        .addColumn("output_tokens_per_s", "double precision")
+        .addColumn("streamed", "integer", (column) => column.notNull())
+        .addColumn("cache_hit", "integer", (column) => column.notNull())
+        .addColumn("cost_micros", "bigint", (column) => column.notNull())
+        .addColumn("tokens_estimated", "integer", (column) => column.notNull())
+        .execute();
+      await db.schema.createIndex("request_metadata_ts").on("request_metadata").column("ts").execute();
+      await db.schema
+        .createIndex("request_metadata_account_ts")
+        .on("request_metadata")
+        .columns(["account", "ts"])
+        .execute();
+    },
+  },
+};
+
+const provider: MigrationProvider = {
+  async getMigrations() {
+    return migrations;
+  },
+};
+
+/** Brings the schema up to date; Kysely's migrator takes a lock so concurrent replicas are safe. */
+export async function migrateToLatest(db: Kysely<unknown>): Promise<void> {
+  const migrator = new Migrator({
+    db,
+    provider,
+    migrationTableName: "lethe_migrations",
+    migrationLockTableName: "lethe_migration_lock",
+  });
+  const { error } = await migrator.migrateToLatest();
+  if (error) throw new Error("database migration failed");
+}

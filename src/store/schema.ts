@@ -1,0 +1,52 @@
+/**
+ * The database schema shared by SQLite and PostgreSQL. Times are epoch milliseconds,
+ * booleans are 0/1 integers, so the same migrations and queries serve both.
+ */
+export interface Database {
+  accounts: AccountsTable;
+  api_keys: ApiKeysTable;
+  request_metadata: RequestMetadataTable;
+}
+
+export interface AccountsTable {
+  id: string;
+  name: string;
+  created_at: number;
+  rpm: number | null;
+  tpm: number | null;
+  zdr_required: number;
+}
+
+export interface ApiKeysTable {
+  id: string;
+  account_id: string;
+  key_hash: string;
+  display: string;
+  label: string | null;
+  created_at: number;
+  revoked_at: number | null;
+}
+
+export interface RequestMetadataTable {
+  request_id: string;
+  ts: number;
+  account: string | null;
+  key_id: string | null;
+  endpoint: string;
+  client_format: string;
+  model: string;
+  supplier: string | null;
+  status: number;
+  error_code: string | null;
+  input_tokens: number;
+  output_tokens: number;
+  cached_input_tokens: number;
+  reasoning_tokens: number;
+  latency_ms: number;
+  ttft_ms: number | null;
+  output_tokens_per_s: number | null;
+  streamed: number;
+  cache_hit: number;
+  cost_micros: number;
+  tokens_estimated: number;
+}

@@ -1,0 +1,67 @@
+import type { AccountId, KeyId } from "../config/ids.js";
+import type { StoreKind } from "../logging/event-log.js";
+import type { MetadataRecord } from "../metering/metadata-record.js";
+
+/** An account as the store keeps it. `name` is the operator's label, never written to metadata. */
+export interface AccountRecord {
+  id: AccountId;
+  name: string;
+  createdAt: number;
+  rpm: number | null;
+  tpm: number | null;
+  zdrRequired: boolean;
+}
+
+/** An API key as the store keeps it: only its HMAC and a display form, never the key. */
+export interface KeyRecord {
+  id: KeyId;
+  accountId: AccountId;
+  keyHash: string;
+  display: string;
+  label: string | null;
+  createdAt: number;
+  revokedAt: number | null;
+}
+
+/** One row of `lethe usage`: totals of one account for one UTC day and model. */
+export interface UsageRow {
+  day: string;
+  model: string;
+  requests: number;
+  errors: number;
+  inputTokens: number;
+  outputTokens: number;
+  cachedInputTokens: number;
+  reasoningTokens: number;
+  costMicros: number;
+}
+
+/** Lethe's persistence, the same contract over SQLite and PostgreSQL. Metadata plane only. */
+export interface Store {
+  readonly kind: StoreKind;
+  /**
+   * A number that changes whenever another process may have changed keys or accounts.
+   * Cheap and synchronous, so the auth cache can check it on every request.
+   */
+  changeCounter(): number;
+  createAccount(input: { name: string; rpm?: number | null; tpm?: number | null }): Promise<AccountRecord>;
+  findAccountByName(name: string): Promise<AccountRecord | undefined>;
+  findAccountById(id: AccountId): Promise<AccountRecord | undefined>;
+  countAccounts(): Promise<number>;
+  createKey(input: {
+    accountId: AccountId;
+    keyHash: string;
+    display: string;
+    label: string | null;
+  }): Promise<KeyRecord>;
+  listKeys(accountId: AccountId): Promise<KeyRecord[]>;
+  findKeyByHash(keyHash: string): Promise<KeyRecord | undefined>;
+  findKeyById(id: KeyId): Promise<KeyRecord | undefined>;
+  /** Marks a key revoked; returns false when it was already revoked or does not exist. */
+  revokeKey(id: KeyId): Promise<boolean>;
+  insertMetadata(records: readonly MetadataRecord[]): Promise<void>;
+  usageByDayAndModel(accountId: AccountId, sinceMs: number): Promise<UsageRow[]>;
+  /** Whether the database answers; readiness reads it. */
+  ping(): Promise<boolean>;
+  close(): Promise<void>;
+}

@@ -1,0 +1,93 @@
+import { UpstreamError } from "../../errors/lethe-error.js";
+
+/** Why a total-deadline abort fired, so it maps to a timeout rather than a client close. */
+export const TOTAL_TIMEOUT = Symbol("lethe-total-timeout");
+
+/**
+ * Maps whatever undici threw into an UpstreamError by its code alone; the thrown
+ * error's message and cause are dropped here and never go further.
+ */
+export function upstreamFailure(error: unknown, signal: AbortSignal): UpstreamError {
+  if (error instanceof UpstreamError) return error;
+  if (signal.aborted) {
+    if (signal.reason === TOTAL_TIMEOUT) {
+      return new UpstreamError("LETHE_UPSTREAM_TIMEOUT", "The supplier did not finish within the total time allowed.", {
+        upstreamStatus: 0,
+        retryable: true,
+      });
+    }
+    return new UpstreamError("LETHE_CLIENT_CLOSED", "The client closed the connection.", {
+      upstreamStatus: 0,
+      retryable: false,
+    });
+  }
+  const code = typeof error === "object" && error !== null && "code" in error ? String(error.code) : "";
+  switch (code) {
+    case "UND_ERR_CONNECT_TIMEOUT":
+      return new UpstreamError("LETHE_UPSTREAM_TIMEOUT", "Connecting to the supplier timed out.", {
+        upstreamStatus: 0,
+        retryable: true,
+      });
+    case "UND_ERR_HEADERS_TIMEOUT":
+      return new UpstreamError("LETHE_UPSTREAM_TIMEOUT", "The supplier did not start answering in time.", {
+        upstreamStatus: 0,
+        retryable: true,
+      });
+    case "UND_ERR_BODY_TIMEOUT":
+      return new UpstreamError("LETHE_UPSTREAM_TIMEOUT", "The supplier stopped sending in the middle of its answer.", {
+        upstreamStatus: 0,
+        retryable: true,
+      });
+    default:
+      return new UpstreamError("LETHE_UPSTREAM_UNAVAILABLE", "The supplier could not be reached.", {
+        upstreamStatus: 0,
+        retryable: true,
+      });
+  }
+}
+
+function parseRetryAfter(value: string | string[] | undefined): number | null {
+  const raw = Array.isArray(value) ? value[0] : value;
+  if (raw === undefined) return null;
+  const seconds = Number(raw);
+  if (Number.isFinite(seconds) && seconds >= 0) return seconds;
+  const date = Date.parse(raw);
+  return Number.isNaN(date) ? null : Math.max(0, (date - Date.now()) / 1000);
+}
+
+/** Maps a supplier's non-2xx status to an UpstreamError; the body is handled elsewhere. */
+export function upstreamStatusError(status: number, retryAfter: string | string[] | undefined): UpstreamError {
+  const retryAfterSeconds = parseRetryAfter(retryAfter);
+  if (status === 429) {
+    return new UpstreamError("LETHE_UPSTREAM_RATE_LIMITED", "The supplier is rate limiting requests.", {
+      upstreamStatus: status,
+      retryable: true,
+      retryAfterSeconds,
+    });
+  }
+  if (status === 408) {
+    return new UpstreamError("LETHE_UPSTREAM_TIMEOUT", "The supplier timed out.", {
+      upstreamStatus: status,
+      retryable: true,
+    });
+  }
+  if (status >= 500) {
+    return new UpstreamError("LETHE_UPSTREAM_ERROR", "The supplier failed to answer.", {
+      upstreamStatus: status,
+      retryable: true,
+      retryAfterSeconds,
+    });
+  }
+  if (status === 401 || status === 403 || status === 404) {
+    // the operator's credentials or model mapping are wrong, not the caller's request
+    return new UpstreamError("LETHE_UPSTREAM_ERROR", "The supplier refused Lethe's request.", {
+      upstreamStatus: status,
+      retryable: true,
+    });
+  }
+  return new UpstreamError("LETHE_UPSTREAM_REJECTED", "The supplier rejected the request.", {
+    upstreamStatus: status,
+    retryable: false,
+    status: status >= 400 && status < 500 ? status : 400,
+  });
+}

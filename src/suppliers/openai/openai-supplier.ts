@@ -1,0 +1,110 @@
+import type { SupplierId } from "../../config/ids.js";
+import type { SupplierConfig } from "../../config/load-config.js";
+import { UpstreamError } from "../../errors/lethe-error.js";
+import { readSse } from "../http/read-sse.js";
+import { isRejection, SupplierHttpClient, type UpstreamResponse } from "../http/supplier-http-client.js";
+import { upstreamFailure } from "../http/upstream-failure.js";
+import type { Supplier, SupplierCall, SupplierResult, WireEvent } from "../supplier.js";
+
+function badResponse(message: string): UpstreamError {
+  return new UpstreamError("LETHE_UPSTREAM_BAD_RESPONSE", message, { upstreamStatus: 200, retryable: true });
+}
+
+function isObject(value: unknown): value is Record<string, unknown> {
+  return typeof value === "object" && value !== null && !Array.isArray(value);
+}
+
+function hasFinishReason(chunk: Record<string, unknown>): boolean {
+  const choices = chunk.choices;
+  if (!Array.isArray(choices)) return false;
+  for (const choice of choices) if (isObject(choice) && typeof choice.finish_reason === "string") return true;
+  return false;
+}
+
+/**
+ * Any OpenAI-compatible server (OpenAI, vLLM, Ollama, llama.cpp, Together, Groq…).
+ * Subclasses for particular servers override only what they do differently.
+ */
+export class OpenAICompatibleSupplier implements Supplier {
+  readonly id: SupplierId;
+  readonly format = "openai" as const;
+  protected readonly http: SupplierHttpClient;
+  private readonly baseHeaders: Record<string, string>;
+
+  constructor(config: SupplierConfig) {
+    this.id = config.id;
+    this.http = new SupplierHttpClient(config);
+    this.baseHeaders = { "content-type": "application/json", accept: "application/json", ...config.headers };
+    if (config.apiKey !== null) this.baseHeaders.authorization = `Bearer ${config.apiKey}`;
+  }
+
+  async send(call: SupplierCall): Promise<SupplierResult> {
+    const headers = call.stream ? { ...this.baseHeaders, accept: "text/event-stream" } : this.baseHeaders;
+    const answer = await this.http.post("/chat/completions", JSON.stringify(call.body), headers, call.signal);
+    if (isRejection(answer)) return { kind: "rejected", error: answer.error, detail: answer.detail };
+    if (call.stream) return { kind: "stream", events: this.readChunks(answer) };
+    return { kind: "json", body: await this.readJson(answer) };
+  }
+
+  /** Reads a whole non-streaming completion. */
+  protected async readJson(response: UpstreamResponse): Promise<Record<string, unknown>> {
+    let text: string;
+    try {
+      text = await response.body.text();
+    } catch (thrown) {
+      throw upstreamFailure(thrown, response.signal);
+    } finally {
+      response.finish();
+    }
+    let parsed: unknown;
+    try {
+      parsed = JSON.parse(text);
+    } catch {
+      throw badResponse("The supplier sent a response that is not JSON.");
+    }
+    if (!isObject(parsed) || !Array.isArray(parsed.choices)) {
+      throw badResponse("The supplier sent a response that is not a chat completion.");
+    }
+    return parsed;
+  }
+
+  /** Turns the SSE stream into parsed chunk events, ending at OpenAI's `[DONE]`. */
+  protected async *readChunks(response: UpstreamResponse): AsyncGenerator<WireEvent> {
+    let done = false;
+    let finished = false;
+    for await (const message of readSse(response)) {
+      // OpenAI ends every stream with a literal [DONE] event, which is not JSON; reading
+      // on to the end of the body (rather than breaking) keeps the connection reusable
+      if (done) continue;
+      if (message.data === "[DONE]") {
+        done = true;
+        continue;
+      }
+      let data: unknown;
+      try {
+        data = JSON.parse(message.data);
+      } catch {
+        throw badResponse("The supplier sent a stream chunk that is not JSON.");
+      }
+      if (!isObject(data)) throw badResponse("The supplier sent a stream chunk that is not an object.");
+      // some OpenAI-compatible servers report failures as an `error` chunk mid-stream
+      if (data.error !== undefined && data.error !== null) {
+        throw new UpstreamError("LETHE_UPSTREAM_ERROR", "The supplier reported an error during the stream.", {
+          upstreamStatus: 200,
+          retryable: false,
+        });
+      }
+      if (!finished && hasFinishReason(data)) finished = true;
+      yield { event: message.event, data };
+    }
+    // a stream that ended without [DONE] is complete only if a finish_reason arrived
+    if (!done && !finished && !response.signal.aborted) {
+      // the socket ended cleanly but the stream never finished: treat as a broken stream
+      throw badResponse("The supplier's stream ended before it was complete.");
+    }
+  }
+
+  async close(): Promise<void> {
+    await this.http.close();
+  }
+}

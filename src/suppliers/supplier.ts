@@ -1,0 +1,41 @@
+import type { SupplierId } from "../config/ids.js";
+import type { UpstreamError } from "../errors/lethe-error.js";
+
+/** The wire formats suppliers speak; translation happens when it differs from the client's. */
+export type WireFormat = "openai" | "anthropic";
+
+/** One parsed server-sent event from a supplier: its `event:` name and its JSON `data`. */
+export interface WireEvent {
+  event: string | undefined;
+  data: Record<string, unknown>;
+}
+
+/** A request body already in the supplier's wire format, with its model name set. */
+export interface SupplierCall {
+  body: Record<string, unknown>;
+  stream: boolean;
+  /** Aborted when the client goes away; the supplier aborts its upstream request. */
+  signal: AbortSignal;
+  /** Format-specific headers passed on from the client (e.g. `anthropic-version`). */
+  headers?: Record<string, string>;
+}
+
+/**
+ * What a supplier answered. A rejection carries the supplier's own error message as
+ * `detail`, for the caller only: it lives in the content plane and is never logged.
+ */
+export type SupplierResult =
+  | { kind: "json"; body: Record<string, unknown> }
+  | { kind: "stream"; events: AsyncIterable<WireEvent> }
+  | { kind: "rejected"; error: UpstreamError; detail: string | undefined };
+
+/**
+ * A supplier adapter. `send` throws an UpstreamError when no answer arrived
+ * (refused, timed out); iterating a stream throws one when it breaks mid-way.
+ */
+export interface Supplier {
+  readonly id: SupplierId;
+  readonly format: WireFormat;
+  send(call: SupplierCall): Promise<SupplierResult>;
+  close(): Promise<void>;
+}
