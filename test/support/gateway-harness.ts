@@ -1,0 +1,83 @@
+import { mkdtemp, rm } from "node:fs/promises";
+import os from "node:os";
+import path from "node:path";
+import { DEFAULT_CONFIG_FILE, resolveConfig } from "../../src/config/load-config.js";
+import { KeyHasher } from "../../src/keys/api-key.js";
+import { issueKey } from "../../src/keys/issue-key.js";
+import type { MetadataRecord } from "../../src/metering/metadata-record.js";
+import { type RunningGateway, startGateway } from "../../src/server/start-gateway.js";
+import { loadServerSecret } from "../../src/store/server-secret.js";
+
+/** A gateway running in this process on a loopback port, with its log lines captured. */
+export interface TestGateway {
+  url: string;
+  /** For the openai SDK: `${url}/v1`. */
+  baseURL: string;
+  /** The `demo` account's first-start key. */
+  key: string;
+  dataDir: string;
+  running: RunningGateway;
+  /** Every log line the gateway printed so far. */
+  logText(): string;
+  /** Mints another key for an account (creating the account when needed). */
+  createKey(accountName?: string): Promise<{ key: string; keyId: string }>;
+  /** Writes buffered metadata now and returns every stored record, oldest first. */
+  records(): Promise<MetadataRecord[]>;
+  close(): Promise<void>;
+}
+
+/** Starts a gateway on a fresh temp data dir; `config` is a config-file document (default: the demo). */
+export async function startTestGateway(
+  options: { config?: unknown; env?: Record<string, string> } = {},
+): Promise<TestGateway> {
+  const dataDir = await mkdtemp(path.join(os.tmpdir(), "lethe-test-"));
+  const config = resolveConfig(
+    options.config ?? DEFAULT_CONFIG_FILE,
+    { LETHE_DATA_DIR: dataDir, LETHE_PORT: "0", LETHE_HOST: "127.0.0.1", ...options.env },
+    null,
+  );
+  const lines: string[] = [];
+  const running = await startGateway(config, { logDestination: { write: (line: string) => void lines.push(line) } });
+  if (running.firstStartKey === null) throw new Error("expected a first-start key");
+  const store = running.gateway.store;
+  let closed = false;
+  return {
+    url: running.url,
+    baseURL: `${running.url}/v1`,
+    key: running.firstStartKey,
+    dataDir,
+    running,
+    logText: () => lines.join(""),
+    async createKey(accountName = "demo") {
+      const account =
+        (await store.findAccountByName(accountName)) ?? (await store.createAccount({ name: accountName }));
+      const hasher = new KeyHasher(await loadServerSecret(dataDir, null));
+      const { key, record } = await issueKey(store, hasher, account.id, null);
+      return { key, keyId: record.id };
+    },
+    async records() {
+      await running.gateway.meter.drain();
+      const db = (store as unknown as { db: import("kysely").Kysely<Record<string, Record<string, unknown>>> }).db;
+      const rows = await db.selectFrom("request_metadata").selectAll().orderBy("ts").execute();
+      return rows.map(
+        (row) =>
+          ({
+            ...row,
+            streamed: row.streamed === 1,
+            cache_hit: row.cache_hit === 1,
+            tokens_estimated: row.tokens_estimated === 1,
+          }) as unknown as MetadataRecord,
+      );
+    },
+    async close() {
+      if (closed) return;
+      closed = true;
+      await running.close();
+    },
+  };
+}
+
+/** Removes a test's data dir. */
+export async function removeDataDir(gateway: TestGateway): Promise<void> {
+  await rm(gateway.dataDir, { recursive: true, force: true });
+}
