@@ -1,0 +1,121 @@
+// A minimal OpenAI-compatible supplier for the benchmark: it answers
+// `POST /v1/chat/completions` instantly with a fixed completion, so whatever the
+// bench measures on top of it is the cost of the client, the network stack and
+// whatever sits in between (Lethe, or the bare proxy).
+//
+// Run as a child process: `node bench/fake-supplier.mjs [port]` prints one JSON
+// line `{"port":N}` on stdout once it listens on 127.0.0.1.
+import { createServer } from "node:http";
+import { pathToFileURL } from "node:url";
+
+const CREATED = 1_700_000_000;
+const MODEL = "fake-model";
+const USAGE = { prompt_tokens: 12, completion_tokens: 7, total_tokens: 19 };
+
+/** The whole non-streaming answer, serialised once: answering costs no JSON work. */
+const COMPLETION = Buffer.from(
+  JSON.stringify({
+    id: "chatcmpl-bench",
+    object: "chat.completion",
+    created: CREATED,
+    model: MODEL,
+    choices: [
+      {
+        index: 0,
+        message: { role: "assistant", content: "Hello from the fake supplier." },
+        finish_reason: "stop",
+      },
+    ],
+    usage: USAGE,
+  }),
+);
+
+function chunk(delta, finishReason) {
+  return {
+    id: "chatcmpl-bench",
+    object: "chat.completion.chunk",
+    created: CREATED,
+    model: MODEL,
+    choices: [{ index: 0, delta, finish_reason: finishReason }],
+  };
+}
+
+function sseEvent(data) {
+  return `data: ${JSON.stringify(data)}\n\n`;
+}
+
+/** The chunks every stream carries: the role, the text in three pieces, the finish. */
+const STREAM_CHUNKS = [
+  chunk({ role: "assistant", content: "" }, null),
+  chunk({ content: "Hello" }, null),
+  chunk({ content: " from the fake" }, null),
+  chunk({ content: " supplier." }, null),
+  chunk({}, "stop"),
+]
+  .map(sseEvent)
+  .join("");
+const USAGE_CHUNK = sseEvent({
+  id: "chatcmpl-bench",
+  object: "chat.completion.chunk",
+  created: CREATED,
+  model: MODEL,
+  choices: [],
+  usage: USAGE,
+});
+const DONE = "data: [DONE]\n\n";
+
+// like OpenAI, the usage chunk is sent only when the client asks for it
+const STREAM_WITH_USAGE = Buffer.from(STREAM_CHUNKS + USAGE_CHUNK + DONE);
+const STREAM_WITHOUT_USAGE = Buffer.from(STREAM_CHUNKS + DONE);
+
+/** Reads the whole request body; the supplier needs `stream` and `stream_options` from it. */
+async function readBody(request) {
+  const parts = [];
+  for await (const part of request) parts.push(part);
+  return Buffer.concat(parts).toString("utf8");
+}
+
+function sendJson(response, status, buffer) {
+  response.writeHead(status, { "content-type": "application/json", "content-length": buffer.length });
+  response.end(buffer);
+}
+
+function sendError(response, status, message) {
+  sendJson(response, status, Buffer.from(JSON.stringify({ error: { message, type: "invalid_request_error" } })));
+}
+
+async function answer(request, response) {
+  if (request.method !== "POST" || request.url !== "/v1/chat/completions") {
+    sendError(response, 404, "not found");
+    return;
+  }
+  let body;
+  try {
+    body = JSON.parse(await readBody(request));
+  } catch {
+    sendError(response, 400, "body is not JSON");
+    return;
+  }
+  if (body?.stream !== true) {
+    sendJson(response, 200, COMPLETION);
+    return;
+  }
+  const stream = body.stream_options?.include_usage === true ? STREAM_WITH_USAGE : STREAM_WITHOUT_USAGE;
+  // one write for the whole stream: the supplier is "instant", so every byte is ready at once
+  response.writeHead(200, { "content-type": "text/event-stream", "cache-control": "no-cache" });
+  response.end(stream);
+}
+
+/** Starts the fake supplier on 127.0.0.1; resolves with the server and its port. */
+export async function startFakeSupplier(port = 0) {
+  const server = createServer({ keepAliveTimeout: 60_000 }, (request, response) => {
+    answer(request, response).catch(() => response.destroy());
+  });
+  await new Promise((resolve) => server.listen(port, "127.0.0.1", resolve));
+  return { server, port: server.address().port };
+}
+
+if (import.meta.url === pathToFileURL(process.argv[1] ?? "").href) {
+  const { port } = await startFakeSupplier(Number(process.argv[2] ?? 0));
+  process.stdout.write(`${JSON.stringify({ port })}\n`);
+}

@@ -1,0 +1,546 @@
+// Lethe's benchmark (issue 2, "Figures"). It starts a fake supplier that answers
+// instantly, a bare Node pass-through proxy and Lethe itself (auth and metering
+// on, the built dist/ via bin/lethe.js), each as its own child process, then
+// measures all three interleaved in one run:
+//
+//   - requests/s at 50 connections (autocannon), non-streaming;
+//   - latency with 1 request in flight: full response (non-streaming) and time to
+//     the first body byte of a stream, as p50/p99;
+//   - Lethe's RSS after the run.
+//
+// It prints a table and the issue's targets as ratios against the direct figures,
+// and writes everything to bench/results/latest.json.
+//
+// Usage: npm run bench [-- --cpu-prof] [-- --strict]
+//   --cpu-prof  runs Lethe under `node --cpu-prof`; the profile lands in bench/results/profiles/
+//   --strict    exits 1 when a target is missed (for CI)
+import { spawn, spawnSync } from "node:child_process";
+import { mkdir, mkdtemp, readFile, rm, writeFile } from "node:fs/promises";
+import { createServer } from "node:net";
+import os from "node:os";
+import path from "node:path";
+import { createInterface } from "node:readline";
+import { fileURLToPath } from "node:url";
+import autocannon from "autocannon";
+import { Pool } from "undici";
+
+const REPO_ROOT = path.resolve(path.dirname(fileURLToPath(import.meta.url)), "..");
+const RESULTS_DIR = path.join(REPO_ROOT, "bench", "results");
+const HOST = "127.0.0.1";
+const ENDPOINT = "/v1/chat/completions";
+const MODEL_ID = "bench-model";
+const EXPECTED_TEXT = "Hello from the fake supplier.";
+
+const SETTINGS = {
+  rounds: 3,
+  throughputConnections: 50,
+  throughputSeconds: 4,
+  latencyRequestsPerRound: 1000,
+  warmupSeconds: 1,
+  warmupLatencyRequests: 300,
+};
+
+const TARGETS_OF_THE_ISSUE = {
+  minThroughputRatio: 0.3,
+  maxAddedP99Ms: 1,
+  maxAddedTtfbMs: 1,
+  maxRssMb: 150,
+};
+
+const flags = new Set(process.argv.slice(2));
+
+// ---------------------------------------------------------------------------
+// Child processes: every one is tracked, so none outlives the bench, even on errors.
+
+const children = new Set();
+
+function killAllChildren() {
+  for (const child of children) child.kill("SIGKILL");
+}
+
+process.on("exit", killAllChildren);
+for (const signal of ["SIGINT", "SIGTERM"]) {
+  process.on(signal, () => {
+    killAllChildren();
+    process.exit(130);
+  });
+}
+
+/** Spawns `node ARGS` with piped output, tracked for clean-up; keeps the tail of stderr for error reports. */
+function spawnNode(name, args, environment = process.env) {
+  const child = spawn(process.execPath, args, { cwd: REPO_ROOT, env: environment, stdio: ["ignore", "pipe", "pipe"] });
+  child.benchName = name;
+  child.stderrTail = "";
+  child.stderr.setEncoding("utf8");
+  child.stderr.on("data", (text) => {
+    child.stderrTail = (child.stderrTail + text).slice(-2000);
+  });
+  child.lines = createInterface({ input: child.stdout });
+  children.add(child);
+  child.once("exit", () => children.delete(child));
+  return child;
+}
+
+/** Resolves with the first stdout line of `child` that `matches`; fails if it exits or times out first. */
+function waitForLine(child, matches, timeoutMs = 15_000) {
+  return new Promise((resolve, reject) => {
+    const cleanUp = () => {
+      clearTimeout(timer);
+      child.lines.off("line", onLine);
+      child.off("exit", onExit);
+    };
+    const onLine = (line) => {
+      if (!matches(line)) return;
+      cleanUp();
+      resolve(line);
+    };
+    const onExit = (code) => {
+      cleanUp();
+      reject(new Error(`${child.benchName} exited (code ${code}) before it was ready:\n${child.stderrTail}`));
+    };
+    const timer = setTimeout(() => {
+      cleanUp();
+      reject(new Error(`${child.benchName} was not ready within ${timeoutMs} ms:\n${child.stderrTail}`));
+    }, timeoutMs);
+    child.lines.on("line", onLine);
+    child.once("exit", onExit);
+  });
+}
+
+/** Reads the `{"port":N}` line the fake supplier and the bare proxy print when they listen. */
+async function waitForPort(child) {
+  const line = await waitForLine(child, (text) => text.startsWith('{"port":'));
+  return JSON.parse(line).port;
+}
+
+/** Stops a child with SIGTERM (so Lethe drains its meter and writes a CPU profile), SIGKILL after a grace period. */
+async function stopChild(child, graceMs = 10_000) {
+  if (child.exitCode !== null || child.signalCode !== null) return;
+  const exited = new Promise((resolve) => child.once("exit", resolve));
+  child.kill("SIGTERM");
+  const timer = setTimeout(() => child.kill("SIGKILL"), graceMs);
+  await exited;
+  clearTimeout(timer);
+}
+
+/** A port nobody listens on right now, for LETHE_PORT. */
+function findFreePort() {
+  return new Promise((resolve, reject) => {
+    const server = createServer();
+    server.once("error", reject);
+    server.listen(0, HOST, () => {
+      const { port } = server.address();
+      server.close(() => resolve(port));
+    });
+  });
+}
+
+/** Resident set size (and its peak) of a process, from /proc, in bytes. */
+async function readMemory(pid) {
+  const status = await readFile(`/proc/${pid}/status`, "utf8");
+  const kilobytes = (field) => Number(new RegExp(`^${field}:\\s+(\\d+) kB`, "m").exec(status)?.[1] ?? Number.NaN);
+  return { rssBytes: kilobytes("VmRSS") * 1024, peakRssBytes: kilobytes("VmHWM") * 1024 };
+}
+
+// ---------------------------------------------------------------------------
+// Starting the three processes.
+
+async function startFakeSupplier() {
+  const child = spawnNode("fake supplier", ["bench/fake-supplier.mjs"]);
+  return { child, port: await waitForPort(child) };
+}
+
+async function startBareProxy(supplierPort) {
+  const child = spawnNode("bare proxy", ["bench/bare-proxy.mjs", `http://${HOST}:${supplierPort}`]);
+  return { child, port: await waitForPort(child) };
+}
+
+/** Lethe's config for the bench: one ZDR OpenAI-compatible supplier (the fake one) and one model. */
+function letheConfigYaml(supplierPort) {
+  return `suppliers:
+  - id: fake-openai
+    type: openai
+    base_url: http://${HOST}:${supplierPort}/v1
+    api_key_env: BENCH_SUPPLIER_KEY
+    zdr: true
+models:
+  - id: ${MODEL_ID}
+    routes:
+      - supplier: fake-openai
+        model: fake-model
+        price: { input_per_mtok: 0.10, output_per_mtok: 0.20 }
+`;
+}
+
+/** Lethe's environment: the bench's own data dir, port and config; no inherited LETHE_* (e.g. a database URL). */
+function letheEnvironment(workDir, port) {
+  const environment = Object.fromEntries(Object.entries(process.env).filter(([name]) => !name.startsWith("LETHE_")));
+  return {
+    ...environment,
+    LETHE_HOST: HOST,
+    LETHE_PORT: String(port),
+    LETHE_DATA_DIR: path.join(workDir, "data"),
+    LETHE_CONFIG: path.join(workDir, "lethe.config.yaml"),
+    BENCH_SUPPLIER_KEY: "sk-fake-supplier-key",
+  };
+}
+
+/** Starts `node bin/lethe.js serve` on a fresh data dir; resolves with its port and the first-start API key. */
+async function startLethe(workDir, supplierPort) {
+  await writeFile(path.join(workDir, "lethe.config.yaml"), letheConfigYaml(supplierPort));
+  const port = await findFreePort();
+  const environment = letheEnvironment(workDir, port);
+  const nodeFlags = [];
+  if (flags.has("--cpu-prof")) {
+    nodeFlags.push("--cpu-prof", `--cpu-prof-dir=${path.join(RESULTS_DIR, "profiles")}`);
+  }
+  const child = spawnNode("Lethe", [...nodeFlags, "bin/lethe.js", "serve"], environment);
+  // the first start prints the demo account's key on its own line, after "listening"
+  const keyLine = await waitForLine(child, (line) => line.includes("sk-lethe-"));
+  const apiKey = /sk-lethe-[0-9A-Za-z]+/.exec(keyLine)?.[0];
+  if (apiKey === undefined) throw new Error("Lethe printed no first-start API key");
+  return { child, port, apiKey, environment };
+}
+
+/** Sums the REQUESTS column of `lethe usage`: proof that metering recorded the bench's requests. */
+function countMeteredRequests(environment) {
+  const usage = spawnSync(process.execPath, ["bin/lethe.js", "usage", "--account", "demo"], {
+    cwd: REPO_ROOT,
+    env: environment,
+    encoding: "utf8",
+  });
+  if (usage.status !== 0) return null;
+  const rows = usage.stdout.trim().split("\n").slice(1);
+  return rows.reduce((total, row) => total + (Number(row.split("\t")[2]) || 0), 0);
+}
+
+// ---------------------------------------------------------------------------
+// Requests: identical for every target, so only what sits in between differs.
+
+function requestBodies() {
+  const messages = [{ role: "user", content: "Say hello." }];
+  return {
+    json: JSON.stringify({ model: MODEL_ID, messages, max_tokens: 16 }),
+    // include_usage makes the supplier's stream identical whether or not Lethe is in between
+    // (Lethe always asks for usage upstream, to meter the stream)
+    stream: JSON.stringify({
+      model: MODEL_ID,
+      messages,
+      max_tokens: 16,
+      stream: true,
+      stream_options: { include_usage: true },
+    }),
+  };
+}
+
+function requestHeaders(apiKey) {
+  return { "content-type": "application/json", authorization: `Bearer ${apiKey}` };
+}
+
+/** One request through a target before measuring: it must answer correctly, or the figures mean nothing. */
+async function checkTarget(target, bodies, headers) {
+  const json = await target.pool.request({ method: "POST", path: ENDPOINT, headers, body: bodies.json });
+  const answer = await json.body.json();
+  if (json.statusCode !== 200 || answer?.choices?.[0]?.message?.content !== EXPECTED_TEXT) {
+    throw new Error(`${target.label}: unexpected answer (status ${json.statusCode})`);
+  }
+  const stream = await target.pool.request({ method: "POST", path: ENDPOINT, headers, body: bodies.stream });
+  const text = await stream.body.text();
+  if (stream.statusCode !== 200 || !text.includes("data: [DONE]") || !text.includes('"usage"')) {
+    throw new Error(`${target.label}: unexpected stream (status ${stream.statusCode})`);
+  }
+  if (target.name === "lethe" && json.headers["x-lethe-zdr"] !== "enforced") {
+    throw new Error("Lethe did not enforce ZDR on the bench model");
+  }
+}
+
+/** Without a key Lethe must refuse: the bench measures Lethe with auth on. */
+async function checkAuthIsOn(target, bodies) {
+  const refused = await target.pool.request({
+    method: "POST",
+    path: ENDPOINT,
+    headers: { "content-type": "application/json" },
+    body: bodies.json,
+  });
+  await refused.body.dump();
+  if (refused.statusCode !== 401) throw new Error(`Lethe answered ${refused.statusCode} without an API key`);
+}
+
+// ---------------------------------------------------------------------------
+// Measurements.
+
+function collectGarbage() {
+  // the bench process itself must not pause for GC in the middle of a latency loop
+  globalThis.gc?.();
+}
+
+/** Requests per second at `connections` concurrent connections, non-streaming. */
+async function measureThroughput(target, body, headers, seconds, connections) {
+  collectGarbage();
+  const result = await autocannon({
+    url: `${target.origin}${ENDPOINT}`,
+    method: "POST",
+    headers,
+    body,
+    connections,
+    duration: seconds,
+  });
+  return {
+    requestsPerSecond: result.requests.average,
+    requests: result.requests.total,
+    failures: result.errors + result.timeouts + result.non2xx,
+  };
+}
+
+/**
+ * Sends `count` requests one after the other on one keep-alive connection and
+ * returns each one's latency in ms: to the end of the body, or (`firstByte`) to the
+ * first body chunk, which for a stream is the time to first byte.
+ */
+async function measureLatency(pool, body, headers, count, firstByte) {
+  collectGarbage();
+  const samples = new Float64Array(count);
+  for (let index = 0; index < count; index++) {
+    const startedAt = process.hrtime.bigint();
+    const response = await pool.request({ method: "POST", path: ENDPOINT, headers, body });
+    let firstChunkAt = null;
+    for await (const _chunk of response.body) firstChunkAt ??= process.hrtime.bigint();
+    const endedAt = process.hrtime.bigint();
+    if (response.statusCode !== 200) throw new Error(`latency loop: status ${response.statusCode}`);
+    samples[index] = Number((firstByte ? firstChunkAt : endedAt) - startedAt) / 1e6;
+  }
+  return samples;
+}
+
+function percentile(sorted, fraction) {
+  return sorted[Math.min(sorted.length - 1, Math.max(0, Math.ceil(fraction * sorted.length) - 1))];
+}
+
+function summarise(sampleSets) {
+  const all = new Float64Array(sampleSets.reduce((total, samples) => total + samples.length, 0));
+  let offset = 0;
+  for (const samples of sampleSets) {
+    all.set(samples, offset);
+    offset += samples.length;
+  }
+  all.sort();
+  return { samples: all.length, p50Ms: percentile(all, 0.5), p99Ms: percentile(all, 0.99) };
+}
+
+/** Short unrecorded runs against every target, so each is JIT-warm and has its connections open. */
+async function warmUp(targets, bodies, headers) {
+  for (const target of targets) {
+    await measureThroughput(target, bodies.json, headers, SETTINGS.warmupSeconds, SETTINGS.throughputConnections);
+    await measureLatency(target.pool, bodies.json, headers, SETTINGS.warmupLatencyRequests, false);
+    await measureLatency(target.pool, bodies.stream, headers, SETTINGS.warmupLatencyRequests, true);
+  }
+}
+
+/** One round: every target in turn (the order rotates per round, so none always goes first). */
+async function runRound(round, targets, bodies, headers) {
+  const order = targets.map((_, index) => targets[(index + round) % targets.length]);
+  for (const target of order) {
+    const throughput = await measureThroughput(
+      target,
+      bodies.json,
+      headers,
+      SETTINGS.throughputSeconds,
+      SETTINGS.throughputConnections,
+    );
+    target.throughputRuns.push(throughput);
+    target.latencySamples.push(
+      await measureLatency(target.pool, bodies.json, headers, SETTINGS.latencyRequestsPerRound, false),
+    );
+    target.ttfbSamples.push(
+      await measureLatency(target.pool, bodies.stream, headers, SETTINGS.latencyRequestsPerRound, true),
+    );
+    process.stdout.write(
+      `  round ${round + 1}: ${target.label.padEnd(22)} ${Math.round(throughput.requestsPerSecond)} req/s\n`,
+    );
+  }
+}
+
+// ---------------------------------------------------------------------------
+// Results.
+
+function targetResult(target) {
+  const runs = target.throughputRuns;
+  return {
+    label: target.label,
+    requestsPerSecond: runs.reduce((total, run) => total + run.requestsPerSecond, 0) / runs.length,
+    requestsPerSecondPerRound: runs.map((run) => run.requestsPerSecond),
+    failedRequests: runs.reduce((total, run) => total + run.failures, 0),
+    latency: summarise(target.latencySamples),
+    ttfb: summarise(target.ttfbSamples),
+  };
+}
+
+function check(name, value, unit, passes, target) {
+  return { name, value, unit, target, pass: passes };
+}
+
+/** The issue's targets, as ratios or differences against the direct figures of this same run. */
+function evaluate(direct, bare, lethe, letheMemory) {
+  const rssMb = letheMemory.rssBytes / 1024 / 1024;
+  const added = (metric, statistic) => lethe[metric][statistic] - direct[metric][statistic];
+  const limits = TARGETS_OF_THE_ISSUE;
+  return [
+    check(
+      "throughput Lethe / direct",
+      lethe.requestsPerSecond / direct.requestsPerSecond,
+      "x",
+      lethe.requestsPerSecond / direct.requestsPerSecond >= limits.minThroughputRatio,
+      `>= ${limits.minThroughputRatio}`,
+    ),
+    check("throughput Lethe / bare proxy", lethe.requestsPerSecond / bare.requestsPerSecond, "x", null, "info"),
+    check("throughput bare proxy / direct", bare.requestsPerSecond / direct.requestsPerSecond, "x", null, "info"),
+    check("added latency p50 (Lethe - direct)", added("latency", "p50Ms"), "ms", null, "info"),
+    check(
+      "added latency p99 (Lethe - direct)",
+      added("latency", "p99Ms"),
+      "ms",
+      added("latency", "p99Ms") < limits.maxAddedP99Ms,
+      `< ${limits.maxAddedP99Ms} ms`,
+    ),
+    check(
+      "added stream TTFB p50 (Lethe - direct)",
+      added("ttfb", "p50Ms"),
+      "ms",
+      added("ttfb", "p50Ms") < limits.maxAddedTtfbMs,
+      `< ${limits.maxAddedTtfbMs} ms`,
+    ),
+    check(
+      "added stream TTFB p99 (Lethe - direct)",
+      added("ttfb", "p99Ms"),
+      "ms",
+      added("ttfb", "p99Ms") < limits.maxAddedTtfbMs,
+      `< ${limits.maxAddedTtfbMs} ms`,
+    ),
+    check("Lethe RSS after the run", rssMb, "MB", rssMb < limits.maxRssMb, `< ${limits.maxRssMb} MB`),
+  ];
+}
+
+function formatNumber(value, decimals) {
+  return value.toLocaleString("en-US", { minimumFractionDigits: decimals, maximumFractionDigits: decimals });
+}
+
+function printTable(results, bare) {
+  const columns = ["target", "req/s @50", "p50 ms", "p99 ms", "TTFB p50 ms", "TTFB p99 ms", "failed"];
+  const widths = [26, 11, 9, 9, 12, 12, 7];
+  const row = (cells) =>
+    cells.map((cell, index) => (index === 0 ? cell.padEnd(widths[0]) : cell.padStart(widths[index]))).join(" ");
+  const lines = [row(columns), row(widths.map((width) => "-".repeat(width)))];
+  for (const result of results) {
+    lines.push(
+      row([
+        result.label,
+        formatNumber(result.requestsPerSecond, 0),
+        formatNumber(result.latency.p50Ms, 3),
+        formatNumber(result.latency.p99Ms, 3),
+        formatNumber(result.ttfb.p50Ms, 3),
+        formatNumber(result.ttfb.p99Ms, 3),
+        String(result.failedRequests),
+      ]),
+    );
+  }
+  const direct = results[0];
+  lines.push(
+    "",
+    `bare proxy adds: latency p50 ${formatNumber(bare.latency.p50Ms - direct.latency.p50Ms, 3)} ms, ` +
+      `p99 ${formatNumber(bare.latency.p99Ms - direct.latency.p99Ms, 3)} ms; ` +
+      `stream TTFB p50 ${formatNumber(bare.ttfb.p50Ms - direct.ttfb.p50Ms, 3)} ms, ` +
+      `p99 ${formatNumber(bare.ttfb.p99Ms - direct.ttfb.p99Ms, 3)} ms`,
+  );
+  lines.push(
+    `req/s per round: ${results.map((result) => `${result.label} ${result.requestsPerSecondPerRound.map((value) => Math.round(value)).join("/")}`).join("; ")}`,
+  );
+  process.stdout.write(`\n${lines.join("\n")}\n`);
+}
+
+function printChecks(checks) {
+  const lines = checks.map((item) => {
+    const mark = item.pass === null ? "[info]" : item.pass ? "[PASS]" : "[FAIL]";
+    const value = `${formatNumber(item.value, item.unit === "x" ? 3 : 3)} ${item.unit === "x" ? "" : item.unit}`.trim();
+    const target = item.pass === null ? "" : `(target ${item.target})`;
+    return `${mark} ${item.name.padEnd(40)} ${value.padStart(10)}  ${target}`;
+  });
+  process.stdout.write(`\nTargets (issue 2), from this one run:\n${lines.join("\n")}\n`);
+}
+
+async function writeResults(report) {
+  await mkdir(RESULTS_DIR, { recursive: true });
+  const file = path.join(RESULTS_DIR, "latest.json");
+  await writeFile(file, `${JSON.stringify(report, null, 2)}\n`);
+  return file;
+}
+
+// ---------------------------------------------------------------------------
+
+async function main() {
+  const workDir = await mkdtemp(path.join(os.tmpdir(), "lethe-bench-"));
+  const pools = [];
+  try {
+    const supplier = await startFakeSupplier();
+    const bareProxy = await startBareProxy(supplier.port);
+    const lethe = await startLethe(workDir, supplier.port);
+    const makeTarget = (name, label, port) => {
+      const origin = `http://${HOST}:${port}`;
+      // one keep-alive connection: the latency loops measure with exactly 1 request in flight
+      const pool = new Pool(origin, { connections: 1, pipelining: 1, keepAliveTimeout: 60_000 });
+      pools.push(pool);
+      return { name, label, origin, pool, throughputRuns: [], latencySamples: [], ttfbSamples: [] };
+    };
+    const targets = [
+      makeTarget("direct", "direct to supplier", supplier.port),
+      makeTarget("bare-proxy", "bare Node proxy", bareProxy.port),
+      makeTarget("lethe", "Lethe (auth + metering)", lethe.port),
+    ];
+    const bodies = requestBodies();
+    const headers = requestHeaders(lethe.apiKey);
+    for (const target of targets) await checkTarget(target, bodies, headers);
+    await checkAuthIsOn(targets[2], bodies);
+
+    process.stdout.write(
+      `Lethe bench: node ${process.version}, ${os.cpus().length} CPUs, ${SETTINGS.rounds} rounds of ` +
+        `${SETTINGS.throughputSeconds} s at ${SETTINGS.throughputConnections} connections + ` +
+        `${SETTINGS.latencyRequestsPerRound} requests at 1 in flight (non-streaming and streaming) per target\n`,
+    );
+    await warmUp(targets, bodies, headers);
+    for (let round = 0; round < SETTINGS.rounds; round++) await runRound(round, targets, bodies, headers);
+
+    const letheMemory = await readMemory(lethe.child.pid);
+    const [direct, bare, letheResult] = targets.map(targetResult);
+    await stopChild(lethe.child);
+    const meteredRequests = countMeteredRequests(lethe.environment);
+    const checks = evaluate(direct, bare, letheResult, letheMemory);
+
+    printTable([direct, bare, letheResult], bare);
+    process.stdout.write(
+      `\nLethe RSS after the run ${formatNumber(letheMemory.rssBytes / 1048576, 1)} MB ` +
+        `(peak ${formatNumber(letheMemory.peakRssBytes / 1048576, 1)} MB); metered requests recorded: ${meteredRequests ?? "unknown"}\n`,
+    );
+    printChecks(checks);
+    const file = await writeResults({
+      generatedAt: new Date().toISOString(),
+      node: process.version,
+      cpus: os.cpus().length,
+      cpuModel: os.cpus()[0]?.model ?? null,
+      settings: SETTINGS,
+      targets: { direct, bareProxy: bare, lethe: letheResult },
+      lethe: { ...letheMemory, meteredRequests },
+      checks,
+    });
+    process.stdout.write(`\nResults written to ${path.relative(REPO_ROOT, file)}\n`);
+    if (flags.has("--strict") && checks.some((item) => item.pass === false)) process.exitCode = 1;
+  } finally {
+    await Promise.all(pools.map((pool) => pool.close()));
+    await Promise.all([...children].map((child) => stopChild(child, 2_000)));
+    await rm(workDir, { recursive: true, force: true });
+  }
+}
+
+main().catch((error) => {
+  process.stderr.write(`bench failed: ${error instanceof Error ? error.message : String(error)}\n`);
+  killAllChildren();
+  process.exitCode = 1;
+});

@@ -1,0 +1,114 @@
+import OpenAI from "openai";
+import { afterAll, beforeAll, describe, expect, it } from "vitest";
+import { displayKey, isWellFormedKey, KEY_PREFIX, KeyHasher, mintApiKey } from "../src/keys/api-key.js";
+import { findCanaries, makeCanary } from "./support/canary.js";
+import { removeDataDir, startTestGateway, type TestGateway } from "./support/gateway-harness.js";
+
+describe("API keys", () => {
+  it("are prefixed, carry a checksum and at least 128 bits of randomness", () => {
+    const keys = new Set<string>();
+    for (let i = 0; i < 200; i++) {
+      const key = mintApiKey();
+      expect(key.startsWith(KEY_PREFIX)).toBe(true);
+      expect(isWellFormedKey(key)).toBe(true);
+      keys.add(key);
+    }
+    expect(keys.size).toBe(200);
+    const key = mintApiKey();
+    // 32 base62 characters of randomness: log2(62) * 32 ≈ 190 bits
+    expect(key.length - KEY_PREFIX.length - 6).toBe(32);
+    // flipping one character breaks the checksum
+    const last = key.at(-8) === "a" ? "b" : "a";
+    expect(isWellFormedKey(`${key.slice(0, -8)}${last}${key.slice(-7)}`)).toBe(false);
+    expect(displayKey(key)).toBe(`${KEY_PREFIX}…${key.slice(-4)}`);
+  });
+
+  it("are hashed with HMAC-SHA256 under the server secret", () => {
+    const key = mintApiKey();
+    const first = new KeyHasher("secret-one-0123456789").hash(key);
+    expect(first).toMatch(/^[0-9a-f]{64}$/);
+    expect(new KeyHasher("secret-two-0123456789").hash(key)).not.toBe(first);
+    expect(KeyHasher.equal(first, new KeyHasher("secret-one-0123456789").hash(key))).toBe(true);
+  });
+});
+
+describe("authentication on /v1 routes", () => {
+  let gateway: TestGateway;
+  const canaries: string[] = [];
+
+  beforeAll(async () => {
+    gateway = await startTestGateway();
+  });
+
+  afterAll(async () => {
+    await gateway.close();
+    expect(await findCanaries(canaries, { dataDir: gateway.dataDir, texts: { log: gateway.logText() } })).toEqual([]);
+    await removeDataDir(gateway);
+  });
+
+  async function call(headers: Record<string, string>) {
+    const secret = makeCanary("auth");
+    canaries.push(secret);
+    const response = await fetch(`${gateway.baseURL}/chat/completions`, {
+      method: "POST",
+      headers: { "content-type": "application/json", ...headers },
+      body: JSON.stringify({ model: "lethe-demo", messages: [{ role: "user", content: secret }] }),
+    });
+    const body = (await response.json()) as { error?: { code: string } };
+    return { status: response.status, code: body.error?.code };
+  }
+
+  it("accepts Authorization: Bearer and x-api-key", async () => {
+    expect((await call({ authorization: `Bearer ${gateway.key}` })).status).toBe(200);
+    expect((await call({ "x-api-key": gateway.key })).status).toBe(200);
+  });
+
+  it("rejects a missing, malformed, unknown or mis-checksummed key with 401", async () => {
+    expect(await call({})).toEqual({ status: 401, code: "LETHE_MISSING_API_KEY" });
+    expect(await call({ authorization: "Basic abc" })).toEqual({ status: 401, code: "LETHE_INVALID_API_KEY" });
+    expect(await call({ authorization: "Bearer not-a-key" })).toEqual({ status: 401, code: "LETHE_INVALID_API_KEY" });
+    expect(await call({ authorization: `Bearer ${mintApiKey()}` })).toEqual({
+      status: 401,
+      code: "LETHE_INVALID_API_KEY",
+    });
+    const leakedCanaryKey = makeCanary("key");
+    canaries.push(leakedCanaryKey);
+    expect(await call({ authorization: `Bearer ${leakedCanaryKey}` })).toEqual({
+      status: 401,
+      code: "LETHE_INVALID_API_KEY",
+    });
+  });
+
+  it("refuses a revoked key on the very next request, also one revoked by another process", async () => {
+    const { key, keyId } = await gateway.createKey("revocable");
+    const client = new OpenAI({ apiKey: key, baseURL: gateway.baseURL, maxRetries: 0 });
+    await client.chat.completions.create({ model: "lethe-demo", messages: [{ role: "user", content: "hi" }] });
+    // revoke through a second SQLite connection, as the `lethe keys revoke` CLI does
+    const { openSqliteStore } = await import("../src/store/sqlite/open-sqlite-store.js");
+    const other = await openSqliteStore(gateway.dataDir);
+    expect(await other.revokeKey(keyId as never)).toBe(true);
+    await other.close();
+    const error = await client.chat.completions
+      .create({ model: "lethe-demo", messages: [{ role: "user", content: "hi" }] })
+      .catch((thrown: unknown) => thrown);
+    expect(error).toBeInstanceOf(OpenAI.AuthenticationError);
+    expect((error as InstanceType<typeof OpenAI.AuthenticationError>).code).toBe("LETHE_REVOKED_API_KEY");
+  });
+
+  it("protects GET /v1/models and lists models in OpenAI's shape", async () => {
+    const denied = await fetch(`${gateway.baseURL}/models`);
+    expect(denied.status).toBe(401);
+    const client = new OpenAI({ apiKey: gateway.key, baseURL: gateway.baseURL, maxRetries: 0 });
+    const models = [];
+    for await (const model of client.models.list()) models.push(model);
+    expect(models.map((model) => model.id)).toEqual(["lethe-demo"]);
+    expect(models[0]?.object).toBe("model");
+  });
+
+  it("serves health and readiness without auth", async () => {
+    expect((await fetch(`${gateway.url}/healthz`)).status).toBe(200);
+    const ready = await fetch(`${gateway.url}/readyz`);
+    expect(ready.status).toBe(200);
+    expect(await ready.json()).toMatchObject({ status: "ready" });
+  });
+});

@@ -1,0 +1,141 @@
+import { afterAll, beforeAll, describe, expect, it } from "vitest";
+import { DEFAULT_CONFIG_FILE } from "../src/config/load-config.js";
+import { findCanaries, makeCanary } from "./support/canary.js";
+import { removeDataDir, startTestGateway, type TestGateway } from "./support/gateway-harness.js";
+
+interface OpenAIErrorBody {
+  error: { message: string; type: string; param: string | null; code: string };
+}
+
+describe("bad input on the OpenAI surface", () => {
+  let gateway: TestGateway;
+  const canaries: string[] = [];
+  const responses: string[] = [];
+
+  beforeAll(async () => {
+    gateway = await startTestGateway({
+      config: { ...(DEFAULT_CONFIG_FILE as object), limits: { max_body_bytes: 4096 } },
+    });
+  });
+
+  afterAll(async () => {
+    await gateway.close();
+    expect(await findCanaries(canaries, { dataDir: gateway.dataDir, texts: { log: gateway.logText() } })).toEqual([]);
+    await removeDataDir(gateway);
+  });
+
+  async function post(body: string, headers: Record<string, string> = {}) {
+    const response = await fetch(`${gateway.baseURL}/chat/completions`, {
+      method: "POST",
+      headers: { authorization: `Bearer ${gateway.key}`, "content-type": "application/json", ...headers },
+      body,
+    });
+    const text = await response.text();
+    responses.push(text);
+    return { status: response.status, body: JSON.parse(text) as OpenAIErrorBody, headers: response.headers };
+  }
+
+  function expectError(result: { status: number; body: OpenAIErrorBody }, status: number, code: string) {
+    expect(result.status).toBe(status);
+    expect(result.body.error.code).toBe(code);
+    expect(typeof result.body.error.message).toBe("string");
+    expect(typeof result.body.error.type).toBe("string");
+  }
+
+  it("rejects malformed JSON with 400 LETHE_INVALID_JSON", async () => {
+    const secret = makeCanary("badjson");
+    canaries.push(secret);
+    const result = await post(`{"model":"lethe-demo","messages":[{"role":"user","content":"${secret}"}`);
+    expectError(result, 400, "LETHE_INVALID_JSON");
+    expect(JSON.stringify(result.body)).not.toContain(secret);
+  });
+
+  it("rejects an empty body", async () => {
+    expectError(await post(""), 400, "LETHE_INVALID_JSON");
+  });
+
+  it.each([["[]"], ['"a string"'], ["42"], ["null"], ["true"]])("rejects the non-object body %s", async (body) => {
+    expectError(await post(body), 400, "LETHE_INVALID_REQUEST");
+  });
+
+  it.each([
+    [{ messages: [{ role: "user", content: "hi" }] }, "model"],
+    [{ model: "lethe-demo" }, "messages"],
+    [{ model: "lethe-demo", messages: [] }, "messages"],
+    [{ model: 42, messages: [{ role: "user", content: "hi" }] }, "model"],
+    [{ model: "lethe-demo", messages: "hi" }, "messages"],
+    [{ model: "lethe-demo", messages: [{ role: "wizard", content: "hi" }] }, "messages[0].role"],
+    [{ model: "lethe-demo", messages: [{ role: "user", content: 7 }] }, "messages[0].content"],
+    [{ model: "lethe-demo", messages: [{ role: "user", content: "hi" }], stream: "yes" }, "stream"],
+    [{ model: "lethe-demo", messages: [{ role: "user", content: "hi" }], max_tokens: -1 }, "max_tokens"],
+    [{ model: "lethe-demo", messages: [{ role: "user", content: "hi" }], temperature: "hot" }, "temperature"],
+  ])("rejects wrong or missing fields (%j) naming %s", async (body, param) => {
+    const secret = makeCanary("fields");
+    canaries.push(secret);
+    const result = await post(JSON.stringify({ ...body, user: secret }));
+    expectError(result, 400, "LETHE_INVALID_REQUEST");
+    expect(result.body.error.param).toBe(param);
+    expect(JSON.stringify(result.body)).not.toContain(secret);
+  });
+
+  it("rejects an unknown model with 404 without echoing the name", async () => {
+    const secret = makeCanary("model");
+    canaries.push(secret);
+    const result = await post(JSON.stringify({ model: secret, messages: [{ role: "user", content: "hi" }] }));
+    expectError(result, 404, "LETHE_UNKNOWN_MODEL");
+    expect(result.body.error.param).toBe("model");
+    expect(JSON.stringify(result.body)).not.toContain(secret);
+    const records = await gateway.records();
+    const last = records[records.length - 1];
+    expect(last?.model).toBe("unknown");
+    expect(last?.error_code).toBe("LETHE_UNKNOWN_MODEL");
+  });
+
+  it("rejects an oversized body with 413", async () => {
+    const secret = makeCanary("huge");
+    canaries.push(secret);
+    const content = `${secret} ${"x".repeat(8192)}`;
+    const result = await post(JSON.stringify({ model: "lethe-demo", messages: [{ role: "user", content }] }));
+    expectError(result, 413, "LETHE_BODY_TOO_LARGE");
+  });
+
+  it("reads a body sent without a JSON content type (curl -d) as JSON", async () => {
+    const response = await fetch(`${gateway.baseURL}/chat/completions`, {
+      method: "POST",
+      headers: { authorization: `Bearer ${gateway.key}`, "content-type": "application/x-www-form-urlencoded" },
+      body: JSON.stringify({ model: "lethe-demo", messages: [{ role: "user", content: "hi" }] }),
+    });
+    expect(response.status).toBe(200);
+  });
+
+  it("ignores canaries in unknown headers and the user field", async () => {
+    const inHeader = makeCanary("header");
+    const inUser = makeCanary("user");
+    canaries.push(inHeader, inUser);
+    const response = await fetch(`${gateway.baseURL}/chat/completions`, {
+      method: "POST",
+      headers: {
+        authorization: `Bearer ${gateway.key}`,
+        "x-custom-trace": inHeader,
+        "content-type": "application/json",
+      },
+      body: JSON.stringify({ model: "lethe-demo", user: inUser, messages: [{ role: "user", content: "hi" }] }),
+    });
+    expect(response.status).toBe(200);
+  });
+
+  it("answers unknown endpoints with an OpenAI-shaped 404", async () => {
+    const response = await fetch(`${gateway.baseURL}/completions`, {
+      method: "POST",
+      headers: { authorization: `Bearer ${gateway.key}` },
+      body: "{}",
+    });
+    expect(response.status).toBe(404);
+    const body = (await response.json()) as OpenAIErrorBody;
+    expect(body.error.code).toBe("LETHE_NOT_FOUND");
+  });
+
+  it("never echoes what the client sent in any error response", () => {
+    for (const text of responses) for (const secret of canaries) expect(text).not.toContain(secret);
+  });
+});

@@ -1,0 +1,86 @@
+import { mkdtemp, rm } from "node:fs/promises";
+import os from "node:os";
+import path from "node:path";
+import { afterAll, beforeAll, describe, expect, it } from "vitest";
+import { runCli } from "./support/run-cli.js";
+
+describe("lethe CLI: accounts, keys, usage", () => {
+  let dataDir: string;
+  let env: Record<string, string>;
+
+  beforeAll(async () => {
+    dataDir = await mkdtemp(path.join(os.tmpdir(), "lethe-cli-"));
+    env = { LETHE_DATA_DIR: dataDir };
+  });
+
+  afterAll(async () => {
+    await rm(dataDir, { recursive: true, force: true });
+  });
+
+  it("creates an account, then refuses a duplicate", async () => {
+    const created = await runCli(["accounts", "create", "acme", "--rpm", "100", "--tpm", "5000"], env);
+    expect(created.code).toBe(0);
+    expect(created.out).toMatch(/^created account acme \(acct_[0-9a-z]{20}\)$/);
+    const again = await runCli(["accounts", "create", "acme"], env);
+    expect(again.code).toBe(2);
+    expect(again.err).toBe("lethe: account 'acme' already exists");
+  });
+
+  it("creates a key shown once, lists it by prefix and last four only, revokes it by id or by the key", async () => {
+    const created = await runCli(["keys", "create", "--account", "acme", "--label", "ci runner"], env);
+    expect(created.code).toBe(0);
+    const key = created.out.match(/sk-lethe-[0-9A-Za-z]+/)?.[0] as string;
+    const keyId = created.out.match(/key_[0-9a-z]{20}/)?.[0] as string;
+    expect(key).toBeDefined();
+    expect(keyId).toBeDefined();
+
+    const listed = await runCli(["keys", "list", "--account", "acme"], env);
+    expect(listed.code).toBe(0);
+    expect(listed.out).toContain(keyId);
+    expect(listed.out).toContain(`sk-lethe-…${key.slice(-4)}`);
+    expect(listed.out).not.toContain(key);
+    expect(listed.out).toContain("ci runner");
+    expect(listed.out).toContain("active");
+
+    const byKey = await runCli(["keys", "revoke", key], env);
+    expect(byKey).toMatchObject({ code: 0, out: `revoked ${keyId}` });
+    const byId = await runCli(["keys", "revoke", keyId], env);
+    expect(byId).toMatchObject({ code: 0, out: `${keyId} was already revoked` });
+    expect((await runCli(["keys", "list", "--account", "acme"], env)).out).toContain("revoked ");
+  });
+
+  it("prints usage per day and model (empty for a new account)", async () => {
+    const usage = await runCli(["usage", "--account", "acme"], env);
+    expect(usage.code).toBe(0);
+    expect(usage.out).toContain("DAY\tMODEL\tREQUESTS");
+    expect(usage.out).toContain("(no requests in the last 30 days)");
+  });
+
+  it.each([
+    [["accounts", "create"], /usage: lethe accounts create/],
+    [["accounts", "create", "bad name!"], /account names use/],
+    [["accounts", "create", "x", "--rpm", "-5"], /--rpm/],
+    [["accounts", "create", "x", "--rpm", "1.5"], /--rpm must be a positive whole number/],
+    [["accounts", "create", "x", "--bogus"], /Unknown option '--bogus'/],
+    [["keys", "create"], /--account is required/],
+    [["keys", "create", "--account", "nobody"], /no account named 'nobody'/],
+    [["keys", "revoke"], /usage: lethe keys revoke/],
+    [["keys", "revoke", "key_00000000000000000000"], /no such key/],
+    [["keys", "revoke", "sk-lethe-garbage"], /not a valid Lethe key/],
+    [["keys", "revoke", "whatever"], /give a key id/],
+    [["keys", "frobnicate"], /usage: lethe keys/],
+    [["usage", "--account", "acme", "--days", "zero"], /--days must be a positive whole number/],
+    [["launch"], /unknown command 'launch'/],
+  ])("exits 2 with a one-line reason on bad input: %j", async (args, reason) => {
+    const result = await runCli(args, env);
+    expect(result.code).toBe(2);
+    expect(result.err).toMatch(reason);
+    expect(result.err.split("\n")).toHaveLength(1);
+  });
+
+  it("reports a broken config file as one line", async () => {
+    const result = await runCli(["keys", "list", "--account", "acme", "--config", "/nonexistent/lethe.yaml"], env);
+    expect(result.code).toBe(2);
+    expect(result.err).toBe("lethe: cannot read config file /nonexistent/lethe.yaml");
+  });
+});

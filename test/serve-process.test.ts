@@ -1,0 +1,85 @@
+import { mkdtemp, rm } from "node:fs/promises";
+import os from "node:os";
+import path from "node:path";
+import OpenAI from "openai";
+import { afterAll, beforeAll, describe, expect, it } from "vitest";
+import { findCanaries, makeCanary } from "./support/canary.js";
+import { runCli, type ServeProcess, spawnServe } from "./support/run-cli.js";
+
+// The operator's path end to end: `lethe serve` as a real process, the CLI beside it.
+describe("lethe serve as a process", () => {
+  let cwd: string;
+  let env: Record<string, string>;
+  let serve: ServeProcess;
+  const printed: string[] = [];
+  const canaries: string[] = [];
+
+  beforeAll(async () => {
+    cwd = await mkdtemp(path.join(os.tmpdir(), "lethe-serve-"));
+    env = { LETHE_PORT: "0", LETHE_DATA_DIR: path.join(cwd, ".lethe") };
+    serve = spawnServe(env, cwd);
+  });
+
+  afterAll(async () => {
+    await serve.stop();
+    printed.push(serve.output());
+    expect(
+      await findCanaries(canaries, { dataDir: env.LETHE_DATA_DIR, texts: { output: printed.join("\n") } }),
+    ).toEqual([]);
+    await rm(cwd, { recursive: true, force: true });
+  });
+
+  it("prints the demo account's key once, with a curl line, and serves the demo model", async () => {
+    const [, url = ""] = await serve.waitFor(/listening on (http:\/\/127\.0\.0\.1:\d+)/);
+    const [, key] = await serve.waitFor(
+      /curl \S+\/v1\/chat\/completions -H "Authorization: Bearer (sk-lethe-[0-9A-Za-z]{38})"/,
+    );
+    expect(serve.output().match(/sk-lethe-/g)).toHaveLength(2);
+    expect(serve.output()).toContain(`curl ${url}/v1/chat/completions`);
+    const client = new OpenAI({ apiKey: key, baseURL: `${url}/v1`, maxRetries: 0 });
+    const secret = makeCanary("process");
+    canaries.push(secret);
+    const answer = await client.chat.completions.create({
+      model: "lethe-demo",
+      messages: [{ role: "user", content: secret }],
+    });
+    expect(answer.choices[0]?.message.content).toContain(secret);
+
+    // a client that walks away mid-stream
+    const aborter = new AbortController();
+    const stream = await client.chat.completions.create(
+      { model: "lethe-demo", stream: true, messages: [{ role: "user", content: `${secret} ${"word ".repeat(50)}` }] },
+      { signal: aborter.signal },
+    );
+    // the SDK ends the iteration quietly when its own signal aborts; the demo may already
+    // have sent everything (the cut mid-stream is covered against a slow fake supplier)
+    for await (const _chunk of stream) aborter.abort();
+
+    // a key revoked by the CLI, in another process, is refused on the next request
+    const created = await runCli(["keys", "create", "--account", "demo"], env);
+    const second = created.out.match(/sk-lethe-[0-9A-Za-z]+/)?.[0] as string;
+    const secondClient = new OpenAI({ apiKey: second, baseURL: `${url}/v1`, maxRetries: 0 });
+    await secondClient.chat.completions.create({ model: "lethe-demo", messages: [{ role: "user", content: "hi" }] });
+    expect((await runCli(["keys", "revoke", second], env)).code).toBe(0);
+    await expect(
+      secondClient.chat.completions.create({ model: "lethe-demo", messages: [{ role: "user", content: "hi" }] }),
+    ).rejects.toBeInstanceOf(OpenAI.AuthenticationError);
+  });
+
+  it("flushes every record on SIGTERM, and `lethe usage` shows them", async () => {
+    expect(await serve.stop()).toBe(0);
+    expect(serve.output(), serve.output()).toMatch(/"flushed_records":4/);
+    const usage = await runCli(["usage", "--account", "demo"], env);
+    expect(usage.code).toBe(0);
+    const row = usage.out.split("\n").find((line) => line.includes("lethe-demo"));
+    // four records, three of them the account's: a refused key is not attributed to anyone
+    expect(row?.split("\t")[2]).toBe("3");
+  });
+
+  it("does not print a key again on the next start", async () => {
+    printed.push(serve.output());
+    serve = spawnServe(env, cwd);
+    await serve.waitFor(/listening on/);
+    expect(serve.output()).not.toContain("sk-lethe-");
+  });
+});
