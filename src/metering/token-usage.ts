@@ -10,7 +10,8 @@ export interface TokenUsage {
   reasoning: number;
 }
 
-function count(value: unknown): number {
+/** A token counter from a supplier's JSON: a non-negative whole number, 0 when absent or odd. */
+export function tokenCount(value: unknown): number {
   return typeof value === "number" && Number.isFinite(value) && value > 0 ? Math.floor(value) : 0;
 }
 
@@ -22,9 +23,20 @@ function field(record: unknown, key: string): unknown {
 export function fromOpenAIUsage(usage: unknown): TokenUsage | null {
   if (typeof usage !== "object" || usage === null) return null;
   return {
-    input: count(field(usage, "prompt_tokens")),
-    output: count(field(usage, "completion_tokens")),
-    cachedInput: count(field(field(usage, "prompt_tokens_details"), "cached_tokens")),
-    reasoning: count(field(field(usage, "completion_tokens_details"), "reasoning_tokens")),
+    input: tokenCount(field(usage, "prompt_tokens")),
+    output: tokenCount(field(usage, "completion_tokens")),
+    cachedInput: tokenCount(field(field(usage, "prompt_tokens_details"), "cached_tokens")),
+    reasoning: tokenCount(field(field(usage, "completion_tokens_details"), "reasoning_tokens")),
+  };
+}
+
+/** OpenAI's `usage` object for Lethe's counters. */
+export function toOpenAIUsage(usage: TokenUsage): Record<string, unknown> {
+  return {
+    prompt_tokens: usage.input,
+    completion_tokens: usage.output,
+    total_tokens: usage.input + usage.output,
+    prompt_tokens_details: { cached_tokens: usage.cachedInput },
+    completion_tokens_details: { reasoning_tokens: usage.reasoning },
   };
 }

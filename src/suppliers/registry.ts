@@ -1,5 +1,6 @@
 import type { SupplierId } from "../config/ids.js";
 import type { LetheConfig, SupplierConfig } from "../config/load-config.js";
+import { AnthropicSupplier } from "./anthropic/anthropic-supplier.js";
 import { DemoSupplier } from "./demo/demo-supplier.js";
 import { OpenAICompatibleSupplier } from "./openai/openai-supplier.js";
 import type { Supplier } from "./supplier.js";
@@ -7,8 +8,9 @@ import type { Supplier } from "./supplier.js";
 type SupplierFactory = (config: SupplierConfig) => Supplier;
 
 /** Maps a config `type` to its adapter; shared code never asks which supplier it holds. */
-const FACTORIES: Partial<Record<SupplierConfig["type"], SupplierFactory>> = {
+const FACTORIES: Record<SupplierConfig["type"], SupplierFactory> = {
   openai: (config) => new OpenAICompatibleSupplier(config),
+  anthropic: (config) => new AnthropicSupplier(config),
   demo: (config) => new DemoSupplier(config),
 };
 
@@ -18,13 +20,7 @@ export class SupplierRegistry {
 
   constructor(config: LetheConfig) {
     for (const supplierConfig of config.suppliers.values()) {
-      const factory = FACTORIES[supplierConfig.type];
-      if (factory === undefined) {
-        throw new Error(
-          `supplier "${supplierConfig.id}": type "${supplierConfig.type}" is not supported by this build`,
-        );
-      }
-      this.suppliers.set(supplierConfig.id, factory(supplierConfig));
+      this.suppliers.set(supplierConfig.id, FACTORIES[supplierConfig.type](supplierConfig));
     }
   }
 

@@ -37,5 +37,7 @@ export interface Supplier {
   readonly id: SupplierId;
   readonly format: WireFormat;
   send(call: SupplierCall): Promise<SupplierResult>;
+  /** Counts a Messages request's input tokens upstream, for suppliers that offer it. */
+  countTokens?(call: SupplierCall): Promise<SupplierResult>;
   close(): Promise<void>;
 }

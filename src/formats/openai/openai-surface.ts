@@ -1,18 +1,17 @@
 import type { RouteConfig } from "../../config/load-config.js";
-import { LetheError } from "../../errors/lethe-error.js";
+import { fromAnthropicUsage } from "../../metering/anthropic-usage.js";
 import { estimateInputTokens } from "../../metering/count-tokens.js";
 import type { Exchange } from "../../metering/exchange.js";
 import { fromOpenAIUsage } from "../../metering/token-usage.js";
 import type { WireFormat } from "../../suppliers/supplier.js";
 import type { ClientRequest, ClientSurface, StreamTranslator } from "../surface/client-surface.js";
+import { AnthropicToOpenAIStream } from "../translate/anthropic-to-openai-stream.js";
+import { openAIToAnthropicRequest } from "../translate/openai-to-anthropic-request.js";
+import { anthropicToOpenAICompletion } from "../translate/translate-response.js";
 import { validateBody } from "../validation/request-validation.js";
 import { chatRequestSchema } from "./chat-request-schema.js";
 import { renderOpenAIError } from "./openai-error.js";
 import { OpenAIStreamRelay } from "./openai-stream-relay.js";
-
-function unsupportedSupplier(): LetheError {
-  return new LetheError("LETHE_INTERNAL", "This supplier's wire format cannot serve this API yet.");
-}
 
 /** The OpenAI Chat Completions surface, `POST /v1/chat/completions`. */
 export const openAIChatSurface: ClientSurface = {
@@ -30,7 +29,7 @@ export const openAIChatSurface: ClientSurface = {
   },
 
   upstreamBody(request: ClientRequest, route: RouteConfig, supplierFormat: WireFormat): Record<string, unknown> {
-    if (supplierFormat !== "openai") throw unsupportedSupplier();
+    if (supplierFormat === "anthropic") return openAIToAnthropicRequest(request.body, route.upstreamModel);
     const body: Record<string, unknown> = { ...request.body, model: route.upstreamModel };
     // always ask for usage when streaming, so every stream is metered; the relay
     // strips the extra chunk again when the client did not ask for it
@@ -45,7 +44,10 @@ export const openAIChatSurface: ClientSurface = {
     supplierFormat: WireFormat,
     exchange: Exchange,
   ): string {
-    if (supplierFormat !== "openai") throw unsupportedSupplier();
+    if (supplierFormat === "anthropic") {
+      exchange.usage = fromAnthropicUsage(body.usage) ?? { input: 0, output: 0, cachedInput: 0, reasoning: 0 };
+      return JSON.stringify(anthropicToOpenAICompletion(body, exchange.model, exchange.usage));
+    }
     const usage = fromOpenAIUsage(body.usage);
     if (usage !== null) exchange.usage = usage;
     else {
@@ -63,7 +65,7 @@ export const openAIChatSurface: ClientSurface = {
   },
 
   streamTranslator(request: ClientRequest, supplierFormat: WireFormat, exchange: Exchange): StreamTranslator {
-    if (supplierFormat !== "openai") throw unsupportedSupplier();
+    if (supplierFormat === "anthropic") return new AnthropicToOpenAIStream(request, exchange);
     return new OpenAIStreamRelay(request, exchange);
   },
 

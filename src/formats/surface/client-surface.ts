@@ -1,3 +1,4 @@
+import type { IncomingHttpHeaders } from "node:http";
 import type { RouteConfig } from "../../config/load-config.js";
 import type { LetheError } from "../../errors/lethe-error.js";
 import type { Exchange } from "../../metering/exchange.js";
@@ -11,6 +12,8 @@ export interface ClientRequest {
   /** The client asked for usage in its stream (OpenAI's `stream_options.include_usage`). */
   wantsStreamUsage: boolean;
   body: Record<string, unknown>;
+  /** Client headers the supplier must see (e.g. `anthropic-version`); never logged. */
+  headers?: Record<string, string>;
 }
 
 /** Turns one supplier stream into the client's SSE text, event by event. */
@@ -31,7 +34,7 @@ export interface StreamTranslator {
 export interface ClientSurface {
   readonly format: ClientFormat;
   readonly endpoint: Endpoint;
-  parse(body: unknown): ClientRequest;
+  parse(body: unknown, headers: IncomingHttpHeaders): ClientRequest;
   upstreamBody(request: ClientRequest, route: RouteConfig, supplierFormat: WireFormat): Record<string, unknown>;
   /** Renders a supplier's JSON answer for the client and meters its usage on the exchange. */
   jsonResponse(

@@ -52,7 +52,12 @@ async function sendAlongRoutes(
     const hasNext = index + 1 < plan.routes.length;
     try {
       const body = surface.upstreamBody(request, route, supplier.format);
-      const result = await supplier.send({ body, stream: request.stream, signal });
+      const result = await supplier.send({
+        body,
+        stream: request.stream,
+        signal,
+        ...(request.headers !== undefined && { headers: request.headers }),
+      });
       if (result.kind !== "rejected") return result;
       gateway.log.event("upstream_error", {
         supplier: supplier.id,
@@ -83,7 +88,7 @@ async function sendAlongRoutes(
 export function inferenceHandler(gateway: Gateway, surface: ClientSurface) {
   return async function handle(request: FastifyRequest, reply: FastifyReply): Promise<void> {
     const exchange = request.exchange as Exchange;
-    const clientRequest = surface.parse(request.body);
+    const clientRequest = surface.parse(request.body, request.headers);
     exchange.streamed = clientRequest.stream;
     const zdrRequired = (exchange.auth?.zdrRequired ?? true) || request.headers["x-lethe-zdr"] === "required";
     const controller = abortOnClientClose(reply);

@@ -2,21 +2,36 @@ import type { FastifyInstance } from "fastify";
 import { LetheError } from "../../errors/lethe-error.js";
 import type { Gateway } from "../gateway.js";
 
-/** `GET /v1/models`: the configured models, in OpenAI's list shape. */
+/** `GET /v1/models`: the configured models, in Anthropic's shape when the request carries `anthropic-version`. */
 export function registerModelsRoute(app: FastifyInstance, gateway: Gateway): void {
   app.get("/v1/models", {
     onRequest: async (request) => {
-      request.exchange = null;
       if (gateway.draining) throw new LetheError("LETHE_SHUTTING_DOWN", "This gateway is shutting down; retry.");
       await gateway.authenticator.authenticate(request.headers);
     },
-    handler: async (_request, reply) => {
-      const data = [...gateway.config.models.values()].map((model) => ({
+    handler: async (request, reply) => {
+      const models = [...gateway.config.models.values()];
+      const zdr = (model: (typeof models)[number]) => model.routes.some((route) => route.supplier.zdr);
+      if (request.headers["anthropic-version"] !== undefined) {
+        const data = models.map((model) => ({
+          type: "model",
+          id: model.id,
+          display_name: model.description ?? model.id,
+          created_at: new Date(model.created * 1000).toISOString(),
+          zdr: zdr(model),
+        }));
+        return reply
+          .type("application/json")
+          .send(
+            JSON.stringify({ data, has_more: false, first_id: data[0]?.id ?? null, last_id: data.at(-1)?.id ?? null }),
+          );
+      }
+      const data = models.map((model) => ({
         id: model.id,
         object: "model",
         created: model.created,
         owned_by: "lethe",
-        zdr: model.routes.some((route) => route.supplier.zdr),
+        zdr: zdr(model),
       }));
       return reply.type("application/json").send(JSON.stringify({ object: "list", data }));
     },

@@ -71,7 +71,10 @@ export class SupplierHttpClient {
         return { status: response.statusCode, body: response.body, signal: controller.signal, finish };
       }
       const error = upstreamStatusError(response.statusCode, response.headers["retry-after"]);
-      const detail = await readErrorDetail(response.body);
+      // only a rejection of the caller's own request is theirs to read; any other status talks
+      // about the operator's account (a key fragment, an organisation, the upstream model name)
+      const detail =
+        error.code === "LETHE_UPSTREAM_REJECTED" ? await readErrorDetail(response.body) : await discard(response.body);
       finish();
       return { error, detail };
     } catch (thrown) {
@@ -111,6 +114,12 @@ async function readErrorDetail(body: ResponseBody): Promise<string | undefined> 
   } catch {
     return undefined;
   }
+}
+
+/** Reads and drops an error body, so the kept-alive connection can serve the next request. */
+async function discard(body: ResponseBody): Promise<undefined> {
+  await body.dump({ limit: MAX_ERROR_BODY_BYTES }).catch(() => undefined);
+  return undefined;
 }
 
 /** True when `post` answered with a rejection rather than a 2xx response. */

@@ -71,6 +71,13 @@ export function upstreamStatusError(status: number, retryAfter: string | string[
       retryable: true,
     });
   }
+  if (status === 529 || status === 503) {
+    return new UpstreamError("LETHE_UPSTREAM_OVERLOADED", "The supplier is overloaded.", {
+      upstreamStatus: status,
+      retryable: true,
+      retryAfterSeconds,
+    });
+  }
   if (status >= 500) {
     return new UpstreamError("LETHE_UPSTREAM_ERROR", "The supplier failed to answer.", {
       upstreamStatus: status,

@@ -1,0 +1,12 @@
+import type { LetheError } from "../../errors/lethe-error.js";
+import { anthropicErrorObject } from "./anthropic-error.js";
+
+/** One Anthropic server-sent event: `event: <type>` and its JSON data. */
+export function anthropicEvent(type: string, data: object): string {
+  return `event: ${type}\ndata: ${JSON.stringify(data)}\n\n`;
+}
+
+/** The `error` event Anthropic sends when a stream fails after its 200. */
+export function anthropicErrorEvent(error: LetheError): string {
+  return anthropicEvent("error", anthropicErrorObject(error));
+}

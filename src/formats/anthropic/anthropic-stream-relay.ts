@@ -1,0 +1,70 @@
+import type { LetheError } from "../../errors/lethe-error.js";
+import { fromAnthropicUsage } from "../../metering/anthropic-usage.js";
+import type { Exchange } from "../../metering/exchange.js";
+import type { WireEvent } from "../../suppliers/supplier.js";
+import type { ClientRequest, StreamTranslator } from "../surface/client-surface.js";
+import { UsageFallback } from "../surface/usage-fallback.js";
+import { anthropicErrorEvent, anthropicEvent } from "./anthropic-sse.js";
+
+/** Merges the usage counters an event carries into the running totals (Anthropic's are cumulative). */
+export function mergeAnthropicUsage(into: Record<string, unknown>, usage: unknown): void {
+  if (typeof usage !== "object" || usage === null) return;
+  for (const [key, value] of Object.entries(usage)) if (value !== null && value !== undefined) into[key] = value;
+}
+
+/**
+ * Relays an Anthropic supplier's events to an Anthropic client unchanged but for
+ * `message.model` (the configured id), metering usage from `message_start` and
+ * `message_delta`.
+ */
+export class AnthropicStreamRelay implements StreamTranslator {
+  private readonly usage: Record<string, unknown> = {};
+  private readonly fallback = new UsageFallback();
+
+  constructor(
+    private readonly request: ClientRequest,
+    private readonly exchange: Exchange,
+  ) {}
+
+  event(event: WireEvent): string | null {
+    const data = event.data;
+    switch (data.type) {
+      case "message_start": {
+        const message = data.message as Record<string, unknown> | undefined;
+        if (message !== undefined) {
+          message.model = this.exchange.model;
+          this.meter(message.usage);
+        }
+        break;
+      }
+      case "content_block_delta": {
+        this.exchange.markFirstToken();
+        const delta = data.delta as Record<string, unknown> | undefined;
+        const text = delta?.text ?? delta?.partial_json ?? delta?.thinking;
+        if (typeof text === "string") this.fallback.add(text);
+        break;
+      }
+      case "message_delta":
+        this.meter(data.usage);
+        break;
+    }
+    return anthropicEvent(typeof data.type === "string" ? data.type : (event.event ?? "message"), data);
+  }
+
+  end(): string {
+    this.fallback.settle(this.exchange, this.request.body);
+    return "";
+  }
+
+  error(error: LetheError): string {
+    this.fallback.settle(this.exchange, this.request.body);
+    return anthropicErrorEvent(error);
+  }
+
+  private meter(usage: unknown): void {
+    if (typeof usage !== "object" || usage === null) return;
+    mergeAnthropicUsage(this.usage, usage);
+    this.exchange.usage = fromAnthropicUsage(this.usage);
+    this.fallback.markReported();
+  }
+}

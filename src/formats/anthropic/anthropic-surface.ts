@@ -1,0 +1,89 @@
+import type { IncomingHttpHeaders } from "node:http";
+import type { RouteConfig } from "../../config/load-config.js";
+import { LetheError } from "../../errors/lethe-error.js";
+import { fromAnthropicUsage } from "../../metering/anthropic-usage.js";
+import { estimateInputTokens } from "../../metering/count-tokens.js";
+import type { Exchange } from "../../metering/exchange.js";
+import { fromOpenAIUsage } from "../../metering/token-usage.js";
+import type { WireFormat } from "../../suppliers/supplier.js";
+import type { ClientRequest, ClientSurface, StreamTranslator } from "../surface/client-surface.js";
+import { anthropicToOpenAIRequest } from "../translate/anthropic-to-openai-request.js";
+import { OpenAIToAnthropicStream } from "../translate/openai-to-anthropic-stream.js";
+import { openAIToAnthropicMessage } from "../translate/translate-response.js";
+import { validateBody } from "../validation/request-validation.js";
+import { renderAnthropicError } from "./anthropic-error.js";
+import { AnthropicStreamRelay } from "./anthropic-stream-relay.js";
+import { messagesRequestSchema } from "./messages-request-schema.js";
+
+const FORWARDED_HEADERS = ["anthropic-version", "anthropic-beta"] as const;
+
+/** The Anthropic headers a supplier must see, copied from the client's request. */
+export function anthropicHeaders(headers: IncomingHttpHeaders): Record<string, string> {
+  const out: Record<string, string> = {};
+  for (const name of FORWARDED_HEADERS) {
+    const value = headers[name];
+    if (typeof value === "string" && value !== "") out[name] = value;
+  }
+  return out;
+}
+
+/** Checks what the schema cannot: the conversation starts with a user turn. */
+function checkRoleOrder(messages: { role: string }[]): void {
+  const first = messages.find((message) => message.role !== "system");
+  if (first === undefined || first.role !== "user") {
+    throw new LetheError(
+      "LETHE_INVALID_REQUEST",
+      "The first message (after any system message) must have the role 'user'.",
+      {
+        param: "messages[0].role",
+      },
+    );
+  }
+}
+
+/** The Anthropic Messages surface, `POST /v1/messages`. */
+export const anthropicMessagesSurface: ClientSurface = {
+  format: "anthropic",
+  endpoint: "/v1/messages",
+
+  parse(body: unknown, headers: IncomingHttpHeaders): ClientRequest {
+    const request = validateBody(messagesRequestSchema, body);
+    checkRoleOrder(request.messages);
+    return {
+      model: request.model,
+      stream: request.stream === true,
+      wantsStreamUsage: true,
+      body: request,
+      headers: anthropicHeaders(headers),
+    };
+  },
+
+  upstreamBody(request: ClientRequest, route: RouteConfig, supplierFormat: WireFormat): Record<string, unknown> {
+    if (supplierFormat === "openai") return anthropicToOpenAIRequest(request.body, route.upstreamModel);
+    return { ...request.body, model: route.upstreamModel };
+  },
+
+  jsonResponse(
+    request: ClientRequest,
+    body: Record<string, unknown>,
+    supplierFormat: WireFormat,
+    exchange: Exchange,
+  ): string {
+    if (supplierFormat === "openai") {
+      const usage = fromOpenAIUsage(body.usage);
+      if (usage === null) exchange.tokensEstimated = true;
+      exchange.usage = usage ?? { input: estimateInputTokens(request.body), output: 0, cachedInput: 0, reasoning: 0 };
+      return JSON.stringify(openAIToAnthropicMessage(body, exchange.model, exchange.usage));
+    }
+    exchange.usage = fromAnthropicUsage(body.usage) ?? { input: 0, output: 0, cachedInput: 0, reasoning: 0 };
+    body.model = exchange.model;
+    return JSON.stringify(body);
+  },
+
+  streamTranslator(request: ClientRequest, supplierFormat: WireFormat, exchange: Exchange): StreamTranslator {
+    if (supplierFormat === "openai") return new OpenAIToAnthropicStream(request, exchange);
+    return new AnthropicStreamRelay(request, exchange);
+  },
+
+  renderError: renderAnthropicError,
+};

@@ -1,0 +1,132 @@
+import { LetheError } from "../../errors/lethe-error.js";
+
+type Json = Record<string, unknown>;
+
+function isObject(value: unknown): value is Json {
+  return typeof value === "object" && value !== null && !Array.isArray(value);
+}
+
+function blocksOf(content: unknown): Json[] {
+  if (typeof content === "string") return [{ type: "text", text: content }];
+  return Array.isArray(content) ? content.filter(isObject) : [];
+}
+
+/** An Anthropic image block as an OpenAI `image_url` part. */
+function imagePart(block: Json): Json {
+  const source = isObject(block.source) ? block.source : {};
+  if (source.type === "base64") {
+    return { type: "image_url", image_url: { url: `data:${source.media_type};base64,${source.data}` } };
+  }
+  if (source.type === "url") return { type: "image_url", image_url: { url: source.url } };
+  throw new LetheError("LETHE_INVALID_REQUEST", "This image source cannot be sent to this model's supplier.", {
+    param: "messages",
+  });
+}
+
+function textOf(content: unknown): string {
+  return blocksOf(content)
+    .map((block) => (typeof block.text === "string" ? block.text : ""))
+    .join("");
+}
+
+function unsupported(what: string): LetheError {
+  return new LetheError("LETHE_INVALID_REQUEST", `${what} cannot be sent to this model's supplier.`, {
+    param: "messages",
+  });
+}
+
+/** One Anthropic user turn as OpenAI messages: tool results first (they answer the last call), then the rest. */
+function userMessages(content: unknown): Json[] {
+  const toolMessages: Json[] = [];
+  const parts: Json[] = [];
+  for (const block of blocksOf(content)) {
+    if (block.type === "tool_result") {
+      toolMessages.push({ role: "tool", tool_call_id: block.tool_use_id, content: textOf(block.content) });
+    } else if (block.type === "text") parts.push({ type: "text", text: block.text });
+    else if (block.type === "image") parts.push(imagePart(block));
+    else if (block.type === "document") throw unsupported("A document block");
+  }
+  if (parts.length === 0) return toolMessages;
+  const only = parts.length === 1 ? parts[0] : undefined;
+  const userContent = only?.type === "text" ? only.text : parts;
+  return [...toolMessages, { role: "user", content: userContent }];
+}
+
+/** One Anthropic assistant turn as an OpenAI assistant message (thinking blocks cannot be carried over). */
+function assistantMessage(content: unknown): Json {
+  let text = "";
+  const toolCalls: Json[] = [];
+  for (const block of blocksOf(content)) {
+    if (block.type === "text") text += String(block.text ?? "");
+    else if (block.type === "tool_use") {
+      toolCalls.push({
+        id: block.id,
+        type: "function",
+        function: { name: block.name, arguments: JSON.stringify(block.input ?? {}) },
+      });
+    }
+  }
+  const message: Json = { role: "assistant", content: text === "" && toolCalls.length > 0 ? null : text };
+  if (toolCalls.length > 0) message.tool_calls = toolCalls;
+  return message;
+}
+
+function toolChoice(choice: unknown): unknown {
+  if (!isObject(choice)) return undefined;
+  switch (choice.type) {
+    case "auto":
+      return "auto";
+    case "any":
+      return "required";
+    case "none":
+      return "none";
+    case "tool":
+      return { type: "function", function: { name: choice.name } };
+    default:
+      return undefined;
+  }
+}
+
+/**
+ * An Anthropic Messages request as an OpenAI Chat Completions request: `system`
+ * becomes the first message, tool results become `tool` messages, `tool_use` blocks
+ * become `tool_calls`, images become `image_url` parts.
+ */
+export function anthropicToOpenAIRequest(body: Json, upstreamModel: string): Json {
+  const messages: Json[] = [];
+  if (body.system !== undefined) messages.push({ role: "system", content: textOf(body.system) });
+  for (const message of body.messages as Json[]) {
+    if (message.role === "system") messages.push({ role: "system", content: textOf(message.content) });
+    else if (message.role === "assistant") messages.push(assistantMessage(message.content));
+    else messages.push(...userMessages(message.content));
+  }
+  const out: Json = { model: upstreamModel, messages, max_tokens: body.max_tokens };
+  if (body.stream === true) {
+    out.stream = true;
+    out.stream_options = { include_usage: true };
+  }
+  if (typeof body.temperature === "number") out.temperature = body.temperature;
+  if (typeof body.top_p === "number") out.top_p = body.top_p;
+  if (Array.isArray(body.stop_sequences)) out.stop = body.stop_sequences;
+  if (Array.isArray(body.tools)) {
+    out.tools = (body.tools as Json[]).map((tool) => {
+      if (tool.input_schema === undefined) throw unsupported("A server tool");
+      return {
+        type: "function",
+        function: {
+          name: tool.name,
+          ...(tool.description !== undefined && { description: tool.description }),
+          parameters: tool.input_schema,
+        },
+      };
+    });
+  }
+  const choice = toolChoice(body.tool_choice);
+  if (choice !== undefined) out.tool_choice = choice;
+  if (isObject(body.tool_choice) && body.tool_choice.disable_parallel_tool_use === true) {
+    out.parallel_tool_calls = false;
+  }
+  const metadata = body.metadata;
+  if (isObject(metadata) && typeof metadata.user_id === "string") out.user = metadata.user_id;
+  return out;
+}

@@ -1,0 +1,29 @@
+/** Anthropic's `stop_reason` for an OpenAI `finish_reason`. */
+export function toAnthropicStopReason(finishReason: unknown): string {
+  switch (finishReason) {
+    case "length":
+      return "max_tokens";
+    case "tool_calls":
+    case "function_call":
+      return "tool_use";
+    case "content_filter":
+      return "refusal";
+    default:
+      return "end_turn";
+  }
+}
+
+/** OpenAI's `finish_reason` for an Anthropic `stop_reason`. */
+export function toOpenAIFinishReason(stopReason: unknown): string {
+  switch (stopReason) {
+    case "max_tokens":
+    case "model_context_window_exceeded":
+      return "length";
+    case "tool_use":
+      return "tool_calls";
+    case "refusal":
+      return "content_filter";
+    default:
+      return "stop";
+  }
+}

@@ -1,0 +1,130 @@
+import { LetheError } from "../../errors/lethe-error.js";
+
+type Json = Record<string, unknown>;
+
+/** `max_tokens` sent to Anthropic when an OpenAI client set none (Anthropic requires one). */
+export const DEFAULT_ANTHROPIC_MAX_TOKENS = 4096;
+
+function isObject(value: unknown): value is Json {
+  return typeof value === "object" && value !== null && !Array.isArray(value);
+}
+
+/** An OpenAI `image_url` part as an Anthropic image block (base64 data URLs or plain URLs). */
+function imageBlock(part: Json): Json {
+  const imageUrl = part.image_url;
+  const url = typeof imageUrl === "string" ? imageUrl : isObject(imageUrl) ? imageUrl.url : undefined;
+  if (typeof url !== "string") {
+    throw new LetheError("LETHE_INVALID_REQUEST", "An image_url part needs a url.", { param: "messages" });
+  }
+  const dataUrl = /^data:([^;,]+);base64,(.*)$/s.exec(url);
+  if (dataUrl) return { type: "image", source: { type: "base64", media_type: dataUrl[1], data: dataUrl[2] } };
+  return { type: "image", source: { type: "url", url } };
+}
+
+/** OpenAI message content (a string or parts) as Anthropic content blocks. */
+function contentBlocks(content: unknown): Json[] {
+  if (typeof content === "string") return content === "" ? [] : [{ type: "text", text: content }];
+  if (!Array.isArray(content)) return [];
+  const blocks: Json[] = [];
+  for (const part of content) {
+    if (!isObject(part)) continue;
+    if (part.type === "text" && typeof part.text === "string") blocks.push({ type: "text", text: part.text });
+    else if (part.type === "image_url") blocks.push(imageBlock(part));
+    else if (part.type === "refusal" && typeof part.refusal === "string")
+      blocks.push({ type: "text", text: part.refusal });
+    else
+      throw new LetheError("LETHE_INVALID_REQUEST", "This content part type cannot be sent to this model's supplier.");
+  }
+  return blocks;
+}
+
+function parseArguments(text: unknown): unknown {
+  if (typeof text !== "string" || text === "") return {};
+  try {
+    return JSON.parse(text);
+  } catch {
+    throw new LetheError("LETHE_INVALID_REQUEST", "A tool call's arguments are not valid JSON.", { param: "messages" });
+  }
+}
+
+/** Appends a turn, merging it into the previous one when the role repeats (Anthropic wants alternation). */
+function pushTurn(turns: Json[], role: "user" | "assistant", blocks: Json[]): void {
+  if (blocks.length === 0) return;
+  const last = turns[turns.length - 1];
+  if (last !== undefined && last.role === role) (last.content as Json[]).push(...blocks);
+  else turns.push({ role, content: blocks });
+}
+
+function toolChoice(choice: unknown, parallel: unknown): Json | undefined {
+  let out: Json | undefined;
+  if (choice === "auto") out = { type: "auto" };
+  else if (choice === "none") out = { type: "none" };
+  else if (choice === "required") out = { type: "any" };
+  else if (isObject(choice) && isObject(choice.function)) out = { type: "tool", name: choice.function.name };
+  if (parallel === false) out = { ...(out ?? { type: "auto" }), disable_parallel_tool_use: true };
+  return out;
+}
+
+/**
+ * An OpenAI Chat Completions request as an Anthropic Messages request: system and
+ * developer messages become `system`, tool results become `tool_result` blocks in a
+ * user turn (consecutive ones merged), tool calls become `tool_use` blocks.
+ */
+export function openAIToAnthropicRequest(body: Json, upstreamModel: string): Json {
+  const system: Json[] = [];
+  const turns: Json[] = [];
+  for (const message of body.messages as Json[]) {
+    switch (message.role) {
+      case "system":
+      case "developer":
+        system.push(...contentBlocks(message.content));
+        break;
+      case "user":
+        pushTurn(turns, "user", contentBlocks(message.content));
+        break;
+      case "assistant": {
+        const blocks = contentBlocks(message.content);
+        for (const call of (message.tool_calls as Json[] | undefined) ?? []) {
+          const fn = call.function as Json;
+          blocks.push({ type: "tool_use", id: call.id, name: fn.name, input: parseArguments(fn.arguments) });
+        }
+        pushTurn(turns, "assistant", blocks);
+        break;
+      }
+      case "tool":
+      case "function": {
+        const text = contentBlocks(message.content).map((block) => block.text ?? "");
+        pushTurn(turns, "user", [
+          { type: "tool_result", tool_use_id: message.tool_call_id ?? message.name, content: text.join("") },
+        ]);
+        break;
+      }
+    }
+  }
+  const out: Json = {
+    model: upstreamModel,
+    messages: turns,
+    max_tokens: body.max_completion_tokens ?? body.max_tokens ?? DEFAULT_ANTHROPIC_MAX_TOKENS,
+  };
+  if (system.length > 0) out.system = system;
+  if (body.stream === true) out.stream = true;
+  // Anthropic's temperature range is 0-1, OpenAI's 0-2
+  if (typeof body.temperature === "number") out.temperature = Math.min(1, body.temperature);
+  if (typeof body.top_p === "number") out.top_p = body.top_p;
+  if (typeof body.stop === "string") out.stop_sequences = [body.stop];
+  else if (Array.isArray(body.stop)) out.stop_sequences = body.stop;
+  if (Array.isArray(body.tools)) {
+    out.tools = (body.tools as Json[]).map((tool) => {
+      const fn = (tool.function ?? {}) as Json;
+      return {
+        name: fn.name,
+        ...(fn.description !== undefined && { description: fn.description }),
+        input_schema: fn.parameters ?? { type: "object", properties: {} },
+      };
+    });
+  }
+  const choice = toolChoice(body.tool_choice, body.parallel_tool_calls);
+  if (choice !== undefined) out.tool_choice = choice;
+  if (typeof body.user === "string") out.metadata = { user_id: body.user };
+  return out;
+}

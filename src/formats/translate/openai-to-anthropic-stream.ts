@@ -1,0 +1,150 @@
+import type { LetheError } from "../../errors/lethe-error.js";
+import { toAnthropicUsage } from "../../metering/anthropic-usage.js";
+import type { Exchange } from "../../metering/exchange.js";
+import { fromOpenAIUsage } from "../../metering/token-usage.js";
+import type { WireEvent } from "../../suppliers/supplier.js";
+import { anthropicErrorEvent, anthropicEvent } from "../anthropic/anthropic-sse.js";
+import type { ClientRequest, StreamTranslator } from "../surface/client-surface.js";
+import { UsageFallback } from "../surface/usage-fallback.js";
+import { toAnthropicStopReason } from "./map-finish-reason.js";
+
+type Json = Record<string, unknown>;
+type BlockKind = "text" | "thinking" | "tool_use";
+
+/**
+ * Translates an OpenAI supplier's chunks into Anthropic's event sequence for an
+ * Anthropic client: message_start, then one content block at a time (thinking, text,
+ * tool_use with its arguments as input_json_delta), then message_delta with the
+ * stop reason and usage, then message_stop.
+ */
+export class OpenAIToAnthropicStream implements StreamTranslator {
+  private started = false;
+  private blockIndex = -1;
+  private blockKind: BlockKind | null = null;
+  private readonly blockByToolIndex = new Map<number, number>();
+  private stopReason = "end_turn";
+  private readonly fallback = new UsageFallback();
+
+  constructor(
+    private readonly request: ClientRequest,
+    private readonly exchange: Exchange,
+  ) {}
+
+  event(event: WireEvent): string | null {
+    const chunk = event.data;
+    let out = this.start(chunk.id);
+    if (chunk.usage !== undefined && chunk.usage !== null) {
+      const usage = fromOpenAIUsage(chunk.usage);
+      if (usage !== null) {
+        this.exchange.usage = usage;
+        this.fallback.markReported();
+      }
+    }
+    const choice = ((chunk.choices as Json[] | undefined) ?? [])[0];
+    const delta = (choice?.delta ?? {}) as Json;
+    const reasoning = delta.reasoning_content ?? delta.reasoning;
+    if (typeof reasoning === "string" && reasoning !== "") {
+      out += this.open("thinking", { type: "thinking", thinking: "" });
+      out += this.deltaEvent({ type: "thinking_delta", thinking: reasoning }, reasoning);
+    }
+    if (typeof delta.content === "string" && delta.content !== "") {
+      out += this.open("text", { type: "text", text: "" });
+      out += this.deltaEvent({ type: "text_delta", text: delta.content }, delta.content);
+    }
+    for (const call of (delta.tool_calls as Json[] | undefined) ?? []) out += this.toolCall(call);
+    if (typeof choice?.finish_reason === "string") this.stopReason = toAnthropicStopReason(choice.finish_reason);
+    return out === "" ? null : out;
+  }
+
+  private start(id: unknown): string {
+    if (this.started) return "";
+    this.started = true;
+    const messageId = typeof id === "string" && id !== "" ? `msg_${id.replace(/^chatcmpl-/, "")}` : "msg_lethe";
+    return (
+      anthropicEvent("message_start", {
+        type: "message_start",
+        message: {
+          id: messageId,
+          type: "message",
+          role: "assistant",
+          model: this.exchange.model,
+          content: [],
+          stop_reason: null,
+          stop_sequence: null,
+          // the supplier reports input tokens only at the end; message_delta carries them
+          usage: { input_tokens: 0, output_tokens: 0 },
+        },
+      }) + anthropicEvent("ping", { type: "ping" })
+    );
+  }
+
+  /** Opens a block of `kind` unless one is open already, closing the previous one. */
+  private open(kind: BlockKind, contentBlock: Json): string {
+    if (this.blockKind === kind && kind !== "tool_use") return "";
+    const out = this.close();
+    this.blockIndex++;
+    this.blockKind = kind;
+    return (
+      out +
+      anthropicEvent("content_block_start", {
+        type: "content_block_start",
+        index: this.blockIndex,
+        content_block: contentBlock,
+      })
+    );
+  }
+
+  private close(): string {
+    if (this.blockKind === null) return "";
+    this.blockKind = null;
+    return anthropicEvent("content_block_stop", { type: "content_block_stop", index: this.blockIndex });
+  }
+
+  private deltaEvent(delta: Json, text: string, index = this.blockIndex): string {
+    this.exchange.markFirstToken();
+    this.fallback.add(text);
+    return anthropicEvent("content_block_delta", { type: "content_block_delta", index, delta });
+  }
+
+  private toolCall(call: Json): string {
+    const toolIndex = typeof call.index === "number" ? call.index : 0;
+    const fn = (call.function ?? {}) as Json;
+    let out = "";
+    if (!this.blockByToolIndex.has(toolIndex)) {
+      out += this.open("tool_use", {
+        type: "tool_use",
+        id: call.id ?? `toolu_${toolIndex}`,
+        name: fn.name ?? "",
+        input: {},
+      });
+      this.blockByToolIndex.set(toolIndex, this.blockIndex);
+      if (typeof fn.name === "string") this.fallback.add(fn.name);
+      this.exchange.markFirstToken();
+    }
+    if (typeof fn.arguments === "string" && fn.arguments !== "") {
+      const index = this.blockByToolIndex.get(toolIndex) as number;
+      out += this.deltaEvent({ type: "input_json_delta", partial_json: fn.arguments }, fn.arguments, index);
+    }
+    return out;
+  }
+
+  end(): string {
+    this.fallback.settle(this.exchange, this.request.body);
+    const usage = this.exchange.usage ?? { input: 0, output: 0, cachedInput: 0, reasoning: 0 };
+    return (
+      this.start(undefined) +
+      this.close() +
+      anthropicEvent("message_delta", {
+        type: "message_delta",
+        delta: { stop_reason: this.stopReason, stop_sequence: null },
+        usage: toAnthropicUsage(usage),
+      }) +
+      anthropicEvent("message_stop", { type: "message_stop" })
+    );
+  }
+
+  error(error: LetheError): string {
+    this.fallback.settle(this.exchange, this.request.body);
+    return anthropicErrorEvent(error);
+  }
+}

@@ -1,0 +1,72 @@
+import type { ModelId } from "../../config/ids.js";
+import { toAnthropicUsage } from "../../metering/anthropic-usage.js";
+import { type TokenUsage, toOpenAIUsage } from "../../metering/token-usage.js";
+import { toAnthropicStopReason, toOpenAIFinishReason } from "./map-finish-reason.js";
+
+type Json = Record<string, unknown>;
+
+function parseArguments(text: unknown): unknown {
+  if (typeof text !== "string" || text === "") return {};
+  try {
+    return JSON.parse(text);
+  } catch {
+    // a model that produced broken JSON: hand the raw text over rather than lose it
+    return { _raw: text };
+  }
+}
+
+/** An OpenAI `chat.completion` as an Anthropic `message` (first choice). */
+export function openAIToAnthropicMessage(completion: Json, model: ModelId, usage: TokenUsage): Json {
+  const choice = ((completion.choices as Json[] | undefined) ?? [])[0] ?? {};
+  const message = (choice.message ?? {}) as Json;
+  const content: Json[] = [];
+  const reasoning = message.reasoning_content ?? message.reasoning;
+  if (typeof reasoning === "string" && reasoning !== "")
+    content.push({ type: "thinking", thinking: reasoning, signature: "" });
+  if (typeof message.content === "string" && message.content !== "")
+    content.push({ type: "text", text: message.content });
+  for (const call of (message.tool_calls as Json[] | undefined) ?? []) {
+    const fn = (call.function ?? {}) as Json;
+    content.push({ type: "tool_use", id: call.id, name: fn.name, input: parseArguments(fn.arguments) });
+  }
+  const id = typeof completion.id === "string" ? completion.id : "";
+  return {
+    id: id.startsWith("msg_") ? id : `msg_${id.replace(/^chatcmpl-/, "")}`,
+    type: "message",
+    role: "assistant",
+    model,
+    content,
+    stop_reason: toAnthropicStopReason(choice.finish_reason),
+    stop_sequence: null,
+    usage: toAnthropicUsage(usage),
+  };
+}
+
+/** An Anthropic `message` as an OpenAI `chat.completion`. */
+export function anthropicToOpenAICompletion(message: Json, model: ModelId, usage: TokenUsage): Json {
+  let text = "";
+  let reasoning = "";
+  const toolCalls: Json[] = [];
+  for (const block of (message.content as Json[] | undefined) ?? []) {
+    if (block.type === "text") text += String(block.text ?? "");
+    else if (block.type === "thinking") reasoning += String(block.thinking ?? "");
+    else if (block.type === "tool_use") {
+      toolCalls.push({
+        id: block.id,
+        type: "function",
+        function: { name: block.name, arguments: JSON.stringify(block.input ?? {}) },
+      });
+    }
+  }
+  const out: Json = { role: "assistant", content: text === "" && toolCalls.length > 0 ? null : text };
+  if (reasoning !== "") out.reasoning_content = reasoning;
+  if (toolCalls.length > 0) out.tool_calls = toolCalls;
+  return {
+    id: `chatcmpl-${String(message.id ?? "").replace(/^msg_/, "")}`,
+    object: "chat.completion",
+    created: Math.floor(Date.now() / 1000),
+    model,
+    choices: [{ index: 0, message: out, finish_reason: toOpenAIFinishReason(message.stop_reason), logprobs: null }],
+    usage: toOpenAIUsage(usage),
+  };
+}

@@ -1,0 +1,28 @@
+import { tokenCount as count, type TokenUsage } from "./token-usage.js";
+
+/**
+ * Reads Anthropic's `usage`. Anthropic's `input_tokens` excludes cache reads and
+ * cache writes; Lethe's `input` counts them all, with `cachedInput` the reads.
+ */
+export function fromAnthropicUsage(usage: unknown): TokenUsage | null {
+  if (typeof usage !== "object" || usage === null) return null;
+  const record = usage as Record<string, unknown>;
+  const cacheRead = count(record.cache_read_input_tokens);
+  const details = record.output_tokens_details as Record<string, unknown> | null | undefined;
+  return {
+    input: count(record.input_tokens) + cacheRead + count(record.cache_creation_input_tokens),
+    output: count(record.output_tokens),
+    cachedInput: cacheRead,
+    reasoning: count(details?.thinking_tokens),
+  };
+}
+
+/** Anthropic's `usage` object for Lethe's counters (the reverse of fromAnthropicUsage). */
+export function toAnthropicUsage(usage: TokenUsage): Record<string, number> {
+  return {
+    input_tokens: Math.max(0, usage.input - usage.cachedInput),
+    output_tokens: usage.output,
+    cache_read_input_tokens: usage.cachedInput,
+    cache_creation_input_tokens: 0,
+  };
+}

@@ -1,0 +1,99 @@
+import type { SupplierId } from "../../config/ids.js";
+import type { SupplierConfig } from "../../config/load-config.js";
+import { UpstreamError } from "../../errors/lethe-error.js";
+import { badUpstreamResponse, readJsonObject } from "../http/read-json.js";
+import { readSse } from "../http/read-sse.js";
+import { isRejection, SupplierHttpClient, type UpstreamResponse } from "../http/supplier-http-client.js";
+import type { Supplier, SupplierCall, SupplierResult, WireEvent } from "../supplier.js";
+
+/** The API version Lethe speaks when the client named none. */
+export const DEFAULT_ANTHROPIC_VERSION = "2023-06-01";
+
+function isObject(value: unknown): value is Record<string, unknown> {
+  return typeof value === "object" && value !== null && !Array.isArray(value);
+}
+
+/** Maps Anthropic's in-stream `error` event to an UpstreamError by its type alone. */
+function streamError(data: Record<string, unknown>): UpstreamError {
+  const type = isObject(data.error) ? data.error.type : undefined;
+  if (type === "overloaded_error") {
+    return new UpstreamError("LETHE_UPSTREAM_OVERLOADED", "The supplier is overloaded.", {
+      upstreamStatus: 529,
+      retryable: false,
+    });
+  }
+  return new UpstreamError("LETHE_UPSTREAM_ERROR", "The supplier reported an error during the stream.", {
+    upstreamStatus: 200,
+    retryable: false,
+  });
+}
+
+/** Anthropic's Messages API (and servers that speak it). */
+export class AnthropicSupplier implements Supplier {
+  readonly id: SupplierId;
+  readonly format = "anthropic" as const;
+  private readonly http: SupplierHttpClient;
+  private readonly baseHeaders: Record<string, string>;
+  private readonly messagesPath: string;
+
+  constructor(config: SupplierConfig) {
+    this.id = config.id;
+    this.http = new SupplierHttpClient(config);
+    // accept base URLs given with or without the /v1 suffix
+    this.messagesPath = /\/v1\/?$/.test(new URL(config.baseUrl ?? "").pathname) ? "/messages" : "/v1/messages";
+    this.baseHeaders = { "content-type": "application/json", accept: "application/json", ...config.headers };
+    if (config.apiKey !== null) this.baseHeaders["x-api-key"] = config.apiKey;
+  }
+
+  private headers(call: { stream: boolean; headers?: Record<string, string> }): Record<string, string> {
+    return {
+      ...this.baseHeaders,
+      "anthropic-version": call.headers?.["anthropic-version"] ?? DEFAULT_ANTHROPIC_VERSION,
+      ...(call.headers?.["anthropic-beta"] !== undefined && { "anthropic-beta": call.headers["anthropic-beta"] }),
+      ...(call.stream && { accept: "text/event-stream" }),
+    };
+  }
+
+  async send(call: SupplierCall): Promise<SupplierResult> {
+    const answer = await this.http.post(this.messagesPath, JSON.stringify(call.body), this.headers(call), call.signal);
+    if (isRejection(answer)) return { kind: "rejected", error: answer.error, detail: answer.detail };
+    if (call.stream) return { kind: "stream", events: this.readEvents(answer) };
+    const body = await readJsonObject(answer);
+    if (body.type !== "message") throw badUpstreamResponse("The supplier sent a response that is not a message.");
+    return { kind: "json", body };
+  }
+
+  /** Asks the supplier's own `count_tokens` endpoint; the result is `{ input_tokens }`. */
+  async countTokens(call: SupplierCall): Promise<SupplierResult> {
+    const path = `${this.messagesPath}/count_tokens`;
+    const answer = await this.http.post(path, JSON.stringify(call.body), this.headers(call), call.signal);
+    if (isRejection(answer)) return { kind: "rejected", error: answer.error, detail: answer.detail };
+    const body = await readJsonObject(answer);
+    if (typeof body.input_tokens !== "number") throw badUpstreamResponse("The supplier's token count is not a number.");
+    return { kind: "json", body };
+  }
+
+  /** Parses Anthropic's event stream; it is complete only once `message_stop` arrived. */
+  private async *readEvents(response: UpstreamResponse): AsyncGenerator<WireEvent> {
+    let stopped = false;
+    for await (const message of readSse(response)) {
+      if (stopped) continue;
+      let data: unknown;
+      try {
+        data = JSON.parse(message.data);
+      } catch {
+        throw badUpstreamResponse("The supplier sent a stream event that is not JSON.");
+      }
+      if (!isObject(data)) throw badUpstreamResponse("The supplier sent a stream event that is not an object.");
+      if (data.type === "error" || message.event === "error") throw streamError(data);
+      if (data.type === "message_stop") stopped = true;
+      yield { event: message.event, data };
+    }
+    if (!stopped && !response.signal.aborted)
+      throw badUpstreamResponse("The supplier's stream ended before it was complete.");
+  }
+
+  async close(): Promise<void> {
+    await this.http.close();
+  }
+}

@@ -1,0 +1,30 @@
+import { UpstreamError } from "../../errors/lethe-error.js";
+import type { UpstreamResponse } from "./supplier-http-client.js";
+import { upstreamFailure } from "./upstream-failure.js";
+
+/** A 200 whose body Lethe cannot use: retryable on another route. */
+export function badUpstreamResponse(message: string): UpstreamError {
+  return new UpstreamError("LETHE_UPSTREAM_BAD_RESPONSE", message, { upstreamStatus: 200, retryable: true });
+}
+
+/** Reads a whole upstream JSON body into an object, or throws LETHE_UPSTREAM_BAD_RESPONSE. */
+export async function readJsonObject(response: UpstreamResponse): Promise<Record<string, unknown>> {
+  let text: string;
+  try {
+    text = await response.body.text();
+  } catch (thrown) {
+    throw upstreamFailure(thrown, response.signal);
+  } finally {
+    response.finish();
+  }
+  let parsed: unknown;
+  try {
+    parsed = JSON.parse(text);
+  } catch {
+    throw badUpstreamResponse("The supplier sent a response that is not JSON.");
+  }
+  if (typeof parsed !== "object" || parsed === null || Array.isArray(parsed)) {
+    throw badUpstreamResponse("The supplier sent a response that is not a JSON object.");
+  }
+  return parsed as Record<string, unknown>;
+}
