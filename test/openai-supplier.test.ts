@@ -1,0 +1,322 @@
+import { afterAll, afterEach, beforeAll, describe, expect, it } from "vitest";
+import { estimateInputTokens } from "../src/metering/count-tokens.js";
+import { behaviour, type RecordedRequest } from "./support/fake-openai-supplier.js";
+import {
+  type ChatCanaries,
+  canaryChat,
+  closeRigAndFindCanaries,
+  FAKE_SUPPLIER_KEY,
+  type OpenAISupplierRig,
+  postChat,
+  recordOf,
+  sseData,
+  startOpenAISupplierRig,
+} from "./support/openai-supplier-rig.js";
+
+// the fake's default usage, as OpenAI writes it
+const SUPPLIER_USAGE = {
+  prompt_tokens: 1000,
+  completion_tokens: 250,
+  total_tokens: 1250,
+  prompt_tokens_details: { cached_tokens: 400, audio_tokens: 0 },
+  completion_tokens_details: {
+    reasoning_tokens: 50,
+    audio_tokens: 0,
+    accepted_prediction_tokens: 0,
+    rejected_prediction_tokens: 0,
+  },
+};
+
+// (1000 - 400) × 0.10 + 400 × 0.05 + 250 × 0.20 micro-units
+const SUPPLIER_USAGE_COST = 130;
+
+const METERED_USAGE = {
+  input_tokens: 1000,
+  output_tokens: 250,
+  cached_input_tokens: 400,
+  reasoning_tokens: 50,
+  cost_micros: SUPPLIER_USAGE_COST,
+  tokens_estimated: false,
+};
+
+/** True when `actual` is within 1% of `expected`: rounding to the microsecond is the only difference allowed. */
+function nearly(actual: number | null, expected: number): boolean {
+  return actual !== null && Math.abs(actual / expected - 1) < 0.01;
+}
+
+describe("chat completions through an OpenAI-compatible supplier", () => {
+  let rig: OpenAISupplierRig;
+
+  beforeAll(async () => {
+    rig = await startOpenAISupplierRig();
+  });
+
+  afterAll(async () => {
+    expect(await closeRigAndFindCanaries(rig)).toEqual([]);
+  });
+
+  // a behaviour left in the queue means the gateway sent fewer requests than the test expected
+  afterEach(() => {
+    expect(rig.fake.clearQueue()).toBe(0);
+  });
+
+  function lastUpstream(): RecordedRequest {
+    const upstream = rig.fake.requests.at(-1);
+    if (upstream === undefined) throw new Error("the supplier received nothing");
+    return upstream;
+  }
+
+  /** The supplier gets Lethe's own key and fixed headers: nothing the client sent in its headers. */
+  function expectOperatorHeadersOnly(upstream: RecordedRequest, canary: ChatCanaries, accept: string): void {
+    expect(upstream.method).toBe("POST");
+    expect(upstream.path).toBe("/v1/chat/completions");
+    expect(upstream.headers.authorization).toBe(`Bearer ${FAKE_SUPPLIER_KEY}`);
+    expect(upstream.headers["content-type"]).toBe("application/json");
+    expect(upstream.headers.accept).toBe(accept);
+    expect(Object.keys(upstream.headers).sort()).toEqual([
+      "accept",
+      "authorization",
+      "connection",
+      "content-length",
+      "content-type",
+      "host",
+    ]);
+    const headerText = JSON.stringify(upstream.headers);
+    expect(headerText).not.toContain(rig.gateway.key);
+    expect(headerText).not.toContain(canary.header);
+  }
+
+  it("answers a non-streaming request, mapping the model both ways and metering the supplier's usage", async () => {
+    const { canary, body, headers } = canaryChat(rig, "json");
+    const { data, response } = await rig.client.chat.completions.create(body, { headers }).withResponse();
+
+    expect(data.object).toBe("chat.completion");
+    expect(data.model).toBe("fast-chat");
+    expect(data.choices[0]?.message.content).toBe(`Echo: Now repeat ${canary.user} please`);
+    expect(data.choices[0]?.finish_reason).toBe("stop");
+    expect(data.usage).toEqual(SUPPLIER_USAGE);
+    expect(response.headers.get("x-lethe-supplier")).toBe("fake-openai");
+    expect(response.headers.get("x-lethe-zdr")).toBe("enforced");
+
+    const upstream = lastUpstream();
+    // every field goes through untouched except the model, renamed to the supplier's
+    expect(upstream.body).toEqual({ ...body, model: "upstream-model-1" });
+    expectOperatorHeadersOnly(upstream, canary, "application/json");
+
+    const record = await recordOf(rig, response.headers.get("x-request-id"));
+    expect(record).toMatchObject({
+      endpoint: "/v1/chat/completions",
+      client_format: "openai",
+      model: "fast-chat",
+      supplier: "fake-openai",
+      status: 200,
+      error_code: null,
+      streamed: false,
+      ttft_ms: null,
+      cache_hit: false,
+      ...METERED_USAGE,
+    });
+    expect(record.latency_ms).toBeGreaterThan(0);
+    expect(nearly(record.output_tokens_per_s, (250 * 1000) / record.latency_ms)).toBe(true);
+  });
+
+  it("streams with include_usage: the client gets the supplier's usage chunk last", async () => {
+    const { canary, body, headers } = canaryChat(rig, "streamusage");
+    const { data: stream, response } = await rig.client.chat.completions
+      .create({ ...body, stream: true, stream_options: { include_usage: true } }, { headers })
+      .withResponse();
+    const chunks = [];
+    for await (const chunk of stream) chunks.push(chunk);
+
+    const text = chunks.map((chunk) => chunk.choices[0]?.delta.content ?? "").join("");
+    expect(text).toBe(`Echo: Now repeat ${canary.user} please`);
+    expect(chunks.every((chunk) => chunk.model === "fast-chat")).toBe(true);
+    expect(chunks.filter((chunk) => chunk.usage).length).toBe(1);
+    expect(chunks.at(-1)?.choices).toEqual([]);
+    expect(chunks.at(-1)?.usage).toEqual(SUPPLIER_USAGE);
+    // as OpenAI does: every other chunk says `usage: null` when usage was asked for
+    expect(chunks.slice(0, -1).every((chunk) => chunk.usage === null)).toBe(true);
+
+    const upstream = lastUpstream();
+    expect(upstream.body).toEqual({
+      ...body,
+      model: "upstream-model-1",
+      stream: true,
+      stream_options: { include_usage: true },
+    });
+    expectOperatorHeadersOnly(upstream, canary, "text/event-stream");
+
+    const record = await recordOf(rig, response.headers.get("x-request-id"));
+    expect(record).toMatchObject({ model: "fast-chat", supplier: "fake-openai", status: 200, error_code: null });
+    expect(record).toMatchObject({ streamed: true, ...METERED_USAGE });
+    expect(record.ttft_ms).toBeGreaterThan(0);
+    expect(record.ttft_ms).toBeLessThanOrEqual(record.latency_ms);
+    // for streams, throughput counts from the first token on
+    expect(nearly(record.output_tokens_per_s, (250 * 1000) / (record.latency_ms - (record.ttft_ms ?? 0)))).toBe(true);
+  });
+
+  it("streams without include_usage: no usage reaches the client, yet the record has the supplier's counts", async () => {
+    const { canary, body, headers } = canaryChat(rig, "streamplain");
+    // an unknown field and a stream option Lethe does not know must reach the supplier unchanged
+    const sent = { ...body, stream: true, stream_options: { include_obfuscation: false }, x_vendor_hint: { tier: 2 } };
+    const result = await postChat(rig, sent, headers);
+
+    expect(result.status).toBe(200);
+    expect(result.headers.get("content-type")).toBe("text/event-stream; charset=utf-8");
+    expect(result.text).not.toContain("usage");
+    const emitted = result.text.replaceAll(canary.user, "<canary>").replace(/chatcmpl-fake\d+/g, "chatcmpl-fake");
+    expect(emitted.split("\n\n")).toMatchInlineSnapshot(`
+      [
+        "data: {"id":"chatcmpl-fake","object":"chat.completion.chunk","created":1700000000,"model":"fast-chat","system_fingerprint":"fp_fake","choices":[{"index":0,"delta":{"role":"assistant","content":"","refusal":null},"logprobs":null,"finish_reason":null}]}",
+        "data: {"id":"chatcmpl-fake","object":"chat.completion.chunk","created":1700000000,"model":"fast-chat","system_fingerprint":"fp_fake","choices":[{"index":0,"delta":{"content":"Echo: "},"logprobs":null,"finish_reason":null}]}",
+        "data: {"id":"chatcmpl-fake","object":"chat.completion.chunk","created":1700000000,"model":"fast-chat","system_fingerprint":"fp_fake","choices":[{"index":0,"delta":{"content":"Now "},"logprobs":null,"finish_reason":null}]}",
+        "data: {"id":"chatcmpl-fake","object":"chat.completion.chunk","created":1700000000,"model":"fast-chat","system_fingerprint":"fp_fake","choices":[{"index":0,"delta":{"content":"repeat "},"logprobs":null,"finish_reason":null}]}",
+        "data: {"id":"chatcmpl-fake","object":"chat.completion.chunk","created":1700000000,"model":"fast-chat","system_fingerprint":"fp_fake","choices":[{"index":0,"delta":{"content":"<canary> "},"logprobs":null,"finish_reason":null}]}",
+        "data: {"id":"chatcmpl-fake","object":"chat.completion.chunk","created":1700000000,"model":"fast-chat","system_fingerprint":"fp_fake","choices":[{"index":0,"delta":{"content":"please"},"logprobs":null,"finish_reason":null}]}",
+        "data: {"id":"chatcmpl-fake","object":"chat.completion.chunk","created":1700000000,"model":"fast-chat","system_fingerprint":"fp_fake","choices":[{"index":0,"delta":{},"logprobs":null,"finish_reason":"stop"}]}",
+        "data: [DONE]",
+        "",
+      ]
+    `);
+
+    expect(lastUpstream().body).toEqual({
+      ...sent,
+      model: "upstream-model-1",
+      stream_options: { include_obfuscation: false, include_usage: true },
+    });
+    const record = await recordOf(rig, result.headers.get("x-request-id"));
+    expect(record).toMatchObject({ status: 200, error_code: null, streamed: true, ...METERED_USAGE });
+  });
+
+  it.each([
+    ["include_usage: false", { include_usage: false }],
+    ["stream_options: null", null],
+  ])("forces include_usage upstream and strips usage again when the client sent %s", async (_name, options) => {
+    const { body, headers } = canaryChat(rig, "streamoptions");
+    const result = await postChat(rig, { ...body, stream: true, stream_options: options }, headers);
+
+    expect(result.status).toBe(200);
+    expect(result.text).not.toContain("usage");
+    expect(result.text.endsWith("data: [DONE]\n\n")).toBe(true);
+    expect(lastUpstream().body).toMatchObject({ stream_options: { include_usage: true } });
+    const record = await recordOf(rig, result.headers.get("x-request-id"));
+    expect(record).toMatchObject({ status: 200, streamed: true, ...METERED_USAGE });
+  });
+
+  it("prices cached input at the cached price and everything else at the route's prices", async () => {
+    rig.fake.enqueue(
+      behaviour.ok({ usage: { prompt: 2_000_000, cached: 1_500_000, completion: 300_000, reasoning: 0 } }),
+    );
+    const { body, headers } = canaryChat(rig, "price");
+    const { response } = await rig.client.chat.completions.create(body, { headers }).withResponse();
+
+    const record = await recordOf(rig, response.headers.get("x-request-id"));
+    expect(record).toMatchObject({ input_tokens: 2_000_000, cached_input_tokens: 1_500_000, output_tokens: 300_000 });
+    // 500 000 × 0.10 + 1 500 000 × 0.05 + 300 000 × 0.20
+    expect(record.cost_micros).toBe(185_000);
+  });
+
+  it("relays a tool call, streamed and not, and counts it as output for TTFT", async () => {
+    const { canary, body, headers } = canaryChat(rig, "toolcall");
+    rig.fake.enqueue(behaviour.ok({ toolCall: true }), behaviour.ok({ toolCall: true }));
+    const expectedArguments = JSON.stringify({ query: `Now repeat ${canary.user} please` });
+
+    const whole = await rig.client.chat.completions.create(body, { headers });
+    expect(whole.choices[0]?.finish_reason).toBe("tool_calls");
+    expect(whole.choices[0]?.message.tool_calls).toEqual([
+      { id: "call_fake", type: "function", function: { name: "lookup", arguments: expectedArguments } },
+    ]);
+
+    const { data: stream, response } = await rig.client.chat.completions
+      .create({ ...body, stream: true }, { headers })
+      .withResponse();
+    let streamedArguments = "";
+    let finishReason: string | null = null;
+    for await (const chunk of stream) {
+      for (const call of chunk.choices[0]?.delta.tool_calls ?? []) streamedArguments += call.function?.arguments ?? "";
+      finishReason = chunk.choices[0]?.finish_reason ?? finishReason;
+    }
+    expect(streamedArguments).toBe(expectedArguments);
+    expect(finishReason).toBe("tool_calls");
+    const record = await recordOf(rig, response.headers.get("x-request-id"));
+    expect(record.ttft_ms).toBeGreaterThan(0);
+    expect(record).toMatchObject({ status: 200, ...METERED_USAGE });
+  });
+
+  it.each([
+    ["not streaming", false],
+    ["streaming", true],
+  ])("estimates the tokens when the supplier reports no usage (%s)", async (_name, stream) => {
+    const { canary, body, headers } = canaryChat(rig, "estimate");
+    rig.fake.enqueue(behaviour.noUsage());
+    const sent = stream ? { ...body, stream, stream_options: { include_usage: true } } : body;
+    const result = await postChat(rig, sent, headers);
+
+    expect(result.status).toBe(200);
+    expect(result.text).toContain(canary.user);
+    // the supplier sent no usage, so neither does Lethe
+    const answers = stream ? sseData(result.text) : [JSON.parse(result.text) as Record<string, unknown>];
+    expect(answers.length).toBeGreaterThan(0);
+    expect(answers.every((answer) => answer.usage === undefined || answer.usage === null)).toBe(true);
+    const record = await recordOf(rig, result.headers.get("x-request-id"));
+    expect(record.tokens_estimated).toBe(true);
+    expect(record.input_tokens).toBe(estimateInputTokens(sent));
+    expect(record.output_tokens).toBeGreaterThan(5);
+    expect(record.cached_input_tokens).toBe(0);
+    expect(record.cost_micros).toBe(Math.round(record.input_tokens * 0.1 + record.output_tokens * 0.2));
+    expect(record.cost_micros).toBeGreaterThan(0);
+  });
+
+  it("keeps one upstream connection alive across sequential requests, errors and streams included", async () => {
+    const { body, headers } = canaryChat(rig, "keepalive");
+    rig.fake.enqueue(
+      behaviour.ok(),
+      behaviour.ok(),
+      behaviour.status(400),
+      behaviour.status(500),
+      behaviour.ok(),
+      behaviour.ok(),
+    );
+    const before = rig.fake.requests.length;
+
+    await rig.client.chat.completions.create({ ...body, model: "patient-chat" }, { headers });
+    await postChat(rig, { ...body, model: "patient-chat", stream: true }, headers);
+    // error bodies are read to the end (relayed or dropped), so the connection stays usable
+    expect((await postChat(rig, { ...body, model: "patient-chat" }, headers)).status).toBe(400);
+    expect((await postChat(rig, { ...body, model: "patient-chat" }, headers)).status).toBe(502);
+    const stream = await rig.client.chat.completions.create({ ...body, model: "patient-chat", stream: true });
+    for await (const _chunk of stream);
+    await rig.client.chat.completions.create({ ...body, model: "patient-chat" }, { headers });
+
+    const connections = rig.fake.requests.slice(before).map((upstream) => upstream.connectionId);
+    expect(connections).toHaveLength(6);
+    expect(new Set(connections).size).toBe(1);
+  });
+
+  it("refuses an unknown model without calling the supplier or keeping the name it was given", async () => {
+    const { canary, body, headers } = canaryChat(rig, "unknownmodel");
+    const before = rig.fake.requests.length;
+    const result = await postChat(rig, { ...body, model: canary.user }, headers);
+
+    expect(result.status).toBe(404);
+    expect(JSON.parse(result.text)).toEqual({
+      error: {
+        message: "The requested model does not exist here; GET /v1/models lists the models.",
+        type: "not_found_error",
+        param: "model",
+        code: "LETHE_UNKNOWN_MODEL",
+      },
+    });
+    expect(rig.fake.requests.length).toBe(before);
+    const record = await recordOf(rig, result.headers.get("x-request-id"));
+    expect(record).toMatchObject({ model: "unknown", supplier: null, status: 404, error_code: "LETHE_UNKNOWN_MODEL" });
+  });
+
+  it("never sent the caller's key to the supplier, on any request", () => {
+    expect(rig.fake.requests.length).toBeGreaterThan(10);
+    for (const upstream of rig.fake.requests) {
+      expect(upstream.headers.authorization).toBe(`Bearer ${FAKE_SUPPLIER_KEY}`);
+      expect(JSON.stringify(upstream)).not.toContain(rig.gateway.key);
+    }
+  });
+});
