@@ -4,16 +4,18 @@ import { accountsCommand } from "./commands/accounts-command.js";
 import { keysCommand } from "./commands/keys-command.js";
 import { serveCommand } from "./commands/serve-command.js";
 import { usageCommand } from "./commands/usage-command.js";
+import { zdrCommand } from "./commands/zdr-command.js";
 
 const HELP = `lethe: a zero-data-retention LLM gateway
 
 Usage:
-  lethe serve [--config FILE]
+  lethe serve [--config FILE] [--dev]
   lethe accounts create NAME [--rpm N] [--tpm N]
   lethe keys create --account NAME [--label LABEL]
   lethe keys list --account NAME
   lethe keys revoke KEY_ID_OR_KEY
   lethe usage --account NAME [--days N]
+  lethe zdr verify URL [--key PUBLIC_KEY_BASE64]
 
 Environment: LETHE_HOST, LETHE_PORT, LETHE_DATA_DIR, LETHE_CONFIG, LETHE_SECRET,
 LETHE_DATABASE_URL, LETHE_REDIS_URL, LETHE_REDIS_PREFIX.`;
@@ -31,6 +33,8 @@ export async function main(argv: string[], io: CliIo = processIo): Promise<numbe
         return await keysCommand(rest, io);
       case "usage":
         return await usageCommand(rest, io);
+      case "zdr":
+        return await zdrCommand(rest, io);
       case undefined:
       case "help":
       case "--help":

@@ -13,6 +13,7 @@ import { registerCountTokensRoute } from "./routes/count-tokens-route.js";
 import { registerHealthRoutes } from "./routes/health-routes.js";
 import { inferenceHandler } from "./routes/inference-route.js";
 import { registerModelsRoute } from "./routes/models-route.js";
+import { registerZdrRoutes } from "./routes/zdr-routes.js";
 
 declare module "fastify" {
   interface FastifyRequest {
@@ -65,6 +66,7 @@ export function buildServer(gateway: Gateway): FastifyInstance {
   registerCountTokensRoute(app, gateway);
   registerModelsRoute(app, gateway);
   registerHealthRoutes(app, gateway);
+  registerZdrRoutes(app, gateway);
 
   app.setNotFoundHandler((request, reply) => {
     sendError(request, reply, new LetheError("LETHE_NOT_FOUND", "No such endpoint."));

@@ -7,6 +7,7 @@ import type { Meter } from "../metering/meter.js";
 import type { GatewayMetrics } from "../metering/metrics.js";
 import type { Store } from "../store/store.js";
 import type { SupplierRegistry } from "../suppliers/registry.js";
+import type { SignedStatement } from "../zdr/retention-statement.js";
 
 /** Everything the HTTP layer needs, built once at start-up. */
 export interface Gateway {
@@ -17,6 +18,8 @@ export interface Gateway {
   meter: Meter;
   metrics: GatewayMetrics;
   log: EventLog;
+  /** The signed retention statement served at /v1/zdr, built from the running config. */
+  statement: SignedStatement;
   /** Set when shutdown begins: readiness fails and new requests get 503. */
   draining: boolean;
 }

@@ -20,6 +20,7 @@ export interface EventFields {
   meter_dropped: { records: number };
   uncaught_exception: { code: ErrorCode };
   config_loaded: { models: number; suppliers: number };
+  process_hardened: { core_dumps_disabled: boolean; diagnostic_reports_disabled: boolean; development_run: boolean };
 }
 
 export type EventName = keyof EventFields;
@@ -40,12 +41,14 @@ const LEVELS: Record<EventName, Level> = {
   meter_dropped: "error",
   uncaught_exception: "error",
   config_loaded: "info",
+  process_hardened: "info",
 };
 
 /** The one logger Lethe uses: `log.event(name, fields)`. */
 export interface EventLog {
   event<Name extends EventName>(name: Name, fields: EventFields[Name]): void;
-  flush(): void;
+  /** Writes out buffered lines; `done` runs once they are written. */
+  flush(done?: () => void): void;
 }
 
 /** Copies only primitives: a mistyped caller still cannot push an object or a long string through. */
@@ -74,11 +77,16 @@ export function createEventLog(options: { level?: string; destination?: Destinat
     event(name, fields) {
       logger[LEVELS[name]](pickPrimitives(fields), name);
     },
-    flush() {
-      logger.flush();
+    flush(done) {
+      logger.flush(done && (() => done()));
     },
   };
 }
 
 /** A log that drops everything, for CLI commands that print their own output. */
-export const silentLog: EventLog = { event() {}, flush() {} };
+export const silentLog: EventLog = {
+  event() {},
+  flush(done) {
+    done?.();
+  },
+};

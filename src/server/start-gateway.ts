@@ -10,7 +10,10 @@ import { Meter } from "../metering/meter.js";
 import { GatewayMetrics } from "../metering/metrics.js";
 import { openStore } from "../store/open-store.js";
 import { loadServerSecret } from "../store/server-secret.js";
+import { loadSigningKey } from "../store/signing-key.js";
 import { SupplierRegistry } from "../suppliers/registry.js";
+import { letheVersion } from "../zdr/lethe-version.js";
+import { buildStatement, signStatement } from "../zdr/retention-statement.js";
 
 /** A running gateway: where it listens, and how to stop it. */
 export interface RunningGateway {
@@ -43,6 +46,7 @@ export async function startGateway(config: LetheConfig, options: StartOptions = 
     firstStartKey = (await issueKey(store, hasher, account.id, "first start")).key;
     log.event("first_start", { account_created: true });
   }
+  const statement = signStatement(buildStatement(config, await letheVersion()), await loadSigningKey(config.dataDir));
   const gateway: Gateway = {
     config,
     store,
@@ -51,6 +55,7 @@ export async function startGateway(config: LetheConfig, options: StartOptions = 
     meter: new Meter(store, log, config.metering),
     metrics: new GatewayMetrics(),
     log,
+    statement,
     draining: false,
   };
   const app = buildServer(gateway);

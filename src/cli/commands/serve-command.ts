@@ -1,13 +1,31 @@
 import { loadConfig } from "../../config/load-config.js";
+import { createEventLog } from "../../logging/event-log.js";
+import { HardeningError, hardenProcess } from "../../process/harden-process.js";
 import { startGateway } from "../../server/start-gateway.js";
 import { CliError, type CliIo, parseCommand } from "../cli-io.js";
 
 /** `lethe serve`: runs the gateway until SIGTERM or SIGINT, then shuts down gracefully. */
 export async function serveCommand(args: string[], io: CliIo): Promise<number> {
-  const { values, positionals } = parseCommand(args, {});
-  if (positionals.length > 0) throw new CliError("usage: lethe serve [--config FILE]");
+  const { values, positionals } = parseCommand(args, { dev: { type: "boolean" } });
+  if (positionals.length > 0) throw new CliError("usage: lethe serve [--config FILE] [--dev]");
   const config = await loadConfig(io.env, typeof values.config === "string" ? values.config : undefined);
-  const running = await startGateway(config);
+  const log = createEventLog();
+  const development = values.dev === true;
+  try {
+    const report = await hardenProcess({ allowInspector: development, log });
+    log.event("process_hardened", {
+      core_dumps_disabled: report.coreDumpsDisabled,
+      diagnostic_reports_disabled: report.diagnosticReportsDisabled,
+      development_run: development,
+    });
+    if (!report.coreDumpsDisabled) {
+      io.err("lethe: warning: could not set the core-file limit to 0; run under `ulimit -c 0` (see docs/zdr.md)");
+    }
+  } catch (error) {
+    if (error instanceof HardeningError) throw new CliError(error.message);
+    throw error;
+  }
+  const running = await startGateway(config, { log });
   io.out(`Lethe is listening on ${running.url} (${config.models.size} model(s), data in ${config.dataDir})`);
   if (running.firstStartKey !== null) {
     const firstModel = [...config.models.keys()][0] ?? "lethe-demo";
