@@ -129,7 +129,7 @@ describe("supplier failures on the OpenAI-compatible path", () => {
         502,
         "server_error",
         "LETHE_UPSTREAM_UNAVAILABLE",
-        "The supplier could not be reached.",
+        "The connection to the supplier broke during its answer.",
         false,
       ],
     ])("the supplier answering %s", async (_name, failure, status, type, code, message, relaysDetail) => {
@@ -307,7 +307,7 @@ describe("supplier failures on the OpenAI-compatible path", () => {
         () => behaviour.resetMidStream(),
         "LETHE_UPSTREAM_UNAVAILABLE",
         "server_error",
-        "The supplier could not be reached.",
+        "The connection to the supplier broke during its answer.",
       ],
       [
         "a chunk that is not JSON",

@@ -99,8 +99,9 @@ describe("chat completions through an OpenAI-compatible supplier", () => {
     expect(response.headers.get("x-lethe-zdr")).toBe("enforced");
 
     const upstream = lastUpstream();
-    // every field goes through untouched except the model, renamed to the supplier's
-    expect(upstream.body).toEqual({ ...body, model: "upstream-model-1" });
+    // every field goes through untouched except the model, renamed to the supplier's, and
+    // `store: false`, which asks OpenAI-type suppliers not to keep the completion
+    expect(upstream.body).toEqual({ ...body, model: "upstream-model-1", store: false });
     expectOperatorHeadersOnly(upstream, canary, "application/json");
 
     const record = await recordOf(rig, response.headers.get("x-request-id"));
@@ -143,6 +144,7 @@ describe("chat completions through an OpenAI-compatible supplier", () => {
       model: "upstream-model-1",
       stream: true,
       stream_options: { include_usage: true },
+      store: false,
     });
     expectOperatorHeadersOnly(upstream, canary, "text/event-stream");
 
@@ -183,6 +185,7 @@ describe("chat completions through an OpenAI-compatible supplier", () => {
       ...sent,
       model: "upstream-model-1",
       stream_options: { include_obfuscation: false, include_usage: true },
+      store: false,
     });
     const record = await recordOf(rig, result.headers.get("x-request-id"));
     expect(record).toMatchObject({ status: 200, error_code: null, streamed: true, ...METERED_USAGE });
@@ -254,11 +257,20 @@ describe("chat completions through an OpenAI-compatible supplier", () => {
 
     expect(result.status).toBe(200);
     expect(result.text).toContain(canary.user);
-    // the supplier sent no usage, so neither does Lethe
     const answers = stream ? sseData(result.text) : [JSON.parse(result.text) as Record<string, unknown>];
     expect(answers.length).toBeGreaterThan(0);
-    expect(answers.every((answer) => answer.usage === undefined || answer.usage === null)).toBe(true);
     const record = await recordOf(rig, result.headers.get("x-request-id"));
+    if (stream) {
+      // the client asked for usage and the supplier sent none: the last chunk has Lethe's estimate
+      expect(answers.slice(0, -1).every((answer) => answer.usage === null)).toBe(true);
+      expect(answers.at(-1)).toMatchObject({
+        choices: [],
+        usage: { prompt_tokens: record.input_tokens, completion_tokens: record.output_tokens },
+      });
+    } else {
+      // a JSON answer without usage is passed on as it came
+      expect(answers[0]?.usage).toBeUndefined();
+    }
     expect(record.tokens_estimated).toBe(true);
     expect(record.input_tokens).toBe(estimateInputTokens(sent));
     expect(record.output_tokens).toBeGreaterThan(5);

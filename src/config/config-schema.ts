@@ -33,6 +33,7 @@ const supplier = z
       .regex(/^[A-Za-z_][A-Za-z0-9_]*$/)
       .optional(),
     zdr: z.boolean().default(false),
+    send_store_false: z.boolean().default(true),
     max_connections: z.number().int().positive().default(128),
     headers: z.record(z.string(), z.string()).default({}),
     timeouts: timeouts.default({ connect_ms: 5_000, first_byte_ms: 60_000, idle_ms: 60_000, total_ms: 600_000 }),

@@ -12,6 +12,8 @@ export interface SupplierConfig {
   baseUrl: string | null;
   apiKey: string | null;
   zdr: boolean;
+  /** Send `store: false` to OpenAI-type suppliers (off for servers that reject the field). */
+  sendStoreFalse: boolean;
   maxConnections: number;
   headers: Record<string, string>;
   timeouts: { connectMs: number; firstByteMs: number; idleMs: number; totalMs: number };
@@ -117,6 +119,7 @@ export function resolveConfig(document: unknown, env: Env, configPath: string | 
       baseUrl: entry.base_url?.replace(/\/+$/, "") ?? null,
       apiKey,
       zdr: entry.zdr,
+      sendStoreFalse: entry.send_store_false,
       maxConnections: entry.max_connections,
       headers: entry.headers,
       timeouts: {

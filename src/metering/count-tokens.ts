@@ -1,15 +1,31 @@
-import { countTokens, decode, encode, setMergeCacheSize } from "gpt-tokenizer";
+import { createRequire } from "node:module";
 
-// the tokenizer's merge cache would keep fragments of prompts in memory past the request
-setMergeCacheSize(0);
+type Tokenizer = typeof import("gpt-tokenizer");
+
+let tokenizer: Tokenizer | null = null;
+
+/**
+ * gpt-tokenizer, loaded on first use rather than at start-up: its o200k tables cost
+ * about 60 MB of RSS, and a gateway whose suppliers report usage never needs them.
+ * The first count pays a one-off load (about 0.3 s on a small machine).
+ */
+function loadTokenizer(): Tokenizer {
+  if (tokenizer === null) {
+    tokenizer = createRequire(import.meta.url)("gpt-tokenizer") as Tokenizer;
+    // the tokenizer's merge cache would keep fragments of prompts in memory past the request
+    tokenizer.setMergeCacheSize(0);
+  }
+  return tokenizer;
+}
 
 /** Tokens in a piece of text, by the o200k tokenizer: an estimate for non-OpenAI models. */
 export function countTextTokens(text: string): number {
-  return text === "" ? 0 : countTokens(text);
+  return text === "" ? 0 : loadTokenizer().countTokens(text);
 }
 
 /** Cuts `text` to at most `maxTokens` tokens; used by the demo supplier's max-tokens cut-off. */
 export function truncateToTokens(text: string, maxTokens: number): string {
+  const { encode, decode } = loadTokenizer();
   const tokens = encode(text);
   return tokens.length <= maxTokens ? text : decode(tokens.slice(0, maxTokens));
 }

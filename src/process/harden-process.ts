@@ -31,7 +31,9 @@ const DANGEROUS_FLAGS = [
 /** Node flags in effect that could expose memory, from argv and NODE_OPTIONS. */
 export function dangerousFlags(execArgv: readonly string[], nodeOptions: string | undefined): string[] {
   const flags = [...execArgv, ...(nodeOptions ?? "").split(/\s+/).filter((flag) => flag !== "")];
-  return flags.filter((flag) => DANGEROUS_FLAGS.some((pattern) => pattern.test(flag))).map((flag) => flag.split("=")[0] as string);
+  return flags
+    .filter((flag) => DANGEROUS_FLAGS.some((pattern) => pattern.test(flag)))
+    .map((flag) => flag.split("=")[0] as string);
 }
 
 /** Sets this process's core-file limit to 0 (soft and hard) with util-linux prlimit; Node has no setrlimit. */

@@ -55,13 +55,19 @@ export function buildStatement(config: LetheConfig, version: string, now = new D
   return {
     lethe_version: version,
     issued_at: now.toISOString(),
-    config_sha256: createHash("sha256").update(canonicalJson(publicConfig(config))).digest("hex"),
+    config_sha256: createHash("sha256")
+      .update(canonicalJson(publicConfig(config)))
+      .digest("hex"),
     content_retained: "none",
     metadata: { fields: METADATA_COLUMNS, retention_days: config.retention.metadataDays },
     response_cache: { enabled: false, window_seconds: 0 },
     logs: "allow-listed events of numbers, booleans and closed-set values; no request or response content",
     zdr_required_by_default: true,
-    suppliers: [...config.suppliers.values()].map((supplier) => ({ id: supplier.id, type: supplier.type, zdr: supplier.zdr })),
+    suppliers: [...config.suppliers.values()].map((supplier) => ({
+      id: supplier.id,
+      type: supplier.type,
+      zdr: supplier.zdr,
+    })),
     models: [...config.models.values()].map((model) => ({
       id: model.id,
       zdr_eligible: model.routes.some((route) => route.supplier.zdr),
@@ -76,9 +82,17 @@ export function rawPublicKey(publicKey: KeyObject): string {
 }
 
 /** Signs a statement with the server's Ed25519 key. */
-export function signStatement(statement: RetentionStatement, keys: { privateKey: KeyObject; publicKey: KeyObject }): SignedStatement {
+export function signStatement(
+  statement: RetentionStatement,
+  keys: { privateKey: KeyObject; publicKey: KeyObject },
+): SignedStatement {
   const signature = sign(null, Buffer.from(canonicalJson(statement)), keys.privateKey);
-  return { statement, algorithm: "ed25519", public_key: rawPublicKey(keys.publicKey), signature: signature.toString("base64") };
+  return {
+    statement,
+    algorithm: "ed25519",
+    public_key: rawPublicKey(keys.publicKey),
+    signature: signature.toString("base64"),
+  };
 }
 
 // the fixed SPKI DER prefix of an Ed25519 public key, before its 32 raw bytes

@@ -1,6 +1,6 @@
 import type { LetheError } from "../../errors/lethe-error.js";
 import type { Exchange } from "../../metering/exchange.js";
-import { fromOpenAIUsage } from "../../metering/token-usage.js";
+import { fromOpenAIUsage, toOpenAIUsage } from "../../metering/token-usage.js";
 import type { WireEvent } from "../../suppliers/supplier.js";
 import type { ClientRequest, StreamTranslator } from "../surface/client-surface.js";
 import { UsageFallback } from "../surface/usage-fallback.js";
@@ -16,6 +16,8 @@ const OUTPUT_KEYS = ["content", "refusal", "reasoning_content", "reasoning"] as 
  */
 export class OpenAIStreamRelay implements StreamTranslator {
   private readonly fallback = new UsageFallback();
+  private id: unknown = undefined;
+  private created: unknown = undefined;
 
   constructor(
     private readonly request: ClientRequest,
@@ -24,6 +26,8 @@ export class OpenAIStreamRelay implements StreamTranslator {
 
   event(event: WireEvent): string | null {
     const chunk = event.data;
+    this.id ??= chunk.id;
+    this.created ??= chunk.created;
     const usage = chunk.usage;
     if (usage !== undefined && usage !== null) {
       const counted = fromOpenAIUsage(usage);
@@ -64,8 +68,11 @@ export class OpenAIStreamRelay implements StreamTranslator {
   }
 
   end(): string {
-    this.fallback.settle(this.exchange, this.request.body);
-    return DONE;
+    const estimated = this.fallback.settle(this.exchange, this.request.body);
+    if (!estimated || !this.request.wantsStreamUsage || this.exchange.usage === null) return DONE;
+    // the client asked for usage and the supplier sent none: give it Lethe's count
+    const chunk = { id: this.id, object: "chat.completion.chunk", created: this.created, model: this.exchange.model };
+    return `data: ${JSON.stringify({ ...chunk, choices: [], usage: toOpenAIUsage(this.exchange.usage) })}\n\n${DONE}`;
   }
 
   error(error: LetheError): string {

@@ -20,14 +20,18 @@ export class UsageFallback {
     if (!this.reported) this.parts.push(text);
   }
 
-  /** When no usage was reported, estimates it from the request and the output seen. */
-  settle(exchange: Exchange, requestBody: Record<string, unknown>): void {
-    if (this.reported) return;
+  /**
+   * When no usage was reported, estimates it from the request and the output seen.
+   * Returns true when it had to estimate.
+   */
+  settle(exchange: Exchange, requestBody: Record<string, unknown>): boolean {
+    if (this.reported) return false;
     let output = 0;
     for (const part of this.parts) output += countTextTokens(part);
     this.parts.length = 0;
     exchange.usage = { input: estimateInputTokens(requestBody), output, cachedInput: 0, reasoning: 0 };
     exchange.tokensEstimated = true;
     this.reported = true;
+    return true;
   }
 }

@@ -13,7 +13,7 @@ export async function readJsonObject(response: UpstreamResponse): Promise<Record
   try {
     text = await response.body.text();
   } catch (thrown) {
-    throw upstreamFailure(thrown, response.signal);
+    throw upstreamFailure(thrown, response.signal, true);
   } finally {
     response.finish();
   }

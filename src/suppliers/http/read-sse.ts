@@ -18,7 +18,7 @@ export async function* readSse(response: UpstreamResponse): AsyncGenerator<Event
       pending.length = 0;
     }
   } catch (thrown) {
-    throw upstreamFailure(thrown, response.signal);
+    throw upstreamFailure(thrown, response.signal, true);
   } finally {
     response.finish();
     if (!response.body.destroyed) response.body.destroy();

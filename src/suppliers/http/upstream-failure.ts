@@ -7,7 +7,7 @@ export const TOTAL_TIMEOUT = Symbol("lethe-total-timeout");
  * Maps whatever undici threw into an UpstreamError by its code alone; the thrown
  * error's message and cause are dropped here and never go further.
  */
-export function upstreamFailure(error: unknown, signal: AbortSignal): UpstreamError {
+export function upstreamFailure(error: unknown, signal: AbortSignal, midAnswer = false): UpstreamError {
   if (error instanceof UpstreamError) return error;
   if (signal.aborted) {
     if (signal.reason === TOTAL_TIMEOUT) {
@@ -39,10 +39,14 @@ export function upstreamFailure(error: unknown, signal: AbortSignal): UpstreamEr
         retryable: true,
       });
     default:
-      return new UpstreamError("LETHE_UPSTREAM_UNAVAILABLE", "The supplier could not be reached.", {
-        upstreamStatus: 0,
-        retryable: true,
-      });
+      return new UpstreamError(
+        "LETHE_UPSTREAM_UNAVAILABLE",
+        midAnswer ? "The connection to the supplier broke during its answer." : "The supplier could not be reached.",
+        {
+          upstreamStatus: 0,
+          retryable: true,
+        },
+      );
   }
 }
 

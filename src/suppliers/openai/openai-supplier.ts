@@ -1,14 +1,10 @@
 import type { SupplierId } from "../../config/ids.js";
 import type { SupplierConfig } from "../../config/load-config.js";
 import { UpstreamError } from "../../errors/lethe-error.js";
+import { badUpstreamResponse, readJsonObject } from "../http/read-json.js";
 import { readSse } from "../http/read-sse.js";
 import { isRejection, SupplierHttpClient, type UpstreamResponse } from "../http/supplier-http-client.js";
-import { upstreamFailure } from "../http/upstream-failure.js";
 import type { Supplier, SupplierCall, SupplierResult, WireEvent } from "../supplier.js";
-
-function badResponse(message: string): UpstreamError {
-  return new UpstreamError("LETHE_UPSTREAM_BAD_RESPONSE", message, { upstreamStatus: 200, retryable: true });
-}
 
 function isObject(value: unknown): value is Record<string, unknown> {
   return typeof value === "object" && value !== null && !Array.isArray(value);
@@ -30,9 +26,11 @@ export class OpenAICompatibleSupplier implements Supplier {
   readonly format = "openai" as const;
   protected readonly http: SupplierHttpClient;
   private readonly baseHeaders: Record<string, string>;
+  private readonly sendStoreFalse: boolean;
 
   constructor(config: SupplierConfig) {
     this.id = config.id;
+    this.sendStoreFalse = config.sendStoreFalse;
     this.http = new SupplierHttpClient(config);
     this.baseHeaders = { "content-type": "application/json", accept: "application/json", ...config.headers };
     if (config.apiKey !== null) this.baseHeaders.authorization = `Bearer ${config.apiKey}`;
@@ -40,6 +38,8 @@ export class OpenAICompatibleSupplier implements Supplier {
 
   async send(call: SupplierCall): Promise<SupplierResult> {
     const headers = call.stream ? { ...this.baseHeaders, accept: "text/event-stream" } : this.baseHeaders;
+    // ask the supplier not to keep the completion (OpenAI stores some by default)
+    if (this.sendStoreFalse) call.body.store = false;
     const answer = await this.http.post("/chat/completions", JSON.stringify(call.body), headers, call.signal);
     if (isRejection(answer)) return { kind: "rejected", error: answer.error, detail: answer.detail };
     if (call.stream) return { kind: "stream", events: this.readChunks(answer) };
@@ -48,22 +48,9 @@ export class OpenAICompatibleSupplier implements Supplier {
 
   /** Reads a whole non-streaming completion. */
   protected async readJson(response: UpstreamResponse): Promise<Record<string, unknown>> {
-    let text: string;
-    try {
-      text = await response.body.text();
-    } catch (thrown) {
-      throw upstreamFailure(thrown, response.signal);
-    } finally {
-      response.finish();
-    }
-    let parsed: unknown;
-    try {
-      parsed = JSON.parse(text);
-    } catch {
-      throw badResponse("The supplier sent a response that is not JSON.");
-    }
-    if (!isObject(parsed) || !Array.isArray(parsed.choices)) {
-      throw badResponse("The supplier sent a response that is not a chat completion.");
+    const parsed = await readJsonObject(response);
+    if (!Array.isArray(parsed.choices)) {
+      throw badUpstreamResponse("The supplier sent a response that is not a chat completion.");
     }
     return parsed;
   }
@@ -84,9 +71,9 @@ export class OpenAICompatibleSupplier implements Supplier {
       try {
         data = JSON.parse(message.data);
       } catch {
-        throw badResponse("The supplier sent a stream chunk that is not JSON.");
+        throw badUpstreamResponse("The supplier sent a stream chunk that is not JSON.");
       }
-      if (!isObject(data)) throw badResponse("The supplier sent a stream chunk that is not an object.");
+      if (!isObject(data)) throw badUpstreamResponse("The supplier sent a stream chunk that is not an object.");
       // some OpenAI-compatible servers report failures as an `error` chunk mid-stream
       if (data.error !== undefined && data.error !== null) {
         throw new UpstreamError("LETHE_UPSTREAM_ERROR", "The supplier reported an error during the stream.", {
@@ -100,7 +87,7 @@ export class OpenAICompatibleSupplier implements Supplier {
     // a stream that ended without [DONE] is complete only if a finish_reason arrived
     if (!done && !finished && !response.signal.aborted) {
       // the socket ended cleanly but the stream never finished: treat as a broken stream
-      throw badResponse("The supplier's stream ended before it was complete.");
+      throw badUpstreamResponse("The supplier's stream ended before it was complete.");
     }
   }
 
