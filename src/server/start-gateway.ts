@@ -1,3 +1,4 @@
+import type { FastifyInstance } from "fastify";
 import type { DestinationStream } from "pino";
 import type { LetheConfig } from "../config/load-config.js";
 import { buildServer } from "../http/build-server.js";
@@ -32,6 +33,8 @@ export interface StartOptions {
   log?: EventLog;
   /** Create the `demo` account and a key when the store has no account yet. */
   bootstrapDemoAccount?: boolean;
+  /** Adds to the server before it listens (the audit's seeded-leak self-test uses it). */
+  configureServer?: (app: FastifyInstance, gateway: Gateway) => void;
 }
 
 /** Opens the store, builds the suppliers and the HTTP server, and starts listening. */
@@ -59,6 +62,7 @@ export async function startGateway(config: LetheConfig, options: StartOptions = 
     draining: false,
   };
   const app = buildServer(gateway);
+  options.configureServer?.(app, gateway);
   await app.listen({ host: config.host, port: config.port });
   const address = app.server.address();
   const port = typeof address === "object" && address !== null ? address.port : config.port;
