@@ -2,6 +2,7 @@ import { ConfigError } from "../config/load-config.js";
 import { CliError, type CliIo, processIo } from "./cli-io.js";
 import { accountsCommand } from "./commands/accounts-command.js";
 import { keysCommand } from "./commands/keys-command.js";
+import { routesCommand } from "./commands/routes-command.js";
 import { serveCommand } from "./commands/serve-command.js";
 import { usageCommand } from "./commands/usage-command.js";
 import { zdrCommand } from "./commands/zdr-command.js";
@@ -15,6 +16,7 @@ Usage:
   lethe keys list --account NAME
   lethe keys revoke KEY_ID_OR_KEY
   lethe usage --account NAME [--days N]
+  lethe routes [--url URL]
   lethe zdr verify URL [--key PUBLIC_KEY_BASE64]
 
 Environment: LETHE_HOST, LETHE_PORT, LETHE_DATA_DIR, LETHE_CONFIG, LETHE_SECRET,
@@ -31,6 +33,8 @@ export async function main(argv: string[], io: CliIo = processIo): Promise<numbe
         return await accountsCommand(rest, io);
       case "keys":
         return await keysCommand(rest, io);
+      case "routes":
+        return await routesCommand(rest, io);
       case "usage":
         return await usageCommand(rest, io);
       case "zdr":

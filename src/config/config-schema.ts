@@ -44,12 +44,39 @@ const supplier = z
     path: ["base_url"],
   });
 
+const routeTimeouts = z
+  .object({
+    first_byte_ms: z.number().int().positive().optional(),
+    idle_ms: z.number().int().positive().optional(),
+    total_ms: z.number().int().positive().optional(),
+  })
+  .strict();
+
 const route = z
   .object({
     supplier: id,
     model: z.string().min(1).max(256),
     weight: z.number().nonnegative().default(1),
     price: price.default({ input_per_mtok: 0, output_per_mtok: 0 }),
+    timeouts: routeTimeouts.optional(),
+  })
+  .strict();
+
+const routing = z
+  .object({
+    max_attempts: z.number().int().min(1).max(10).default(3),
+    deadline_ms: z.number().int().positive().default(60_000),
+    backoff_base_ms: z.number().int().nonnegative().default(100),
+    backoff_max_ms: z.number().int().nonnegative().default(2_000),
+    allow_route_header: z.boolean().default(false),
+    breaker: z
+      .object({
+        failure_threshold: z.number().int().positive().default(5),
+        window_ms: z.number().int().positive().default(30_000),
+        cooldown_ms: z.number().int().positive().default(15_000),
+      })
+      .strict()
+      .default({ failure_threshold: 5, window_ms: 30_000, cooldown_ms: 15_000 }),
   })
   .strict();
 
@@ -58,6 +85,7 @@ const model = z
     id,
     strategy: z.enum(["priority", "weighted", "lowest-price", "lowest-latency"]).default("priority"),
     routes: z.array(route).min(1),
+    max_attempts: z.number().int().min(1).max(10).optional(),
     description: z.string().max(200).optional(),
   })
   .strict();
@@ -79,6 +107,14 @@ export const configSchema = z
       })
       .strict()
       .default({ rpm: 600, tpm: 1_000_000, max_body_bytes: 32 * 1024 * 1024 }),
+    routing: routing.default({
+      max_attempts: 3,
+      deadline_ms: 60_000,
+      backoff_base_ms: 100,
+      backoff_max_ms: 2_000,
+      allow_route_header: false,
+      breaker: { failure_threshold: 5, window_ms: 30_000, cooldown_ms: 15_000 },
+    }),
     retention: z
       .object({ metadata_days: z.number().int().positive().default(90) })
       .strict()

@@ -26,12 +26,32 @@ export interface RoutePrice {
   cachedInputPerMtok: number;
 }
 
+/** Timeouts of one attempt on a route: the route's own, else its supplier's. */
+export interface AttemptTimeouts {
+  firstByteMs: number;
+  idleMs: number;
+  totalMs: number;
+}
+
 /** One way to serve a model: a supplier and the supplier's own model name. */
 export interface RouteConfig {
+  /** `supplier/model`: names the route in metrics, `lethe routes` and `x-lethe-route`. */
+  key: string;
   supplier: SupplierConfig;
   upstreamModel: string;
   weight: number;
   price: RoutePrice;
+  timeouts: AttemptTimeouts;
+}
+
+/** Retries, fallback and circuit breaking across a model's routes. */
+export interface RoutingSettings {
+  maxAttempts: number;
+  deadlineMs: number;
+  backoffBaseMs: number;
+  backoffMaxMs: number;
+  allowRouteHeader: boolean;
+  breaker: { failureThreshold: number; windowMs: number; cooldownMs: number };
 }
 
 /** A model clients can name, with its routes in the operator's order. */
@@ -39,6 +59,8 @@ export interface ModelConfig {
   id: ModelId;
   strategy: "priority" | "weighted" | "lowest-price" | "lowest-latency";
   routes: RouteConfig[];
+  /** This model's bound on supplier attempts per request (routing.max_attempts unless set). */
+  maxAttempts: number;
   description: string | null;
   created: number;
 }
@@ -56,6 +78,7 @@ export interface LetheConfig {
   suppliers: Map<SupplierId, SupplierConfig>;
   models: Map<string, ModelConfig>;
   limits: { rpm: number; tpm: number; maxBodyBytes: number };
+  routing: RoutingSettings;
   retention: { metadataDays: number };
   metering: { flushIntervalMs: number; batchSize: number; maxBuffered: number };
 }
@@ -138,9 +161,15 @@ export function resolveConfig(document: unknown, env: Env, configPath: string | 
       const supplier = suppliers.get(configuredId<SupplierId>(route.supplier));
       if (!supplier) throw new ConfigError(`model "${entry.id}": route names unknown supplier "${route.supplier}"`);
       return {
+        key: `${supplier.id}/${route.model}`,
         supplier,
         upstreamModel: route.model,
         weight: route.weight,
+        timeouts: {
+          firstByteMs: route.timeouts?.first_byte_ms ?? supplier.timeouts.firstByteMs,
+          idleMs: route.timeouts?.idle_ms ?? supplier.timeouts.idleMs,
+          totalMs: route.timeouts?.total_ms ?? supplier.timeouts.totalMs,
+        },
         price: {
           inputPerMtok: route.price.input_per_mtok,
           outputPerMtok: route.price.output_per_mtok,
@@ -152,6 +181,7 @@ export function resolveConfig(document: unknown, env: Env, configPath: string | 
       id: configuredId<ModelId>(entry.id),
       strategy: entry.strategy,
       routes,
+      maxAttempts: entry.max_attempts ?? file.routing.max_attempts,
       description: entry.description ?? null,
       created,
     });
@@ -168,6 +198,18 @@ export function resolveConfig(document: unknown, env: Env, configPath: string | 
     suppliers,
     models,
     limits: { rpm: file.limits.rpm, tpm: file.limits.tpm, maxBodyBytes: file.limits.max_body_bytes },
+    routing: {
+      maxAttempts: file.routing.max_attempts,
+      deadlineMs: file.routing.deadline_ms,
+      backoffBaseMs: file.routing.backoff_base_ms,
+      backoffMaxMs: file.routing.backoff_max_ms,
+      allowRouteHeader: file.routing.allow_route_header,
+      breaker: {
+        failureThreshold: file.routing.breaker.failure_threshold,
+        windowMs: file.routing.breaker.window_ms,
+        cooldownMs: file.routing.breaker.cooldown_ms,
+      },
+    },
     retention: { metadataDays: file.retention.metadata_days },
     metering: {
       flushIntervalMs: file.metering.flush_interval_ms,

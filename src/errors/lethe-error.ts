@@ -34,6 +34,7 @@ export const ERROR_CODES = {
   LETHE_UPSTREAM_BAD_RESPONSE: { status: 502, kind: "api_error" },
   LETHE_UPSTREAM_TIMEOUT: { status: 504, kind: "timeout" },
   LETHE_UPSTREAM_OVERLOADED: { status: 503, kind: "overloaded" },
+  LETHE_NO_HEALTHY_ROUTE: { status: 503, kind: "overloaded" },
   LETHE_UPSTREAM_RATE_LIMITED: { status: 429, kind: "rate_limit" },
   LETHE_UPSTREAM_REJECTED: { status: 400, kind: "invalid_request" },
   LETHE_CLIENT_CLOSED: { status: 499, kind: "invalid_request" },

@@ -3,8 +3,8 @@ import { LetheError, toLetheError, UpstreamError } from "../errors/lethe-error.j
 import { renderAnthropicError } from "../formats/anthropic/anthropic-error.js";
 import { renderOpenAIError } from "../formats/openai/openai-error.js";
 import type { ClientFormat } from "../metering/metadata-record.js";
+import { RejectedBySupplier } from "../routing/attempt-routes.js";
 import { finishExchange, type Gateway } from "./gateway.js";
-import { RejectedBySupplier } from "./routes/inference-route.js";
 
 /** Fastify's own error codes that mean "bad input", mapped to Lethe codes. */
 function fromFastifyError(error: FastifyError): LetheError | null {

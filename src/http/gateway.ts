@@ -5,6 +5,7 @@ import type { EventLog } from "../logging/event-log.js";
 import type { Exchange } from "../metering/exchange.js";
 import type { Meter } from "../metering/meter.js";
 import type { GatewayMetrics } from "../metering/metrics.js";
+import type { Router } from "../routing/router.js";
 import type { Store } from "../store/store.js";
 import type { SupplierRegistry } from "../suppliers/registry.js";
 import type { SignedStatement } from "../zdr/retention-statement.js";
@@ -15,6 +16,7 @@ export interface Gateway {
   store: Store;
   authenticator: Authenticator;
   suppliers: SupplierRegistry;
+  router: Router;
   meter: Meter;
   metrics: GatewayMetrics;
   log: EventLog;

@@ -22,7 +22,8 @@ function writable(response: ServerResponse): Promise<void> {
  * Pipes a supplier stream to the client event by event. Backpressure: when the
  * socket's buffer is full we stop pulling from the supplier until it drains. A
  * failure after the 200 has started becomes an error event in the client's format
- * and a clean close, never a thrown exception on a live socket.
+ * and a clean close, never a thrown exception on a live socket. Returns the error
+ * code the stream ended with, or null when it completed.
  */
 export async function pipeStream(
   gateway: Gateway,
@@ -30,7 +31,7 @@ export async function pipeStream(
   events: AsyncIterable<WireEvent>,
   translator: StreamTranslator,
   response: ServerResponse,
-): Promise<void> {
+): Promise<LetheError["code"] | null> {
   let errorCode: LetheError["code"] | null = null;
   try {
     for await (const event of events) {
@@ -55,4 +56,5 @@ export async function pipeStream(
     if (errorCode === "LETHE_CLIENT_CLOSED") translator.end();
     finishExchange(gateway, exchange, errorCode === "LETHE_CLIENT_CLOSED" ? 499 : 200, errorCode);
   }
+  return errorCode;
 }

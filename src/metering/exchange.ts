@@ -23,6 +23,8 @@ export class Exchange {
   usage: TokenUsage | null = null;
   tokensEstimated = false;
   firstTokenAt: number | null = null;
+  /** Supplier attempts so far. */
+  attempts = 0;
   finished = false;
 
   constructor(
@@ -36,11 +38,22 @@ export class Exchange {
     if (this.firstTokenAt === null) this.firstTokenAt = performance.now();
   }
 
+  /** Latency, TTFT and throughput as of now, in milliseconds and tokens per second. */
+  timings(): { latencyMs: number; ttftMs: number | null; outputTokensPerSecond: number | null } {
+    const endedAt = performance.now();
+    const output = this.usage?.output ?? 0;
+    const generationMs = endedAt - (this.streamed && this.firstTokenAt !== null ? this.firstTokenAt : this.startedAt);
+    return {
+      latencyMs: round(endedAt - this.startedAt),
+      ttftMs: this.streamed && this.firstTokenAt !== null ? round(this.firstTokenAt - this.startedAt) : null,
+      outputTokensPerSecond: output > 0 && generationMs > 0 ? round((output * 1000) / generationMs) : null,
+    };
+  }
+
   /** Builds the record for this request, ending it now with `status` and `errorCode`. */
   toRecord(status: number, errorCode: ErrorCode | null): MetadataRecord {
-    const endedAt = performance.now();
     const usage = this.usage ?? { input: 0, output: 0, cachedInput: 0, reasoning: 0 };
-    const generationMs = endedAt - (this.streamed && this.firstTokenAt !== null ? this.firstTokenAt : this.startedAt);
+    const timings = this.timings();
     const keyId: KeyId | null = this.auth?.keyId ?? null;
     return {
       request_id: this.requestId,
@@ -57,13 +70,14 @@ export class Exchange {
       output_tokens: usage.output,
       cached_input_tokens: usage.cachedInput,
       reasoning_tokens: usage.reasoning,
-      latency_ms: round(endedAt - this.startedAt),
-      ttft_ms: this.streamed && this.firstTokenAt !== null ? round(this.firstTokenAt - this.startedAt) : null,
-      output_tokens_per_s: usage.output > 0 && generationMs > 0 ? round((usage.output * 1000) / generationMs) : null,
+      latency_ms: timings.latencyMs,
+      ttft_ms: timings.ttftMs,
+      output_tokens_per_s: timings.outputTokensPerSecond,
       streamed: this.streamed,
       cache_hit: false,
       cost_micros: this.price === null ? 0 : costMicros(usage, this.price),
       tokens_estimated: this.tokensEstimated,
+      attempts: this.attempts,
     };
   }
 }

@@ -10,8 +10,9 @@ export type ClientFormat = "openai" | "anthropic";
 /**
  * The only thing Lethe keeps per request. Every field is a number, a boolean, a
  * timestamp, an id Lethe minted, or a value from a closed set: there is no field a
- * prompt or a completion could be written into. `tokens_estimated` marks counts
- * that Lethe computed locally because the supplier reported none.
+ * prompt or a completion could be written into. Beyond the contract's fields,
+ * `tokens_estimated` marks counts Lethe computed because the supplier reported none,
+ * and `attempts` counts supplier attempts (an integer, never the errors).
  */
 export interface MetadataRecord {
   request_id: RequestId;
@@ -36,6 +37,8 @@ export interface MetadataRecord {
   cache_hit: boolean;
   cost_micros: number;
   tokens_estimated: boolean;
+  /** Supplier attempts this request took (0 when it never reached a supplier). */
+  attempts: number;
 }
 
 /** The record's columns, in storage order; the store and the tests read this list. */
@@ -61,4 +64,5 @@ export const METADATA_COLUMNS = [
   "cache_hit",
   "cost_micros",
   "tokens_estimated",
+  "attempts",
 ] as const satisfies readonly (keyof MetadataRecord)[];

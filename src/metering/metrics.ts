@@ -1,4 +1,5 @@
 import { Counter, Gauge, Histogram, Registry } from "prom-client";
+import type { Router } from "../routing/router.js";
 import type { MetadataRecord } from "./metadata-record.js";
 
 /**
@@ -33,11 +34,57 @@ export class GatewayMetrics {
     buckets: [0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1, 2.5, 5, 10, 30],
     registers: [this.registry],
   });
+  private readonly upstreamErrors = new Counter({
+    name: "lethe_upstream_errors_total",
+    help: "Failed supplier attempts, by supplier and Lethe error code.",
+    labelNames: ["supplier", "code"] as const,
+    registers: [this.registry],
+  });
   readonly meterPending = new Gauge({
     name: "lethe_meter_pending_records",
     help: "Metadata records waiting to be written.",
     registers: [this.registry],
   });
+
+  /** Counts one failed supplier attempt. */
+  upstreamError(supplier: string, code: string): void {
+    this.upstreamErrors.inc({ supplier, code });
+  }
+
+  /** Publishes each route's breaker state, recent error rate and TTFT p50, read at scrape time. */
+  watchRoutes(router: Router): void {
+    const states = { closed: 0, "half-open": 1, open: 2 } as const;
+    new Gauge({
+      name: "lethe_route_state",
+      help: "Circuit breaker state per route: 0 closed, 1 half-open, 2 open.",
+      labelNames: ["route"] as const,
+      registers: [this.registry],
+      collect() {
+        for (const [route, stats] of router.allStats()) this.set({ route }, states[stats.breaker.state(router.now())]);
+      },
+    });
+    new Gauge({
+      name: "lethe_route_error_rate",
+      help: "Share of failed attempts among each route's recent attempts.",
+      labelNames: ["route"] as const,
+      registers: [this.registry],
+      collect() {
+        for (const [route, stats] of router.allStats()) this.set({ route }, stats.errorRate());
+      },
+    });
+    new Gauge({
+      name: "lethe_route_ttft_p50_seconds",
+      help: "Median time to first token of each route's recent answers.",
+      labelNames: ["route"] as const,
+      registers: [this.registry],
+      collect() {
+        for (const [route, stats] of router.allStats()) {
+          const p50 = stats.ttftP50Ms();
+          if (p50 !== null) this.set({ route }, p50 / 1000);
+        }
+      },
+    });
+  }
 
   observe(record: MetadataRecord): void {
     const supplier = record.supplier ?? "none";

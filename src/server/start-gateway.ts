@@ -9,6 +9,7 @@ import { issueKey } from "../keys/issue-key.js";
 import { createEventLog, type EventLog } from "../logging/event-log.js";
 import { Meter } from "../metering/meter.js";
 import { GatewayMetrics } from "../metering/metrics.js";
+import { Router } from "../routing/router.js";
 import { openStore } from "../store/open-store.js";
 import { loadServerSecret } from "../store/server-secret.js";
 import { loadSigningKey } from "../store/signing-key.js";
@@ -55,12 +56,14 @@ export async function startGateway(config: LetheConfig, options: StartOptions = 
     store,
     authenticator: new Authenticator(store, hasher),
     suppliers: new SupplierRegistry(config),
+    router: new Router(config.routing),
     meter: new Meter(store, log, config.metering),
     metrics: new GatewayMetrics(),
     log,
     statement,
     draining: false,
   };
+  gateway.metrics.watchRoutes(gateway.router);
   const app = buildServer(gateway);
   options.configureServer?.(app, gateway);
   await app.listen({ host: config.host, port: config.port });

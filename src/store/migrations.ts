@@ -59,6 +59,14 @@ const migrations: Record<string, Migration> = {
         .execute();
     },
   },
+  "0002_attempts": {
+    async up(db: Kysely<unknown>) {
+      await db.schema
+        .alterTable("request_metadata")
+        .addColumn("attempts", "integer", (column) => column.notNull().defaultTo(0))
+        .execute();
+    },
+  },
 };
 
 const provider: MigrationProvider = {

@@ -49,4 +49,5 @@ export interface RequestMetadataTable {
   cache_hit: number;
   cost_micros: number;
   tokens_estimated: number;
+  attempts: number;
 }

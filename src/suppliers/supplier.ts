@@ -1,4 +1,5 @@
 import type { SupplierId } from "../config/ids.js";
+import type { AttemptTimeouts } from "../config/load-config.js";
 import type { UpstreamError } from "../errors/lethe-error.js";
 
 /** The wire formats suppliers speak; translation happens when it differs from the client's. */
@@ -18,6 +19,8 @@ export interface SupplierCall {
   signal: AbortSignal;
   /** Format-specific headers passed on from the client (e.g. `anthropic-version`). */
   headers?: Record<string, string>;
+  /** This attempt's timeouts (the route's); the supplier's own when absent. */
+  timeouts?: AttemptTimeouts;
 }
 
 /**

@@ -73,8 +73,11 @@ export async function startOpenAISupplierRig(): Promise<OpenAISupplierRig> {
         { id: "fast-chat", routes: [route("fake-openai")] },
         { id: "patient-chat", routes: [route("fake-openai-patient")] },
         { id: "down-chat", routes: [route("fake-openai-down")] },
-        { id: "fallback-chat", routes: [route("fake-openai-down"), route("fake-openai")] },
+        { id: "fallback-chat", routes: [route("fake-openai-down"), route("fake-openai")], max_attempts: 2 },
       ],
+      // one attempt per request, and a breaker that never opens: these tests look at each
+      // failure on its own (retries, fallback and breaking are tested in test/routing*)
+      routing: { max_attempts: 1, breaker: { failure_threshold: 1_000_000 } },
     },
     env: { FAKE_KEY: FAKE_SUPPLIER_KEY },
   });

@@ -18,7 +18,8 @@ export function anthropicErrorObject(error: LetheError, detail?: string): object
   return {
     type: "error",
     error: {
-      type: ANTHROPIC_TYPES[error.kind],
+      // a supplier's 413 is relayed as a rejection of kind invalid_request; Anthropic names every 413 request_too_large
+      type: error.status === 413 ? "request_too_large" : ANTHROPIC_TYPES[error.kind],
       message: detail === undefined ? error.message : `${error.message} Supplier said: ${detail}`,
       code: error.code,
     },

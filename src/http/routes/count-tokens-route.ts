@@ -4,10 +4,10 @@ import { countTokensRequestSchema } from "../../formats/anthropic/messages-reque
 import { validateBody } from "../../formats/validation/request-validation.js";
 import { estimateInputTokens } from "../../metering/count-tokens.js";
 import type { Exchange } from "../../metering/exchange.js";
+import { RejectedBySupplier } from "../../routing/attempt-routes.js";
 import { planRoutes } from "../../routing/plan-routes.js";
 import { meteredRequest } from "../build-server.js";
 import { finishExchange, type Gateway } from "../gateway.js";
-import { RejectedBySupplier } from "./inference-route.js";
 
 /**
  * `POST /v1/messages/count_tokens`: asks the model's first eligible route when its

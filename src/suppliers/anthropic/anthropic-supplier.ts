@@ -55,7 +55,13 @@ export class AnthropicSupplier implements Supplier {
   }
 
   async send(call: SupplierCall): Promise<SupplierResult> {
-    const answer = await this.http.post(this.messagesPath, JSON.stringify(call.body), this.headers(call), call.signal);
+    const answer = await this.http.post(
+      this.messagesPath,
+      JSON.stringify(call.body),
+      this.headers(call),
+      call.signal,
+      call.timeouts,
+    );
     if (isRejection(answer)) return { kind: "rejected", error: answer.error, detail: answer.detail };
     if (call.stream) return { kind: "stream", events: this.readEvents(answer) };
     const body = await readJsonObject(answer);
@@ -66,7 +72,13 @@ export class AnthropicSupplier implements Supplier {
   /** Asks the supplier's own `count_tokens` endpoint; the result is `{ input_tokens }`. */
   async countTokens(call: SupplierCall): Promise<SupplierResult> {
     const path = `${this.messagesPath}/count_tokens`;
-    const answer = await this.http.post(path, JSON.stringify(call.body), this.headers(call), call.signal);
+    const answer = await this.http.post(
+      path,
+      JSON.stringify(call.body),
+      this.headers(call),
+      call.signal,
+      call.timeouts,
+    );
     if (isRejection(answer)) return { kind: "rejected", error: answer.error, detail: answer.detail };
     const body = await readJsonObject(answer);
     if (typeof body.input_tokens !== "number") throw badUpstreamResponse("The supplier's token count is not a number.");

@@ -1,5 +1,5 @@
 import { Pool } from "undici";
-import type { SupplierConfig } from "../../config/load-config.js";
+import type { AttemptTimeouts, SupplierConfig } from "../../config/load-config.js";
 import type { UpstreamError } from "../../errors/lethe-error.js";
 import { TOTAL_TIMEOUT, upstreamFailure, upstreamStatusError } from "./upstream-failure.js";
 
@@ -47,12 +47,13 @@ export class SupplierHttpClient {
     body: string,
     headers: Record<string, string>,
     clientSignal: AbortSignal,
+    timeouts: AttemptTimeouts = this.config.timeouts,
   ): Promise<UpstreamResponse | UpstreamRejection> {
     const controller = new AbortController();
     const abortFromClient = () => controller.abort(clientSignal.reason);
     if (clientSignal.aborted) abortFromClient();
     else clientSignal.addEventListener("abort", abortFromClient, { once: true });
-    const timer = setTimeout(() => controller.abort(TOTAL_TIMEOUT), this.config.timeouts.totalMs);
+    const timer = setTimeout(() => controller.abort(TOTAL_TIMEOUT), timeouts.totalMs);
     const finish = () => {
       clearTimeout(timer);
       clientSignal.removeEventListener("abort", abortFromClient);
@@ -64,8 +65,8 @@ export class SupplierHttpClient {
         headers,
         body,
         signal: controller.signal,
-        headersTimeout: this.config.timeouts.firstByteMs,
-        bodyTimeout: this.config.timeouts.idleMs,
+        headersTimeout: timeouts.firstByteMs,
+        bodyTimeout: timeouts.idleMs,
       });
       if (response.statusCode >= 200 && response.statusCode < 300) {
         return { status: response.statusCode, body: response.body, signal: controller.signal, finish };

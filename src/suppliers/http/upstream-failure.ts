@@ -69,6 +69,12 @@ export function upstreamStatusError(status: number, retryAfter: string | string[
       retryAfterSeconds,
     });
   }
+  if (status === 409) {
+    return new UpstreamError("LETHE_UPSTREAM_ERROR", "The supplier reported a conflict.", {
+      upstreamStatus: status,
+      retryable: true,
+    });
+  }
   if (status === 408) {
     return new UpstreamError("LETHE_UPSTREAM_TIMEOUT", "The supplier timed out.", {
       upstreamStatus: status,

@@ -40,7 +40,13 @@ export class OpenAICompatibleSupplier implements Supplier {
     const headers = call.stream ? { ...this.baseHeaders, accept: "text/event-stream" } : this.baseHeaders;
     // ask the supplier not to keep the completion (OpenAI stores some by default)
     if (this.sendStoreFalse) call.body.store = false;
-    const answer = await this.http.post("/chat/completions", JSON.stringify(call.body), headers, call.signal);
+    const answer = await this.http.post(
+      "/chat/completions",
+      JSON.stringify(call.body),
+      headers,
+      call.signal,
+      call.timeouts,
+    );
     if (isRejection(answer)) return { kind: "rejected", error: answer.error, detail: answer.detail };
     if (call.stream) return { kind: "stream", events: this.readChunks(answer) };
     return { kind: "json", body: await this.readJson(answer) };

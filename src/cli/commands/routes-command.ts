@@ -1,0 +1,61 @@
+import { CliError, type CliIo, parseCommand } from "../cli-io.js";
+
+interface RouteRow {
+  state: string;
+  errorRate: number | null;
+  ttftP50Ms: number | null;
+}
+
+const STATES = ["closed", "half-open", "open"];
+
+/** Reads the route gauges out of Prometheus text; labels are route keys from the config. */
+export function parseRouteMetrics(text: string): Map<string, RouteRow> {
+  const rows = new Map<string, RouteRow>();
+  const row = (route: string) => {
+    let entry = rows.get(route);
+    if (entry === undefined) {
+      entry = { state: "unknown", errorRate: null, ttftP50Ms: null };
+      rows.set(route, entry);
+    }
+    return entry;
+  };
+  for (const line of text.split("\n")) {
+    const match =
+      /^(lethe_route_state|lethe_route_error_rate|lethe_route_ttft_p50_seconds)\{route="((?:[^"\\]|\\.)*)"\} (\S+)$/.exec(
+        line,
+      );
+    if (!match) continue;
+    const [, name, route = "", raw = ""] = match;
+    const value = Number(raw);
+    if (name === "lethe_route_state") row(route).state = STATES[value] ?? "unknown";
+    else if (name === "lethe_route_error_rate") row(route).errorRate = value;
+    else row(route).ttftP50Ms = value * 1000;
+  }
+  return rows;
+}
+
+/** `lethe routes [--url URL]`: the running gateway's routes, their breaker state, error rate and TTFT p50. */
+export async function routesCommand(args: string[], io: CliIo): Promise<number> {
+  const { values, positionals } = parseCommand(args, { url: { type: "string" } });
+  if (positionals.length > 0) throw new CliError("usage: lethe routes [--url URL]");
+  const host = io.env.LETHE_HOST || "127.0.0.1";
+  const base = typeof values.url === "string" ? values.url : `http://${host}:${io.env.LETHE_PORT || "8080"}`;
+  let text: string;
+  try {
+    const response = await fetch(`${base.replace(/\/+$/, "")}/metrics`, { signal: AbortSignal.timeout(5_000) });
+    if (!response.ok) throw new CliError(`${base}/metrics answered ${response.status}`);
+    text = await response.text();
+  } catch (error) {
+    if (error instanceof CliError) throw error;
+    throw new CliError(`cannot reach a running gateway at ${base} (pass --url)`);
+  }
+  const rows = parseRouteMetrics(text);
+  io.out(["ROUTE", "STATE", "ERROR RATE", "TTFT P50"].join("\t"));
+  for (const [route, row] of rows) {
+    const errorRate = row.errorRate === null ? "-" : `${(row.errorRate * 100).toFixed(1)}%`;
+    const ttft = row.ttftP50Ms === null ? "-" : `${row.ttftP50Ms.toFixed(1)} ms`;
+    io.out([route, row.state, errorRate, ttft].join("\t"));
+  }
+  if (rows.size === 0) io.out("(no route has served a request since the gateway started)");
+  return 0;
+}

@@ -1,0 +1,151 @@
+import type { RouteConfig } from "../config/load-config.js";
+import { LetheError, UpstreamError } from "../errors/lethe-error.js";
+import type { ClientRequest, ClientSurface } from "../formats/surface/client-surface.js";
+import type { Gateway } from "../http/gateway.js";
+import type { Exchange } from "../metering/exchange.js";
+import type { Supplier, SupplierResult } from "../suppliers/supplier.js";
+import { backoffMs, wait } from "./backoff.js";
+import type { RoutePlan } from "./plan-routes.js";
+import type { RouteStats } from "./route-stats.js";
+import type { ExpectedTokens } from "./router.js";
+
+/** A supplier's rejection on its way to the caller: the detail is the caller's own data. */
+export class RejectedBySupplier extends Error {
+  constructor(
+    readonly error: UpstreamError,
+    readonly detail: string | undefined,
+  ) {
+    super(error.message);
+  }
+}
+
+/** The answer that will be relayed, and the route it came from. */
+export interface Attempted {
+  result: Exclude<SupplierResult, { kind: "rejected" }>;
+  route: RouteConfig;
+  supplier: Supplier;
+  stats: RouteStats;
+}
+
+const DEFAULT_EXPECTED_OUTPUT = 512;
+
+/** Rough token expectations, computed only for the strategies that need them. */
+function expectedTokens(request: ClientRequest, plan: RoutePlan): ExpectedTokens {
+  if (plan.model.strategy !== "lowest-price" && plan.model.strategy !== "lowest-latency")
+    return { input: 0, output: 0 };
+  const limit = request.body.max_completion_tokens ?? request.body.max_tokens;
+  // about four characters a token: good enough to rank routes, and no tokenizer on the hot path
+  const input = Math.ceil(JSON.stringify(request.body.messages ?? "").length / 4);
+  return { input, output: typeof limit === "number" ? limit : DEFAULT_EXPECTED_OUTPUT };
+}
+
+/** The route the operator-enabled `x-lethe-route` header pins, matched against the plan only. */
+export function pinnedRoute(plan: RoutePlan, header: unknown): RouteConfig {
+  const route = plan.routes.find((candidate) => candidate.key === header || candidate.supplier.id === header);
+  if (route === undefined) {
+    throw new LetheError("LETHE_INVALID_REQUEST", "x-lethe-route names no eligible route of this model.");
+  }
+  return route;
+}
+
+/**
+ * Sends the request along the model's routes. Before any byte reached the client, a
+ * retryable failure (refused, timed out, 429, 5xx, garbage) moves on to the next
+ * route; once every route was tried, routes are retried after an exponential,
+ * jittered backoff that honours `retry-after`. Attempts and total time are bounded.
+ * A caller error (4xx other than 408/409/429) is returned at once.
+ */
+export async function attemptRoutes(
+  gateway: Gateway,
+  surface: ClientSurface,
+  request: ClientRequest,
+  exchange: Exchange,
+  plan: RoutePlan,
+  signal: AbortSignal,
+  pinned: RouteConfig | null,
+): Promise<Attempted> {
+  const router = gateway.router;
+  const settings = router.settings;
+  const candidates = pinned === null ? router.order(plan, expectedTokens(request, plan)) : [pinned];
+  if (candidates.length === 0) {
+    throw new LetheError("LETHE_NO_HEALTHY_ROUTE", "Every route of this model is failing right now; retry shortly.");
+  }
+  const deadline = router.now() + settings.deadlineMs;
+  let lastFailure: UpstreamError | RejectedBySupplier | null = null;
+  let skipped = 0;
+  for (let turn = 0; exchange.attempts < plan.model.maxAttempts && skipped < candidates.length; turn++) {
+    const route = candidates[turn % candidates.length] as RouteConfig;
+    const stats = router.statsFor(route);
+    if (turn >= candidates.length && lastFailure instanceof UpstreamError) {
+      const delay = backoffMs(settings, turn - candidates.length + 1, lastFailure.retryAfterSeconds);
+      if (router.now() + delay >= deadline) break;
+      await wait(delay, signal);
+    }
+    if (signal.aborted) break;
+    if (pinned === null && !stats.breaker.tryAcquire(router.now())) {
+      skipped++;
+      continue;
+    }
+    skipped = 0;
+    exchange.attempts++;
+    const supplier = gateway.suppliers.get(route.supplier.id);
+    exchange.supplier = supplier.id;
+    exchange.price = route.price;
+    const remaining = deadline - router.now();
+    try {
+      const result = await supplier.send({
+        body: surface.upstreamBody(request, route, supplier.format),
+        stream: request.stream,
+        signal,
+        timeouts: { ...route.timeouts, totalMs: Math.max(1, Math.min(route.timeouts.totalMs, remaining)) },
+        ...(request.headers !== undefined && { headers: request.headers }),
+      });
+      if (result.kind !== "rejected") return { result, route, supplier, stats };
+      gateway.metrics.upstreamError(supplier.id, result.error.code);
+      gateway.log.event("upstream_error", {
+        supplier: supplier.id,
+        model: exchange.model,
+        status: result.error.upstreamStatus,
+        code: result.error.code,
+      });
+      lastFailure = new RejectedBySupplier(result.error, result.detail);
+      if (!result.error.retryable) {
+        // the caller's own mistake: the route itself answered fine
+        stats.breaker.onSuccess();
+        throw lastFailure;
+      }
+      stats.recordFailure(router.now());
+      lastFailure = result.error;
+    } catch (thrown) {
+      if (thrown instanceof RejectedBySupplier) throw thrown;
+      if (!(thrown instanceof UpstreamError)) {
+        stats.breaker.release();
+        throw thrown;
+      }
+      if (thrown.code === "LETHE_CLIENT_CLOSED") {
+        stats.breaker.release();
+        throw thrown;
+      }
+      gateway.metrics.upstreamError(supplier.id, thrown.code);
+      gateway.log.event("upstream_error", {
+        supplier: supplier.id,
+        model: exchange.model,
+        status: thrown.upstreamStatus,
+        code: thrown.code,
+      });
+      stats.recordFailure(router.now());
+      lastFailure = thrown;
+      if (!thrown.retryable) throw thrown;
+    }
+    if (router.now() >= deadline) break;
+  }
+  if (signal.aborted)
+    throw new UpstreamError("LETHE_CLIENT_CLOSED", "The client closed the connection.", {
+      upstreamStatus: 0,
+      retryable: false,
+    });
+  throw (
+    lastFailure ??
+    new LetheError("LETHE_NO_HEALTHY_ROUTE", "Every route of this model is failing right now; retry shortly.")
+  );
+}
