@@ -29,6 +29,9 @@ export const ERROR_CODES = {
   LETHE_ZDR_UNAVAILABLE: { status: 403, kind: "permission" },
   LETHE_NOT_FOUND: { status: 404, kind: "not_found" },
   LETHE_METHOD_NOT_ALLOWED: { status: 405, kind: "invalid_request" },
+  LETHE_INSUFFICIENT_CREDIT: { status: 402, kind: "insufficient_quota" },
+  LETHE_RATE_LIMITED: { status: 429, kind: "rate_limit" },
+  LETHE_AUTH_THROTTLED: { status: 429, kind: "rate_limit" },
   LETHE_UPSTREAM_UNAVAILABLE: { status: 502, kind: "api_error" },
   LETHE_UPSTREAM_ERROR: { status: 502, kind: "api_error" },
   LETHE_UPSTREAM_BAD_RESPONSE: { status: 502, kind: "api_error" },
@@ -51,14 +54,21 @@ export class LetheError extends Error {
   readonly kind: ErrorKind;
   /** Dotted path of the offending request field, drawn from Lethe's schema (never client text). */
   readonly param: string | null;
+  /** Seconds the caller should wait before retrying (sent as `retry-after`), when known. */
+  readonly retryAfterSeconds: number | null;
 
-  constructor(code: ErrorCode, message: string, options: { status?: number; param?: string | null } = {}) {
+  constructor(
+    code: ErrorCode,
+    message: string,
+    options: { status?: number; param?: string | null; retryAfterSeconds?: number | null } = {},
+  ) {
     super(message);
     this.name = "LetheError";
     this.code = code;
     this.status = options.status ?? ERROR_CODES[code].status;
     this.kind = ERROR_CODES[code].kind;
     this.param = options.param ?? null;
+    this.retryAfterSeconds = options.retryAfterSeconds ?? null;
   }
 }
 
@@ -70,19 +80,19 @@ export class UpstreamError extends LetheError {
   /** HTTP status the supplier answered with, or 0 when no response arrived. */
   readonly upstreamStatus: number;
   readonly retryable: boolean;
-  /** Seconds the supplier asked us to wait (its `retry-after`), when it said. */
-  readonly retryAfterSeconds: number | null;
 
   constructor(
     code: ErrorCode,
     message: string,
     options: { upstreamStatus: number; retryable: boolean; status?: number; retryAfterSeconds?: number | null },
   ) {
-    super(code, message, options.status === undefined ? {} : { status: options.status });
+    super(code, message, {
+      ...(options.status !== undefined && { status: options.status }),
+      retryAfterSeconds: options.retryAfterSeconds ?? null,
+    });
     this.name = "UpstreamError";
     this.upstreamStatus = options.upstreamStatus;
     this.retryable = options.retryable;
-    this.retryAfterSeconds = options.retryAfterSeconds ?? null;
   }
 }
 

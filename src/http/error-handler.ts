@@ -1,5 +1,5 @@
 import type { FastifyError, FastifyReply, FastifyRequest } from "fastify";
-import { LetheError, toLetheError, UpstreamError } from "../errors/lethe-error.js";
+import { LetheError, toLetheError } from "../errors/lethe-error.js";
 import { renderAnthropicError } from "../formats/anthropic/anthropic-error.js";
 import { renderOpenAIError } from "../formats/openai/openai-error.js";
 import type { ClientFormat } from "../metering/metadata-record.js";
@@ -33,7 +33,7 @@ export function clientFormatOf(request: FastifyRequest): ClientFormat {
 export function sendError(request: FastifyRequest, reply: FastifyReply, error: LetheError, detail?: string): void {
   if (reply.sent || reply.raw.headersSent) return;
   const format = clientFormatOf(request);
-  if (error instanceof UpstreamError && error.retryAfterSeconds !== null) {
+  if (error.retryAfterSeconds !== null) {
     reply.header("retry-after", String(Math.ceil(error.retryAfterSeconds)));
   }
   const status = format === "anthropic" && error.kind === "overloaded" ? 529 : error.status;

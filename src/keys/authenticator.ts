@@ -9,8 +9,12 @@ export interface AuthContext {
   accountId: AccountId;
   keyId: KeyId;
   zdrRequired: boolean;
+  /** The account's limits; null means the configured defaults. */
   rpm: number | null;
   tpm: number | null;
+  /** The key's own limits, on top of its account's; null for none. */
+  keyRpm: number | null;
+  keyTpm: number | null;
 }
 
 interface CacheEntry {
@@ -75,7 +79,7 @@ export class Authenticator {
     }
     if (record.revokedAt !== null) throw new LetheError("LETHE_REVOKED_API_KEY", "This API key has been revoked.");
     const account = await this.store.findAccountById(record.accountId);
-    if (account === undefined) throw new LetheError("LETHE_INVALID_API_KEY", "The API key is not valid.");
+    if (account === undefined || account.deletedAt !== null) throw new LetheError("LETHE_INVALID_API_KEY", "The API key is not valid.");
     const context = toContext(record, account);
     if (this.cache.size >= MAX_CACHED_KEYS) this.cache.clear();
     this.cache.set(keyHash, { key: record, context });
@@ -84,5 +88,13 @@ export class Authenticator {
 }
 
 function toContext(key: KeyRecord, account: AccountRecord): AuthContext {
-  return { accountId: account.id, keyId: key.id, zdrRequired: account.zdrRequired, rpm: account.rpm, tpm: account.tpm };
+  return {
+    accountId: account.id,
+    keyId: key.id,
+    zdrRequired: account.zdrRequired,
+    rpm: account.rpm,
+    tpm: account.tpm,
+    keyRpm: key.rpm,
+    keyTpm: key.tpm,
+  };
 }

@@ -18,6 +18,8 @@ export interface EventFields {
   request_failed: { status: number; code: ErrorCode };
   meter_flush_failed: { records: number; code: ErrorCode };
   meter_dropped: { records: number };
+  ledger_flush_failed: { records: number };
+  rate_limit_degraded: { dependency: "redis" };
   uncaught_exception: { code: ErrorCode };
   config_loaded: { models: number; suppliers: number };
   process_hardened: { core_dumps_disabled: boolean; diagnostic_reports_disabled: boolean; development_run: boolean };
@@ -39,6 +41,8 @@ const LEVELS: Record<EventName, Level> = {
   request_failed: "info",
   meter_flush_failed: "error",
   meter_dropped: "error",
+  ledger_flush_failed: "error",
+  rate_limit_degraded: "warn",
   uncaught_exception: "error",
   config_loaded: "info",
   process_hardened: "info",

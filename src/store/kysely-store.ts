@@ -2,6 +2,7 @@ import { type Kysely, sql } from "kysely";
 import { type AccountId, type KeyId, mintedId } from "../config/ids.js";
 import type { StoreKind } from "../logging/event-log.js";
 import type { MetadataRecord } from "../metering/metadata-record.js";
+import { LedgerStore } from "./ledger-store.js";
 import { mintId } from "./mint-id.js";
 import type { AccountsTable, ApiKeysTable, Database, RequestMetadataTable } from "./schema.js";
 import type { AccountRecord, KeyRecord, Store, UsageRow } from "./store.js";
@@ -14,6 +15,9 @@ function toAccount(row: AccountsTable): AccountRecord {
     rpm: row.rpm,
     tpm: row.tpm,
     zdrRequired: row.zdr_required === 1,
+    balanceMicros: Number(row.balance_micros),
+    email: row.email,
+    deletedAt: row.deleted_at === null ? null : Number(row.deleted_at),
   };
 }
 
@@ -26,6 +30,8 @@ function toKey(row: ApiKeysTable): KeyRecord {
     label: row.label,
     createdAt: Number(row.created_at),
     revokedAt: row.revoked_at === null ? null : Number(row.revoked_at),
+    rpm: row.rpm,
+    tpm: row.tpm,
   };
 }
 
@@ -40,18 +46,27 @@ function toRow(record: MetadataRecord): RequestMetadataTable {
 
 /** The query layer shared by every SQL dialect Lethe supports. */
 export class KyselyStore implements Store {
+  readonly ledger: LedgerStore;
+
   constructor(
     readonly kind: StoreKind,
     protected readonly db: Kysely<Database>,
     private readonly counter: () => number,
     private readonly onClose: () => Promise<void>,
-  ) {}
+  ) {
+    this.ledger = new LedgerStore(db);
+  }
 
   changeCounter(): number {
     return this.counter();
   }
 
-  async createAccount(input: { name: string; rpm?: number | null; tpm?: number | null }): Promise<AccountRecord> {
+  async createAccount(input: {
+    name: string;
+    rpm?: number | null;
+    tpm?: number | null;
+    email?: string | null;
+  }): Promise<AccountRecord> {
     const row: AccountsTable = {
       id: mintId("acct"),
       name: input.name,
@@ -59,6 +74,9 @@ export class KyselyStore implements Store {
       rpm: input.rpm ?? null,
       tpm: input.tpm ?? null,
       zdr_required: 1,
+      balance_micros: 0,
+      email: input.email ?? null,
+      deleted_at: null,
     };
     await this.db.insertInto("accounts").values(row).execute();
     return toAccount(row);
@@ -87,6 +105,8 @@ export class KyselyStore implements Store {
     keyHash: string;
     display: string;
     label: string | null;
+    rpm?: number | null;
+    tpm?: number | null;
   }): Promise<KeyRecord> {
     const row: ApiKeysTable = {
       id: mintId("key"),
@@ -96,6 +116,8 @@ export class KyselyStore implements Store {
       label: input.label,
       created_at: Date.now(),
       revoked_at: null,
+      rpm: input.rpm ?? null,
+      tpm: input.tpm ?? null,
     };
     await this.db.insertInto("api_keys").values(row).execute();
     return toKey(row);

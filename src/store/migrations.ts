@@ -67,6 +67,64 @@ const migrations: Record<string, Migration> = {
         .execute();
     },
   },
+  "0003_billing": {
+    async up(db: Kysely<unknown>) {
+      await db.schema
+        .alterTable("accounts")
+        .addColumn("balance_micros", "bigint", (column) => column.notNull().defaultTo(0))
+        .execute();
+      await db.schema.alterTable("accounts").addColumn("email", "text").execute();
+      await db.schema.alterTable("accounts").addColumn("deleted_at", "bigint").execute();
+      await db.schema.alterTable("api_keys").addColumn("rpm", "integer").execute();
+      await db.schema.alterTable("api_keys").addColumn("tpm", "integer").execute();
+      await db.schema
+        .createTable("ledger_entries")
+        .addColumn("id", "text", (column) => column.primaryKey())
+        .addColumn("account_id", "text", (column) => column.notNull())
+        .addColumn("ts", "bigint", (column) => column.notNull())
+        .addColumn("kind", "text", (column) => column.notNull())
+        .addColumn("amount_micros", "bigint", (column) => column.notNull())
+        .addColumn("request_id", "text")
+        .execute();
+      await db.schema.createIndex("ledger_entries_account_ts").on("ledger_entries").columns(["account_id", "ts"]).execute();
+      await db.schema
+        .createTable("operators")
+        .addColumn("id", "text", (column) => column.primaryKey())
+        .addColumn("name", "text", (column) => column.notNull().unique())
+        .addColumn("token_hash", "text", (column) => column.notNull().unique())
+        .addColumn("created_at", "bigint", (column) => column.notNull())
+        .addColumn("revoked_at", "bigint")
+        .execute();
+      await db.schema
+        .createTable("audit_events")
+        .addColumn("id", "text", (column) => column.primaryKey())
+        .addColumn("ts", "bigint", (column) => column.notNull())
+        .addColumn("operator_id", "text")
+        .addColumn("action", "text", (column) => column.notNull())
+        .addColumn("account_id", "text")
+        .addColumn("key_id", "text")
+        .addColumn("amount_micros", "bigint")
+        .execute();
+      await db.schema
+        .createTable("usage_daily")
+        .addColumn("day", "text", (column) => column.notNull())
+        .addColumn("account", "text")
+        .addColumn("model", "text", (column) => column.notNull())
+        .addColumn("supplier", "text")
+        .addColumn("requests", "integer", (column) => column.notNull())
+        .addColumn("errors", "integer", (column) => column.notNull())
+        .addColumn("input_tokens", "bigint", (column) => column.notNull())
+        .addColumn("output_tokens", "bigint", (column) => column.notNull())
+        .addColumn("cached_input_tokens", "bigint", (column) => column.notNull())
+        .addColumn("reasoning_tokens", "bigint", (column) => column.notNull())
+        .addColumn("cost_micros", "bigint", (column) => column.notNull())
+        .addColumn("latency_p50_ms", "double precision")
+        .addColumn("latency_p95_ms", "double precision")
+        .addColumn("latency_p99_ms", "double precision")
+        .execute();
+      await db.schema.createIndex("usage_daily_account_day").on("usage_daily").columns(["account", "day"]).execute();
+    },
+  },
 };
 
 const provider: MigrationProvider = {

@@ -6,6 +6,54 @@ export interface Database {
   accounts: AccountsTable;
   api_keys: ApiKeysTable;
   request_metadata: RequestMetadataTable;
+  ledger_entries: LedgerEntriesTable;
+  operators: OperatorsTable;
+  audit_events: AuditEventsTable;
+  usage_daily: UsageDailyTable;
+}
+
+export interface LedgerEntriesTable {
+  id: string;
+  account_id: string;
+  ts: number;
+  kind: string;
+  amount_micros: number;
+  request_id: string | null;
+}
+
+export interface OperatorsTable {
+  id: string;
+  name: string;
+  token_hash: string;
+  created_at: number;
+  revoked_at: number | null;
+}
+
+export interface AuditEventsTable {
+  id: string;
+  ts: number;
+  operator_id: string | null;
+  action: string;
+  account_id: string | null;
+  key_id: string | null;
+  amount_micros: number | null;
+}
+
+export interface UsageDailyTable {
+  day: string;
+  account: string | null;
+  model: string;
+  supplier: string | null;
+  requests: number;
+  errors: number;
+  input_tokens: number;
+  output_tokens: number;
+  cached_input_tokens: number;
+  reasoning_tokens: number;
+  cost_micros: number;
+  latency_p50_ms: number | null;
+  latency_p95_ms: number | null;
+  latency_p99_ms: number | null;
 }
 
 export interface AccountsTable {
@@ -15,6 +63,9 @@ export interface AccountsTable {
   rpm: number | null;
   tpm: number | null;
   zdr_required: number;
+  balance_micros: number;
+  email: string | null;
+  deleted_at: number | null;
 }
 
 export interface ApiKeysTable {
@@ -25,6 +76,8 @@ export interface ApiKeysTable {
   label: string | null;
   created_at: number;
   revoked_at: number | null;
+  rpm: number | null;
+  tpm: number | null;
 }
 
 export interface RequestMetadataTable {

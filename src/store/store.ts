@@ -1,6 +1,7 @@
 import type { AccountId, KeyId } from "../config/ids.js";
 import type { StoreKind } from "../logging/event-log.js";
 import type { MetadataRecord } from "../metering/metadata-record.js";
+import type { LedgerStore } from "./ledger-store.js";
 
 /** An account as the store keeps it. `name` is the operator's label, never written to metadata. */
 export interface AccountRecord {
@@ -10,6 +11,11 @@ export interface AccountRecord {
   rpm: number | null;
   tpm: number | null;
   zdrRequired: boolean;
+  /** Credit balance in micro-units: the sum of the account's ledger entries. */
+  balanceMicros: number;
+  /** A contact address: personal data, erased when the account is deleted. */
+  email: string | null;
+  deletedAt: number | null;
 }
 
 /** An API key as the store keeps it: only its HMAC and a display form, never the key. */
@@ -21,6 +27,9 @@ export interface KeyRecord {
   label: string | null;
   createdAt: number;
   revokedAt: number | null;
+  /** The key's own limits, under its account's; null for none. */
+  rpm: number | null;
+  tpm: number | null;
 }
 
 /** One row of `lethe usage`: totals of one account for one UTC day and model. */
@@ -44,7 +53,12 @@ export interface Store {
    * Cheap and synchronous, so the auth cache can check it on every request.
    */
   changeCounter(): number;
-  createAccount(input: { name: string; rpm?: number | null; tpm?: number | null }): Promise<AccountRecord>;
+  createAccount(input: {
+    name: string;
+    rpm?: number | null;
+    tpm?: number | null;
+    email?: string | null;
+  }): Promise<AccountRecord>;
   findAccountByName(name: string): Promise<AccountRecord | undefined>;
   findAccountById(id: AccountId): Promise<AccountRecord | undefined>;
   countAccounts(): Promise<number>;
@@ -53,6 +67,8 @@ export interface Store {
     keyHash: string;
     display: string;
     label: string | null;
+    rpm?: number | null;
+    tpm?: number | null;
   }): Promise<KeyRecord>;
   listKeys(accountId: AccountId): Promise<KeyRecord[]>;
   findKeyByHash(keyHash: string): Promise<KeyRecord | undefined>;
@@ -61,6 +77,7 @@ export interface Store {
   revokeKey(id: KeyId): Promise<boolean>;
   insertMetadata(records: readonly MetadataRecord[]): Promise<void>;
   usageByDayAndModel(accountId: AccountId, sinceMs: number): Promise<UsageRow[]>;
+  readonly ledger: LedgerStore;
   /** Whether the database answers; readiness reads it. */
   ping(): Promise<boolean>;
   close(): Promise<void>;

@@ -1,0 +1,141 @@
+import type { AccountId, RequestId } from "../config/ids.js";
+import { LetheError } from "../errors/lethe-error.js";
+import type { EventLog } from "../logging/event-log.js";
+import type { Debit } from "../store/ledger-store.js";
+import type { Store } from "../store/store.js";
+
+/** Credit held for one request in flight, released when it settles. */
+export interface Reservation {
+  accountId: AccountId;
+  amountMicros: number;
+  settled: boolean;
+}
+
+interface AccountCredit {
+  /** Balance as last read from the store, or null when it must be read again. */
+  stored: number | null;
+  /** Charges settled here but not yet written to the store. */
+  pending: number;
+  /** Held by requests in flight. */
+  reserved: number;
+}
+
+function insufficient(): LetheError {
+  return new LetheError("LETHE_INSUFFICIENT_CREDIT", "This account does not have enough credit for this request.");
+}
+
+/**
+ * Guards spending: before a request is forwarded it reserves the request's estimated
+ * cost against the account's available credit (stored balance − unwritten charges −
+ * reservations); on completion it settles to the metered cost and releases the rest.
+ * Charges are written to the ledger in batches, off the request path. An account can
+ * go below zero only by what requests in flight cost beyond their reservation.
+ */
+export class CreditGuard {
+  private readonly accounts = new Map<AccountId, AccountCredit>();
+  private queue: Debit[] = [];
+  private timer: NodeJS.Timeout | null = null;
+  private flushing: Promise<void> | null = null;
+  private seenCounter: number;
+
+  constructor(
+    private readonly store: Store,
+    private readonly log: EventLog,
+    private readonly flushIntervalMs: number,
+  ) {
+    this.seenCounter = store.changeCounter();
+  }
+
+  private credit(accountId: AccountId): AccountCredit {
+    let credit = this.accounts.get(accountId);
+    if (credit === undefined) {
+      credit = { stored: null, pending: 0, reserved: 0 };
+      this.accounts.set(accountId, credit);
+    }
+    return credit;
+  }
+
+  /** What the account may still spend now. */
+  async available(accountId: AccountId): Promise<number> {
+    const counter = this.store.changeCounter();
+    if (counter !== this.seenCounter) {
+      // another process (a top-up from the CLI) changed balances: read them again
+      this.seenCounter = counter;
+      for (const credit of this.accounts.values()) credit.stored = null;
+    }
+    const credit = this.credit(accountId);
+    credit.stored ??= await this.store.ledger.balance(accountId);
+    return credit.stored - credit.pending - credit.reserved;
+  }
+
+  /**
+   * Reserves credit for a request. `upperBound` is tried first (cheap, generous);
+   * when it does not fit, `exact` is computed and tried. Throws 402 when neither fits.
+   */
+  async reserve(accountId: AccountId, upperBound: number, exact: () => number): Promise<Reservation> {
+    const available = await this.available(accountId);
+    let amount = upperBound;
+    if (amount > available) amount = exact();
+    if (amount > 0 && amount > available) throw insufficient();
+    if (amount === 0 && available < 0) throw insufficient();
+    this.credit(accountId).reserved += amount;
+    return { accountId, amountMicros: amount, settled: false };
+  }
+
+  /** Releases the reservation and charges what the request really cost. */
+  settle(reservation: Reservation, costMicros: number, requestId: RequestId): void {
+    if (reservation.settled) return;
+    reservation.settled = true;
+    const credit = this.credit(reservation.accountId);
+    credit.reserved -= reservation.amountMicros;
+    if (costMicros <= 0) return;
+    credit.pending += costMicros;
+    this.queue.push({ accountId: reservation.accountId, amountMicros: costMicros, requestId, ts: Date.now() });
+    if (this.timer === null) {
+      this.timer = setTimeout(() => void this.flush(), this.flushIntervalMs);
+      this.timer.unref();
+    }
+  }
+
+  /** Charges settled but not yet written. */
+  get pendingCount(): number {
+    return this.queue.length;
+  }
+
+  /** Writes queued charges to the ledger; a failed write keeps them for the next try. */
+  async flush(): Promise<void> {
+    if (this.timer !== null) {
+      clearTimeout(this.timer);
+      this.timer = null;
+    }
+    if (this.flushing !== null) return this.flushing;
+    if (this.queue.length === 0) return;
+    const batch = this.queue;
+    this.queue = [];
+    this.flushing = this.store.ledger
+      .debit(batch)
+      .then(() => {
+        for (const debit of batch) {
+          const credit = this.credit(debit.accountId);
+          credit.pending -= debit.amountMicros;
+          if (credit.stored !== null) credit.stored -= debit.amountMicros;
+        }
+      })
+      .catch(() => {
+        this.log.event("ledger_flush_failed", { records: batch.length });
+        this.queue = batch.concat(this.queue);
+        this.timer ??= setTimeout(() => void this.flush(), this.flushIntervalMs);
+      })
+      .finally(() => {
+        this.flushing = null;
+      });
+    return this.flushing;
+  }
+
+  /** Flushes until nothing is queued (or writing keeps failing); used on shutdown. */
+  async drain(): Promise<void> {
+    for (let attempt = 0; (this.queue.length > 0 || this.flushing !== null) && attempt < 50; attempt++) {
+      await (this.flushing ?? this.flush());
+    }
+  }
+}

@@ -1,0 +1,118 @@
+import type { Kysely } from "kysely";
+import { type AccountId, mintedId, type RequestId } from "../config/ids.js";
+import { mintId } from "./mint-id.js";
+import type { Database } from "./schema.js";
+
+/** What a ledger entry records: money in, money spent on a request, or an operator's correction. */
+export type LedgerKind = "top_up" | "debit" | "adjustment";
+
+/** One entry of an account's append-only ledger; the balance is their sum. */
+export interface LedgerEntry {
+  id: string;
+  accountId: AccountId;
+  ts: number;
+  kind: LedgerKind;
+  amountMicros: number;
+  requestId: RequestId | null;
+}
+
+/** A settled request's charge, written in batches. */
+export interface Debit {
+  accountId: AccountId;
+  amountMicros: number;
+  requestId: RequestId;
+  ts: number;
+}
+
+/**
+ * The credit ledger. Every change of a balance is an entry plus the matching update
+ * of `accounts.balance_micros`, in one transaction, so the balance always equals the
+ * sum of the entries.
+ */
+export class LedgerStore {
+  constructor(private readonly db: Kysely<Database>) {}
+
+  /** Appends a top-up or adjustment; returns the new balance. */
+  async credit(accountId: AccountId, amountMicros: number, kind: "top_up" | "adjustment"): Promise<number> {
+    return this.db.transaction().execute(async (trx) => {
+      await trx
+        .insertInto("ledger_entries")
+        .values({ id: mintId("le"), account_id: accountId, ts: Date.now(), kind, amount_micros: amountMicros, request_id: null })
+        .execute();
+      await trx
+        .updateTable("accounts")
+        .set((eb) => ({ balance_micros: eb("balance_micros", "+", amountMicros) }))
+        .where("id", "=", accountId)
+        .execute();
+      const row = await trx.selectFrom("accounts").select("balance_micros").where("id", "=", accountId).executeTakeFirstOrThrow();
+      return Number(row.balance_micros);
+    });
+  }
+
+  /** Writes settled charges: one debit entry each, and each account's balance lowered by their sum. */
+  async debit(debits: readonly Debit[]): Promise<void> {
+    if (debits.length === 0) return;
+    const perAccount = new Map<AccountId, number>();
+    for (const debit of debits) perAccount.set(debit.accountId, (perAccount.get(debit.accountId) ?? 0) + debit.amountMicros);
+    const chunk = 400;
+    await this.db.transaction().execute(async (trx) => {
+      for (let start = 0; start < debits.length; start += chunk) {
+        await trx
+          .insertInto("ledger_entries")
+          .values(
+            debits.slice(start, start + chunk).map((debit) => ({
+              id: mintId("le"),
+              account_id: debit.accountId,
+              ts: debit.ts,
+              kind: "debit",
+              amount_micros: -debit.amountMicros,
+              request_id: debit.requestId,
+            })),
+          )
+          .execute();
+      }
+      for (const [accountId, total] of perAccount) {
+        await trx
+          .updateTable("accounts")
+          .set((eb) => ({ balance_micros: eb("balance_micros", "-", total) }))
+          .where("id", "=", accountId)
+          .execute();
+      }
+    });
+  }
+
+  /** The account's balance as stored (settled charges only). */
+  async balance(accountId: AccountId): Promise<number> {
+    const row = await this.db.selectFrom("accounts").select("balance_micros").where("id", "=", accountId).executeTakeFirst();
+    return row === undefined ? 0 : Number(row.balance_micros);
+  }
+
+  /** The sum of the account's entries; equal to its balance by construction (tests check it). */
+  async sum(accountId: AccountId): Promise<number> {
+    const row = await this.db
+      .selectFrom("ledger_entries")
+      .select((eb) => eb.fn.sum<number>("amount_micros").as("total"))
+      .where("account_id", "=", accountId)
+      .executeTakeFirst();
+    return Number(row?.total ?? 0);
+  }
+
+  /** The most recent entries, newest first. */
+  async recent(accountId: AccountId, limit: number): Promise<LedgerEntry[]> {
+    const rows = await this.db
+      .selectFrom("ledger_entries")
+      .selectAll()
+      .where("account_id", "=", accountId)
+      .orderBy("ts", "desc")
+      .limit(limit)
+      .execute();
+    return rows.map((row) => ({
+      id: row.id,
+      accountId: mintedId<AccountId>(row.account_id),
+      ts: Number(row.ts),
+      kind: row.kind as LedgerKind,
+      amountMicros: Number(row.amount_micros),
+      requestId: row.request_id === null ? null : mintedId<RequestId>(row.request_id),
+    }));
+  }
+}
