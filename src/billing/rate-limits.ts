@@ -98,7 +98,13 @@ export class RateLimits {
     const hold: TokenHold = { held: [{ limiter: account.limiter, key: `a:${auth.accountId}` }], tokens: amount };
     let tightest = state(points, account.result);
     if (auth.keyTpm !== null) {
-      const key = await this.consume("tpm", auth.keyTpm, `k:${auth.keyId}`, Math.min(amount, auth.keyTpm), "this key's tokens");
+      const key = await this.consume(
+        "tpm",
+        auth.keyTpm,
+        `k:${auth.keyId}`,
+        Math.min(amount, auth.keyTpm),
+        "this key's tokens",
+      );
       hold.held.push({ limiter: key.limiter, key: `k:${auth.keyId}` });
       const keyState = state(auth.keyTpm, key.result);
       if (keyState.remaining < tightest.remaining) tightest = keyState;

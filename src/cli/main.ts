@@ -1,6 +1,8 @@
 import { ConfigError } from "../config/load-config.js";
 import { CliError, type CliIo, processIo } from "./cli-io.js";
 import { accountsCommand } from "./commands/accounts-command.js";
+import { auditCommand } from "./commands/audit-command.js";
+import { creditsCommand } from "./commands/credits-command.js";
 import { keysCommand } from "./commands/keys-command.js";
 import { routesCommand } from "./commands/routes-command.js";
 import { serveCommand } from "./commands/serve-command.js";
@@ -11,13 +13,18 @@ const HELP = `lethe: a zero-data-retention LLM gateway
 
 Usage:
   lethe serve [--config FILE] [--dev]
-  lethe accounts create NAME [--rpm N] [--tpm N]
-  lethe keys create --account NAME [--label LABEL]
+  lethe accounts create NAME [--credits AMOUNT] [--rpm N] [--tpm N] [--email ADDRESS]
+  lethe accounts export NAME
+  lethe accounts delete NAME
+  lethe credits add --account NAME AMOUNT
+  lethe credits show --account NAME
+  lethe keys create --account NAME [--label LABEL] [--rpm N] [--tpm N]
   lethe keys list --account NAME
   lethe keys revoke KEY_ID_OR_KEY
   lethe usage --account NAME [--days N]
   lethe routes [--url URL]
   lethe zdr verify URL [--key PUBLIC_KEY_BASE64]
+  lethe audit [--target URL --key KEY] [--log FILE] [--json]
 
 Environment: LETHE_HOST, LETHE_PORT, LETHE_DATA_DIR, LETHE_CONFIG, LETHE_SECRET,
 LETHE_DATABASE_URL, LETHE_REDIS_URL, LETHE_REDIS_PREFIX.`;
@@ -33,12 +40,16 @@ export async function main(argv: string[], io: CliIo = processIo): Promise<numbe
         return await accountsCommand(rest, io);
       case "keys":
         return await keysCommand(rest, io);
+      case "credits":
+        return await creditsCommand(rest, io);
       case "routes":
         return await routesCommand(rest, io);
       case "usage":
         return await usageCommand(rest, io);
       case "zdr":
         return await zdrCommand(rest, io);
+      case "audit":
+        return await auditCommand(rest, io);
       case undefined:
       case "help":
       case "--help":

@@ -36,7 +36,7 @@ const supplier = z
     send_store_false: z.boolean().default(true),
     max_connections: z.number().int().positive().default(128),
     headers: z.record(z.string(), z.string()).default({}),
-    timeouts: timeouts.default({ connect_ms: 5_000, first_byte_ms: 60_000, idle_ms: 60_000, total_ms: 600_000 }),
+    timeouts: timeouts.prefault({}),
   })
   .strict()
   .refine((value) => value.type === "demo" || value.base_url !== undefined, {
@@ -57,7 +57,7 @@ const route = z
     supplier: id,
     model: z.string().min(1).max(256),
     weight: z.number().nonnegative().default(1),
-    price: price.default({ input_per_mtok: 0, output_per_mtok: 0 }),
+    price: price.prefault({}),
     timeouts: routeTimeouts.optional(),
   })
   .strict();
@@ -76,7 +76,7 @@ const routing = z
         cooldown_ms: z.number().int().positive().default(15_000),
       })
       .strict()
-      .default({ failure_threshold: 5, window_ms: 30_000, cooldown_ms: 15_000 }),
+      .prefault({}),
   })
   .strict();
 
@@ -104,21 +104,19 @@ export const configSchema = z
           .int()
           .positive()
           .default(32 * 1024 * 1024),
+        auth_failures_per_minute: z.number().int().positive().default(20),
       })
       .strict()
-      .default({ rpm: 600, tpm: 1_000_000, max_body_bytes: 32 * 1024 * 1024 }),
-    routing: routing.default({
-      max_attempts: 3,
-      deadline_ms: 60_000,
-      backoff_base_ms: 100,
-      backoff_max_ms: 2_000,
-      allow_route_header: false,
-      breaker: { failure_threshold: 5, window_ms: 30_000, cooldown_ms: 15_000 },
-    }),
+      .prefault({}),
+    billing: z
+      .object({ default_output_reserve_tokens: z.number().int().positive().default(4096) })
+      .strict()
+      .prefault({}),
+    routing: routing.prefault({}),
     retention: z
       .object({ metadata_days: z.number().int().positive().default(90) })
       .strict()
-      .default({ metadata_days: 90 }),
+      .prefault({}),
     metering: z
       .object({
         flush_interval_ms: z.number().int().positive().default(250),
@@ -126,7 +124,7 @@ export const configSchema = z
         max_buffered: z.number().int().positive().default(100_000),
       })
       .strict()
-      .default({ flush_interval_ms: 250, batch_size: 500, max_buffered: 100_000 }),
+      .prefault({}),
   })
   .strict();
 

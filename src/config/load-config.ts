@@ -77,7 +77,8 @@ export interface LetheConfig {
   configPath: string | null;
   suppliers: Map<SupplierId, SupplierConfig>;
   models: Map<string, ModelConfig>;
-  limits: { rpm: number; tpm: number; maxBodyBytes: number };
+  limits: { rpm: number; tpm: number; maxBodyBytes: number; authFailuresPerMinute: number };
+  billing: { defaultOutputReserveTokens: number };
   routing: RoutingSettings;
   retention: { metadataDays: number };
   metering: { flushIntervalMs: number; batchSize: number; maxBuffered: number };
@@ -197,7 +198,13 @@ export function resolveConfig(document: unknown, env: Env, configPath: string | 
     configPath,
     suppliers,
     models,
-    limits: { rpm: file.limits.rpm, tpm: file.limits.tpm, maxBodyBytes: file.limits.max_body_bytes },
+    limits: {
+      rpm: file.limits.rpm,
+      tpm: file.limits.tpm,
+      maxBodyBytes: file.limits.max_body_bytes,
+      authFailuresPerMinute: file.limits.auth_failures_per_minute,
+    },
+    billing: { defaultOutputReserveTokens: file.billing.default_output_reserve_tokens },
     routing: {
       maxAttempts: file.routing.max_attempts,
       deadlineMs: file.routing.deadline_ms,

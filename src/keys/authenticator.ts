@@ -79,7 +79,8 @@ export class Authenticator {
     }
     if (record.revokedAt !== null) throw new LetheError("LETHE_REVOKED_API_KEY", "This API key has been revoked.");
     const account = await this.store.findAccountById(record.accountId);
-    if (account === undefined || account.deletedAt !== null) throw new LetheError("LETHE_INVALID_API_KEY", "The API key is not valid.");
+    if (account === undefined || account.deletedAt !== null)
+      throw new LetheError("LETHE_INVALID_API_KEY", "The API key is not valid.");
     const context = toContext(record, account);
     if (this.cache.size >= MAX_CACHED_KEYS) this.cache.clear();
     this.cache.set(keyHash, { key: record, context });

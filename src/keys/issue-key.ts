@@ -8,8 +8,15 @@ export async function issueKey(
   hasher: KeyHasher,
   accountId: AccountId,
   label: string | null,
+  limits: { rpm: number | null; tpm: number | null } = { rpm: null, tpm: null },
 ): Promise<{ key: string; record: KeyRecord }> {
   const key = mintApiKey();
-  const record = await store.createKey({ accountId, keyHash: hasher.hash(key), display: displayKey(key), label });
+  const record = await store.createKey({
+    accountId,
+    keyHash: hasher.hash(key),
+    display: displayKey(key),
+    label,
+    ...limits,
+  });
   return { key, record };
 }

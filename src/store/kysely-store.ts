@@ -2,6 +2,7 @@ import { type Kysely, sql } from "kysely";
 import { type AccountId, type KeyId, mintedId } from "../config/ids.js";
 import type { StoreKind } from "../logging/event-log.js";
 import type { MetadataRecord } from "../metering/metadata-record.js";
+import { AccountAdminStore } from "./account-admin-store.js";
 import { LedgerStore } from "./ledger-store.js";
 import { mintId } from "./mint-id.js";
 import type { AccountsTable, ApiKeysTable, Database, RequestMetadataTable } from "./schema.js";
@@ -47,6 +48,7 @@ function toRow(record: MetadataRecord): RequestMetadataTable {
 /** The query layer shared by every SQL dialect Lethe supports. */
 export class KyselyStore implements Store {
   readonly ledger: LedgerStore;
+  readonly accountAdmin: AccountAdminStore;
 
   constructor(
     readonly kind: StoreKind,
@@ -55,6 +57,7 @@ export class KyselyStore implements Store {
     private readonly onClose: () => Promise<void>,
   ) {
     this.ledger = new LedgerStore(db);
+    this.accountAdmin = new AccountAdminStore(db);
   }
 
   changeCounter(): number {

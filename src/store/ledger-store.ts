@@ -37,14 +37,25 @@ export class LedgerStore {
     return this.db.transaction().execute(async (trx) => {
       await trx
         .insertInto("ledger_entries")
-        .values({ id: mintId("le"), account_id: accountId, ts: Date.now(), kind, amount_micros: amountMicros, request_id: null })
+        .values({
+          id: mintId("le"),
+          account_id: accountId,
+          ts: Date.now(),
+          kind,
+          amount_micros: amountMicros,
+          request_id: null,
+        })
         .execute();
       await trx
         .updateTable("accounts")
         .set((eb) => ({ balance_micros: eb("balance_micros", "+", amountMicros) }))
         .where("id", "=", accountId)
         .execute();
-      const row = await trx.selectFrom("accounts").select("balance_micros").where("id", "=", accountId).executeTakeFirstOrThrow();
+      const row = await trx
+        .selectFrom("accounts")
+        .select("balance_micros")
+        .where("id", "=", accountId)
+        .executeTakeFirstOrThrow();
       return Number(row.balance_micros);
     });
   }
@@ -53,7 +64,8 @@ export class LedgerStore {
   async debit(debits: readonly Debit[]): Promise<void> {
     if (debits.length === 0) return;
     const perAccount = new Map<AccountId, number>();
-    for (const debit of debits) perAccount.set(debit.accountId, (perAccount.get(debit.accountId) ?? 0) + debit.amountMicros);
+    for (const debit of debits)
+      perAccount.set(debit.accountId, (perAccount.get(debit.accountId) ?? 0) + debit.amountMicros);
     const chunk = 400;
     await this.db.transaction().execute(async (trx) => {
       for (let start = 0; start < debits.length; start += chunk) {
@@ -83,7 +95,11 @@ export class LedgerStore {
 
   /** The account's balance as stored (settled charges only). */
   async balance(accountId: AccountId): Promise<number> {
-    const row = await this.db.selectFrom("accounts").select("balance_micros").where("id", "=", accountId).executeTakeFirst();
+    const row = await this.db
+      .selectFrom("accounts")
+      .select("balance_micros")
+      .where("id", "=", accountId)
+      .executeTakeFirst();
     return row === undefined ? 0 : Number(row.balance_micros);
   }
 

@@ -86,7 +86,11 @@ const migrations: Record<string, Migration> = {
         .addColumn("amount_micros", "bigint", (column) => column.notNull())
         .addColumn("request_id", "text")
         .execute();
-      await db.schema.createIndex("ledger_entries_account_ts").on("ledger_entries").columns(["account_id", "ts"]).execute();
+      await db.schema
+        .createIndex("ledger_entries_account_ts")
+        .on("ledger_entries")
+        .columns(["account_id", "ts"])
+        .execute();
       await db.schema
         .createTable("operators")
         .addColumn("id", "text", (column) => column.primaryKey())

@@ -1,6 +1,7 @@
 import type { AccountId, KeyId } from "../config/ids.js";
 import type { StoreKind } from "../logging/event-log.js";
 import type { MetadataRecord } from "../metering/metadata-record.js";
+import type { AccountAdminStore } from "./account-admin-store.js";
 import type { LedgerStore } from "./ledger-store.js";
 
 /** An account as the store keeps it. `name` is the operator's label, never written to metadata. */
@@ -78,6 +79,7 @@ export interface Store {
   insertMetadata(records: readonly MetadataRecord[]): Promise<void>;
   usageByDayAndModel(accountId: AccountId, sinceMs: number): Promise<UsageRow[]>;
   readonly ledger: LedgerStore;
+  readonly accountAdmin: AccountAdminStore;
   /** Whether the database answers; readiness reads it. */
   ping(): Promise<boolean>;
   close(): Promise<void>;

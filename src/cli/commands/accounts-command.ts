@@ -1,28 +1,32 @@
+import { formatMicros } from "../../billing/money.js";
+import { positiveAmount, validAccountName, validEmail } from "../arguments.js";
 import { CliError, type CliIo, parseCommand, positiveInt, withStore } from "../cli-io.js";
+import { accountDataCommand } from "./account-data-command.js";
 
-const ACCOUNT_NAME = /^[A-Za-z0-9][A-Za-z0-9._-]{0,63}$/;
+const CREATE_USAGE = "usage: lethe accounts create NAME [--credits AMOUNT] [--rpm N] [--tpm N] [--email ADDRESS]";
 
-/** Checks an account name: letters, digits, . _ -, at most 64 characters. */
-export function validAccountName(name: string | undefined): string {
-  if (name === undefined || !ACCOUNT_NAME.test(name)) {
-    throw new CliError("account names use letters, digits, '.', '_' and '-' (at most 64 characters)");
-  }
-  return name;
-}
-
-/** `lethe accounts create NAME [--rpm N] [--tpm N]`. */
+/** `lethe accounts create NAME [--credits AMOUNT] [--rpm N] [--tpm N] [--email ADDRESS]`. */
 export async function accountsCommand(args: string[], io: CliIo): Promise<number> {
   const [sub, ...rest] = args;
-  if (sub !== "create") throw new CliError("usage: lethe accounts create NAME [--rpm N] [--tpm N]");
-  const { values, positionals } = parseCommand(rest, { rpm: { type: "string" }, tpm: { type: "string" } });
-  if (positionals.length !== 1) throw new CliError("usage: lethe accounts create NAME [--rpm N] [--tpm N]");
+  if (sub === "export" || sub === "delete") return accountDataCommand(sub, rest, io);
+  if (sub !== "create") throw new CliError(CREATE_USAGE);
+  const { values, positionals } = parseCommand(rest, {
+    rpm: { type: "string" },
+    tpm: { type: "string" },
+    credits: { type: "string" },
+    email: { type: "string" },
+  });
+  if (positionals.length !== 1) throw new CliError(CREATE_USAGE);
   const name = validAccountName(positionals[0]);
   const rpm = positiveInt(values.rpm, "rpm");
   const tpm = positiveInt(values.tpm, "tpm");
+  const credits = values.credits === undefined ? 0 : positiveAmount(String(values.credits));
+  const email = typeof values.email === "string" ? validEmail(values.email) : null;
   return withStore(io, values.config, async (store) => {
     if (await store.findAccountByName(name)) throw new CliError(`account '${name}' already exists`);
-    const account = await store.createAccount({ name, rpm, tpm });
-    io.out(`created account ${name} (${account.id})`);
+    const account = await store.createAccount({ name, rpm, tpm, email });
+    if (credits > 0) await store.ledger.credit(account.id, credits, "top_up");
+    io.out(`created account ${name} (${account.id})${credits > 0 ? ` with ${formatMicros(credits)} credit` : ""}`);
     return 0;
   });
 }

@@ -2,8 +2,8 @@ import { type KeyId, mintedId } from "../../config/ids.js";
 import { isWellFormedKey, KEY_PREFIX, KeyHasher } from "../../keys/api-key.js";
 import { issueKey } from "../../keys/issue-key.js";
 import { loadServerSecret } from "../../store/server-secret.js";
-import { CliError, type CliIo, parseCommand, requiredString, withStore } from "../cli-io.js";
-import { validAccountName } from "./accounts-command.js";
+import { validAccountName } from "../arguments.js";
+import { CliError, type CliIo, parseCommand, positiveInt, requiredString, withStore } from "../cli-io.js";
 
 const USAGE =
   "usage: lethe keys create --account NAME [--label LABEL] | keys list --account NAME | keys revoke KEY_ID_OR_KEY";
@@ -11,7 +11,12 @@ const USAGE =
 /** `lethe keys create|list|revoke`. */
 export async function keysCommand(args: string[], io: CliIo): Promise<number> {
   const [sub, ...rest] = args;
-  const { values, positionals } = parseCommand(rest, { account: { type: "string" }, label: { type: "string" } });
+  const { values, positionals } = parseCommand(rest, {
+    account: { type: "string" },
+    label: { type: "string" },
+    rpm: { type: "string" },
+    tpm: { type: "string" },
+  });
   return withStore(io, values.config, async (store, config) => {
     switch (sub) {
       case "create": {
@@ -23,7 +28,8 @@ export async function keysCommand(args: string[], io: CliIo): Promise<number> {
         const account = await store.findAccountByName(name);
         if (!account) throw new CliError(`no account named '${name}'`);
         const hasher = new KeyHasher(await loadServerSecret(config.dataDir, config.secret));
-        const { key, record } = await issueKey(store, hasher, account.id, label);
+        const limits = { rpm: positiveInt(values.rpm, "rpm"), tpm: positiveInt(values.tpm, "tpm") };
+        const { key, record } = await issueKey(store, hasher, account.id, label, limits);
         io.out(`key id: ${record.id}`);
         io.out(`key:    ${key}`);
         io.out("Store this key now: Lethe keeps only its hash and cannot show it again.");

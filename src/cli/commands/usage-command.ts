@@ -1,12 +1,6 @@
+import { formatMicros } from "../../billing/money.js";
+import { validAccountName } from "../arguments.js";
 import { CliError, type CliIo, parseCommand, positiveInt, requiredString, withStore } from "../cli-io.js";
-import { validAccountName } from "./accounts-command.js";
-
-/** Formats micro-units as a decimal amount of the operator's currency. */
-export function formatMicros(micros: number): string {
-  const sign = micros < 0 ? "-" : "";
-  const absolute = Math.abs(micros);
-  return `${sign}${Math.floor(absolute / 1_000_000)}.${String(absolute % 1_000_000).padStart(6, "0")}`;
-}
 
 /** `lethe usage --account NAME [--days N]`: totals per UTC day and model. */
 export async function usageCommand(args: string[], io: CliIo): Promise<number> {

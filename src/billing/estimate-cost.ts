@@ -1,0 +1,47 @@
+import type { RouteConfig } from "../config/load-config.js";
+import type { ClientRequest } from "../formats/surface/client-surface.js";
+import { estimateInputTokens } from "../metering/count-tokens.js";
+
+/** What a request is reserved at before it is forwarded. */
+export interface CostEstimate {
+  /** Tokens held against TPM: a cheap estimate of the input plus the output allowance. */
+  tokens: number;
+  /** Micro-units, generous (input bounded by its byte size), cheap to compute. */
+  upperBoundMicros: number;
+  /** Micro-units with the input counted by the tokenizer; only computed when credit is tight. */
+  exactMicros(): number;
+}
+
+/** The most a route costs per input and per output token: reservations assume the dearest route. */
+function dearest(routes: readonly RouteConfig[]): { input: number; output: number } {
+  let input = 0;
+  let output = 0;
+  for (const route of routes) {
+    input = Math.max(input, route.price.inputPerMtok);
+    output = Math.max(output, route.price.outputPerMtok);
+  }
+  return { input, output };
+}
+
+/**
+ * Estimates a request's cost before it is forwarded: its input tokens plus
+ * `max_tokens` (or the configured cap when the client set none).
+ */
+export function estimateCost(
+  request: ClientRequest,
+  routes: readonly RouteConfig[],
+  defaultOutputTokens: number,
+): CostEstimate {
+  const limit = request.body.max_completion_tokens ?? request.body.max_tokens;
+  const output = typeof limit === "number" && limit > 0 ? limit : defaultOutputTokens;
+  const price = dearest(routes);
+  const bytes =
+    Buffer.byteLength(JSON.stringify(request.body.messages ?? "")) +
+    Buffer.byteLength(JSON.stringify(request.body.system ?? ""));
+  // a token is at least one byte of text, so the byte count bounds the input from above
+  return {
+    tokens: Math.ceil(bytes / 4) + output,
+    upperBoundMicros: Math.ceil(bytes * price.input + output * price.output),
+    exactMicros: () => Math.ceil(estimateInputTokens(request.body) * price.input + output * price.output),
+  };
+}

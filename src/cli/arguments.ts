@@ -1,0 +1,27 @@
+import { parseAmountMicros } from "../billing/money.js";
+import { CliError } from "./cli-io.js";
+
+const ACCOUNT_NAME = /^[A-Za-z0-9][A-Za-z0-9._-]{0,63}$/;
+
+/** Checks an account name: letters, digits, . _ -, at most 64 characters. */
+export function validAccountName(name: string | undefined): string {
+  if (name === undefined || !ACCOUNT_NAME.test(name)) {
+    throw new CliError("account names use letters, digits, '.', '_' and '-' (at most 64 characters)");
+  }
+  return name;
+}
+
+/** Reads a positive AMOUNT (at most six decimals) as micro-units. */
+export function positiveAmount(text: string | undefined): number {
+  const micros = text === undefined ? null : parseAmountMicros(text);
+  if (micros === null || micros <= 0) {
+    throw new CliError("AMOUNT must be a positive decimal with at most six decimals, e.g. 12.50");
+  }
+  return micros;
+}
+
+/** Checks an email address loosely: something@something, no spaces. */
+export function validEmail(text: string): string {
+  if (text.length > 254 || !/^[^\s@]+@[^\s@]+$/.test(text)) throw new CliError("--email must be an email address");
+  return text;
+}

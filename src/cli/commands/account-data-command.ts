@@ -1,0 +1,23 @@
+import { deleteAccountData, exportAccountData } from "../../accounts/account-data.js";
+import { validAccountName } from "../arguments.js";
+import { CliError, type CliIo, parseCommand, withStore } from "../cli-io.js";
+
+/** `lethe accounts export NAME` (JSON on stdout) and `lethe accounts delete NAME`. */
+export async function accountDataCommand(sub: "export" | "delete", args: string[], io: CliIo): Promise<number> {
+  const { values, positionals } = parseCommand(args, {});
+  if (positionals.length !== 1) throw new CliError(`usage: lethe accounts ${sub} NAME`);
+  const name = validAccountName(positionals[0]);
+  return withStore(io, values.config, async (store) => {
+    const account = await store.findAccountByName(name);
+    if (!account || account.deletedAt !== null) throw new CliError(`no account named '${name}'`);
+    if (sub === "export") {
+      io.out(JSON.stringify(await exportAccountData(store, account), null, 2));
+      return 0;
+    }
+    await deleteAccountData(store, account);
+    io.out(
+      `deleted account ${name}: keys revoked, personal data erased, metadata unlinked (ledger kept as ${account.id})`,
+    );
+    return 0;
+  });
+}

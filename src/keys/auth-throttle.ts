@@ -1,0 +1,56 @@
+import { createHmac, hkdfSync } from "node:crypto";
+import type { Redis } from "ioredis";
+import { type RateLimiterAbstract, RateLimiterMemory, RateLimiterRedis, RateLimiterRes } from "rate-limiter-flexible";
+import { LetheError } from "../errors/lethe-error.js";
+
+const WINDOW_SECONDS = 60;
+
+/**
+ * Slows down key guessing: failed authentications are counted per client address,
+ * and an address over the limit is refused before its key is even looked at. The
+ * address is kept only as a keyed hash, and only for the throttle window.
+ */
+export class AuthThrottle {
+  private readonly limiter: RateLimiterAbstract;
+  private readonly subkey: Buffer;
+
+  constructor(
+    serverSecret: string,
+    private readonly failuresPerMinute: number,
+    redis: { client: Redis; prefix: string } | null = null,
+  ) {
+    this.subkey = Buffer.from(hkdfSync("sha256", serverSecret, "lethe", "lethe/auth-throttle/v1", 32));
+    const memory = new RateLimiterMemory({ points: failuresPerMinute, duration: WINDOW_SECONDS, keyPrefix: "auth" });
+    this.limiter =
+      redis === null
+        ? memory
+        : new RateLimiterRedis({
+            storeClient: redis.client,
+            points: failuresPerMinute,
+            duration: WINDOW_SECONDS,
+            keyPrefix: `${redis.prefix}auth`,
+            insuranceLimiter: memory,
+          });
+  }
+
+  private addressKey(address: string): string {
+    return createHmac("sha256", this.subkey).update(address).digest("base64url").slice(0, 22);
+  }
+
+  /** Refuses an address that failed too often in the window. */
+  async check(address: string): Promise<void> {
+    const result = await this.limiter.get(this.addressKey(address)).catch(() => null);
+    if (result !== null && result.consumedPoints >= this.failuresPerMinute) {
+      throw new LetheError("LETHE_AUTH_THROTTLED", "Too many failed authentications from this address; retry later.", {
+        retryAfterSeconds: Math.max(1, Math.ceil(result.msBeforeNext / 1000)),
+      });
+    }
+  }
+
+  /** Counts one failed authentication. */
+  async recordFailure(address: string): Promise<void> {
+    await this.limiter.consume(this.addressKey(address)).catch((thrown: unknown) => {
+      if (!(thrown instanceof RateLimiterRes)) return;
+    });
+  }
+}
