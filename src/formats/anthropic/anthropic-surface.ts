@@ -1,10 +1,10 @@
 import type { IncomingHttpHeaders } from "node:http";
 import type { RouteConfig } from "../../config/load-config.js";
 import { LetheError } from "../../errors/lethe-error.js";
-import { fromAnthropicUsage } from "../../metering/anthropic-usage.js";
-import { estimateInputTokens } from "../../metering/count-tokens.js";
+import { fromAnthropicUsage, toAnthropicUsage } from "../../metering/anthropic-usage.js";
+import { collectText, countTextTokens, estimateInputTokens } from "../../metering/count-tokens.js";
 import type { Exchange } from "../../metering/exchange.js";
-import { fromOpenAIUsage } from "../../metering/token-usage.js";
+import { fromOpenAIUsage, type TokenUsage } from "../../metering/token-usage.js";
 import type { WireFormat } from "../../suppliers/supplier.js";
 import type { ClientRequest, ClientSurface, StreamTranslator } from "../surface/client-surface.js";
 import { anthropicToOpenAIRequest } from "../translate/anthropic-to-openai-request.js";
@@ -25,6 +25,17 @@ export function anthropicHeaders(headers: IncomingHttpHeaders): Record<string, s
     if (typeof value === "string" && value !== "") out[name] = value;
   }
   return out;
+}
+
+const NO_USAGE: TokenUsage = { input: 0, output: 0, cachedInput: 0, reasoning: 0 };
+
+/** Usage counted locally: the request's input, and the answer's content blocks as output. */
+function estimateUsage(requestBody: Record<string, unknown>, content: unknown): TokenUsage {
+  const texts: string[] = [];
+  collectText(content, texts);
+  let output = 0;
+  for (const text of texts) output += countTextTokens(text);
+  return { input: estimateInputTokens(requestBody), output, cachedInput: 0, reasoning: 0 };
 }
 
 /** Checks what the schema cannot: the conversation starts with a user turn. */
@@ -69,15 +80,15 @@ export const anthropicMessagesSurface: ClientSurface = {
     supplierFormat: WireFormat,
     exchange: Exchange,
   ): string {
-    if (supplierFormat === "openai") {
-      const usage = fromOpenAIUsage(body.usage);
-      if (usage === null) exchange.tokensEstimated = true;
-      exchange.usage = usage ?? { input: estimateInputTokens(request.body), output: 0, cachedInput: 0, reasoning: 0 };
-      return JSON.stringify(openAIToAnthropicMessage(body, exchange.model, exchange.usage));
-    }
-    exchange.usage = fromAnthropicUsage(body.usage) ?? { input: 0, output: 0, cachedInput: 0, reasoning: 0 };
-    body.model = exchange.model;
-    return JSON.stringify(body);
+    const fromOpenAI = supplierFormat === "openai";
+    const reported = fromOpenAI ? fromOpenAIUsage(body.usage) : fromAnthropicUsage(body.usage);
+    const message = fromOpenAI ? openAIToAnthropicMessage(body, exchange.model, NO_USAGE) : body;
+    // a supplier that reports no usage is still billed: Lethe counts both sides itself and says so
+    exchange.usage = reported ?? estimateUsage(request.body, message.content);
+    if (reported === null) exchange.tokensEstimated = true;
+    if (fromOpenAI) message.usage = toAnthropicUsage(exchange.usage);
+    message.model = exchange.model;
+    return JSON.stringify(message);
   },
 
   streamTranslator(request: ClientRequest, supplierFormat: WireFormat, exchange: Exchange): StreamTranslator {

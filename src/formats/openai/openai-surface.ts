@@ -1,6 +1,6 @@
 import type { RouteConfig } from "../../config/load-config.js";
 import { fromAnthropicUsage } from "../../metering/anthropic-usage.js";
-import { estimateInputTokens } from "../../metering/count-tokens.js";
+import { collectText, countTextTokens, estimateInputTokens } from "../../metering/count-tokens.js";
 import type { Exchange } from "../../metering/exchange.js";
 import { fromOpenAIUsage } from "../../metering/token-usage.js";
 import type { WireFormat } from "../../suppliers/supplier.js";
@@ -45,7 +45,14 @@ export const openAIChatSurface: ClientSurface = {
     exchange: Exchange,
   ): string {
     if (supplierFormat === "anthropic") {
-      exchange.usage = fromAnthropicUsage(body.usage) ?? { input: 0, output: 0, cachedInput: 0, reasoning: 0 };
+      const usage = fromAnthropicUsage(body.usage);
+      if (usage === null) exchange.tokensEstimated = true;
+      exchange.usage = usage ?? {
+        input: estimateInputTokens(request.body),
+        output: estimateAnthropicOutput(body),
+        cachedInput: 0,
+        reasoning: 0,
+      };
       return JSON.stringify(anthropicToOpenAICompletion(body, exchange.model, exchange.usage));
     }
     const usage = fromOpenAIUsage(body.usage);
@@ -71,6 +78,14 @@ export const openAIChatSurface: ClientSurface = {
 
   renderError: renderOpenAIError,
 };
+
+function estimateAnthropicOutput(body: Record<string, unknown>): number {
+  const texts: string[] = [];
+  collectText(body.content, texts);
+  let total = 0;
+  for (const text of texts) total += countTextTokens(text);
+  return total;
+}
 
 function estimateOpenAIOutput(body: Record<string, unknown>): number {
   const choices = Array.isArray(body.choices) ? body.choices : [];

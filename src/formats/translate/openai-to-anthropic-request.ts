@@ -21,15 +21,21 @@ function imageBlock(part: Json): Json {
   return { type: "image", source: { type: "url", url } };
 }
 
+/** Anthropic refuses text blocks that are empty or only whitespace, which OpenAI clients do send. */
+function isBlank(text: string): boolean {
+  return text.trim() === "";
+}
+
 /** OpenAI message content (a string or parts) as Anthropic content blocks. */
 function contentBlocks(content: unknown): Json[] {
-  if (typeof content === "string") return content === "" ? [] : [{ type: "text", text: content }];
+  if (typeof content === "string") return isBlank(content) ? [] : [{ type: "text", text: content }];
   if (!Array.isArray(content)) return [];
   const blocks: Json[] = [];
   for (const part of content) {
     if (!isObject(part)) continue;
-    if (part.type === "text" && typeof part.text === "string") blocks.push({ type: "text", text: part.text });
-    else if (part.type === "image_url") blocks.push(imageBlock(part));
+    if (part.type === "text" && typeof part.text === "string") {
+      if (!isBlank(part.text)) blocks.push({ type: "text", text: part.text });
+    } else if (part.type === "image_url") blocks.push(imageBlock(part));
     else if (part.type === "refusal" && typeof part.refusal === "string")
       blocks.push({ type: "text", text: part.refusal });
     else
@@ -61,7 +67,10 @@ function toolChoice(choice: unknown, parallel: unknown): Json | undefined {
   else if (choice === "none") out = { type: "none" };
   else if (choice === "required") out = { type: "any" };
   else if (isObject(choice) && isObject(choice.function)) out = { type: "tool", name: choice.function.name };
-  if (parallel === false) out = { ...(out ?? { type: "auto" }), disable_parallel_tool_use: true };
+  // Anthropic's `none` choice takes no other field: parallelism is moot when no tool may be called
+  if (parallel === false && out?.type !== "none") {
+    out = { ...(out ?? { type: "auto" }), disable_parallel_tool_use: true };
+  }
   return out;
 }
 

@@ -1,0 +1,535 @@
+import Anthropic, { APIError } from "@anthropic-ai/sdk";
+import { afterAll, afterEach, beforeAll, describe, expect, it } from "vitest";
+import { estimateInputTokens } from "../src/metering/count-tokens.js";
+import { anthropicBehaviour, FAKE_COUNT_TOKENS } from "./support/fake-anthropic-supplier.js";
+import { behaviour } from "./support/fake-openai-supplier.js";
+import {
+  ANTHROPIC_SUPPLIER_KEY,
+  closeTranslationRig,
+  MODELS,
+  parseSse,
+  postRaw,
+  type SseEvent,
+  startTranslationRig,
+  type TranslationRig,
+} from "./support/translation-rig.js";
+
+/**
+ * The Anthropic surface as a wire protocol: the exact SSE event sequence, headers
+ * passed on, count_tokens, the models list in both shapes, supplier errors before
+ * and after the 200, and what each of them leaves in the metadata.
+ */
+
+let rig: TranslationRig;
+
+beforeAll(async () => {
+  rig = await startTranslationRig();
+});
+
+afterAll(async () => {
+  expect(await closeTranslationRig(rig)).toEqual([]);
+});
+
+afterEach(() => {
+  expect(rig.openAIFake.clearQueue()).toBe(0);
+  expect(rig.anthropicFake.clearQueue()).toBe(0);
+});
+
+const ANTHROPIC_HEADERS = { "anthropic-version": "2023-06-01" };
+
+function eventNames(events: SseEvent[]): (string | null)[] {
+  return events.map((event) => event.event);
+}
+
+function dataOf(event: SseEvent | undefined): Record<string, unknown> {
+  if (event === undefined || event.data === "[DONE]") throw new Error("expected a JSON event");
+  return event.data;
+}
+
+/** Catches what an SDK call throws, so a test can look at it. */
+async function thrownBy(promise: Promise<unknown>): Promise<APIError> {
+  try {
+    await promise;
+  } catch (error) {
+    if (error instanceof APIError) return error;
+    throw error;
+  }
+  throw new Error("expected the call to fail");
+}
+
+describe("the SSE event sequence", () => {
+  it("relays a native stream event for event, with `event:` naming each data's type", async () => {
+    const response = await postRaw(
+      rig,
+      "/v1/messages",
+      { model: MODELS.claude, max_tokens: 50, stream: true, messages: [{ role: "user", content: "hi there" }] },
+      ANTHROPIC_HEADERS,
+    );
+    expect(response.status).toBe(200);
+    expect(response.headers.get("content-type")).toBe("text/event-stream; charset=utf-8");
+    expect(response.headers.get("request-id")).toMatch(/^req_/);
+    const events = parseSse(response.text);
+    expect(eventNames(events)).toEqual([
+      "message_start",
+      "content_block_start",
+      "ping",
+      "content_block_delta",
+      "content_block_delta",
+      "content_block_delta",
+      "content_block_stop",
+      "message_delta",
+      "message_stop",
+    ]);
+    for (const event of events) expect(dataOf(event).type).toBe(event.event);
+    expect(dataOf(events[0])).toMatchObject({ message: { model: MODELS.claude, usage: { input_tokens: 500 } } });
+    expect(dataOf(events[7])).toMatchObject({
+      delta: { stop_reason: "end_turn", stop_sequence: null },
+      usage: { output_tokens: 250, cache_read_input_tokens: 400 },
+    });
+  });
+
+  it("builds Anthropic's sequence from an OpenAI supplier's chunks", async () => {
+    const response = await postRaw(
+      rig,
+      "/v1/messages",
+      { model: MODELS.gpt, max_tokens: 50, stream: true, messages: [{ role: "user", content: "hi there" }] },
+      ANTHROPIC_HEADERS,
+    );
+    const events = parseSse(response.text);
+    expect(eventNames(events)).toEqual([
+      "message_start",
+      "ping",
+      "content_block_start",
+      "content_block_delta",
+      "content_block_delta",
+      "content_block_delta",
+      "content_block_stop",
+      "message_delta",
+      "message_stop",
+    ]);
+    for (const event of events) expect(dataOf(event).type).toBe(event.event);
+    expect(dataOf(events[2])).toEqual({
+      type: "content_block_start",
+      index: 0,
+      content_block: { type: "text", text: "" },
+    });
+    expect(events.slice(3, 6).map((event) => dataOf(event).delta)).toEqual([
+      { type: "text_delta", text: "Echo: " },
+      { type: "text_delta", text: "hi " },
+      { type: "text_delta", text: "there" },
+    ]);
+    expect(dataOf(events[7])).toEqual({
+      type: "message_delta",
+      delta: { stop_reason: "end_turn", stop_sequence: null },
+      usage: { input_tokens: 600, output_tokens: 250, cache_read_input_tokens: 400, cache_creation_input_tokens: 0 },
+    });
+  });
+
+  it("gives an OpenAI client plain chunks from an Anthropic supplier, usage only when asked for", async () => {
+    const body = { model: MODELS.claude, stream: true, messages: [{ role: "user", content: "hi there" }] };
+    const plain = parseSse((await postRaw(rig, "/v1/chat/completions", body)).text);
+    expect(plain.every((event) => event.event === null)).toBe(true);
+    expect(plain.at(-1)?.data).toBe("[DONE]");
+    const chunks = plain.slice(0, -1).map(dataOf);
+    expect(chunks.map((chunk) => (chunk.choices as { delta: unknown }[])[0]?.delta)).toEqual([
+      { role: "assistant", content: "" },
+      { content: "Echo: " },
+      { content: "hi " },
+      { content: "there" },
+      {},
+    ]);
+    expect(chunks.every((chunk) => chunk.object === "chat.completion.chunk" && !("usage" in chunk))).toBe(true);
+    expect(chunks.at(-1)).toMatchObject({ choices: [{ finish_reason: "stop" }] });
+
+    const withUsage = parseSse(
+      (await postRaw(rig, "/v1/chat/completions", { ...body, stream_options: { include_usage: true } })).text,
+    );
+    const usageChunks = withUsage.slice(0, -1).map(dataOf);
+    expect(usageChunks.slice(0, -1).every((chunk) => chunk.usage === null)).toBe(true);
+    expect(usageChunks.at(-1)).toMatchObject({
+      choices: [],
+      usage: { prompt_tokens: 1000, completion_tokens: 250, prompt_tokens_details: { cached_tokens: 400 } },
+    });
+  });
+});
+
+describe("headers", () => {
+  it("passes anthropic-version and anthropic-beta on, with the operator's key and nothing else of the client's", async () => {
+    const header = rig.canary("header");
+    const response = await postRaw(
+      rig,
+      "/v1/messages",
+      { model: MODELS.claude, max_tokens: 50, messages: [{ role: "user", content: "hi" }] },
+      { "anthropic-version": "2023-01-01", "anthropic-beta": "beta-one,beta-two", "x-canary-trace": header },
+    );
+    expect(response.status).toBe(200);
+    const upstream = rig.anthropicFake.lastRequest();
+    expect(upstream.headers["anthropic-version"]).toBe("2023-01-01");
+    expect(upstream.headers["anthropic-beta"]).toBe("beta-one,beta-two");
+    expect(upstream.headers["x-api-key"]).toBe(ANTHROPIC_SUPPLIER_KEY);
+    expect(Object.keys(upstream.headers).sort()).toEqual([
+      "accept",
+      "anthropic-beta",
+      "anthropic-version",
+      "connection",
+      "content-length",
+      "content-type",
+      "host",
+      "x-api-key",
+    ]);
+  });
+
+  it("answers with Lethe's headers: the same request id twice, the supplier, and ZDR enforced", async () => {
+    const { response } = await rig.anthropic.messages
+      .create({ model: MODELS.claude, max_tokens: 50, messages: [{ role: "user", content: "hi" }] })
+      .withResponse();
+    const requestId = response.headers.get("request-id");
+    expect(requestId).toMatch(/^req_/);
+    expect(response.headers.get("x-request-id")).toBe(requestId);
+    expect(response.headers.get("x-lethe-supplier")).toBe("fake-anthropic");
+    expect(response.headers.get("x-lethe-zdr")).toBe("enforced");
+  });
+
+  it("accepts Authorization: Bearer as well as x-api-key", async () => {
+    const bearer = new Anthropic({ apiKey: null, authToken: rig.gateway.key, baseURL: rig.gateway.url, maxRetries: 0 });
+    const message = await bearer.messages.create({
+      model: MODELS.claude,
+      max_tokens: 50,
+      messages: [{ role: "user", content: "hi" }],
+    });
+    expect(message.content).toMatchObject([{ type: "text", text: "Echo: hi" }]);
+    expect(rig.anthropicFake.lastRequest().headers.authorization).toBeUndefined();
+  });
+
+  it("finds the Messages API under a base URL configured with /v1", async () => {
+    await rig.anthropic.messages.create({
+      model: MODELS.claudeV1,
+      max_tokens: 50,
+      messages: [{ role: "user", content: "hi" }],
+    });
+    expect(rig.anthropicFake.lastRequest().path).toBe("/v1/messages");
+    await rig.anthropic.messages.countTokens({ model: MODELS.claudeV1, messages: [{ role: "user", content: "hi" }] });
+    expect(rig.anthropicFake.lastRequest().path).toBe("/v1/messages/count_tokens");
+  });
+});
+
+describe("count_tokens", () => {
+  it("asks an Anthropic supplier's own count_tokens", async () => {
+    const secret = rig.canary("count");
+    const params: Anthropic.MessageCountTokensParams = {
+      model: MODELS.claude,
+      system: "Be brief.",
+      messages: [{ role: "user", content: `count ${secret}` }],
+      tools: [{ name: "lookup", input_schema: { type: "object" } }],
+    };
+    const { data, response } = await rig.anthropic.messages.countTokens(params).withResponse();
+    expect(data).toEqual({ input_tokens: FAKE_COUNT_TOKENS });
+    const upstream = rig.anthropicFake.lastRequest();
+    expect(upstream.path).toBe("/v1/messages/count_tokens");
+    expect(upstream.headers["x-api-key"]).toBe(ANTHROPIC_SUPPLIER_KEY);
+    expect(upstream.body).toEqual({ ...params, model: "upstream-claude" });
+    expect(await rig.recordOf(response.headers.get("request-id"))).toMatchObject({
+      endpoint: "/v1/messages/count_tokens",
+      client_format: "anthropic",
+      model: MODELS.claude,
+      supplier: "fake-anthropic",
+      status: 200,
+      tokens_estimated: false,
+    });
+  });
+
+  it.each([MODELS.gpt, MODELS.demo])("estimates locally for %s, whose supplier cannot count", async (model) => {
+    const before = rig.openAIFake.requests.length;
+    const params: Anthropic.MessageCountTokensParams = {
+      model,
+      system: "Be brief.",
+      messages: [{ role: "user", content: "How many tokens is this sentence?" }],
+    };
+    const { data, response } = await rig.anthropic.messages.countTokens(params).withResponse();
+    expect(data.input_tokens).toBe(estimateInputTokens(params as unknown as Record<string, unknown>));
+    expect(data.input_tokens).toBeGreaterThan(5);
+    expect(rig.openAIFake.requests.length).toBe(before);
+    expect(await rig.recordOf(response.headers.get("request-id"))).toMatchObject({
+      endpoint: "/v1/messages/count_tokens",
+      status: 200,
+      tokens_estimated: true,
+    });
+  });
+
+  it("returns the supplier's rejection in Anthropic's shape", async () => {
+    const secret = rig.canary("count-rejected");
+    rig.anthropicFake.enqueue(anthropicBehaviour.status(400));
+    const error = await thrownBy(
+      rig.anthropic.messages.countTokens({ model: MODELS.claude, messages: [{ role: "user", content: secret }] }),
+    );
+    expect(error.status).toBe(400);
+    expect(error.type).toBe("invalid_request_error");
+    expect(error.apiMessage).toContain(secret);
+    expect(error.requestID).toMatch(/^req_/);
+  });
+
+  it("refuses an unknown model with 404 not_found_error", async () => {
+    const error = await thrownBy(
+      rig.anthropic.messages.countTokens({ model: "no-such-model", messages: [{ role: "user", content: "hi" }] }),
+    );
+    expect(error.status).toBe(404);
+    expect(error.type).toBe("not_found_error");
+  });
+});
+
+describe("GET /v1/models", () => {
+  it("answers in Anthropic's shape for the Anthropic SDK", async () => {
+    const models: Anthropic.ModelInfo[] = [];
+    for await (const model of rig.anthropic.models.list()) models.push(model);
+    expect(models.map((model) => model.id)).toEqual(Object.values(MODELS));
+    for (const model of models) {
+      expect(model.type).toBe("model");
+      expect(new Date(model.created_at).toISOString()).toBe(model.created_at);
+    }
+    expect(models.find((model) => model.id === MODELS.demo)?.display_name).toBe("The demo model.");
+    expect(models.find((model) => model.id === MODELS.gpt)?.display_name).toBe(MODELS.gpt);
+
+    const raw = await fetch(`${rig.gateway.baseURL}/models`, {
+      headers: { "x-api-key": rig.gateway.key, ...ANTHROPIC_HEADERS },
+    });
+    expect(raw.headers.get("request-id")).toMatch(/^req_/);
+    expect(await raw.json()).toMatchObject({ has_more: false, first_id: MODELS.gpt, last_id: MODELS.demo });
+  });
+
+  it("answers in OpenAI's shape for the openai SDK", async () => {
+    const page = await rig.openai.models.list();
+    expect(page.data.map((model) => model.id)).toEqual(Object.values(MODELS));
+    expect(page.data[0]).toMatchObject({ object: "model", owned_by: "lethe" });
+  });
+
+  it("refuses a missing key in the caller's shape", async () => {
+    const anthropicShaped = await fetch(`${rig.gateway.baseURL}/models`, { headers: ANTHROPIC_HEADERS });
+    expect(anthropicShaped.status).toBe(401);
+    expect(await anthropicShaped.json()).toMatchObject({ type: "error", error: { type: "authentication_error" } });
+    const openAIShaped = await fetch(`${rig.gateway.baseURL}/models`);
+    expect(openAIShaped.status).toBe(401);
+    expect(await openAIShaped.json()).toMatchObject({ error: { type: "authentication_error" } });
+  });
+});
+
+describe("supplier errors before the stream starts", () => {
+  const ask = (model: string, content: string, stream: boolean) => {
+    const params = { model, max_tokens: 50, messages: [{ role: "user" as const, content }] };
+    return stream ? rig.anthropic.messages.stream(params).finalMessage() : rig.anthropic.messages.create(params);
+  };
+
+  it.each([false, true])(
+    "returns an Anthropic 400 with the supplier's message, which echoes the prompt (stream: %s)",
+    async (stream) => {
+      const secret = rig.canary("rejected");
+      rig.anthropicFake.enqueue(anthropicBehaviour.status(400));
+      const error = await thrownBy(ask(MODELS.claude, `bad ${secret}`, stream));
+      expect(error.status).toBe(400);
+      expect(error.type).toBe("invalid_request_error");
+      // the supplier's message is the caller's own data: it goes back to them, and nowhere else
+      expect(error.apiMessage).toContain(`Supplier said: Fake Anthropic could not handle: bad ${secret}`);
+      expect(await rig.recordOf(error.requestID ?? null)).toMatchObject({
+        client_format: "anthropic",
+        status: 400,
+        error_code: "LETHE_UPSTREAM_REJECTED",
+        supplier: "fake-anthropic",
+      });
+    },
+  );
+
+  it.each([false, true])(
+    "answers 529 overloaded_error when the supplier is overloaded (stream: %s)",
+    async (stream) => {
+      const secret = rig.canary("overloaded");
+      rig.anthropicFake.enqueue(anthropicBehaviour.overloaded());
+      const error = await thrownBy(ask(MODELS.claude, secret, stream));
+      expect(error.status).toBe(529);
+      expect(error.type).toBe("overloaded_error");
+      expect(error.apiMessage).not.toContain(secret);
+      expect(await rig.recordOf(error.requestID ?? null)).toMatchObject({
+        error_code: "LETHE_UPSTREAM_OVERLOADED",
+        status: 503,
+      });
+    },
+  );
+
+  it("answers 429 rate_limit_error with the supplier's retry-after", async () => {
+    rig.anthropicFake.enqueue(anthropicBehaviour.status(429, undefined, { "retry-after": "7" }));
+    const error = await thrownBy(ask(MODELS.claude, "hi", false));
+    expect(error.status).toBe(429);
+    expect(error.type).toBe("rate_limit_error");
+    expect(error.headers?.get("retry-after")).toBe("7");
+  });
+
+  it("answers 502 api_error, without the supplier's message, when the operator's key is refused", async () => {
+    const secret = rig.canary("operator-refused");
+    rig.anthropicFake.enqueue(anthropicBehaviour.status(401));
+    const error = await thrownBy(ask(MODELS.claude, secret, false));
+    expect(error.status).toBe(502);
+    expect(error.type).toBe("api_error");
+    expect(error.apiMessage).not.toContain(secret);
+  });
+
+  it("answers 413 request_too_large when the supplier finds the request too large", async () => {
+    rig.anthropicFake.enqueue(anthropicBehaviour.status(413));
+    const error = await thrownBy(ask(MODELS.claude, "hi", false));
+    expect(error.status).toBe(413);
+    expect(error.type).toBe("request_too_large");
+  });
+
+  it("renders an OpenAI supplier's rejection in Anthropic's shape", async () => {
+    const secret = rig.canary("openai-rejected");
+    rig.openAIFake.enqueue(behaviour.status(400));
+    const response = await postRaw(
+      rig,
+      "/v1/messages",
+      { model: MODELS.gpt, max_tokens: 50, messages: [{ role: "user", content: secret }] },
+      ANTHROPIC_HEADERS,
+    );
+    expect(response.status).toBe(400);
+    expect(response.headers.get("request-id")).toMatch(/^req_/);
+    const body = JSON.parse(response.text);
+    expect(body).toMatchObject({ type: "error", error: { type: "invalid_request_error" } });
+    expect(body.error.message).toContain(secret);
+  });
+
+  it("renders an Anthropic supplier's overload in OpenAI's shape for an OpenAI client", async () => {
+    const secret = rig.canary("openai-client-overloaded");
+    rig.anthropicFake.enqueue(anthropicBehaviour.overloaded());
+    const response = await postRaw(rig, "/v1/chat/completions", {
+      model: MODELS.claude,
+      messages: [{ role: "user", content: secret }],
+    });
+    expect(response.status).toBe(503);
+    expect(JSON.parse(response.text)).toMatchObject({
+      error: { type: "server_error", code: "LETHE_UPSTREAM_OVERLOADED" },
+    });
+    expect(response.text).not.toContain(secret);
+  });
+
+  it("refuses a model served only by a supplier that retains data, with 403 permission_error", async () => {
+    const before = rig.anthropicFake.requests.length;
+    const error = await thrownBy(ask(MODELS.retaining, "hi", false));
+    expect(error.status).toBe(403);
+    expect(error.type).toBe("permission_error");
+    expect(rig.anthropicFake.requests.length).toBe(before);
+  });
+});
+
+describe("supplier failures after the stream started", () => {
+  const streamBody = (model: string, content: string) => ({
+    model,
+    max_tokens: 50,
+    stream: true,
+    messages: [{ role: "user", content }],
+  });
+
+  it.each([
+    ["api_error", "LETHE_UPSTREAM_ERROR"],
+    ["overloaded_error", "LETHE_UPSTREAM_OVERLOADED"],
+  ])(
+    "turns an Anthropic `error` event (%s) into an Anthropic error event, without the supplier's message",
+    async (type, code) => {
+      const secret = rig.canary(`midstream${type}`);
+      rig.anthropicFake.enqueue(anthropicBehaviour.errorEvent(4, type));
+      const response = await postRaw(rig, "/v1/messages", streamBody(MODELS.claude, secret), ANTHROPIC_HEADERS);
+      expect(response.status).toBe(200);
+      const events = parseSse(response.text);
+      expect(eventNames(events)).toEqual([
+        "message_start",
+        "content_block_start",
+        "ping",
+        "content_block_delta",
+        "error",
+      ]);
+      expect(dataOf(events.at(-1))).toMatchObject({ type: "error", error: { type, code } });
+      expect(JSON.stringify(events.at(-1))).not.toContain(secret);
+      expect(await rig.recordOf(response.headers.get("request-id"))).toMatchObject({
+        status: 200,
+        error_code: code,
+        streamed: true,
+        client_format: "anthropic",
+      });
+    },
+  );
+
+  it("makes the Anthropic SDK's stream helper throw on the error event", async () => {
+    const secret = rig.canary("midstream-sdk");
+    rig.anthropicFake.enqueue(anthropicBehaviour.errorEvent());
+    const text: string[] = [];
+    const stream = rig.anthropic.messages.stream({
+      model: MODELS.claude,
+      max_tokens: 50,
+      messages: [{ role: "user", content: `hello ${secret}` }],
+    });
+    stream.on("text", (delta) => text.push(delta));
+    const error = await thrownBy(stream.finalMessage());
+    expect(error.type).toBe("api_error");
+    expect(text).toEqual(["Echo: "]);
+  });
+
+  it("turns an OpenAI supplier's error chunk into an Anthropic error event the SDK throws on", async () => {
+    const secret = rig.canary("midstream-openai");
+    rig.openAIFake.enqueue(behaviour.streamErrorChunk());
+    const error = await thrownBy(
+      rig.anthropic.messages
+        .stream({ model: MODELS.gpt, max_tokens: 50, messages: [{ role: "user", content: secret }] })
+        .finalMessage(),
+    );
+    expect(error.type).toBe("api_error");
+    expect(error.message).not.toContain(secret);
+  });
+
+  it("turns an Anthropic `error` event into an OpenAI error chunk the openai SDK throws on", async () => {
+    const secret = rig.canary("midstream-openai-client");
+    rig.anthropicFake.enqueue(anthropicBehaviour.errorEvent());
+    const raw = await postRaw(rig, "/v1/chat/completions", {
+      model: MODELS.claude,
+      stream: true,
+      messages: [{ role: "user", content: secret }],
+    });
+    const events = parseSse(raw.text);
+    expect(events.at(-1)?.data).toBe("[DONE]");
+    expect(dataOf(events.at(-2))).toMatchObject({
+      error: { type: "server_error", code: "LETHE_UPSTREAM_ERROR" },
+    });
+    expect(raw.text).not.toContain(secret);
+
+    rig.anthropicFake.enqueue(anthropicBehaviour.errorEvent());
+    const stream = await rig.openai.chat.completions.create({
+      model: MODELS.claude,
+      stream: true,
+      messages: [{ role: "user", content: secret }],
+    });
+    const received: string[] = [];
+    await expect(
+      (async () => {
+        for await (const chunk of stream) received.push(chunk.choices[0]?.delta.content ?? "");
+      })(),
+    ).rejects.toMatchObject({ code: "LETHE_UPSTREAM_ERROR" });
+    expect(received.join("")).toBe("Echo: ");
+  });
+
+  it("ends a stream whose supplier connection broke with an error event, for both clients", async () => {
+    const secret = rig.canary("reset");
+    rig.anthropicFake.enqueue(anthropicBehaviour.resetMidStream());
+    const anthropicError = await thrownBy(
+      rig.anthropic.messages
+        .stream({ model: MODELS.claude, max_tokens: 50, messages: [{ role: "user", content: secret }] })
+        .finalMessage(),
+    );
+    expect(anthropicError.type).toBe("api_error");
+
+    rig.anthropicFake.enqueue(anthropicBehaviour.resetMidStream());
+    const raw = await postRaw(rig, "/v1/chat/completions", {
+      model: MODELS.claude,
+      stream: true,
+      messages: [{ role: "user", content: secret }],
+    });
+    const events = parseSse(raw.text);
+    expect(dataOf(events.at(-2)).error).toMatchObject({ type: "server_error" });
+    const record = await rig.recordOf(raw.headers.get("request-id"));
+    expect(record.error_code).not.toBeNull();
+    expect(record.client_format).toBe("openai");
+  });
+});

@@ -1,0 +1,388 @@
+import { MessageStream } from "@anthropic-ai/sdk/lib/MessageStream";
+import { ChatCompletionStream } from "openai/lib/ChatCompletionStream";
+import { describe, expect, it } from "vitest";
+import type { ModelId, RequestId } from "../src/config/ids.js";
+import { LetheError } from "../src/errors/lethe-error.js";
+import { AnthropicStreamRelay } from "../src/formats/anthropic/anthropic-stream-relay.js";
+import type { ClientRequest, StreamTranslator } from "../src/formats/surface/client-surface.js";
+import { AnthropicToOpenAIStream } from "../src/formats/translate/anthropic-to-openai-stream.js";
+import { OpenAIToAnthropicStream } from "../src/formats/translate/openai-to-anthropic-stream.js";
+import { Exchange } from "../src/metering/exchange.js";
+import type { ClientFormat } from "../src/metering/metadata-record.js";
+import { parseSse, type SseEvent } from "./support/translation-rig.js";
+
+/**
+ * The stream translators fed event sequences directly: the exact events they emit,
+ * and proof that each SDK's own accumulator turns them into a complete answer.
+ */
+
+type Json = Record<string, unknown>;
+
+function exchangeFor(format: ClientFormat): Exchange {
+  const exchange = new Exchange(
+    "req_unit" as RequestId,
+    format === "anthropic" ? "/v1/messages" : "/v1/chat/completions",
+    format,
+  );
+  exchange.model = "unit-model" as ModelId;
+  exchange.streamed = true;
+  return exchange;
+}
+
+function clientRequest(wantsStreamUsage: boolean): ClientRequest {
+  return {
+    model: "unit-model",
+    stream: true,
+    wantsStreamUsage,
+    body: { model: "unit-model", max_tokens: 100, messages: [{ role: "user", content: "tell me a story" }] },
+  };
+}
+
+/** Feeds supplier events to a translator and returns the whole SSE text it produced. */
+function feed(translator: StreamTranslator, events: Json[]): string {
+  let text = "";
+  for (const data of events)
+    text += translator.event({ event: typeof data.type === "string" ? data.type : undefined, data }) ?? "";
+  return text + translator.end();
+}
+
+function jsonOf(event: SseEvent | undefined): Json {
+  if (event === undefined || event.data === "[DONE]") throw new Error("expected a JSON event");
+  return event.data;
+}
+
+/** The SSE events' JSON as the newline-delimited stream the SDKs' `fromReadableStream` read. */
+function asReadable(events: SseEvent[]): ReadableStream {
+  const lines = events.filter((event) => event.data !== "[DONE]").map((event) => `${JSON.stringify(event.data)}\n`);
+  return new Response(lines.join("")).body as ReadableStream;
+}
+
+const chunk = (delta: Json, finishReason: string | null = null): Json => ({
+  id: "chatcmpl-unit",
+  object: "chat.completion.chunk",
+  choices: [{ index: 0, delta, finish_reason: finishReason }],
+});
+
+const OPENAI_USAGE = {
+  id: "chatcmpl-unit",
+  object: "chat.completion.chunk",
+  choices: [],
+  usage: {
+    prompt_tokens: 30,
+    completion_tokens: 12,
+    prompt_tokens_details: { cached_tokens: 10 },
+    completion_tokens_details: { reasoning_tokens: 4 },
+  },
+};
+
+describe("OpenAIToAnthropicStream", () => {
+  it("emits Anthropic's sequence: one block at a time, tool arguments as input_json_delta as they arrive", async () => {
+    const exchange = exchangeFor("anthropic");
+    const text = feed(new OpenAIToAnthropicStream(clientRequest(true), exchange), [
+      chunk({ role: "assistant", content: "" }),
+      chunk({ content: "Hel" }),
+      chunk({ content: "lo" }),
+      chunk({ tool_calls: [{ index: 0, id: "call_1", type: "function", function: { name: "f", arguments: "" } }] }),
+      chunk({ tool_calls: [{ index: 0, function: { arguments: '{"a"' } }] }),
+      chunk({ tool_calls: [{ index: 0, function: { arguments: ":1}" } }] }),
+      chunk({ tool_calls: [{ index: 1, id: "call_2", type: "function", function: { name: "g", arguments: "{}" } }] }),
+      chunk({}, "tool_calls"),
+      OPENAI_USAGE,
+    ]);
+    const events = parseSse(text);
+    for (const event of events) expect(jsonOf(event).type).toBe(event.event);
+    expect(events.map((event) => jsonOf(event))).toEqual([
+      {
+        type: "message_start",
+        message: {
+          id: "msg_unit",
+          type: "message",
+          role: "assistant",
+          model: "unit-model",
+          content: [],
+          stop_reason: null,
+          stop_sequence: null,
+          usage: { input_tokens: 0, output_tokens: 0 },
+        },
+      },
+      { type: "ping" },
+      { type: "content_block_start", index: 0, content_block: { type: "text", text: "" } },
+      { type: "content_block_delta", index: 0, delta: { type: "text_delta", text: "Hel" } },
+      { type: "content_block_delta", index: 0, delta: { type: "text_delta", text: "lo" } },
+      { type: "content_block_stop", index: 0 },
+      {
+        type: "content_block_start",
+        index: 1,
+        content_block: { type: "tool_use", id: "call_1", name: "f", input: {} },
+      },
+      { type: "content_block_delta", index: 1, delta: { type: "input_json_delta", partial_json: '{"a"' } },
+      { type: "content_block_delta", index: 1, delta: { type: "input_json_delta", partial_json: ":1}" } },
+      { type: "content_block_stop", index: 1 },
+      {
+        type: "content_block_start",
+        index: 2,
+        content_block: { type: "tool_use", id: "call_2", name: "g", input: {} },
+      },
+      { type: "content_block_delta", index: 2, delta: { type: "input_json_delta", partial_json: "{}" } },
+      { type: "content_block_stop", index: 2 },
+      {
+        type: "message_delta",
+        delta: { stop_reason: "tool_use", stop_sequence: null },
+        usage: { input_tokens: 20, output_tokens: 12, cache_read_input_tokens: 10, cache_creation_input_tokens: 0 },
+      },
+      { type: "message_stop" },
+    ]);
+    expect(exchange.usage).toEqual({ input: 30, output: 12, cachedInput: 10, reasoning: 4 });
+    expect(exchange.firstTokenAt).not.toBeNull();
+    expect(exchange.tokensEstimated).toBe(false);
+
+    const message = await MessageStream.fromReadableStream(asReadable(events)).finalMessage();
+    expect(message.content).toEqual([
+      { type: "text", text: "Hello" },
+      { type: "tool_use", id: "call_1", name: "f", input: { a: 1 } },
+      { type: "tool_use", id: "call_2", name: "g", input: {} },
+    ]);
+    expect(message.stop_reason).toBe("tool_use");
+    expect(message.usage).toMatchObject({ input_tokens: 20, output_tokens: 12, cache_read_input_tokens: 10 });
+  });
+
+  it("opens a thinking block for reasoning, then a text block", () => {
+    const events = parseSse(
+      feed(new OpenAIToAnthropicStream(clientRequest(true), exchangeFor("anthropic")), [
+        chunk({ reasoning_content: "let me " }),
+        chunk({ reasoning_content: "think" }),
+        chunk({ content: "ok" }),
+        chunk({}, "stop"),
+      ]),
+    ).map(jsonOf);
+    expect(events.filter((event) => event.type === "content_block_start").map((event) => event.content_block)).toEqual([
+      { type: "thinking", thinking: "" },
+      { type: "text", text: "" },
+    ]);
+    expect(events.filter((event) => event.type === "content_block_delta").map((event) => event.delta)).toEqual([
+      { type: "thinking_delta", thinking: "let me " },
+      { type: "thinking_delta", thinking: "think" },
+      { type: "text_delta", text: "ok" },
+    ]);
+  });
+
+  it.each([
+    ["length", "max_tokens"],
+    ["content_filter", "refusal"],
+    ["stop", "end_turn"],
+  ])("reports finish_reason %s as stop_reason %s", (finishReason, stopReason) => {
+    const events = parseSse(
+      feed(new OpenAIToAnthropicStream(clientRequest(true), exchangeFor("anthropic")), [
+        chunk({ content: "a" }),
+        chunk({}, finishReason),
+      ]),
+    ).map(jsonOf);
+    expect(events.find((event) => event.type === "message_delta")?.delta).toEqual({
+      stop_reason: stopReason,
+      stop_sequence: null,
+    });
+  });
+
+  it("still emits a complete message when the supplier sent no chunk at all", async () => {
+    const exchange = exchangeFor("anthropic");
+    const events = parseSse(feed(new OpenAIToAnthropicStream(clientRequest(true), exchange), []));
+    expect(events.map((event) => event.event)).toEqual(["message_start", "ping", "message_delta", "message_stop"]);
+    const message = await MessageStream.fromReadableStream(asReadable(events)).finalMessage();
+    expect(message.content).toEqual([]);
+    // no usage from the supplier: Lethe estimates the input and says so
+    expect(exchange.tokensEstimated).toBe(true);
+    expect(exchange.usage?.input).toBeGreaterThan(0);
+  });
+
+  it("estimates usage from the output seen when the supplier reports none", () => {
+    const exchange = exchangeFor("anthropic");
+    feed(new OpenAIToAnthropicStream(clientRequest(true), exchange), [
+      chunk({ content: "one two three four" }),
+      chunk({}, "stop"),
+    ]);
+    expect(exchange.tokensEstimated).toBe(true);
+    expect(exchange.usage?.output).toBeGreaterThan(0);
+  });
+
+  it("ends a failed stream with Anthropic's error event, in Lethe's words", () => {
+    const translator = new OpenAIToAnthropicStream(clientRequest(true), exchangeFor("anthropic"));
+    translator.event({ event: undefined, data: chunk({ content: "partial" }) });
+    const events = parseSse(translator.error(new LetheError("LETHE_UPSTREAM_ERROR", "The supplier failed.")));
+    expect(events).toEqual([
+      {
+        event: "error",
+        data: {
+          type: "error",
+          error: { type: "api_error", message: "The supplier failed.", code: "LETHE_UPSTREAM_ERROR" },
+        },
+      },
+    ]);
+  });
+});
+
+const ANTHROPIC_EVENTS: Json[] = [
+  {
+    type: "message_start",
+    message: {
+      id: "msg_unit",
+      type: "message",
+      role: "assistant",
+      model: "upstream",
+      content: [],
+      stop_reason: null,
+      stop_sequence: null,
+      usage: { input_tokens: 10, cache_read_input_tokens: 5, cache_creation_input_tokens: 0, output_tokens: 1 },
+    },
+  },
+  { type: "content_block_start", index: 0, content_block: { type: "thinking", thinking: "" } },
+  { type: "ping" },
+  { type: "content_block_delta", index: 0, delta: { type: "thinking_delta", thinking: "hmm" } },
+  { type: "content_block_delta", index: 0, delta: { type: "signature_delta", signature: "c2ln" } },
+  { type: "content_block_stop", index: 0 },
+  { type: "content_block_start", index: 1, content_block: { type: "text", text: "" } },
+  { type: "content_block_delta", index: 1, delta: { type: "text_delta", text: "Hi" } },
+  { type: "content_block_stop", index: 1 },
+  { type: "content_block_start", index: 2, content_block: { type: "tool_use", id: "toolu_1", name: "f", input: {} } },
+  { type: "content_block_delta", index: 2, delta: { type: "input_json_delta", partial_json: "" } },
+  { type: "content_block_delta", index: 2, delta: { type: "input_json_delta", partial_json: '{"a"' } },
+  { type: "content_block_delta", index: 2, delta: { type: "input_json_delta", partial_json: ":1}" } },
+  { type: "content_block_stop", index: 2 },
+  { type: "content_block_start", index: 3, content_block: { type: "tool_use", id: "toolu_2", name: "g", input: {} } },
+  { type: "content_block_delta", index: 3, delta: { type: "input_json_delta", partial_json: "{}" } },
+  { type: "content_block_stop", index: 3 },
+  {
+    type: "message_delta",
+    delta: { stop_reason: "tool_use", stop_sequence: null },
+    usage: { output_tokens: 7, output_tokens_details: { thinking_tokens: 3 } },
+  },
+  { type: "message_stop" },
+];
+
+describe("AnthropicToOpenAIStream", () => {
+  it("turns thinking into reasoning_content, text into content and each tool_use into its own tool_calls index", async () => {
+    const exchange = exchangeFor("openai");
+    const events = parseSse(feed(new AnthropicToOpenAIStream(clientRequest(true), exchange), ANTHROPIC_EVENTS));
+    expect(events.at(-1)?.data).toBe("[DONE]");
+    const chunks = events.slice(0, -1).map(jsonOf);
+    expect(chunks.every((item) => item.id === "chatcmpl-unit" && item.model === "unit-model")).toBe(true);
+    const choices = chunks.map((item) => (item.choices as Json[])[0]);
+    expect(choices.map((choice) => choice?.delta)).toEqual([
+      { role: "assistant", content: "" },
+      { reasoning_content: "hmm" },
+      { content: "Hi" },
+      { tool_calls: [{ index: 0, id: "toolu_1", type: "function", function: { name: "f", arguments: "" } }] },
+      { tool_calls: [{ index: 0, function: { arguments: "" } }] },
+      { tool_calls: [{ index: 0, function: { arguments: '{"a"' } }] },
+      { tool_calls: [{ index: 0, function: { arguments: ":1}" } }] },
+      { tool_calls: [{ index: 1, id: "toolu_2", type: "function", function: { name: "g", arguments: "" } }] },
+      { tool_calls: [{ index: 1, function: { arguments: "{}" } }] },
+      {},
+      undefined,
+    ]);
+    expect(choices.at(-2)?.finish_reason).toBe("tool_calls");
+    // the client asked for usage: null on every chunk, then one usage chunk without choices
+    expect(chunks.slice(0, -1).every((item) => item.usage === null)).toBe(true);
+    expect(chunks.at(-1)).toMatchObject({
+      choices: [],
+      usage: {
+        prompt_tokens: 15,
+        completion_tokens: 7,
+        prompt_tokens_details: { cached_tokens: 5 },
+        completion_tokens_details: { reasoning_tokens: 3 },
+      },
+    });
+    expect(exchange.usage).toEqual({ input: 15, output: 7, cachedInput: 5, reasoning: 3 });
+    expect(exchange.firstTokenAt).not.toBeNull();
+
+    const completion = await ChatCompletionStream.fromReadableStream(asReadable(events)).finalChatCompletion();
+    expect(completion.choices[0]?.message).toMatchObject({
+      role: "assistant",
+      content: "Hi",
+      tool_calls: [
+        { id: "toolu_1", type: "function", function: { name: "f", arguments: '{"a":1}' } },
+        { id: "toolu_2", type: "function", function: { name: "g", arguments: "{}" } },
+      ],
+    });
+    expect(completion.usage?.prompt_tokens).toBe(15);
+  });
+
+  it("leaves usage out entirely when the client did not ask for it", () => {
+    const chunks = parseSse(
+      feed(new AnthropicToOpenAIStream(clientRequest(false), exchangeFor("openai")), ANTHROPIC_EVENTS),
+    )
+      .slice(0, -1)
+      .map(jsonOf);
+    expect(chunks.some((item) => "usage" in item)).toBe(false);
+    expect(chunks.every((item) => (item.choices as Json[]).length === 1)).toBe(true);
+  });
+
+  it.each([
+    ["max_tokens", "length"],
+    ["stop_sequence", "stop"],
+    ["refusal", "content_filter"],
+  ])("reports stop_reason %s as finish_reason %s", (stopReason, finishReason) => {
+    const text = feed(new AnthropicToOpenAIStream(clientRequest(false), exchangeFor("openai")), [
+      ANTHROPIC_EVENTS[0] as Json,
+      { type: "message_delta", delta: { stop_reason: stopReason, stop_sequence: null }, usage: { output_tokens: 1 } },
+      { type: "message_stop" },
+    ]);
+    const last = jsonOf(parseSse(text).at(-2));
+    expect((last.choices as Json[])[0]?.finish_reason).toBe(finishReason);
+  });
+
+  it("ends a failed stream with an OpenAI error chunk and [DONE]", () => {
+    const translator = new AnthropicToOpenAIStream(clientRequest(false), exchangeFor("openai"));
+    translator.event({ event: "message_start", data: ANTHROPIC_EVENTS[0] as Json });
+    const events = parseSse(translator.error(new LetheError("LETHE_UPSTREAM_OVERLOADED", "Busy.")));
+    expect(events).toEqual([
+      {
+        event: null,
+        data: {
+          error: { message: "Busy.", type: "server_error", param: null, code: "LETHE_UPSTREAM_OVERLOADED" },
+        },
+      },
+      { event: null, data: "[DONE]" },
+    ]);
+  });
+});
+
+describe("AnthropicStreamRelay", () => {
+  it("relays events unchanged but for the model, naming each by its type, and meters cumulative usage", async () => {
+    const exchange = exchangeFor("anthropic");
+    const events = parseSse(
+      feed(new AnthropicStreamRelay(clientRequest(true), exchange), structuredClone(ANTHROPIC_EVENTS)),
+    );
+    const expected = structuredClone(ANTHROPIC_EVENTS);
+    ((expected[0] as Json).message as Json).model = "unit-model";
+    expect(events.map(jsonOf)).toEqual(expected);
+    for (const event of events) expect(jsonOf(event).type).toBe(event.event);
+    expect(exchange.usage).toEqual({ input: 15, output: 7, cachedInput: 5, reasoning: 3 });
+    expect(exchange.tokensEstimated).toBe(false);
+    expect(exchange.firstTokenAt).not.toBeNull();
+
+    const message = await MessageStream.fromReadableStream(asReadable(events)).finalMessage();
+    expect(message.content).toEqual([
+      { type: "thinking", thinking: "hmm", signature: "c2ln" },
+      { type: "text", text: "Hi" },
+      { type: "tool_use", id: "toolu_1", name: "f", input: { a: 1 } },
+      { type: "tool_use", id: "toolu_2", name: "g", input: {} },
+    ]);
+  });
+
+  it("ends a failed stream with Anthropic's error event", () => {
+    const events = parseSse(
+      new AnthropicStreamRelay(clientRequest(true), exchangeFor("anthropic")).error(
+        new LetheError("LETHE_UPSTREAM_OVERLOADED", "Busy."),
+      ),
+    );
+    expect(events).toEqual([
+      {
+        event: "error",
+        data: {
+          type: "error",
+          error: { type: "overloaded_error", message: "Busy.", code: "LETHE_UPSTREAM_OVERLOADED" },
+        },
+      },
+    ]);
+  });
+});

@@ -1,0 +1,614 @@
+import { describe, expect, it } from "vitest";
+import type { ModelId, RequestId } from "../src/config/ids.js";
+import { LetheError } from "../src/errors/lethe-error.js";
+import { anthropicMessagesSurface } from "../src/formats/anthropic/anthropic-surface.js";
+import { anthropicToOpenAIRequest } from "../src/formats/translate/anthropic-to-openai-request.js";
+import { toAnthropicStopReason, toOpenAIFinishReason } from "../src/formats/translate/map-finish-reason.js";
+import {
+  DEFAULT_ANTHROPIC_MAX_TOKENS,
+  openAIToAnthropicRequest,
+} from "../src/formats/translate/openai-to-anthropic-request.js";
+import { anthropicToOpenAICompletion, openAIToAnthropicMessage } from "../src/formats/translate/translate-response.js";
+import { fromAnthropicUsage, toAnthropicUsage } from "../src/metering/anthropic-usage.js";
+import { Exchange } from "../src/metering/exchange.js";
+import { fromOpenAIUsage, toOpenAIUsage } from "../src/metering/token-usage.js";
+
+/** The translators as pure functions: requests both ways, answers both ways, reasons and usage. */
+
+type Json = Record<string, unknown>;
+
+const MODEL = "unit-model" as ModelId;
+
+/** The error a translator throws, so a test can check it names no input. */
+function thrownBy(action: () => unknown): LetheError {
+  try {
+    action();
+  } catch (error) {
+    if (error instanceof LetheError) return error;
+    throw error;
+  }
+  throw new Error("expected a LetheError");
+}
+
+describe("openAIToAnthropicRequest", () => {
+  const toAnthropic = (body: Json) => openAIToAnthropicRequest(body, "upstream");
+
+  it("collects system and developer messages, wherever they stand, into system blocks", () => {
+    const out = toAnthropic({
+      messages: [
+        { role: "system", content: "one" },
+        { role: "user", content: "hi" },
+        { role: "developer", content: [{ type: "text", text: "two" }] },
+      ],
+    });
+    expect(out.system).toEqual([
+      { type: "text", text: "one" },
+      { type: "text", text: "two" },
+    ]);
+    expect(out.messages).toEqual([{ role: "user", content: [{ type: "text", text: "hi" }] }]);
+  });
+
+  it("merges consecutive tool results, and the user message after them, into one user turn", () => {
+    const out = toAnthropic({
+      messages: [
+        { role: "user", content: "compare" },
+        {
+          role: "assistant",
+          content: null,
+          tool_calls: [
+            { id: "a", type: "function", function: { name: "f", arguments: '{"x":1}' } },
+            { id: "b", type: "function", function: { name: "f", arguments: "" } },
+          ],
+        },
+        { role: "tool", tool_call_id: "a", content: "A" },
+        { role: "tool", tool_call_id: "b", content: [{ type: "text", text: "B" }] },
+        { role: "user", content: "so?" },
+      ],
+    });
+    expect(out.messages).toEqual([
+      { role: "user", content: [{ type: "text", text: "compare" }] },
+      {
+        role: "assistant",
+        content: [
+          { type: "tool_use", id: "a", name: "f", input: { x: 1 } },
+          { type: "tool_use", id: "b", name: "f", input: {} },
+        ],
+      },
+      {
+        role: "user",
+        content: [
+          { type: "tool_result", tool_use_id: "a", content: "A" },
+          { type: "tool_result", tool_use_id: "b", content: "B" },
+          { type: "text", text: "so?" },
+        ],
+      },
+    ]);
+  });
+
+  it("merges consecutive user messages and drops empty assistant turns, as Anthropic wants alternation", () => {
+    const out = toAnthropic({
+      messages: [
+        { role: "user", content: "one" },
+        { role: "assistant", content: "" },
+        { role: "user", content: "two" },
+      ],
+    });
+    expect(out.messages).toEqual([
+      {
+        role: "user",
+        content: [
+          { type: "text", text: "one" },
+          { type: "text", text: "two" },
+        ],
+      },
+    ]);
+  });
+
+  it("drops blank text, which Anthropic refuses, and the turns left empty by it", () => {
+    const out = toAnthropic({
+      messages: [
+        { role: "system", content: " " },
+        {
+          role: "user",
+          content: [
+            { type: "text", text: "" },
+            { type: "text", text: "hi" },
+          ],
+        },
+        { role: "assistant", content: [{ type: "text", text: "\n" }] },
+        { role: "user", content: "" },
+      ],
+    });
+    expect(out.system).toBeUndefined();
+    expect(out.messages).toEqual([{ role: "user", content: [{ type: "text", text: "hi" }] }]);
+  });
+
+  it.each([
+    [{}, DEFAULT_ANTHROPIC_MAX_TOKENS],
+    [{ max_tokens: null }, DEFAULT_ANTHROPIC_MAX_TOKENS],
+    [{ max_tokens: 10 }, 10],
+    [{ max_tokens: 10, max_completion_tokens: 20 }, 20],
+    [{ max_tokens: 10, max_completion_tokens: null }, 10],
+  ])("sends max_tokens for %j as %i", (fields, expected) => {
+    expect(toAnthropic({ messages: [{ role: "user", content: "hi" }], ...fields }).max_tokens).toBe(expected);
+  });
+
+  it("documents its default max_tokens as 4096", () => {
+    expect(DEFAULT_ANTHROPIC_MAX_TOKENS).toBe(4096);
+  });
+
+  it("clamps temperature to Anthropic's 0-1, passes top_p, and turns stop into stop_sequences", () => {
+    const base = { messages: [{ role: "user", content: "hi" }] };
+    expect(toAnthropic({ ...base, temperature: 1.7, top_p: 0.4, stop: "END" })).toMatchObject({
+      temperature: 1,
+      top_p: 0.4,
+      stop_sequences: ["END"],
+    });
+    expect(toAnthropic({ ...base, temperature: 0.2, stop: ["A", "B"] })).toMatchObject({
+      temperature: 0.2,
+      stop_sequences: ["A", "B"],
+    });
+  });
+
+  it.each([
+    ["auto", undefined, { type: "auto" }],
+    ["none", undefined, { type: "none" }],
+    ["required", undefined, { type: "any" }],
+    [{ type: "function", function: { name: "f" } }, undefined, { type: "tool", name: "f" }],
+    ["required", false, { type: "any", disable_parallel_tool_use: true }],
+    ["none", false, { type: "none" }],
+    [undefined, false, { type: "auto", disable_parallel_tool_use: true }],
+    [undefined, true, undefined],
+  ])("maps tool_choice %j with parallel_tool_calls %j to %j", (choice, parallel, expected) => {
+    const out = toAnthropic({
+      messages: [{ role: "user", content: "hi" }],
+      ...(choice !== undefined && { tool_choice: choice }),
+      ...(parallel !== undefined && { parallel_tool_calls: parallel }),
+    });
+    expect(out.tool_choice).toEqual(expected);
+  });
+
+  it("sends function tools with their schema, or an empty object schema when they have none", () => {
+    const out = toAnthropic({
+      messages: [{ role: "user", content: "hi" }],
+      tools: [
+        { type: "function", function: { name: "f", description: "d", parameters: { type: "object", x: 1 } } },
+        { type: "function", function: { name: "g" } },
+      ],
+    });
+    expect(out.tools).toEqual([
+      { name: "f", description: "d", input_schema: { type: "object", x: 1 } },
+      { name: "g", input_schema: { type: "object", properties: {} } },
+    ]);
+  });
+
+  it("turns base64 data URLs into base64 sources and every other URL into a url source", () => {
+    const out = toAnthropic({
+      messages: [
+        {
+          role: "user",
+          content: [
+            { type: "image_url", image_url: { url: "data:image/png;base64,AAAA" } },
+            { type: "image_url", image_url: "https://example.com/a.png" },
+            { type: "image_url", image_url: { url: "https://example.com/b.png", detail: "high" } },
+          ],
+        },
+      ],
+    });
+    expect((out.messages as Json[])[0]?.content).toEqual([
+      { type: "image", source: { type: "base64", media_type: "image/png", data: "AAAA" } },
+      { type: "image", source: { type: "url", url: "https://example.com/a.png" } },
+      { type: "image", source: { type: "url", url: "https://example.com/b.png" } },
+    ]);
+  });
+
+  it("maps user to metadata.user_id and stream to stream, and leaves OpenAI-only fields behind", () => {
+    const out = toAnthropic({
+      messages: [{ role: "user", content: "hi" }],
+      user: "u-1",
+      stream: true,
+      stream_options: { include_usage: true },
+      n: 1,
+      seed: 4,
+      response_format: { type: "text" },
+    });
+    expect(out).toEqual({
+      model: "upstream",
+      messages: [{ role: "user", content: [{ type: "text", text: "hi" }] }],
+      max_tokens: DEFAULT_ANTHROPIC_MAX_TOKENS,
+      stream: true,
+      metadata: { user_id: "u-1" },
+    });
+  });
+
+  it("refuses tool-call arguments that are not JSON, without quoting them", () => {
+    const error = thrownBy(() =>
+      toAnthropic({
+        messages: [
+          { role: "user", content: "hi" },
+          {
+            role: "assistant",
+            content: null,
+            tool_calls: [{ id: "a", function: { name: "f", arguments: "{secret" } }],
+          },
+        ],
+      }),
+    );
+    expect(error.code).toBe("LETHE_INVALID_REQUEST");
+    expect(error.message).not.toContain("secret");
+  });
+
+  it("refuses content parts with no Anthropic counterpart, and image parts without a url", () => {
+    expect(thrownBy(() => toAnthropic({ messages: [{ role: "user", content: [{ type: "input_audio" }] }] })).code).toBe(
+      "LETHE_INVALID_REQUEST",
+    );
+    expect(
+      thrownBy(() => toAnthropic({ messages: [{ role: "user", content: [{ type: "image_url", image_url: {} }] }] }))
+        .code,
+    ).toBe("LETHE_INVALID_REQUEST");
+  });
+});
+
+describe("anthropicToOpenAIRequest", () => {
+  const toOpenAI = (body: Json) => anthropicToOpenAIRequest({ max_tokens: 100, ...body }, "upstream");
+
+  it("puts the system prompt, string or blocks, first as one system message", () => {
+    expect(toOpenAI({ system: "be brief", messages: [{ role: "user", content: "hi" }] }).messages).toEqual([
+      { role: "system", content: "be brief" },
+      { role: "user", content: "hi" },
+    ]);
+    const blocks = toOpenAI({
+      system: [
+        { type: "text", text: "one ", cache_control: { type: "ephemeral" } },
+        { type: "text", text: "two" },
+      ],
+      messages: [{ role: "user", content: "hi" }],
+    });
+    expect((blocks.messages as Json[])[0]).toEqual({ role: "system", content: "one two" });
+  });
+
+  it("splits tool results out of a user turn into tool messages, ahead of the rest of the turn", () => {
+    const out = toOpenAI({
+      messages: [
+        { role: "user", content: "q" },
+        {
+          role: "assistant",
+          content: [
+            { type: "thinking", thinking: "hidden", signature: "sig" },
+            { type: "text", text: "calling" },
+            { type: "tool_use", id: "t1", name: "f", input: { x: 1 } },
+          ],
+        },
+        {
+          role: "user",
+          content: [
+            { type: "text", text: "and?" },
+            { type: "tool_result", tool_use_id: "t1", content: [{ type: "text", text: "R1" }] },
+            { type: "tool_result", tool_use_id: "t2", content: "R2", is_error: true },
+          ],
+        },
+      ],
+    });
+    expect(out.messages).toEqual([
+      { role: "user", content: "q" },
+      {
+        role: "assistant",
+        content: "calling",
+        tool_calls: [{ id: "t1", type: "function", function: { name: "f", arguments: '{"x":1}' } }],
+      },
+      { role: "tool", tool_call_id: "t1", content: "R1" },
+      { role: "tool", tool_call_id: "t2", content: "R2" },
+      { role: "user", content: "and?" },
+    ]);
+  });
+
+  it("gives an assistant turn of tool calls only a null content", () => {
+    const out = toOpenAI({
+      messages: [
+        { role: "user", content: "q" },
+        { role: "assistant", content: [{ type: "tool_use", id: "t1", name: "f", input: {} }] },
+        { role: "user", content: [{ type: "tool_result", tool_use_id: "t1", content: "r" }] },
+      ],
+    });
+    expect((out.messages as Json[])[1]).toEqual({
+      role: "assistant",
+      content: null,
+      tool_calls: [{ id: "t1", type: "function", function: { name: "f", arguments: "{}" } }],
+    });
+  });
+
+  it("keeps several user parts as parts, with images as image_url", () => {
+    const out = toOpenAI({
+      messages: [
+        {
+          role: "user",
+          content: [
+            { type: "text", text: "look" },
+            { type: "image", source: { type: "base64", media_type: "image/png", data: "AAAA" } },
+            { type: "image", source: { type: "url", url: "https://example.com/a.png" } },
+          ],
+        },
+      ],
+    });
+    expect((out.messages as Json[])[0]).toEqual({
+      role: "user",
+      content: [
+        { type: "text", text: "look" },
+        { type: "image_url", image_url: { url: "data:image/png;base64,AAAA" } },
+        { type: "image_url", image_url: { url: "https://example.com/a.png" } },
+      ],
+    });
+  });
+
+  it.each([
+    [{ type: "auto" }, "auto", undefined],
+    [{ type: "any" }, "required", undefined],
+    [{ type: "none" }, "none", undefined],
+    [{ type: "tool", name: "f" }, { type: "function", function: { name: "f" } }, undefined],
+    [{ type: "auto", disable_parallel_tool_use: true }, "auto", false],
+  ])("maps tool_choice %j", (choice, expected, parallel) => {
+    const out = toOpenAI({
+      messages: [{ role: "user", content: "hi" }],
+      tools: [{ name: "f", input_schema: { type: "object" } }],
+      tool_choice: choice,
+    });
+    expect(out.tool_choice).toEqual(expected);
+    expect(out.parallel_tool_calls).toBe(parallel);
+  });
+
+  it("maps stop_sequences, metadata.user_id and stream, asking for stream usage, and leaves top_k behind", () => {
+    expect(
+      toOpenAI({
+        messages: [{ role: "user", content: "hi" }],
+        stop_sequences: ["END"],
+        metadata: { user_id: "u-1" },
+        stream: true,
+        top_k: 4,
+        temperature: 0.3,
+      }),
+    ).toEqual({
+      model: "upstream",
+      messages: [{ role: "user", content: "hi" }],
+      max_tokens: 100,
+      stream: true,
+      stream_options: { include_usage: true },
+      temperature: 0.3,
+      stop: ["END"],
+      user: "u-1",
+    });
+  });
+
+  it("refuses what an OpenAI-format supplier cannot take: documents, server tools, file images", () => {
+    const document = { type: "document", source: { type: "text", media_type: "text/plain", data: "d" } };
+    expect(thrownBy(() => toOpenAI({ messages: [{ role: "user", content: [document] }] })).code).toBe(
+      "LETHE_INVALID_REQUEST",
+    );
+    expect(
+      thrownBy(() =>
+        toOpenAI({ messages: [{ role: "user", content: "hi" }], tools: [{ type: "web_search_20250305", name: "w" }] }),
+      ).code,
+    ).toBe("LETHE_INVALID_REQUEST");
+    const fileImage = { type: "image", source: { type: "file", file_id: "file_1" } };
+    expect(thrownBy(() => toOpenAI({ messages: [{ role: "user", content: [fileImage] }] })).code).toBe(
+      "LETHE_INVALID_REQUEST",
+    );
+  });
+});
+
+describe("stop and finish reasons", () => {
+  it.each([
+    ["stop", "end_turn"],
+    ["length", "max_tokens"],
+    ["tool_calls", "tool_use"],
+    ["function_call", "tool_use"],
+    ["content_filter", "refusal"],
+    [null, "end_turn"],
+  ])("OpenAI %s is Anthropic %s", (finishReason, stopReason) => {
+    expect(toAnthropicStopReason(finishReason)).toBe(stopReason);
+  });
+
+  it.each([
+    ["end_turn", "stop"],
+    ["stop_sequence", "stop"],
+    ["max_tokens", "length"],
+    ["model_context_window_exceeded", "length"],
+    ["tool_use", "tool_calls"],
+    ["refusal", "content_filter"],
+    ["pause_turn", "stop"],
+  ])("Anthropic %s is OpenAI %s", (stopReason, finishReason) => {
+    expect(toOpenAIFinishReason(stopReason)).toBe(finishReason);
+  });
+});
+
+describe("usage semantics", () => {
+  const anthropicUsage = {
+    input_tokens: 500,
+    cache_read_input_tokens: 400,
+    cache_creation_input_tokens: 100,
+    output_tokens: 250,
+    output_tokens_details: { thinking_tokens: 50 },
+  };
+
+  it("counts Anthropic's cache reads and writes into Lethe's input, and keeps the reads as cached", () => {
+    expect(fromAnthropicUsage(anthropicUsage)).toEqual({ input: 1000, output: 250, cachedInput: 400, reasoning: 50 });
+    expect(fromAnthropicUsage({ input_tokens: 7, output_tokens: 2 })).toEqual({
+      input: 7,
+      output: 2,
+      cachedInput: 0,
+      reasoning: 0,
+    });
+    expect(fromAnthropicUsage(null)).toBeNull();
+  });
+
+  it("reads OpenAI's usage, whose prompt_tokens already include the cached ones", () => {
+    expect(
+      fromOpenAIUsage({
+        prompt_tokens: 1000,
+        completion_tokens: 250,
+        prompt_tokens_details: { cached_tokens: 400 },
+        completion_tokens_details: { reasoning_tokens: 50 },
+      }),
+    ).toEqual({ input: 1000, output: 250, cachedInput: 400, reasoning: 50 });
+  });
+
+  it("writes each format's usage back from Lethe's counters", () => {
+    const usage = { input: 1000, output: 250, cachedInput: 400, reasoning: 50 };
+    expect(toAnthropicUsage(usage)).toEqual({
+      input_tokens: 600,
+      output_tokens: 250,
+      cache_read_input_tokens: 400,
+      cache_creation_input_tokens: 0,
+    });
+    expect(toOpenAIUsage(usage)).toEqual({
+      prompt_tokens: 1000,
+      completion_tokens: 250,
+      total_tokens: 1250,
+      prompt_tokens_details: { cached_tokens: 400 },
+      completion_tokens_details: { reasoning_tokens: 50 },
+    });
+    expect(fromAnthropicUsage(toAnthropicUsage(usage))).toMatchObject({ input: 1000, cachedInput: 400 });
+  });
+});
+
+describe("openAIToAnthropicMessage", () => {
+  const usage = { input: 1000, output: 250, cachedInput: 400, reasoning: 0 };
+
+  it("turns reasoning, text and tool calls into thinking, text and tool_use blocks", () => {
+    const message = openAIToAnthropicMessage(
+      {
+        id: "chatcmpl-abc",
+        choices: [
+          {
+            message: {
+              role: "assistant",
+              reasoning_content: "hmm",
+              content: "calling",
+              tool_calls: [
+                { id: "c1", type: "function", function: { name: "f", arguments: '{"x":1}' } },
+                { id: "c2", type: "function", function: { name: "g", arguments: "{broken" } },
+              ],
+            },
+            finish_reason: "tool_calls",
+          },
+        ],
+      },
+      MODEL,
+      usage,
+    );
+    expect(message).toEqual({
+      id: "msg_abc",
+      type: "message",
+      role: "assistant",
+      model: MODEL,
+      content: [
+        { type: "thinking", thinking: "hmm", signature: "" },
+        { type: "text", text: "calling" },
+        { type: "tool_use", id: "c1", name: "f", input: { x: 1 } },
+        // broken JSON from the model is handed over rather than lost
+        { type: "tool_use", id: "c2", name: "g", input: { _raw: "{broken" } },
+      ],
+      stop_reason: "tool_use",
+      stop_sequence: null,
+      usage: { input_tokens: 600, output_tokens: 250, cache_read_input_tokens: 400, cache_creation_input_tokens: 0 },
+    });
+  });
+
+  it("maps a length finish to max_tokens and copes with no choices", () => {
+    const cut = openAIToAnthropicMessage(
+      { id: "x", choices: [{ message: { content: "a" }, finish_reason: "length" }] },
+      MODEL,
+      usage,
+    );
+    expect(cut.stop_reason).toBe("max_tokens");
+    expect(openAIToAnthropicMessage({ choices: [] }, MODEL, usage)).toMatchObject({
+      content: [],
+      stop_reason: "end_turn",
+    });
+  });
+});
+
+describe("anthropicToOpenAICompletion", () => {
+  it("turns text, thinking and tool_use blocks into content, reasoning_content and tool_calls", () => {
+    const completion = anthropicToOpenAICompletion(
+      {
+        id: "msg_abc",
+        content: [
+          { type: "thinking", thinking: "hmm", signature: "sig" },
+          { type: "text", text: "a" },
+          { type: "text", text: "b" },
+          { type: "tool_use", id: "t1", name: "f", input: { x: 1 } },
+        ],
+        stop_reason: "tool_use",
+      },
+      MODEL,
+      { input: 1000, output: 250, cachedInput: 400, reasoning: 50 },
+    );
+    expect(completion).toMatchObject({
+      id: "chatcmpl-abc",
+      object: "chat.completion",
+      model: MODEL,
+      choices: [
+        {
+          index: 0,
+          message: {
+            role: "assistant",
+            content: "ab",
+            reasoning_content: "hmm",
+            tool_calls: [{ id: "t1", type: "function", function: { name: "f", arguments: '{"x":1}' } }],
+          },
+          finish_reason: "tool_calls",
+        },
+      ],
+      usage: { prompt_tokens: 1000, completion_tokens: 250, prompt_tokens_details: { cached_tokens: 400 } },
+    });
+  });
+
+  it("gives a tool-calls-only answer a null content", () => {
+    const completion = anthropicToOpenAICompletion(
+      { id: "msg_1", content: [{ type: "tool_use", id: "t1", name: "f", input: {} }], stop_reason: "tool_use" },
+      MODEL,
+      { input: 1, output: 1, cachedInput: 0, reasoning: 0 },
+    );
+    expect((completion.choices as Json[])[0]).toMatchObject({ message: { content: null } });
+  });
+});
+
+describe("the Anthropic surface's JSON answers", () => {
+  const request = {
+    model: "unit-model",
+    stream: false,
+    wantsStreamUsage: true,
+    body: { model: "unit-model", max_tokens: 10, messages: [{ role: "user", content: "tell me a story" }] },
+  };
+
+  function exchange(): Exchange {
+    const created = new Exchange("req_unit" as RequestId, "/v1/messages", "anthropic");
+    created.model = MODEL;
+    return created;
+  }
+
+  it.each([
+    ["openai", { id: "chatcmpl-1", choices: [{ message: { content: "once upon a time" }, finish_reason: "stop" }] }],
+    ["anthropic", { id: "msg_1", type: "message", content: [{ type: "text", text: "once upon a time" }] }],
+  ] as const)("counts tokens itself, and says so, when a %s supplier reports no usage", (format, body) => {
+    const metered = exchange();
+    const answer = JSON.parse(anthropicMessagesSurface.jsonResponse(request, structuredClone(body), format, metered));
+    expect(metered.tokensEstimated).toBe(true);
+    expect(metered.usage?.input).toBeGreaterThan(0);
+    expect(metered.usage?.output).toBe(4);
+    expect(answer.model).toBe(MODEL);
+    if (format === "openai") expect(answer.usage).toMatchObject({ output_tokens: 4 });
+  });
+
+  it("keeps the supplier's own usage when it reports one", () => {
+    const metered = exchange();
+    anthropicMessagesSurface.jsonResponse(
+      request,
+      { type: "message", content: [], usage: { input_tokens: 3, cache_read_input_tokens: 2, output_tokens: 1 } },
+      "anthropic",
+      metered,
+    );
+    expect(metered.usage).toEqual({ input: 5, output: 1, cachedInput: 2, reasoning: 0 });
+    expect(metered.tokensEstimated).toBe(false);
+  });
+});
