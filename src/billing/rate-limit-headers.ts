@@ -10,31 +10,20 @@ export function openAIDuration(ms: number): string {
   return minutes === 0 ? `${seconds}s` : `${minutes}m${seconds % 60}s`;
 }
 
-/** Sets the caller's format's rate-limit headers for requests and, when known, tokens. */
+/** Sets the caller's format's rate-limit headers of one kind (`requests` or `tokens`). */
 export function setRateLimitHeaders(
   reply: FastifyReply,
   format: ClientFormat,
-  requests: LimitState,
-  tokens: LimitState | null,
+  kind: "requests" | "tokens",
+  limit: LimitState,
 ): void {
   if (format === "openai") {
-    reply.header("x-ratelimit-limit-requests", String(requests.limit));
-    reply.header("x-ratelimit-remaining-requests", String(requests.remaining));
-    reply.header("x-ratelimit-reset-requests", openAIDuration(requests.resetMs));
-    if (tokens !== null) {
-      reply.header("x-ratelimit-limit-tokens", String(tokens.limit));
-      reply.header("x-ratelimit-remaining-tokens", String(tokens.remaining));
-      reply.header("x-ratelimit-reset-tokens", openAIDuration(tokens.resetMs));
-    }
+    reply.header(`x-ratelimit-limit-${kind}`, String(limit.limit));
+    reply.header(`x-ratelimit-remaining-${kind}`, String(limit.remaining));
+    reply.header(`x-ratelimit-reset-${kind}`, openAIDuration(limit.resetMs));
     return;
   }
-  const now = Date.now();
-  reply.header("anthropic-ratelimit-requests-limit", String(requests.limit));
-  reply.header("anthropic-ratelimit-requests-remaining", String(requests.remaining));
-  reply.header("anthropic-ratelimit-requests-reset", new Date(now + requests.resetMs).toISOString());
-  if (tokens !== null) {
-    reply.header("anthropic-ratelimit-tokens-limit", String(tokens.limit));
-    reply.header("anthropic-ratelimit-tokens-remaining", String(tokens.remaining));
-    reply.header("anthropic-ratelimit-tokens-reset", new Date(now + tokens.resetMs).toISOString());
-  }
+  reply.header(`anthropic-ratelimit-${kind}-limit`, String(limit.limit));
+  reply.header(`anthropic-ratelimit-${kind}-remaining`, String(limit.remaining));
+  reply.header(`anthropic-ratelimit-${kind}-reset`, new Date(Date.now() + limit.resetMs).toISOString());
 }

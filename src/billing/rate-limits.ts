@@ -23,10 +23,17 @@ function state(limit: number, result: RateLimiterRes): LimitState {
   return { limit, remaining: Math.max(0, result.remainingPoints), resetMs: Math.max(0, result.msBeforeNext) };
 }
 
-function rateLimited(result: RateLimiterRes, what: string): LetheError {
-  return new LetheError("LETHE_RATE_LIMITED", `Rate limit reached for ${what} per minute; retry later.`, {
-    retryAfterSeconds: Math.max(1, Math.ceil(result.msBeforeNext / 1000)),
-  });
+/** A 429 that knows the limit it hit, so the response can carry its headers. */
+export class RateLimitedError extends LetheError {
+  constructor(
+    readonly limitKind: "requests" | "tokens",
+    readonly limit: LimitState,
+    what: string,
+  ) {
+    super("LETHE_RATE_LIMITED", `Rate limit reached for ${what} per minute; retry later.`, {
+      retryAfterSeconds: Math.max(1, Math.ceil(limit.resetMs / 1000)),
+    });
+  }
 }
 
 /**
@@ -71,7 +78,9 @@ export class RateLimits {
     try {
       return { limiter, result: await limiter.consume(key, amount) };
     } catch (thrown) {
-      if (thrown instanceof RateLimiterRes) throw rateLimited(thrown, what);
+      if (thrown instanceof RateLimiterRes) {
+        throw new RateLimitedError(kind === "rpm" ? "requests" : "tokens", state(points, thrown), what);
+      }
       this.log.event("rate_limit_degraded", { dependency: "redis" });
       return { limiter, result: new RateLimiterRes(points, 0, 0, false) };
     }

@@ -1,9 +1,12 @@
-import Fastify, { type FastifyInstance } from "fastify";
+import Fastify, { type FastifyInstance, type FastifyReply, type FastifyRequest } from "fastify";
+import { setRateLimitHeaders } from "../billing/rate-limit-headers.js";
+import { RateLimitedError } from "../billing/rate-limits.js";
 import type { RequestId } from "../config/ids.js";
 import { LetheError } from "../errors/lethe-error.js";
 import { anthropicMessagesSurface } from "../formats/anthropic/anthropic-surface.js";
 import { openAIChatSurface } from "../formats/openai/openai-surface.js";
 import type { ClientSurface } from "../formats/surface/client-surface.js";
+import type { AuthContext } from "../keys/authenticator.js";
 import { Exchange, mintRequestId } from "../metering/exchange.js";
 import type { ClientFormat, Endpoint } from "../metering/metadata-record.js";
 import { errorHandler, sendError } from "./error-handler.js";
@@ -26,12 +29,31 @@ declare module "fastify" {
  * draining, and authenticates before the body is even read.
  */
 export function meteredRequest(gateway: Gateway, endpoint: Endpoint, format: ClientFormat) {
-  return async (request: import("fastify").FastifyRequest): Promise<void> => {
+  return async (request: FastifyRequest, reply: FastifyReply): Promise<void> => {
     const exchange = new Exchange(request.id as RequestId, endpoint, format);
     request.exchange = exchange;
     if (gateway.draining) throw new LetheError("LETHE_SHUTTING_DOWN", "This gateway is shutting down; retry.");
-    exchange.auth = await gateway.authenticator.authenticate(request.headers);
+    const auth = await authenticate(gateway, request);
+    exchange.auth = auth;
+    try {
+      setRateLimitHeaders(reply, format, "requests", await gateway.limits.admitRequest(auth));
+    } catch (error) {
+      if (error instanceof RateLimitedError) setRateLimitHeaders(reply, format, error.limitKind, error.limit);
+      throw error;
+    }
   };
+}
+
+/** Authenticates a request, refusing addresses that failed too often and counting new failures. */
+export async function authenticate(gateway: Gateway, request: FastifyRequest): Promise<AuthContext> {
+  await gateway.authThrottle.check(request.ip);
+  try {
+    return await gateway.authenticator.authenticate(request.headers);
+  } catch (error) {
+    if (error instanceof LetheError && error.kind === "authentication")
+      await gateway.authThrottle.recordFailure(request.ip);
+    throw error;
+  }
 }
 
 /** Builds the HTTP server with every route; it is not listening yet. */

@@ -1,5 +1,8 @@
+import type { CreditGuard } from "../billing/credit-guard.js";
+import type { RateLimits } from "../billing/rate-limits.js";
 import type { LetheConfig } from "../config/load-config.js";
 import type { ErrorCode } from "../errors/lethe-error.js";
+import type { AuthThrottle } from "../keys/auth-throttle.js";
 import type { Authenticator } from "../keys/authenticator.js";
 import type { EventLog } from "../logging/event-log.js";
 import type { Exchange } from "../metering/exchange.js";
@@ -15,6 +18,9 @@ export interface Gateway {
   config: LetheConfig;
   store: Store;
   authenticator: Authenticator;
+  authThrottle: AuthThrottle;
+  limits: RateLimits;
+  credits: CreditGuard;
   suppliers: SupplierRegistry;
   router: Router;
   meter: Meter;
@@ -38,4 +44,9 @@ export function finishExchange(
   const record = exchange.toRecord(status, errorCode);
   gateway.meter.record(record);
   gateway.metrics.observe(record);
+  // bill what the supplier produced, on errors and aborts too, and free what was held
+  if (exchange.reservation !== null)
+    gateway.credits.settle(exchange.reservation, record.cost_micros, exchange.requestId);
+  if (exchange.tokenHold !== null)
+    gateway.limits.settleTokens(exchange.tokenHold, record.input_tokens + record.output_tokens);
 }

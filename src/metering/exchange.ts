@@ -1,4 +1,6 @@
 import { performance } from "node:perf_hooks";
+import type { Reservation } from "../billing/credit-guard.js";
+import type { TokenHold } from "../billing/rate-limits.js";
 import { type KeyId, type ModelId, type RequestId, type SupplierId, UNKNOWN_MODEL } from "../config/ids.js";
 import type { RoutePrice } from "../config/load-config.js";
 import type { ErrorCode } from "../errors/lethe-error.js";
@@ -25,6 +27,10 @@ export class Exchange {
   firstTokenAt: number | null = null;
   /** Supplier attempts so far. */
   attempts = 0;
+  /** Credit held for this request, settled when it ends. */
+  reservation: Reservation | null = null;
+  /** Tokens held against TPM limits, corrected when it ends. */
+  tokenHold: TokenHold | null = null;
   finished = false;
 
   constructor(

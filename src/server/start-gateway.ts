@@ -1,9 +1,12 @@
 import type { FastifyInstance } from "fastify";
 import type { DestinationStream } from "pino";
+import { CreditGuard } from "../billing/credit-guard.js";
+import { RateLimits } from "../billing/rate-limits.js";
 import type { LetheConfig } from "../config/load-config.js";
 import { buildServer } from "../http/build-server.js";
 import type { Gateway } from "../http/gateway.js";
 import { KeyHasher } from "../keys/api-key.js";
+import { AuthThrottle } from "../keys/auth-throttle.js";
 import { Authenticator } from "../keys/authenticator.js";
 import { issueKey } from "../keys/issue-key.js";
 import { createEventLog, type EventLog } from "../logging/event-log.js";
@@ -55,6 +58,9 @@ export async function startGateway(config: LetheConfig, options: StartOptions = 
     config,
     store,
     authenticator: new Authenticator(store, hasher),
+    authThrottle: new AuthThrottle(secret, config.limits.authFailuresPerMinute),
+    limits: new RateLimits({ rpm: config.limits.rpm, tpm: config.limits.tpm }, log),
+    credits: new CreditGuard(store, log, config.metering.flushIntervalMs),
     suppliers: new SupplierRegistry(config),
     router: new Router(config.routing),
     meter: new Meter(store, log, config.metering),
@@ -88,6 +94,7 @@ export async function startGateway(config: LetheConfig, options: StartOptions = 
         gateway.draining = true;
         await app.close();
         const written = await gateway.meter.drain();
+        await gateway.credits.drain();
         await gateway.suppliers.close();
         await store.close();
         log.event("server_stopped", { flushed_records: written });

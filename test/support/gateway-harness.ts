@@ -28,11 +28,16 @@ export interface TestGateway {
 
 /** Starts a gateway on a fresh temp data dir; `config` is a config-file document (default: the demo). */
 export async function startTestGateway(
-  options: { config?: unknown; env?: Record<string, string> } = {},
+  options: { config?: unknown; env?: Record<string, string>; credits?: number } = {},
 ): Promise<TestGateway> {
   const dataDir = await mkdtemp(path.join(os.tmpdir(), "lethe-test-"));
+  // tests get limits out of the way unless they bring their own (billing tests do)
+  const document = {
+    limits: { rpm: 1_000_000, tpm: 1_000_000_000_000 },
+    ...((options.config ?? DEFAULT_CONFIG_FILE) as object),
+  };
   const config = resolveConfig(
-    options.config ?? DEFAULT_CONFIG_FILE,
+    document,
     { LETHE_DATA_DIR: dataDir, LETHE_PORT: "0", LETHE_HOST: "127.0.0.1", ...options.env },
     null,
   );
@@ -40,6 +45,13 @@ export async function startTestGateway(
   const running = await startGateway(config, { logDestination: { write: (line: string) => void lines.push(line) } });
   if (running.firstStartKey === null) throw new Error("expected a first-start key");
   const store = running.gateway.store;
+  // accounts start with plenty of credit so priced routes work; billing tests pass their own
+  const credits = options.credits ?? 1_000_000 * 1_000_000;
+  const topUp = async (name: string) => {
+    const account = await store.findAccountByName(name);
+    if (account !== undefined && credits > 0) await store.ledger.credit(account.id, credits, "top_up");
+  };
+  await topUp("demo");
   let closed = false;
   return {
     url: running.url,

@@ -1,9 +1,14 @@
 import type { OutgoingHttpHeaders } from "node:http";
 import type { FastifyReply, FastifyRequest } from "fastify";
-import type { ClientSurface } from "../../formats/surface/client-surface.js";
+import { estimateCost } from "../../billing/estimate-cost.js";
+import { setRateLimitHeaders } from "../../billing/rate-limit-headers.js";
+import { RateLimitedError } from "../../billing/rate-limits.js";
+import { toLetheError } from "../../errors/lethe-error.js";
+import type { ClientRequest, ClientSurface } from "../../formats/surface/client-surface.js";
+import type { AuthContext } from "../../keys/authenticator.js";
 import type { Exchange } from "../../metering/exchange.js";
-import { attemptRoutes, pinnedRoute } from "../../routing/attempt-routes.js";
-import { planRoutes } from "../../routing/plan-routes.js";
+import { type Attempted, attemptRoutes, pinnedRoute } from "../../routing/attempt-routes.js";
+import { planRoutes, type RoutePlan } from "../../routing/plan-routes.js";
 import type { RouteStats } from "../../routing/route-stats.js";
 import { finishExchange, type Gateway } from "../gateway.js";
 import { pipeStream } from "../pipe-stream.js";
@@ -27,6 +32,65 @@ function recordOutcome(gateway: Gateway, stats: RouteStats, exchange: Exchange, 
   }
 }
 
+/**
+ * Holds the request's estimated tokens against its TPM limits and its estimated cost
+ * against its credit, before anything is forwarded; both are settled when it ends.
+ */
+async function holdCredit(
+  gateway: Gateway,
+  surface: ClientSurface,
+  request: ClientRequest,
+  exchange: Exchange,
+  plan: RoutePlan,
+  reply: FastifyReply,
+): Promise<void> {
+  const auth = exchange.auth as AuthContext;
+  const estimate = estimateCost(request, plan.routes, gateway.config.billing.defaultOutputReserveTokens);
+  try {
+    const tokens = await gateway.limits.reserveTokens(auth, estimate.tokens);
+    exchange.tokenHold = tokens.hold;
+    setRateLimitHeaders(reply, surface.format, "tokens", tokens.state);
+  } catch (error) {
+    if (error instanceof RateLimitedError) setRateLimitHeaders(reply, surface.format, error.limitKind, error.limit);
+    throw error;
+  }
+  exchange.reservation = await gateway.credits.reserve(auth.accountId, estimate.upperBoundMicros, estimate.exactMicros);
+}
+
+/** Sends the answer of the route that served, as JSON or as a stream, and feeds the route's health. */
+async function relay(
+  gateway: Gateway,
+  surface: ClientSurface,
+  request: ClientRequest,
+  exchange: Exchange,
+  attempted: Attempted,
+  reply: FastifyReply,
+): Promise<void> {
+  const { result, supplier, stats } = attempted;
+  reply.header("x-lethe-supplier", supplier.id);
+  reply.header("x-lethe-attempts", String(exchange.attempts));
+  reply.header("x-lethe-zdr", exchange.zdrEnforced ? "enforced" : "off");
+
+  if (result.kind === "json") {
+    const text = surface.jsonResponse(request, result.body, supplier.format, exchange);
+    finishExchange(gateway, exchange, 200, null);
+    recordOutcome(gateway, stats, exchange, null);
+    await reply.code(200).type("application/json").send(text);
+    return;
+  }
+  const translator = surface.streamTranslator(request, supplier.format, exchange);
+  reply.hijack();
+  reply.raw.writeHead(200, {
+    ...(reply.getHeaders() as OutgoingHttpHeaders),
+    "content-type": "text/event-stream; charset=utf-8",
+    "cache-control": "no-cache",
+    connection: "keep-alive",
+    "x-accel-buffering": "no",
+  });
+  const errorCode = await pipeStream(gateway, exchange, result.events, translator, reply.raw);
+  recordOutcome(gateway, stats, exchange, errorCode);
+}
+
 /** The handler of an inference endpoint, shared by every client surface. */
 export function inferenceHandler(gateway: Gateway, surface: ClientSurface) {
   return async function handle(request: FastifyRequest, reply: FastifyReply): Promise<void> {
@@ -37,33 +101,19 @@ export function inferenceHandler(gateway: Gateway, surface: ClientSurface) {
     const plan = planRoutes(gateway.config, clientRequest.model, zdrRequired);
     exchange.model = plan.model.id;
     exchange.zdrEnforced = plan.zdrEnforced;
+    await holdCredit(gateway, surface, clientRequest, exchange, plan, reply);
     const routeHeader = request.headers["x-lethe-route"];
     const pinned =
       gateway.config.routing.allowRouteHeader && routeHeader !== undefined ? pinnedRoute(plan, routeHeader) : null;
     const controller = abortOnClientClose(reply);
     const attempted = await attemptRoutes(gateway, surface, clientRequest, exchange, plan, controller.signal, pinned);
-    const { result, supplier, stats } = attempted;
-    reply.header("x-lethe-supplier", supplier.id);
-    reply.header("x-lethe-attempts", String(exchange.attempts));
-    reply.header("x-lethe-zdr", exchange.zdrEnforced ? "enforced" : "off");
-
-    if (result.kind === "json") {
-      const text = surface.jsonResponse(clientRequest, result.body, supplier.format, exchange);
-      finishExchange(gateway, exchange, 200, null);
-      recordOutcome(gateway, stats, exchange, null);
-      await reply.code(200).type("application/json").send(text);
-      return;
+    try {
+      await relay(gateway, surface, clientRequest, exchange, attempted, reply);
+    } catch (thrown) {
+      // the route answered but Lethe could not relay it: a verdict all the same, or a
+      // half-open breaker would keep its probe claimed and never try the route again
+      recordOutcome(gateway, attempted.stats, exchange, toLetheError(thrown).code);
+      throw thrown;
     }
-    const translator = surface.streamTranslator(clientRequest, supplier.format, exchange);
-    reply.hijack();
-    reply.raw.writeHead(200, {
-      ...(reply.getHeaders() as OutgoingHttpHeaders),
-      "content-type": "text/event-stream; charset=utf-8",
-      "cache-control": "no-cache",
-      connection: "keep-alive",
-      "x-accel-buffering": "no",
-    });
-    const errorCode = await pipeStream(gateway, exchange, result.events, translator, reply.raw);
-    recordOutcome(gateway, stats, exchange, errorCode);
   };
 }

@@ -1,5 +1,6 @@
 import type { FastifyInstance } from "fastify";
 import { LetheError } from "../../errors/lethe-error.js";
+import { authenticate } from "../build-server.js";
 import type { Gateway } from "../gateway.js";
 
 /** `GET /v1/models`: the configured models, in Anthropic's shape when the request carries `anthropic-version`. */
@@ -7,7 +8,7 @@ export function registerModelsRoute(app: FastifyInstance, gateway: Gateway): voi
   app.get("/v1/models", {
     onRequest: async (request) => {
       if (gateway.draining) throw new LetheError("LETHE_SHUTTING_DOWN", "This gateway is shutting down; retry.");
-      await gateway.authenticator.authenticate(request.headers);
+      await authenticate(gateway, request);
     },
     handler: async (request, reply) => {
       const models = [...gateway.config.models.values()];
