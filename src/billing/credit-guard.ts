@@ -55,6 +55,12 @@ export class CreditGuard {
     return credit;
   }
 
+  /** Forgets the cached balance of an account this process just changed (top-ups through the admin API). */
+  forget(accountId: AccountId): void {
+    const credit = this.accounts.get(accountId);
+    if (credit !== undefined) credit.stored = null;
+  }
+
   /** What the account may still spend now. */
   async available(accountId: AccountId): Promise<number> {
     const counter = this.store.changeCounter();

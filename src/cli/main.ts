@@ -4,6 +4,7 @@ import { accountsCommand } from "./commands/accounts-command.js";
 import { auditCommand } from "./commands/audit-command.js";
 import { creditsCommand } from "./commands/credits-command.js";
 import { keysCommand } from "./commands/keys-command.js";
+import { operatorsCommand } from "./commands/operators-command.js";
 import { routesCommand } from "./commands/routes-command.js";
 import { serveCommand } from "./commands/serve-command.js";
 import { usageCommand } from "./commands/usage-command.js";
@@ -22,6 +23,7 @@ Usage:
   lethe keys list --account NAME
   lethe keys revoke KEY_ID_OR_KEY
   lethe usage --account NAME [--days N]
+  lethe operators create NAME
   lethe routes [--url URL]
   lethe zdr verify URL [--key PUBLIC_KEY_BASE64]
   lethe audit [--target URL --key KEY] [--log FILE] [--json]
@@ -42,6 +44,8 @@ export async function main(argv: string[], io: CliIo = processIo): Promise<numbe
         return await keysCommand(rest, io);
       case "credits":
         return await creditsCommand(rest, io);
+      case "operators":
+        return await operatorsCommand(rest, io);
       case "routes":
         return await routesCommand(rest, io);
       case "usage":

@@ -114,7 +114,10 @@ export const configSchema = z
       .prefault({}),
     routing: routing.prefault({}),
     retention: z
-      .object({ metadata_days: z.number().int().positive().default(90) })
+      .object({
+        metadata_days: z.number().int().positive().default(90),
+        aggregate_days: z.number().int().positive().default(400),
+      })
       .strict()
       .prefault({}),
     metering: z

@@ -80,7 +80,7 @@ export interface LetheConfig {
   limits: { rpm: number; tpm: number; maxBodyBytes: number; authFailuresPerMinute: number };
   billing: { defaultOutputReserveTokens: number };
   routing: RoutingSettings;
-  retention: { metadataDays: number };
+  retention: { metadataDays: number; aggregateDays: number };
   metering: { flushIntervalMs: number; batchSize: number; maxBuffered: number };
 }
 
@@ -217,7 +217,7 @@ export function resolveConfig(document: unknown, env: Env, configPath: string | 
         cooldownMs: file.routing.breaker.cooldown_ms,
       },
     },
-    retention: { metadataDays: file.retention.metadata_days },
+    retention: { metadataDays: file.retention.metadata_days, aggregateDays: file.retention.aggregate_days },
     metering: {
       flushIntervalMs: file.metering.flush_interval_ms,
       batchSize: file.metering.batch_size,

@@ -1,4 +1,5 @@
 import Fastify, { type FastifyInstance, type FastifyReply, type FastifyRequest } from "fastify";
+import { registerAdminRoutes } from "../admin/admin-routes.js";
 import { setRateLimitHeaders } from "../billing/rate-limit-headers.js";
 import { RateLimitedError } from "../billing/rate-limits.js";
 import type { RequestId } from "../config/ids.js";
@@ -16,11 +17,14 @@ import { registerCountTokensRoute } from "./routes/count-tokens-route.js";
 import { registerHealthRoutes } from "./routes/health-routes.js";
 import { inferenceHandler } from "./routes/inference-route.js";
 import { registerModelsRoute } from "./routes/models-route.js";
+import { registerUsageRoute } from "./routes/usage-route.js";
 import { registerZdrRoutes } from "./routes/zdr-routes.js";
 
 declare module "fastify" {
   interface FastifyRequest {
     exchange: Exchange | null;
+    /** Who called a route that is not metered (models, usage). */
+    auth: AuthContext | null;
   }
 }
 
@@ -70,6 +74,7 @@ export function buildServer(gateway: Gateway): FastifyInstance {
     genReqId: () => mintRequestId(),
   });
   app.decorateRequest("exchange", null);
+  app.decorateRequest("auth", null);
   app.addHook("onRequest", async (request, reply) => {
     reply.header("x-request-id", request.id);
     reply.header("request-id", request.id);
@@ -87,6 +92,8 @@ export function buildServer(gateway: Gateway): FastifyInstance {
   }
   registerCountTokensRoute(app, gateway);
   registerModelsRoute(app, gateway);
+  registerUsageRoute(app, gateway);
+  registerAdminRoutes(app, gateway, gateway.hasher);
   registerHealthRoutes(app, gateway);
   registerZdrRoutes(app, gateway);
 

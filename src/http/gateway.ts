@@ -2,6 +2,7 @@ import type { CreditGuard } from "../billing/credit-guard.js";
 import type { RateLimits } from "../billing/rate-limits.js";
 import type { LetheConfig } from "../config/load-config.js";
 import type { ErrorCode } from "../errors/lethe-error.js";
+import type { KeyHasher } from "../keys/api-key.js";
 import type { AuthThrottle } from "../keys/auth-throttle.js";
 import type { Authenticator } from "../keys/authenticator.js";
 import type { EventLog } from "../logging/event-log.js";
@@ -18,6 +19,8 @@ export interface Gateway {
   config: LetheConfig;
   store: Store;
   authenticator: Authenticator;
+  /** HMACs keys and operator tokens under the server secret. */
+  hasher: KeyHasher;
   authThrottle: AuthThrottle;
   limits: RateLimits;
   credits: CreditGuard;

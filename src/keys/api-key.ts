@@ -5,7 +5,8 @@ export const KEY_PREFIX = "sk-lethe-";
 const BASE62 = "0123456789ABCDEFGHIJKLMNOPQRSTUVWXYZabcdefghijklmnopqrstuvwxyz";
 const BODY_LENGTH = 32; // 32 base62 characters, about 190 bits of randomness
 const CHECKSUM_LENGTH = 6;
-const KEY_PATTERN = new RegExp(`^${KEY_PREFIX}[0-9A-Za-z]{${BODY_LENGTH + CHECKSUM_LENGTH}}$`);
+/** Operator tokens (admin API) look like keys with their own prefix, so neither is mistaken for the other. */
+export const OPERATOR_TOKEN_PREFIX = "lethe-op-";
 
 const CRC_TABLE = (() => {
   const table = new Uint32Array(256);
@@ -34,7 +35,7 @@ function checksum(body: string): string {
 }
 
 /** Mints a new API key: prefix, random body, CRC32 checksum (GitHub-token style). */
-export function mintApiKey(): string {
+export function mintApiKey(prefix = KEY_PREFIX): string {
   let body = "";
   // rejection sampling keeps every character uniformly likely
   while (body.length < BODY_LENGTH) {
@@ -42,14 +43,15 @@ export function mintApiKey(): string {
       if (byte < 248 && body.length < BODY_LENGTH) body += BASE62[byte % 62];
     }
   }
-  return `${KEY_PREFIX}${body}${checksum(body)}`;
+  return `${prefix}${body}${checksum(body)}`;
 }
 
 /** True when `key` has Lethe's shape and its checksum matches: no database lookup for garbage. */
-export function isWellFormedKey(key: string): boolean {
-  if (!KEY_PATTERN.test(key)) return false;
-  const body = key.slice(KEY_PREFIX.length, KEY_PREFIX.length + BODY_LENGTH);
-  return checksum(body) === key.slice(KEY_PREFIX.length + BODY_LENGTH);
+export function isWellFormedKey(key: string, prefix = KEY_PREFIX): boolean {
+  if (key.length !== prefix.length + BODY_LENGTH + CHECKSUM_LENGTH || !key.startsWith(prefix)) return false;
+  const body = key.slice(prefix.length, prefix.length + BODY_LENGTH);
+  if (!/^[0-9A-Za-z]+$/.test(body)) return false;
+  return checksum(body) === key.slice(prefix.length + BODY_LENGTH);
 }
 
 /** What operators and customers see of a key: the prefix and its last four characters. */

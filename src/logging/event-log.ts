@@ -20,6 +20,9 @@ export interface EventFields {
   meter_dropped: { records: number };
   ledger_flush_failed: { records: number };
   rate_limit_degraded: { dependency: "redis" };
+  retention_ran: { rolled_up: number; aggregates: number; unlinked: number };
+  retention_failed: { code: ErrorCode };
+  admin_action: { action: AdminAction };
   uncaught_exception: { code: ErrorCode };
   config_loaded: { models: number; suppliers: number };
   process_hardened: { core_dumps_disabled: boolean; diagnostic_reports_disabled: boolean; development_run: boolean };
@@ -27,6 +30,16 @@ export interface EventFields {
 
 export type EventName = keyof EventFields;
 export type StoreKind = "sqlite" | "postgres";
+/** What an operator did through the admin API (also the audit events' `action`). */
+export type AdminAction =
+  | "account_create"
+  | "account_update"
+  | "account_delete"
+  | "account_export"
+  | "key_create"
+  | "key_revoke"
+  | "credits_add"
+  | "operator_create";
 export type SignalName = "SIGTERM" | "SIGINT" | "shutdown";
 
 type Level = "info" | "warn" | "error";
@@ -43,6 +56,9 @@ const LEVELS: Record<EventName, Level> = {
   meter_dropped: "error",
   ledger_flush_failed: "error",
   rate_limit_degraded: "warn",
+  retention_ran: "info",
+  retention_failed: "error",
+  admin_action: "info",
   uncaught_exception: "error",
   config_loaded: "info",
   process_hardened: "info",

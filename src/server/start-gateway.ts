@@ -12,6 +12,7 @@ import { issueKey } from "../keys/issue-key.js";
 import { createEventLog, type EventLog } from "../logging/event-log.js";
 import { Meter } from "../metering/meter.js";
 import { GatewayMetrics } from "../metering/metrics.js";
+import { scheduleRetention } from "../retention/retention-job.js";
 import { Router } from "../routing/router.js";
 import { openStore } from "../store/open-store.js";
 import { loadServerSecret } from "../store/server-secret.js";
@@ -37,6 +38,8 @@ export interface StartOptions {
   log?: EventLog;
   /** Create the `demo` account and a key when the store has no account yet. */
   bootstrapDemoAccount?: boolean;
+  /** Run the retention job (at start-up and hourly); tests that drive it themselves turn it off. */
+  retention?: boolean;
   /** Adds to the server before it listens (the audit's seeded-leak self-test uses it). */
   configureServer?: (app: FastifyInstance, gateway: Gateway) => void;
 }
@@ -58,6 +61,7 @@ export async function startGateway(config: LetheConfig, options: StartOptions = 
     config,
     store,
     authenticator: new Authenticator(store, hasher),
+    hasher,
     authThrottle: new AuthThrottle(secret, config.limits.authFailuresPerMinute),
     limits: new RateLimits({ rpm: config.limits.rpm, tpm: config.limits.tpm }, log),
     credits: new CreditGuard(store, log, config.metering.flushIntervalMs),
@@ -83,6 +87,7 @@ export async function startGateway(config: LetheConfig, options: StartOptions = 
     suppliers: config.suppliers.size,
     store: store.kind,
   });
+  const stopRetention = options.retention === false ? () => {} : scheduleRetention(store, config.retention, log);
   let closing: Promise<void> | null = null;
   return {
     url: `http://${host}:${port}`,
@@ -92,6 +97,7 @@ export async function startGateway(config: LetheConfig, options: StartOptions = 
     close() {
       closing ??= (async () => {
         gateway.draining = true;
+        stopRetention();
         await app.close();
         const written = await gateway.meter.drain();
         await gateway.credits.drain();

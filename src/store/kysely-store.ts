@@ -5,8 +5,10 @@ import type { MetadataRecord } from "../metering/metadata-record.js";
 import { AccountAdminStore } from "./account-admin-store.js";
 import { LedgerStore } from "./ledger-store.js";
 import { mintId } from "./mint-id.js";
+import { OperatorStore } from "./operator-store.js";
 import type { AccountsTable, ApiKeysTable, Database, RequestMetadataTable } from "./schema.js";
 import type { AccountRecord, KeyRecord, Store, UsageRow } from "./store.js";
+import { UsageStore } from "./usage-store.js";
 
 function toAccount(row: AccountsTable): AccountRecord {
   return {
@@ -49,6 +51,8 @@ function toRow(record: MetadataRecord): RequestMetadataTable {
 export class KyselyStore implements Store {
   readonly ledger: LedgerStore;
   readonly accountAdmin: AccountAdminStore;
+  readonly usage: UsageStore;
+  readonly operators: OperatorStore;
 
   constructor(
     readonly kind: StoreKind,
@@ -58,6 +62,8 @@ export class KyselyStore implements Store {
   ) {
     this.ledger = new LedgerStore(db);
     this.accountAdmin = new AccountAdminStore(db);
+    this.usage = new UsageStore(db);
+    this.operators = new OperatorStore(db);
   }
 
   changeCounter(): number {

@@ -3,6 +3,8 @@ import type { StoreKind } from "../logging/event-log.js";
 import type { MetadataRecord } from "../metering/metadata-record.js";
 import type { AccountAdminStore } from "./account-admin-store.js";
 import type { LedgerStore } from "./ledger-store.js";
+import type { OperatorStore } from "./operator-store.js";
+import type { UsageStore } from "./usage-store.js";
 
 /** An account as the store keeps it. `name` is the operator's label, never written to metadata. */
 export interface AccountRecord {
@@ -80,6 +82,8 @@ export interface Store {
   usageByDayAndModel(accountId: AccountId, sinceMs: number): Promise<UsageRow[]>;
   readonly ledger: LedgerStore;
   readonly accountAdmin: AccountAdminStore;
+  readonly usage: UsageStore;
+  readonly operators: OperatorStore;
   /** Whether the database answers; readiness reads it. */
   ping(): Promise<boolean>;
   close(): Promise<void>;

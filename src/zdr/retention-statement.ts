@@ -10,6 +10,7 @@ export interface RetentionStatement {
   config_sha256: string;
   content_retained: "none";
   metadata: { fields: readonly string[]; retention_days: number };
+  aggregates: { description: string; account_unlinked_after_days: number };
   response_cache: { enabled: boolean; window_seconds: number };
   logs: string;
   zdr_required_by_default: boolean;
@@ -60,6 +61,10 @@ export function buildStatement(config: LetheConfig, version: string, now = new D
       .digest("hex"),
     content_retained: "none",
     metadata: { fields: METADATA_COLUMNS, retention_days: config.retention.metadataDays },
+    aggregates: {
+      description: "daily counts, token sums, cost and latency percentiles per account, model and supplier",
+      account_unlinked_after_days: config.retention.aggregateDays,
+    },
     response_cache: { enabled: false, window_seconds: 0 },
     logs: "allow-listed events of numbers, booleans and closed-set values; no request or response content",
     zdr_required_by_default: true,

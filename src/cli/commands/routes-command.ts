@@ -8,6 +8,11 @@ interface RouteRow {
 
 const STATES = ["closed", "half-open", "open"];
 
+/** Undoes Prometheus' escaping of a label value (`\\`, `\"`, `\n`), so a route reads as configured. */
+function unescapeLabel(value: string): string {
+  return value.replace(/\\(.)/g, (_escape, character: string) => (character === "n" ? "\n" : character));
+}
+
 /** Reads the route gauges out of Prometheus text; labels are route keys from the config. */
 export function parseRouteMetrics(text: string): Map<string, RouteRow> {
   const rows = new Map<string, RouteRow>();
@@ -25,7 +30,8 @@ export function parseRouteMetrics(text: string): Map<string, RouteRow> {
         line,
       );
     if (!match) continue;
-    const [, name, route = "", raw = ""] = match;
+    const [, name, escaped = "", raw = ""] = match;
+    const route = unescapeLabel(escaped);
     const value = Number(raw);
     if (name === "lethe_route_state") row(route).state = STATES[value] ?? "unknown";
     else if (name === "lethe_route_error_rate") row(route).errorRate = value;

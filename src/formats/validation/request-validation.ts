@@ -25,6 +25,9 @@ function describe(issue: z.core.$ZodIssue, param: string): string {
       return `${where} is too large or has too many items.`;
     case "invalid_value":
       return `${where} must be one of: ${issue.values.map((value) => JSON.stringify(value)).join(", ")}.`;
+    case "invalid_format":
+      // the pattern's message is Lethe's own schema text, never the value
+      return `${where} has the wrong format: ${issue.message}.`;
     case "invalid_union":
       return `${where} does not have any of the accepted shapes.`;
     default:

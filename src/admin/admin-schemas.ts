@@ -1,0 +1,34 @@
+import { z } from "zod";
+
+const accountName = z
+  .string()
+  .regex(/^[A-Za-z0-9][A-Za-z0-9._-]{0,63}$/, "account names use letters, digits, '.', '_' and '-' (at most 64)");
+const limit = z.number().int().positive().nullable();
+const amount = z.string().regex(/^\d{1,12}(\.\d{1,6})?$/, 'a positive decimal with at most six decimals, e.g. "12.50"');
+
+/** `POST /admin/v1/accounts`. */
+export const createAccountSchema = z
+  .object({
+    name: accountName,
+    email: z
+      .string()
+      .max(254)
+      .regex(/^[^\s@]+@[^\s@]+$/)
+      .nullable()
+      .optional(),
+    rpm: limit.optional(),
+    tpm: limit.optional(),
+    credits: amount.optional(),
+  })
+  .strict();
+
+/** `PATCH /admin/v1/accounts/:name`. */
+export const updateAccountSchema = z.object({ rpm: limit.optional(), tpm: limit.optional() }).strict();
+
+/** `POST /admin/v1/accounts/:name/keys`. */
+export const createKeySchema = z
+  .object({ label: z.string().max(100).nullable().optional(), rpm: limit.optional(), tpm: limit.optional() })
+  .strict();
+
+/** `POST /admin/v1/accounts/:name/credits`: amounts are decimal strings, never floats. */
+export const addCreditsSchema = z.object({ amount }).strict();

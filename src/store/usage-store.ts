@@ -1,0 +1,111 @@
+import type { Kysely } from "kysely";
+import type { AccountId } from "../config/ids.js";
+import type { Database, RequestMetadataTable, UsageDailyTable } from "./schema.js";
+
+/** The columns usage reports read from raw metadata. */
+export type UsageSourceRow = Pick<
+  RequestMetadataTable,
+  | "ts"
+  | "account"
+  | "model"
+  | "supplier"
+  | "key_id"
+  | "error_code"
+  | "input_tokens"
+  | "output_tokens"
+  | "cached_input_tokens"
+  | "reasoning_tokens"
+  | "cost_micros"
+  | "latency_ms"
+>;
+
+const SOURCE_COLUMNS = [
+  "ts",
+  "account",
+  "model",
+  "supplier",
+  "key_id",
+  "error_code",
+  "input_tokens",
+  "output_tokens",
+  "cached_input_tokens",
+  "reasoning_tokens",
+  "cost_micros",
+  "latency_ms",
+] as const;
+
+function numeric(row: UsageSourceRow): UsageSourceRow {
+  return {
+    ...row,
+    ts: Number(row.ts),
+    input_tokens: Number(row.input_tokens),
+    output_tokens: Number(row.output_tokens),
+    cached_input_tokens: Number(row.cached_input_tokens),
+    reasoning_tokens: Number(row.reasoning_tokens),
+    cost_micros: Number(row.cost_micros),
+    latency_ms: Number(row.latency_ms),
+  };
+}
+
+/** Reads metadata for usage reports, and rolls expired metadata into daily aggregates. */
+export class UsageStore {
+  constructor(private readonly db: Kysely<Database>) {}
+
+  /** An account's raw metadata rows in [fromMs, toMs). */
+  async rawRows(accountId: AccountId, fromMs: number, toMs: number): Promise<UsageSourceRow[]> {
+    const rows = await this.db
+      .selectFrom("request_metadata")
+      .select(SOURCE_COLUMNS)
+      .where("account", "=", accountId)
+      .where("ts", ">=", fromMs)
+      .where("ts", "<", toMs)
+      .execute();
+    return rows.map(numeric);
+  }
+
+  /** An account's daily aggregates for days in [fromDay, toDay] (YYYY-MM-DD). */
+  async dailyRows(accountId: AccountId, fromDay: string, toDay: string): Promise<UsageDailyTable[]> {
+    return this.db
+      .selectFrom("usage_daily")
+      .selectAll()
+      .where("account", "=", accountId)
+      .where("day", ">=", fromDay)
+      .where("day", "<=", toDay)
+      .execute();
+  }
+
+  /** Every raw row older than `cutoffMs`, for the retention roll-up. */
+  async expiredRows(cutoffMs: number): Promise<UsageSourceRow[]> {
+    const rows = await this.db
+      .selectFrom("request_metadata")
+      .select(SOURCE_COLUMNS)
+      .where("ts", "<", cutoffMs)
+      .execute();
+    return rows.map(numeric);
+  }
+
+  /** Stores aggregates and deletes the raw rows they came from, in one transaction. */
+  async replaceWithAggregates(cutoffMs: number, aggregates: readonly UsageDailyTable[]): Promise<number> {
+    return this.db.transaction().execute(async (trx) => {
+      for (let start = 0; start < aggregates.length; start += 200) {
+        await trx
+          .insertInto("usage_daily")
+          .values(aggregates.slice(start, start + 200))
+          .execute();
+      }
+      const result = await trx.deleteFrom("request_metadata").where("ts", "<", cutoffMs).executeTakeFirst();
+      return Number(result.numDeletedRows);
+    });
+  }
+
+  /** Unlinks aggregates older than `beforeDay` from their accounts. */
+  async dropPseudonyms(beforeDay: string): Promise<number> {
+    const result = await this.db
+      .updateTable("usage_daily")
+      .set({ account: null })
+      .where("day", "<", beforeDay)
+      .where("account", "is not", null)
+      .executeTakeFirst();
+    return Number(result.numUpdatedRows);
+  }
+}

@@ -1,0 +1,71 @@
+import { z } from "zod";
+import { formatMicros } from "../billing/money.js";
+import type { AccountId } from "../config/ids.js";
+import { LetheError } from "../errors/lethe-error.js";
+import { validateBody } from "../formats/validation/request-validation.js";
+import type { Store } from "../store/store.js";
+import { buildUsageReport, type UsageGroup, type UsageGrouping, utcDay } from "./usage-report.js";
+
+const DAY_MS = 86_400_000;
+const MAX_RANGE_DAYS = 400;
+
+const querySchema = z.object({
+  from: z.string().optional(),
+  to: z.string().optional(),
+  group_by: z.enum(["day", "model", "key"]).optional(),
+});
+
+function parseTime(text: string | undefined, name: string, fallback: number): number {
+  if (text === undefined) return fallback;
+  const ms = /^\d{4}-\d{2}-\d{2}$/.test(text) ? Date.parse(`${text}T00:00:00Z`) : Date.parse(text);
+  if (Number.isNaN(ms)) {
+    throw new LetheError("LETHE_INVALID_REQUEST", `'${name}' must be a date (YYYY-MM-DD) or an ISO 8601 time.`, {
+      param: name,
+    });
+  }
+  return ms;
+}
+
+/** A usage report for one account, as the usage API and the admin API return it. */
+export interface UsageResponse {
+  object: "usage";
+  from: string;
+  to: string;
+  group_by: UsageGrouping;
+  data: (UsageGroup & { cost: string })[];
+}
+
+/**
+ * Answers `?from=&to=&group_by=` for an account: from defaults to 30 days ago, to
+ * to now (a bare `to` date includes that whole day), group_by to day.
+ */
+export async function usageForAccount(
+  store: Store,
+  accountId: AccountId,
+  query: unknown,
+  now = Date.now(),
+): Promise<UsageResponse> {
+  const params = validateBody(querySchema, query ?? {});
+  const from = parseTime(params.from, "from", now - 30 * DAY_MS);
+  let to = parseTime(params.to, "to", now);
+  if (params.to !== undefined && /^\d{4}-\d{2}-\d{2}$/.test(params.to)) to += DAY_MS;
+  if (to <= from) throw new LetheError("LETHE_INVALID_REQUEST", "'to' must be after 'from'.", { param: "to" });
+  if (to - from > MAX_RANGE_DAYS * DAY_MS) {
+    throw new LetheError("LETHE_INVALID_REQUEST", `The range may span at most ${MAX_RANGE_DAYS} days.`, {
+      param: "from",
+    });
+  }
+  const grouping = params.group_by ?? "day";
+  const rows = await store.usage.rawRows(accountId, from, to);
+  const aggregates = await store.usage.dailyRows(accountId, utcDay(from), utcDay(to - 1));
+  return {
+    object: "usage",
+    from: new Date(from).toISOString(),
+    to: new Date(to).toISOString(),
+    group_by: grouping,
+    data: buildUsageReport(rows, aggregates, grouping).map((group) => ({
+      ...group,
+      cost: formatMicros(group.cost_micros),
+    })),
+  };
+}
