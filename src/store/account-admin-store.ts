@@ -1,5 +1,6 @@
 import type { Kysely } from "kysely";
 import type { AccountId } from "../config/ids.js";
+import type { ChangeFeed } from "./change-feed.js";
 import type { Database, UsageDailyTable } from "./schema.js";
 
 /**
@@ -8,7 +9,10 @@ import type { Database, UsageDailyTable } from "./schema.js";
  * account row.
  */
 export class AccountAdminStore {
-  constructor(private readonly db: Kysely<Database>) {}
+  constructor(
+    private readonly db: Kysely<Database>,
+    private readonly feed: ChangeFeed,
+  ) {}
 
   /** Every account, oldest first, deleted ones included (their names are pseudonyms). */
   async listAccountIds(): Promise<{ id: string; name: string }[]> {
@@ -22,6 +26,7 @@ export class AccountAdminStore {
     if (limits.tpm !== undefined) changes.tpm = limits.tpm;
     if (Object.keys(changes).length === 0) return;
     await this.db.updateTable("accounts").set(changes).where("id", "=", accountId).execute();
+    await this.feed.announce();
   }
 
   /** The account's daily usage aggregates (rolled up from expired raw metadata). */
@@ -55,5 +60,6 @@ export class AccountAdminStore {
         .execute();
       await trx.updateTable("usage_daily").set({ account: null }).where("account", "=", accountId).execute();
     });
+    await this.feed.announce();
   }
 }

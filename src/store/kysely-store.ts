@@ -3,6 +3,7 @@ import { type AccountId, type KeyId, mintedId } from "../config/ids.js";
 import type { StoreKind } from "../logging/event-log.js";
 import type { MetadataRecord } from "../metering/metadata-record.js";
 import { AccountAdminStore } from "./account-admin-store.js";
+import type { ChangeFeed } from "./change-feed.js";
 import { LedgerStore } from "./ledger-store.js";
 import { mintId } from "./mint-id.js";
 import { OperatorStore } from "./operator-store.js";
@@ -57,17 +58,17 @@ export class KyselyStore implements Store {
   constructor(
     readonly kind: StoreKind,
     protected readonly db: Kysely<Database>,
-    private readonly counter: () => number,
+    private readonly feed: ChangeFeed,
     private readonly onClose: () => Promise<void>,
   ) {
-    this.ledger = new LedgerStore(db);
-    this.accountAdmin = new AccountAdminStore(db);
+    this.ledger = new LedgerStore(db, feed);
+    this.accountAdmin = new AccountAdminStore(db, feed);
     this.usage = new UsageStore(db);
     this.operators = new OperatorStore(db);
   }
 
   changeCounter(): number {
-    return this.counter();
+    return this.feed.counter();
   }
 
   async createAccount(input: {
@@ -159,6 +160,7 @@ export class KyselyStore implements Store {
       .where("id", "=", id)
       .where("revoked_at", "is", null)
       .executeTakeFirst();
+    await this.feed.announce();
     return Number(result.numUpdatedRows) > 0;
   }
 

@@ -1,5 +1,6 @@
 import type { Kysely } from "kysely";
 import { type AccountId, mintedId, type RequestId } from "../config/ids.js";
+import type { ChangeFeed } from "./change-feed.js";
 import { mintId } from "./mint-id.js";
 import type { Database } from "./schema.js";
 
@@ -30,11 +31,14 @@ export interface Debit {
  * sum of the entries.
  */
 export class LedgerStore {
-  constructor(private readonly db: Kysely<Database>) {}
+  constructor(
+    private readonly db: Kysely<Database>,
+    private readonly feed: ChangeFeed,
+  ) {}
 
   /** Appends a top-up or adjustment; returns the new balance. */
   async credit(accountId: AccountId, amountMicros: number, kind: "top_up" | "adjustment"): Promise<number> {
-    return this.db.transaction().execute(async (trx) => {
+    const balance = await this.db.transaction().execute(async (trx) => {
       await trx
         .insertInto("ledger_entries")
         .values({
@@ -58,6 +62,8 @@ export class LedgerStore {
         .executeTakeFirstOrThrow();
       return Number(row.balance_micros);
     });
+    await this.feed.announce();
+    return balance;
   }
 
   /** Writes settled charges: one debit entry each, and each account's balance lowered by their sum. */
@@ -91,6 +97,8 @@ export class LedgerStore {
           .execute();
       }
     });
+    // other replicas cache balances: tell them these moved
+    await this.feed.announce();
   }
 
   /** The account's balance as stored (settled charges only). */

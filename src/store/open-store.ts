@@ -1,11 +1,10 @@
 import type { LetheConfig } from "../config/load-config.js";
+import { openPostgresStore } from "./postgres/open-postgres-store.js";
 import { openSqliteStore } from "./sqlite/open-sqlite-store.js";
 import type { Store } from "./store.js";
 
-/** Opens the store the configuration names: SQLite in the data dir unless a PostgreSQL URL is set. */
+/** Opens the store the configuration names: PostgreSQL when LETHE_DATABASE_URL is set, else SQLite in the data dir. */
 export async function openStore(config: LetheConfig): Promise<Store> {
-  if (config.databaseUrl !== null) {
-    throw new Error("LETHE_DATABASE_URL (PostgreSQL) is not supported by this build yet; unset it to use SQLite");
-  }
+  if (config.databaseUrl !== null) return openPostgresStore(config.databaseUrl);
   return openSqliteStore(config.dataDir);
 }

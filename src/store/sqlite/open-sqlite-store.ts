@@ -3,6 +3,7 @@ import path from "node:path";
 import BetterSqlite3 from "better-sqlite3";
 import { Kysely, SqliteDialect } from "kysely";
 import { METADATA_COLUMNS, type MetadataRecord } from "../../metering/metadata-record.js";
+import { quietFeed } from "../change-feed.js";
 import { KyselyStore } from "../kysely-store.js";
 import { migrateToLatest } from "../migrations.js";
 import type { Database } from "../schema.js";
@@ -30,7 +31,7 @@ class SqliteStore extends KyselyStore {
   private readonly insertRows: (records: readonly MetadataRecord[]) => void;
 
   constructor(database: BetterSqlite3.Database, db: Kysely<Database>, counter: () => number) {
-    super("sqlite", db, counter, async () => {});
+    super("sqlite", db, quietFeed(counter), async () => {});
     const insert = database.prepare(
       `INSERT INTO request_metadata (${METADATA_COLUMNS.join(", ")}) VALUES (${METADATA_COLUMNS.map(() => "?").join(", ")})`,
     );

@@ -1,0 +1,122 @@
+import { Kysely, PostgresDialect } from "kysely";
+import pg from "pg";
+import type { ChangeFeed } from "../change-feed.js";
+import { KyselyStore } from "../kysely-store.js";
+import { migrateToLatest } from "../migrations.js";
+import type { Database } from "../schema.js";
+import type { Store } from "../store.js";
+
+const CHANNEL = "lethe_changes";
+
+// bigint and numeric come back as strings by default; every such column Lethe has fits a double
+pg.types.setTypeParser(pg.types.builtins.INT8, (value) => Number(value));
+pg.types.setTypeParser(pg.types.builtins.NUMERIC, (value) => Number(value));
+
+/** Splits Lethe's `?schema=NAME` off a PostgreSQL URL (each test, or each tenant, gets its own schema). */
+export function parseDatabaseUrl(url: string): { connectionString: string; schema: string | null } {
+  const parsed = new URL(url);
+  const schema = parsed.searchParams.get("schema");
+  parsed.searchParams.delete("schema");
+  if (schema !== null && !/^[a-z_][a-z0-9_]{0,62}$/.test(schema)) {
+    throw new Error("the schema in LETHE_DATABASE_URL must be a lowercase identifier");
+  }
+  return { connectionString: parsed.toString(), schema };
+}
+
+/**
+ * Listens on a PostgreSQL channel so every replica learns of revocations, limit
+ * changes and balance moves at once. While the listening connection is down, the
+ * counter moves on every read, so callers fall back to checking the database.
+ */
+class PostgresChangeFeed implements ChangeFeed {
+  private value = 0;
+  private listening = false;
+  private client: pg.Client | null = null;
+  private closed = false;
+  private retry: NodeJS.Timeout | null = null;
+
+  constructor(
+    private readonly config: pg.ClientConfig,
+    private readonly pool: pg.Pool,
+  ) {}
+
+  async start(): Promise<void> {
+    const client = new pg.Client(this.config);
+    client.on("notification", () => {
+      this.value++;
+    });
+    client.on("error", () => this.lost());
+    client.on("end", () => this.lost());
+    try {
+      await client.connect();
+      await client.query(`LISTEN ${CHANNEL}`);
+      this.client = client;
+      this.listening = true;
+      this.value++;
+    } catch {
+      this.lost();
+    }
+  }
+
+  private lost(): void {
+    this.listening = false;
+    this.client?.removeAllListeners();
+    this.client?.end().catch(() => {});
+    this.client = null;
+    if (this.closed || this.retry !== null) return;
+    this.retry = setTimeout(() => {
+      this.retry = null;
+      void this.start();
+    }, 1_000);
+    this.retry.unref();
+  }
+
+  counter(): number {
+    // not listening: every read is a new value, so caches are bypassed
+    if (!this.listening) this.value++;
+    return this.value;
+  }
+
+  async announce(): Promise<void> {
+    await this.pool.query(`NOTIFY ${CHANNEL}`).catch(() => {});
+  }
+
+  async close(): Promise<void> {
+    this.closed = true;
+    if (this.retry !== null) clearTimeout(this.retry);
+    this.listening = false;
+    const client = this.client;
+    this.client = null;
+    client?.removeAllListeners();
+    await client?.end().catch(() => {});
+  }
+}
+
+/** Opens the PostgreSQL store, creating its schema and running migrations (safe when replicas start together). */
+export async function openPostgresStore(url: string): Promise<Store> {
+  const { connectionString, schema } = parseDatabaseUrl(url);
+  const clientConfig: pg.ClientConfig = {
+    connectionString,
+    connectionTimeoutMillis: 5_000,
+    ...(schema !== null && { options: `-c search_path=${schema}` }),
+  };
+  if (schema !== null) {
+    const setup = new pg.Client({ connectionString, connectionTimeoutMillis: 5_000 });
+    await setup.connect();
+    try {
+      await setup.query(`CREATE SCHEMA IF NOT EXISTS ${schema}`);
+    } catch {
+      // another replica created it at the same moment
+    } finally {
+      await setup.end();
+    }
+  }
+  const pool = new pg.Pool({ ...clientConfig, max: 10, idleTimeoutMillis: 30_000 });
+  // a pooled client failing while idle must not crash the process
+  pool.on("error", () => {});
+  const db = new Kysely<Database>({ dialect: new PostgresDialect({ pool }) });
+  await migrateToLatest(db as Kysely<unknown>);
+  const feed = new PostgresChangeFeed(clientConfig, pool);
+  await feed.start();
+  return new KyselyStore("postgres", db, feed, () => feed.close());
+}
