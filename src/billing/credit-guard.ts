@@ -14,6 +14,8 @@ export interface Reservation {
 interface AccountCredit {
   /** Balance as last read from the store, or null when it must be read again. */
   stored: number | null;
+  /** The last balance ever read (kept through invalidations, for when the database is away). */
+  known: number | null;
   /** Charges settled here but not yet written to the store. */
   pending: number;
   /** Held by requests in flight. */
@@ -42,14 +44,16 @@ export class CreditGuard {
     private readonly store: Store,
     private readonly log: EventLog,
     private readonly flushIntervalMs: number,
+    /** Moves when another process changed balances (the store's feed, Redis's channel). */
+    private readonly changes: () => number = () => store.changeCounter(),
   ) {
-    this.seenCounter = store.changeCounter();
+    this.seenCounter = changes();
   }
 
   private credit(accountId: AccountId): AccountCredit {
     let credit = this.accounts.get(accountId);
     if (credit === undefined) {
-      credit = { stored: null, pending: 0, reserved: 0 };
+      credit = { stored: null, known: null, pending: 0, reserved: 0 };
       this.accounts.set(accountId, credit);
     }
     return credit;
@@ -63,14 +67,27 @@ export class CreditGuard {
 
   /** What the account may still spend now. */
   async available(accountId: AccountId): Promise<number> {
-    const counter = this.store.changeCounter();
+    const counter = this.changes();
     if (counter !== this.seenCounter) {
       // another process (a top-up from the CLI) changed balances: read them again
       this.seenCounter = counter;
       for (const credit of this.accounts.values()) credit.stored = null;
     }
     const credit = this.credit(accountId);
-    credit.stored ??= await this.store.ledger.balance(accountId);
+    if (credit.stored === null) {
+      try {
+        credit.stored = await this.store.ledger.balance(accountId);
+        credit.known = credit.stored;
+      } catch {
+        // the database is away: spend against the last balance seen, or refuse if none
+        if (credit.known === null) {
+          throw new LetheError("LETHE_METERING_UNAVAILABLE", "Credit cannot be checked right now; retry shortly.", {
+            retryAfterSeconds: 5,
+          });
+        }
+        return credit.known - credit.pending - credit.reserved;
+      }
+    }
     return credit.stored - credit.pending - credit.reserved;
   }
 
@@ -79,12 +96,16 @@ export class CreditGuard {
    * when it does not fit, `exact` is computed and tried. Throws 402 when neither fits.
    */
   async reserve(accountId: AccountId, upperBound: number, exact: () => number): Promise<Reservation> {
-    const available = await this.available(accountId);
+    await this.available(accountId);
+    // check and hold in one synchronous step after the await: reservations racing each
+    // other (a burst of requests) must each see the others' holds, or they overdraw
+    const credit = this.credit(accountId);
+    const available = (credit.stored ?? credit.known ?? 0) - credit.pending - credit.reserved;
     let amount = upperBound;
     if (amount > available) amount = exact();
     if (amount > 0 && amount > available) throw insufficient();
     if (amount === 0 && available < 0) throw insufficient();
-    this.credit(accountId).reserved += amount;
+    credit.reserved += amount;
     return { accountId, amountMicros: amount, settled: false };
   }
 
@@ -125,6 +146,7 @@ export class CreditGuard {
           const credit = this.credit(debit.accountId);
           credit.pending -= debit.amountMicros;
           if (credit.stored !== null) credit.stored -= debit.amountMicros;
+          if (credit.known !== null) credit.known -= debit.amountMicros;
         }
       })
       .catch(() => {

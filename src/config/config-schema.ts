@@ -113,6 +113,13 @@ export const configSchema = z
       .strict()
       .prefault({}),
     routing: routing.prefault({}),
+    shutdown: z
+      .object({
+        drain_delay_ms: z.number().int().nonnegative().default(0),
+        deadline_ms: z.number().int().positive().default(30_000),
+      })
+      .strict()
+      .prefault({}),
     retention: z
       .object({
         metadata_days: z.number().int().positive().default(90),

@@ -80,6 +80,8 @@ export interface LetheConfig {
   limits: { rpm: number; tpm: number; maxBodyBytes: number; authFailuresPerMinute: number };
   billing: { defaultOutputReserveTokens: number };
   routing: RoutingSettings;
+  /** SIGTERM: how long readyz reads unready before the socket closes, and how long in-flight work may run. */
+  shutdown: { drainDelayMs: number; deadlineMs: number };
   retention: { metadataDays: number; aggregateDays: number };
   metering: { flushIntervalMs: number; batchSize: number; maxBuffered: number };
 }
@@ -205,6 +207,7 @@ export function resolveConfig(document: unknown, env: Env, configPath: string | 
       authFailuresPerMinute: file.limits.auth_failures_per_minute,
     },
     billing: { defaultOutputReserveTokens: file.billing.default_output_reserve_tokens },
+    shutdown: { drainDelayMs: file.shutdown.drain_delay_ms, deadlineMs: file.shutdown.deadline_ms },
     routing: {
       maxAttempts: file.routing.max_attempts,
       deadlineMs: file.routing.deadline_ms,

@@ -46,6 +46,7 @@ export const ERROR_CODES = {
   LETHE_UPSTREAM_REJECTED: { status: 400, kind: "invalid_request" },
   LETHE_CLIENT_CLOSED: { status: 499, kind: "invalid_request" },
   LETHE_SHUTTING_DOWN: { status: 503, kind: "overloaded" },
+  LETHE_METERING_UNAVAILABLE: { status: 503, kind: "overloaded" },
   LETHE_INTERNAL: { status: 500, kind: "api_error" },
 } as const satisfies Record<string, { status: number; kind: ErrorKind }>;
 

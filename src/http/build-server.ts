@@ -37,6 +37,12 @@ export function meteredRequest(gateway: Gateway, endpoint: Endpoint, format: Cli
     const exchange = new Exchange(request.id as RequestId, endpoint, format);
     request.exchange = exchange;
     if (gateway.draining) throw new LetheError("LETHE_SHUTTING_DOWN", "This gateway is shutting down; retry.");
+    // never serve unmetered: with the database away and the buffer full, refuse instead
+    if (gateway.meter.pending >= gateway.config.metering.maxBuffered) {
+      throw new LetheError("LETHE_METERING_UNAVAILABLE", "Metering is unavailable; retry shortly.", {
+        retryAfterSeconds: 5,
+      });
+    }
     const auth = await authenticate(gateway, request);
     exchange.auth = auth;
     try {

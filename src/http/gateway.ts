@@ -10,6 +10,7 @@ import type { Exchange } from "../metering/exchange.js";
 import type { Meter } from "../metering/meter.js";
 import type { GatewayMetrics } from "../metering/metrics.js";
 import type { Router } from "../routing/router.js";
+import type { RedisLink } from "../shared-state/redis-link.js";
 import type { Store } from "../store/store.js";
 import type { SupplierRegistry } from "../suppliers/registry.js";
 import type { SignedStatement } from "../zdr/retention-statement.js";
@@ -18,6 +19,8 @@ import type { SignedStatement } from "../zdr/retention-statement.js";
 export interface Gateway {
   config: LetheConfig;
   store: Store;
+  /** Shared state across replicas, when LETHE_REDIS_URL is set. */
+  redis: RedisLink | null;
   authenticator: Authenticator;
   /** HMACs keys and operator tokens under the server secret. */
   hasher: KeyHasher;

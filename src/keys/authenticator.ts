@@ -20,6 +20,9 @@ export interface AuthContext {
 interface CacheEntry {
   key: KeyRecord;
   context: AuthContext;
+  cachedAt: number;
+  /** The change counter when cached; a different counter means "check the database again". */
+  counter: number;
 }
 
 const MAX_CACHED_KEYS = 50_000;
@@ -47,14 +50,15 @@ export function extractApiKey(headers: IncomingHttpHeaders): string {
  */
 export class Authenticator {
   private readonly cache = new Map<string, CacheEntry>();
-  private seenCounter: number;
 
   constructor(
     private readonly store: Store,
     private readonly hasher: KeyHasher,
-  ) {
-    this.seenCounter = store.changeCounter();
-  }
+    /** Moves when another process changed keys or accounts (the store's feed, Redis's channel). */
+    private readonly changes: () => number = () => store.changeCounter(),
+    /** How long a cached key is trusted without a change notice; short when replicas share a database. */
+    private readonly maxAgeMs = Number.POSITIVE_INFINITY,
+  ) {}
 
   /** Drops every cached key; called after this process itself revokes or changes keys. */
   invalidate(): void {
@@ -64,26 +68,41 @@ export class Authenticator {
   async authenticate(headers: IncomingHttpHeaders): Promise<AuthContext> {
     const key = extractApiKey(headers);
     if (!isWellFormedKey(key)) throw new LetheError("LETHE_INVALID_API_KEY", "The API key is not valid.");
-    const counter = this.store.changeCounter();
-    if (counter !== this.seenCounter) {
-      this.seenCounter = counter;
-      this.cache.clear();
-    }
+    const counter = this.changes();
     const keyHash = this.hasher.hash(key);
     const cached = this.cache.get(keyHash);
-    if (cached !== undefined && KeyHasher.equal(cached.key.keyHash, keyHash)) return cached.context;
-
-    const record = await this.store.findKeyByHash(keyHash);
+    if (
+      cached !== undefined &&
+      cached.counter === counter &&
+      KeyHasher.equal(cached.key.keyHash, keyHash) &&
+      (this.maxAgeMs === Number.POSITIVE_INFINITY || Date.now() - cached.cachedAt < this.maxAgeMs)
+    ) {
+      return cached.context;
+    }
+    let record: KeyRecord | undefined;
+    let account: AccountRecord | undefined;
+    try {
+      record = await this.store.findKeyByHash(keyHash);
+      account = record && (await this.store.findAccountById(record.accountId));
+    } catch {
+      // the database is away: a key seen valid before stays valid; an unknown one cannot be checked
+      if (cached !== undefined) return cached.context;
+      throw new LetheError("LETHE_METERING_UNAVAILABLE", "Keys cannot be checked right now; retry shortly.", {
+        retryAfterSeconds: 5,
+      });
+    }
     if (record === undefined || !KeyHasher.equal(record.keyHash, keyHash)) {
       throw new LetheError("LETHE_INVALID_API_KEY", "The API key is not valid.");
     }
-    if (record.revokedAt !== null) throw new LetheError("LETHE_REVOKED_API_KEY", "This API key has been revoked.");
-    const account = await this.store.findAccountById(record.accountId);
+    if (record.revokedAt !== null) {
+      this.cache.delete(keyHash);
+      throw new LetheError("LETHE_REVOKED_API_KEY", "This API key has been revoked.");
+    }
     if (account === undefined || account.deletedAt !== null)
       throw new LetheError("LETHE_INVALID_API_KEY", "The API key is not valid.");
     const context = toContext(record, account);
     if (this.cache.size >= MAX_CACHED_KEYS) this.cache.clear();
-    this.cache.set(keyHash, { key: record, context });
+    this.cache.set(keyHash, { key: record, context, cachedAt: Date.now(), counter });
     return context;
   }
 }

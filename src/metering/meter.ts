@@ -13,6 +13,7 @@ export class Meter {
   private flushing: Promise<void> | null = null;
   private immediate = false;
   private written = 0;
+  private inFlight = 0;
 
   constructor(
     private readonly store: Store,
@@ -40,9 +41,9 @@ export class Meter {
     }
   }
 
-  /** Records waiting to be written. */
+  /** Records waiting to be written, the batch being written included. */
   get pending(): number {
-    return this.buffer.length;
+    return this.buffer.length + this.inFlight;
   }
 
   /** Records written since start. */
@@ -60,6 +61,7 @@ export class Meter {
     if (this.buffer.length === 0) return;
     const batch = this.buffer;
     this.buffer = [];
+    this.inFlight = batch.length;
     this.flushing = this.store
       .insertMetadata(batch)
       .then(() => {
@@ -67,7 +69,11 @@ export class Meter {
       })
       .catch(() => {
         this.log.event("meter_flush_failed", { records: batch.length, code: "LETHE_INTERNAL" });
-        this.buffer = batch.concat(this.buffer).slice(0, this.options.maxBuffered);
+        const kept = batch.concat(this.buffer);
+        if (kept.length > this.options.maxBuffered) {
+          this.log.event("meter_dropped", { records: kept.length - this.options.maxBuffered });
+        }
+        this.buffer = kept.slice(0, this.options.maxBuffered);
         if (this.timer === null) {
           this.timer = setTimeout(() => void this.flush(), this.options.flushIntervalMs);
           this.timer.unref();
@@ -75,6 +81,7 @@ export class Meter {
       })
       .finally(() => {
         this.flushing = null;
+        this.inFlight = 0;
       });
     return this.flushing;
   }

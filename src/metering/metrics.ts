@@ -1,5 +1,18 @@
 import { Counter, Gauge, Histogram, Registry } from "prom-client";
+import type { CreditGuard } from "../billing/credit-guard.js";
 import type { Router } from "../routing/router.js";
+import type { RedisLink } from "../shared-state/redis-link.js";
+import type { Store } from "../store/store.js";
+import type { Meter } from "./meter.js";
+
+/** What the dependency gauges read. */
+export interface DependencyState {
+  store: Store;
+  redis: RedisLink | null;
+  credits: CreditGuard;
+  meter: Meter;
+}
+
 import type { MetadataRecord } from "./metadata-record.js";
 
 /**
@@ -40,11 +53,6 @@ export class GatewayMetrics {
     labelNames: ["supplier", "code"] as const,
     registers: [this.registry],
   });
-  readonly meterPending = new Gauge({
-    name: "lethe_meter_pending_records",
-    help: "Metadata records waiting to be written.",
-    registers: [this.registry],
-  });
 
   /** Counts one failed supplier attempt. */
   upstreamError(supplier: string, code: string): void {
@@ -82,6 +90,36 @@ export class GatewayMetrics {
           const p50 = stats.ttftP50Ms();
           if (p50 !== null) this.set({ route }, p50 / 1000);
         }
+      },
+    });
+  }
+
+  /** Publishes dependency health and buffer depths, read at scrape time. */
+  watchDependencies(state: DependencyState): void {
+    new Gauge({
+      name: "lethe_dependency_up",
+      help: "Whether a dependency answers: 1 up, 0 down.",
+      labelNames: ["dependency"] as const,
+      registers: [this.registry],
+      async collect() {
+        this.set({ dependency: "database" }, (await state.store.ping()) ? 1 : 0);
+        if (state.redis !== null) this.set({ dependency: "redis" }, state.redis.ready ? 1 : 0);
+      },
+    });
+    new Gauge({
+      name: "lethe_ledger_pending_charges",
+      help: "Settled charges waiting to be written to the ledger.",
+      registers: [this.registry],
+      collect() {
+        this.set(state.credits.pendingCount);
+      },
+    });
+    new Gauge({
+      name: "lethe_meter_buffered_records",
+      help: "Metadata records waiting to be written (requests are refused with 503 at the bound).",
+      registers: [this.registry],
+      collect() {
+        this.set(state.meter.pending);
       },
     });
   }

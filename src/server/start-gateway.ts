@@ -14,6 +14,7 @@ import { Meter } from "../metering/meter.js";
 import { GatewayMetrics } from "../metering/metrics.js";
 import { scheduleRetention } from "../retention/retention-job.js";
 import { Router } from "../routing/router.js";
+import { RedisLink } from "../shared-state/redis-link.js";
 import { openStore } from "../store/open-store.js";
 import { loadServerSecret } from "../store/server-secret.js";
 import { loadSigningKey } from "../store/signing-key.js";
@@ -44,6 +45,10 @@ export interface StartOptions {
   configureServer?: (app: FastifyInstance, gateway: Gateway) => void;
 }
 
+function waitFor(ms: number): Promise<void> {
+  return ms <= 0 ? Promise.resolve() : new Promise((resolve) => setTimeout(resolve, ms));
+}
+
 /** Opens the store, builds the suppliers and the HTTP server, and starts listening. */
 export async function startGateway(config: LetheConfig, options: StartOptions = {}): Promise<RunningGateway> {
   const log = options.log ?? createEventLog(options.logDestination ? { destination: options.logDestination } : {});
@@ -57,14 +62,24 @@ export async function startGateway(config: LetheConfig, options: StartOptions = 
     log.event("first_start", { account_created: true });
   }
   const statement = signStatement(buildStatement(config, await letheVersion()), await loadSigningKey(config.dataDir));
+  const redis = config.redisUrl === null ? null : new RedisLink(config.redisUrl, config.redisPrefix);
+  const shared = redis === null ? null : { client: redis.client, prefix: redis.prefix };
+  // caches of keys and balances drop on a change notice from the database or from Redis
+  const changes = redis === null ? () => store.changeCounter() : () => store.changeCounter() + redis.counter();
   const gateway: Gateway = {
     config,
     store,
-    authenticator: new Authenticator(store, hasher),
+    redis,
+    authenticator: new Authenticator(
+      store,
+      hasher,
+      changes,
+      store.kind === "postgres" ? 1_000 : Number.POSITIVE_INFINITY,
+    ),
     hasher,
-    authThrottle: new AuthThrottle(secret, config.limits.authFailuresPerMinute),
-    limits: new RateLimits({ rpm: config.limits.rpm, tpm: config.limits.tpm }, log),
-    credits: new CreditGuard(store, log, config.metering.flushIntervalMs),
+    authThrottle: new AuthThrottle(secret, config.limits.authFailuresPerMinute, shared),
+    limits: new RateLimits({ rpm: config.limits.rpm, tpm: config.limits.tpm }, log, shared),
+    credits: new CreditGuard(store, log, config.metering.flushIntervalMs, changes),
     suppliers: new SupplierRegistry(config),
     router: new Router(config.routing),
     meter: new Meter(store, log, config.metering),
@@ -74,6 +89,7 @@ export async function startGateway(config: LetheConfig, options: StartOptions = 
     draining: false,
   };
   gateway.metrics.watchRoutes(gateway.router);
+  gateway.metrics.watchDependencies(gateway);
   const app = buildServer(gateway);
   options.configureServer?.(app, gateway);
   await app.listen({ host: config.host, port: config.port });
@@ -96,15 +112,21 @@ export async function startGateway(config: LetheConfig, options: StartOptions = 
     firstStartKey,
     close() {
       closing ??= (async () => {
+        // unready first, so a load balancer stops sending before the socket closes
         gateway.draining = true;
         stopRetention();
+        await waitFor(config.shutdown.drainDelayMs);
+        // in-flight requests and streams may finish until the deadline; then they are cut
+        const deadline = setTimeout(() => app.server.closeAllConnections(), config.shutdown.deadlineMs);
         await app.close();
+        clearTimeout(deadline);
         const written = await gateway.meter.drain();
         await gateway.credits.drain();
         await gateway.suppliers.close();
+        await redis?.close();
         await store.close();
         log.event("server_stopped", { flushed_records: written });
-        log.flush();
+        await new Promise<void>((resolve) => log.flush(resolve));
       })();
       return closing;
     },

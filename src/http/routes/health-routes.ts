@@ -7,16 +7,19 @@ export function registerHealthRoutes(app: FastifyInstance, gateway: Gateway): vo
 
   app.get("/readyz", async (_request, reply) => {
     const database = await gateway.store.ping();
-    const ready = database && !gateway.draining;
+    const redis = gateway.redis === null ? "not configured" : gateway.redis.ready ? "up" : "down";
+    const meterFull = gateway.meter.pending >= gateway.config.metering.maxBuffered;
+    // Redis down is degraded, not unready: limits fall back to this replica's memory
+    const ready = database && !gateway.draining && !meterFull;
     return reply.code(ready ? 200 : 503).send({
       status: ready ? "ready" : "unready",
       draining: gateway.draining,
-      dependencies: { database: database ? "up" : "down" },
+      dependencies: { database: database ? "up" : "down", redis },
+      metering: { buffered: gateway.meter.pending, bound: gateway.config.metering.maxBuffered },
     });
   });
 
   app.get("/metrics", async (_request, reply) => {
-    gateway.metrics.meterPending.set(gateway.meter.pending);
     const text = await gateway.metrics.registry.metrics();
     return reply.type(gateway.metrics.registry.contentType).send(text);
   });
