@@ -13,7 +13,7 @@ import { zdrCommand } from "./commands/zdr-command.js";
 const HELP = `lethe: a zero-data-retention LLM gateway
 
 Usage:
-  lethe serve [--config FILE] [--dev]
+  lethe serve [--config FILE] [--workers N] [--dev]
   lethe accounts create NAME [--credits AMOUNT] [--rpm N] [--tpm N] [--email ADDRESS]
   lethe accounts export NAME
   lethe accounts delete NAME

@@ -23,6 +23,7 @@ export interface EventFields {
   retention_ran: { rolled_up: number; aggregates: number; unlinked: number };
   retention_failed: { code: ErrorCode };
   admin_action: { action: AdminAction };
+  worker_replaced: { exit_code: number; killed: boolean };
   uncaught_exception: { code: ErrorCode };
   config_loaded: { models: number; suppliers: number };
   process_hardened: { core_dumps_disabled: boolean; diagnostic_reports_disabled: boolean; development_run: boolean };
@@ -59,6 +60,7 @@ const LEVELS: Record<EventName, Level> = {
   retention_ran: "info",
   retention_failed: "error",
   admin_action: "info",
+  worker_replaced: "warn",
   uncaught_exception: "error",
   config_loaded: "info",
   process_hardened: "info",

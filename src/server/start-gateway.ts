@@ -8,7 +8,6 @@ import type { Gateway } from "../http/gateway.js";
 import { KeyHasher } from "../keys/api-key.js";
 import { AuthThrottle } from "../keys/auth-throttle.js";
 import { Authenticator } from "../keys/authenticator.js";
-import { issueKey } from "../keys/issue-key.js";
 import { createEventLog, type EventLog } from "../logging/event-log.js";
 import { Meter } from "../metering/meter.js";
 import { GatewayMetrics } from "../metering/metrics.js";
@@ -21,6 +20,7 @@ import { loadSigningKey } from "../store/signing-key.js";
 import { SupplierRegistry } from "../suppliers/registry.js";
 import { letheVersion } from "../zdr/lethe-version.js";
 import { buildStatement, signStatement } from "../zdr/retention-statement.js";
+import { createDemoAccountIfEmpty } from "./bootstrap.js";
 
 /** A running gateway: where it listens, and how to stop it. */
 export interface RunningGateway {
@@ -55,12 +55,8 @@ export async function startGateway(config: LetheConfig, options: StartOptions = 
   const store = await openStore(config);
   const secret = await loadServerSecret(config.dataDir, config.secret);
   const hasher = new KeyHasher(secret);
-  let firstStartKey: string | null = null;
-  if (options.bootstrapDemoAccount !== false && (await store.countAccounts()) === 0) {
-    const account = await store.createAccount({ name: "demo" });
-    firstStartKey = (await issueKey(store, hasher, account.id, "first start")).key;
-    log.event("first_start", { account_created: true });
-  }
+  const firstStartKey = options.bootstrapDemoAccount === false ? null : await createDemoAccountIfEmpty(store, hasher);
+  if (firstStartKey !== null) log.event("first_start", { account_created: true });
   const statement = signStatement(buildStatement(config, await letheVersion()), await loadSigningKey(config.dataDir));
   const redis = config.redisUrl === null ? null : new RedisLink(config.redisUrl, config.redisPrefix);
   const shared = redis === null ? null : { client: redis.client, prefix: redis.prefix };

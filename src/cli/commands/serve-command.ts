@@ -1,16 +1,16 @@
-import { loadConfig } from "../../config/load-config.js";
-import { createEventLog } from "../../logging/event-log.js";
+import cluster from "node:cluster";
+import os from "node:os";
+import { type LetheConfig, loadConfig } from "../../config/load-config.js";
+import { createEventLog, type EventLog } from "../../logging/event-log.js";
 import { HardeningError, hardenProcess } from "../../process/harden-process.js";
+import { bootstrapDemoAccount } from "../../server/bootstrap.js";
+import { announceListening, runPrimary } from "../../server/cluster-primary.js";
 import { startGateway } from "../../server/start-gateway.js";
-import { CliError, type CliIo, parseCommand } from "../cli-io.js";
+import { CliError, type CliIo, parseCommand, positiveInt } from "../cli-io.js";
 
-/** `lethe serve`: runs the gateway until SIGTERM or SIGINT, then shuts down gracefully. */
-export async function serveCommand(args: string[], io: CliIo): Promise<number> {
-  const { values, positionals } = parseCommand(args, { dev: { type: "boolean" } });
-  if (positionals.length > 0) throw new CliError("usage: lethe serve [--config FILE] [--dev]");
-  const config = await loadConfig(io.env, typeof values.config === "string" ? values.config : undefined);
-  const log = createEventLog();
-  const development = values.dev === true;
+const USAGE = "usage: lethe serve [--config FILE] [--workers N] [--dev]";
+
+async function harden(io: CliIo, log: EventLog, development: boolean): Promise<void> {
   try {
     const report = await hardenProcess({ allowInspector: development, log });
     log.event("process_hardened", {
@@ -18,38 +18,82 @@ export async function serveCommand(args: string[], io: CliIo): Promise<number> {
       diagnostic_reports_disabled: report.diagnosticReportsDisabled,
       development_run: development,
     });
-    if (!report.coreDumpsDisabled) {
+    if (!report.coreDumpsDisabled && !cluster.isWorker) {
       io.err("lethe: warning: could not set the core-file limit to 0; run under `ulimit -c 0` (see docs/zdr.md)");
     }
   } catch (error) {
     if (error instanceof HardeningError) throw new CliError(error.message);
     throw error;
   }
-  const running = await startGateway(config, { log });
-  io.out(`Lethe is listening on ${running.url} (${config.models.size} model(s), data in ${config.dataDir})`);
-  if (running.firstStartKey !== null) {
-    const firstModel = [...config.models.keys()][0] ?? "lethe-demo";
-    io.out("");
-    io.out("First start: created account 'demo' with this API key. It is shown once and never again:");
-    io.out("");
-    io.out(`  ${running.firstStartKey}`);
-    io.out("");
-    io.out("Try it:");
-    io.out(
-      `  curl ${running.url}/v1/chat/completions -H "Authorization: Bearer ${running.firstStartKey}" -H "Content-Type: application/json" -d '{"model":"${firstModel}","messages":[{"role":"user","content":"Hello"}]}'`,
-    );
-    io.out("");
-  }
-  return new Promise<number>((resolve) => {
+}
+
+function printWelcome(
+  io: CliIo,
+  config: LetheConfig,
+  url: string,
+  workers: number,
+  firstStartKey: string | null,
+): void {
+  const shape = workers > 1 ? `, ${workers} workers` : "";
+  io.out(`Lethe is listening on ${url} (${config.models.size} model(s)${shape}, data in ${config.dataDir})`);
+  if (firstStartKey === null) return;
+  const firstModel = [...config.models.keys()][0] ?? "lethe-demo";
+  io.out("");
+  io.out("First start: created account 'demo' with this API key. It is shown once and never again:");
+  io.out("");
+  io.out(`  ${firstStartKey}`);
+  io.out("");
+  io.out("Try it:");
+  io.out(
+    `  curl ${url}/v1/chat/completions -H "Authorization: Bearer ${firstStartKey}" -H "Content-Type: application/json" -d '{"model":"${firstModel}","messages":[{"role":"user","content":"Hello"}]}'`,
+  );
+  io.out("");
+}
+
+/** Resolves on the first SIGTERM or SIGINT. */
+function untilSignal(): Promise<void> {
+  return new Promise((resolve) => {
     const stop = () => {
       process.off("SIGTERM", stop);
       process.off("SIGINT", stop);
-      running.close().then(
-        () => resolve(0),
-        () => resolve(1),
-      );
+      resolve();
     };
     process.on("SIGTERM", stop);
     process.on("SIGINT", stop);
   });
+}
+
+/**
+ * `lethe serve`: runs the gateway until SIGTERM or SIGINT, then shuts down gracefully.
+ * With `--workers N` (default: every CPU with PostgreSQL, one otherwise) a primary
+ * forks N workers that share the port.
+ */
+export async function serveCommand(args: string[], io: CliIo): Promise<number> {
+  const { values, positionals } = parseCommand(args, { dev: { type: "boolean" }, workers: { type: "string" } });
+  if (positionals.length > 0) throw new CliError(USAGE);
+  const config = await loadConfig(io.env, typeof values.config === "string" ? values.config : undefined);
+  const workers =
+    positiveInt(values.workers, "workers") ?? (config.databaseUrl === null ? 1 : os.availableParallelism());
+  const log = createEventLog();
+  await harden(io, log, values.dev === true);
+
+  if (workers > 1 && cluster.isPrimary) {
+    const firstStartKey = await bootstrapDemoAccount(config);
+    return runPrimary(workers, log, config.shutdown.deadlineMs, (url) =>
+      printWelcome(io, config, url, workers, firstStartKey),
+    );
+  }
+  const running = await startGateway(config, { log, bootstrapDemoAccount: !cluster.isWorker });
+  if (cluster.isWorker) announceListening(running.url);
+  else printWelcome(io, config, running.url, 1, running.firstStartKey);
+  await untilSignal();
+  let code = 0;
+  try {
+    await running.close();
+  } catch {
+    code = 1;
+  }
+  // a worker's IPC channel to the primary would keep it alive after a clean shutdown
+  cluster.worker?.disconnect();
+  return code;
 }

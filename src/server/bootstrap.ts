@@ -1,0 +1,24 @@
+import type { LetheConfig } from "../config/load-config.js";
+import { KeyHasher } from "../keys/api-key.js";
+import { issueKey } from "../keys/issue-key.js";
+import { openStore } from "../store/open-store.js";
+import { loadServerSecret } from "../store/server-secret.js";
+import type { Store } from "../store/store.js";
+
+/** On a store with no account yet, creates `demo` and returns its first key (to be shown once); else null. */
+export async function createDemoAccountIfEmpty(store: Store, hasher: KeyHasher): Promise<string | null> {
+  if ((await store.countAccounts()) > 0) return null;
+  const account = await store.createAccount({ name: "demo" });
+  return (await issueKey(store, hasher, account.id, "first start")).key;
+}
+
+/** The cluster primary's first-start step: run once before any worker starts. */
+export async function bootstrapDemoAccount(config: LetheConfig): Promise<string | null> {
+  const store = await openStore(config);
+  try {
+    const hasher = new KeyHasher(await loadServerSecret(config.dataDir, config.secret));
+    return await createDemoAccountIfEmpty(store, hasher);
+  } finally {
+    await store.close();
+  }
+}

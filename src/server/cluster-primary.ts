@@ -1,0 +1,67 @@
+import cluster, { type Worker } from "node:cluster";
+import type { EventLog } from "../logging/event-log.js";
+
+/** A message a worker sends the primary once it listens. */
+export interface ListeningMessage {
+  type: "lethe-listening";
+  url: string;
+}
+
+/** Tells the primary that this worker is listening (no-op outside a cluster). */
+export function announceListening(url: string): void {
+  if (cluster.isWorker && process.send) process.send({ type: "lethe-listening", url } satisfies ListeningMessage);
+}
+
+/**
+ * The primary of `lethe serve --workers N`: forks N workers sharing the port,
+ * replaces a worker that dies, and on SIGTERM/SIGINT asks every worker to shut down
+ * gracefully, exiting once all have (or after `deadlineMs`).
+ */
+export function runPrimary(
+  workers: number,
+  log: EventLog,
+  deadlineMs: number,
+  onListening: (url: string) => void,
+): Promise<number> {
+  let stopping = false;
+  let announced = false;
+  const fork = (): Worker => {
+    const worker = cluster.fork();
+    worker.on("message", (message: ListeningMessage) => {
+      if (message?.type === "lethe-listening" && !announced) {
+        announced = true;
+        onListening(message.url);
+      }
+    });
+    return worker;
+  };
+  cluster.on("exit", (_worker, code, signal) => {
+    if (stopping) return;
+    // a crashed or killed worker is replaced; what it had buffered is lost (bounded by one flush interval)
+    log.event("worker_replaced", { exit_code: code ?? -1, killed: signal !== null });
+    fork();
+  });
+  for (let index = 0; index < workers; index++) fork();
+  return new Promise((resolve) => {
+    const stop = () => {
+      if (stopping) return;
+      stopping = true;
+      const alive = Object.values(cluster.workers ?? {}).filter((worker): worker is Worker => worker !== undefined);
+      if (alive.length === 0) resolve(0);
+      let remaining = alive.length;
+      for (const worker of alive) {
+        worker.once("exit", () => {
+          remaining--;
+          if (remaining === 0) resolve(0);
+        });
+        worker.process.kill("SIGTERM");
+      }
+      setTimeout(() => {
+        for (const worker of alive) if (!worker.isDead()) worker.process.kill("SIGKILL");
+        resolve(1);
+      }, deadlineMs + 5_000).unref();
+    };
+    process.on("SIGTERM", stop);
+    process.on("SIGINT", stop);
+  });
+}
