@@ -1,0 +1,175 @@
+import { ENCODING_FAMILIES, encodingVariants } from "./canaries.js";
+import type { CanaryRegistry } from "./canary-registry.js";
+import type { PathRun } from "./drive-paths.js";
+import { STORE_NAMES, type StoreName } from "./stores/store-scanner.js";
+import type { StoreResult } from "./stores/store-sweep.js";
+
+/** One path in the report: how it went and how many of its canaries each store held. */
+export interface PathReport {
+  name: string;
+  outcome: PathRun["outcome"];
+  notes: string[];
+  canaries: number;
+  /** Canaries of this path found per store; only scanned stores appear. */
+  hits: Partial<Record<StoreName, number>>;
+}
+
+/** One store in the report. */
+export interface StoreReport {
+  store: StoreName;
+  description: string;
+  scanned: boolean;
+  detail: string;
+  hits: number;
+}
+
+/**
+ * The audit's findings: path names, store names and counts only. No canary, no
+ * content and no key is ever part of it, so it can be printed and kept.
+ */
+export interface AuditReport {
+  mode: "embedded" | "target";
+  /** The target's origin (never its key), or null in embedded mode. */
+  target: string | null;
+  paths: PathReport[];
+  stores: StoreReport[];
+  encodings: { families: string[]; variants: string[] };
+  figures: {
+    pathsDriven: number;
+    pathsNotApplicable: number;
+    pathsNotAsDesigned: number;
+    storesScanned: number;
+    canaries: number;
+    hits: number;
+    durationMs: number;
+  };
+  pass: boolean;
+  verdict: string;
+}
+
+/** Puts the path runs and the store results together, with the figures and the verdict. */
+export function buildReport(input: {
+  mode: AuditReport["mode"];
+  target: string | null;
+  runs: PathRun[];
+  stores: StoreResult[];
+  registry: CanaryRegistry;
+  durationMs: number;
+}): AuditReport {
+  const { runs, stores, registry } = input;
+  const paths: PathReport[] = runs.map((run) => ({ ...run, canaries: 0, hits: {} }));
+  for (let index = 0; index < registry.count; index++) (paths[registry.pathOf(index)] as PathReport).canaries++;
+  for (const store of stores) {
+    if (!store.scanned) continue;
+    for (const path of paths) path.hits[store.store] = 0;
+    for (const canary of store.canaries) {
+      const path = paths[registry.pathOf(canary)] as PathReport;
+      path.hits[store.store] = (path.hits[store.store] ?? 0) + 1;
+    }
+  }
+  const storeReports: StoreReport[] = stores.map((store) => ({
+    store: store.store,
+    description: store.description,
+    scanned: store.scanned,
+    detail: store.detail,
+    hits: store.canaries.size,
+  }));
+  const hits = storeReports.reduce((sum, store) => sum + store.hits, 0);
+  const figures = {
+    pathsDriven: paths.filter((path) => path.outcome !== "not applicable").length,
+    pathsNotApplicable: paths.filter((path) => path.outcome === "not applicable").length,
+    pathsNotAsDesigned: paths.filter((path) => path.outcome === "not as designed").length,
+    storesScanned: storeReports.filter((store) => store.scanned).length,
+    canaries: registry.count,
+    hits,
+    durationMs: input.durationMs,
+  };
+  let verdict: string;
+  if (hits > 0) {
+    const where = storeReports.filter((store) => store.hits > 0).map((store) => `${store.store} (${store.hits})`);
+    verdict = `FAIL: ${hits} canary hit(s), content was retained in: ${where.join(", ")}`;
+  } else if (figures.pathsNotAsDesigned > 0) {
+    verdict = `FAIL: no canary found, but ${figures.pathsNotAsDesigned} path(s) did not run as designed and prove nothing`;
+  } else {
+    verdict = `PASS: no canary found in any store (${figures.canaries} canaries over ${figures.pathsDriven} paths, ${figures.storesScanned} stores scanned)`;
+  }
+  return {
+    mode: input.mode,
+    target: input.target,
+    paths,
+    stores: storeReports,
+    encodings: { families: [...ENCODING_FAMILIES], variants: encodingVariants() },
+    figures,
+    pass: hits === 0 && figures.pathsNotAsDesigned === 0,
+    verdict,
+  };
+}
+
+const RESULT_LABELS: Record<PathRun["outcome"], string> = {
+  driven: "driven",
+  "not applicable": "n/a",
+  "not as designed": "FAILED",
+};
+
+function cell(text: string, width: number): string {
+  return text.length > width ? `${text.slice(0, width - 1)}…` : text.padEnd(width);
+}
+
+/** The report as text: the paths x stores table, the stores, the figures and the one-line verdict last. */
+export function renderReport(report: AuditReport): string {
+  const lines: string[] = [];
+  lines.push(
+    `lethe audit (${report.mode === "embedded" ? "embedded: Lethe against its own fake suppliers" : `target ${report.target}`})`,
+  );
+  lines.push("");
+  const nameWidth = Math.min(84, Math.max(...report.paths.map((path) => path.name.length), 4));
+  const columns = STORE_NAMES.map((store) => ({ store, width: Math.max(store.length, 4) }));
+  lines.push(
+    `${cell("PATH", nameWidth)}  ${cell("RESULT", 6)}  ${columns.map((column) => cell(column.store.toUpperCase(), column.width)).join("  ")}`,
+  );
+  for (const path of report.paths) {
+    // a path that sent nothing has nothing to find
+    const counts = columns.map((column) =>
+      cell(path.canaries === 0 ? "-" : String(path.hits[column.store] ?? "-"), column.width),
+    );
+    lines.push(
+      `${cell(path.name, nameWidth)}  ${cell(RESULT_LABELS[path.outcome], 6)}  ${counts.join("  ")}`.trimEnd(),
+    );
+  }
+  lines.push("", "Stores:");
+  for (const store of report.stores) {
+    const state = store.scanned ? `${store.hits} hit(s); ${store.detail}` : `not scanned: ${store.detail}`;
+    lines.push(`  ${cell(store.store, 9)} ${state} [${store.description}]`);
+  }
+  const notApplicable = new Map<string, string[]>();
+  for (const path of report.paths) {
+    if (path.outcome !== "not applicable") continue;
+    const reason = path.notes.join("; ");
+    notApplicable.set(reason, [...(notApplicable.get(reason) ?? []), path.name]);
+  }
+  if (notApplicable.size > 0) {
+    lines.push("", report.mode === "embedded" ? "Not applicable in this build:" : "Not applicable against a target:");
+    for (const [reason, names] of notApplicable) {
+      if (names.length === 1) lines.push(`  ${names[0]}: ${reason}`);
+      else lines.push(`  ${reason}:`, ...names.map((name) => `    ${name}`));
+    }
+  }
+  const noted = report.paths.filter((path) => path.outcome !== "not applicable" && path.notes.length > 0);
+  if (noted.length > 0) {
+    lines.push(
+      "",
+      report.mode === "embedded" ? "Did not run as designed:" : "Answered differently (remarks, not failures):",
+    );
+    for (const path of noted) lines.push(`  ${path.name}: ${path.notes.join("; ")}`);
+  }
+  const { figures } = report;
+  lines.push(
+    "",
+    `${figures.pathsDriven} paths driven (${figures.pathsNotApplicable} not applicable), ` +
+      `${figures.storesScanned} stores scanned, ${report.encodings.families.length} encodings searched ` +
+      `(${report.encodings.variants.length} variants), ${figures.canaries} canaries, ${figures.hits} hits, ` +
+      `in ${(figures.durationMs / 1000).toFixed(1)} s`,
+    report.verdict,
+  );
+  return lines.join("\n");
+}

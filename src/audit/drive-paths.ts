@@ -1,0 +1,106 @@
+import type { AuditClient, AuditResponse } from "./audit-client.js";
+import type { CanaryRegistry } from "./canary-registry.js";
+import type { FakeSupplier } from "./fakes/fake-supplier.js";
+import {
+  type AuditPath,
+  type AuditSetting,
+  type CallOptions,
+  type ClientFormat,
+  type PathContext,
+  PathNotApplicable,
+} from "./paths/audit-path.js";
+
+/** How one path went. `notes` never hold content: only the path's own wording and numbers. */
+export interface PathRun {
+  name: string;
+  outcome: "driven" | "not applicable" | "not as designed";
+  notes: string[];
+}
+
+/** Everything the paths run against. */
+export interface PathEnvironment {
+  setting: AuditSetting;
+  client: AuditClient;
+  /** The key the audit sends by default. */
+  key: string;
+  registry: CanaryRegistry;
+  fakes: { openai: FakeSupplier; anthropic: FakeSupplier } | null;
+  keys: PathContext["keys"];
+}
+
+const ANTHROPIC_VERSION = "2023-06-01";
+
+function inferenceEndpoint(client: ClientFormat): string {
+  return client === "openai" ? "/v1/chat/completions" : "/v1/messages";
+}
+
+/** The headers of a call: authentication the way the format's SDK sends it, then the extras. */
+function callHeaders(client: ClientFormat, key: string, options: CallOptions): Record<string, string> {
+  const headers: Record<string, string> = client === "anthropic" ? { "anthropic-version": ANTHROPIC_VERSION } : {};
+  const auth = options.auth ?? { key };
+  if (auth !== "none") {
+    if ("key" in auth) {
+      if (client === "openai") headers.authorization = `Bearer ${auth.key}`;
+      else headers["x-api-key"] = auth.key;
+    } else headers[auth.header] = auth.value;
+  }
+  return { ...headers, ...options.headers };
+}
+
+function contextFor(environment: PathEnvironment, pathIndex: number, notes: string[]): PathContext {
+  const { client, registry } = environment;
+  return {
+    setting: environment.setting,
+    fakes: environment.fakes,
+    keys: environment.keys,
+    canary: (form) => registry.mint(pathIndex, form),
+    call(format, body, options = {}): Promise<AuditResponse> {
+      return client.send({
+        method: "POST",
+        path: options.endpoint ?? inferenceEndpoint(format),
+        body,
+        headers: callHeaders(format, environment.key, options),
+        ...(options.abortWhen !== undefined && { abortWhen: options.abortWhen }),
+      });
+    },
+    send: (request) => client.send(request),
+    expect(condition, what) {
+      if (!condition) notes.push(what);
+    },
+    notApplicable(reason): never {
+      throw new PathNotApplicable(reason);
+    },
+  };
+}
+
+/** Drives every path in turn, each with fresh canaries, and says how each went. */
+export async function drivePaths(paths: AuditPath[], environment: PathEnvironment): Promise<PathRun[]> {
+  const runs: PathRun[] = [];
+  for (const [index, path] of paths.entries()) {
+    if (path.embeddedOnly !== undefined && !environment.setting.embedded) {
+      runs.push({ name: path.name, outcome: "not applicable", notes: [path.embeddedOnly] });
+      continue;
+    }
+    const notes: string[] = [];
+    let outcome: PathRun["outcome"] = "driven";
+    try {
+      await path.run(contextFor(environment, index, notes));
+      // a deployment may answer differently (a model without images, a stricter limit): a remark there
+      if (notes.length > 0 && environment.setting.embedded) outcome = "not as designed";
+    } catch (thrown) {
+      if (thrown instanceof PathNotApplicable) {
+        outcome = "not applicable";
+        notes.splice(0, notes.length, thrown.message);
+      } else {
+        outcome = "not as designed";
+        // the kind only: an error's message could quote what the path sent
+        notes.push(`failed (${thrown instanceof Error ? thrown.name : "unknown error"})`);
+      }
+    }
+    // a behaviour no request used (the gateway refused first) must not leak into the next path
+    environment.fakes?.openai.reset();
+    environment.fakes?.anthropic.reset();
+    runs.push({ name: path.name, outcome, notes });
+  }
+  return runs;
+}

@@ -1,0 +1,159 @@
+import { randomBytes } from "node:crypto";
+import { existsSync } from "node:fs";
+import os from "node:os";
+import path from "node:path";
+import { performance } from "node:perf_hooks";
+import { AuditClient } from "./audit-client.js";
+import { type AuditReport, buildReport } from "./audit-report.js";
+import { CanaryRegistry } from "./canary-registry.js";
+import { drivePaths, type PathRun } from "./drive-paths.js";
+import { startEmbedded } from "./embedded-deployment.js";
+import { auditPaths } from "./paths/all-paths.js";
+import type { AuditSetting } from "./paths/audit-path.js";
+import type { SeededLeakKind } from "./seeded-leak.js";
+import { databaseLocations, databaseStores } from "./stores/database-stores.js";
+import { dataDirStore, logFileStore, tempDirStore } from "./stores/file-stores.js";
+import { deleteRedisKeys } from "./stores/redis-store.js";
+import { textStore, unscannable } from "./stores/store-scanner.js";
+import { StoreSweep } from "./stores/store-sweep.js";
+import { AuditInputError, connectTarget } from "./target-deployment.js";
+
+/** What to audit. Without `target`, Lethe itself, started against the audit's own fake suppliers. */
+export interface AuditOptions {
+  /** A running deployment; only the paths that need no fault injection are driven. */
+  target?: { url: string; key: string };
+  /** The deployment's log file, scanned as the log store in target mode. */
+  logFile?: string;
+  /** Names the data dir (target mode) and the PostgreSQL and Redis stores; process.env by default. */
+  env?: Record<string, string | undefined>;
+  /**
+   * Test-only: installs a deliberate leak into one store of the embedded gateway, to
+   * prove the audit fails on it (see seeded-leak.ts). Never set from the CLI.
+   */
+  seedLeak?: SeededLeakKind;
+}
+
+const EMBEDDED_SETTING: AuditSetting = {
+  embedded: true,
+  routes: [
+    { label: "openai supplier", model: "audit-openai", format: "openai" },
+    { label: "anthropic supplier", model: "audit-anthropic", format: "anthropic" },
+  ],
+};
+
+const METRICS_DESCRIPTION = "the GET /metrics page (what a scraper keeps)";
+
+/** Drives every path against the audit's own gateway, then scans every store it wrote. */
+async function auditEmbedded(registry: CanaryRegistry, sweep: StoreSweep, options: AuditOptions, since: number) {
+  const locations = databaseLocations(options.env ?? process.env);
+  // the audit's gateway writes under a prefix of its own, so only its keys are scanned, then deleted
+  const redis =
+    locations.redisUrl === null
+      ? null
+      : { url: locations.redisUrl, prefix: `${locations.redisPrefix}audit-${randomBytes(4).toString("hex")}:` };
+  const deployment = await startEmbedded(options.seedLeak, redis);
+  try {
+    const client = new AuditClient(deployment.url);
+    let runs: PathRun[];
+    let metrics: string;
+    try {
+      runs = await drivePaths(auditPaths(EMBEDDED_SETTING), {
+        setting: EMBEDDED_SETTING,
+        client,
+        key: deployment.key,
+        registry,
+        fakes: deployment.fakes,
+        keys: deployment.keys,
+      });
+      metrics = (await client.send({ path: "/metrics" })).text;
+    } finally {
+      await client.close();
+    }
+    // while the gateway runs, the WAL holds the latest writes; after shutdown they are checkpointed
+    await deployment.gateway.gateway.meter.drain();
+    await sweep.scan(dataDirStore(deployment.dataDir));
+    await deployment.stop();
+    await sweep.scan(dataDirStore(deployment.dataDir));
+    await sweep.scan(textStore("log", "every log line and all other output of the process", () => deployment.printed));
+    await sweep.scan(tempDirStore(os.tmpdir(), since, [deployment.dataDir]));
+    await sweep.scan(textStore("metrics", METRICS_DESCRIPTION, () => metrics));
+    for (const scanner of databaseStores({ ...locations, redisPrefix: redis?.prefix ?? locations.redisPrefix })) {
+      await sweep.scan(scanner);
+    }
+    return runs;
+  } finally {
+    await deployment.stop();
+    await deployment.remove();
+    if (redis !== null) await deleteRedisKeys(redis.url, redis.prefix).catch(() => undefined);
+  }
+}
+
+/** Drives the paths a running deployment allows, then scans the local stores the environment names. */
+async function auditTarget(
+  registry: CanaryRegistry,
+  sweep: StoreSweep,
+  options: AuditOptions & { target: { url: string; key: string } },
+  since: number,
+) {
+  const env = options.env ?? process.env;
+  const target = await connectTarget(options.target.url, options.target.key);
+  try {
+    const setting: AuditSetting = {
+      embedded: false,
+      routes: [{ label: "target model", model: target.model, format: null }],
+    };
+    const runs = await drivePaths(auditPaths(setting), {
+      setting,
+      client: target.client,
+      key: options.target.key,
+      registry,
+      fakes: null,
+      keys: { revoked: null, limited: null },
+    });
+    const metrics = await target.client.send({ path: "/metrics" });
+    const dataDir = env.LETHE_DATA_DIR ? path.resolve(env.LETHE_DATA_DIR) : null;
+    await sweep.scan(dataDirStore(dataDir));
+    await sweep.scan(
+      options.logFile === undefined
+        ? unscannable("log", "the deployment's log", "no log file given (--log FILE)")
+        : logFileStore(options.logFile),
+    );
+    await sweep.scan(tempDirStore(os.tmpdir(), since, dataDir === null ? [] : [dataDir]));
+    await sweep.scan(
+      metrics.status === 200
+        ? textStore("metrics", METRICS_DESCRIPTION, () => metrics.text)
+        : unscannable("metrics", METRICS_DESCRIPTION, `GET /metrics answered HTTP ${metrics.status}`),
+    );
+    for (const scanner of databaseStores(databaseLocations(env))) await sweep.scan(scanner);
+    return { runs, shown: target.shown };
+  } finally {
+    await target.client.close();
+  }
+}
+
+/**
+ * `lethe audit`: sends unique canaries through every path Lethe has, scans every
+ * store Lethe writes for them in every encoding, and reports. Throws AuditInputError
+ * on bad input (unreachable target, refused key, missing log file).
+ */
+export async function runAudit(options: AuditOptions = {}): Promise<AuditReport> {
+  const started = performance.now();
+  const since = Date.now();
+  if (options.logFile !== undefined && !existsSync(options.logFile)) {
+    throw new AuditInputError(`cannot read the log file ${options.logFile}`);
+  }
+  const registry = new CanaryRegistry();
+  const sweep = new StoreSweep(registry);
+  let runs: PathRun[];
+  let target: string | null = null;
+  if (options.target === undefined) runs = await auditEmbedded(registry, sweep, options, since);
+  else ({ runs, shown: target } = await auditTarget(registry, sweep, { ...options, target: options.target }, since));
+  return buildReport({
+    mode: target === null ? "embedded" : "target",
+    target,
+    runs,
+    stores: sweep.results(),
+    registry,
+    durationMs: performance.now() - started,
+  });
+}

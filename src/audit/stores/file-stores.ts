@@ -1,0 +1,80 @@
+import { existsSync } from "node:fs";
+import path from "node:path";
+import { feedFile, modifiedAt, walkFiles } from "./file-sources.js";
+import type { StoreScanner } from "./store-scanner.js";
+
+/** Cap on what is read of one temp file: big unrelated files there would only slow the audit. */
+const TEMP_FILE_MAX_BYTES = 64 * 1024 * 1024;
+const TEMP_MAX_ENTRIES = 500_000;
+/** File times can be a little coarse: look at files written shortly before the audit began too. */
+const CLOCK_SLACK_MS = 2_000;
+const STAT_BATCH = 256;
+
+/** The files written at or after `since`, their times read a batch at a time. */
+async function recentlyModified(files: string[], since: number): Promise<string[]> {
+  const recent: string[] = [];
+  for (let start = 0; start < files.length; start += STAT_BATCH) {
+    const batch = files.slice(start, start + STAT_BATCH);
+    const times = await Promise.all(batch.map(modifiedAt));
+    batch.forEach((file, index) => {
+      const modified = times[index];
+      if (modified !== null && modified !== undefined && modified >= since) recent.push(file);
+    });
+  }
+  return recent;
+}
+
+/** Every file under the data dir: the SQLite database, its -wal and -shm files, the secrets. */
+export function dataDirStore(dataDir: string | null): StoreScanner {
+  return {
+    store: "data dir",
+    description: dataDir === null ? "no data dir" : "every file in the data dir (SQLite database, WAL, secrets)",
+    async unavailable() {
+      if (dataDir === null) return "no data dir named (set LETHE_DATA_DIR)";
+      return existsSync(dataDir) ? null : "the data dir does not exist";
+    },
+    async scan(open) {
+      const { files } = await walkFiles(dataDir as string);
+      let bytes = 0;
+      for (const file of files) {
+        // a file name is a place content could be written too
+        open().feed(Buffer.from(path.relative(dataDir as string, file)));
+        bytes += await feedFile(file, open());
+      }
+      return { sources: files.length, bytes };
+    },
+  };
+}
+
+/** Files in the OS temp dir written since the audit began, outside the directories scanned as other stores. */
+export function tempDirStore(tempDir: string, since: number, exclude: readonly string[]): StoreScanner {
+  return {
+    store: "temp dir",
+    description: `files in ${tempDir} written since the audit began`,
+    unavailable: async () => (existsSync(tempDir) ? null : "the temp dir does not exist"),
+    async scan(open) {
+      const { files, looked } = await walkFiles(tempDir, { exclude, maxEntries: TEMP_MAX_ENTRIES });
+      let sources = 0;
+      let bytes = 0;
+      for (const file of await recentlyModified(files, since - CLOCK_SLACK_MS)) {
+        sources++;
+        open().feed(Buffer.from(path.relative(tempDir, file)));
+        bytes += await feedFile(file, open(), TEMP_FILE_MAX_BYTES);
+      }
+      if (looked < TEMP_MAX_ENTRIES) return { sources, bytes };
+      return { sources, bytes, note: `incomplete: stopped after ${TEMP_MAX_ENTRIES} entries` };
+    },
+  };
+}
+
+/** A log file Lethe wrote (the --log FILE of a --target audit). */
+export function logFileStore(file: string): StoreScanner {
+  return {
+    store: "log",
+    description: `the log file ${path.basename(file)}`,
+    unavailable: async () => (existsSync(file) ? null : "the log file does not exist"),
+    async scan(open) {
+      return { sources: 1, bytes: await feedFile(file, open()) };
+    },
+  };
+}

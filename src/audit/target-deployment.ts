@@ -1,0 +1,69 @@
+import { AuditClient } from "./audit-client.js";
+
+/** Bad input to the audit (an unreachable target, a refused key): one line, exit code 2. */
+export class AuditInputError extends Error {
+  override name = "AuditInputError";
+}
+
+/** A running deployment the audit may drive: its root URL, a model it serves, and a client. */
+export interface TargetDeployment {
+  root: string;
+  /** What the report shows: the origin, never credentials or the key. */
+  shown: string;
+  model: string;
+  client: AuditClient;
+}
+
+function isObject(value: unknown): value is Record<string, unknown> {
+  return typeof value === "object" && value !== null && !Array.isArray(value);
+}
+
+/** The first model of a `GET /v1/models` answer, or null. */
+function firstModel(text: string): string | null {
+  try {
+    const parsed: unknown = JSON.parse(text);
+    const data = isObject(parsed) && Array.isArray(parsed.data) ? parsed.data : [];
+    const first: unknown = data[0];
+    return isObject(first) && typeof first.id === "string" ? first.id : null;
+  } catch {
+    return null;
+  }
+}
+
+/**
+ * Checks that the target answers and accepts the key (GET /v1/models) before any
+ * canary is sent, so bad input fails fast with a clear reason.
+ */
+export async function connectTarget(url: string, key: string): Promise<TargetDeployment> {
+  let base: URL;
+  try {
+    base = new URL(url);
+  } catch {
+    throw new AuditInputError("--target must be an http(s) URL, e.g. http://127.0.0.1:8080");
+  }
+  if (base.protocol !== "http:" && base.protocol !== "https:") {
+    throw new AuditInputError("--target must be an http(s) URL, e.g. http://127.0.0.1:8080");
+  }
+  const root = `${base.origin}${base.pathname.replace(/\/+$/, "").replace(/\/v1$/, "")}`;
+  const shown = base.origin;
+  if (key === "") throw new AuditInputError("--key must not be empty");
+  const client = new AuditClient(root);
+  try {
+    const response = await client.send({ path: "/v1/models", headers: { authorization: `Bearer ${key}` } });
+    if (response.status === 0) throw new AuditInputError(`cannot reach ${shown}: is Lethe running there?`);
+    if (response.status === 401 || response.status === 403) {
+      throw new AuditInputError(
+        `${shown} refused the key (HTTP ${response.status}): pass a valid, active key with --key`,
+      );
+    }
+    if (response.status !== 200) {
+      throw new AuditInputError(`${shown} answered HTTP ${response.status} to GET /v1/models: is it a Lethe gateway?`);
+    }
+    const model = firstModel(response.text);
+    if (model === null) throw new AuditInputError(`${shown} serves no models to audit`);
+    return { root, shown, model, client };
+  } catch (thrown) {
+    await client.close();
+    throw thrown;
+  }
+}
