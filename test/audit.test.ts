@@ -164,7 +164,7 @@ describe("lethe audit on the command line", () => {
       const dataDir = await mkdtemp(path.join(os.tmpdir(), "lethe-audit-target-"));
       const logFile = path.join(dataDir, "..", `${path.basename(dataDir)}.log`);
       const logDestination = { write: (line: string) => appendFileSync(logFile, line) };
-      const leak = seededLeak(kind, { logDestination, dataDir, redis: null });
+      const leak = seededLeak(kind, { logDestination, dataDir, redis: null, databaseUrl: null });
       const env = { LETHE_DATA_DIR: dataDir, LETHE_PORT: "0", LETHE_HOST: "127.0.0.1" };
       const leaking = await startGateway(resolveConfig(DEFAULT_CONFIG_FILE, env, null), {
         logDestination,

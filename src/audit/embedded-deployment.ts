@@ -126,19 +126,22 @@ async function mintAuditKeys(gateway: RunningGateway, secret: string): Promise<E
 
 /**
  * Starts the fakes and a gateway on a fresh temp data dir, and mints the audit's keys.
- * Given a Redis, the gateway is pointed at it under the audit's own key prefix.
+ * Given a Redis, the gateway is pointed at it under the audit's own key prefix; given a
+ * PostgreSQL URL, at a schema of the audit's own.
  */
 export async function startEmbedded(
   seedLeak: SeededLeakKind | undefined,
   redis: { url: string; prefix: string } | null,
+  databaseUrl: string | null = null,
 ): Promise<EmbeddedDeployment> {
   const dataDir = await mkdtemp(path.join(os.tmpdir(), "lethe-audit-"));
   const [openai, anthropic] = await Promise.all([startFakeSupplier("openai"), startFakeSupplier("anthropic")]);
   const printed: string[] = [];
   const logDestination = { write: (line: string) => void printed.push(line) };
-  const leak = seedLeak === undefined ? null : seededLeak(seedLeak, { logDestination, dataDir, redis });
+  const leak = seedLeak === undefined ? null : seededLeak(seedLeak, { logDestination, dataDir, redis, databaseUrl });
   const env: Record<string, string> = { LETHE_DATA_DIR: dataDir, LETHE_PORT: "0", LETHE_HOST: "127.0.0.1" };
   if (redis !== null) Object.assign(env, { LETHE_REDIS_URL: redis.url, LETHE_REDIS_PREFIX: redis.prefix });
+  if (databaseUrl !== null) env.LETHE_DATABASE_URL = databaseUrl;
   const config = resolveConfig(auditConfig(openai.url, anthropic.url, await deadUrl()), env, null);
   const untap = tapProcessOutput(printed);
   let gateway: RunningGateway | null = null;

@@ -13,6 +13,7 @@ import type { AuditSetting } from "./paths/audit-path.js";
 import type { SeededLeakKind } from "./seeded-leak.js";
 import { databaseLocations, databaseStores } from "./stores/database-stores.js";
 import { dataDirStore, logFileStore, tempDirStore } from "./stores/file-stores.js";
+import { dropSchema } from "./stores/postgres-store.js";
 import { deleteRedisKeys } from "./stores/redis-store.js";
 import { textStore, unscannable } from "./stores/store-scanner.js";
 import { StoreSweep } from "./stores/store-sweep.js";
@@ -43,6 +44,13 @@ const EMBEDDED_SETTING: AuditSetting = {
 
 const METRICS_DESCRIPTION = "the GET /metrics page (what a scraper keeps)";
 
+/** A URL naming a fresh schema of the audit's own in the configured database. */
+function auditSchemaUrl(databaseUrl: string): { url: string } {
+  const url = new URL(databaseUrl);
+  url.searchParams.set("schema", `lethe_audit_${randomBytes(4).toString("hex")}`);
+  return { url: url.toString() };
+}
+
 /** Drives every path against the audit's own gateway, then scans every store it wrote. */
 async function auditEmbedded(registry: CanaryRegistry, sweep: StoreSweep, options: AuditOptions, since: number) {
   const locations = databaseLocations(options.env ?? process.env);
@@ -51,7 +59,9 @@ async function auditEmbedded(registry: CanaryRegistry, sweep: StoreSweep, option
     locations.redisUrl === null
       ? null
       : { url: locations.redisUrl, prefix: `${locations.redisPrefix}audit-${randomBytes(4).toString("hex")}:` };
-  const deployment = await startEmbedded(options.seedLeak, redis);
+  // likewise a PostgreSQL schema of its own, scanned table by table, then dropped
+  const database = locations.databaseUrl === null ? null : auditSchemaUrl(locations.databaseUrl);
+  const deployment = await startEmbedded(options.seedLeak, redis, database?.url ?? null);
   try {
     const client = new AuditClient(deployment.url);
     let runs: PathRun[];
@@ -77,7 +87,12 @@ async function auditEmbedded(registry: CanaryRegistry, sweep: StoreSweep, option
     await sweep.scan(textStore("log", "every log line and all other output of the process", () => deployment.printed));
     await sweep.scan(tempDirStore(os.tmpdir(), since, [deployment.dataDir]));
     await sweep.scan(textStore("metrics", METRICS_DESCRIPTION, () => metrics));
-    for (const scanner of databaseStores({ ...locations, redisPrefix: redis?.prefix ?? locations.redisPrefix })) {
+    const scanned = {
+      ...locations,
+      databaseUrl: database?.url ?? null,
+      redisPrefix: redis?.prefix ?? locations.redisPrefix,
+    };
+    for (const scanner of databaseStores(scanned)) {
       await sweep.scan(scanner);
     }
     return runs;
@@ -85,6 +100,7 @@ async function auditEmbedded(registry: CanaryRegistry, sweep: StoreSweep, option
     await deployment.stop();
     await deployment.remove();
     if (redis !== null) await deleteRedisKeys(redis.url, redis.prefix).catch(() => undefined);
+    if (database !== null) await dropSchema(database.url).catch(() => undefined);
   }
 }
 

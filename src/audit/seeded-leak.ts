@@ -19,12 +19,14 @@ import path from "node:path";
 import BetterSqlite3 from "better-sqlite3";
 import type { FastifyInstance } from "fastify";
 import { Redis } from "ioredis";
+import pg from "pg";
 import { Counter } from "prom-client";
 import type { Gateway } from "../http/gateway.js";
+import { parseDatabaseUrl } from "../store/postgres/open-postgres-store.js";
 import { SQLITE_FILE } from "../store/sqlite/open-sqlite-store.js";
 
 /** The store a seeded leak writes request bodies into. */
-export type SeededLeakKind = "log" | "data-dir" | "temp-dir" | "metrics" | "redis";
+export type SeededLeakKind = "log" | "data-dir" | "temp-dir" | "metrics" | "redis" | "postgres";
 
 /** A leak installed on the audit's gateway, and how to remove its traces afterwards. */
 export interface SeededLeak {
@@ -39,6 +41,8 @@ export interface LeakTargets {
   dataDir: string;
   /** The Redis the audit's gateway was given, with the audit's own key prefix. */
   redis: { url: string; prefix: string } | null;
+  /** The PostgreSQL URL (with the audit's own schema) the gateway was given. */
+  databaseUrl: string | null;
 }
 
 /** How each kind of leak writes a body, set up on the gateway it leaks from. */
@@ -80,6 +84,21 @@ function leakWriter(
       const key = `${targets.redis.prefix}seeded-leak`;
       app.addHook("onClose", async () => void (await client.quit()));
       return (body: string) => void client.rpush(key, body).catch(() => {});
+    }
+    case "postgres": {
+      if (targets.databaseUrl === null) throw new Error("the postgres seeded leak needs LETHE_DATABASE_URL");
+      // a table of its own in Lethe's schema, as a "debug copy" of every request
+      const { connectionString, schema } = parseDatabaseUrl(targets.databaseUrl);
+      const pool = new pg.Pool({
+        connectionString,
+        max: 2,
+        ...(schema !== null && { options: `-c search_path=${schema}` }),
+      });
+      pool.on("error", () => {});
+      const ready = pool.query("CREATE TABLE IF NOT EXISTS seeded_leak (body text NOT NULL)");
+      app.addHook("onClose", async () => void (await pool.end()));
+      return (body: string) =>
+        void ready.then(() => pool.query("INSERT INTO seeded_leak (body) VALUES ($1)", [body])).catch(() => {});
     }
   }
 }

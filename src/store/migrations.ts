@@ -137,14 +137,20 @@ const provider: MigrationProvider = {
   },
 };
 
-/** Brings the schema up to date; Kysely's migrator takes a lock so concurrent replicas are safe. */
-export async function migrateToLatest(db: Kysely<unknown>): Promise<void> {
+/**
+ * Brings the schema up to date; Kysely's migrator takes a lock so concurrent replicas
+ * are safe. On PostgreSQL `schema` names where Lethe's tables live: Kysely looks for
+ * its bookkeeping tables across every schema otherwise, and would find another
+ * deployment's.
+ */
+export async function migrateToLatest(db: Kysely<unknown>, schema?: string): Promise<void> {
   const migrator = new Migrator({
     db,
     provider,
     migrationTableName: "lethe_migrations",
     migrationLockTableName: "lethe_migration_lock",
+    ...(schema !== undefined && { migrationTableSchema: schema }),
   });
   const { error } = await migrator.migrateToLatest();
-  if (error) throw new Error("database migration failed");
+  if (error) throw new Error(`database migration failed: ${error instanceof Error ? error.message : "unknown error"}`);
 }

@@ -1,3 +1,4 @@
+import { postgresStore } from "./postgres-store.js";
 import { redisStore } from "./redis-store.js";
 import { type StoreScanner, unscannable } from "./store-scanner.js";
 
@@ -17,19 +18,10 @@ export function databaseLocations(env: Record<string, string | undefined>): Data
   };
 }
 
-/**
- * PostgreSQL and Redis, when configured. This build keeps metadata in SQLite only
- * (it refuses LETHE_DATABASE_URL), so there is no PostgreSQL table of Lethe's to
- * read yet; the scanner that reads every table Lethe owns belongs here once that
- * store exists. Redis is scanned key by key under Lethe's prefix.
- */
+/** PostgreSQL (every table in Lethe's schema) and Redis (every key under its prefix), when configured. */
 export function databaseStores(locations: DatabaseLocations): StoreScanner[] {
   const postgres = locations.databaseUrl
-    ? unscannable(
-        "postgres",
-        "every PostgreSQL table Lethe owns",
-        "LETHE_DATABASE_URL is set, but this build has no PostgreSQL store (it refuses to start with one)",
-      )
+    ? postgresStore(locations.databaseUrl)
     : unscannable("postgres", "every PostgreSQL table Lethe owns", "not configured (LETHE_DATABASE_URL is not set)");
   const redis = locations.redisUrl
     ? redisStore(locations.redisUrl, locations.redisPrefix)

@@ -115,7 +115,7 @@ export async function openPostgresStore(url: string): Promise<Store> {
   // a pooled client failing while idle must not crash the process
   pool.on("error", () => {});
   const db = new Kysely<Database>({ dialect: new PostgresDialect({ pool }) });
-  await migrateToLatest(db as Kysely<unknown>);
+  await migrateToLatest(db as Kysely<unknown>, schema ?? "public");
   const feed = new PostgresChangeFeed(clientConfig, pool);
   await feed.start();
   return new KyselyStore("postgres", db, feed, () => feed.close());
