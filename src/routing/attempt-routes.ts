@@ -3,7 +3,7 @@ import { LetheError, UpstreamError } from "../errors/lethe-error.js";
 import type { ClientRequest, ClientSurface } from "../formats/surface/client-surface.js";
 import type { Gateway } from "../http/gateway.js";
 import type { Exchange } from "../metering/exchange.js";
-import type { Supplier, SupplierResult } from "../suppliers/supplier.js";
+import type { Supplier, SupplierResult, WireEvent } from "../suppliers/supplier.js";
 import { backoffMs, wait } from "./backoff.js";
 import type { RoutePlan } from "./plan-routes.js";
 import type { RouteStats } from "./route-stats.js";
@@ -49,11 +49,31 @@ export function pinnedRoute(plan: RoutePlan, header: unknown): RouteConfig {
 }
 
 /**
- * Sends the request along the model's routes. Before any byte reached the client, a
- * retryable failure (refused, timed out, 429, 5xx, garbage) moves on to the next
- * route; once every route was tried, routes are retried after an exponential,
- * jittered backoff that honours `retry-after`. Attempts and total time are bounded.
- * A caller error (4xx other than 408/409/429) is returned at once.
+ * Waits for a stream's first event before anything is sent to the client, so that a
+ * stream that breaks before it (silence, a reset, garbage) fails this attempt and the
+ * next route can still serve. Yields that event, then the rest, as they come.
+ */
+async function firstEventArrived(events: AsyncIterable<WireEvent>): Promise<AsyncIterable<WireEvent>> {
+  const iterator = events[Symbol.asyncIterator]();
+  const first = await iterator.next();
+  async function* replay(): AsyncGenerator<WireEvent> {
+    try {
+      for (let next = first; next.done !== true; next = await iterator.next()) yield next.value;
+    } finally {
+      // the client left early: let the supplier stream close its upstream response
+      await iterator.return?.();
+    }
+  }
+  return replay();
+}
+
+/**
+ * Sends the request along the model's routes. Before any byte reached the client (for
+ * a stream: before its first event arrived), a retryable failure (refused, timed out,
+ * 429, 5xx, garbage) moves on to the next route; once every route was tried, routes
+ * are retried after an exponential, jittered backoff that honours each route's own
+ * `retry-after`. Attempts and total time are bounded. A caller error (4xx other than
+ * 408/409/429) is returned at once.
  */
 export async function attemptRoutes(
   gateway: Gateway,
@@ -73,11 +93,14 @@ export async function attemptRoutes(
   const deadline = router.now() + settings.deadlineMs;
   let lastFailure: UpstreamError | RejectedBySupplier | null = null;
   let skipped = 0;
+  // until when each route asked to be left alone (its retry-after), in router time
+  const retryAfterUntil = new Map<string, number>();
   for (let turn = 0; exchange.attempts < plan.model.maxAttempts && skipped < candidates.length; turn++) {
     const route = candidates[turn % candidates.length] as RouteConfig;
     const stats = router.statsFor(route);
     if (turn >= candidates.length && lastFailure instanceof UpstreamError) {
-      const delay = backoffMs(settings, turn - candidates.length + 1, lastFailure.retryAfterSeconds);
+      const askedMs = (retryAfterUntil.get(route.key) ?? 0) - router.now();
+      const delay = backoffMs(settings, turn - candidates.length + 1, askedMs > 0 ? askedMs / 1000 : null);
       if (router.now() + delay >= deadline) break;
       await wait(delay, signal);
     }
@@ -100,7 +123,10 @@ export async function attemptRoutes(
         timeouts: { ...route.timeouts, totalMs: Math.max(1, Math.min(route.timeouts.totalMs, remaining)) },
         ...(request.headers !== undefined && { headers: request.headers }),
       });
-      if (result.kind !== "rejected") return { result, route, supplier, stats };
+      if (result.kind === "stream") {
+        return { result: { kind: "stream", events: await firstEventArrived(result.events) }, route, supplier, stats };
+      }
+      if (result.kind === "json") return { result, route, supplier, stats };
       gateway.metrics.upstreamError(supplier.id, result.error.code);
       gateway.log.event("upstream_error", {
         supplier: supplier.id,
@@ -116,6 +142,9 @@ export async function attemptRoutes(
       }
       stats.recordFailure(router.now());
       lastFailure = result.error;
+      if (result.error.retryAfterSeconds !== null) {
+        retryAfterUntil.set(route.key, router.now() + result.error.retryAfterSeconds * 1000);
+      }
     } catch (thrown) {
       if (thrown instanceof RejectedBySupplier) throw thrown;
       if (!(thrown instanceof UpstreamError)) {

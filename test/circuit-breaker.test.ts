@@ -1,0 +1,349 @@
+import { afterAll, beforeAll, beforeEach, describe, expect, it } from "vitest";
+import { resolveConfig } from "../src/config/load-config.js";
+import { CircuitBreaker } from "../src/routing/circuit-breaker.js";
+import { planRoutes } from "../src/routing/plan-routes.js";
+import { RouteStats } from "../src/routing/route-stats.js";
+import { Router } from "../src/routing/router.js";
+import { behaviour, type FakeOpenAISupplier } from "./support/fake-openai-supplier.js";
+import { startTestGateway, type TestGateway } from "./support/gateway-harness.js";
+import {
+  canaryPrompt,
+  chatBody,
+  closeAndFindCanaries,
+  messagesBody,
+  openAISupplier,
+  postRaw,
+  ROUTING_ENV,
+  recordOf,
+  startFakes,
+} from "./support/routing-rig.js";
+
+/**
+ * The circuit breaker, with a clock the tests move by hand: opening after N failures
+ * in a window, half-opening after the cooldown with exactly one probe, closing or
+ * opening again on the probe's outcome; then the same through a running gateway.
+ */
+
+const SETTINGS = { failureThreshold: 3, windowMs: 1000, cooldownMs: 5000 };
+
+describe("CircuitBreaker", () => {
+  let breaker: CircuitBreaker;
+
+  beforeEach(() => {
+    breaker = new CircuitBreaker(SETTINGS);
+  });
+
+  /** Fails the breaker at each of `times`. */
+  function failAt(...times: number[]): void {
+    for (const time of times) breaker.onFailure(time);
+  }
+
+  it("starts closed and lets every request through", () => {
+    expect(breaker.state(0)).toBe("closed");
+    expect(breaker.tryAcquire(0)).toBe(true);
+    expect(breaker.tryAcquire(0)).toBe(true);
+    expect(breaker.isAvailable(0)).toBe(true);
+  });
+
+  it("opens on the Nth failure within the window", () => {
+    failAt(0, 100);
+    expect(breaker.state(100)).toBe("closed");
+    failAt(200);
+    expect(breaker.state(200)).toBe("open");
+    expect(breaker.tryAcquire(200)).toBe(false);
+    expect(breaker.isAvailable(200)).toBe(false);
+  });
+
+  it("forgets failures that left the window", () => {
+    // the failure at 0 is a full window old at 1000
+    failAt(0, 500, 1000);
+    expect(breaker.state(1000)).toBe("closed");
+    failAt(1200);
+    expect(breaker.state(1200)).toBe("open");
+  });
+
+  it("starts counting again after a success", () => {
+    failAt(0, 1);
+    breaker.onSuccess();
+    failAt(2, 3);
+    expect(breaker.state(3)).toBe("closed");
+  });
+
+  it("stays open for the whole cooldown, then half-opens", () => {
+    failAt(0, 1, 2);
+    expect(breaker.state(2 + 4999)).toBe("open");
+    expect(breaker.tryAcquire(2 + 4999)).toBe(false);
+    expect(breaker.state(2 + 5000)).toBe("half-open");
+    expect(breaker.isAvailable(2 + 5000)).toBe(true);
+  });
+
+  it("lets exactly one probe through while half-open", () => {
+    failAt(0, 1, 2);
+    expect(breaker.tryAcquire(6000)).toBe(true);
+    expect(breaker.tryAcquire(6000)).toBe(false);
+    expect(breaker.isAvailable(6001)).toBe(false);
+    expect(breaker.state(6001)).toBe("half-open");
+    // later still, the probe is still out: nobody else gets through
+    expect(breaker.tryAcquire(60_000)).toBe(false);
+  });
+
+  it("closes when the probe succeeds", () => {
+    failAt(0, 1, 2);
+    expect(breaker.tryAcquire(6000)).toBe(true);
+    breaker.onSuccess();
+    expect(breaker.state(6000)).toBe("closed");
+    expect(breaker.tryAcquire(6000)).toBe(true);
+    expect(breaker.tryAcquire(6000)).toBe(true);
+    // and it needs N fresh failures to open again
+    failAt(6001, 6002);
+    expect(breaker.state(6002)).toBe("closed");
+  });
+
+  it("opens again, for a fresh cooldown, on a single failed probe", () => {
+    failAt(0, 1, 2);
+    expect(breaker.tryAcquire(6000)).toBe(true);
+    failAt(6100);
+    expect(breaker.state(6100)).toBe("open");
+    expect(breaker.tryAcquire(6100 + 4999)).toBe(false);
+    expect(breaker.state(6100 + 5000)).toBe("half-open");
+    expect(breaker.tryAcquire(6100 + 5000)).toBe(true);
+  });
+
+  it("hands the probe to the next request when the first ends without a verdict", () => {
+    failAt(0, 1, 2);
+    expect(breaker.tryAcquire(6000)).toBe(true);
+    breaker.release();
+    expect(breaker.state(6000)).toBe("half-open");
+    expect(breaker.tryAcquire(6000)).toBe(true);
+    expect(breaker.tryAcquire(6000)).toBe(false);
+  });
+});
+
+describe("RouteStats", () => {
+  it("reports the recent error rate and the median TTFT", () => {
+    const stats = new RouteStats({ failureThreshold: 1000, windowMs: 1000, cooldownMs: 1000 });
+    expect(stats.errorRate()).toBe(0);
+    expect(stats.ttftP50Ms()).toBeNull();
+    for (const ttft of [30, 10, 20]) stats.recordSuccess(ttft, 50);
+    stats.recordFailure(0);
+    expect(stats.errorRate()).toBe(0.25);
+    expect(stats.ttftP50Ms()).toBe(20);
+  });
+
+  it("forgets outcomes beyond the last hundred", () => {
+    const stats = new RouteStats({ failureThreshold: 1000, windowMs: 1000, cooldownMs: 1000 });
+    for (let index = 0; index < 100; index++) stats.recordFailure(index);
+    for (let index = 0; index < 50; index++) stats.recordSuccess(5, null);
+    expect(stats.errorRate()).toBe(0.5);
+  });
+});
+
+describe("Router with a clock under test control", () => {
+  function twoRoutePlan() {
+    const config = resolveConfig(
+      {
+        suppliers: ["a", "b"].map((id) => ({ id, type: "openai", base_url: "http://127.0.0.1:9/v1", zdr: true })),
+        models: [
+          {
+            id: "m",
+            routes: [
+              { supplier: "a", model: "x" },
+              { supplier: "b", model: "x" },
+            ],
+          },
+        ],
+        routing: { breaker: { failure_threshold: 3, window_ms: 1000, cooldown_ms: 5000 } },
+      },
+      {},
+      null,
+    );
+    return { config, plan: planRoutes(config, "m", true) };
+  }
+
+  it("drops an open route from the order, offers it again after the cooldown, and restores it on success", () => {
+    let clock = 1_000_000;
+    const { config, plan } = twoRoutePlan();
+    const router = new Router(config.routing, () => clock);
+    const [first] = plan.routes;
+    if (first === undefined) throw new Error("no route");
+    const keys = () => router.order(plan, { input: 0, output: 0 }).map((route) => route.key);
+
+    expect(keys()).toEqual(["a/x", "b/x"]);
+    for (let failure = 0; failure < 3; failure++) router.statsFor(first).recordFailure(clock);
+    expect(keys()).toEqual(["b/x"]);
+    clock += 4999;
+    expect(keys()).toEqual(["b/x"]);
+    clock += 1;
+    expect(keys()).toEqual(["a/x", "b/x"]);
+    // one request takes the probe: the others see the route as unavailable until it reports
+    expect(router.statsFor(first).breaker.tryAcquire(clock)).toBe(true);
+    expect(keys()).toEqual(["b/x"]);
+    router.statsFor(first).recordSuccess(12, null);
+    expect(keys()).toEqual(["a/x", "b/x"]);
+    expect(router.statsFor(first).breaker.state(clock)).toBe("closed");
+  });
+});
+
+describe("the breaker in a running gateway", () => {
+  let fakes: Record<"primary" | "secondary", FakeOpenAISupplier>;
+  let gateway: TestGateway;
+  let clock = 1_000_000;
+  const canaries: string[] = [];
+  const COOLDOWN = 5000;
+
+  beforeAll(async () => {
+    fakes = await startFakes(["primary", "secondary"]);
+    gateway = await startTestGateway({
+      config: {
+        suppliers: [
+          openAISupplier("primary", fakes.primary.url, { timeouts: { first_byte_ms: 5000 } }),
+          openAISupplier("secondary", fakes.secondary.url),
+        ],
+        models: [
+          {
+            id: "duo",
+            routes: [
+              { supplier: "primary", model: "model-a" },
+              { supplier: "secondary", model: "model-b" },
+            ],
+          },
+          { id: "solo", routes: [{ supplier: "primary", model: "model-s" }] },
+        ],
+        routing: {
+          backoff_base_ms: 10,
+          backoff_max_ms: 20,
+          breaker: { failure_threshold: 2, window_ms: 60_000, cooldown_ms: COOLDOWN },
+        },
+      },
+      env: ROUTING_ENV,
+    });
+    // the gateway's router reads time through `now`: the test moves it by hand instead of sleeping
+    (gateway.running.gateway.router as { now: () => number }).now = () => clock;
+  });
+
+  afterAll(async () => {
+    expect(await closeAndFindCanaries([gateway], Object.values(fakes), canaries)).toEqual([]);
+  });
+
+  /** A chat request to `model`; returns what the client saw and how many requests each supplier got. */
+  async function ask(model: string, surface: "openai" | "anthropic" = "openai") {
+    const { content } = canaryPrompt(canaries, "breaker");
+    const before = [fakes.primary.requests.length, fakes.secondary.requests.length];
+    const result =
+      surface === "openai"
+        ? await postRaw(gateway, "/v1/chat/completions", chatBody(model, content))
+        : await postRaw(gateway, "/v1/messages", messagesBody(model, content));
+    return {
+      result,
+      supplier: result.headers.get("x-lethe-supplier"),
+      attempts: result.headers.get("x-lethe-attempts"),
+      sent: [fakes.primary.requests.length - (before[0] ?? 0), fakes.secondary.requests.length - (before[1] ?? 0)],
+    };
+  }
+
+  /** The `lethe_route_state` gauge of one route: 0 closed, 1 half-open, 2 open. */
+  async function stateGauge(route: string): Promise<number | null> {
+    const text = await fetch(`${gateway.url}/metrics`).then((response) => response.text());
+    const line = text.split("\n").find((candidate) => candidate.startsWith(`lethe_route_state{route="${route}"}`));
+    return line === undefined ? null : Number(line.split(" ").at(-1));
+  }
+
+  /** Makes the primary route of `duo` fail twice, opening its breaker. */
+  async function openPrimary(): Promise<void> {
+    fakes.primary.enqueue(behaviour.status(500), behaviour.status(500));
+    for (let index = 0; index < 2; index++) {
+      const answer = await ask("duo");
+      expect(answer).toMatchObject({ supplier: "secondary", attempts: "2", sent: [1, 1] });
+    }
+  }
+
+  it("opens after two failures, then skips the route without trying it", async () => {
+    expect((await ask("duo")).supplier).toBe("primary");
+    expect(await stateGauge("primary/model-a")).toBe(0);
+    await openPrimary();
+    expect(await stateGauge("primary/model-a")).toBe(2);
+
+    const skipped = await ask("duo");
+    expect(skipped).toMatchObject({ supplier: "secondary", attempts: "1", sent: [0, 1] });
+    expect(await recordOf(gateway, skipped.result.headers.get("x-request-id"))).toMatchObject({
+      supplier: "secondary",
+      attempts: 1,
+    });
+    // each route has its own breaker: the same supplier under another model name still serves
+    expect((await ask("solo")).supplier).toBe("primary");
+  });
+
+  it("half-opens after the cooldown and sends exactly one probe; its success closes the breaker", async () => {
+    clock += COOLDOWN - 1;
+    expect((await ask("duo")).sent).toEqual([0, 1]);
+    clock += 1;
+    expect(await stateGauge("primary/model-a")).toBe(1);
+
+    // the probe is slow, so a second request arrives while it is out
+    fakes.primary.enqueue(behaviour.slowFirstByte(150));
+    const arrived = fakes.primary.nextRequest();
+    const probe = ask("duo");
+    await arrived;
+    const meanwhile = await ask("duo");
+    expect(meanwhile).toMatchObject({ supplier: "secondary", attempts: "1", sent: [0, 1] });
+    expect(await probe).toMatchObject({ supplier: "primary", attempts: "1" });
+    expect(await stateGauge("primary/model-a")).toBe(0);
+    expect((await ask("duo")).supplier).toBe("primary");
+  });
+
+  it("opens again when the probe fails, for a whole new cooldown", async () => {
+    await openPrimary();
+    clock += COOLDOWN;
+    fakes.primary.enqueue(behaviour.status(503));
+    // the failed probe falls over to the next route, as any failure does
+    expect(await ask("duo")).toMatchObject({ supplier: "secondary", attempts: "2", sent: [1, 1] });
+    expect(await stateGauge("primary/model-a")).toBe(2);
+    clock += COOLDOWN - 1;
+    expect((await ask("duo")).sent).toEqual([0, 1]);
+    clock += 1;
+    expect(await ask("duo")).toMatchObject({ supplier: "primary", sent: [1, 0] });
+  });
+
+  it("answers 503 LETHE_NO_HEALTHY_ROUTE in the caller's format when every route is open", async () => {
+    fakes.primary.enqueue(behaviour.status(500), behaviour.status(500), behaviour.status(500));
+    // solo allows 3 attempts; the breaker opens on the second failure and stops the third
+    const failing = await ask("solo");
+    expect(failing.result.status).toBe(502);
+    expect(failing.sent).toEqual([2, 0]);
+    expect(fakes.primary.clearQueue()).toBe(1);
+
+    const openAIAnswer = await ask("solo");
+    expect(openAIAnswer.result.status).toBe(503);
+    expect(JSON.parse(openAIAnswer.result.text)).toMatchObject({
+      error: { type: "server_error", code: "LETHE_NO_HEALTHY_ROUTE" },
+    });
+    expect(openAIAnswer.sent).toEqual([0, 0]);
+    expect(await recordOf(gateway, openAIAnswer.result.headers.get("x-request-id"))).toMatchObject({
+      status: 503,
+      error_code: "LETHE_NO_HEALTHY_ROUTE",
+      attempts: 0,
+    });
+    const anthropicAnswer = await ask("solo", "anthropic");
+    expect(anthropicAnswer.result.status).toBe(529);
+    expect(JSON.parse(anthropicAnswer.result.text)).toMatchObject({
+      type: "error",
+      error: { type: "overloaded_error", code: "LETHE_NO_HEALTHY_ROUTE" },
+    });
+    clock += COOLDOWN;
+    expect((await ask("solo")).sent).toEqual([1, 0]);
+  });
+
+  it("does not lose the probe when Lethe fails to relay the probe's answer", async () => {
+    await openPrimary();
+    clock += COOLDOWN;
+    // a completion whose tool call is null: the translation to Anthropic's shape cannot use it
+    fakes.primary.enqueue(behaviour.status(200, { choices: [{ message: { tool_calls: [null] } }] }));
+    const broken = await ask("duo", "anthropic");
+    expect(broken.sent).toEqual([1, 0]);
+    expect(broken.result.status).toBeGreaterThanOrEqual(500);
+
+    // however that request ended, the route is probed again once a cooldown passed
+    clock += COOLDOWN;
+    expect(await ask("duo")).toMatchObject({ supplier: "primary", sent: [1, 0] });
+  });
+});

@@ -1,0 +1,276 @@
+import Anthropic from "@anthropic-ai/sdk";
+import OpenAI from "openai";
+import { afterAll, beforeAll, describe, it } from "vitest";
+import { behaviour, type FakeBehaviour, type FakeOpenAISupplier } from "./support/fake-openai-supplier.js";
+import { startTestGateway, type TestGateway } from "./support/gateway-harness.js";
+import {
+  canaryPrompt,
+  chatBody,
+  closeAndFindCanaries,
+  messagesBody,
+  openAISupplier,
+  postRaw,
+  ROUTING_ENV,
+  recordOf,
+  sseData,
+  startFakes,
+  streamedText,
+} from "./support/routing-rig.js";
+
+/**
+ * Timeouts, retry-after and the total deadline, end to end. Every case waits on a
+ * timer, so each has its own pair of fake suppliers and model, and the cases run
+ * concurrently: the file takes about as long as its slowest case.
+ */
+
+const CASES = [
+  "slow-json",
+  "slow-stream",
+  "silent-body",
+  "silent-headers",
+  "mid-stream",
+  "retry-after",
+  "retry-after-pair",
+  "deadline-retry",
+  "deadline-slow",
+  "deadline-bounded",
+] as const;
+type CaseName = (typeof CASES)[number];
+
+interface Pair {
+  first: FakeOpenAISupplier;
+  second: FakeOpenAISupplier;
+}
+
+let pairs: Record<CaseName, Pair>;
+let gateway: TestGateway;
+/** A total deadline of 600 ms, and up to 10 attempts. */
+let strict: TestGateway;
+const canaries: string[] = [];
+
+beforeAll(async () => {
+  const fakes = await startFakes(CASES.flatMap((name) => [`${name}/first`, `${name}/second`]));
+  pairs = Object.fromEntries(
+    CASES.map((name) => [name, { first: fakes[`${name}/first`], second: fakes[`${name}/second`] }]),
+  ) as Record<CaseName, Pair>;
+  // the deadline cases' own first_byte_ms is long, so only the deadline can cut them short
+  const patient = (name: CaseName) => (name.startsWith("deadline") ? { timeouts: { first_byte_ms: 5000 } } : {});
+  const suppliers = CASES.flatMap((name) => [
+    openAISupplier(`${name}-first`, pairs[name].first.url, patient(name)),
+    openAISupplier(`${name}-second`, pairs[name].second.url),
+  ]);
+  const model = (name: CaseName, routes: number, extra: Record<string, unknown> = {}) => ({
+    id: name,
+    routes: [`${name}-first`, `${name}-second`]
+      .slice(0, routes)
+      .map((supplier) => ({ supplier, model: `${supplier}-model` })),
+    ...extra,
+  });
+  const noBreaker = { failure_threshold: 1_000_000 };
+  gateway = await startTestGateway({
+    config: {
+      suppliers,
+      models: [
+        ...(["slow-json", "slow-stream", "silent-body", "silent-headers", "mid-stream"] as const).map((name) =>
+          model(name, 2),
+        ),
+        model("retry-after", 1, { max_attempts: 2 }),
+        model("retry-after-pair", 2),
+      ],
+      routing: { max_attempts: 3, deadline_ms: 10_000, backoff_base_ms: 40, backoff_max_ms: 80, breaker: noBreaker },
+    },
+    env: ROUTING_ENV,
+  });
+  strict = await startTestGateway({
+    config: {
+      suppliers,
+      models: [model("deadline-retry", 1), model("deadline-slow", 1), model("deadline-bounded", 2)],
+      routing: { max_attempts: 10, deadline_ms: 600, backoff_base_ms: 40, backoff_max_ms: 80, breaker: noBreaker },
+    },
+    env: ROUTING_ENV,
+  });
+});
+
+afterAll(async () => {
+  const fakes = Object.values(pairs).flatMap((pair) => [pair.first, pair.second]);
+  const hits = await closeAndFindCanaries([gateway, strict], fakes, canaries);
+  if (hits.length > 0) throw new Error(`canaries found: ${JSON.stringify(hits)}`);
+});
+
+describe("a route that goes silent before the first byte: the next route serves", () => {
+  it.concurrent.for<[CaseName, boolean, FakeBehaviour]>([
+    ["slow-json", false, behaviour.slowFirstByte(10_000)],
+    ["slow-stream", true, behaviour.slowFirstByte(10_000)],
+    // half a JSON body, then nothing: not a byte of it reached the client
+    ["silent-body", false, behaviour.hangMidStream()],
+    // the stream's headers, then nothing: no event reached the client
+    ["silent-headers", true, behaviour.hangMidStream(0)],
+  ])("%s", async ([name, stream, failure], { expect }) => {
+    const { first, second } = pairs[name];
+    const { content } = canaryPrompt(canaries, name);
+    first.enqueue(failure);
+    const aborted = first.nextAbort();
+    const result = await postRaw(gateway, "/v1/chat/completions", chatBody(name, content, stream));
+
+    expect(result.status).toBe(200);
+    expect(result.headers.get("x-lethe-supplier")).toBe(`${name}-second`);
+    expect(result.headers.get("x-lethe-attempts")).toBe("2");
+    const text = stream
+      ? streamedText(result.text)
+      : (JSON.parse(result.text) as OpenAI.ChatCompletion).choices[0]?.message.content;
+    expect(text).toBe(`Echo: ${content}`);
+    // the gateway hung up on the silent supplier rather than leaving its request to run
+    expect((await aborted).aborted).toBe(true);
+    expect([first.requests.length, second.requests.length]).toEqual([1, 1]);
+    expect(first.clearQueue()).toBe(0);
+    // the timeouts are 300 ms (undici checks them on a coarse timer): never the supplier's 10 s
+    expect(result.elapsedMs).toBeGreaterThanOrEqual(280);
+    expect(result.elapsedMs).toBeLessThan(3000);
+    expect(await recordOf(gateway, result.headers.get("x-request-id"))).toMatchObject({
+      supplier: `${name}-second`,
+      attempts: 2,
+      status: 200,
+      error_code: null,
+    });
+  });
+});
+
+describe("a stream that goes silent after its first byte", () => {
+  it.concurrent("ends with a timeout error event in each client's format, and is not retried", async ({ expect }) => {
+    const { first, second } = pairs["mid-stream"];
+    const { canary, content } = canaryPrompt(canaries, "midsilence");
+    first.enqueue(behaviour.hangMidStream(), behaviour.hangMidStream(), behaviour.hangMidStream());
+    const openai = new OpenAI({ apiKey: gateway.key, baseURL: gateway.baseURL, maxRetries: 0 });
+    const anthropic = new Anthropic({ apiKey: gateway.key, baseURL: gateway.url, maxRetries: 0 });
+
+    const throughOpenAISdk = async () => {
+      const stream = await openai.chat.completions.create({
+        model: "mid-stream",
+        messages: [{ role: "user", content }],
+        stream: true,
+      });
+      let text = "";
+      const thrown = await (async () => {
+        for await (const chunk of stream) text += chunk.choices[0]?.delta.content ?? "";
+      })().catch((error: unknown) => error);
+      return { text, thrown };
+    };
+    const throughAnthropicSdk = async () => {
+      const stream = await anthropic.messages.create({
+        model: "mid-stream",
+        max_tokens: 64,
+        messages: [{ role: "user", content }],
+        stream: true,
+      });
+      let text = "";
+      const thrown = await (async () => {
+        for await (const event of stream) {
+          if (event.type === "content_block_delta" && event.delta.type === "text_delta") text += event.delta.text;
+        }
+      })().catch((error: unknown) => error);
+      return { text, thrown };
+    };
+    const [viaOpenAI, viaAnthropic, raw] = await Promise.all([
+      throughOpenAISdk(),
+      throughAnthropicSdk(),
+      postRaw(gateway, "/v1/messages", messagesBody("mid-stream", content, true)),
+    ]);
+
+    expect(viaOpenAI.text).toBe("Echo: ");
+    expect((viaOpenAI.thrown as InstanceType<typeof OpenAI.APIError>).code).toBe("LETHE_UPSTREAM_TIMEOUT");
+    expect(viaAnthropic.text).toBe("Echo: ");
+    expect(viaAnthropic.thrown).toBeInstanceOf(Anthropic.APIError);
+    expect(raw.status).toBe(200);
+    expect(raw.text.trimEnd().split("\n\n").at(-1)?.split("\n")[0]).toBe("event: error");
+    expect(sseData(raw.text).at(-1)).toEqual({
+      type: "error",
+      error: {
+        type: "timeout_error",
+        message: "The supplier stopped sending in the middle of its answer.",
+        code: "LETHE_UPSTREAM_TIMEOUT",
+      },
+    });
+    expect(raw.text).not.toContain(canary);
+    expect([first.requests.length, second.requests.length]).toEqual([3, 0]);
+    expect(await recordOf(gateway, raw.headers.get("x-request-id"))).toMatchObject({
+      supplier: "mid-stream-first",
+      attempts: 1,
+      status: 200,
+      error_code: "LETHE_UPSTREAM_TIMEOUT",
+      streamed: true,
+    });
+  });
+});
+
+describe("retry-after and the total deadline", () => {
+  it.concurrent("waits at least the supplier's retry-after before asking the same route again", async ({ expect }) => {
+    const { first } = pairs["retry-after"];
+    const { content } = canaryPrompt(canaries, "retryafter");
+    first.enqueue(behaviour.status(503, undefined, { "retry-after": "1" }));
+    const result = await postRaw(gateway, "/v1/chat/completions", chatBody("retry-after", content));
+
+    expect(result.status).toBe(200);
+    expect(result.headers.get("x-lethe-attempts")).toBe("2");
+    expect(first.requests.length).toBe(2);
+    expect(result.elapsedMs).toBeGreaterThanOrEqual(990);
+    expect(result.elapsedMs).toBeLessThan(3000);
+  });
+
+  it.concurrent("honours a route's retry-after when it comes back to it after another route", async ({ expect }) => {
+    const { first, second } = pairs["retry-after-pair"];
+    const { content } = canaryPrompt(canaries, "retryafterpair");
+    first.enqueue(behaviour.status(429, undefined, { "retry-after": "1" }));
+    // the second route names no retry-after: it must not erase the first route's
+    second.enqueue(behaviour.status(500));
+    const result = await postRaw(gateway, "/v1/chat/completions", chatBody("retry-after-pair", content));
+
+    expect(result.status).toBe(200);
+    expect(result.headers.get("x-lethe-supplier")).toBe("retry-after-pair-first");
+    expect(result.headers.get("x-lethe-attempts")).toBe("3");
+    expect([first.requests.length, second.requests.length]).toEqual([2, 1]);
+    expect(result.elapsedMs).toBeGreaterThanOrEqual(990);
+    expect(result.elapsedMs).toBeLessThan(3000);
+  });
+
+  it.concurrent("does not wait out a retry-after that ends beyond the deadline", async ({ expect }) => {
+    const { first } = pairs["deadline-retry"];
+    const { content } = canaryPrompt(canaries, "deadlineretry");
+    first.enqueue(behaviour.status(503, undefined, { "retry-after": "1" }));
+    const result = await postRaw(strict, "/v1/chat/completions", chatBody("deadline-retry", content));
+
+    expect(result.status).toBe(503);
+    expect(result.headers.get("retry-after")).toBe("1");
+    expect(first.requests.length).toBe(1);
+    expect(result.elapsedMs).toBeLessThan(500);
+    expect(await recordOf(strict, result.headers.get("x-request-id"))).toMatchObject({ attempts: 1, status: 503 });
+  });
+
+  it.concurrent("cuts a slow attempt short at the deadline, whatever the route's own timeouts", async ({ expect }) => {
+    const { first } = pairs["deadline-slow"];
+    const { content } = canaryPrompt(canaries, "deadlineslow");
+    first.enqueue(behaviour.slowFirstByte(10_000));
+    const result = await postRaw(strict, "/v1/chat/completions", chatBody("deadline-slow", content));
+
+    expect(result.status).toBe(504);
+    expect(JSON.parse(result.text)).toMatchObject({ error: { code: "LETHE_UPSTREAM_TIMEOUT" } });
+    // deadline_ms is 600, the route's first_byte_ms 5000
+    expect(result.elapsedMs).toBeGreaterThanOrEqual(550);
+    expect(result.elapsedMs).toBeLessThan(2000);
+    expect(await recordOf(strict, result.headers.get("x-request-id"))).toMatchObject({ attempts: 1 });
+  });
+
+  it.concurrent("bounds the attempts of a request whose routes all keep failing", async ({ expect }) => {
+    const { first, second } = pairs["deadline-bounded"];
+    const { content } = canaryPrompt(canaries, "deadlinebounded");
+    first.setBehaviour(behaviour.status(500));
+    second.setBehaviour(behaviour.status(500));
+    const result = await postRaw(strict, "/v1/chat/completions", chatBody("deadline-bounded", content));
+
+    expect(result.status).toBe(502);
+    const record = await recordOf(strict, result.headers.get("x-request-id"));
+    expect(record.attempts).toBeGreaterThanOrEqual(2);
+    expect(record.attempts).toBeLessThanOrEqual(10);
+    expect(first.requests.length + second.requests.length).toBe(record.attempts);
+    expect(result.elapsedMs).toBeLessThan(1500);
+  });
+});
