@@ -1,15 +1,19 @@
 // Lethe's benchmark (issue 2, "Figures"). It starts a fake supplier that answers
-// instantly, a bare Node pass-through proxy and Lethe itself (auth and metering
-// on, the built dist/ via bin/lethe.js), each as its own child process, then
-// measures all three interleaved in one run:
+// instantly, a bare Node pass-through proxy and Lethe itself (auth, metering and
+// billing on, the built dist/ via bin/lethe.js), each as its own child process,
+// then measures all three interleaved in one run:
 //
-//   - requests/s at 50 connections (autocannon), non-streaming;
-//   - latency with 1 request in flight: full response (non-streaming) and time to
-//     the first body byte of a stream, as p50/p99;
+//   - requests/s at 50 connections (autocannon), non-streaming, round by round with
+//     the order rotating, plus the CPU each target's own process spent per request;
+//   - latency with 1 request in flight, alternating between the targets request by
+//     request: full response (non-streaming) and time to the first body byte of a
+//     stream, as p50/p99;
 //   - Lethe's RSS after the run.
 //
-// It prints a table and the issue's targets as ratios against the direct figures,
-// and writes everything to bench/results/latest.json.
+// It prints a table and the issue's targets as ratios against the direct figures of
+// the same run, and writes everything to bench/results/latest.json. The machine's
+// load average is printed with them: other work on a 2-core machine moves every
+// figure, the ratios least.
 //
 // Usage: npm run bench [-- --cpu-prof] [-- --strict]
 //   --cpu-prof  runs Lethe under `node --cpu-prof`; the profile lands in bench/results/profiles/
@@ -23,6 +27,7 @@ import { createInterface } from "node:readline";
 import { fileURLToPath } from "node:url";
 import autocannon from "autocannon";
 import { Pool } from "undici";
+import { runRoutingBench } from "./routing-bench.mjs";
 
 const REPO_ROOT = path.resolve(path.dirname(fileURLToPath(import.meta.url)), "..");
 const RESULTS_DIR = path.join(REPO_ROOT, "bench", "results");
@@ -30,6 +35,8 @@ const HOST = "127.0.0.1";
 const ENDPOINT = "/v1/chat/completions";
 const MODEL_ID = "bench-model";
 const EXPECTED_TEXT = "Hello from the fake supplier.";
+// /proc reports CPU times in USER_HZ ticks, which Linux fixes at 100 a second
+const CLOCK_TICKS_PER_SECOND = 100;
 
 const SETTINGS = {
   rounds: 3,
@@ -142,6 +149,14 @@ async function readMemory(pid) {
   return { rssBytes: kilobytes("VmRSS") * 1024, peakRssBytes: kilobytes("VmHWM") * 1024 };
 }
 
+/** CPU time (user + system) a process has used so far, in ms, from /proc/<pid>/stat. */
+async function readCpuMs(pid) {
+  const stat = await readFile(`/proc/${pid}/stat`, "utf8");
+  // the command name in parentheses may hold spaces: count fields from after it (utime is field 14)
+  const fields = stat.slice(stat.lastIndexOf(")") + 2).split(" ");
+  return ((Number(fields[11]) + Number(fields[12])) * 1000) / CLOCK_TICKS_PER_SECOND;
+}
+
 // ---------------------------------------------------------------------------
 // Starting the three processes.
 
@@ -155,9 +170,16 @@ async function startBareProxy(supplierPort) {
   return { child, port: await waitForPort(child) };
 }
 
-/** Lethe's config for the bench: one ZDR OpenAI-compatible supplier (the fake one) and one model. */
+/**
+ * Lethe's config for the bench: one ZDR OpenAI-compatible supplier (the fake one),
+ * one priced model, and rate limits far above what the bench sends, so every
+ * request is served (the limits are still counted on every request).
+ */
 function letheConfigYaml(supplierPort) {
-  return `suppliers:
+  return `limits:
+  rpm: 1000000000
+  tpm: 1000000000000
+suppliers:
   - id: fake-openai
     type: openai
     base_url: http://${HOST}:${supplierPort}/v1
@@ -199,7 +221,18 @@ async function startLethe(workDir, supplierPort) {
   const keyLine = await waitForLine(child, (line) => line.includes("sk-lethe-"));
   const apiKey = /sk-lethe-[0-9A-Za-z]+/.exec(keyLine)?.[0];
   if (apiKey === undefined) throw new Error("Lethe printed no first-start API key");
+  addCredits(environment);
   return { child, port, apiKey, environment };
+}
+
+/** Tops up the demo account through the CLI, as an operator would: the model is priced, so billing is on. */
+function addCredits(environment) {
+  const topUp = spawnSync(process.execPath, ["bin/lethe.js", "credits", "add", "--account", "demo", "1000000"], {
+    cwd: REPO_ROOT,
+    env: environment,
+    encoding: "utf8",
+  });
+  if (topUp.status !== 0) throw new Error(`lethe credits add failed: ${topUp.stderr.trim()}`);
 }
 
 /** Sums the REQUESTS column of `lethe usage`: proof that metering recorded the bench's requests. */
@@ -274,9 +307,14 @@ function collectGarbage() {
   globalThis.gc?.();
 }
 
-/** Requests per second at `connections` concurrent connections, non-streaming. */
+/**
+ * Requests per second at `connections` concurrent connections, non-streaming, and
+ * the CPU the target's own process spent per request (the supplier's for direct,
+ * the proxy's for the bare proxy and Lethe): where the machine's two cores go.
+ */
 async function measureThroughput(target, body, headers, seconds, connections) {
   collectGarbage();
+  const cpuBefore = await readCpuMs(target.pid);
   const result = await autocannon({
     url: `${target.origin}${ENDPOINT}`,
     method: "POST",
@@ -285,29 +323,39 @@ async function measureThroughput(target, body, headers, seconds, connections) {
     connections,
     duration: seconds,
   });
+  const cpuMs = (await readCpuMs(target.pid)) - cpuBefore;
   return {
     requestsPerSecond: result.requests.average,
     requests: result.requests.total,
+    cpuMicrosPerRequest: (cpuMs * 1000) / Math.max(1, result.requests.total),
     failures: result.errors + result.timeouts + result.non2xx,
   };
 }
 
+/** Times one request: ms to the end of the body, or (`firstByte`) to its first chunk, a stream's time to first byte. */
+async function timeOneRequest(pool, body, headers, firstByte) {
+  const startedAt = process.hrtime.bigint();
+  const response = await pool.request({ method: "POST", path: ENDPOINT, headers, body });
+  let firstChunkAt = null;
+  for await (const _chunk of response.body) firstChunkAt ??= process.hrtime.bigint();
+  const endedAt = process.hrtime.bigint();
+  if (response.statusCode !== 200) throw new Error(`latency loop: status ${response.statusCode}`);
+  return Number((firstByte ? firstChunkAt : endedAt) - startedAt) / 1e6;
+}
+
 /**
- * Sends `count` requests one after the other on one keep-alive connection and
- * returns each one's latency in ms: to the end of the body, or (`firstByte`) to the
- * first body chunk, which for a stream is the time to first byte.
+ * Sends `count` requests to every target with exactly one in flight, alternating
+ * between the targets request by request: a burst of noise from the rest of the
+ * machine then hits all of them alike, not whichever one was being measured at the
+ * time. Returns each target's latencies in ms, in the order of `targets`.
  */
-async function measureLatency(pool, body, headers, count, firstByte) {
+async function measureLatency(targets, body, headers, count, firstByte) {
   collectGarbage();
-  const samples = new Float64Array(count);
+  const samples = targets.map(() => new Float64Array(count));
   for (let index = 0; index < count; index++) {
-    const startedAt = process.hrtime.bigint();
-    const response = await pool.request({ method: "POST", path: ENDPOINT, headers, body });
-    let firstChunkAt = null;
-    for await (const _chunk of response.body) firstChunkAt ??= process.hrtime.bigint();
-    const endedAt = process.hrtime.bigint();
-    if (response.statusCode !== 200) throw new Error(`latency loop: status ${response.statusCode}`);
-    samples[index] = Number((firstByte ? firstChunkAt : endedAt) - startedAt) / 1e6;
+    for (let position = 0; position < targets.length; position++) {
+      samples[position][index] = await timeOneRequest(targets[position].pool, body, headers, firstByte);
+    }
   }
   return samples;
 }
@@ -331,12 +379,15 @@ function summarise(sampleSets) {
 async function warmUp(targets, bodies, headers) {
   for (const target of targets) {
     await measureThroughput(target, bodies.json, headers, SETTINGS.warmupSeconds, SETTINGS.throughputConnections);
-    await measureLatency(target.pool, bodies.json, headers, SETTINGS.warmupLatencyRequests, false);
-    await measureLatency(target.pool, bodies.stream, headers, SETTINGS.warmupLatencyRequests, true);
   }
+  await measureLatency(targets, bodies.json, headers, SETTINGS.warmupLatencyRequests, false);
+  await measureLatency(targets, bodies.stream, headers, SETTINGS.warmupLatencyRequests, true);
 }
 
-/** One round: every target in turn (the order rotates per round, so none always goes first). */
+/**
+ * One round: the throughput of every target in turn (the order rotates per round,
+ * so none always goes first), then the latencies of all of them, interleaved.
+ */
 async function runRound(round, targets, bodies, headers) {
   const order = targets.map((_, index) => targets[(index + round) % targets.length]);
   for (const target of order) {
@@ -348,16 +399,16 @@ async function runRound(round, targets, bodies, headers) {
       SETTINGS.throughputConnections,
     );
     target.throughputRuns.push(throughput);
-    target.latencySamples.push(
-      await measureLatency(target.pool, bodies.json, headers, SETTINGS.latencyRequestsPerRound, false),
-    );
-    target.ttfbSamples.push(
-      await measureLatency(target.pool, bodies.stream, headers, SETTINGS.latencyRequestsPerRound, true),
-    );
     process.stdout.write(
-      `  round ${round + 1}: ${target.label.padEnd(22)} ${Math.round(throughput.requestsPerSecond)} req/s\n`,
+      `  round ${round + 1}: ${target.label.padEnd(24)} ${Math.round(throughput.requestsPerSecond)} req/s\n`,
     );
   }
+  const latencies = await measureLatency(targets, bodies.json, headers, SETTINGS.latencyRequestsPerRound, false);
+  const ttfbs = await measureLatency(targets, bodies.stream, headers, SETTINGS.latencyRequestsPerRound, true);
+  targets.forEach((target, position) => {
+    target.latencySamples.push(latencies[position]);
+    target.ttfbSamples.push(ttfbs[position]);
+  });
 }
 
 // ---------------------------------------------------------------------------
@@ -369,6 +420,7 @@ function targetResult(target) {
     label: target.label,
     requestsPerSecond: runs.reduce((total, run) => total + run.requestsPerSecond, 0) / runs.length,
     requestsPerSecondPerRound: runs.map((run) => run.requestsPerSecond),
+    cpuMicrosPerRequest: runs.reduce((total, run) => total + run.cpuMicrosPerRequest, 0) / runs.length,
     failedRequests: runs.reduce((total, run) => total + run.failures, 0),
     latency: summarise(target.latencySamples),
     ttfb: summarise(target.ttfbSamples),
@@ -425,8 +477,8 @@ function formatNumber(value, decimals) {
 }
 
 function printTable(results, bare) {
-  const columns = ["target", "req/s @50", "p50 ms", "p99 ms", "TTFB p50 ms", "TTFB p99 ms", "failed"];
-  const widths = [26, 11, 9, 9, 12, 12, 7];
+  const columns = ["target", "req/s @50", "CPU µs/req", "p50 ms", "p99 ms", "TTFB p50 ms", "TTFB p99 ms", "failed"];
+  const widths = [26, 11, 11, 9, 9, 12, 12, 7];
   const row = (cells) =>
     cells.map((cell, index) => (index === 0 ? cell.padEnd(widths[0]) : cell.padStart(widths[index]))).join(" ");
   const lines = [row(columns), row(widths.map((width) => "-".repeat(width)))];
@@ -435,6 +487,7 @@ function printTable(results, bare) {
       row([
         result.label,
         formatNumber(result.requestsPerSecond, 0),
+        formatNumber(result.cpuMicrosPerRequest, 0),
         formatNumber(result.latency.p50Ms, 3),
         formatNumber(result.latency.p99Ms, 3),
         formatNumber(result.ttfb.p50Ms, 3),
@@ -446,6 +499,8 @@ function printTable(results, bare) {
   const direct = results[0];
   lines.push(
     "",
+    "CPU µs/req: CPU time of the target's own process per request in the 50-connection runs",
+    "(direct: the fake supplier; bare proxy and Lethe: the proxy alone, without the supplier behind it)",
     `bare proxy adds: latency p50 ${formatNumber(bare.latency.p50Ms - direct.latency.p50Ms, 3)} ms, ` +
       `p99 ${formatNumber(bare.latency.p99Ms - direct.latency.p99Ms, 3)} ms; ` +
       `stream TTFB p50 ${formatNumber(bare.ttfb.p50Ms - direct.ttfb.p50Ms, 3)} ms, ` +
@@ -460,7 +515,8 @@ function printTable(results, bare) {
 function printChecks(checks) {
   const lines = checks.map((item) => {
     const mark = item.pass === null ? "[info]" : item.pass ? "[PASS]" : "[FAIL]";
-    const value = `${formatNumber(item.value, item.unit === "x" ? 3 : 3)} ${item.unit === "x" ? "" : item.unit}`.trim();
+    const value =
+      `${formatNumber(item.value, item.unit === "MB" ? 1 : 3)} ${item.unit === "x" ? "" : item.unit}`.trim();
     const target = item.pass === null ? "" : `(target ${item.target})`;
     return `${mark} ${item.name.padEnd(40)} ${value.padStart(10)}  ${target}`;
   });
@@ -483,27 +539,28 @@ async function main() {
     const supplier = await startFakeSupplier();
     const bareProxy = await startBareProxy(supplier.port);
     const lethe = await startLethe(workDir, supplier.port);
-    const makeTarget = (name, label, port) => {
+    const makeTarget = (name, label, port, pid) => {
       const origin = `http://${HOST}:${port}`;
       // one keep-alive connection: the latency loops measure with exactly 1 request in flight
       const pool = new Pool(origin, { connections: 1, pipelining: 1, keepAliveTimeout: 60_000 });
       pools.push(pool);
-      return { name, label, origin, pool, throughputRuns: [], latencySamples: [], ttfbSamples: [] };
+      return { name, label, origin, pid, pool, throughputRuns: [], latencySamples: [], ttfbSamples: [] };
     };
     const targets = [
-      makeTarget("direct", "direct to supplier", supplier.port),
-      makeTarget("bare-proxy", "bare Node proxy", bareProxy.port),
-      makeTarget("lethe", "Lethe (auth + metering)", lethe.port),
+      makeTarget("direct", "direct to supplier", supplier.port, supplier.child.pid),
+      makeTarget("bare-proxy", "bare Node proxy", bareProxy.port, bareProxy.child.pid),
+      makeTarget("lethe", "Lethe (auth, metering)", lethe.port, lethe.child.pid),
     ];
     const bodies = requestBodies();
     const headers = requestHeaders(lethe.apiKey);
     for (const target of targets) await checkTarget(target, bodies, headers);
     await checkAuthIsOn(targets[2], bodies);
 
+    const loadAverage = os.loadavg()[0];
     process.stdout.write(
-      `Lethe bench: node ${process.version}, ${os.cpus().length} CPUs, ${SETTINGS.rounds} rounds of ` +
+      `Lethe bench: node ${process.version}, ${os.cpus().length} CPUs (load average ${loadAverage.toFixed(2)} before the run), ${SETTINGS.rounds} rounds of ` +
         `${SETTINGS.throughputSeconds} s at ${SETTINGS.throughputConnections} connections + ` +
-        `${SETTINGS.latencyRequestsPerRound} requests at 1 in flight (non-streaming and streaming) per target\n`,
+        `${SETTINGS.latencyRequestsPerRound} requests per target at 1 in flight, interleaved (non-streaming and streaming)\n`,
     );
     await warmUp(targets, bodies, headers);
     for (let round = 0; round < SETTINGS.rounds; round++) await runRound(round, targets, bodies, headers);
@@ -525,6 +582,7 @@ async function main() {
       node: process.version,
       cpus: os.cpus().length,
       cpuModel: os.cpus()[0]?.model ?? null,
+      loadAverageBefore: loadAverage,
       settings: SETTINGS,
       targets: { direct, bareProxy: bare, lethe: letheResult },
       lethe: { ...letheMemory, meteredRequests },
@@ -539,8 +597,11 @@ async function main() {
   }
 }
 
-main().catch((error) => {
-  process.stderr.write(`bench failed: ${error instanceof Error ? error.message : String(error)}\n`);
-  killAllChildren();
-  process.exitCode = 1;
-});
+main()
+  // issue 7's routing figure, in its own file: it starts its own suppliers and Lethe
+  .then(() => runRoutingBench({ strict: flags.has("--strict") }))
+  .catch((error) => {
+    process.stderr.write(`bench failed: ${error instanceof Error ? error.message : String(error)}\n`);
+    killAllChildren();
+    process.exitCode = 1;
+  });
