@@ -58,7 +58,13 @@ export function errorHandler(gateway: Gateway) {
     if (error.code === "LETHE_INTERNAL")
       gateway.log.event("request_failed", { status: error.status, code: error.code });
     const exchange = request.exchange;
-    if (exchange !== null) finishExchange(gateway, exchange, error.status, error.code);
+    if (exchange !== null) {
+      finishExchange(gateway, exchange, error.status, error.code);
+      if (exchange.attempts > 0 && exchange.supplier !== null && !reply.sent) {
+        reply.header("x-lethe-supplier", exchange.supplier);
+        reply.header("x-lethe-attempts", String(exchange.attempts));
+      }
+    }
     sendError(request, reply, error, detail);
   };
 }

@@ -120,7 +120,8 @@ export async function attemptRoutes(
         body: surface.upstreamBody(request, route, supplier.format),
         stream: request.stream,
         signal,
-        timeouts: { ...route.timeouts, totalMs: Math.max(1, Math.min(route.timeouts.totalMs, remaining)) },
+        // the deadline bounds the wait for an answer, not the length of a stream once it flows
+        timeouts: { ...route.timeouts, firstByteMs: Math.max(1, Math.min(route.timeouts.firstByteMs, remaining)) },
         ...(request.headers !== undefined && { headers: request.headers }),
       });
       if (result.kind === "stream") {

@@ -25,7 +25,8 @@ export function openAIToAnthropicMessage(completion: Json, model: ModelId, usage
     content.push({ type: "thinking", thinking: reasoning, signature: "" });
   if (typeof message.content === "string" && message.content !== "")
     content.push({ type: "text", text: message.content });
-  for (const call of (message.tool_calls as Json[] | undefined) ?? []) {
+  for (const call of (message.tool_calls as (Json | null)[] | undefined) ?? []) {
+    if (call === null || typeof call !== "object") continue;
     const fn = (call.function ?? {}) as Json;
     content.push({ type: "tool_use", id: call.id, name: fn.name, input: parseArguments(fn.arguments) });
   }

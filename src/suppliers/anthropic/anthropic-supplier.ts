@@ -13,18 +13,21 @@ function isObject(value: unknown): value is Record<string, unknown> {
   return typeof value === "object" && value !== null && !Array.isArray(value);
 }
 
-/** Maps Anthropic's in-stream `error` event to an UpstreamError by its type alone. */
+/**
+ * Maps Anthropic's in-stream `error` event to an UpstreamError by its type alone.
+ * Retryable, because routing retries only before the first byte reached the client.
+ */
 function streamError(data: Record<string, unknown>): UpstreamError {
   const type = isObject(data.error) ? data.error.type : undefined;
   if (type === "overloaded_error") {
     return new UpstreamError("LETHE_UPSTREAM_OVERLOADED", "The supplier is overloaded.", {
       upstreamStatus: 529,
-      retryable: false,
+      retryable: true,
     });
   }
   return new UpstreamError("LETHE_UPSTREAM_ERROR", "The supplier reported an error during the stream.", {
     upstreamStatus: 200,
-    retryable: false,
+    retryable: true,
   });
 }
 

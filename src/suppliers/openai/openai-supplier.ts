@@ -84,7 +84,8 @@ export class OpenAICompatibleSupplier implements Supplier {
       if (data.error !== undefined && data.error !== null) {
         throw new UpstreamError("LETHE_UPSTREAM_ERROR", "The supplier reported an error during the stream.", {
           upstreamStatus: 200,
-          retryable: false,
+          // only ever retried when it is the very first event: nothing reached the client yet
+          retryable: true,
         });
       }
       if (!finished && hasFinishReason(data)) finished = true;
