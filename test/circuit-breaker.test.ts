@@ -1,5 +1,6 @@
-import { afterAll, beforeAll, beforeEach, describe, expect, it } from "vitest";
+import { afterAll, beforeAll, beforeEach, describe, expect, it, vi } from "vitest";
 import { resolveConfig } from "../src/config/load-config.js";
+import { anthropicMessagesSurface } from "../src/formats/anthropic/anthropic-surface.js";
 import { CircuitBreaker } from "../src/routing/circuit-breaker.js";
 import { planRoutes } from "../src/routing/plan-routes.js";
 import { RouteStats } from "../src/routing/route-stats.js";
@@ -336,9 +337,13 @@ describe("the breaker in a running gateway", () => {
   it("does not lose the probe when Lethe fails to relay the probe's answer", async () => {
     await openPrimary();
     clock += COOLDOWN;
-    // a completion whose tool call is null: the translation to Anthropic's shape cannot use it
-    fakes.primary.enqueue(behaviour.status(200, { choices: [{ message: { tool_calls: [null] } }] }));
+    // Lethe's own relaying of the answer throws once (the translators tolerate any odd JSON,
+    // so the failure is injected)
+    const relay = vi.spyOn(anthropicMessagesSurface, "jsonResponse").mockImplementationOnce(() => {
+      throw new Error("relay failed");
+    });
     const broken = await ask("duo", "anthropic");
+    relay.mockRestore();
     expect(broken.sent).toEqual([1, 0]);
     expect(broken.result.status).toBeGreaterThanOrEqual(500);
 

@@ -31,14 +31,13 @@ export function estimateCost(
   request: ClientRequest,
   routes: readonly RouteConfig[],
   defaultOutputTokens: number,
+  bodyBytes: number,
 ): CostEstimate {
   const limit = request.body.max_completion_tokens ?? request.body.max_tokens;
   const output = typeof limit === "number" && limit > 0 ? limit : defaultOutputTokens;
   const price = dearest(routes);
-  const bytes =
-    Buffer.byteLength(JSON.stringify(request.body.messages ?? "")) +
-    Buffer.byteLength(JSON.stringify(request.body.system ?? ""));
-  // a token is at least one byte of text, so the byte count bounds the input from above
+  // a token is at least one byte of text, so the body's size bounds the input from above
+  const bytes = bodyBytes;
   return {
     tokens: Math.ceil(bytes / 4) + output,
     upperBoundMicros: Math.ceil(bytes * price.input + output * price.output),

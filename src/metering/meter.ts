@@ -1,11 +1,20 @@
+import type { ErrorCode } from "../errors/lethe-error.js";
 import type { EventLog } from "../logging/event-log.js";
 import type { Store } from "../store/store.js";
 import type { MetadataRecord } from "./metadata-record.js";
 
+/** Refusals at the gate (the bound itself, a shutdown): the only records dropped once the buffer is full. */
+const REFUSALS = new Set<ErrorCode | null>(["LETHE_METERING_UNAVAILABLE", "LETHE_SHUTTING_DOWN"]);
+
+/** Records written per step; about a millisecond of SQLite work, so no request waits longer. */
+const WRITE_CHUNK = 64;
+
 /**
  * Writes metadata records to the store in batches, off the request path: `record`
  * only pushes to an array; a timer (or a full batch) flushes. A failed flush keeps
- * the records (up to `maxBuffered`) and retries on the next tick.
+ * the records and retries on the next tick; requests are refused (503) while
+ * `maxBuffered` records wait, so the buffer exceeds it by at most the requests that
+ * were in flight when it filled.
  */
 export class Meter {
   private buffer: MetadataRecord[] = [];
@@ -22,7 +31,9 @@ export class Meter {
   ) {}
 
   record(record: MetadataRecord): void {
-    if (this.buffer.length >= this.options.maxBuffered) {
+    // a request admitted below the bound was served and is metered whatever the buffer holds
+    // (the excess is bounded by the requests in flight then); only refusals are dropped past it
+    if (this.buffer.length >= this.options.maxBuffered && REFUSALS.has(record.error_code)) {
       this.log.event("meter_dropped", { records: 1 });
       return;
     }
@@ -62,28 +73,39 @@ export class Meter {
     const batch = this.buffer;
     this.buffer = [];
     this.inFlight = batch.length;
-    this.flushing = this.store
-      .insertMetadata(batch)
-      .then(() => {
-        this.written += batch.length;
-      })
-      .catch(() => {
-        this.log.event("meter_flush_failed", { records: batch.length, code: "LETHE_INTERNAL" });
-        const kept = batch.concat(this.buffer);
-        if (kept.length > this.options.maxBuffered) {
-          this.log.event("meter_dropped", { records: kept.length - this.options.maxBuffered });
-        }
-        this.buffer = kept.slice(0, this.options.maxBuffered);
-        if (this.timer === null) {
-          this.timer = setTimeout(() => void this.flush(), this.options.flushIntervalMs);
-          this.timer.unref();
-        }
-      })
-      .finally(() => {
-        this.flushing = null;
-        this.inFlight = 0;
-      });
+    this.flushing = this.writeInChunks(batch).finally(() => {
+      this.flushing = null;
+      this.inFlight = 0;
+    });
     return this.flushing;
+  }
+
+  /**
+   * Writes a batch a chunk at a time, yielding to the event loop between chunks: an
+   * embedded (synchronous) store then never holds requests up for more than one chunk.
+   * On failure only the unwritten records go back to the buffer.
+   */
+  private async writeInChunks(batch: MetadataRecord[]): Promise<void> {
+    let done = 0;
+    try {
+      while (done < batch.length) {
+        const chunk = batch.slice(done, done + WRITE_CHUNK);
+        await this.store.insertMetadata(chunk);
+        done += chunk.length;
+        this.written += chunk.length;
+        this.inFlight = batch.length - done;
+        if (done < batch.length) await new Promise<void>((resolve) => setImmediate(resolve));
+      }
+    } catch {
+      const unwritten = batch.slice(done);
+      this.log.event("meter_flush_failed", { records: unwritten.length, code: "LETHE_INTERNAL" });
+      // everything buffered was accepted by `record`: keep it all for the next try
+      this.buffer = unwritten.concat(this.buffer);
+      if (this.timer === null) {
+        this.timer = setTimeout(() => void this.flush(), this.options.flushIntervalMs);
+        this.timer.unref();
+      }
+    }
   }
 
   /** Flushes until the buffer is empty (or a flush fails); used on shutdown. */

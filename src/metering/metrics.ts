@@ -124,16 +124,42 @@ export class GatewayMetrics {
     });
   }
 
-  observe(record: MetadataRecord): void {
+  /** Labelled children per (model, supplier, status, format): prom-client hashes labels on every call otherwise. */
+  private readonly children = new Map<string, ObservedSeries>();
+
+  private series(record: MetadataRecord): ObservedSeries {
     const supplier = record.supplier ?? "none";
-    this.requests.inc({ model: record.model, supplier, status: record.status, format: record.client_format });
-    if (record.input_tokens > 0)
-      this.tokens.inc({ model: record.model, supplier, direction: "input" }, record.input_tokens);
-    if (record.output_tokens > 0)
-      this.tokens.inc({ model: record.model, supplier, direction: "output" }, record.output_tokens);
-    this.latency.observe({ model: record.model, supplier, format: record.client_format }, record.latency_ms / 1000);
-    if (record.ttft_ms !== null) {
-      this.ttft.observe({ model: record.model, supplier, format: record.client_format }, record.ttft_ms / 1000);
+    const name = `${record.model}\u0000${supplier}\u0000${record.status}\u0000${record.client_format}`;
+    let series = this.children.get(name);
+    if (series === undefined) {
+      const model = record.model;
+      const format = record.client_format;
+      series = {
+        requests: this.requests.labels({ model, supplier, status: record.status, format }),
+        input: this.tokens.labels({ model, supplier, direction: "input" }),
+        output: this.tokens.labels({ model, supplier, direction: "output" }),
+        latency: this.latency.labels({ model, supplier, format }),
+        ttft: this.ttft.labels({ model, supplier, format }),
+      };
+      this.children.set(name, series);
     }
+    return series;
   }
+
+  observe(record: MetadataRecord): void {
+    const series = this.series(record);
+    series.requests.inc();
+    if (record.input_tokens > 0) series.input.inc(record.input_tokens);
+    if (record.output_tokens > 0) series.output.inc(record.output_tokens);
+    series.latency.observe(record.latency_ms / 1000);
+    if (record.ttft_ms !== null) series.ttft.observe(record.ttft_ms / 1000);
+  }
+}
+
+interface ObservedSeries {
+  requests: { inc(value?: number): void };
+  input: { inc(value?: number): void };
+  output: { inc(value?: number): void };
+  latency: { observe(value: number): void };
+  ttft: { observe(value: number): void };
 }

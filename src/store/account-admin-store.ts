@@ -1,4 +1,4 @@
-import type { Kysely } from "kysely";
+import { type Kysely, SqliteAdapter, sql } from "kysely";
 import type { AccountId } from "../config/ids.js";
 import type { ChangeFeed } from "./change-feed.js";
 import type { Database, UsageDailyTable } from "./schema.js";
@@ -60,6 +60,11 @@ export class AccountAdminStore {
         .execute();
       await trx.updateTable("usage_daily").set({ account: null }).where("account", "=", accountId).execute();
     });
+    if (this.db.getExecutor().adapter instanceof SqliteAdapter) {
+      // in WAL mode the erased values live on in old WAL frames until the WAL is reset: write
+      // them into the database file (whose freed space secure_delete zeroes) and empty the WAL
+      await sql`PRAGMA wal_checkpoint(TRUNCATE)`.execute(this.db);
+    }
     await this.feed.announce();
   }
 }

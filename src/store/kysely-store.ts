@@ -60,8 +60,9 @@ export class KyselyStore implements Store {
     protected readonly db: Kysely<Database>,
     private readonly feed: ChangeFeed,
     private readonly onClose: () => Promise<void>,
+    ledger: LedgerStore = new LedgerStore(db, feed),
   ) {
-    this.ledger = new LedgerStore(db, feed);
+    this.ledger = ledger;
     this.accountAdmin = new AccountAdminStore(db, feed);
     this.usage = new UsageStore(db);
     this.operators = new OperatorStore(db);

@@ -43,9 +43,12 @@ async function holdCredit(
   exchange: Exchange,
   plan: RoutePlan,
   reply: FastifyReply,
+  contentLength: string | undefined,
 ): Promise<void> {
   const auth = exchange.auth as AuthContext;
-  const estimate = estimateCost(request, plan.routes, gateway.config.billing.defaultOutputReserveTokens);
+  // a chunked body has no length header: then measure what was parsed
+  const bodyBytes = Number(contentLength) || Buffer.byteLength(JSON.stringify(request.body));
+  const estimate = estimateCost(request, plan.routes, gateway.config.billing.defaultOutputReserveTokens, bodyBytes);
   try {
     const tokens = await gateway.limits.reserveTokens(auth, estimate.tokens);
     exchange.tokenHold = tokens.hold;
@@ -101,7 +104,7 @@ export function inferenceHandler(gateway: Gateway, surface: ClientSurface) {
     const plan = planRoutes(gateway.config, clientRequest.model, zdrRequired);
     exchange.model = plan.model.id;
     exchange.zdrEnforced = plan.zdrEnforced;
-    await holdCredit(gateway, surface, clientRequest, exchange, plan, reply);
+    await holdCredit(gateway, surface, clientRequest, exchange, plan, reply, request.headers["content-length"]);
     const routeHeader = request.headers["x-lethe-route"];
     const pinned =
       gateway.config.routing.allowRouteHeader && routeHeader !== undefined ? pinnedRoute(plan, routeHeader) : null;

@@ -114,6 +114,8 @@ export async function openPostgresStore(url: string): Promise<Store> {
   const pool = new pg.Pool({ ...clientConfig, max: 10, idleTimeoutMillis: 30_000 });
   // a pooled client failing while idle must not crash the process
   pool.on("error", () => {});
+  // nor while checked out (pg-pool removes its idle listener then): the query in flight rejects anyway
+  pool.on("connect", (client) => client.on("error", () => {}));
   const db = new Kysely<Database>({ dialect: new PostgresDialect({ pool }) });
   await migrateToLatest(db as Kysely<unknown>, schema ?? "public");
   const feed = new PostgresChangeFeed(clientConfig, pool);

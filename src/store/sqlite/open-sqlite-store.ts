@@ -3,9 +3,11 @@ import path from "node:path";
 import BetterSqlite3 from "better-sqlite3";
 import { Kysely, SqliteDialect } from "kysely";
 import { METADATA_COLUMNS, type MetadataRecord } from "../../metering/metadata-record.js";
-import { quietFeed } from "../change-feed.js";
+import { type ChangeFeed, quietFeed } from "../change-feed.js";
 import { KyselyStore } from "../kysely-store.js";
+import { type Debit, LedgerStore } from "../ledger-store.js";
 import { migrateToLatest } from "../migrations.js";
+import { mintId } from "../mint-id.js";
 import type { Database } from "../schema.js";
 import type { Store } from "../store.js";
 
@@ -20,6 +22,31 @@ function toParameters(record: MetadataRecord): (string | number | null)[] {
   });
 }
 
+/** The ledger on SQLite: debits are written with statements prepared once, for the same reason as metadata. */
+class SqliteLedgerStore extends LedgerStore {
+  private readonly writeDebits: (debits: readonly Debit[]) => void;
+
+  constructor(database: BetterSqlite3.Database, db: Kysely<Database>, feed: ChangeFeed) {
+    super(db, feed);
+    const insert = database.prepare(
+      "INSERT INTO ledger_entries (id, account_id, ts, kind, amount_micros, request_id) VALUES (?, ?, ?, 'debit', ?, ?)",
+    );
+    const lower = database.prepare("UPDATE accounts SET balance_micros = balance_micros - ? WHERE id = ?");
+    this.writeDebits = database.transaction((debits: readonly Debit[]) => {
+      const perAccount = new Map<string, number>();
+      for (const debit of debits) {
+        insert.run(mintId("le"), debit.accountId, debit.ts, -debit.amountMicros, debit.requestId);
+        perAccount.set(debit.accountId, (perAccount.get(debit.accountId) ?? 0) + debit.amountMicros);
+      }
+      for (const [accountId, total] of perAccount) lower.run(total, accountId);
+    });
+  }
+
+  override async debit(debits: readonly Debit[]): Promise<void> {
+    if (debits.length > 0) this.writeDebits(debits);
+  }
+}
+
 /**
  * The embedded store. Metadata inserts bypass Kysely: the meter writes hundreds of
  * records per flush, synchronously on the event loop, and a single-row INSERT
@@ -31,7 +58,8 @@ class SqliteStore extends KyselyStore {
   private readonly insertRows: (records: readonly MetadataRecord[]) => void;
 
   constructor(database: BetterSqlite3.Database, db: Kysely<Database>, counter: () => number) {
-    super("sqlite", db, quietFeed(counter), async () => {});
+    const feed = quietFeed(counter);
+    super("sqlite", db, feed, async () => {}, new SqliteLedgerStore(database, db, feed));
     const insert = database.prepare(
       `INSERT INTO request_metadata (${METADATA_COLUMNS.join(", ")}) VALUES (${METADATA_COLUMNS.map(() => "?").join(", ")})`,
     );
