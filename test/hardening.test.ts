@@ -1,0 +1,92 @@
+import { spawn } from "node:child_process";
+import { mkdtemp, readFile, rm, writeFile } from "node:fs/promises";
+import os from "node:os";
+import path from "node:path";
+import { afterAll, beforeAll, describe, expect, it } from "vitest";
+import { dangerousFlags } from "../src/process/harden-process.js";
+import { makeCanary } from "./support/canary.js";
+import { LETHE_BIN, spawnServe } from "./support/run-cli.js";
+
+const DIST_HARDEN = path.resolve(import.meta.dirname, "../dist/process/harden-process.js");
+const DIST_LOG = path.resolve(import.meta.dirname, "../dist/logging/event-log.js");
+
+/** Runs node with arguments and an environment; resolves with its exit code and everything it printed. */
+function run(
+  args: string[],
+  env: Record<string, string>,
+  cwd: string,
+): Promise<{ code: number | null; output: string }> {
+  return new Promise((resolve) => {
+    const child = spawn(process.execPath, args, { cwd, env: { PATH: process.env.PATH ?? "", ...env } });
+    let output = "";
+    child.stdout.on("data", (chunk: Buffer) => {
+      output += chunk.toString();
+    });
+    child.stderr.on("data", (chunk: Buffer) => {
+      output += chunk.toString();
+    });
+    child.on("exit", (code) => resolve({ code, output }));
+  });
+}
+
+describe("the hardened serving process", () => {
+  let cwd: string;
+  let env: Record<string, string>;
+
+  beforeAll(async () => {
+    cwd = await mkdtemp(path.join(os.tmpdir(), "lethe-harden-"));
+    env = { LETHE_PORT: "0", LETHE_DATA_DIR: path.join(cwd, ".lethe") };
+  });
+
+  afterAll(async () => {
+    await rm(cwd, { recursive: true, force: true });
+  });
+
+  it("recognises the flags that open or dump the heap", () => {
+    expect(dangerousFlags(["--inspect=0", "--max-old-space-size=100"], undefined)).toEqual(["--inspect"]);
+    expect(dangerousFlags([], "--heapsnapshot-signal=SIGUSR2 --enable-source-maps")).toEqual(["--heapsnapshot-signal"]);
+    expect(dangerousFlags(["--report-on-signal"], "--inspect-brk")).toEqual(["--report-on-signal", "--inspect-brk"]);
+    expect(dangerousFlags(["--enable-source-maps"], "")).toEqual([]);
+  });
+
+  it("refuses to serve with the inspector on, unless --dev says it is a development run", async () => {
+    const refused = await run(["--inspect=127.0.0.1:0", LETHE_BIN, "serve"], env, cwd);
+    expect(refused.code).toBe(2);
+    expect(refused.output).toContain("lethe: refusing to serve with --inspect enabled");
+    const viaOptions = await run([LETHE_BIN, "serve"], { ...env, NODE_OPTIONS: "--heapsnapshot-signal=SIGUSR2" }, cwd);
+    expect(viaOptions.code).toBe(2);
+    expect(viaOptions.output).toContain("--heapsnapshot-signal");
+  });
+
+  it("sets the core-file limit to zero and turns diagnostic reports off", async () => {
+    const serve = spawnServe(env, cwd);
+    try {
+      await serve.waitFor(/listening on/);
+      expect(serve.output()).toContain('"core_dumps_disabled":true');
+      const limits = await readFile(`/proc/${serve.child.pid}/limits`, "utf8");
+      expect(limits).toMatch(/^Max core file size\s+0\s+0\s/m);
+    } finally {
+      await serve.stop();
+    }
+  });
+
+  it("logs an uncaught exception by its code only, never its message, and exits", async () => {
+    const secret = makeCanary("crash");
+    const script = path.join(cwd, "crash.mjs");
+    await writeFile(
+      script,
+      `import { hardenProcess } from ${JSON.stringify(DIST_HARDEN)};
+import { createEventLog } from ${JSON.stringify(DIST_LOG)};
+await hardenProcess({ allowInspector: false, log: createEventLog() });
+console.log(JSON.stringify({ fatal: process.report.reportOnFatalError, signal: process.report.reportOnSignal, uncaught: process.report.reportOnUncaughtException }));
+setTimeout(() => { throw new Error("the prompt was: ${secret}"); }, 10);
+`,
+    );
+    const result = await run([script], {}, cwd);
+    expect(result.code).toBe(70);
+    expect(result.output).toContain('{"fatal":false,"signal":false,"uncaught":false}');
+    expect(result.output).toMatch(/"code":"LETHE_INTERNAL","event":"uncaught_exception"/);
+    expect(result.output).not.toContain(secret);
+    expect(result.output).not.toContain("the prompt was");
+  });
+});
