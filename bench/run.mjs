@@ -27,7 +27,9 @@ import { createInterface } from "node:readline";
 import { fileURLToPath } from "node:url";
 import autocannon from "autocannon";
 import { Pool } from "undici";
+import { runBillingBench } from "./billing-bench.mjs";
 import { runRoutingBench } from "./routing-bench.mjs";
+import { runScaleBench } from "./scale-bench.mjs";
 
 const REPO_ROOT = path.resolve(path.dirname(fileURLToPath(import.meta.url)), "..");
 const RESULTS_DIR = path.join(REPO_ROOT, "bench", "results");
@@ -600,6 +602,10 @@ async function main() {
 main()
   // issue 7's routing figure, in its own file: it starts its own suppliers and Lethe
   .then(() => runRoutingBench({ strict: flags.has("--strict") }))
+  // issue 5's billing figure: credits and rate limits on against off, in one Lethe
+  .then(() => runBillingBench({ strict: flags.has("--strict") }))
+  // issue 6's scale-out figures: --workers 2 on PostgreSQL against --workers 1 on SQLite, records lost
+  .then(() => runScaleBench({ strict: flags.has("--strict") }))
   .catch((error) => {
     process.stderr.write(`bench failed: ${error instanceof Error ? error.message : String(error)}\n`);
     killAllChildren();

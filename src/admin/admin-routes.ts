@@ -58,7 +58,15 @@ export function registerAdminRoutes(app: FastifyInstance, gateway: Gateway, hash
     async (admin) => {
       admin.decorateRequest("operator", null);
       admin.addHook("onRequest", async (request) => {
-        request.operator = await authenticateOperator(request, store.operators, hasher);
+        // operator tokens can be guessed at like keys: the same per-address throttle applies
+        await gateway.authThrottle.check(request.ip);
+        try {
+          request.operator = await authenticateOperator(request, store.operators, hasher);
+        } catch (error) {
+          if (error instanceof LetheError && error.kind === "authentication")
+            await gateway.authThrottle.recordFailure(request.ip);
+          throw error;
+        }
       });
 
       admin.post("/accounts", async (request, reply) => {

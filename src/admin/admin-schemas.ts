@@ -4,7 +4,9 @@ const accountName = z
   .string()
   .regex(/^[A-Za-z0-9][A-Za-z0-9._-]{0,63}$/, "account names use letters, digits, '.', '_' and '-' (at most 64)");
 const limit = z.number().int().positive().nullable();
-const amount = z.string().regex(/^\d{1,12}(\.\d{1,6})?$/, 'a positive decimal with at most six decimals, e.g. "12.50"');
+const amount = z
+  .string()
+  .regex(/^\d{1,9}(\.\d{1,6})?$/, 'a positive decimal up to 999999999.999999, at most six decimals, e.g. "12.50"');
 
 /** `POST /admin/v1/accounts`. */
 export const createAccountSchema = z

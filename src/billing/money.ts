@@ -1,6 +1,7 @@
 /** Parses a decimal amount of the operator's currency (`12.50`) into integer micro-units, or null when malformed. */
 export function parseAmountMicros(text: string): number | null {
-  const match = /^(\d{1,12})(?:\.(\d{1,6}))?$/.exec(text.trim());
+  // twelve digits would reach 10^18 micro-units, beyond 2^53: the balance would silently round
+  const match = /^(\d{1,9})(?:\.(\d{1,6}))?$/.exec(text.trim());
   if (match === null) return null;
   const whole = Number(match[1]);
   const fraction = Number((match[2] ?? "").padEnd(6, "0"));

@@ -13,10 +13,17 @@ export interface LimitState {
   resetMs: number;
 }
 
+/** What one limiter holds for a request: its tokens there, and when the window they count in ends. */
+interface Held {
+  limiter: RateLimiterAbstract;
+  key: string;
+  tokens: number;
+  windowEndsAt: number;
+}
+
 /** Tokens held against TPM limits for one request, adjusted once its usage is known. */
 export interface TokenHold {
-  held: { limiter: RateLimiterAbstract; key: string }[];
-  tokens: number;
+  held: Held[];
 }
 
 function state(limit: number, result: RateLimiterRes): LimitState {
@@ -43,6 +50,8 @@ export class RateLimitedError extends LetheError {
  */
 export class RateLimits {
   private readonly limiters = new Map<string, RateLimiterAbstract>();
+  /** Set while Redis is away, so the warning is logged once per outage rather than per request. */
+  private degraded = false;
 
   constructor(
     private readonly defaults: { rpm: number; tpm: number },
@@ -72,18 +81,41 @@ export class RateLimits {
     return limiter;
   }
 
-  /** Counts `points` on a limiter; a 429 when over, and Redis trouble degrades to memory. */
+  /**
+   * Counts `amount` on a limiter; a 429 when over, and Redis trouble degrades to memory.
+   * A refused count is given back: a refused request holds nothing, or its tokens would
+   * crowd out requests that fit in what is really left.
+   */
   private async consume(kind: "rpm" | "tpm", points: number, key: string, amount: number, what: string) {
+    this.watchRedis();
     const limiter = this.limiter(kind, points);
     try {
       return { limiter, result: await limiter.consume(key, amount) };
     } catch (thrown) {
       if (thrown instanceof RateLimiterRes) {
-        throw new RateLimitedError(kind === "rpm" ? "requests" : "tokens", state(points, thrown), what);
+        await this.giveBack(limiter, key, amount);
+        const left = { limit: points, remaining: Math.max(0, points - (thrown.consumedPoints - amount)) };
+        throw new RateLimitedError(
+          kind === "rpm" ? "requests" : "tokens",
+          { ...left, resetMs: Math.max(0, thrown.msBeforeNext) },
+          what,
+        );
       }
       this.log.event("rate_limit_degraded", { dependency: "redis" });
       return { limiter, result: new RateLimiterRes(points, 0, 0, false) };
     }
+  }
+
+  /** Warns when Redis goes away: the insurance limiter takes over silently, counting per replica. */
+  private watchRedis(): void {
+    if (this.redis === null) return;
+    const away = this.redis.client.status !== "ready";
+    if (away && !this.degraded) this.log.event("rate_limit_degraded", { dependency: "redis" });
+    this.degraded = away;
+  }
+
+  private async giveBack(limiter: RateLimiterAbstract, key: string, amount: number): Promise<void> {
+    await limiter.reward(key, amount).catch(() => this.log.event("rate_limit_degraded", { dependency: "redis" }));
   }
 
   /** Counts one request against the account's and the key's RPM. */
@@ -92,7 +124,13 @@ export class RateLimits {
     const account = await this.consume("rpm", points, `a:${auth.accountId}`, 1, "requests");
     let tightest = state(points, account.result);
     if (auth.keyRpm !== null) {
-      const key = await this.consume("rpm", auth.keyRpm, `k:${auth.keyId}`, 1, "this key's requests");
+      const key = await this.consume("rpm", auth.keyRpm, `k:${auth.keyId}`, 1, "this key's requests").catch(
+        async (error: unknown) => {
+          // refused by the key's own limit: the account's other keys must not pay for it
+          await this.giveBack(account.limiter, `a:${auth.accountId}`, 1);
+          throw error;
+        },
+      );
       const keyState = state(auth.keyRpm, key.result);
       if (keyState.remaining < tightest.remaining) tightest = keyState;
     }
@@ -103,31 +141,52 @@ export class RateLimits {
   async reserveTokens(auth: AuthContext, tokens: number): Promise<{ hold: TokenHold; state: LimitState }> {
     const points = auth.tpm ?? this.defaults.tpm;
     const amount = Math.min(tokens, points);
-    const account = await this.consume("tpm", points, `a:${auth.accountId}`, amount, "tokens");
-    const hold: TokenHold = { held: [{ limiter: account.limiter, key: `a:${auth.accountId}` }], tokens: amount };
+    const accountKey = `a:${auth.accountId}`;
+    const account = await this.consume("tpm", points, accountKey, amount, "tokens");
+    const now = Date.now();
+    const hold: TokenHold = {
+      held: [
+        { limiter: account.limiter, key: accountKey, tokens: amount, windowEndsAt: now + account.result.msBeforeNext },
+      ],
+    };
     let tightest = state(points, account.result);
     if (auth.keyTpm !== null) {
-      const key = await this.consume(
-        "tpm",
-        auth.keyTpm,
-        `k:${auth.keyId}`,
-        Math.min(amount, auth.keyTpm),
-        "this key's tokens",
+      const keyAmount = Math.min(amount, auth.keyTpm);
+      const key = await this.consume("tpm", auth.keyTpm, `k:${auth.keyId}`, keyAmount, "this key's tokens").catch(
+        async (error: unknown) => {
+          // refused by the key's own limit: nothing stays held against the account
+          await this.giveBack(account.limiter, accountKey, amount);
+          throw error;
+        },
       );
-      hold.held.push({ limiter: key.limiter, key: `k:${auth.keyId}` });
+      hold.held.push({
+        limiter: key.limiter,
+        key: `k:${auth.keyId}`,
+        tokens: keyAmount,
+        windowEndsAt: now + key.result.msBeforeNext,
+      });
       const keyState = state(auth.keyTpm, key.result);
       if (keyState.remaining < tightest.remaining) tightest = keyState;
     }
     return { hold, state: tightest };
   }
 
-  /** Corrects the held tokens to what the request really used (never blocks the response). */
-  settleTokens(hold: TokenHold, actualTokens: number): void {
-    const difference = actualTokens - hold.tokens;
-    if (difference === 0) return;
-    for (const { limiter, key } of hold.held) {
+  /**
+   * Corrects the held tokens to what the request really used. The response never waits
+   * for it; the promise (which never rejects) tells tests when the correction is stored.
+   */
+  settleTokens(hold: TokenHold, actualTokens: number): Promise<void> {
+    const now = Date.now();
+    const changes = hold.held.map(({ limiter, key, tokens, windowEndsAt }) => {
+      const difference = actualTokens - tokens;
+      // tokens held in a window that has since ended expired with it: there is nothing to give back
+      if (difference === 0 || (difference < 0 && now >= windowEndsAt)) return Promise.resolve();
       const change = difference > 0 ? limiter.penalty(key, difference) : limiter.reward(key, -difference);
-      change.catch(() => this.log.event("rate_limit_degraded", { dependency: "redis" }));
-    }
+      return change.then(
+        () => {},
+        () => this.log.event("rate_limit_degraded", { dependency: "redis" }),
+      );
+    });
+    return Promise.all(changes).then(() => {});
   }
 }

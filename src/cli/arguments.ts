@@ -15,7 +15,7 @@ export function validAccountName(name: string | undefined): string {
 export function positiveAmount(text: string | undefined): number {
   const micros = text === undefined ? null : parseAmountMicros(text);
   if (micros === null || micros <= 0) {
-    throw new CliError("AMOUNT must be a positive decimal with at most six decimals, e.g. 12.50");
+    throw new CliError("AMOUNT must be a positive decimal up to 999999999.999999, at most six decimals, e.g. 12.50");
   }
   return micros;
 }

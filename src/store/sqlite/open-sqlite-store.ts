@@ -111,5 +111,9 @@ export async function openSqliteStore(dataDir: string): Promise<Store> {
   const dataVersion = database.prepare("PRAGMA data_version").pluck();
   const db = new Kysely<Database>({ dialect: new SqliteDialect({ database }) });
   await migrateToLatest(db as Kysely<unknown>);
-  return new SqliteStore(database, db, turnCachedCounter(() => dataVersion.get() as number));
+  return new SqliteStore(
+    database,
+    db,
+    turnCachedCounter(() => dataVersion.get() as number),
+  );
 }
