@@ -3,12 +3,19 @@ import { KeyHasher } from "../keys/api-key.js";
 import { issueKey } from "../keys/issue-key.js";
 import { openStore } from "../store/open-store.js";
 import { loadServerSecret } from "../store/server-secret.js";
-import type { Store } from "../store/store.js";
+import type { AccountRecord, Store } from "../store/store.js";
 
 /** On a store with no account yet, creates `demo` and returns its first key (to be shown once); else null. */
 export async function createDemoAccountIfEmpty(store: Store, hasher: KeyHasher): Promise<string | null> {
   if ((await store.countAccounts()) > 0) return null;
-  const account = await store.createAccount({ name: "demo" });
+  let account: AccountRecord;
+  try {
+    account = await store.createAccount({ name: "demo" });
+  } catch (error) {
+    // replicas starting together on an empty database: another one created it first
+    if ((await store.findAccountByName("demo")) !== undefined) return null;
+    throw error;
+  }
   return (await issueKey(store, hasher, account.id, "first start")).key;
 }
 

@@ -114,6 +114,9 @@ export async function startGateway(config: LetheConfig, options: StartOptions = 
         await waitFor(config.shutdown.drainDelayMs);
         // in-flight requests and streams may finish until the deadline; then they are cut
         const deadline = setTimeout(() => app.server.closeAllConnections(), config.shutdown.deadlineMs);
+        // a connection kept alive after its last response would hold the close until the deadline
+        // (streams are sent with `connection: keep-alive`): drop each one as soon as it goes idle
+        app.server.keepAliveTimeout = 1;
         await app.close();
         clearTimeout(deadline);
         const written = await gateway.meter.drain();

@@ -26,9 +26,9 @@ export interface ServeProcess {
   stop(): Promise<number | null>;
 }
 
-/** Spawns `node bin/lethe.js serve` with the given environment. */
-export function spawnServe(env: Record<string, string>, cwd: string): ServeProcess {
-  const child = spawn(process.execPath, [LETHE_BIN, "serve"], {
+/** Spawns `node bin/lethe.js serve [ARGS]` with the given environment. */
+export function spawnServe(env: Record<string, string>, cwd: string, args: string[] = []): ServeProcess {
+  const child = spawn(process.execPath, [LETHE_BIN, "serve", ...args], {
     cwd,
     env: { PATH: process.env.PATH ?? "", ...env },
     stdio: ["ignore", "pipe", "pipe"],

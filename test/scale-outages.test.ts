@@ -1,0 +1,316 @@
+import { afterAll, beforeAll, describe, expect, it } from "vitest";
+import { findCanaries, makeCanary } from "./support/canary.js";
+import { GATED_USAGE, type GatedOpenAISupplier, startGatedOpenAISupplier } from "./support/gated-openai-supplier.js";
+import {
+  chat,
+  deleteRedisKeys,
+  dropSchema,
+  dumpRedis,
+  dumpSchema,
+  POSTGRES_URL,
+  type PrivateRedis,
+  parseMetrics,
+  querySchema,
+  REDIS_URL,
+  type Replica,
+  schemaUrl,
+  startPrivateRedis,
+  startReplica,
+  startTcpProxy,
+  type TcpProxy,
+  uniqueName,
+  waitUntil,
+  withPort,
+} from "./support/scale-rig.js";
+
+// Outages of each dependency during traffic, with the documented policy checked:
+// Redis away → per-replica limits (with a warning event) and revocation through the
+// database; PostgreSQL away → metadata buffered up to the bound, 503 past it, every
+// buffered record written once it returns. Neither shared server is stopped: Redis
+// is a private redis-server, PostgreSQL is reached through a proxy the test cuts.
+
+const PRICE = { input_per_mtok: 2, output_per_mtok: 8 };
+const COST = GATED_USAGE.prompt * PRICE.input_per_mtok + GATED_USAGE.completion * PRICE.output_per_mtok;
+
+function config(supplierUrl: string, metering: Record<string, number> = {}) {
+  return {
+    suppliers: [
+      { id: "gated", type: "openai", base_url: supplierUrl, api_key_env: "GATED_KEY", zdr: true },
+      { id: "demo", type: "demo", zdr: true },
+    ],
+    models: [
+      { id: "priced-chat", routes: [{ supplier: "gated", model: "gated-upstream", price: PRICE }] },
+      { id: "lethe-demo", routes: [{ supplier: "demo", model: "lethe-demo" }] },
+    ],
+    routing: { max_attempts: 1 },
+    limits: { rpm: 1_000_000, tpm: 1_000_000_000_000, auth_failures_per_minute: 1_000 },
+    metering,
+  };
+}
+
+async function readyz(url: string): Promise<{ status: number; body: Record<string, unknown> }> {
+  const response = await fetch(`${url}/readyz`);
+  return { status: response.status, body: (await response.json()) as Record<string, unknown> };
+}
+
+async function dependencyUp(url: string, dependency: string): Promise<number | undefined> {
+  const text = await fetch(`${url}/metrics`).then((response) => response.text());
+  return parseMetrics(text).find(
+    (sample) => sample.name === "lethe_dependency_up" && sample.labels.dependency === dependency,
+  )?.value;
+}
+
+async function metric(url: string, name: string): Promise<number | undefined> {
+  const text = await fetch(`${url}/metrics`).then((response) => response.text());
+  return parseMetrics(text).find((sample) => sample.name === name)?.value;
+}
+
+describe("Redis goes away and comes back", () => {
+  const schema = uniqueName("redis_outage");
+  const prefix = `${uniqueName("redis_outage")}:`;
+  const canaries: string[] = [];
+  let redis: PrivateRedis;
+  let supplier: GatedOpenAISupplier;
+  let first: Replica;
+  let second: Replica;
+
+  beforeAll(async () => {
+    redis = await startPrivateRedis();
+    supplier = await startGatedOpenAISupplier();
+    const env = {
+      LETHE_DATABASE_URL: schemaUrl(schema),
+      LETHE_REDIS_URL: redis.url,
+      LETHE_REDIS_PREFIX: prefix,
+      GATED_KEY: "sk-gated-0123456789",
+    };
+    first = await startReplica(config(supplier.url), env);
+    second = await startReplica(config(supplier.url), env);
+  });
+
+  afterAll(async () => {
+    await first?.close();
+    await second?.close();
+    await supplier?.close();
+    await redis?.stop();
+    await dropSchema(schema);
+  });
+
+  const body = (label: string) => {
+    const canary = makeCanary(label);
+    canaries.push(canary);
+    return { model: "lethe-demo", messages: [{ role: "user", content: canary }] };
+  };
+  const statuses = async (url: string, key: string, count: number, label: string) => {
+    const seen: number[] = [];
+    for (let index = 0; index < count; index++) seen.push((await chat(url, key, body(label))).status);
+    return seen;
+  };
+
+  it("falls back to per-replica limits with a warning, stays ready, and still refuses revoked keys", async () => {
+    const limited = await first.key("limited-before", { rpm: 4 });
+    // shared while Redis is up: 4 in all across both replicas
+    const before = [
+      ...(await statuses(first.url, limited.key, 3, "before")),
+      ...(await statuses(second.url, limited.key, 3, "before")),
+    ];
+    expect(before.filter((status) => status === 200)).toHaveLength(4);
+    const doomed = await first.key("doomed");
+    expect((await chat(second.url, doomed.key, body("doomed"))).status).toBe(200);
+
+    await redis.kill();
+    for (const replica of [first, second]) {
+      await waitUntil("readyz to report Redis down", async () => {
+        const ready = await readyz(replica.url);
+        return (ready.body.dependencies as { redis: string }).redis === "down" ? ready : undefined;
+      });
+      // degraded, not unready: the replica keeps serving with its own limits
+      expect((await readyz(replica.url)).status).toBe(200);
+      expect(await dependencyUp(replica.url, "redis")).toBe(0);
+    }
+
+    const during = await first.key("limited-during", { rpm: 4 });
+    const onFirst = await statuses(first.url, during.key, 6, "during");
+    const onSecond = await statuses(second.url, during.key, 6, "during");
+    // each replica now counts on its own: 4 each, so 8 in all
+    expect(onFirst).toEqual([200, 200, 200, 200, 429, 429]);
+    expect(onSecond).toEqual([200, 200, 200, 200, 429, 429]);
+    expect(first.logText()).toContain('"event":"rate_limit_degraded"');
+    expect(second.logText()).toContain('"event":"rate_limit_degraded"');
+
+    // revocation reaches the other replica through the database alone
+    expect(await first.running.gateway.store.revokeKey(doomed.keyId as never)).toBe(true);
+    const revokedAt = Date.now();
+    await waitUntil(
+      "the revoked key to be refused",
+      async () => (await chat(second.url, doomed.key, body("doomed"))).status === 401,
+      1_000,
+      10,
+    );
+    expect(Date.now() - revokedAt).toBeLessThan(1_000);
+  });
+
+  it("shares limits again once Redis is back", async () => {
+    await redis.start();
+    for (const replica of [first, second]) {
+      await waitUntil(
+        "readyz to report Redis up",
+        async () => ((await readyz(replica.url)).body.dependencies as { redis: string }).redis === "up",
+      );
+      expect(await dependencyUp(replica.url, "redis")).toBe(1);
+    }
+    const after = await first.key("limited-after", { rpm: 3 });
+    const seen = [
+      ...(await statuses(first.url, after.key, 2, "after")),
+      ...(await statuses(second.url, after.key, 2, "after")),
+    ];
+    expect(seen).toEqual([200, 200, 200, 429]);
+  });
+
+  it("leaves no canary in PostgreSQL or Redis", async () => {
+    await first.close();
+    await second.close();
+    const keys = await dumpRedis(prefix, redis.url);
+    expect(Object.keys(keys).length).toBeGreaterThan(0);
+    const hits = await findCanaries(canaries, {
+      texts: { ...(await dumpSchema(schema)), ...keys, first: first.logText(), second: second.logText() },
+    });
+    expect(hits).toEqual([]);
+  });
+});
+
+describe("PostgreSQL goes away and comes back", () => {
+  const schema = uniqueName("pg_outage");
+  const prefix = `${uniqueName("pg_outage")}:`;
+  const maxBuffered = 20;
+  const canaries: string[] = [];
+  let proxy: TcpProxy;
+  let supplier: GatedOpenAISupplier;
+  let replica: Replica;
+  let key: string;
+  let accountId: string;
+  const credits = 1_000 * COST;
+  /** Request ids of every answer the client saw served (200). */
+  const served: string[] = [];
+
+  const priced = (label: string) => {
+    const canary = makeCanary(label);
+    canaries.push(canary);
+    return {
+      model: "priced-chat",
+      max_tokens: GATED_USAGE.completion,
+      messages: [{ role: "user", content: `${canary} give the fixed answer please` }],
+    };
+  };
+
+  beforeAll(async () => {
+    const url = new URL(POSTGRES_URL);
+    proxy = await startTcpProxy(url.hostname, Number(url.port || 5432));
+    supplier = await startGatedOpenAISupplier();
+    replica = await startReplica(config(supplier.url, { max_buffered: maxBuffered, flush_interval_ms: 50 }), {
+      LETHE_DATABASE_URL: schemaUrl(schema, withPort(POSTGRES_URL, proxy.port)),
+      LETHE_REDIS_URL: REDIS_URL,
+      LETHE_REDIS_PREFIX: prefix,
+      GATED_KEY: "sk-gated-0123456789",
+    });
+    const made = await replica.key("outage", { credits });
+    key = made.key;
+    accountId = (await replica.running.gateway.store.findAccountByName("outage"))?.id as string;
+  });
+
+  afterAll(async () => {
+    await replica?.close();
+    await supplier?.close();
+    await proxy?.close();
+    await dropSchema(schema);
+    await deleteRedisKeys(prefix);
+  });
+
+  it("buffers metadata up to the bound while PostgreSQL is away, then refuses with 503", async () => {
+    // seen once while the database is up: the key and the balance are cached
+    const warm = await chat(replica.url, key, priced("warm"));
+    expect(warm.status).toBe(200);
+    served.push(warm.requestId as string);
+    const stranger = await replica.key("stranger");
+
+    await proxy.cut();
+    await waitUntil("readyz to report the database down", async () => {
+      const ready = await readyz(replica.url);
+      return ready.status === 503 && (ready.body.dependencies as { database: string }).database === "down";
+    });
+    expect(await dependencyUp(replica.url, "database")).toBe(0);
+
+    // a burst at once: every request admitted below the bound must be metered, none served unmetered
+    const burst = await Promise.all(Array.from({ length: 30 }, () => chat(replica.url, key, priced("burst"))));
+    const refused = burst.filter((answer) => answer.status === 503);
+    for (const answer of burst) {
+      expect([200, 503]).toContain(answer.status);
+      if (answer.status === 200) served.push(answer.requestId as string);
+    }
+    for (const answer of refused) expect(answer.text).toContain("LETHE_METERING_UNAVAILABLE");
+
+    // one at a time until the bound refuses
+    await waitUntil(
+      "the metering bound to refuse a request",
+      async () => {
+        const answer = await chat(replica.url, key, priced("serial"));
+        if (answer.status === 200) served.push(answer.requestId as string);
+        return answer.status === 503 ? answer : undefined;
+      },
+      10_000,
+      0,
+    );
+    const buffered = replica.running.gateway.meter.pending;
+    expect(buffered).toBeGreaterThanOrEqual(maxBuffered);
+    expect(await metric(replica.url, "lethe_meter_buffered_records")).toBe(buffered);
+    expect(await metric(replica.url, "lethe_ledger_pending_charges")).toBeGreaterThan(0);
+    const refusal = await chat(replica.url, key, priced("refused"));
+    expect(refusal.status).toBe(503);
+    expect(refusal.text).toContain("LETHE_METERING_UNAVAILABLE");
+    // a key never seen before cannot be checked: refused, not served
+    const unknown = await chat(replica.url, stranger.key, priced("stranger"));
+    expect(unknown.status).toBe(503);
+    // the bound was reached by served requests' records (refusals past it are not kept)
+    expect(served.length).toBeGreaterThanOrEqual(maxBuffered);
+  });
+
+  it("writes every buffered record and charge once PostgreSQL is back", async () => {
+    await proxy.restore();
+    await waitUntil("readyz to be ready again", async () => (await readyz(replica.url)).status === 200);
+    await waitUntil(
+      "the meter and the ledger to empty",
+      () => replica.running.gateway.meter.pending === 0 && replica.running.gateway.credits.pendingCount === 0,
+    );
+    expect(await dependencyUp(replica.url, "database")).toBe(1);
+    const rows = await querySchema<{ request_id: string }>(
+      schema,
+      "SELECT request_id FROM request_metadata WHERE status = 200 AND account = $1",
+      [accountId],
+    );
+    expect(new Set(rows.map((row) => row.request_id))).toEqual(new Set(served));
+    const debits = await querySchema<{ request_id: string; amount_micros: number }>(
+      schema,
+      "SELECT request_id, amount_micros FROM ledger_entries WHERE kind = 'debit' AND account_id = $1",
+      [accountId],
+    );
+    expect(new Set(debits.map((row) => row.request_id))).toEqual(new Set(served));
+    expect(debits.every((row) => Number(row.amount_micros) === -COST)).toBe(true);
+    const [balance] = await querySchema<{ balance_micros: number }>(
+      schema,
+      "SELECT balance_micros FROM accounts WHERE id = $1",
+      [accountId],
+    );
+    expect(Number(balance?.balance_micros)).toBe(credits - served.length * COST);
+    console.info(`PostgreSQL outage: ${served.length - 1} requests served while away, every one written after`);
+
+    // and the gateway serves normally again
+    expect((await chat(replica.url, key, priced("after"))).status).toBe(200);
+  });
+
+  it("leaves no canary in PostgreSQL, Redis or the log", async () => {
+    await replica.close();
+    const hits = await findCanaries(canaries, {
+      texts: { ...(await dumpSchema(schema)), ...(await dumpRedis(prefix)), log: replica.logText() },
+    });
+    expect(hits).toEqual([]);
+  });
+});
