@@ -1,6 +1,7 @@
 import type { AccountId, RequestId } from "../config/ids.js";
 import { LetheError } from "../errors/lethe-error.js";
 import type { EventLog } from "../logging/event-log.js";
+import type { CreditHoldStore } from "../store/credit-hold-store.js";
 import type { Debit } from "../store/ledger-store.js";
 import type { Store } from "../store/store.js";
 
@@ -9,6 +10,15 @@ export interface Reservation {
   accountId: AccountId;
   amountMicros: number;
   settled: boolean;
+  /** The database hold behind it, when replicas share the database. */
+  holdId: string | null;
+}
+
+/** Replicas sharing a database hold credit there, not in one process's memory. */
+export interface SharedHolds {
+  holds: CreditHoldStore;
+  /** How long a hold counts if its replica dies before charging it. */
+  ttlMs: number;
 }
 
 interface AccountCredit {
@@ -46,6 +56,7 @@ export class CreditGuard {
     private readonly flushIntervalMs: number,
     /** Moves when another process changed balances (the store's feed, Redis's channel). */
     private readonly changes: () => number = () => store.changeCounter(),
+    private readonly shared: SharedHolds | null = null,
   ) {
     this.seenCounter = changes();
   }
@@ -96,6 +107,7 @@ export class CreditGuard {
    * when it does not fit, `exact` is computed and tried. Throws 402 when neither fits.
    */
   async reserve(accountId: AccountId, upperBound: number, exact: () => number): Promise<Reservation> {
+    if (this.shared !== null) return this.reserveShared(accountId, upperBound, exact, this.shared);
     await this.available(accountId);
     // check and hold in one synchronous step after the await: reservations racing each
     // other (a burst of requests) must each see the others' holds, or they overdraw
@@ -106,18 +118,49 @@ export class CreditGuard {
     if (amount > 0 && amount > available) throw insufficient();
     if (amount === 0 && available < 0) throw insufficient();
     credit.reserved += amount;
-    return { accountId, amountMicros: amount, settled: false };
+    return { accountId, amountMicros: amount, settled: false, holdId: null };
+  }
+
+  /** The shared-database reservation: a hold row taken under the account's lock (free requests hold nothing). */
+  private async reserveShared(
+    accountId: AccountId,
+    upperBound: number,
+    exact: () => number,
+    shared: SharedHolds,
+  ): Promise<Reservation> {
+    if (upperBound === 0) return { accountId, amountMicros: 0, settled: false, holdId: null };
+    let taken: { holdId: string; amount: number } | null;
+    try {
+      taken = await shared.holds.hold(accountId, upperBound, exact, Date.now(), shared.ttlMs);
+    } catch {
+      throw new LetheError("LETHE_METERING_UNAVAILABLE", "Credit cannot be checked right now; retry shortly.", {
+        retryAfterSeconds: 5,
+      });
+    }
+    if (taken === null) throw insufficient();
+    return { accountId, amountMicros: taken.amount, settled: false, holdId: taken.holdId };
   }
 
   /** Releases the reservation and charges what the request really cost. */
   settle(reservation: Reservation, costMicros: number, requestId: RequestId): void {
     if (reservation.settled) return;
     reservation.settled = true;
+    if (reservation.holdId !== null && costMicros <= 0) {
+      // nothing to charge: the hold just goes
+      this.shared?.holds.release([reservation.holdId]).catch(() => {});
+      return;
+    }
     const credit = this.credit(reservation.accountId);
-    credit.reserved -= reservation.amountMicros;
+    if (reservation.holdId === null) credit.reserved -= reservation.amountMicros;
     if (costMicros <= 0) return;
     credit.pending += costMicros;
-    this.queue.push({ accountId: reservation.accountId, amountMicros: costMicros, requestId, ts: Date.now() });
+    this.queue.push({
+      accountId: reservation.accountId,
+      amountMicros: costMicros,
+      requestId,
+      ts: Date.now(),
+      holdId: reservation.holdId,
+    });
     if (this.timer === null) {
       this.timer = setTimeout(() => void this.flush(), this.flushIntervalMs);
       this.timer.unref();

@@ -109,7 +109,10 @@ export const configSchema = z
       .strict()
       .prefault({}),
     billing: z
-      .object({ default_output_reserve_tokens: z.number().int().positive().default(4096) })
+      .object({
+        default_output_reserve_tokens: z.number().int().positive().default(4096),
+        hold_ttl_ms: z.number().int().positive().default(900_000),
+      })
       .strict()
       .prefault({}),
     routing: routing.prefault({}),

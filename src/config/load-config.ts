@@ -78,7 +78,8 @@ export interface LetheConfig {
   suppliers: Map<SupplierId, SupplierConfig>;
   models: Map<string, ModelConfig>;
   limits: { rpm: number; tpm: number; maxBodyBytes: number; authFailuresPerMinute: number };
-  billing: { defaultOutputReserveTokens: number };
+  /** Reserve for requests without max_tokens; how long a database credit hold outlives a dead replica. */
+  billing: { defaultOutputReserveTokens: number; holdTtlMs: number };
   routing: RoutingSettings;
   /** SIGTERM: how long readyz reads unready before the socket closes, and how long in-flight work may run. */
   shutdown: { drainDelayMs: number; deadlineMs: number };
@@ -206,7 +207,10 @@ export function resolveConfig(document: unknown, env: Env, configPath: string | 
       maxBodyBytes: file.limits.max_body_bytes,
       authFailuresPerMinute: file.limits.auth_failures_per_minute,
     },
-    billing: { defaultOutputReserveTokens: file.billing.default_output_reserve_tokens },
+    billing: {
+      defaultOutputReserveTokens: file.billing.default_output_reserve_tokens,
+      holdTtlMs: file.billing.hold_ttl_ms,
+    },
     shutdown: { drainDelayMs: file.shutdown.drain_delay_ms, deadlineMs: file.shutdown.deadline_ms },
     routing: {
       maxAttempts: file.routing.max_attempts,

@@ -80,6 +80,8 @@ export async function runRetention(store: Store, windows: RetentionWindows, now:
   const aggregates = aggregate(expired);
   const rolledUp = expired.length === 0 ? 0 : await store.usage.replaceWithAggregates(cutoff, aggregates);
   const unlinked = await store.usage.dropPseudonyms(utcDay(todayStart - windows.aggregateDays * DAY_MS));
+  // credit holds left by replicas that died before charging them
+  await store.creditHolds.purgeExpired(now);
   return { rolledUp, aggregates: aggregates.length, unlinked };
 }
 

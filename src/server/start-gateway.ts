@@ -75,7 +75,14 @@ export async function startGateway(config: LetheConfig, options: StartOptions = 
     hasher,
     authThrottle: new AuthThrottle(secret, config.limits.authFailuresPerMinute, shared),
     limits: new RateLimits({ rpm: config.limits.rpm, tpm: config.limits.tpm }, log, shared),
-    credits: new CreditGuard(store, log, config.metering.flushIntervalMs, changes),
+    credits: new CreditGuard(
+      store,
+      log,
+      config.metering.flushIntervalMs,
+      changes,
+      // replicas sharing PostgreSQL hold credit in the database, so none can spend another's
+      store.kind === "postgres" ? { holds: store.creditHolds, ttlMs: config.billing.holdTtlMs } : null,
+    ),
     suppliers: new SupplierRegistry(config),
     router: new Router(config.routing),
     meter: new Meter(store, log, config.metering),

@@ -4,6 +4,7 @@ import type { StoreKind } from "../logging/event-log.js";
 import type { MetadataRecord } from "../metering/metadata-record.js";
 import { AccountAdminStore } from "./account-admin-store.js";
 import type { ChangeFeed } from "./change-feed.js";
+import { CreditHoldStore } from "./credit-hold-store.js";
 import { LedgerStore } from "./ledger-store.js";
 import { mintId } from "./mint-id.js";
 import { OperatorStore } from "./operator-store.js";
@@ -54,6 +55,7 @@ export class KyselyStore implements Store {
   readonly accountAdmin: AccountAdminStore;
   readonly usage: UsageStore;
   readonly operators: OperatorStore;
+  readonly creditHolds: CreditHoldStore;
 
   constructor(
     readonly kind: StoreKind,
@@ -66,6 +68,7 @@ export class KyselyStore implements Store {
     this.accountAdmin = new AccountAdminStore(db, feed);
     this.usage = new UsageStore(db);
     this.operators = new OperatorStore(db);
+    this.creditHolds = new CreditHoldStore(db);
   }
 
   changeCounter(): number {

@@ -23,6 +23,8 @@ export interface Debit {
   amountMicros: number;
   requestId: RequestId;
   ts: number;
+  /** The database hold this charge replaces (shared-database mode), deleted with it. */
+  holdId?: string | null;
 }
 
 /**
@@ -96,6 +98,9 @@ export class LedgerStore {
           .where("id", "=", accountId)
           .execute();
       }
+      // the charge now stands in the balance: the hold it replaces goes in the same step
+      const holds = debits.flatMap((debit) => (debit.holdId ? [debit.holdId] : []));
+      if (holds.length > 0) await trx.deleteFrom("credit_holds").where("id", "in", holds).execute();
     });
     // other replicas cache balances: tell them these moved
     await this.feed.announce();

@@ -129,6 +129,22 @@ const migrations: Record<string, Migration> = {
       await db.schema.createIndex("usage_daily_account_day").on("usage_daily").columns(["account", "day"]).execute();
     },
   },
+  "0004_credit_holds": {
+    async up(db: Kysely<unknown>) {
+      await db.schema
+        .createTable("credit_holds")
+        .addColumn("id", "text", (column) => column.primaryKey())
+        .addColumn("account_id", "text", (column) => column.notNull())
+        .addColumn("amount_micros", "bigint", (column) => column.notNull())
+        .addColumn("expires_at", "bigint", (column) => column.notNull())
+        .execute();
+      await db.schema
+        .createIndex("credit_holds_account")
+        .on("credit_holds")
+        .columns(["account_id", "expires_at"])
+        .execute();
+    },
+  },
 };
 
 const provider: MigrationProvider = {

@@ -10,6 +10,14 @@ export interface Database {
   operators: OperatorsTable;
   audit_events: AuditEventsTable;
   usage_daily: UsageDailyTable;
+  credit_holds: CreditHoldsTable;
+}
+
+export interface CreditHoldsTable {
+  id: string;
+  account_id: string;
+  amount_micros: number;
+  expires_at: number;
 }
 
 export interface LedgerEntriesTable {

@@ -2,6 +2,7 @@ import type { AccountId, KeyId } from "../config/ids.js";
 import type { StoreKind } from "../logging/event-log.js";
 import type { MetadataRecord } from "../metering/metadata-record.js";
 import type { AccountAdminStore } from "./account-admin-store.js";
+import type { CreditHoldStore } from "./credit-hold-store.js";
 import type { LedgerStore } from "./ledger-store.js";
 import type { OperatorStore } from "./operator-store.js";
 import type { UsageStore } from "./usage-store.js";
@@ -84,6 +85,7 @@ export interface Store {
   readonly accountAdmin: AccountAdminStore;
   readonly usage: UsageStore;
   readonly operators: OperatorStore;
+  readonly creditHolds: CreditHoldStore;
   /** Whether the database answers; readiness reads it. */
   ping(): Promise<boolean>;
   close(): Promise<void>;

@@ -1,0 +1,60 @@
+import type { Kysely } from "kysely";
+import type { AccountId } from "../config/ids.js";
+import { mintId } from "./mint-id.js";
+import type { Database } from "./schema.js";
+
+/**
+ * Credit held in the database, for replicas sharing PostgreSQL: a request's hold is
+ * taken under a lock on its account row, against the balance minus every other
+ * unexpired hold, so two replicas can never both spend the same credit. A hold
+ * lives until its charge is written (in the same transaction), or until it
+ * expires, when the replica that took it died.
+ */
+export class CreditHoldStore {
+  constructor(private readonly db: Kysely<Database>) {}
+
+  /** Takes a hold of `upperBound`, or of `exact()` when that does not fit; null when neither fits. */
+  async hold(
+    accountId: AccountId,
+    upperBound: number,
+    exact: () => number,
+    now: number,
+    ttlMs: number,
+  ): Promise<{ holdId: string; amount: number } | null> {
+    return this.db.transaction().execute(async (trx) => {
+      const account = await trx
+        .selectFrom("accounts")
+        .select("balance_micros")
+        .where("id", "=", accountId)
+        .forUpdate()
+        .executeTakeFirst();
+      if (account === undefined) return null;
+      const held = await trx
+        .selectFrom("credit_holds")
+        .select((eb) => eb.fn.sum<number>("amount_micros").as("total"))
+        .where("account_id", "=", accountId)
+        .where("expires_at", ">", now)
+        .executeTakeFirst();
+      const available = Number(account.balance_micros) - Number(held?.total ?? 0);
+      let amount = upperBound;
+      if (amount > available) amount = exact();
+      if (amount > available) return null;
+      const holdId = mintId("hold");
+      await trx
+        .insertInto("credit_holds")
+        .values({ id: holdId, account_id: accountId, amount_micros: amount, expires_at: now + ttlMs })
+        .execute();
+      return { holdId, amount };
+    });
+  }
+
+  /** Releases holds whose requests ended without a charge. */
+  async release(holdIds: readonly string[]): Promise<void> {
+    if (holdIds.length > 0) await this.db.deleteFrom("credit_holds").where("id", "in", holdIds).execute();
+  }
+
+  /** Deletes holds that outlived their replica. */
+  async purgeExpired(now: number): Promise<void> {
+    await this.db.deleteFrom("credit_holds").where("expires_at", "<=", now).execute();
+  }
+}
