@@ -1,5 +1,6 @@
-// A minimal OpenAI-compatible supplier for the benchmark: it answers
-// `POST /v1/chat/completions` instantly with a fixed completion, so whatever the
+// A minimal supplier for the benchmark. It answers OpenAI's
+// `POST /v1/chat/completions` and Anthropic's `POST /v1/messages` instantly with a
+// fixed answer (the same text and token counts in both formats), so whatever the
 // bench measures on top of it is the cost of the client, the network stack and
 // whatever sits in between (Lethe, or the bare proxy).
 //
@@ -68,6 +69,63 @@ const DONE = "data: [DONE]\n\n";
 const STREAM_WITH_USAGE = Buffer.from(STREAM_CHUNKS + USAGE_CHUNK + DONE);
 const STREAM_WITHOUT_USAGE = Buffer.from(STREAM_CHUNKS + DONE);
 
+// ---------------------------------------------------------------------------
+// Anthropic's Messages API: the same answer, in Anthropic's shapes.
+
+const ANTHROPIC_MESSAGE_ID = "msg_01FakeSupplierBench";
+const ANTHROPIC_MODEL = "fake-anthropic-model";
+const ANTHROPIC_USAGE = { input_tokens: USAGE.prompt_tokens, output_tokens: USAGE.completion_tokens };
+
+const MESSAGE = Buffer.from(
+  JSON.stringify({
+    id: ANTHROPIC_MESSAGE_ID,
+    type: "message",
+    role: "assistant",
+    model: ANTHROPIC_MODEL,
+    content: [{ type: "text", text: "Hello from the fake supplier." }],
+    stop_reason: "end_turn",
+    stop_sequence: null,
+    usage: ANTHROPIC_USAGE,
+  }),
+);
+
+function anthropicEvent(data) {
+  return `event: ${data.type}\ndata: ${JSON.stringify(data)}\n\n`;
+}
+
+/** Anthropic's event sequence for one text block, as its API sends it. */
+const MESSAGE_STREAM = Buffer.from(
+  [
+    {
+      type: "message_start",
+      message: {
+        id: ANTHROPIC_MESSAGE_ID,
+        type: "message",
+        role: "assistant",
+        model: ANTHROPIC_MODEL,
+        content: [],
+        stop_reason: null,
+        stop_sequence: null,
+        usage: { input_tokens: ANTHROPIC_USAGE.input_tokens, output_tokens: 1 },
+      },
+    },
+    { type: "content_block_start", index: 0, content_block: { type: "text", text: "" } },
+    { type: "ping" },
+    { type: "content_block_delta", index: 0, delta: { type: "text_delta", text: "Hello" } },
+    { type: "content_block_delta", index: 0, delta: { type: "text_delta", text: " from the fake" } },
+    { type: "content_block_delta", index: 0, delta: { type: "text_delta", text: " supplier." } },
+    { type: "content_block_stop", index: 0 },
+    {
+      type: "message_delta",
+      delta: { stop_reason: "end_turn", stop_sequence: null },
+      usage: { output_tokens: ANTHROPIC_USAGE.output_tokens },
+    },
+    { type: "message_stop" },
+  ]
+    .map(anthropicEvent)
+    .join(""),
+);
+
 /** Reads the whole request body; the supplier needs `stream` and `stream_options` from it. */
 async function readBody(request) {
   const parts = [];
@@ -84,7 +142,36 @@ function sendError(response, status, message) {
   sendJson(response, status, Buffer.from(JSON.stringify({ error: { message, type: "invalid_request_error" } })));
 }
 
+function sendAnthropicError(response, status, type, message) {
+  sendJson(response, status, Buffer.from(JSON.stringify({ type: "error", error: { type, message } })));
+}
+
+/** `POST /v1/messages`: like Anthropic, it refuses a request without `anthropic-version`. */
+async function answerMessages(request, response) {
+  let body;
+  try {
+    body = JSON.parse(await readBody(request));
+  } catch {
+    sendAnthropicError(response, 400, "invalid_request_error", "body is not JSON");
+    return;
+  }
+  if (request.headers["anthropic-version"] === undefined) {
+    sendAnthropicError(response, 400, "invalid_request_error", "anthropic-version: header is required");
+    return;
+  }
+  if (body?.stream !== true) {
+    sendJson(response, 200, MESSAGE);
+    return;
+  }
+  response.writeHead(200, { "content-type": "text/event-stream", "cache-control": "no-cache" });
+  response.end(MESSAGE_STREAM);
+}
+
 async function answer(request, response) {
+  if (request.method === "POST" && request.url === "/v1/messages") {
+    await answerMessages(request, response);
+    return;
+  }
   if (request.method !== "POST" || request.url !== "/v1/chat/completions") {
     sendError(response, 404, "not found");
     return;

@@ -28,6 +28,7 @@ import { fileURLToPath } from "node:url";
 import autocannon from "autocannon";
 import { Pool } from "undici";
 import { runBillingBench } from "./billing-bench.mjs";
+import { runFormatsBench } from "./formats-bench.mjs";
 import { runRoutingBench } from "./routing-bench.mjs";
 import { runScaleBench } from "./scale-bench.mjs";
 
@@ -606,6 +607,8 @@ main()
   .then(() => runBillingBench({ strict: flags.has("--strict") }))
   // issue 6's scale-out figures: --workers 2 on PostgreSQL against --workers 1 on SQLite, records lost
   .then(() => runScaleBench({ strict: flags.has("--strict") }))
+  // issue 3's wire-format figures: the Anthropic surface and the translated paths against OpenAI-native
+  .then(() => runFormatsBench({ strict: flags.has("--strict") }))
   .catch((error) => {
     process.stderr.write(`bench failed: ${error instanceof Error ? error.message : String(error)}\n`);
     killAllChildren();
