@@ -108,6 +108,11 @@ export class CreditGuard {
    */
   async reserve(accountId: AccountId, upperBound: number, exact: () => number): Promise<Reservation> {
     if (this.shared !== null) return this.reserveShared(accountId, upperBound, exact, this.shared);
+    return this.reserveInMemory(accountId, upperBound, exact);
+  }
+
+  /** The single-process reservation: checked and held in one synchronous step. */
+  private async reserveInMemory(accountId: AccountId, upperBound: number, exact: () => number): Promise<Reservation> {
     await this.available(accountId);
     // check and hold in one synchronous step after the await: reservations racing each
     // other (a burst of requests) must each see the others' holds, or they overdraw
@@ -129,15 +134,17 @@ export class CreditGuard {
     shared: SharedHolds,
   ): Promise<Reservation> {
     if (upperBound === 0) return { accountId, amountMicros: 0, settled: false, holdId: null };
-    let taken: { holdId: string; amount: number } | null;
+    let taken: { holdId: string; amount: number; balance: number } | null;
     try {
       taken = await shared.holds.hold(accountId, upperBound, exact, Date.now(), shared.ttlMs);
     } catch {
-      throw new LetheError("LETHE_METERING_UNAVAILABLE", "Credit cannot be checked right now; retry shortly.", {
-        retryAfterSeconds: 5,
-      });
+      // the database is away: hold in this process's memory against the last balance
+      // read (or refuse if none), as a single replica would; charges queue until it returns
+      return this.reserveInMemory(accountId, upperBound, exact);
     }
     if (taken === null) throw insufficient();
+    // remembered for the fallback above, should the database go away
+    this.credit(accountId).known = taken.balance;
     return { accountId, amountMicros: taken.amount, settled: false, holdId: taken.holdId };
   }
 

@@ -20,7 +20,7 @@ export class CreditHoldStore {
     exact: () => number,
     now: number,
     ttlMs: number,
-  ): Promise<{ holdId: string; amount: number } | null> {
+  ): Promise<{ holdId: string; amount: number; balance: number } | null> {
     return this.db.transaction().execute(async (trx) => {
       const account = await trx
         .selectFrom("accounts")
@@ -44,7 +44,7 @@ export class CreditHoldStore {
         .insertInto("credit_holds")
         .values({ id: holdId, account_id: accountId, amount_micros: amount, expires_at: now + ttlMs })
         .execute();
-      return { holdId, amount };
+      return { holdId, amount, balance: Number(account.balance_micros) };
     });
   }
 
