@@ -63,12 +63,13 @@ export class KyselyStore implements Store {
     private readonly feed: ChangeFeed,
     private readonly onClose: () => Promise<void>,
     ledger: LedgerStore = new LedgerStore(db, feed),
+    creditHolds: CreditHoldStore = new CreditHoldStore(db),
   ) {
     this.ledger = ledger;
     this.accountAdmin = new AccountAdminStore(db, feed);
     this.usage = new UsageStore(db);
     this.operators = new OperatorStore(db);
-    this.creditHolds = new CreditHoldStore(db);
+    this.creditHolds = creditHolds;
   }
 
   changeCounter(): number {

@@ -5,6 +5,7 @@ import { KyselyStore } from "../kysely-store.js";
 import { migrateToLatest } from "../migrations.js";
 import type { Database } from "../schema.js";
 import type { Store } from "../store.js";
+import { installHoldFunction, PostgresCreditHoldStore } from "./postgres-credit-holds.js";
 
 const CHANNEL = "lethe_changes";
 
@@ -118,7 +119,8 @@ export async function openPostgresStore(url: string): Promise<Store> {
   pool.on("connect", (client) => client.on("error", () => {}));
   const db = new Kysely<Database>({ dialect: new PostgresDialect({ pool }) });
   await migrateToLatest(db as Kysely<unknown>, schema ?? "public");
+  await installHoldFunction(pool);
   const feed = new PostgresChangeFeed(clientConfig, pool);
   await feed.start();
-  return new KyselyStore("postgres", db, feed, () => feed.close());
+  return new KyselyStore("postgres", db, feed, () => feed.close(), undefined, new PostgresCreditHoldStore(db, pool));
 }
