@@ -302,7 +302,12 @@ describe("PostgreSQL start-up", () => {
         await Promise.all(stores.map((store) => store.close()));
       }
       const applied = await querySchema<{ name: string }>(schema, "SELECT name FROM lethe_migrations ORDER BY name");
-      expect(applied.map((row) => row.name)).toEqual(["0001_core", "0002_attempts", "0003_billing", "0004_credit_holds"]);
+      expect(applied.map((row) => row.name)).toEqual([
+        "0001_core",
+        "0002_attempts",
+        "0003_billing",
+        "0004_credit_holds",
+      ]);
       expect(await schemaTables(schema)).toEqual(
         expect.arrayContaining([
           "accounts",
