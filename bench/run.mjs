@@ -15,7 +15,7 @@
 // load average is printed with them: other work on a 2-core machine moves every
 // figure, the ratios least.
 //
-// Usage: npm run bench [-- --cpu-prof] [-- --strict]
+// Usage: npm run bench [-- --cpu-prof] [-- --strict] [-- --core-only]
 //   --cpu-prof  runs Lethe under `node --cpu-prof`; the profile lands in bench/results/profiles/
 //   --strict    exits 1 when a target is missed (for CI)
 import { spawn, spawnSync } from "node:child_process";
@@ -215,7 +215,8 @@ async function startLethe(workDir, supplierPort) {
   await writeFile(path.join(workDir, "lethe.config.yaml"), letheConfigYaml(supplierPort));
   const port = await findFreePort();
   const environment = letheEnvironment(workDir, port);
-  const nodeFlags = [];
+  // BENCH_LETHE_NODE_FLAGS tries V8 flags on Lethe alone (e.g. "--max-semi-space-size=4")
+  const nodeFlags = (process.env.BENCH_LETHE_NODE_FLAGS ?? "").split(" ").filter((flag) => flag !== "");
   if (flags.has("--cpu-prof")) {
     nodeFlags.push("--cpu-prof", `--cpu-prof-dir=${path.join(RESULTS_DIR, "profiles")}`);
   }
@@ -600,15 +601,18 @@ async function main() {
   }
 }
 
+// --core-only stops after issue 2's figures (quick iterations on the hot path)
+const more = (run) => () => (flags.has("--core-only") ? undefined : run({ strict: flags.has("--strict") }));
+
 main()
   // issue 7's routing figure, in its own file: it starts its own suppliers and Lethe
-  .then(() => runRoutingBench({ strict: flags.has("--strict") }))
+  .then(more(runRoutingBench))
   // issue 5's billing figure: credits and rate limits on against off, in one Lethe
-  .then(() => runBillingBench({ strict: flags.has("--strict") }))
+  .then(more(runBillingBench))
   // issue 6's scale-out figures: --workers 2 on PostgreSQL against --workers 1 on SQLite, records lost
-  .then(() => runScaleBench({ strict: flags.has("--strict") }))
+  .then(more(runScaleBench))
   // issue 3's wire-format figures: the Anthropic surface and the translated paths against OpenAI-native
-  .then(() => runFormatsBench({ strict: flags.has("--strict") }))
+  .then(more(runFormatsBench))
   .catch((error) => {
     process.stderr.write(`bench failed: ${error instanceof Error ? error.message : String(error)}\n`);
     killAllChildren();
