@@ -16,15 +16,24 @@
 // metered request: proof that billing was on and that settlement kept up.
 //
 // Usage: node bench/billing-bench.mjs [--strict]   (bench/run.mjs calls runBillingBench at its end)
-import { spawn, spawnSync } from "node:child_process";
-import { mkdtemp, readFile, rm, writeFile } from "node:fs/promises";
-import { createServer } from "node:net";
+import { spawnSync } from "node:child_process";
+import { mkdtemp, rm } from "node:fs/promises";
 import os from "node:os";
 import path from "node:path";
-import { createInterface } from "node:readline";
 import { fileURLToPath, pathToFileURL } from "node:url";
 import autocannon from "autocannon";
 import { Pool } from "undici";
+import {
+  findApiKey,
+  findFreePort,
+  readCpuMs,
+  readFirstStartKey,
+  spawnNode,
+  stopAllChildren,
+  stopChild,
+  waitForPort,
+  writeLetheSetup,
+} from "./bench-processes.mjs";
 
 const REPO_ROOT = path.resolve(path.dirname(fileURLToPath(import.meta.url)), "..");
 const HOST = "127.0.0.1";
@@ -47,73 +56,7 @@ const COST_MICROS = 12 * PRICE.input + 7 * PRICE.output;
 const CREDIT = "1000000";
 
 // ---------------------------------------------------------------------------
-// Child processes: every one is tracked, so none outlives the bench.
-
-const children = new Set();
-
-process.on("exit", () => {
-  for (const child of children) child.kill("SIGKILL");
-});
-
-function spawnNode(args, environment = process.env) {
-  const child = spawn(process.execPath, args, { cwd: REPO_ROOT, env: environment, stdio: ["ignore", "pipe", "pipe"] });
-  child.stderrTail = "";
-  child.stderr.setEncoding("utf8");
-  child.stderr.on("data", (text) => {
-    child.stderrTail = (child.stderrTail + text).slice(-2000);
-  });
-  child.lines = createInterface({ input: child.stdout });
-  children.add(child);
-  child.once("exit", () => children.delete(child));
-  return child;
-}
-
-/** Resolves with the first stdout line of `child` that `matches`; rejects if it exits or times out first. */
-function waitForLine(child, matches, timeoutMs = 15_000) {
-  return new Promise((resolve, reject) => {
-    const cleanUp = () => {
-      clearTimeout(timer);
-      child.lines.off("line", onLine);
-      child.off("exit", onExit);
-    };
-    const onLine = (line) => {
-      if (!matches(line)) return;
-      cleanUp();
-      resolve(line);
-    };
-    const onExit = (code) => {
-      cleanUp();
-      reject(new Error(`child exited (code ${code}) before it was ready:\n${child.stderrTail}`));
-    };
-    const timer = setTimeout(() => {
-      cleanUp();
-      reject(new Error(`child was not ready within ${timeoutMs} ms:\n${child.stderrTail}`));
-    }, timeoutMs);
-    child.lines.on("line", onLine);
-    child.once("exit", onExit);
-  });
-}
-
-/** SIGTERM, so Lethe drains its meter and writes its queued charges; SIGKILL after a grace period. */
-async function stopChild(child) {
-  if (child.exitCode !== null || child.signalCode !== null) return;
-  const exited = new Promise((resolve) => child.once("exit", resolve));
-  child.kill("SIGTERM");
-  const timer = setTimeout(() => child.kill("SIGKILL"), 10_000);
-  await exited;
-  clearTimeout(timer);
-}
-
-function findFreePort() {
-  return new Promise((resolve, reject) => {
-    const server = createServer();
-    server.once("error", reject);
-    server.listen(0, HOST, () => {
-      const { port } = server.address();
-      server.close(() => resolve(port));
-    });
-  });
-}
+// The Lethe CLI.
 
 /** Runs a `lethe` CLI command against the bench's data dir; returns its stdout, or throws with its one-line reason. */
 function lethe(args, environment) {
@@ -153,26 +96,15 @@ models:
 }
 
 async function startLethe(workDir, supplierPort) {
-  await writeFile(path.join(workDir, "lethe.config.yaml"), letheConfigYaml(supplierPort));
   const port = await findFreePort();
-  const inherited = Object.fromEntries(Object.entries(process.env).filter(([name]) => !name.startsWith("LETHE_")));
-  const environment = {
-    ...inherited,
-    LETHE_HOST: HOST,
-    LETHE_PORT: String(port),
-    LETHE_DATA_DIR: path.join(workDir, "data"),
-    LETHE_CONFIG: path.join(workDir, "lethe.config.yaml"),
-    BENCH_SUPPLIER_KEY: "sk-fake-supplier-key",
-  };
-  const child = spawnNode(["bin/lethe.js", "serve"], environment);
-  const keyLine = await waitForLine(child, (line) => line.includes("sk-lethe-"));
-  const freeKey = /sk-lethe-[0-9A-Za-z]+/.exec(keyLine)?.[0];
-  if (freeKey === undefined) throw new Error("Lethe printed no first-start API key");
+  const environment = await writeLetheSetup(workDir, letheConfigYaml(supplierPort), port);
+  const child = spawnNode(["bin/lethe.js", "serve"], { environment });
+  const freeKey = await readFirstStartKey(child);
   // the billed account, as an operator would set it up: credit, account limits, and key limits under them
   const limits = ["--rpm", String(SETTINGS.rpm), "--tpm", String(SETTINGS.tpm)];
   lethe(["accounts", "create", "billed", "--credits", CREDIT, ...limits], environment);
   const keyOutput = lethe(["keys", "create", "--account", "billed", ...limits], environment);
-  const billedKey = /sk-lethe-[0-9A-Za-z]+/.exec(keyOutput)?.[0];
+  const billedKey = findApiKey(keyOutput);
   if (billedKey === undefined) throw new Error("lethe keys create printed no key");
   return { child, port, environment, freeKey, billedKey };
 }
@@ -201,13 +133,6 @@ async function checkTarget(pool, item) {
   if (item.name === "on" && response.headers["x-ratelimit-limit-requests"] !== String(SETTINGS.rpm)) {
     throw new Error("the billed key's requests are not counted against its finite limit");
   }
-}
-
-/** CPU time (user + system) a process has used so far, in ms; /proc counts in ticks of 1/100 s. */
-async function readCpuMs(pid) {
-  const stat = await readFile(`/proc/${pid}/stat`, "utf8");
-  const fields = stat.slice(stat.lastIndexOf(")") + 2).split(" ");
-  return (Number(fields[11]) + Number(fields[12])) * 10;
 }
 
 async function measureThroughput(origin, item, seconds, pid) {
@@ -278,7 +203,7 @@ export async function runBillingBench({ strict = false } = {}) {
   let pool = null;
   try {
     const supplier = spawnNode(["bench/fake-supplier.mjs"]);
-    const supplierPort = JSON.parse(await waitForLine(supplier, (text) => text.startsWith('{"port":'))).port;
+    const supplierPort = await waitForPort(supplier);
     const server = await startLethe(workDir, supplierPort);
     const origin = `http://${HOST}:${server.port}`;
     pool = new Pool(origin, { connections: 1, pipelining: 1, keepAliveTimeout: 60_000 });
@@ -371,7 +296,7 @@ export async function runBillingBench({ strict = false } = {}) {
     };
   } finally {
     await pool?.close();
-    await Promise.all([...children].map((child) => stopChild(child)));
+    await stopAllChildren();
     await rm(workDir, { recursive: true, force: true });
   }
 }

@@ -1,35 +1,18 @@
-// The wire-format figures of issue 3: Lethe's Anthropic surface and its translated
-// paths against the OpenAI-to-OpenAI path, in one Lethe process, in one run.
-//
-//   OpenAI → OpenAI        POST /v1/chat/completions, model via-openai (the reference)
-//   Anthropic → Anthropic  POST /v1/messages, model via-anthropic (native, no translation)
-//   OpenAI → Anthropic     POST /v1/chat/completions, model via-anthropic (translated)
-//   Anthropic → OpenAI     POST /v1/messages, model via-openai (translated)
-//
-// Both suppliers are the one instant fake supplier (bench/fake-supplier.mjs), which
-// answers the same text and token counts in either format; both are ZDR, the routes are
-// free and the limits far above what the bench sends (they are still counted).
-//
-//   - requests/s at 50 connections (autocannon), non-streaming, round by round with the
-//     order rotating, plus the CPU Lethe (and the fake supplier) spent per request;
-//   - streaming time to first byte (first body chunk) with one request in flight,
-//     alternating request by request between the four paths and the fake supplier
-//     asked directly in each format; added TTFB = path minus direct of the path's
-//     supplier format.
-//
-// Targets, as ratios of this one run: native Anthropic within 10% of OpenAI-native
-// throughput; translated paths within 25%; added stream TTFB under 1 ms on every path.
-//
-// Usage: node --expose-gc bench/formats-bench.mjs [--strict]   (bench/run.mjs calls runFormatsBench at its end)
-import { spawn } from "node:child_process";
-import { mkdir, mkdtemp, readFile, rm, writeFile } from "node:fs/promises";
-import { createServer } from "node:net";
+import { mkdir, mkdtemp, rm, writeFile } from "node:fs/promises";
 import os from "node:os";
 import path from "node:path";
-import { createInterface } from "node:readline";
 import { fileURLToPath, pathToFileURL } from "node:url";
 import autocannon from "autocannon";
 import { Pool } from "undici";
+import {
+  findFreePort,
+  readCpuMs,
+  readFirstStartKey,
+  spawnNode,
+  stopAllChildren,
+  waitForPort,
+  writeLetheSetup,
+} from "./bench-processes.mjs";
 
 const REPO_ROOT = path.resolve(path.dirname(fileURLToPath(import.meta.url)), "..");
 const HOST = "127.0.0.1";
@@ -49,89 +32,11 @@ const SETTINGS = {
 const TARGETS = { nativeRatio: 0.9, translatedRatio: 0.75, maxAddedTtfbMs: 1 };
 
 // ---------------------------------------------------------------------------
-// Child processes: every one is tracked, so none outlives the bench, even on errors.
-
-const children = new Set();
-
-process.on("exit", () => {
-  for (const child of children) child.kill("SIGKILL");
-});
-
-function spawnNode(args, environment = process.env) {
-  const child = spawn(process.execPath, args, { cwd: REPO_ROOT, env: environment, stdio: ["ignore", "pipe", "pipe"] });
-  child.stderrTail = "";
-  child.stderr.setEncoding("utf8");
-  child.stderr.on("data", (text) => {
-    child.stderrTail = (child.stderrTail + text).slice(-2000);
-  });
-  child.lines = createInterface({ input: child.stdout });
-  children.add(child);
-  child.once("exit", () => children.delete(child));
-  return child;
-}
-
-/** Resolves with the first stdout line of `child` that `matches`; rejects if it exits or times out first. */
-function waitForLine(child, matches, timeoutMs = 15_000) {
-  return new Promise((resolve, reject) => {
-    const cleanUp = () => {
-      clearTimeout(timer);
-      child.lines.off("line", onLine);
-      child.off("exit", onExit);
-    };
-    const onLine = (line) => {
-      if (!matches(line)) return;
-      cleanUp();
-      resolve(line);
-    };
-    const onExit = (code) => {
-      cleanUp();
-      reject(new Error(`child exited (code ${code}) before it was ready:\n${child.stderrTail}`));
-    };
-    const timer = setTimeout(() => {
-      cleanUp();
-      reject(new Error(`child was not ready within ${timeoutMs} ms:\n${child.stderrTail}`));
-    }, timeoutMs);
-    child.lines.on("line", onLine);
-    child.once("exit", onExit);
-  });
-}
-
-/** SIGTERM, so Lethe drains its meter; SIGKILL after a grace period. */
-async function stopChild(child, graceMs = 10_000) {
-  if (child.exitCode !== null || child.signalCode !== null) return;
-  const exited = new Promise((resolve) => child.once("exit", resolve));
-  child.kill("SIGTERM");
-  const timer = setTimeout(() => child.kill("SIGKILL"), graceMs);
-  await exited;
-  clearTimeout(timer);
-}
-
-function findFreePort() {
-  return new Promise((resolve, reject) => {
-    const server = createServer();
-    server.once("error", reject);
-    server.listen(0, HOST, () => {
-      const { port } = server.address();
-      server.close(() => resolve(port));
-    });
-  });
-}
-
-/** CPU time (user + system) a process has used so far, in ms; /proc counts in ticks of 1/100 s. */
-async function readCpuMs(pid) {
-  const stat = await readFile(`/proc/${pid}/stat`, "utf8");
-  // the command name in parentheses may hold spaces: count fields from after it (utime is field 14)
-  const fields = stat.slice(stat.lastIndexOf(")") + 2).split(" ");
-  return (Number(fields[11]) + Number(fields[12])) * 10;
-}
-
-// ---------------------------------------------------------------------------
 // The fake supplier and Lethe.
 
 async function startSupplier() {
   const child = spawnNode(["bench/fake-supplier.mjs"]);
-  const line = await waitForLine(child, (text) => text.startsWith('{"port":'));
-  return { child, port: JSON.parse(line).port };
+  return { child, port: await waitForPort(child) };
 }
 
 /** Two ZDR suppliers on the one fake (its /v1 in OpenAI's format, its base URL in Anthropic's), a free model on each. */
@@ -163,22 +68,12 @@ models:
 }
 
 async function startLethe(workDir, supplierPort) {
-  await writeFile(path.join(workDir, "lethe.config.yaml"), letheConfigYaml(supplierPort));
   const port = await findFreePort();
-  const inherited = Object.fromEntries(Object.entries(process.env).filter(([name]) => !name.startsWith("LETHE_")));
-  const environment = {
-    ...inherited,
-    LETHE_HOST: HOST,
-    LETHE_PORT: String(port),
-    LETHE_DATA_DIR: path.join(workDir, "data"),
-    LETHE_CONFIG: path.join(workDir, "lethe.config.yaml"),
+  const environment = await writeLetheSetup(workDir, letheConfigYaml(supplierPort), port, {
     BENCH_SUPPLIER_KEY: SUPPLIER_KEY,
-  };
-  const child = spawnNode(["bin/lethe.js", "serve"], environment);
-  // the first start prints the demo account's key on its own line
-  const keyLine = await waitForLine(child, (line) => line.includes("sk-lethe-"));
-  const apiKey = /sk-lethe-[0-9A-Za-z]+/.exec(keyLine)?.[0];
-  if (apiKey === undefined) throw new Error("Lethe printed no first-start API key");
+  });
+  const child = spawnNode(["bin/lethe.js", "serve"], { environment });
+  const apiKey = await readFirstStartKey(child);
   return { child, port, apiKey };
 }
 
@@ -598,13 +493,13 @@ export async function runFormatsBench({ strict = false } = {}) {
     return report;
   } finally {
     await Promise.all(pools.map((pool) => pool.close()));
-    await Promise.all([...children].map((child) => stopChild(child)));
+    await stopAllChildren();
     await rm(workDir, { recursive: true, force: true });
   }
 }
 
 if (import.meta.url === pathToFileURL(process.argv[1] ?? "").href) {
-  // an interrupted run still ends its children: exiting runs the "exit" handler above
+  // an interrupted run still ends its children: exiting runs the "exit" handler in bench-processes.mjs
   for (const signal of ["SIGINT", "SIGTERM"]) process.on(signal, () => process.exit(130));
   await runFormatsBench({ strict: process.argv.includes("--strict") }).catch((error) => {
     process.stderr.write(`formats bench failed: ${error instanceof Error ? error.message : String(error)}\n`);

@@ -9,16 +9,22 @@
 // the figure would flatter Lethe.
 //
 // Usage: node bench/routing-bench.mjs [--strict]   (bench/run.mjs calls runRoutingBench at its end)
-import { spawn, spawnSync } from "node:child_process";
-import { mkdtemp, rm, writeFile } from "node:fs/promises";
+import { spawnSync } from "node:child_process";
+import { mkdtemp, rm } from "node:fs/promises";
 import { createServer } from "node:http";
-import { createServer as createNetServer } from "node:net";
 import os from "node:os";
 import path from "node:path";
-import { createInterface } from "node:readline";
 import { fileURLToPath, pathToFileURL } from "node:url";
 import autocannon from "autocannon";
 import { Pool } from "undici";
+import {
+  findFreePort,
+  readFirstStartKey,
+  spawnNode,
+  stopAllChildren,
+  waitForPort,
+  writeLetheSetup,
+} from "./bench-processes.mjs";
 
 const REPO_ROOT = path.resolve(path.dirname(fileURLToPath(import.meta.url)), "..");
 const HOST = "127.0.0.1";
@@ -26,6 +32,8 @@ const ENDPOINT = "/v1/chat/completions";
 const FAILURE_RATE = 0.2;
 const SETTINGS = { latencyRequests: 2000, warmupRequests: 300, loadConnections: 20, loadSeconds: 3 };
 const ANSWER_TEXT = "Hello from the routing bench.";
+// how long this bench's children get to exit after SIGTERM before SIGKILL (5 s here, 10 s in the other benches)
+const STOP_GRACE_MS = 5_000;
 
 // ---------------------------------------------------------------------------
 // The fake supplier, run as a child process: `node bench/routing-bench.mjs --supplier RATE`.
@@ -74,76 +82,9 @@ async function serveSupplier(failureRate) {
 // ---------------------------------------------------------------------------
 // Child processes.
 
-const children = new Set();
-
-// none of this bench's children outlives it, even when it fails half-way
-process.on("exit", () => {
-  for (const child of children) child.kill("SIGKILL");
-});
-
-function spawnNode(args, environment = process.env) {
-  const child = spawn(process.execPath, args, { cwd: REPO_ROOT, env: environment, stdio: ["ignore", "pipe", "pipe"] });
-  child.stderrTail = "";
-  child.stderr.setEncoding("utf8");
-  child.stderr.on("data", (text) => {
-    child.stderrTail = (child.stderrTail + text).slice(-2000);
-  });
-  child.lines = createInterface({ input: child.stdout });
-  children.add(child);
-  child.once("exit", () => children.delete(child));
-  return child;
-}
-
-/** Resolves with the first stdout line of `child` that `matches`; rejects if it exits or times out first. */
-function waitForLine(child, matches, timeoutMs = 15_000) {
-  return new Promise((resolve, reject) => {
-    const cleanUp = () => {
-      clearTimeout(timer);
-      child.lines.off("line", onLine);
-      child.off("exit", onExit);
-    };
-    const onLine = (line) => {
-      if (!matches(line)) return;
-      cleanUp();
-      resolve(line);
-    };
-    const onExit = (code) => {
-      cleanUp();
-      reject(new Error(`child exited (code ${code}) before it was ready:\n${child.stderrTail}`));
-    };
-    const timer = setTimeout(() => {
-      cleanUp();
-      reject(new Error(`child was not ready within ${timeoutMs} ms:\n${child.stderrTail}`));
-    }, timeoutMs);
-    child.lines.on("line", onLine);
-    child.once("exit", onExit);
-  });
-}
-
-async function stopChild(child) {
-  if (child.exitCode !== null || child.signalCode !== null) return;
-  const exited = new Promise((resolve) => child.once("exit", resolve));
-  child.kill("SIGTERM");
-  const timer = setTimeout(() => child.kill("SIGKILL"), 5_000);
-  await exited;
-  clearTimeout(timer);
-}
-
 async function startSupplier(failureRate) {
   const child = spawnNode([fileURLToPath(import.meta.url), "--supplier", String(failureRate)]);
-  const line = await waitForLine(child, (text) => text.startsWith('{"port":'));
-  return JSON.parse(line).port;
-}
-
-function findFreePort() {
-  return new Promise((resolve, reject) => {
-    const server = createNetServer();
-    server.once("error", reject);
-    server.listen(0, HOST, () => {
-      const { port } = server.address();
-      server.close(() => resolve(port));
-    });
-  });
+  return waitForPort(child);
 }
 
 /** Two models: `healthy` on two healthy suppliers, `flaky` on the failing one first, then a healthy one. */
@@ -176,21 +117,10 @@ ${route("flaky")}${route("healthy-2")}routing:
 }
 
 async function startLethe(workDir, ports) {
-  await writeFile(path.join(workDir, "lethe.config.yaml"), letheConfigYaml(ports));
   const port = await findFreePort();
-  const inherited = Object.fromEntries(Object.entries(process.env).filter(([name]) => !name.startsWith("LETHE_")));
-  const environment = {
-    ...inherited,
-    LETHE_HOST: HOST,
-    LETHE_PORT: String(port),
-    LETHE_DATA_DIR: path.join(workDir, "data"),
-    LETHE_CONFIG: path.join(workDir, "lethe.config.yaml"),
-    BENCH_SUPPLIER_KEY: "sk-fake-supplier-key",
-  };
-  const child = spawnNode(["bin/lethe.js", "serve"], environment);
-  const keyLine = await waitForLine(child, (line) => line.includes("sk-lethe-"));
-  const apiKey = /sk-lethe-[0-9A-Za-z]+/.exec(keyLine)?.[0];
-  if (apiKey === undefined) throw new Error("Lethe printed no first-start API key");
+  const environment = await writeLetheSetup(workDir, letheConfigYaml(ports), port);
+  const child = spawnNode(["bin/lethe.js", "serve"], { environment });
+  const apiKey = await readFirstStartKey(child);
   // the routes are priced, so billing is on: top the account up as an operator would
   const topUp = spawnSync(process.execPath, ["bin/lethe.js", "credits", "add", "--account", "demo", "1000000"], {
     cwd: REPO_ROOT,
@@ -329,7 +259,7 @@ export async function runRoutingBench({ strict = false } = {}) {
     return { latency, load, successRate, addedP99Ms: addedP99, checks };
   } finally {
     await pool?.close();
-    await Promise.all([...children].map((child) => stopChild(child)));
+    await stopAllChildren(STOP_GRACE_MS);
     await rm(workDir, { recursive: true, force: true });
   }
 }

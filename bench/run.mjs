@@ -18,15 +18,25 @@
 // Usage: npm run bench [-- --cpu-prof] [-- --strict] [-- --core-only]
 //   --cpu-prof  runs Lethe under `node --cpu-prof`; the profile lands in bench/results/profiles/
 //   --strict    exits 1 when a target is missed (for CI)
-import { spawn, spawnSync } from "node:child_process";
-import { mkdir, mkdtemp, readFile, rm, writeFile } from "node:fs/promises";
-import { createServer } from "node:net";
+import { spawnSync } from "node:child_process";
+import { mkdir, mkdtemp, rm, writeFile } from "node:fs/promises";
 import os from "node:os";
 import path from "node:path";
-import { createInterface } from "node:readline";
 import { fileURLToPath } from "node:url";
 import autocannon from "autocannon";
 import { Pool } from "undici";
+import {
+  findFreePort,
+  killAllChildren,
+  readCpuMs,
+  readFirstStartKey,
+  readMemory,
+  spawnNode,
+  stopAllChildren,
+  stopChild,
+  waitForPort,
+  writeLetheSetup,
+} from "./bench-processes.mjs";
 import { runBillingBench } from "./billing-bench.mjs";
 import { runFormatsBench } from "./formats-bench.mjs";
 import { runRoutingBench } from "./routing-bench.mjs";
@@ -38,8 +48,6 @@ const HOST = "127.0.0.1";
 const ENDPOINT = "/v1/chat/completions";
 const MODEL_ID = "bench-model";
 const EXPECTED_TEXT = "Hello from the fake supplier.";
-// /proc reports CPU times in USER_HZ ticks, which Linux fixes at 100 a second
-const CLOCK_TICKS_PER_SECOND = 100;
 
 const SETTINGS = {
   rounds: 3,
@@ -59,16 +67,7 @@ const TARGETS_OF_THE_ISSUE = {
 
 const flags = new Set(process.argv.slice(2));
 
-// ---------------------------------------------------------------------------
-// Child processes: every one is tracked, so none outlives the bench, even on errors.
-
-const children = new Set();
-
-function killAllChildren() {
-  for (const child of children) child.kill("SIGKILL");
-}
-
-process.on("exit", killAllChildren);
+// An interrupted run still ends its children (bench-processes.mjs kills them on "exit").
 for (const signal of ["SIGINT", "SIGTERM"]) {
   process.on(signal, () => {
     killAllChildren();
@@ -76,100 +75,16 @@ for (const signal of ["SIGINT", "SIGTERM"]) {
   });
 }
 
-/** Spawns `node ARGS` with piped output, tracked for clean-up; keeps the tail of stderr for error reports. */
-function spawnNode(name, args, environment = process.env) {
-  const child = spawn(process.execPath, args, { cwd: REPO_ROOT, env: environment, stdio: ["ignore", "pipe", "pipe"] });
-  child.benchName = name;
-  child.stderrTail = "";
-  child.stderr.setEncoding("utf8");
-  child.stderr.on("data", (text) => {
-    child.stderrTail = (child.stderrTail + text).slice(-2000);
-  });
-  child.lines = createInterface({ input: child.stdout });
-  children.add(child);
-  child.once("exit", () => children.delete(child));
-  return child;
-}
-
-/** Resolves with the first stdout line of `child` that `matches`; fails if it exits or times out first. */
-function waitForLine(child, matches, timeoutMs = 15_000) {
-  return new Promise((resolve, reject) => {
-    const cleanUp = () => {
-      clearTimeout(timer);
-      child.lines.off("line", onLine);
-      child.off("exit", onExit);
-    };
-    const onLine = (line) => {
-      if (!matches(line)) return;
-      cleanUp();
-      resolve(line);
-    };
-    const onExit = (code) => {
-      cleanUp();
-      reject(new Error(`${child.benchName} exited (code ${code}) before it was ready:\n${child.stderrTail}`));
-    };
-    const timer = setTimeout(() => {
-      cleanUp();
-      reject(new Error(`${child.benchName} was not ready within ${timeoutMs} ms:\n${child.stderrTail}`));
-    }, timeoutMs);
-    child.lines.on("line", onLine);
-    child.once("exit", onExit);
-  });
-}
-
-/** Reads the `{"port":N}` line the fake supplier and the bare proxy print when they listen. */
-async function waitForPort(child) {
-  const line = await waitForLine(child, (text) => text.startsWith('{"port":'));
-  return JSON.parse(line).port;
-}
-
-/** Stops a child with SIGTERM (so Lethe drains its meter and writes a CPU profile), SIGKILL after a grace period. */
-async function stopChild(child, graceMs = 10_000) {
-  if (child.exitCode !== null || child.signalCode !== null) return;
-  const exited = new Promise((resolve) => child.once("exit", resolve));
-  child.kill("SIGTERM");
-  const timer = setTimeout(() => child.kill("SIGKILL"), graceMs);
-  await exited;
-  clearTimeout(timer);
-}
-
-/** A port nobody listens on right now, for LETHE_PORT. */
-function findFreePort() {
-  return new Promise((resolve, reject) => {
-    const server = createServer();
-    server.once("error", reject);
-    server.listen(0, HOST, () => {
-      const { port } = server.address();
-      server.close(() => resolve(port));
-    });
-  });
-}
-
-/** Resident set size (and its peak) of a process, from /proc, in bytes. */
-async function readMemory(pid) {
-  const status = await readFile(`/proc/${pid}/status`, "utf8");
-  const kilobytes = (field) => Number(new RegExp(`^${field}:\\s+(\\d+) kB`, "m").exec(status)?.[1] ?? Number.NaN);
-  return { rssBytes: kilobytes("VmRSS") * 1024, peakRssBytes: kilobytes("VmHWM") * 1024 };
-}
-
-/** CPU time (user + system) a process has used so far, in ms, from /proc/<pid>/stat. */
-async function readCpuMs(pid) {
-  const stat = await readFile(`/proc/${pid}/stat`, "utf8");
-  // the command name in parentheses may hold spaces: count fields from after it (utime is field 14)
-  const fields = stat.slice(stat.lastIndexOf(")") + 2).split(" ");
-  return ((Number(fields[11]) + Number(fields[12])) * 1000) / CLOCK_TICKS_PER_SECOND;
-}
-
 // ---------------------------------------------------------------------------
 // Starting the three processes.
 
 async function startFakeSupplier() {
-  const child = spawnNode("fake supplier", ["bench/fake-supplier.mjs"]);
+  const child = spawnNode(["bench/fake-supplier.mjs"], { name: "fake supplier" });
   return { child, port: await waitForPort(child) };
 }
 
 async function startBareProxy(supplierPort) {
-  const child = spawnNode("bare proxy", ["bench/bare-proxy.mjs", `http://${HOST}:${supplierPort}`]);
+  const child = spawnNode(["bench/bare-proxy.mjs", `http://${HOST}:${supplierPort}`], { name: "bare proxy" });
   return { child, port: await waitForPort(child) };
 }
 
@@ -197,34 +112,17 @@ models:
 `;
 }
 
-/** Lethe's environment: the bench's own data dir, port and config; no inherited LETHE_* (e.g. a database URL). */
-function letheEnvironment(workDir, port) {
-  const environment = Object.fromEntries(Object.entries(process.env).filter(([name]) => !name.startsWith("LETHE_")));
-  return {
-    ...environment,
-    LETHE_HOST: HOST,
-    LETHE_PORT: String(port),
-    LETHE_DATA_DIR: path.join(workDir, "data"),
-    LETHE_CONFIG: path.join(workDir, "lethe.config.yaml"),
-    BENCH_SUPPLIER_KEY: "sk-fake-supplier-key",
-  };
-}
-
 /** Starts `node bin/lethe.js serve` on a fresh data dir; resolves with its port and the first-start API key. */
 async function startLethe(workDir, supplierPort) {
-  await writeFile(path.join(workDir, "lethe.config.yaml"), letheConfigYaml(supplierPort));
   const port = await findFreePort();
-  const environment = letheEnvironment(workDir, port);
+  const environment = await writeLetheSetup(workDir, letheConfigYaml(supplierPort), port);
   // BENCH_LETHE_NODE_FLAGS tries V8 flags on Lethe alone (e.g. "--max-semi-space-size=4")
   const nodeFlags = (process.env.BENCH_LETHE_NODE_FLAGS ?? "").split(" ").filter((flag) => flag !== "");
   if (flags.has("--cpu-prof")) {
     nodeFlags.push("--cpu-prof", `--cpu-prof-dir=${path.join(RESULTS_DIR, "profiles")}`);
   }
-  const child = spawnNode("Lethe", [...nodeFlags, "bin/lethe.js", "serve"], environment);
-  // the first start prints the demo account's key on its own line, after "listening"
-  const keyLine = await waitForLine(child, (line) => line.includes("sk-lethe-"));
-  const apiKey = /sk-lethe-[0-9A-Za-z]+/.exec(keyLine)?.[0];
-  if (apiKey === undefined) throw new Error("Lethe printed no first-start API key");
+  const child = spawnNode([...nodeFlags, "bin/lethe.js", "serve"], { name: "Lethe", environment });
+  const apiKey = await readFirstStartKey(child);
   addCredits(environment);
   return { child, port, apiKey, environment };
 }
@@ -596,7 +494,7 @@ async function main() {
     if (flags.has("--strict") && checks.some((item) => item.pass === false)) process.exitCode = 1;
   } finally {
     await Promise.all(pools.map((pool) => pool.close()));
-    await Promise.all([...children].map((child) => stopChild(child, 2_000)));
+    await stopAllChildren(2_000);
     await rm(workDir, { recursive: true, force: true });
   }
 }

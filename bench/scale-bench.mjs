@@ -14,18 +14,26 @@
 //
 // Usage: node bench/scale-bench.mjs [--strict]   (bench/run.mjs calls runScaleBench at its end)
 // LETHE_BENCH_POSTGRES_URL and LETHE_BENCH_REDIS_URL override the local servers.
-import { spawn, spawnSync } from "node:child_process";
+import { spawnSync } from "node:child_process";
 import { randomBytes } from "node:crypto";
 import { mkdir, mkdtemp, readFile, rm, writeFile } from "node:fs/promises";
-import { createServer as createNetServer } from "node:net";
 import os from "node:os";
 import path from "node:path";
-import { createInterface } from "node:readline";
 import { fileURLToPath, pathToFileURL } from "node:url";
 import autocannon from "autocannon";
 import { Redis } from "ioredis";
 import pg from "pg";
 import { Pool } from "undici";
+import {
+  findApiKey,
+  findFreePort,
+  spawnNode,
+  stopAllChildren,
+  stopChild as stopProcess,
+  waitForLine,
+  waitForPort,
+  writeLetheSetup,
+} from "./bench-processes.mjs";
 
 const REPO_ROOT = path.resolve(path.dirname(fileURLToPath(import.meta.url)), "..");
 const HOST = "127.0.0.1";
@@ -42,76 +50,20 @@ const BODY = JSON.stringify({
 });
 
 // ---------------------------------------------------------------------------
-// Child processes: every one is tracked, so none outlives the bench.
+// Child processes.
 
-const children = new Set();
+// a cluster of workers takes longer to start, and up to its 10 s shutdown deadline to stop
+const READY_TIMEOUT_MS = 20_000;
+const STOP_GRACE_MS = 20_000;
 
-process.on("exit", () => {
-  for (const child of children) child.kill("SIGKILL");
-});
-
-function spawnNode(args, environment) {
-  const child = spawn(process.execPath, args, { cwd: REPO_ROOT, env: environment, stdio: ["ignore", "pipe", "pipe"] });
-  child.output = "";
-  child.stdout.setEncoding("utf8");
-  child.stderr.setEncoding("utf8");
-  child.stderr.on("data", (text) => {
-    child.output = (child.output + text).slice(-20_000);
-  });
-  child.lines = createInterface({ input: child.stdout });
-  child.lines.on("line", (line) => {
-    child.output = `${child.output}${line}\n`.slice(-20_000);
-  });
-  children.add(child);
-  child.once("exit", () => children.delete(child));
-  return child;
-}
-
-function waitForLine(child, matches, timeoutMs = 20_000) {
-  return new Promise((resolve, reject) => {
-    const cleanUp = () => {
-      clearTimeout(timer);
-      child.lines.off("line", onLine);
-      child.off("exit", onExit);
-    };
-    const onLine = (line) => {
-      if (!matches(line)) return;
-      cleanUp();
-      resolve(line);
-    };
-    const onExit = (code) => {
-      cleanUp();
-      reject(new Error(`child exited (code ${code}) before it was ready:\n${child.output.slice(-2000)}`));
-    };
-    const timer = setTimeout(() => {
-      cleanUp();
-      reject(new Error(`child was not ready within ${timeoutMs} ms:\n${child.output.slice(-2000)}`));
-    }, timeoutMs);
-    child.lines.on("line", onLine);
-    child.once("exit", onExit);
-  });
+/** Spawns a child whose failure report holds its stdout too, so a cluster that never gets ready shows how far it got. */
+function spawnChild(args, environment) {
+  return spawnNode(args, { environment, stdoutInTail: true });
 }
 
 /** Sends `signal` and resolves with the exit code (SIGKILL after 20 s). */
-async function stopChild(child, signal = "SIGTERM") {
-  if (child.exitCode !== null || child.signalCode !== null) return child.exitCode;
-  const exited = new Promise((resolve) => child.once("exit", (code) => resolve(code)));
-  child.kill(signal);
-  const timer = setTimeout(() => child.kill("SIGKILL"), 20_000);
-  const code = await exited;
-  clearTimeout(timer);
-  return code;
-}
-
-function findFreePort() {
-  return new Promise((resolve, reject) => {
-    const server = createNetServer();
-    server.once("error", reject);
-    server.listen(0, HOST, () => {
-      const { port } = server.address();
-      server.close(() => resolve(port));
-    });
-  });
+function stopChild(child, signal = "SIGTERM") {
+  return stopProcess(child, { signal, graceMs: STOP_GRACE_MS });
 }
 
 /** The children (cluster workers) of `pid`. */
@@ -161,29 +113,17 @@ function cli(args, environment) {
 async function prepare(workDir, name, supplierPort, shared) {
   const dir = path.join(workDir, name);
   await mkdir(dir, { recursive: true });
-  await writeFile(path.join(dir, "lethe.config.yaml"), configYaml(supplierPort));
-  const inherited = Object.fromEntries(
-    Object.entries(process.env).filter(([variable]) => !variable.startsWith("LETHE_")),
-  );
-  const environment = {
-    ...inherited,
-    LETHE_HOST: HOST,
-    LETHE_PORT: String(await findFreePort()),
-    LETHE_DATA_DIR: path.join(dir, "data"),
-    LETHE_CONFIG: path.join(dir, "lethe.config.yaml"),
-    LETHE_SECRET: SECRET,
-    BENCH_SUPPLIER_KEY: "sk-fake-supplier-key",
-    ...shared,
-  };
+  const port = await findFreePort();
+  const environment = await writeLetheSetup(dir, configYaml(supplierPort), port, { LETHE_SECRET: SECRET, ...shared });
   cli(["accounts", "create", "bench", "--credits", "1000000"], environment);
-  const key = /sk-lethe-[0-9A-Za-z]+/.exec(cli(["keys", "create", "--account", "bench"], environment))?.[0];
+  const key = findApiKey(cli(["keys", "create", "--account", "bench"], environment));
   if (key === undefined) throw new Error("lethe keys create printed no key");
   return { environment, key, origin: `http://${HOST}:${environment.LETHE_PORT}` };
 }
 
 async function startServe(deployment, workers) {
-  const child = spawnNode(["bin/lethe.js", "serve", "--workers", String(workers)], deployment.environment);
-  await waitForLine(child, (line) => line.includes("Lethe is listening on"));
+  const child = spawnChild(["bin/lethe.js", "serve", "--workers", String(workers)], deployment.environment);
+  await waitForLine(child, (line) => line.includes("Lethe is listening on"), READY_TIMEOUT_MS);
   return child;
 }
 
@@ -314,8 +254,8 @@ export async function runScaleBench({ strict = false } = {}) {
   const schema = `lethe_bench_${randomBytes(5).toString("hex")}`;
   const prefix = `lethe_bench_${randomBytes(5).toString("hex")}:`;
   try {
-    const supplier = spawnNode(["bench/fake-supplier.mjs"], process.env);
-    const supplierPort = JSON.parse(await waitForLine(supplier, (text) => text.startsWith('{"port":'))).port;
+    const supplier = spawnChild(["bench/fake-supplier.mjs"], process.env);
+    const supplierPort = await waitForPort(supplier, READY_TIMEOUT_MS);
     process.stdout.write(
       `\nScale-out bench (issue 6): ${os.cpus().length} CPUs, load average ${os.loadavg()[0].toFixed(2)}; ` +
         `${SETTINGS.throughputSeconds} s at ${SETTINGS.connections} connections per target, load generator on the same machine\n`,
@@ -459,7 +399,7 @@ export async function runScaleBench({ strict = false } = {}) {
     if (strict && checks.some((check) => !check.pass)) process.exitCode = 1;
     return results;
   } finally {
-    await Promise.all([...children].map((child) => stopChild(child)));
+    await stopAllChildren(STOP_GRACE_MS);
     await withPostgres((client) => client.query(`DROP SCHEMA IF EXISTS ${schema} CASCADE`)).catch(() => {});
     await deleteRedisKeys(prefix).catch(() => {});
     await rm(workDir, { recursive: true, force: true });

@@ -1,0 +1,149 @@
+// The child-process plumbing every bench shares: spawning `node` children, waiting for them
+// to be ready, stopping them, and reading their CPU time and memory from /proc.
+//
+// Every child is tracked in one set for the whole process, so none outlives a bench, even on
+// errors; `bench/run.mjs` runs the benches one after another, and each stops its own children
+// before the next starts.
+
+import { spawn } from "node:child_process";
+import { readFile, writeFile } from "node:fs/promises";
+import { createServer } from "node:net";
+import path from "node:path";
+import { createInterface } from "node:readline";
+import { fileURLToPath } from "node:url";
+
+const REPO_ROOT = path.resolve(path.dirname(fileURLToPath(import.meta.url)), "..");
+const HOST = "127.0.0.1";
+// /proc reports CPU times in USER_HZ ticks, which Linux fixes at 100 a second
+const CLOCK_TICKS_PER_SECOND = 100;
+const TAIL_CHARACTERS = 2000;
+
+const children = new Set();
+
+process.on("exit", killAllChildren);
+
+/** Kills every child still running at once; for exits, where there is no time to let them drain. */
+export function killAllChildren() {
+  for (const child of children) child.kill("SIGKILL");
+}
+
+/** Spawns `node ARGS` in the repo with piped output, tracked for clean-up; keeps the tail of its output for error reports. */
+export function spawnNode(args, { name = "child", environment = process.env, stdoutInTail = false } = {}) {
+  const child = spawn(process.execPath, args, { cwd: REPO_ROOT, env: environment, stdio: ["ignore", "pipe", "pipe"] });
+  child.benchName = name;
+  child.outputTail = "";
+  const keepTail = (text) => {
+    child.outputTail = (child.outputTail + text).slice(-TAIL_CHARACTERS);
+  };
+  child.stderr.setEncoding("utf8");
+  child.stderr.on("data", keepTail);
+  child.lines = createInterface({ input: child.stdout });
+  // some benches want stdout in the report too, to show how far a child got before it failed
+  if (stdoutInTail) child.lines.on("line", (line) => keepTail(`${line}\n`));
+  children.add(child);
+  child.once("exit", () => children.delete(child));
+  return child;
+}
+
+/** Resolves with the first stdout line of `child` that `matches`; rejects if it exits or times out first. */
+export function waitForLine(child, matches, timeoutMs = 15_000) {
+  return new Promise((resolve, reject) => {
+    const cleanUp = () => {
+      clearTimeout(timer);
+      child.lines.off("line", onLine);
+      child.off("exit", onExit);
+    };
+    const onLine = (line) => {
+      if (!matches(line)) return;
+      cleanUp();
+      resolve(line);
+    };
+    const onExit = (code) => {
+      cleanUp();
+      reject(new Error(`${child.benchName} exited (code ${code}) before it was ready:\n${child.outputTail}`));
+    };
+    const timer = setTimeout(() => {
+      cleanUp();
+      reject(new Error(`${child.benchName} was not ready within ${timeoutMs} ms:\n${child.outputTail}`));
+    }, timeoutMs);
+    child.lines.on("line", onLine);
+    child.once("exit", onExit);
+  });
+}
+
+/** Reads the `{"port":N}` line the fake suppliers and the bare proxy print when they listen. */
+export async function waitForPort(child, timeoutMs = 15_000) {
+  const line = await waitForLine(child, (text) => text.startsWith('{"port":'), timeoutMs);
+  return JSON.parse(line).port;
+}
+
+/** Sends `signal` (SIGTERM lets Lethe drain its meter), SIGKILL after a grace period; resolves with the exit code. */
+export async function stopChild(child, { signal = "SIGTERM", graceMs = 10_000 } = {}) {
+  if (child.exitCode !== null || child.signalCode !== null) return child.exitCode;
+  const exited = new Promise((resolve) => child.once("exit", (code) => resolve(code)));
+  child.kill(signal);
+  const timer = setTimeout(() => child.kill("SIGKILL"), graceMs);
+  const code = await exited;
+  clearTimeout(timer);
+  return code;
+}
+
+/** Stops every child still running, each with `stopChild`; for a bench's `finally`. */
+export async function stopAllChildren(graceMs = 10_000) {
+  await Promise.all([...children].map((child) => stopChild(child, { graceMs })));
+}
+
+/** A port nobody listens on right now, for LETHE_PORT. */
+export function findFreePort() {
+  return new Promise((resolve, reject) => {
+    const server = createServer();
+    server.once("error", reject);
+    server.listen(0, HOST, () => {
+      const { port } = server.address();
+      server.close(() => resolve(port));
+    });
+  });
+}
+
+/** CPU time (user + system) a process has used so far, in ms, from /proc/<pid>/stat. */
+export async function readCpuMs(pid) {
+  const stat = await readFile(`/proc/${pid}/stat`, "utf8");
+  // the command name in parentheses may hold spaces: count fields from after it (utime is field 14)
+  const fields = stat.slice(stat.lastIndexOf(")") + 2).split(" ");
+  return ((Number(fields[11]) + Number(fields[12])) * 1000) / CLOCK_TICKS_PER_SECOND;
+}
+
+/** Resident set size (and its peak) of a process, from /proc/<pid>/status, in bytes. */
+export async function readMemory(pid) {
+  const status = await readFile(`/proc/${pid}/status`, "utf8");
+  const kilobytes = (field) => Number(new RegExp(`^${field}:\\s+(\\d+) kB`, "m").exec(status)?.[1] ?? Number.NaN);
+  return { rssBytes: kilobytes("VmRSS") * 1024, peakRssBytes: kilobytes("VmHWM") * 1024 };
+}
+
+/** Writes `configYaml` into `directory` and returns Lethe's environment for it: no inherited LETHE_* (e.g. a database URL). */
+export async function writeLetheSetup(directory, configYaml, port, extraEnvironment = {}) {
+  const configPath = path.join(directory, "lethe.config.yaml");
+  await writeFile(configPath, configYaml);
+  const inherited = Object.fromEntries(Object.entries(process.env).filter(([name]) => !name.startsWith("LETHE_")));
+  return {
+    ...inherited,
+    LETHE_HOST: HOST,
+    LETHE_PORT: String(port),
+    LETHE_DATA_DIR: path.join(directory, "data"),
+    LETHE_CONFIG: configPath,
+    BENCH_SUPPLIER_KEY: "sk-fake-supplier-key",
+    ...extraEnvironment,
+  };
+}
+
+/** The first `sk-lethe-` API key in `text`, or undefined; Lethe and its CLI print keys among other words. */
+export function findApiKey(text) {
+  return /sk-lethe-[0-9A-Za-z]+/.exec(text)?.[0];
+}
+
+/** Waits for the demo account's key that a first `lethe serve` prints on its own line, and returns it. */
+export async function readFirstStartKey(child) {
+  const apiKey = findApiKey(await waitForLine(child, (line) => line.includes("sk-lethe-")));
+  if (apiKey === undefined) throw new Error("Lethe printed no first-start API key");
+  return apiKey;
+}
