@@ -35,15 +35,23 @@ BEGIN
 END;
 $$`;
 
-/** Installs (or replaces) the hold function in Lethe's schema; replicas starting together may race, so it retries. */
+/**
+ * Installs (or replaces) the hold function in Lethe's schema. Replicas starting
+ * together would collide on the catalog row ("tuple concurrently updated"), so the
+ * replacement runs under a transaction-scoped advisory lock.
+ */
 export async function installHoldFunction(pool: pg.Pool): Promise<void> {
-  for (let attempt = 0; ; attempt++) {
-    try {
-      await pool.query(TAKE_HOLD_FUNCTION);
-      return;
-    } catch (error) {
-      if (attempt >= 3) throw error;
-    }
+  const client = await pool.connect();
+  try {
+    await client.query("BEGIN");
+    await client.query("SELECT pg_advisory_xact_lock(hashtext('lethe_take_hold'))");
+    await client.query(TAKE_HOLD_FUNCTION);
+    await client.query("COMMIT");
+  } catch (error) {
+    await client.query("ROLLBACK").catch(() => {});
+    throw error;
+  } finally {
+    client.release();
   }
 }
 
