@@ -8,6 +8,7 @@ import { loadServerSecret } from "../../src/store/server-secret.js";
 import { type CanaryHit, findCanaries, makeCanary } from "./canary.js";
 import { type FakeAnthropicSupplier, startFakeAnthropicSupplier } from "./fake-anthropic-supplier.js";
 import { type FakeOpenAISupplier, startFakeOpenAISupplier } from "./fake-openai-supplier.js";
+import { fakeSupplierEntries } from "./fake-supplier-entries.js";
 import { startTestGateway, type TestGateway } from "./gateway-harness.js";
 
 /** Route prices per million tokens, as the config file writes them: whole micro-units per token. */
@@ -77,22 +78,7 @@ export async function startBillingRig(
   const gateway = await startTestGateway({
     config: {
       suppliers: [
-        {
-          id: "fake-openai",
-          type: "openai",
-          base_url: openAIFake.url,
-          api_key_env: "FAKE_OPENAI_KEY",
-          zdr: true,
-          timeouts: TIMEOUTS,
-        },
-        {
-          id: "fake-anthropic",
-          type: "anthropic",
-          base_url: anthropicFake.url,
-          api_key_env: "FAKE_ANTHROPIC_KEY",
-          zdr: true,
-          timeouts: TIMEOUTS,
-        },
+        ...fakeSupplierEntries({ openai: openAIFake.url, anthropic: anthropicFake.url }, TIMEOUTS),
         { id: "demo", type: "demo", zdr: true },
       ],
       models: [

@@ -4,6 +4,7 @@ import type { MetadataRecord } from "../../src/metering/metadata-record.js";
 import { type CanaryHit, findCanaries, makeCanary } from "./canary.js";
 import { type FakeAnthropicSupplier, startFakeAnthropicSupplier } from "./fake-anthropic-supplier.js";
 import { type FakeOpenAISupplier, startFakeOpenAISupplier } from "./fake-openai-supplier.js";
+import { fakeSupplierEntries } from "./fake-supplier-entries.js";
 import { startTestGateway, type TestGateway } from "./gateway-harness.js";
 
 /** The operator's key for the fake OpenAI supplier: it, never the caller's key, must go upstream. */
@@ -51,22 +52,7 @@ export async function startTranslationRig(options: { maxBodyBytes?: number } = {
   const gateway = await startTestGateway({
     config: {
       suppliers: [
-        {
-          id: "fake-openai",
-          type: "openai",
-          base_url: openAIFake.url,
-          api_key_env: "FAKE_OPENAI_KEY",
-          zdr: true,
-          timeouts: TIMEOUTS,
-        },
-        {
-          id: "fake-anthropic",
-          type: "anthropic",
-          base_url: anthropicFake.url,
-          api_key_env: "FAKE_ANTHROPIC_KEY",
-          zdr: true,
-          timeouts: TIMEOUTS,
-        },
+        ...fakeSupplierEntries({ openai: openAIFake.url, anthropic: anthropicFake.url }, TIMEOUTS),
         {
           id: "fake-anthropic-v1",
           type: "anthropic",
