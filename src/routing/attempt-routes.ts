@@ -3,6 +3,7 @@ import { LetheError, UpstreamError } from "../errors/lethe-error.js";
 import type { ClientRequest, ClientSurface } from "../formats/surface/client-surface.js";
 import type { Gateway } from "../http/gateway.js";
 import type { Exchange } from "../metering/exchange.js";
+import type { Cancellation } from "../suppliers/cancellation.js";
 import type { Supplier, SupplierResult, WireEvent } from "../suppliers/supplier.js";
 import { backoffMs, wait } from "./backoff.js";
 import type { RoutePlan } from "./plan-routes.js";
@@ -81,7 +82,7 @@ export async function attemptRoutes(
   request: ClientRequest,
   exchange: Exchange,
   plan: RoutePlan,
-  signal: AbortSignal,
+  cancellation: Cancellation,
   pinned: RouteConfig | null,
 ): Promise<Attempted> {
   const router = gateway.router;
@@ -102,9 +103,9 @@ export async function attemptRoutes(
       const askedMs = (retryAfterUntil.get(route.key) ?? 0) - router.now();
       const delay = backoffMs(settings, turn - candidates.length + 1, askedMs > 0 ? askedMs / 1000 : null);
       if (router.now() + delay >= deadline) break;
-      await wait(delay, signal);
+      await wait(delay, cancellation);
     }
-    if (signal.aborted) break;
+    if (cancellation.aborted) break;
     if (pinned === null && !stats.breaker.tryAcquire(router.now())) {
       skipped++;
       continue;
@@ -119,7 +120,7 @@ export async function attemptRoutes(
       const result = await supplier.send({
         body: surface.upstreamBody(request, route, supplier.format),
         stream: request.stream,
-        signal,
+        cancellation,
         // the deadline bounds the wait for an answer, not the length of a stream once it flows
         timeouts: { ...route.timeouts, firstByteMs: Math.max(1, Math.min(route.timeouts.firstByteMs, remaining)) },
         ...(request.headers !== undefined && { headers: request.headers }),
@@ -169,7 +170,7 @@ export async function attemptRoutes(
     }
     if (router.now() >= deadline) break;
   }
-  if (signal.aborted)
+  if (cancellation.aborted)
     throw new UpstreamError("LETHE_CLIENT_CLOSED", "The client closed the connection.", {
       upstreamStatus: 0,
       retryable: false,

@@ -1,4 +1,5 @@
 import type { RoutingSettings } from "../config/load-config.js";
+import type { Cancellation } from "../suppliers/cancellation.js";
 
 /**
  * The wait before retry number `retry` (1-based) of a route already tried: exponential
@@ -15,16 +16,16 @@ export function backoffMs(
   return retryAfterSeconds === null ? jittered : Math.max(jittered, Math.ceil(retryAfterSeconds * 1000));
 }
 
-/** Waits `ms`, or less if `signal` aborts first (the client left: no point waiting). */
-export function wait(ms: number, signal: AbortSignal): Promise<void> {
-  if (ms <= 0 || signal.aborted) return Promise.resolve();
+/** Waits `ms`, or less if the request is cancelled first (the client left: no point waiting). */
+export function wait(ms: number, cancellation: Cancellation): Promise<void> {
+  if (ms <= 0 || cancellation.aborted) return Promise.resolve();
   return new Promise((resolve) => {
     const done = () => {
       clearTimeout(timer);
-      signal.removeEventListener("abort", done);
+      unsubscribe();
       resolve();
     };
     const timer = setTimeout(done, ms);
-    signal.addEventListener("abort", done, { once: true });
+    const unsubscribe = cancellation.onAbort(done);
   });
 }

@@ -1,6 +1,7 @@
 import type { SupplierId } from "../config/ids.js";
 import type { AttemptTimeouts } from "../config/load-config.js";
 import type { UpstreamError } from "../errors/lethe-error.js";
+import type { Cancellation } from "./cancellation.js";
 
 /** The wire formats suppliers speak; translation happens when it differs from the client's. */
 export type WireFormat = "openai" | "anthropic";
@@ -15,8 +16,8 @@ export interface WireEvent {
 export interface SupplierCall {
   body: Record<string, unknown>;
   stream: boolean;
-  /** Aborted when the client goes away; the supplier aborts its upstream request. */
-  signal: AbortSignal;
+  /** Fires when the client goes away; the supplier aborts its upstream request. */
+  cancellation: Cancellation;
   /** Format-specific headers passed on from the client (e.g. `anthropic-version`). */
   headers?: Record<string, string>;
   /** This attempt's timeouts (the route's); the supplier's own when absent. */

@@ -6,6 +6,7 @@ import { estimateInputTokens } from "../../metering/count-tokens.js";
 import type { Exchange } from "../../metering/exchange.js";
 import { RejectedBySupplier } from "../../routing/attempt-routes.js";
 import { planRoutes } from "../../routing/plan-routes.js";
+import { Cancellation } from "../../suppliers/cancellation.js";
 import { meteredRequest } from "../build-server.js";
 import { finishExchange, type Gateway } from "../gateway.js";
 
@@ -28,12 +29,12 @@ export function registerCountTokensRoute(app: FastifyInstance, gateway: Gateway)
       let inputTokens: number;
       if (supplier?.countTokens !== undefined && route !== undefined) {
         exchange.supplier = supplier.id;
-        const controller = new AbortController();
-        reply.raw.once("close", () => controller.abort());
+        const cancellation = new Cancellation();
+        reply.raw.once("close", () => cancellation.abort());
         const result = await supplier.countTokens({
           body: { ...body, model: route.upstreamModel },
           stream: false,
-          signal: controller.signal,
+          cancellation,
           headers: anthropicHeaders(request.headers),
         });
         if (result.kind === "rejected") throw new RejectedBySupplier(result.error, result.detail);

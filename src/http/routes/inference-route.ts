@@ -10,16 +10,17 @@ import type { Exchange } from "../../metering/exchange.js";
 import { type Attempted, attemptRoutes, pinnedRoute } from "../../routing/attempt-routes.js";
 import { planRoutes, type RoutePlan } from "../../routing/plan-routes.js";
 import type { RouteStats } from "../../routing/route-stats.js";
+import { Cancellation } from "../../suppliers/cancellation.js";
 import { finishExchange, type Gateway } from "../gateway.js";
 import { pipeStream } from "../pipe-stream.js";
 
-/** Aborts the upstream call when the client goes away before the response is complete. */
-function abortOnClientClose(reply: FastifyReply): AbortController {
-  const controller = new AbortController();
+/** Cancels the upstream call when the client goes away before the response is complete. */
+function cancelOnClientClose(reply: FastifyReply): Cancellation {
+  const cancellation = new Cancellation();
   reply.raw.once("close", () => {
-    if (!reply.raw.writableFinished) controller.abort();
+    if (!reply.raw.writableFinished) cancellation.abort();
   });
-  return controller;
+  return cancellation;
 }
 
 /** Feeds the route's health with how the answer went: latency on success, a failure otherwise. */
@@ -108,8 +109,8 @@ export function inferenceHandler(gateway: Gateway, surface: ClientSurface) {
     const routeHeader = request.headers["x-lethe-route"];
     const pinned =
       gateway.config.routing.allowRouteHeader && routeHeader !== undefined ? pinnedRoute(plan, routeHeader) : null;
-    const controller = abortOnClientClose(reply);
-    const attempted = await attemptRoutes(gateway, surface, clientRequest, exchange, plan, controller.signal, pinned);
+    const cancellation = cancelOnClientClose(reply);
+    const attempted = await attemptRoutes(gateway, surface, clientRequest, exchange, plan, cancellation, pinned);
     try {
       await relay(gateway, surface, clientRequest, exchange, attempted, reply);
     } catch (thrown) {

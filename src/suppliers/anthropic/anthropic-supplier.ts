@@ -62,7 +62,7 @@ export class AnthropicSupplier implements Supplier {
       this.messagesPath,
       JSON.stringify(call.body),
       this.headers(call),
-      call.signal,
+      call.cancellation,
       call.timeouts,
     );
     if (isRejection(answer)) return { kind: "rejected", error: answer.error, detail: answer.detail };
@@ -79,7 +79,7 @@ export class AnthropicSupplier implements Supplier {
       path,
       JSON.stringify(call.body),
       this.headers(call),
-      call.signal,
+      call.cancellation,
       call.timeouts,
     );
     if (isRejection(answer)) return { kind: "rejected", error: answer.error, detail: answer.detail };
@@ -104,8 +104,7 @@ export class AnthropicSupplier implements Supplier {
       if (data.type === "message_stop") stopped = true;
       yield { event: message.event, data };
     }
-    if (!stopped && !response.signal.aborted)
-      throw badUpstreamResponse("The supplier's stream ended before it was complete.");
+    if (!stopped && !response.aborted) throw badUpstreamResponse("The supplier's stream ended before it was complete.");
   }
 
   async close(): Promise<void> {

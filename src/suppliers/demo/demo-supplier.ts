@@ -1,5 +1,6 @@
 import type { SupplierId } from "../../config/ids.js";
 import type { SupplierConfig } from "../../config/load-config.js";
+import type { Cancellation } from "../cancellation.js";
 import type { Supplier, SupplierCall, SupplierResult, WireEvent } from "../supplier.js";
 import { type DemoAnswer, demoAnswer } from "./demo-answer.js";
 
@@ -58,7 +59,10 @@ export class DemoSupplier implements Supplier {
       };
     }
     const includeUsage = (call.body.stream_options as { include_usage?: unknown } | undefined)?.include_usage === true;
-    return { kind: "stream", events: demoChunks(answer, { id, created, model, includeUsage, signal: call.signal }) };
+    return {
+      kind: "stream",
+      events: demoChunks(answer, { id, created, model, includeUsage, cancellation: call.cancellation }),
+    };
   }
 
   async close(): Promise<void> {}
@@ -66,7 +70,7 @@ export class DemoSupplier implements Supplier {
 
 async function* demoChunks(
   answer: DemoAnswer,
-  meta: { id: string; created: number; model: string; includeUsage: boolean; signal: AbortSignal },
+  meta: { id: string; created: number; model: string; includeUsage: boolean; cancellation: Cancellation },
 ): AsyncGenerator<WireEvent> {
   const base = { id: meta.id, object: "chat.completion.chunk", created: meta.created, model: meta.model };
   const chunk = (delta: object, finishReason: string | null = null): WireEvent => ({
@@ -93,7 +97,7 @@ async function* demoChunks(
   } else {
     // one chunk per word, as a real model streams roughly token by token
     for (const piece of answer.text.match(/\S+\s*|\s+/g) ?? []) {
-      if (meta.signal.aborted) return;
+      if (meta.cancellation.aborted) return;
       yield chunk({ content: piece });
     }
   }

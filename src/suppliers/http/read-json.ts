@@ -1,6 +1,5 @@
 import { UpstreamError } from "../../errors/lethe-error.js";
 import type { UpstreamResponse } from "./supplier-http-client.js";
-import { upstreamFailure } from "./upstream-failure.js";
 
 /** A 200 whose body Lethe cannot use: retryable on another route. */
 export function badUpstreamResponse(message: string): UpstreamError {
@@ -9,14 +8,7 @@ export function badUpstreamResponse(message: string): UpstreamError {
 
 /** Reads a whole upstream JSON body into an object, or throws LETHE_UPSTREAM_BAD_RESPONSE. */
 export async function readJsonObject(response: UpstreamResponse): Promise<Record<string, unknown>> {
-  let text: string;
-  try {
-    text = await response.body.text();
-  } catch (thrown) {
-    throw upstreamFailure(thrown, response.signal, true);
-  } finally {
-    response.finish();
-  }
+  const text = await response.text();
   let parsed: unknown;
   try {
     parsed = JSON.parse(text);

@@ -1,17 +1,12 @@
 import { Pool } from "undici";
 import type { AttemptTimeouts, SupplierConfig } from "../../config/load-config.js";
 import type { UpstreamError } from "../../errors/lethe-error.js";
-import { TOTAL_TIMEOUT, upstreamFailure, upstreamStatusError } from "./upstream-failure.js";
+import type { Cancellation } from "../cancellation.js";
+import { UpstreamCall } from "./upstream-call.js";
+import { upstreamStatusError } from "./upstream-failure.js";
 
-type ResponseBody = Awaited<ReturnType<Pool["request"]>>["body"];
-
-/** An upstream response whose status was 2xx; `finish` must run once the body is consumed. */
-export interface UpstreamResponse {
-  status: number;
-  body: ResponseBody;
-  signal: AbortSignal;
-  finish(): void;
-}
+/** An upstream answer whose status was 2xx; read it with `text()` or `stream()`. */
+export type UpstreamResponse = UpstreamCall;
 
 /** A non-2xx answer: the mapped error and the supplier's message for the caller. */
 export interface UpstreamRejection {
@@ -46,42 +41,29 @@ export class SupplierHttpClient {
     path: string,
     body: string,
     headers: Record<string, string>,
-    clientSignal: AbortSignal,
+    cancellation: Cancellation,
     timeouts: AttemptTimeouts = this.config.timeouts,
   ): Promise<UpstreamResponse | UpstreamRejection> {
-    const controller = new AbortController();
-    const abortFromClient = () => controller.abort(clientSignal.reason);
-    if (clientSignal.aborted) abortFromClient();
-    else clientSignal.addEventListener("abort", abortFromClient, { once: true });
-    const timer = setTimeout(() => controller.abort(TOTAL_TIMEOUT), timeouts.totalMs);
-    const finish = () => {
-      clearTimeout(timer);
-      clientSignal.removeEventListener("abort", abortFromClient);
-    };
-    try {
-      const response = await this.pool.request({
-        method: "POST",
-        path: this.basePath + path,
-        headers,
-        body,
-        signal: controller.signal,
-        headersTimeout: timeouts.firstByteMs,
-        bodyTimeout: timeouts.idleMs,
-      });
-      if (response.statusCode >= 200 && response.statusCode < 300) {
-        return { status: response.statusCode, body: response.body, signal: controller.signal, finish };
-      }
-      const error = upstreamStatusError(response.statusCode, response.headers["retry-after"]);
-      // only a rejection of the caller's own request is theirs to read; any other status talks
-      // about the operator's account (a key fragment, an organisation, the upstream model name)
-      const detail =
-        error.code === "LETHE_UPSTREAM_REJECTED" ? await readErrorDetail(response.body) : await discard(response.body);
-      finish();
-      return { error, detail };
-    } catch (thrown) {
-      finish();
-      throw upstreamFailure(thrown, controller.signal);
-    }
+    const response = await new Promise<UpstreamCall>((resolve, reject) => {
+      const call = new UpstreamCall(cancellation, timeouts.totalMs, resolve, reject);
+      this.pool.dispatch(
+        {
+          method: "POST",
+          path: this.basePath + path,
+          headers,
+          body,
+          headersTimeout: timeouts.firstByteMs,
+          bodyTimeout: timeouts.idleMs,
+        },
+        call,
+      );
+    });
+    if (response.status < 300) return response;
+    const error = upstreamStatusError(response.status, response.headers["retry-after"]);
+    // only a rejection of the caller's own request is theirs to read; any other status talks
+    // about the operator's account (a key fragment, an organisation, the upstream model name)
+    const text = await response.boundedText(MAX_ERROR_BODY_BYTES);
+    return { error, detail: error.code === "LETHE_UPSTREAM_REJECTED" ? errorMessage(text) : undefined };
   }
 
   async close(): Promise<void> {
@@ -89,23 +71,11 @@ export class SupplierHttpClient {
   }
 }
 
-/**
- * Reads a supplier's error body (bounded) and returns its human message for the
- * caller. OpenAI puts it at `error.message`, Anthropic at `error.message` too.
- */
-async function readErrorDetail(body: ResponseBody): Promise<string | undefined> {
-  let size = 0;
-  const parts: Buffer[] = [];
+/** The human message of a supplier's error body: OpenAI and Anthropic both put it at `error.message`. */
+function errorMessage(text: string | undefined): string | undefined {
+  if (text === undefined) return undefined;
   try {
-    for await (const chunk of body) {
-      size += chunk.length;
-      if (size > MAX_ERROR_BODY_BYTES) {
-        body.destroy();
-        return undefined;
-      }
-      parts.push(chunk);
-    }
-    const parsed: unknown = JSON.parse(Buffer.concat(parts).toString("utf8"));
+    const parsed: unknown = JSON.parse(text);
     const error = typeof parsed === "object" && parsed !== null && "error" in parsed ? parsed.error : undefined;
     if (typeof error === "string") return error.slice(0, 2000);
     if (typeof error === "object" && error !== null && "message" in error && typeof error.message === "string") {
@@ -115,12 +85,6 @@ async function readErrorDetail(body: ResponseBody): Promise<string | undefined> 
   } catch {
     return undefined;
   }
-}
-
-/** Reads and drops an error body, so the kept-alive connection can serve the next request. */
-async function discard(body: ResponseBody): Promise<undefined> {
-  await body.dump({ limit: MAX_ERROR_BODY_BYTES }).catch(() => undefined);
-  return undefined;
 }
 
 /** True when `post` answered with a rejection rather than a 2xx response. */

@@ -1,24 +1,30 @@
 import { UpstreamError } from "../../errors/lethe-error.js";
 
-/** Why a total-deadline abort fired, so it maps to a timeout rather than a client close. */
-export const TOTAL_TIMEOUT = Symbol("lethe-total-timeout");
+/** Why Lethe itself aborted an upstream call, so the failure maps to the right error. */
+export type AbortCause = "client-closed" | "total-timeout" | "too-large";
 
 /**
  * Maps whatever undici threw into an UpstreamError by its code alone; the thrown
  * error's message and cause are dropped here and never go further.
  */
-export function upstreamFailure(error: unknown, signal: AbortSignal, midAnswer = false): UpstreamError {
+export function upstreamFailure(error: unknown, abortedBecause: AbortCause | null, midAnswer = false): UpstreamError {
   if (error instanceof UpstreamError) return error;
-  if (signal.aborted) {
-    if (signal.reason === TOTAL_TIMEOUT) {
-      return new UpstreamError("LETHE_UPSTREAM_TIMEOUT", "The supplier did not finish within the total time allowed.", {
-        upstreamStatus: 0,
-        retryable: true,
-      });
-    }
+  if (abortedBecause === "total-timeout") {
+    return new UpstreamError("LETHE_UPSTREAM_TIMEOUT", "The supplier did not finish within the total time allowed.", {
+      upstreamStatus: 0,
+      retryable: true,
+    });
+  }
+  if (abortedBecause === "client-closed") {
     return new UpstreamError("LETHE_CLIENT_CLOSED", "The client closed the connection.", {
       upstreamStatus: 0,
       retryable: false,
+    });
+  }
+  if (abortedBecause === "too-large") {
+    return new UpstreamError("LETHE_UPSTREAM_BAD_RESPONSE", "The supplier's answer was too large.", {
+      upstreamStatus: 0,
+      retryable: true,
     });
   }
   const code = typeof error === "object" && error !== null && "code" in error ? String(error.code) : "";

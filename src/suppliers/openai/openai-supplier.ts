@@ -44,7 +44,7 @@ export class OpenAICompatibleSupplier implements Supplier {
       "/chat/completions",
       JSON.stringify(call.body),
       headers,
-      call.signal,
+      call.cancellation,
       call.timeouts,
     );
     if (isRejection(answer)) return { kind: "rejected", error: answer.error, detail: answer.detail };
@@ -92,7 +92,7 @@ export class OpenAICompatibleSupplier implements Supplier {
       yield { event: message.event, data };
     }
     // a stream that ended without [DONE] is complete only if a finish_reason arrived
-    if (!done && !finished && !response.signal.aborted) {
+    if (!done && !finished && !response.aborted) {
       // the socket ended cleanly but the stream never finished: treat as a broken stream
       throw badUpstreamResponse("The supplier's stream ended before it was complete.");
     }

@@ -1,0 +1,169 @@
+import type { IncomingHttpHeaders } from "node:http";
+import type { Dispatcher } from "undici";
+import type { UpstreamError } from "../../errors/lethe-error.js";
+import type { Cancellation } from "../cancellation.js";
+import { type AbortCause, upstreamFailure } from "./upstream-failure.js";
+
+type DispatchController = Dispatcher.DispatchController;
+
+/** Chunks a stream may queue before the socket is paused: a client reading slowly slows the supplier. */
+const HIGH_WATER_CHUNKS = 16;
+
+/** What undici is told when Lethe aborts; the mapping reads `cause`, never this message. */
+const ABORTED = new Error("aborted by Lethe");
+
+/**
+ * One HTTP exchange with a supplier, as an undici dispatch handler. It replaces
+ * `pool.request()`, whose per-call Readable body, AbortSignal and listeners cost more
+ * than the rest of a request's upstream work: the body is collected straight into an
+ * array (JSON) or queued chunk by chunk with pause/resume (streams), and the request
+ * is aborted through undici's own controller.
+ */
+export class UpstreamCall implements Dispatcher.DispatchHandler {
+  status = 0;
+  headers: IncomingHttpHeaders = {};
+  private controller: DispatchController | null = null;
+  private cause: AbortCause | null = null;
+  private readonly chunks: Buffer[] = [];
+  private size = 0;
+  /** Bytes beyond which the body is dropped and the request aborted; Infinity for none. */
+  private limit = Number.POSITIVE_INFINITY;
+  private ended = false;
+  private failure: UpstreamError | null = null;
+  private started = false;
+  private onStart: ((call: UpstreamCall) => void) | null;
+  private onStartFailure: ((error: UpstreamError) => void) | null;
+  /** Wakes the reader waiting for a chunk, the end or a failure. */
+  private wake: (() => void) | null = null;
+  private readonly stopTimer: NodeJS.Timeout;
+  private readonly unsubscribe: () => void;
+
+  constructor(
+    cancellation: Cancellation,
+    totalMs: number,
+    onStart: (call: UpstreamCall) => void,
+    onStartFailure: (error: UpstreamError) => void,
+  ) {
+    this.onStart = onStart;
+    this.onStartFailure = onStartFailure;
+    this.stopTimer = setTimeout(() => this.abort("total-timeout"), totalMs);
+    this.unsubscribe = cancellation.onAbort(() => this.abort("client-closed"));
+  }
+
+  /** True when Lethe aborted this call (the client left, or the total deadline passed). */
+  get aborted(): boolean {
+    return this.cause !== null;
+  }
+
+  /** Aborts the upstream request; undici then reports the failure through onResponseError. */
+  abort(cause: AbortCause): void {
+    if (this.cause !== null || this.ended || this.failure !== null) return;
+    this.cause = cause;
+    // before undici took the request onto a socket there is no controller yet: onRequestStart aborts
+    this.controller?.abort(ABORTED);
+  }
+
+  onRequestStart(controller: DispatchController): void {
+    this.controller = controller;
+    if (this.cause !== null) controller.abort(ABORTED);
+  }
+
+  onResponseStart(_controller: DispatchController, statusCode: number, headers: IncomingHttpHeaders): void {
+    // 1xx informational answers come before the real one
+    if (statusCode < 200) return;
+    this.status = statusCode;
+    this.headers = headers;
+    this.started = true;
+    const onStart = this.onStart;
+    this.onStart = null;
+    this.onStartFailure = null;
+    onStart?.(this);
+  }
+
+  onResponseData(controller: DispatchController, chunk: Buffer): void {
+    this.size += chunk.length;
+    if (this.size > this.limit) {
+      this.abort("too-large");
+      return;
+    }
+    this.chunks.push(chunk);
+    if (this.chunks.length >= HIGH_WATER_CHUNKS && this.limit === Number.POSITIVE_INFINITY) controller.pause();
+    this.wakeReader();
+  }
+
+  onResponseEnd(): void {
+    this.ended = true;
+    this.settle();
+    this.wakeReader();
+  }
+
+  onResponseError(_controller: DispatchController, error: Error): void {
+    this.failure = upstreamFailure(error, this.cause, this.started);
+    this.settle();
+    const onStartFailure = this.onStartFailure;
+    this.onStart = null;
+    this.onStartFailure = null;
+    if (onStartFailure !== null) onStartFailure(this.failure);
+    else this.wakeReader();
+  }
+
+  /** The whole body as text; rejects with an UpstreamError when it breaks. */
+  async text(): Promise<string> {
+    while (!this.ended) {
+      if (this.failure !== null) throw this.failure;
+      await this.nextWake();
+    }
+    if (this.chunks.length === 1) return (this.chunks[0] as Buffer).toString("utf8");
+    return Buffer.concat(this.chunks, this.size).toString("utf8");
+  }
+
+  /** The body as text if it ends within `limit` bytes; undefined when it is longer or breaks. */
+  async boundedText(limit: number): Promise<string | undefined> {
+    this.limit = limit;
+    if (this.size > limit) this.abort("too-large");
+    try {
+      return await this.text();
+    } catch {
+      return undefined;
+    }
+  }
+
+  /** The body's chunks as they arrive; stopping early aborts the upstream request. */
+  async *stream(): AsyncGenerator<Buffer> {
+    try {
+      for (;;) {
+        const chunk = this.chunks.shift();
+        if (chunk !== undefined) {
+          if (this.controller?.paused === true && this.chunks.length < HIGH_WATER_CHUNKS / 2) this.controller.resume();
+          yield chunk;
+          continue;
+        }
+        if (this.failure !== null) throw this.failure;
+        if (this.ended) return;
+        await this.nextWake();
+      }
+    } finally {
+      // the reader left before the end (the client went away): free the connection
+      if (!this.ended) this.abort("client-closed");
+    }
+  }
+
+  private nextWake(): Promise<void> {
+    return new Promise((resolve) => {
+      this.wake = resolve;
+    });
+  }
+
+  private wakeReader(): void {
+    const wake = this.wake;
+    if (wake === null) return;
+    this.wake = null;
+    wake();
+  }
+
+  /** The exchange is over: its deadline and its client's cancellation no longer concern it. */
+  private settle(): void {
+    clearTimeout(this.stopTimer);
+    this.unsubscribe();
+  }
+}
