@@ -1,4 +1,5 @@
 import OpenAI from "openai";
+import { Pool } from "undici";
 import { afterAll, beforeAll, describe, expect, it } from "vitest";
 import { displayKey, isWellFormedKey, KEY_PREFIX, KeyHasher, mintApiKey } from "../src/keys/api-key.js";
 import { findCanaries, makeCanary } from "./support/canary.js";
@@ -93,6 +94,38 @@ describe("authentication on /v1 routes", () => {
       .catch((thrown: unknown) => thrown);
     expect(error).toBeInstanceOf(OpenAI.AuthenticationError);
     expect((error as InstanceType<typeof OpenAI.AuthenticationError>).code).toBe("LETHE_REVOKED_API_KEY");
+  });
+
+  it("checks every request's own key on one kept-alive connection, whatever the connection sent before", async () => {
+    const { key, keyId } = await gateway.createKey("one-connection");
+    const connection = new Pool(gateway.url, { connections: 1, pipelining: 1 });
+    const send = async (headers: Record<string, string>) => {
+      const response = await connection.request({
+        method: "POST",
+        path: "/v1/chat/completions",
+        headers: { "content-type": "application/json", ...headers },
+        body: JSON.stringify({ model: "lethe-demo", messages: [{ role: "user", content: "hi" }] }),
+      });
+      const body = (await response.body.json()) as { error?: { code: string } };
+      return { status: response.statusCode, code: body.error?.code };
+    };
+    try {
+      expect((await send({ authorization: `Bearer ${key}` })).status).toBe(200);
+      expect(await send({ authorization: `Bearer ${mintApiKey()}` })).toEqual({
+        status: 401,
+        code: "LETHE_INVALID_API_KEY",
+      });
+      expect(await send({})).toEqual({ status: 401, code: "LETHE_MISSING_API_KEY" });
+      expect((await send({ "x-api-key": key })).status).toBe(200);
+      expect((await send({ authorization: `Bearer ${key}` })).status).toBe(200);
+      const { openSqliteStore } = await import("../src/store/sqlite/open-sqlite-store.js");
+      const other = await openSqliteStore(gateway.dataDir);
+      expect(await other.revokeKey(keyId as never)).toBe(true);
+      await other.close();
+      expect(await send({ authorization: `Bearer ${key}` })).toEqual({ status: 401, code: "LETHE_REVOKED_API_KEY" });
+    } finally {
+      await connection.close();
+    }
   });
 
   it("protects GET /v1/models and lists models in OpenAI's shape", async () => {

@@ -56,9 +56,10 @@ export function meteredRequest(gateway: Gateway, endpoint: Endpoint, format: Cli
 
 /** Authenticates a request, refusing addresses that failed too often and counting new failures. */
 export async function authenticate(gateway: Gateway, request: FastifyRequest): Promise<AuthContext> {
-  await gateway.authThrottle.check(request.ip);
+  const throttled = gateway.authThrottle.check(request.ip);
+  if (throttled !== undefined) await throttled;
   try {
-    return await gateway.authenticator.authenticate(request.headers);
+    return await gateway.authenticator.authenticate(request.headers, request.raw.socket);
   } catch (error) {
     if (error instanceof LetheError && error.kind === "authentication")
       await gateway.authThrottle.recordFailure(request.ip);
@@ -81,9 +82,11 @@ export function buildServer(gateway: Gateway): FastifyInstance {
   });
   app.decorateRequest("exchange", null);
   app.decorateRequest("auth", null);
-  app.addHook("onRequest", async (request, reply) => {
+  // a callback hook, not an async one: no promise per request for two headers
+  app.addHook("onRequest", (request, reply, done) => {
     reply.header("x-request-id", request.id);
     reply.header("request-id", request.id);
+    done();
   });
   app.removeAllContentTypeParsers();
   // every body is read as JSON whatever its content type (curl -d sends form encoding)

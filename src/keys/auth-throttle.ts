@@ -41,11 +41,18 @@ export class AuthThrottle {
     return createHmac("sha256", this.subkey).update(address).digest("base64url").slice(0, 22);
   }
 
-  /** Refuses an address that failed too often in the window. */
-  async check(address: string): Promise<void> {
+  /**
+   * Refuses an address that failed too often in the window. Synchronous (undefined) when
+   * there is nothing to look up, which is every request of a process that saw no failure.
+   */
+  check(address: string): Promise<void> | undefined {
     // no failure here within the window: nobody can be over the limit (other replicas' failures
     // count too when Redis is shared, so then always look)
-    if (!this.shared && Date.now() - this.lastFailureAt > WINDOW_SECONDS * 1000) return;
+    if (!this.shared && Date.now() - this.lastFailureAt > WINDOW_SECONDS * 1000) return undefined;
+    return this.lookUp(address);
+  }
+
+  private async lookUp(address: string): Promise<void> {
     const result = await this.limiter.get(this.addressKey(address)).catch(() => null);
     if (result !== null && result.consumedPoints >= this.failuresPerMinute) {
       throw new LetheError("LETHE_AUTH_THROTTLED", "Too many failed authentications from this address; retry later.", {
