@@ -71,26 +71,32 @@ async function relay(
   reply: FastifyReply,
 ): Promise<void> {
   const { result, supplier, stats } = attempted;
-  reply.header("x-lethe-supplier", supplier.id);
-  reply.header("x-lethe-attempts", String(exchange.attempts));
-  reply.header("x-lethe-zdr", exchange.zdrEnforced ? "enforced" : "off");
+  // the answer goes straight to the socket: Fastify's reply pipeline (hooks, serialisers)
+  // has nothing to add to a body that is already text, and costs as much as the relay.
+  // Hijacked only once nothing can throw any more: until then errors render as usual
+  const headers = reply.getHeaders() as OutgoingHttpHeaders;
+  headers["x-lethe-supplier"] = supplier.id;
+  headers["x-lethe-attempts"] = String(exchange.attempts);
+  headers["x-lethe-zdr"] = exchange.zdrEnforced ? "enforced" : "off";
 
   if (result.kind === "json") {
     const text = surface.jsonResponse(request, result.body, supplier.format, exchange);
     finishExchange(gateway, exchange, 200, null);
     recordOutcome(gateway, stats, exchange, null);
-    await reply.code(200).type("application/json").send(text);
+    headers["content-type"] = "application/json; charset=utf-8";
+    headers["content-length"] = Buffer.byteLength(text);
+    reply.hijack();
+    reply.raw.writeHead(200, headers);
+    reply.raw.end(text);
     return;
   }
   const translator = surface.streamTranslator(request, supplier.format, exchange);
+  headers["content-type"] = "text/event-stream; charset=utf-8";
+  headers["cache-control"] = "no-cache";
+  headers.connection = "keep-alive";
+  headers["x-accel-buffering"] = "no";
   reply.hijack();
-  reply.raw.writeHead(200, {
-    ...(reply.getHeaders() as OutgoingHttpHeaders),
-    "content-type": "text/event-stream; charset=utf-8",
-    "cache-control": "no-cache",
-    connection: "keep-alive",
-    "x-accel-buffering": "no",
-  });
+  reply.raw.writeHead(200, headers);
   const errorCode = await pipeStream(gateway, exchange, result.events, translator, reply.raw);
   recordOutcome(gateway, stats, exchange, errorCode);
 }
