@@ -1,9 +1,12 @@
-import { Counter, Gauge, Histogram, Registry } from "prom-client";
+import { Counter, Gauge, Registry } from "prom-client";
 import type { CreditGuard } from "../billing/credit-guard.js";
+import type { ModelId, SupplierId } from "../config/ids.js";
 import type { Router } from "../routing/router.js";
 import type { RedisLink } from "../shared-state/redis-link.js";
 import type { Store } from "../store/store.js";
+import type { ClientFormat, MetadataRecord } from "./metadata-record.js";
 import type { Meter } from "./meter.js";
+import { CounterFamily, type CounterSeries, HistogramFamily, type HistogramSeries } from "./metric-families.js";
 
 /** What the dependency gauges read. */
 export interface DependencyState {
@@ -13,39 +16,34 @@ export interface DependencyState {
   meter: Meter;
 }
 
-import type { MetadataRecord } from "./metadata-record.js";
-
 /**
  * Prometheus metrics. Labels come only from closed sets (configured model and
  * supplier ids, status codes, formats): never from anything a client sent.
  */
 export class GatewayMetrics {
   readonly registry = new Registry();
-  private readonly requests = new Counter({
+  // the per-request families: a series is looked up once and cached below
+  private readonly requests = new CounterFamily({
     name: "lethe_requests_total",
     help: "Requests served, by model, supplier, status and client format.",
-    labelNames: ["model", "supplier", "status", "format"] as const,
-    registers: [this.registry],
+    registry: this.registry,
   });
-  private readonly tokens = new Counter({
+  private readonly tokens = new CounterFamily({
     name: "lethe_tokens_total",
     help: "Tokens metered, by model, supplier and direction.",
-    labelNames: ["model", "supplier", "direction"] as const,
-    registers: [this.registry],
+    registry: this.registry,
   });
-  private readonly latency = new Histogram({
+  private readonly latency = new HistogramFamily({
     name: "lethe_request_duration_seconds",
     help: "Request latency, from arrival to the last byte.",
-    labelNames: ["model", "supplier", "format"] as const,
     buckets: [0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1, 2.5, 5, 10, 30, 60, 120],
-    registers: [this.registry],
+    registry: this.registry,
   });
-  private readonly ttft = new Histogram({
+  private readonly ttft = new HistogramFamily({
     name: "lethe_time_to_first_token_seconds",
     help: "Time to first token of streamed responses.",
-    labelNames: ["model", "supplier", "format"] as const,
     buckets: [0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1, 2.5, 5, 10, 30],
-    registers: [this.registry],
+    registry: this.registry,
   });
   private readonly upstreamErrors = new Counter({
     name: "lethe_upstream_errors_total",
@@ -124,42 +122,58 @@ export class GatewayMetrics {
     });
   }
 
-  /** Labelled children per (model, supplier, status, format): prom-client hashes labels on every call otherwise. */
-  private readonly children = new Map<string, ObservedSeries>();
+  /**
+   * The series of each model, supplier, format and status, nested so that no key string
+   * is built per request (ids are config strings whose hashes V8 keeps). Bounded: model
+   * and supplier are configured ids (or "unknown"/null), format one of two, status an
+   * HTTP status.
+   */
+  private readonly byModel = new Map<ModelId, Map<SupplierId | null, Map<ClientFormat, Map<number, RecordSeries>>>>();
 
-  private series(record: MetadataRecord): ObservedSeries {
-    const supplier = record.supplier ?? "none";
-    const name = `${record.model}\u0000${supplier}\u0000${record.status}\u0000${record.client_format}`;
-    let series = this.children.get(name);
+  private series(record: MetadataRecord): RecordSeries {
+    const byStatus = innerMap(innerMap(innerMap(this.byModel, record.model), record.supplier), record.client_format);
+    let series = byStatus.get(record.status);
     if (series === undefined) {
       const model = record.model;
+      const supplier = record.supplier ?? "none";
       const format = record.client_format;
       series = {
-        requests: this.requests.labels({ model, supplier, status: record.status, format }),
-        input: this.tokens.labels({ model, supplier, direction: "input" }),
-        output: this.tokens.labels({ model, supplier, direction: "output" }),
-        latency: this.latency.labels({ model, supplier, format }),
-        ttft: this.ttft.labels({ model, supplier, format }),
+        requests: this.requests.series({ model, supplier, status: record.status, format }),
+        input: this.tokens.series({ model, supplier, direction: "input" }),
+        output: this.tokens.series({ model, supplier, direction: "output" }),
+        latency: this.latency.series({ model, supplier, format }),
+        ttft: this.ttft.series({ model, supplier, format }),
       };
-      this.children.set(name, series);
+      byStatus.set(record.status, series);
     }
     return series;
   }
 
+  /** Counts one finished request: its status, tokens, latency and TTFT. */
   observe(record: MetadataRecord): void {
     const series = this.series(record);
-    series.requests.inc();
-    if (record.input_tokens > 0) series.input.inc(record.input_tokens);
-    if (record.output_tokens > 0) series.output.inc(record.output_tokens);
-    series.latency.observe(record.latency_ms / 1000);
-    if (record.ttft_ms !== null) series.ttft.observe(record.ttft_ms / 1000);
+    this.requests.inc(series.requests, 1);
+    if (record.input_tokens > 0) this.tokens.inc(series.input, record.input_tokens);
+    if (record.output_tokens > 0) this.tokens.inc(series.output, record.output_tokens);
+    this.latency.observe(series.latency, record.latency_ms / 1000);
+    if (record.ttft_ms !== null) this.ttft.observe(series.ttft, record.ttft_ms / 1000);
   }
 }
 
-interface ObservedSeries {
-  requests: { inc(value?: number): void };
-  input: { inc(value?: number): void };
-  output: { inc(value?: number): void };
-  latency: { observe(value: number): void };
-  ttft: { observe(value: number): void };
+interface RecordSeries {
+  requests: CounterSeries;
+  input: CounterSeries;
+  output: CounterSeries;
+  latency: HistogramSeries;
+  ttft: HistogramSeries;
+}
+
+/** The map under `key`, created empty on first use. */
+function innerMap<K, L, V>(outer: Map<K, Map<L, V>>, key: K): Map<L, V> {
+  let inner = outer.get(key);
+  if (inner === undefined) {
+    inner = new Map();
+    outer.set(key, inner);
+  }
+  return inner;
 }
