@@ -6,8 +6,12 @@ import type { MetadataRecord } from "./metadata-record.js";
 /** Refusals at the gate (the bound itself, a shutdown): the only records dropped once the buffer is full. */
 const REFUSALS = new Set<ErrorCode | null>(["LETHE_METERING_UNAVAILABLE", "LETHE_SHUTTING_DOWN"]);
 
-/** Records written per step; about a millisecond of SQLite work, so no request waits longer. */
-const WRITE_CHUNK = 64;
+/**
+ * Records per write. A usual flush (`batch_size` is 500) is one transaction; a backlog
+ * left by an outage goes in steps, as building and copying the rows for the store is
+ * main-thread work (about a millisecond per thousand records).
+ */
+const WRITE_CHUNK = 1_000;
 
 /**
  * Writes metadata records to the store in batches, off the request path: `record`
@@ -81,9 +85,9 @@ export class Meter {
   }
 
   /**
-   * Writes a batch a chunk at a time, yielding to the event loop between chunks: an
-   * embedded (synchronous) store then never holds requests up for more than one chunk.
-   * On failure only the unwritten records go back to the buffer.
+   * Writes a batch a chunk at a time. Neither store writes on the event loop (SQLite's
+   * writer thread, PostgreSQL's socket): awaiting each chunk lets requests run between
+   * them. On failure only the unwritten records go back to the buffer.
    */
   private async writeInChunks(batch: MetadataRecord[]): Promise<void> {
     let done = 0;
@@ -94,7 +98,6 @@ export class Meter {
         done += chunk.length;
         this.written += chunk.length;
         this.inFlight = batch.length - done;
-        if (done < batch.length) await new Promise<void>((resolve) => setImmediate(resolve));
       }
     } catch {
       const unwritten = batch.slice(done);

@@ -7,69 +7,69 @@ import { type ChangeFeed, quietFeed } from "../change-feed.js";
 import { KyselyStore } from "../kysely-store.js";
 import { type Debit, LedgerStore } from "../ledger-store.js";
 import { migrateToLatest } from "../migrations.js";
-import { mintId } from "../mint-id.js";
 import type { Database } from "../schema.js";
 import type { Store } from "../store.js";
+import { SqliteWriter } from "./sqlite-writer.js";
+import type { DebitRow, MetadataRow } from "./writer-protocol.js";
 
 /** The SQLite database file inside the data dir. */
 export const SQLITE_FILE = "lethe.db";
 
+/** Every connection to the file (the main one and the writer thread's) runs with these. */
+const CONNECTION_PRAGMAS = [
+  "journal_mode = WAL",
+  "synchronous = NORMAL",
+  "busy_timeout = 5000",
+  // overwrite freed pages so deleted rows leave nothing behind in the file
+  "secure_delete = ON",
+  "foreign_keys = ON",
+];
+
 /** A record as one row of positional parameters, booleans stored as 0/1. */
-function toParameters(record: MetadataRecord): (string | number | null)[] {
+function toParameters(record: MetadataRecord): MetadataRow {
   return METADATA_COLUMNS.map((column) => {
     const value = record[column];
     return typeof value === "boolean" ? (value ? 1 : 0) : value;
   });
 }
 
-/** The ledger on SQLite: debits are written with statements prepared once, for the same reason as metadata. */
+/** The ledger on SQLite: debits go to the writer thread (SQLite mode takes no database holds, so none to delete). */
 class SqliteLedgerStore extends LedgerStore {
-  private readonly writeDebits: (debits: readonly Debit[]) => void;
-
-  constructor(database: BetterSqlite3.Database, db: Kysely<Database>, feed: ChangeFeed) {
+  constructor(
+    db: Kysely<Database>,
+    feed: ChangeFeed,
+    private readonly writer: SqliteWriter,
+  ) {
     super(db, feed);
-    const insert = database.prepare(
-      "INSERT INTO ledger_entries (id, account_id, ts, kind, amount_micros, request_id) VALUES (?, ?, ?, 'debit', ?, ?)",
-    );
-    const lower = database.prepare("UPDATE accounts SET balance_micros = balance_micros - ? WHERE id = ?");
-    this.writeDebits = database.transaction((debits: readonly Debit[]) => {
-      const perAccount = new Map<string, number>();
-      for (const debit of debits) {
-        insert.run(mintId("le"), debit.accountId, debit.ts, -debit.amountMicros, debit.requestId);
-        perAccount.set(debit.accountId, (perAccount.get(debit.accountId) ?? 0) + debit.amountMicros);
-      }
-      for (const [accountId, total] of perAccount) lower.run(total, accountId);
-    });
   }
 
   override async debit(debits: readonly Debit[]): Promise<void> {
-    if (debits.length > 0) this.writeDebits(debits);
+    if (debits.length === 0) return;
+    await this.writer.writeDebits(
+      debits.map((debit): DebitRow => [debit.accountId, debit.ts, debit.amountMicros, debit.requestId]),
+    );
   }
 }
 
 /**
- * The embedded store. Metadata inserts bypass Kysely: the meter writes hundreds of
- * records per flush, synchronously on the event loop, and a single-row INSERT
- * prepared once and run in one better-sqlite3 transaction costs about a third of
- * compiling and preparing a fresh multi-row INSERT per flush. Every request in
- * flight waits out that time (it showed as Lethe's p99 latency in the bench).
+ * The embedded store. Its hot writes (the meter's records, the credit guard's debits)
+ * run on a writer thread with its own connection, one transaction per batch: written
+ * on the event loop they cost every request in flight about a millisecond per 64
+ * records (it showed as Lethe's p99 latency in the bench). Everything else, reads
+ * and the rare admin writes, stays on the main connection through Kysely.
  */
 class SqliteStore extends KyselyStore {
-  private readonly insertRows: (records: readonly MetadataRecord[]) => void;
-
-  constructor(database: BetterSqlite3.Database, db: Kysely<Database>, counter: () => number) {
-    const feed = quietFeed(counter);
-    super("sqlite", db, feed, async () => {}, new SqliteLedgerStore(database, db, feed));
-    const insert = database.prepare(
-      `INSERT INTO request_metadata (${METADATA_COLUMNS.join(", ")}) VALUES (${METADATA_COLUMNS.map(() => "?").join(", ")})`,
-    );
-    this.insertRows = database.transaction((records: readonly MetadataRecord[]) => {
-      for (const record of records) insert.run(toParameters(record));
-    });
+  constructor(
+    db: Kysely<Database>,
+    feed: ChangeFeed,
+    private readonly writer: SqliteWriter,
+  ) {
+    // closing waits for every write sent to the writer thread, then stops it
+    super("sqlite", db, feed, () => writer.close(), new SqliteLedgerStore(db, feed, writer));
   }
 
   override async insertMetadata(records: readonly MetadataRecord[]): Promise<void> {
-    if (records.length > 0) this.insertRows(records);
+    if (records.length > 0) await this.writer.writeMetadata(records.map(toParameters));
   }
 }
 
@@ -101,19 +101,14 @@ export async function openSqliteStore(dataDir: string): Promise<Store> {
   // create the file owner-only before SQLite opens it; its -wal and -shm files copy the mode
   await (await open(file, "a", 0o600)).close();
   const database = new BetterSqlite3(file);
-  database.pragma("journal_mode = WAL");
-  database.pragma("synchronous = NORMAL");
-  database.pragma("busy_timeout = 5000");
-  // overwrite freed pages so deleted rows leave nothing behind in the file
-  database.pragma("secure_delete = ON");
-  database.pragma("foreign_keys = ON");
-  // data_version moves when another connection (the CLI) commits: the auth cache watches it
+  for (const pragma of CONNECTION_PRAGMAS) database.pragma(pragma);
+  // data_version moves when another connection commits: the CLI (a revocation, a top-up), which
+  // the auth cache and the credit guard must see, and also this process's own writer thread.
+  // Its commits thus cost one re-read of each cached key and balance per flush; telling them
+  // apart would need a marker that every other writer (the CLI) also writes.
   const dataVersion = database.prepare("PRAGMA data_version").pluck();
   const db = new Kysely<Database>({ dialect: new SqliteDialect({ database }) });
   await migrateToLatest(db as Kysely<unknown>);
-  return new SqliteStore(
-    database,
-    db,
-    turnCachedCounter(() => dataVersion.get() as number),
-  );
+  const writer = new SqliteWriter({ file, pragmas: CONNECTION_PRAGMAS, metadataColumns: METADATA_COLUMNS });
+  return new SqliteStore(db, quietFeed(turnCachedCounter(() => dataVersion.get() as number)), writer);
 }

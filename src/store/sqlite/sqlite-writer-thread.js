@@ -1,0 +1,93 @@
+// @ts-check
+// The SQLite writer thread: the store's hot writes (metadata records, ledger debits) run
+// here, on a connection of its own, so they never hold the event loop. Plain JavaScript
+// so that it loads as it is from src/ (vitest does not transform worker threads) and
+// from dist/ (tsc copies it, allowJs). It logs nothing: failures go back as codes only.
+
+/** @import { DebitRow, MetadataRow, WriterReply, WriterRequest, WriterSetup } from "./writer-protocol.js" */
+
+import { randomBytes } from "node:crypto";
+import { parentPort, workerData } from "node:worker_threads";
+import BetterSqlite3 from "better-sqlite3";
+
+const ALPHABET = "0123456789abcdefghijklmnopqrstuvwxyz";
+const ID_LENGTH = 20;
+
+/**
+ * Mints `count` ledger entry ids in mintId's format (`le_` and 20 base36 characters,
+ * about 103 bits), from one draw of random bytes for the whole batch.
+ * @param {number} count
+ */
+function mintEntryIds(count) {
+  const bytes = randomBytes(count * ID_LENGTH);
+  const ids = new Array(count);
+  for (let index = 0; index < count; index++) {
+    let id = "le_";
+    for (let offset = index * ID_LENGTH; offset < (index + 1) * ID_LENGTH; offset++) {
+      id += ALPHABET[/** @type {number} */ (bytes[offset]) % 36];
+    }
+    ids[index] = id;
+  }
+  return ids;
+}
+
+/** @param {unknown} error a plain, content-free code for the main thread */
+function codeOf(error) {
+  const code = /** @type {{ code?: unknown }} */ (error)?.code;
+  return typeof code === "string" && /^SQLITE_[A-Z_]+$/.test(code) ? code : "SQLITE_WRITE_FAILED";
+}
+
+const setup = /** @type {WriterSetup} */ (workerData);
+const port = parentPort;
+if (port === null) throw new Error("sqlite-writer-thread runs as a worker thread");
+
+const database = new BetterSqlite3(setup.file);
+for (const pragma of setup.pragmas) database.pragma(pragma);
+
+const insertMetadata = database.prepare(
+  `INSERT INTO request_metadata (${setup.metadataColumns.join(", ")}) VALUES (${setup.metadataColumns.map(() => "?").join(", ")})`,
+);
+const insertDebit = database.prepare(
+  "INSERT INTO ledger_entries (id, account_id, ts, kind, amount_micros, request_id) VALUES (?, ?, ?, 'debit', ?, ?)",
+);
+const lowerBalance = database.prepare("UPDATE accounts SET balance_micros = balance_micros - ? WHERE id = ?");
+
+const writeMetadata = database.transaction(
+  /** @param {MetadataRow[]} rows */ (rows) => {
+    for (const row of rows) insertMetadata.run(row);
+  },
+);
+
+// each charge is an entry, and each account's balance drops by their sum, in one transaction
+const writeDebits = database.transaction(
+  /** @param {DebitRow[]} rows */ (rows) => {
+    const ids = mintEntryIds(rows.length);
+    /** @type {Map<string, number>} */
+    const perAccount = new Map();
+    rows.forEach(([accountId, ts, amountMicros, requestId], index) => {
+      insertDebit.run(ids[index], accountId, ts, -amountMicros, requestId);
+      perAccount.set(accountId, (perAccount.get(accountId) ?? 0) + amountMicros);
+    });
+    for (const [accountId, total] of perAccount) lowerBalance.run(total, accountId);
+  },
+);
+
+port.on(
+  "message",
+  /** @param {WriterRequest} request */ (request) => {
+    if (request.kind === "close") {
+      database.close();
+      port.close();
+      return;
+    }
+    /** @type {WriterReply} */
+    const reply = { id: request.id, code: null };
+    try {
+      if (request.kind === "metadata") writeMetadata(request.rows);
+      else writeDebits(request.rows);
+    } catch (error) {
+      reply.code = codeOf(error);
+    }
+    port.postMessage(reply);
+  },
+);

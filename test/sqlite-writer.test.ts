@@ -1,0 +1,191 @@
+import { mkdtemp, rm } from "node:fs/promises";
+import os from "node:os";
+import path from "node:path";
+import BetterSqlite3 from "better-sqlite3";
+import { afterEach, describe, expect, it } from "vitest";
+import { CreditGuard } from "../src/billing/credit-guard.js";
+import { mintedId, type RequestId } from "../src/config/ids.js";
+import { type EventFields, type EventLog, type EventName, silentLog } from "../src/logging/event-log.js";
+import { Meter } from "../src/metering/meter.js";
+import { openSqliteStore, SQLITE_FILE } from "../src/store/sqlite/open-sqlite-store.js";
+import type { Store } from "../src/store/store.js";
+import { metadataRecord } from "./support/metadata-records.js";
+
+// The embedded store's hot writes (metadata records, ledger debits) run on a writer
+// thread with its own connection. Everything here is read back through a separate
+// connection, as another process would see the file.
+
+const cleanups: (() => Promise<void>)[] = [];
+
+afterEach(async () => {
+  for (const cleanup of cleanups.splice(0).reverse()) await cleanup();
+});
+
+/** A fresh store, a read-only connection to its file, and `close` for tests that close the store themselves. */
+async function openWithReader() {
+  const dataDir = await mkdtemp(path.join(os.tmpdir(), "lethe-writer-"));
+  cleanups.push(() => rm(dataDir, { recursive: true, force: true }));
+  const store: Store = await openSqliteStore(dataDir);
+  let open = true;
+  cleanups.push(async () => {
+    if (open) await store.close();
+  });
+  const file = path.join(dataDir, SQLITE_FILE);
+  const reader = new BetterSqlite3(file, { readonly: true });
+  cleanups.push(async () => {
+    reader.close();
+  });
+  const count = (table: string) => reader.prepare(`SELECT count(*) FROM ${table}`).pluck().get() as number;
+  const close = async () => {
+    open = false;
+    await store.close();
+  };
+  return { store, file, reader, count, close };
+}
+
+/** An event log that keeps every event, to check what the meter reported. */
+function capturingLog(events: { name: EventName; fields: object }[]): EventLog {
+  return {
+    event<Name extends EventName>(name: Name, fields: EventFields[Name]) {
+      events.push({ name, fields });
+    },
+    flush(done) {
+      done?.();
+    },
+  };
+}
+
+describe("SQLite writer thread", () => {
+  it("writes metadata records that another connection reads back, booleans as 0/1", async () => {
+    const { store, reader, count } = await openWithReader();
+    const records = Array.from({ length: 1_500 }, (_, index) =>
+      metadataRecord({ account: "acct_writer", streamed: index % 2 === 0, tokens_estimated: true, ttft_ms: index }),
+    );
+    await store.insertMetadata(records);
+    await store.insertMetadata([]);
+    expect(count("request_metadata")).toBe(1_500);
+    const first = records[0] as (typeof records)[number];
+    expect(reader.prepare("SELECT * FROM request_metadata WHERE request_id = ?").get(first.request_id)).toEqual({
+      ...first,
+      streamed: 1,
+      cache_hit: 0,
+      tokens_estimated: 1,
+    });
+  });
+
+  it("lowers each balance by exactly its debits, one entry each under a fresh le_ id", async () => {
+    const { store, reader } = await openWithReader();
+    const payer = await store.createAccount({ name: "payer" });
+    const small = await store.createAccount({ name: "small" });
+    await store.ledger.credit(payer.id, 1_000_000, "top_up");
+    await store.ledger.credit(small.id, 500, "top_up");
+    const debits = Array.from({ length: 300 }, (_, index) => ({
+      accountId: index % 3 === 0 ? small.id : payer.id,
+      amountMicros: index + 1,
+      requestId: mintedId<RequestId>(`req_debit${index}`),
+      ts: 1_700_000_000_000 + index,
+    }));
+    await store.ledger.debit(debits);
+    const spent = (accountId: string) =>
+      debits.filter((debit) => debit.accountId === accountId).reduce((sum, debit) => sum + debit.amountMicros, 0);
+    const balance = reader.prepare("SELECT balance_micros FROM accounts WHERE id = ?").pluck();
+    expect(balance.get(payer.id)).toBe(1_000_000 - spent(payer.id));
+    // below zero is recorded as it is (the documented overrun)
+    expect(balance.get(small.id)).toBe(500 - spent(small.id));
+    const entries = reader
+      .prepare("SELECT id, account_id, ts, amount_micros, request_id FROM ledger_entries WHERE kind = 'debit'")
+      .all() as { id: string; account_id: string; ts: number; amount_micros: number; request_id: string }[];
+    expect(entries).toHaveLength(300);
+    const byRequest = new Map(entries.map((entry) => [entry.request_id, entry]));
+    for (const debit of debits) {
+      expect(byRequest.get(debit.requestId)).toMatchObject({
+        account_id: debit.accountId,
+        ts: debit.ts,
+        amount_micros: -debit.amountMicros,
+      });
+    }
+    for (const entry of entries) expect(entry.id).toMatch(/^le_[0-9a-z]{20}$/);
+    expect(new Set(entries.map((entry) => entry.id)).size).toBe(300);
+    expect(await store.ledger.sum(payer.id)).toBe(await store.ledger.balance(payer.id));
+  });
+
+  it("close() writes everything sent before it, then refuses further writes", async () => {
+    const { store, count, reader, close } = await openWithReader();
+    const account = await store.createAccount({ name: "closing" });
+    await store.ledger.credit(account.id, 10_000, "top_up");
+    // sent, not awaited: as the last flushes of a shutdown are when close() is called
+    const writes = [
+      store.insertMetadata(Array.from({ length: 200 }, () => metadataRecord({ account: account.id }))),
+      store.ledger.debit([
+        { accountId: account.id, amountMicros: 2_500, requestId: mintedId<RequestId>("req_closing"), ts: Date.now() },
+      ]),
+      store.insertMetadata(Array.from({ length: 200 }, () => metadataRecord({ account: account.id }))),
+    ];
+    await close();
+    await Promise.all(writes);
+    expect(count("request_metadata")).toBe(400);
+    expect(reader.prepare("SELECT balance_micros FROM accounts WHERE id = ?").pluck().get(account.id)).toBe(7_500);
+    await expect(store.insertMetadata([metadataRecord({ account: account.id })])).rejects.toMatchObject({
+      code: "WRITER_CLOSED",
+    });
+  });
+
+  it("rejects a refused write with SQLite's code alone; the meter keeps the batch and writes it once it can", async () => {
+    const { store, file, reader, count } = await openWithReader();
+    const existing = metadataRecord({ account: "acct_conflict" });
+    await store.insertMetadata([existing]);
+    // the same request id again breaks the primary key; a batch is one transaction, so nothing lands
+    const fresh = metadataRecord({ account: "acct_conflict" });
+    const duplicate = { ...existing, latency_ms: 999 };
+    const refused = await store.insertMetadata([fresh, duplicate]).catch((error: unknown) => error);
+    expect(refused).toMatchObject({ code: "SQLITE_CONSTRAINT_PRIMARYKEY" });
+    expect((refused as Error).message).not.toContain(existing.request_id);
+    expect(count("request_metadata")).toBe(1);
+
+    const events: { name: EventName; fields: object }[] = [];
+    const meter = new Meter(store, capturingLog(events), { flushIntervalMs: 60_000, batchSize: 100, maxBuffered: 100 });
+    meter.record(fresh);
+    meter.record(duplicate);
+    await meter.flush();
+    expect(events).toEqual([{ name: "meter_flush_failed", fields: { records: 2, code: "LETHE_INTERNAL" } }]);
+    expect(meter.pending).toBe(2);
+    expect(meter.writtenCount).toBe(0);
+
+    // the conflicting row goes (another connection deletes it): the kept records are written on the next flush
+    const other = new BetterSqlite3(file);
+    other.prepare("DELETE FROM request_metadata WHERE request_id = ?").run(existing.request_id);
+    other.close();
+    expect(await meter.drain()).toBe(2);
+    expect(meter.pending).toBe(0);
+    const latency = reader.prepare("SELECT latency_ms FROM request_metadata WHERE request_id = ?").pluck();
+    expect(latency.get(duplicate.request_id)).toBe(999);
+    expect(latency.get(fresh.request_id)).toBe(100);
+  });
+
+  it("does not charge twice a balance the credit guard read between the writer's commit and its answer", async () => {
+    const { store, reader } = await openWithReader();
+    const account = await store.createAccount({ name: "racing" });
+    await store.ledger.credit(account.id, 10_000, "top_up");
+    const guard = new CreditGuard(store, silentLog, 60_000);
+    const first = await guard.reserve(account.id, 1_000, () => 1_000);
+    guard.settle(first, 700, mintedId<RequestId>("req_race_one"));
+    await guard.flush();
+    expect(await guard.available(account.id)).toBe(9_300);
+
+    const second = await guard.reserve(account.id, 1_000, () => 1_000);
+    guard.settle(second, 400, mintedId<RequestId>("req_race_two"));
+    // a new turn of the event loop, so the store reads its change counter afresh, as a request would
+    await new Promise((resolve) => setImmediate(resolve));
+    const flushed = guard.flush();
+    // hold the event loop until the writer thread has committed: its answer cannot arrive yet
+    const written = reader.prepare("SELECT count(*) FROM ledger_entries WHERE request_id = 'req_race_two'").pluck();
+    const deadline = Date.now() + 5_000;
+    while (written.get() === 0 && Date.now() < deadline);
+    expect(written.get()).toBe(1);
+    // the commit moved data_version: the guard reads the balance (already lowered) with the charge still pending
+    expect(await guard.available(account.id)).toBe(8_500);
+    await flushed;
+    expect(await guard.available(account.id)).toBe(8_900);
+    expect(await store.ledger.balance(account.id)).toBe(8_900);
+  });
+});
