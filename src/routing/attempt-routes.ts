@@ -122,7 +122,10 @@ export async function attemptRoutes(
         stream: request.stream,
         cancellation,
         // the deadline bounds the wait for an answer, not the length of a stream once it flows
-        timeouts: { ...route.timeouts, firstByteMs: Math.max(1, Math.min(route.timeouts.firstByteMs, remaining)) },
+        timeouts:
+          remaining >= route.timeouts.firstByteMs
+            ? route.timeouts
+            : { ...route.timeouts, firstByteMs: Math.max(1, remaining) },
         ...(request.headers !== undefined && { headers: request.headers }),
       });
       if (result.kind === "stream") {

@@ -71,7 +71,10 @@ export const anthropicMessagesSurface: ClientSurface = {
 
   upstreamBody(request: ClientRequest, route: RouteConfig, supplierFormat: WireFormat): Record<string, unknown> {
     if (supplierFormat === "openai") return anthropicToOpenAIRequest(request.body, route.upstreamModel);
-    return { ...request.body, model: route.upstreamModel };
+    // forwarded as it is, changed in place rather than copied (see the OpenAI surface)
+    const body = request.body as Record<string, unknown>;
+    body.model = route.upstreamModel;
+    return body;
   },
 
   jsonResponse(

@@ -30,11 +30,18 @@ export const openAIChatSurface: ClientSurface = {
 
   upstreamBody(request: ClientRequest, route: RouteConfig, supplierFormat: WireFormat): Record<string, unknown> {
     if (supplierFormat === "anthropic") return openAIToAnthropicRequest(request.body, route.upstreamModel);
-    const body: Record<string, unknown> = { ...request.body, model: route.upstreamModel };
+    // the client's body is forwarded as it is, changed in place rather than copied: copying a
+    // parsed object field by field costs more than serialising it, and everything read from
+    // it later (token estimates, a translation for another route) ignores what changes here
+    const body = request.body as Record<string, unknown>;
+    body.model = route.upstreamModel;
     // always ask for usage when streaming, so every stream is metered; the relay
-    // strips the extra chunk again when the client did not ask for it
-    if (request.stream)
-      body.stream_options = { ...(request.body.stream_options as object | undefined), include_usage: true };
+    // strips the extra chunk again when the client did not ask for it (it was noted at parse)
+    if (request.stream) {
+      const options = body.stream_options;
+      if (typeof options === "object" && options !== null) (options as Record<string, unknown>).include_usage = true;
+      else body.stream_options = { include_usage: true };
+    }
     return body;
   },
 
