@@ -1,14 +1,5 @@
 import { ConfigError } from "../config/load-config.js";
 import { CliError, type CliIo, processIo } from "./cli-io.js";
-import { accountsCommand } from "./commands/accounts-command.js";
-import { auditCommand } from "./commands/audit-command.js";
-import { creditsCommand } from "./commands/credits-command.js";
-import { keysCommand } from "./commands/keys-command.js";
-import { operatorsCommand } from "./commands/operators-command.js";
-import { routesCommand } from "./commands/routes-command.js";
-import { serveCommand } from "./commands/serve-command.js";
-import { usageCommand } from "./commands/usage-command.js";
-import { zdrCommand } from "./commands/zdr-command.js";
 
 const HELP = `lethe: a zero-data-retention LLM gateway
 
@@ -31,29 +22,33 @@ Usage:
 Environment: LETHE_HOST, LETHE_PORT, LETHE_DATA_DIR, LETHE_CONFIG, LETHE_SECRET,
 LETHE_DATABASE_URL, LETHE_REDIS_URL, LETHE_REDIS_PREFIX.`;
 
-/** Runs the `lethe` command line; returns the process exit code. */
+/**
+ * Runs the `lethe` command line; returns the process exit code. Each command's module is
+ * loaded when it runs: `serve` then carries none of the audit's or the admin commands'
+ * code and dependencies, which a long-running gateway would hold in memory for nothing.
+ */
 export async function main(argv: string[], io: CliIo = processIo): Promise<number> {
   const [command, ...rest] = argv;
   try {
     switch (command) {
       case "serve":
-        return await serveCommand(rest, io);
+        return await (await import("./commands/serve-command.js")).serveCommand(rest, io);
       case "accounts":
-        return await accountsCommand(rest, io);
+        return await (await import("./commands/accounts-command.js")).accountsCommand(rest, io);
       case "keys":
-        return await keysCommand(rest, io);
+        return await (await import("./commands/keys-command.js")).keysCommand(rest, io);
       case "credits":
-        return await creditsCommand(rest, io);
+        return await (await import("./commands/credits-command.js")).creditsCommand(rest, io);
       case "operators":
-        return await operatorsCommand(rest, io);
+        return await (await import("./commands/operators-command.js")).operatorsCommand(rest, io);
       case "routes":
-        return await routesCommand(rest, io);
+        return await (await import("./commands/routes-command.js")).routesCommand(rest, io);
       case "usage":
-        return await usageCommand(rest, io);
+        return await (await import("./commands/usage-command.js")).usageCommand(rest, io);
       case "zdr":
-        return await zdrCommand(rest, io);
+        return await (await import("./commands/zdr-command.js")).zdrCommand(rest, io);
       case "audit":
-        return await auditCommand(rest, io);
+        return await (await import("./commands/audit-command.js")).auditCommand(rest, io);
       case undefined:
       case "help":
       case "--help":

@@ -13,7 +13,6 @@ import { Meter } from "../metering/meter.js";
 import { GatewayMetrics } from "../metering/metrics.js";
 import { scheduleRetention } from "../retention/retention-job.js";
 import { Router } from "../routing/router.js";
-import { RedisLink } from "../shared-state/redis-link.js";
 import { openStore } from "../store/open-store.js";
 import { loadServerSecret } from "../store/server-secret.js";
 import { loadSigningKey } from "../store/signing-key.js";
@@ -58,7 +57,11 @@ export async function startGateway(config: LetheConfig, options: StartOptions = 
   const firstStartKey = options.bootstrapDemoAccount === false ? null : await createDemoAccountIfEmpty(store, hasher);
   if (firstStartKey !== null) log.event("first_start", { account_created: true });
   const statement = signStatement(buildStatement(config, await letheVersion()), await loadSigningKey(config.dataDir));
-  const redis = config.redisUrl === null ? null : new RedisLink(config.redisUrl, config.redisPrefix);
+  // ioredis is loaded only when Redis is configured: a single replica never needs it
+  const redis =
+    config.redisUrl === null
+      ? null
+      : new (await import("../shared-state/redis-link.js")).RedisLink(config.redisUrl, config.redisPrefix);
   const shared = redis === null ? null : { client: redis.client, prefix: redis.prefix };
   // caches of keys and balances drop on a change notice from the database or from Redis
   const changes = redis === null ? () => store.changeCounter() : () => store.changeCounter() + redis.counter();

@@ -1,10 +1,15 @@
 import type { LetheConfig } from "../config/load-config.js";
-import { openPostgresStore } from "./postgres/open-postgres-store.js";
 import { openSqliteStore } from "./sqlite/open-sqlite-store.js";
 import type { Store } from "./store.js";
 
-/** Opens the store the configuration names: PostgreSQL when LETHE_DATABASE_URL is set, else SQLite in the data dir. */
+/**
+ * Opens the store the configuration names: PostgreSQL when LETHE_DATABASE_URL is set, else
+ * SQLite in the data dir. The PostgreSQL driver is loaded only then (it costs memory).
+ */
 export async function openStore(config: LetheConfig): Promise<Store> {
-  if (config.databaseUrl !== null) return openPostgresStore(config.databaseUrl);
+  if (config.databaseUrl !== null) {
+    const { openPostgresStore } = await import("./postgres/open-postgres-store.js");
+    return openPostgresStore(config.databaseUrl);
+  }
   return openSqliteStore(config.dataDir);
 }
