@@ -10,6 +10,24 @@ export function openAIDuration(ms: number): string {
   return minutes === 0 ? `${seconds}s` : `${minutes}m${seconds % 60}s`;
 }
 
+/** Header names per format and kind, built once: they are set on every request. */
+const OPENAI_NAMES = {
+  requests: ["x-ratelimit-limit-requests", "x-ratelimit-remaining-requests", "x-ratelimit-reset-requests"],
+  tokens: ["x-ratelimit-limit-tokens", "x-ratelimit-remaining-tokens", "x-ratelimit-reset-tokens"],
+} as const;
+const ANTHROPIC_NAMES = {
+  requests: [
+    "anthropic-ratelimit-requests-limit",
+    "anthropic-ratelimit-requests-remaining",
+    "anthropic-ratelimit-requests-reset",
+  ],
+  tokens: [
+    "anthropic-ratelimit-tokens-limit",
+    "anthropic-ratelimit-tokens-remaining",
+    "anthropic-ratelimit-tokens-reset",
+  ],
+} as const;
+
 /** Sets the caller's format's rate-limit headers of one kind (`requests` or `tokens`). */
 export function setRateLimitHeaders(
   reply: FastifyReply,
@@ -18,12 +36,14 @@ export function setRateLimitHeaders(
   limit: LimitState,
 ): void {
   if (format === "openai") {
-    reply.header(`x-ratelimit-limit-${kind}`, String(limit.limit));
-    reply.header(`x-ratelimit-remaining-${kind}`, String(limit.remaining));
-    reply.header(`x-ratelimit-reset-${kind}`, openAIDuration(limit.resetMs));
+    const [limitName, remainingName, resetName] = OPENAI_NAMES[kind];
+    reply.header(limitName, String(limit.limit));
+    reply.header(remainingName, String(limit.remaining));
+    reply.header(resetName, openAIDuration(limit.resetMs));
     return;
   }
-  reply.header(`anthropic-ratelimit-${kind}-limit`, String(limit.limit));
-  reply.header(`anthropic-ratelimit-${kind}-remaining`, String(limit.remaining));
-  reply.header(`anthropic-ratelimit-${kind}-reset`, new Date(Date.now() + limit.resetMs).toISOString());
+  const [limitName, remainingName, resetName] = ANTHROPIC_NAMES[kind];
+  reply.header(limitName, String(limit.limit));
+  reply.header(remainingName, String(limit.remaining));
+  reply.header(resetName, new Date(Date.now() + limit.resetMs).toISOString());
 }
