@@ -1,0 +1,141 @@
+import { once } from "node:events";
+import { createServer, type IncomingMessage, type Server, type ServerResponse } from "node:http";
+import type { AddressInfo } from "node:net";
+import { afterEach, describe, expect, it } from "vitest";
+import type { SupplierId } from "../src/config/ids.js";
+import type { SupplierConfig } from "../src/config/load-config.js";
+import { Cancellation } from "../src/suppliers/cancellation.js";
+import { isRejection, SupplierHttpClient, type UpstreamResponse } from "../src/suppliers/http/supplier-http-client.js";
+
+const CHUNK = Buffer.alloc(16 * 1024, "x");
+const CHUNKS = 256;
+
+/** A loopback server whose handler the test sets; it reports how far each streamed answer got. */
+async function startServer(handler: (request: IncomingMessage, response: ServerResponse) => void): Promise<Server> {
+  const server = createServer(handler);
+  server.listen(0, "127.0.0.1");
+  await once(server, "listening");
+  return server;
+}
+
+function clientFor(server: Server, timeouts: Partial<SupplierConfig["timeouts"]> = {}): SupplierHttpClient {
+  const { port } = server.address() as AddressInfo;
+  return new SupplierHttpClient({
+    id: "test" as SupplierId,
+    type: "openai",
+    baseUrl: `http://127.0.0.1:${port}/v1`,
+    apiKey: null,
+    zdr: true,
+    sendStoreFalse: false,
+    maxConnections: 4,
+    headers: {},
+    timeouts: { connectMs: 1000, firstByteMs: 5000, idleMs: 5000, totalMs: 10_000, ...timeouts },
+  });
+}
+
+/** Writes CHUNKS chunks as fast as the socket takes them; `progress.sent` counts those written. */
+function streamingHandler(progress: { sent: number; closedEarly: boolean; done: boolean }) {
+  return async (_request: IncomingMessage, response: ServerResponse) => {
+    response.writeHead(200, { "content-type": "text/event-stream" });
+    response.on("close", () => {
+      if (!response.writableFinished) progress.closedEarly = true;
+    });
+    for (let index = 0; index < CHUNKS; index++) {
+      if (response.destroyed) return;
+      progress.sent++;
+      if (!response.write(CHUNK)) await once(response, "drain").catch(() => undefined);
+    }
+    response.end();
+    progress.done = true;
+  };
+}
+
+async function waitUntil(condition: () => boolean): Promise<void> {
+  for (let turn = 0; turn < 200 && !condition(); turn++) await new Promise((resolve) => setTimeout(resolve, 10));
+}
+
+describe("supplier HTTP calls (undici dispatch handler)", () => {
+  const cleanups: (() => Promise<void>)[] = [];
+  afterEach(async () => {
+    for (const cleanUp of cleanups.splice(0)) await cleanUp();
+  });
+
+  async function setUp(
+    handler: (request: IncomingMessage, response: ServerResponse) => void,
+    timeouts?: Partial<SupplierConfig["timeouts"]>,
+  ) {
+    const server = await startServer(handler);
+    const client = clientFor(server, timeouts);
+    cleanups.push(async () => {
+      await client.close();
+      server.closeAllConnections();
+      server.close();
+    });
+    return client;
+  }
+
+  it("stops reading a stream whose reader is slow, so the supplier is held back, and loses nothing", async () => {
+    const progress = { sent: 0, closedEarly: false, done: false };
+    const client = await setUp(streamingHandler(progress));
+    const answer = (await client.post("/chat", "{}", {}, new Cancellation())) as UpstreamResponse;
+    expect(isRejection(answer)).toBe(false);
+    const reader = answer.stream()[Symbol.asyncIterator]();
+    await reader.next();
+    // the reader takes nothing more for a while: the socket is paused and the server's writes back up
+    await new Promise((resolve) => setTimeout(resolve, 300));
+    expect(progress.done).toBe(false);
+    expect(progress.sent).toBeLessThan(CHUNKS);
+    let bytes = CHUNK.length;
+    for (let next = await reader.next(); next.done !== true; next = await reader.next()) bytes += next.value.length;
+    expect(bytes).toBe(CHUNK.length * CHUNKS);
+    expect(progress.done).toBe(true);
+  });
+
+  it("aborts the upstream request when the reader stops early", async () => {
+    const progress = { sent: 0, closedEarly: false, done: false };
+    const client = await setUp(streamingHandler(progress));
+    const answer = (await client.post("/chat", "{}", {}, new Cancellation())) as UpstreamResponse;
+    for await (const _chunk of answer.stream()) break;
+    await waitUntil(() => progress.closedEarly);
+    expect(progress.closedEarly).toBe(true);
+    expect(progress.done).toBe(false);
+  });
+
+  it("aborts when the client goes away before the supplier answered, as LETHE_CLIENT_CLOSED", async () => {
+    let reached = false;
+    const client = await setUp(() => {
+      reached = true;
+    });
+    const cancellation = new Cancellation();
+    const call = client.post("/chat", "{}", {}, cancellation);
+    await waitUntil(() => reached);
+    cancellation.abort();
+    await expect(call).rejects.toMatchObject({ code: "LETHE_CLIENT_CLOSED" });
+  });
+
+  it("ends an answer that outlives the total deadline as LETHE_UPSTREAM_TIMEOUT, mid-body too", async () => {
+    const client = await setUp(
+      (_request, response) => {
+        response.writeHead(200, { "content-type": "application/json" });
+        response.write('{"partial":');
+      },
+      { totalMs: 200 },
+    );
+    const answer = (await client.post("/chat", "{}", {}, new Cancellation())) as UpstreamResponse;
+    await expect(answer.text()).rejects.toMatchObject({ code: "LETHE_UPSTREAM_TIMEOUT" });
+  });
+
+  it("reads a rejection's message for the caller only when it is the caller's own mistake, bounded", async () => {
+    const client = await setUp((request, response) => {
+      const huge = request.url?.endsWith("huge") === true;
+      response.writeHead(huge ? 400 : 401, { "content-type": "application/json" });
+      response.end(JSON.stringify({ error: { message: huge ? "y".repeat(200_000) : "key sk-operator-secret" } }));
+    });
+    const unauthorized = await client.post("/chat", "{}", {}, new Cancellation());
+    expect(isRejection(unauthorized) && unauthorized.detail).toBe(undefined);
+    expect(isRejection(unauthorized) && unauthorized.error.code).toBe("LETHE_UPSTREAM_ERROR");
+    const huge = await client.post("/huge", "{}", {}, new Cancellation());
+    expect(isRejection(huge) && huge.error.code).toBe("LETHE_UPSTREAM_REJECTED");
+    expect(isRejection(huge) && huge.detail).toBe(undefined);
+  });
+});
