@@ -106,16 +106,30 @@ export class CreditGuard {
    * Reserves credit for a request. `upperBound` is tried first (cheap, generous);
    * when it does not fit, `exact` is computed and tried. Throws 402 when neither fits.
    */
-  async reserve(accountId: AccountId, upperBound: number, exact: () => number): Promise<Reservation> {
+  reserve(accountId: AccountId, upperBound: number, exact: () => number): Promise<Reservation> {
     if (this.shared !== null) return this.reserveShared(accountId, upperBound, exact, this.shared);
+    // the balance is cached and nothing changed since: hold at once, without awaiting a read
+    if (this.changes() === this.seenCounter && this.accounts.get(accountId)?.stored != null) {
+      try {
+        return Promise.resolve(this.holdInMemory(accountId, upperBound, exact));
+      } catch (refused) {
+        return Promise.reject(refused);
+      }
+    }
     return this.reserveInMemory(accountId, upperBound, exact);
   }
 
-  /** The single-process reservation: checked and held in one synchronous step. */
+  /** The single-process reservation, once the balance was read. */
   private async reserveInMemory(accountId: AccountId, upperBound: number, exact: () => number): Promise<Reservation> {
     await this.available(accountId);
-    // check and hold in one synchronous step after the await: reservations racing each
-    // other (a burst of requests) must each see the others' holds, or they overdraw
+    return this.holdInMemory(accountId, upperBound, exact);
+  }
+
+  /**
+   * Checks and holds in one synchronous step: reservations racing each other (a burst
+   * of requests) must each see the others' holds, or they overdraw.
+   */
+  private holdInMemory(accountId: AccountId, upperBound: number, exact: () => number): Reservation {
     const credit = this.credit(accountId);
     const available = (credit.stored ?? credit.known ?? 0) - credit.pending - credit.reserved;
     let amount = upperBound;
