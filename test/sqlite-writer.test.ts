@@ -182,10 +182,59 @@ describe("SQLite writer thread", () => {
     const deadline = Date.now() + 5_000;
     while (written.get() === 0 && Date.now() < deadline);
     expect(written.get()).toBe(1);
-    // the commit moved data_version: the guard reads the balance (already lowered) with the charge still pending
-    expect(await guard.available(account.id)).toBe(8_500);
+    // the writer's own commit does not send the guard back to the database (revision.ts): the
+    // charge counts once, as pending, until its answer arrives
+    expect(await guard.available(account.id)).toBe(8_900);
     await flushed;
     expect(await guard.available(account.id)).toBe(8_900);
     expect(await store.ledger.balance(account.id)).toBe(8_900);
+  });
+
+  it("moves the change counter for other connections' changes to keys, accounts and the ledger, not for its own writer's debits", async () => {
+    const { store, file } = await openWithReader();
+    const account = await store.createAccount({ name: "watched" });
+    await store.ledger.credit(account.id, 1_000_000, "top_up");
+    const nextTurn = () => new Promise((resolve) => setImmediate(resolve));
+    await nextTurn();
+    let counter = store.changeCounter();
+
+    // this process's own writer thread: debits and metadata leave the counter alone
+    for (let batch = 0; batch < 5; batch++) {
+      await store.ledger.debit([
+        {
+          accountId: account.id,
+          amountMicros: 10,
+          requestId: mintedId<RequestId>(`req_own_${batch}`),
+          ts: Date.now(),
+          holdId: null,
+        },
+      ]);
+      await store.insertMetadata([metadataRecord({ account: account.id })]);
+      await nextTurn();
+      expect(store.changeCounter()).toBe(counter);
+    }
+
+    // another connection (the CLI, another replica): each kind of change moves it
+    const other = new BetterSqlite3(file);
+    cleanups.push(async () => {
+      other.close();
+    });
+    const changes = [
+      () => other.prepare("UPDATE accounts SET rpm = 5 WHERE id = ?").run(account.id),
+      () =>
+        other
+          .prepare(
+            "INSERT INTO ledger_entries (id, account_id, ts, kind, amount_micros, request_id) VALUES ('le_other', ?, 1, 'debit', -5, 'req_other')",
+          )
+          .run(account.id),
+      () => other.prepare("UPDATE accounts SET balance_micros = balance_micros - 5 WHERE id = ?").run(account.id),
+    ];
+    for (const change of changes) {
+      change();
+      await nextTurn();
+      const moved = store.changeCounter();
+      expect(moved).not.toBe(counter);
+      counter = moved;
+    }
   });
 });

@@ -9,6 +9,7 @@ import { type Debit, LedgerStore } from "../ledger-store.js";
 import { migrateToLatest } from "../migrations.js";
 import type { Database } from "../schema.js";
 import type { Store } from "../store.js";
+import { installRevision, OWN_MOVES, READ_REVISION_SQL, revisionCounter, WRITER_SEQUENCE } from "./revision.js";
 import { SqliteWriter } from "./sqlite-writer.js";
 import type { DebitRow, MetadataRow } from "./writer-protocol.js";
 
@@ -102,13 +103,22 @@ export async function openSqliteStore(dataDir: string): Promise<Store> {
   await (await open(file, "a", 0o600)).close();
   const database = new BetterSqlite3(file);
   for (const pragma of CONNECTION_PRAGMAS) database.pragma(pragma);
-  // data_version moves when another connection commits: the CLI (a revocation, a top-up), which
-  // the auth cache and the credit guard must see, and also this process's own writer thread.
-  // Its commits thus cost one re-read of each cached key and balance per flush; telling them
-  // apart would need a marker that every other writer (the CLI) also writes.
-  const dataVersion = database.prepare("PRAGMA data_version").pluck();
   const db = new Kysely<Database>({ dialect: new SqliteDialect({ database }) });
   await migrateToLatest(db as Kysely<unknown>);
-  const writer = new SqliteWriter({ file, pragmas: CONNECTION_PRAGMAS, metadataColumns: METADATA_COLUMNS });
-  return new SqliteStore(db, quietFeed(turnCachedCounter(() => dataVersion.get() as number)), writer);
+  // the auth cache and the credit guard must see changes by other processes (the CLI revoking
+  // a key, a top-up, another replica's debits) but not this process's own writer thread's
+  // debits, which would otherwise send every cached key and balance back to the database
+  // after each flush: the revision tells them apart (revision.ts)
+  installRevision(database);
+  const shared = new BigInt64Array(new SharedArrayBuffer(2 * BigInt64Array.BYTES_PER_ELEMENT));
+  const writer = new SqliteWriter({
+    file,
+    pragmas: CONNECTION_PRAGMAS,
+    metadataColumns: METADATA_COLUMNS,
+    shared: shared.buffer as SharedArrayBuffer,
+    ownMovesSlot: OWN_MOVES,
+    sequenceSlot: WRITER_SEQUENCE,
+    readRevisionSql: READ_REVISION_SQL,
+  });
+  return new SqliteStore(db, quietFeed(turnCachedCounter(revisionCounter(database, shared))), writer);
 }

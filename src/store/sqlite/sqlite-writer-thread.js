@@ -51,6 +51,10 @@ const insertDebit = database.prepare(
   "INSERT INTO ledger_entries (id, account_id, ts, kind, amount_micros, request_id) VALUES (?, ?, ?, 'debit', ?, ?)",
 );
 const lowerBalance = database.prepare("UPDATE accounts SET balance_micros = balance_micros - ? WHERE id = ?");
+// how far this thread's own debits move the store's revision (see revision.ts): the main
+// thread's caches then tell them from changes made by anyone else
+const readRevision = database.prepare(setup.readRevisionSql).pluck();
+const shared = new BigInt64Array(setup.shared);
 
 const writeMetadata = database.transaction(
   /** @param {MetadataRow[]} rows */ (rows) => {
@@ -59,8 +63,9 @@ const writeMetadata = database.transaction(
 );
 
 // each charge is an entry, and each account's balance drops by their sum, in one transaction
-const writeDebits = database.transaction(
+const debitTransaction = database.transaction(
   /** @param {DebitRow[]} rows */ (rows) => {
+    const before = Number(readRevision.get());
     const ids = mintEntryIds(rows.length);
     /** @type {Map<string, number>} */
     const perAccount = new Map();
@@ -69,8 +74,29 @@ const writeDebits = database.transaction(
       perAccount.set(accountId, (perAccount.get(accountId) ?? 0) + amountMicros);
     });
     for (const [accountId, total] of perAccount) lowerBalance.run(total, accountId);
+    const moved = Number(readRevision.get()) - before;
+    // odd from here until counted: a reader overlapping the commit retries
+    Atomics.add(shared, setup.sequenceSlot, 1n);
+    return moved;
   },
 );
+
+/**
+ * Writes debits under an immediate transaction (the revision read first is then this
+ * transaction's own), and counts what they moved the revision by once committed.
+ * @param {DebitRow[]} rows
+ */
+function writeDebits(rows) {
+  let moved = null;
+  try {
+    moved = debitTransaction.immediate(rows);
+  } finally {
+    if ((Atomics.load(shared, setup.sequenceSlot) & 1n) === 1n) {
+      if (moved !== null) Atomics.add(shared, setup.ownMovesSlot, BigInt(moved));
+      Atomics.add(shared, setup.sequenceSlot, 1n);
+    }
+  }
+}
 
 port.on(
   "message",

@@ -14,6 +14,11 @@ export interface WriterSetup {
   /** Applied as on the main connection, so both behave alike (WAL, busy timeout, secure_delete…). */
   pragmas: readonly string[];
   metadataColumns: readonly string[];
+  /** Shared with the main thread: the writer's own revision moves and its commit sequence (revision.ts). */
+  shared: SharedArrayBuffer;
+  ownMovesSlot: number;
+  sequenceSlot: number;
+  readRevisionSql: string;
 }
 
 /** A write (one transaction each, handled in the order sent), or the request to finish. */
