@@ -6,6 +6,7 @@
 // before the next starts.
 
 import { spawn } from "node:child_process";
+import { readFileSync } from "node:fs";
 import { readFile, writeFile } from "node:fs/promises";
 import { createServer } from "node:net";
 import path from "node:path";
@@ -118,6 +119,19 @@ export async function readMemory(pid) {
   const status = await readFile(`/proc/${pid}/status`, "utf8");
   const kilobytes = (field) => Number(new RegExp(`^${field}:\\s+(\\d+) kB`, "m").exec(status)?.[1] ?? Number.NaN);
   return { rssBytes: kilobytes("VmRSS") * 1024, peakRssBytes: kilobytes("VmHWM") * 1024 };
+}
+
+/**
+ * The arguments of `node` that start Lethe as `npm start` does: the V8 flags of the start
+ * script (the young generation's size), then `bin/lethe.js serve` and `extra`. The benches
+ * measure what an operator runs.
+ */
+export function letheServeArgs(extra = []) {
+  const start = JSON.parse(readFileSync(path.join(REPO_ROOT, "package.json"), "utf8")).scripts.start;
+  const match = /^node\s+(.*?)\s*bin\/lethe\.js serve$/.exec(start);
+  if (match === null) throw new Error(`unexpected start script: ${start}`);
+  const flags = match[1].split(/\s+/).filter((flag) => flag !== "");
+  return [...flags, "bin/lethe.js", "serve", ...extra];
 }
 
 /** Writes `configYaml` into `directory` and returns Lethe's environment for it: no inherited LETHE_* (e.g. a database URL). */

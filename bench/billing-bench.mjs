@@ -26,6 +26,7 @@ import { Pool } from "undici";
 import {
   findApiKey,
   findFreePort,
+  letheServeArgs,
   readCpuMs,
   readFirstStartKey,
   spawnNode,
@@ -98,7 +99,7 @@ models:
 async function startLethe(workDir, supplierPort) {
   const port = await findFreePort();
   const environment = await writeLetheSetup(workDir, letheConfigYaml(supplierPort), port);
-  const child = spawnNode(["bin/lethe.js", "serve"], { environment });
+  const child = spawnNode(letheServeArgs(), { environment });
   const freeKey = await readFirstStartKey(child);
   // the billed account, as an operator would set it up: credit, account limits, and key limits under them
   const limits = ["--rpm", String(SETTINGS.rpm), "--tpm", String(SETTINGS.tpm)];

@@ -6,6 +6,7 @@ import autocannon from "autocannon";
 import { Pool } from "undici";
 import {
   findFreePort,
+  letheServeArgs,
   readCpuMs,
   readFirstStartKey,
   spawnNode,
@@ -72,7 +73,7 @@ async function startLethe(workDir, supplierPort) {
   const environment = await writeLetheSetup(workDir, letheConfigYaml(supplierPort), port, {
     BENCH_SUPPLIER_KEY: SUPPLIER_KEY,
   });
-  const child = spawnNode(["bin/lethe.js", "serve"], { environment });
+  const child = spawnNode(letheServeArgs(), { environment });
   const apiKey = await readFirstStartKey(child);
   return { child, port, apiKey };
 }

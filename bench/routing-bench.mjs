@@ -19,6 +19,7 @@ import autocannon from "autocannon";
 import { Pool } from "undici";
 import {
   findFreePort,
+  letheServeArgs,
   readFirstStartKey,
   spawnNode,
   stopAllChildren,
@@ -119,7 +120,7 @@ ${route("flaky")}${route("healthy-2")}routing:
 async function startLethe(workDir, ports) {
   const port = await findFreePort();
   const environment = await writeLetheSetup(workDir, letheConfigYaml(ports), port);
-  const child = spawnNode(["bin/lethe.js", "serve"], { environment });
+  const child = spawnNode(letheServeArgs(), { environment });
   const apiKey = await readFirstStartKey(child);
   // the routes are priced, so billing is on: top the account up as an operator would
   const topUp = spawnSync(process.execPath, ["bin/lethe.js", "credits", "add", "--account", "demo", "1000000"], {

@@ -28,6 +28,7 @@ import { Pool } from "undici";
 import {
   findFreePort,
   killAllChildren,
+  letheServeArgs,
   readCpuMs,
   readFirstStartKey,
   readMemory,
@@ -121,7 +122,7 @@ async function startLethe(workDir, supplierPort) {
   if (flags.has("--cpu-prof")) {
     nodeFlags.push("--cpu-prof", `--cpu-prof-dir=${path.join(RESULTS_DIR, "profiles")}`);
   }
-  const child = spawnNode([...nodeFlags, "bin/lethe.js", "serve"], { name: "Lethe", environment });
+  const child = spawnNode([...nodeFlags, ...letheServeArgs()], { name: "Lethe", environment });
   const apiKey = await readFirstStartKey(child);
   addCredits(environment);
   return { child, port, apiKey, environment };

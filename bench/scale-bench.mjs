@@ -27,6 +27,7 @@ import { Pool } from "undici";
 import {
   findApiKey,
   findFreePort,
+  letheServeArgs,
   spawnNode,
   stopAllChildren,
   stopChild as stopProcess,
@@ -122,7 +123,7 @@ async function prepare(workDir, name, supplierPort, shared) {
 }
 
 async function startServe(deployment, workers) {
-  const child = spawnChild(["bin/lethe.js", "serve", "--workers", String(workers)], deployment.environment);
+  const child = spawnChild(letheServeArgs(["--workers", String(workers)]), deployment.environment);
   await waitForLine(child, (line) => line.includes("Lethe is listening on"), READY_TIMEOUT_MS);
   return child;
 }
