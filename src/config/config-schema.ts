@@ -133,7 +133,7 @@ export const configSchema = z
     metering: z
       .object({
         flush_interval_ms: z.number().int().positive().default(250),
-        batch_size: z.number().int().positive().default(500),
+        batch_size: z.number().int().positive().default(64),
         max_buffered: z.number().int().positive().default(100_000),
       })
       .strict()

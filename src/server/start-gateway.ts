@@ -85,6 +85,7 @@ export async function startGateway(config: LetheConfig, options: StartOptions = 
       changes,
       // replicas sharing PostgreSQL hold credit in the database, so none can spend another's
       store.kind === "postgres" ? { holds: store.creditHolds, ttlMs: config.billing.holdTtlMs } : null,
+      config.metering.batchSize,
     ),
     suppliers: new SupplierRegistry(config),
     router: new Router(config.routing),
