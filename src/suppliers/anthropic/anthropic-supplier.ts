@@ -48,12 +48,29 @@ export class AnthropicSupplier implements Supplier {
     if (config.apiKey !== null) this.baseHeaders["x-api-key"] = config.apiKey;
   }
 
+  /** Header sets already built, per version and streaming, for calls without a beta header. */
+  private readonly builtHeaders = new Map<string, Record<string, string>>();
+
   private headers(call: { stream: boolean; headers?: Record<string, string> }): Record<string, string> {
+    const version = call.headers?.["anthropic-version"] ?? DEFAULT_ANTHROPIC_VERSION;
+    const beta = call.headers?.["anthropic-beta"];
+    if (beta !== undefined) return this.buildHeaders(version, call.stream, beta);
+    // nearly every call names one of a handful of versions: build each set once, not per call
+    const key = `${call.stream ? "s" : "j"}${version}`;
+    let headers = this.builtHeaders.get(key);
+    if (headers === undefined) {
+      headers = this.buildHeaders(version, call.stream, undefined);
+      if (this.builtHeaders.size < 64) this.builtHeaders.set(key, headers);
+    }
+    return headers;
+  }
+
+  private buildHeaders(version: string, stream: boolean, beta: string | undefined): Record<string, string> {
     return {
       ...this.baseHeaders,
-      "anthropic-version": call.headers?.["anthropic-version"] ?? DEFAULT_ANTHROPIC_VERSION,
-      ...(call.headers?.["anthropic-beta"] !== undefined && { "anthropic-beta": call.headers["anthropic-beta"] }),
-      ...(call.stream && { accept: "text/event-stream" }),
+      "anthropic-version": version,
+      ...(beta !== undefined && { "anthropic-beta": beta }),
+      ...(stream && { accept: "text/event-stream" }),
     };
   }
 
