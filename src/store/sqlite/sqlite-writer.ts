@@ -70,7 +70,12 @@ export class SqliteWriter {
   }
 
   private start(): Worker {
-    const worker = new Worker(new URL("./sqlite-writer-thread.js", import.meta.url), { workerData: this.setup });
+    const worker = new Worker(new URL("./sqlite-writer-thread.js", import.meta.url), {
+      workerData: this.setup,
+      // the thread holds a few prepared statements and one batch at a time: a small heap
+      // keeps its share of the gateway's RSS small (V8's defaults size it like a server's)
+      resourceLimits: { maxYoungGenerationSizeMb: 4, maxOldGenerationSizeMb: 64 },
+    });
     worker.on("message", (reply: WriterReply) => {
       const waiting = this.waiting.get(reply.id);
       this.waiting.delete(reply.id);
