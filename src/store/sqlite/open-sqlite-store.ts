@@ -2,6 +2,7 @@ import { mkdir, open } from "node:fs/promises";
 import path from "node:path";
 import BetterSqlite3 from "better-sqlite3";
 import { Kysely, SqliteDialect } from "kysely";
+import type { AccountId } from "../../config/ids.js";
 import { METADATA_COLUMNS, type MetadataRecord } from "../../metering/metadata-record.js";
 import { type ChangeFeed, quietFeed } from "../change-feed.js";
 import { KyselyStore } from "../kysely-store.js";
@@ -36,12 +37,22 @@ function toParameters(record: MetadataRecord): MetadataRow {
 
 /** The ledger on SQLite: debits go to the writer thread (SQLite mode takes no database holds, so none to delete). */
 class SqliteLedgerStore extends LedgerStore {
+  private readonly readBalance: BetterSqlite3.Statement;
+
   constructor(
+    database: BetterSqlite3.Database,
     db: Kysely<Database>,
     feed: ChangeFeed,
     private readonly writer: SqliteWriter,
   ) {
     super(db, feed);
+    this.readBalance = database.prepare("SELECT balance_micros FROM accounts WHERE id = ?").pluck();
+  }
+
+  /** Read after every write of the account's charges (credit-guard.ts): a statement prepared once, not Kysely. */
+  override async balance(accountId: AccountId): Promise<number> {
+    const value = this.readBalance.get(accountId);
+    return value === undefined ? 0 : Number(value);
   }
 
   override async debit(debits: readonly Debit[]): Promise<void> {
@@ -61,12 +72,13 @@ class SqliteLedgerStore extends LedgerStore {
  */
 class SqliteStore extends KyselyStore {
   constructor(
+    database: BetterSqlite3.Database,
     db: Kysely<Database>,
     feed: ChangeFeed,
     private readonly writer: SqliteWriter,
   ) {
     // closing waits for every write sent to the writer thread, then stops it
-    super("sqlite", db, feed, () => writer.close(), new SqliteLedgerStore(db, feed, writer));
+    super("sqlite", db, feed, () => writer.close(), new SqliteLedgerStore(database, db, feed, writer));
   }
 
   override async insertMetadata(records: readonly MetadataRecord[]): Promise<void> {
@@ -120,5 +132,5 @@ export async function openSqliteStore(dataDir: string): Promise<Store> {
     sequenceSlot: WRITER_SEQUENCE,
     readRevisionSql: READ_REVISION_SQL,
   });
-  return new SqliteStore(db, quietFeed(turnCachedCounter(revisionCounter(database, shared))), writer);
+  return new SqliteStore(database, db, quietFeed(turnCachedCounter(revisionCounter(database, shared))), writer);
 }
