@@ -7,6 +7,8 @@
 /** @import { DebitRow, MetadataRow, WriterReply, WriterRequest, WriterSetup } from "./writer-protocol.js" */
 
 import { randomBytes } from "node:crypto";
+import { readlinkSync } from "node:fs";
+import { setPriority } from "node:os";
 import { parentPort, workerData } from "node:worker_threads";
 import BetterSqlite3 from "better-sqlite3";
 
@@ -36,6 +38,23 @@ function codeOf(error) {
   const code = /** @type {{ code?: unknown }} */ (error)?.code;
   return typeof code === "string" && /^SQLITE_[A-Z_]+$/.test(code) ? code : "SQLITE_WRITE_FAILED";
 }
+
+/**
+ * Lowers this thread's scheduling priority (Linux: a thread id given to setpriority names
+ * that thread alone). On a small machine its commits then yield the CPU to the request
+ * path, which is latency-bound, while they still run as soon as a core is free. Elsewhere,
+ * or without /proc, the thread keeps the process's priority.
+ */
+function yieldToRequests() {
+  try {
+    const threadId = Number(readlinkSync("/proc/thread-self").split("/").pop());
+    if (Number.isInteger(threadId) && threadId > 0) setPriority(threadId, 10);
+  } catch {
+    // not Linux, or not allowed: nothing to do
+  }
+}
+
+yieldToRequests();
 
 const setup = /** @type {WriterSetup} */ (workerData);
 const port = parentPort;
