@@ -224,9 +224,10 @@ describe("SQLite writer thread", () => {
       () =>
         other
           .prepare(
-            "INSERT INTO ledger_entries (id, account_id, ts, kind, amount_micros, request_id) VALUES ('le_other', ?, 1, 'debit', -5, 'req_other')",
+            "INSERT INTO ledger_entries (id, account_id, ts, kind, amount_micros, request_id) VALUES ('le_other', ?, 1, 'adjustment', -5, NULL)",
           )
           .run(account.id),
+      // another replica's debits: entries, and its account's balance lowered in the same transaction
       () => other.prepare("UPDATE accounts SET balance_micros = balance_micros - 5 WHERE id = ?").run(account.id),
     ];
     for (const change of changes) {
