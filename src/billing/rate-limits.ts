@@ -49,7 +49,11 @@ export class RateLimitedError extends LetheError {
  * per-replica memory limiter taking over while Redis is unreachable).
  */
 export class RateLimits {
-  private readonly limiters = new Map<string, RateLimiterAbstract>();
+  /** Limiters by size, per kind: looked up on every request, so by number rather than a built name. */
+  private readonly limiters = {
+    rpm: new Map<number, RateLimiterAbstract>(),
+    tpm: new Map<number, RateLimiterAbstract>(),
+  };
   /** Set while Redis is away, so the warning is logged once per outage rather than per request. */
   private degraded = false;
 
@@ -61,9 +65,9 @@ export class RateLimits {
 
   /** One limiter per kind and size: rate-limiter-flexible limiters have a fixed number of points. */
   private limiter(kind: "rpm" | "tpm", points: number): RateLimiterAbstract {
-    const name = `${kind}:${points}`;
-    let limiter = this.limiters.get(name);
+    let limiter = this.limiters[kind].get(points);
     if (limiter === undefined) {
+      const name = `${kind}:${points}`;
       const memory = new RateLimiterMemory({ points, duration: WINDOW_SECONDS, keyPrefix: name });
       limiter =
         this.redis === null
@@ -76,7 +80,7 @@ export class RateLimits {
               insuranceLimiter: memory,
               rejectIfRedisNotReady: true,
             });
-      this.limiters.set(name, limiter);
+      this.limiters[kind].set(points, limiter);
     }
     return limiter;
   }
@@ -124,13 +128,14 @@ export class RateLimits {
     const account = await this.consume("rpm", points, `a:${auth.accountId}`, 1, "requests");
     let tightest = state(points, account.result);
     if (auth.keyRpm !== null) {
-      const key = await this.consume("rpm", auth.keyRpm, `k:${auth.keyId}`, 1, "this key's requests").catch(
-        async (error: unknown) => {
-          // refused by the key's own limit: the account's other keys must not pay for it
-          await this.giveBack(account.limiter, `a:${auth.accountId}`, 1);
-          throw error;
-        },
-      );
+      let key: Awaited<ReturnType<RateLimits["consume"]>>;
+      try {
+        key = await this.consume("rpm", auth.keyRpm, `k:${auth.keyId}`, 1, "this key's requests");
+      } catch (error) {
+        // refused by the key's own limit: the account's other keys must not pay for it
+        await this.giveBack(account.limiter, `a:${auth.accountId}`, 1);
+        throw error;
+      }
       const keyState = state(auth.keyRpm, key.result);
       if (keyState.remaining < tightest.remaining) tightest = keyState;
     }
@@ -152,13 +157,14 @@ export class RateLimits {
     let tightest = state(points, account.result);
     if (auth.keyTpm !== null) {
       const keyAmount = Math.min(amount, auth.keyTpm);
-      const key = await this.consume("tpm", auth.keyTpm, `k:${auth.keyId}`, keyAmount, "this key's tokens").catch(
-        async (error: unknown) => {
-          // refused by the key's own limit: nothing stays held against the account
-          await this.giveBack(account.limiter, accountKey, amount);
-          throw error;
-        },
-      );
+      let key: Awaited<ReturnType<RateLimits["consume"]>>;
+      try {
+        key = await this.consume("tpm", auth.keyTpm, `k:${auth.keyId}`, keyAmount, "this key's tokens");
+      } catch (error) {
+        // refused by the key's own limit: nothing stays held against the account
+        await this.giveBack(account.limiter, accountKey, amount);
+        throw error;
+      }
       hold.held.push({
         limiter: key.limiter,
         key: `k:${auth.keyId}`,
@@ -177,16 +183,22 @@ export class RateLimits {
    */
   settleTokens(hold: TokenHold, actualTokens: number): Promise<void> {
     const now = Date.now();
-    const changes = hold.held.map(({ limiter, key, tokens, windowEndsAt }) => {
+    let changes: Promise<void> | null = null;
+    for (const { limiter, key, tokens, windowEndsAt } of hold.held) {
       const difference = actualTokens - tokens;
       // tokens held in a window that has since ended expired with it: there is nothing to give back
-      if (difference === 0 || (difference < 0 && now >= windowEndsAt)) return Promise.resolve();
-      const change = difference > 0 ? limiter.penalty(key, difference) : limiter.reward(key, -difference);
-      return change.then(
-        () => {},
-        () => this.log.event("rate_limit_degraded", { dependency: "redis" }),
+      if (difference === 0 || (difference < 0 && now >= windowEndsAt)) continue;
+      const change = (difference > 0 ? limiter.penalty(key, difference) : limiter.reward(key, -difference)).then(
+        noop,
+        this.logWriteFailure,
       );
-    });
-    return Promise.all(changes).then(() => {});
+      changes = changes === null ? change : Promise.all([changes, change]).then(noop);
+    }
+    return changes ?? Promise.resolve();
   }
+
+  /** Logs a limiter write that failed (Redis away); bound once, not per request. */
+  private readonly logWriteFailure = (): void => this.log.event("rate_limit_degraded", { dependency: "redis" });
 }
+
+function noop(): void {}
