@@ -3,6 +3,7 @@ import Anthropic from "@anthropic-ai/sdk";
 import { Redis } from "ioredis";
 import OpenAI from "openai";
 import { afterAll, afterEach, beforeAll, describe, expect, it, vi } from "vitest";
+import { anthropicResetTime } from "../src/billing/rate-limit-headers.js";
 import { RateLimitedError, RateLimits } from "../src/billing/rate-limits.js";
 import type { AccountId, KeyId } from "../src/config/ids.js";
 import { DEFAULT_CONFIG_FILE } from "../src/config/load-config.js";
@@ -102,7 +103,8 @@ describe("rate limits through the gateway", () => {
       expect(reset).toMatch(/^\d{4}-\d{2}-\d{2}T\d{2}:\d{2}:\d{2}(\.\d+)?Z$/);
       const at = Date.parse(reset as string);
       expect(at).toBeGreaterThanOrEqual(before);
-      expect(at).toBeLessThanOrEqual(Date.now() + 60_000);
+      // rounded up to the second, so never before the real reset
+      expect(at).toBeLessThanOrEqual(Date.now() + 61_000);
     }
     expect(response.headers.get("x-ratelimit-limit-requests")).toBeNull();
   });
@@ -296,6 +298,18 @@ describe("RateLimits and AuthThrottle on a controlled clock", () => {
     vi.advanceTimersByTime(60_001);
     // past the window with no new failure, nothing is even looked up
     expect(throttle.check("198.51.100.7")).toBeUndefined();
+  });
+});
+
+describe("Anthropic's reset time", () => {
+  it("is the reset rounded up to the second, formatted once per second", () => {
+    const now = Date.parse("2026-01-01T00:00:00.250Z");
+    expect(anthropicResetTime(now, 0)).toBe("2026-01-01T00:00:01Z");
+    expect(anthropicResetTime(now, 750)).toBe("2026-01-01T00:00:01Z");
+    expect(anthropicResetTime(now, 751)).toBe("2026-01-01T00:00:02Z");
+    expect(anthropicResetTime(now, 59_750)).toBe("2026-01-01T00:01:00Z");
+    // back to an earlier second: the cached text is not reused for it
+    expect(anthropicResetTime(now, 10)).toBe("2026-01-01T00:00:01Z");
   });
 });
 

@@ -10,6 +10,23 @@ export function openAIDuration(ms: number): string {
   return minutes === 0 ? `${seconds}s` : `${minutes}m${seconds % 60}s`;
 }
 
+let lastResetSecond = Number.NaN;
+let lastResetText = "";
+
+/**
+ * Anthropic's reset time: RFC 3339 to the second (as Anthropic sends it), rounded up so
+ * it never comes before the real reset. Every request in the same second shares one
+ * formatted string: formatting a Date costs more than the rest of the header.
+ */
+export function anthropicResetTime(nowMs: number, resetMs: number): string {
+  const second = Math.ceil((nowMs + resetMs) / 1000);
+  if (second !== lastResetSecond) {
+    lastResetSecond = second;
+    lastResetText = `${new Date(second * 1000).toISOString().slice(0, 19)}Z`;
+  }
+  return lastResetText;
+}
+
 /** Header names per format and kind, built once: they are set on every request. */
 const OPENAI_NAMES = {
   requests: ["x-ratelimit-limit-requests", "x-ratelimit-remaining-requests", "x-ratelimit-reset-requests"],
@@ -45,5 +62,5 @@ export function setRateLimitHeaders(
   const [limitName, remainingName, resetName] = ANTHROPIC_NAMES[kind];
   reply.header(limitName, String(limit.limit));
   reply.header(remainingName, String(limit.remaining));
-  reply.header(resetName, new Date(Date.now() + limit.resetMs).toISOString());
+  reply.header(resetName, anthropicResetTime(Date.now(), limit.resetMs));
 }
