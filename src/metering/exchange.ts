@@ -97,8 +97,17 @@ const processTag = Math.floor(Math.random() * 36 ** 4)
   .toString(36)
   .padStart(4, "0");
 
+let prefixMs = -1;
+let prefix = "";
+
 /** Mints a request id: time, a per-process tag and a counter; unique without a syscall. */
 export function mintRequestId(): RequestId {
   counter = (counter + 1) % 1_679_616;
-  return `req_${Date.now().toString(36)}${processTag}${counter.toString(36).padStart(4, "0")}` as RequestId;
+  // requests minted in the same millisecond share the formatted time and tag
+  const now = Date.now();
+  if (now !== prefixMs) {
+    prefixMs = now;
+    prefix = `req_${now.toString(36)}${processTag}`;
+  }
+  return `${prefix}${counter.toString(36).padStart(4, "0")}` as RequestId;
 }
