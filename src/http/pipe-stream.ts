@@ -33,11 +33,21 @@ export async function pipeStream(
   response: ServerResponse,
 ): Promise<LetheError["code"] | null> {
   let errorCode: LetheError["code"] | null = null;
+  let sentFirst = false;
   try {
     for await (const event of events) {
       if (response.destroyed) break;
       const text = translator.event(event);
-      if (text !== null && !response.write(text)) await writable(response);
+      if (text === null) continue;
+      const room = response.write(text);
+      if (!sentFirst) {
+        sentFirst = true;
+        // Node holds a response's writes until the end of the tick, to send them together;
+        // the first event (and the headers with it) goes at once: it is the time to first
+        // byte, and the events that arrived with it would otherwise wait for their relay
+        response.uncork();
+      }
+      if (!room) await writable(response);
     }
     if (response.destroyed) errorCode = "LETHE_CLIENT_CLOSED";
     else response.end(translator.end());
