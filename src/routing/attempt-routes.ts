@@ -29,11 +29,12 @@ export interface Attempted {
 }
 
 const DEFAULT_EXPECTED_OUTPUT = 512;
+/** What the strategies that ignore tokens get: one shared object, not one per request. */
+const NO_EXPECTATION: ExpectedTokens = Object.freeze({ input: 0, output: 0 });
 
 /** Rough token expectations, computed only for the strategies that need them. */
 function expectedTokens(request: ClientRequest, plan: RoutePlan): ExpectedTokens {
-  if (plan.model.strategy !== "lowest-price" && plan.model.strategy !== "lowest-latency")
-    return { input: 0, output: 0 };
+  if (plan.model.strategy !== "lowest-price" && plan.model.strategy !== "lowest-latency") return NO_EXPECTATION;
   const limit = request.body.max_completion_tokens ?? request.body.max_tokens;
   // about four characters a token: good enough to rank routes, and no tokenizer on the hot path
   const input = Math.ceil(JSON.stringify(request.body.messages ?? "").length / 4);
@@ -94,13 +95,13 @@ export async function attemptRoutes(
   const deadline = router.now() + settings.deadlineMs;
   let lastFailure: UpstreamError | RejectedBySupplier | null = null;
   let skipped = 0;
-  // until when each route asked to be left alone (its retry-after), in router time
-  const retryAfterUntil = new Map<string, number>();
+  // until when each route asked to be left alone (its retry-after), in router time; made on first use
+  let retryAfterUntil: Map<string, number> | null = null;
   for (let turn = 0; exchange.attempts < plan.model.maxAttempts && skipped < candidates.length; turn++) {
     const route = candidates[turn % candidates.length] as RouteConfig;
     const stats = router.statsFor(route);
     if (turn >= candidates.length && lastFailure instanceof UpstreamError) {
-      const askedMs = (retryAfterUntil.get(route.key) ?? 0) - router.now();
+      const askedMs = (retryAfterUntil?.get(route.key) ?? 0) - router.now();
       const delay = backoffMs(settings, turn - candidates.length + 1, askedMs > 0 ? askedMs / 1000 : null);
       if (router.now() + delay >= deadline) break;
       await wait(delay, cancellation);
@@ -148,6 +149,7 @@ export async function attemptRoutes(
       stats.recordFailure(router.now());
       lastFailure = result.error;
       if (result.error.retryAfterSeconds !== null) {
+        retryAfterUntil ??= new Map();
         retryAfterUntil.set(route.key, router.now() + result.error.retryAfterSeconds * 1000);
       }
     } catch (thrown) {

@@ -9,6 +9,18 @@ export interface RoutePlan {
   zdrEnforced: boolean;
 }
 
+/** Each model's ZDR-qualified routes, filtered once per model rather than per request. */
+const zdrRoutesOf = new WeakMap<ModelConfig, RouteConfig[]>();
+
+function zdrRoutes(model: ModelConfig): RouteConfig[] {
+  let routes = zdrRoutesOf.get(model);
+  if (routes === undefined) {
+    routes = model.routes.filter((route) => route.supplier.zdr);
+    zdrRoutesOf.set(model, routes);
+  }
+  return routes;
+}
+
 /**
  * Resolves the client's `model` against the configured models and filters routes by
  * the ZDR policy first. Fails closed: when ZDR is required and no ZDR supplier serves
@@ -25,7 +37,7 @@ export function planRoutes(config: LetheConfig, requestedModel: string, zdrRequi
       },
     );
   }
-  const routes = zdrRequired ? model.routes.filter((route) => route.supplier.zdr) : model.routes;
+  const routes = zdrRequired ? zdrRoutes(model) : model.routes;
   if (routes.length === 0) {
     throw new LetheError(
       "LETHE_ZDR_UNAVAILABLE",
