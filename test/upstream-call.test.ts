@@ -91,6 +91,25 @@ describe("supplier HTTP calls (undici dispatch handler)", () => {
     expect(progress.done).toBe(true);
   });
 
+  it("reads a JSON answer whole however many chunks it arrives in", async () => {
+    const parts = Array.from({ length: 64 }, (_, index) => `"part${index}":"${"z".repeat(2000)}"`);
+    const client = await setUp(async (_request, response) => {
+      response.writeHead(200, { "content-type": "application/json" });
+      response.write("{");
+      for (let index = 0; index < parts.length; index++) {
+        response.write(`${index === 0 ? "" : ","}${parts[index]}`);
+        // a separate read on the other side each time
+        await new Promise((resolve) => setTimeout(resolve, 1));
+      }
+      response.end("}");
+    });
+    const answer = (await client.post("/chat", "{}", {}, new Cancellation())) as UpstreamResponse;
+    // let the chunks pile up before the body is asked for, as a slow attempt loop would
+    await new Promise((resolve) => setTimeout(resolve, 300));
+    const body = JSON.parse(await answer.text()) as Record<string, string>;
+    expect(Object.keys(body)).toHaveLength(64);
+  });
+
   it("aborts the upstream request when the reader stops early", async () => {
     const progress = { sent: 0, closedEarly: false, done: false };
     const client = await setUp(streamingHandler(progress));

@@ -28,6 +28,8 @@ export class UpstreamCall implements Dispatcher.DispatchHandler {
   private size = 0;
   /** Bytes beyond which the body is dropped and the request aborted; Infinity for none. */
   private limit = Number.POSITIVE_INFINITY;
+  /** Set once the body is read whole (`text()`): then nothing is paused, everything is kept. */
+  private wanted: "whole" | null = null;
   private ended = false;
   private failure: UpstreamError | null = null;
   private started = false;
@@ -87,7 +89,8 @@ export class UpstreamCall implements Dispatcher.DispatchHandler {
       return;
     }
     this.chunks.push(chunk);
-    if (this.chunks.length >= HIGH_WATER_CHUNKS && this.limit === Number.POSITIVE_INFINITY) controller.pause();
+    // only a stream's reader resumes a paused socket; a body read whole must keep flowing
+    if (this.chunks.length >= HIGH_WATER_CHUNKS && this.wanted !== "whole") controller.pause();
     this.wakeReader();
   }
 
@@ -109,6 +112,9 @@ export class UpstreamCall implements Dispatcher.DispatchHandler {
 
   /** The whole body as text; rejects with an UpstreamError when it breaks. */
   async text(): Promise<string> {
+    this.wanted = "whole";
+    // chunks that came before the body was asked for may have paused the socket
+    if (this.controller?.paused === true) this.controller.resume();
     while (!this.ended) {
       if (this.failure !== null) throw this.failure;
       await this.nextWake();
