@@ -7,7 +7,7 @@ import type { MetadataRecord } from "./metadata-record.js";
 const REFUSALS = new Set<ErrorCode | null>(["LETHE_METERING_UNAVAILABLE", "LETHE_SHUTTING_DOWN"]);
 
 /**
- * Records per write. A usual flush (`batch_size` is 500) is one transaction; a backlog
+ * Records per write. A usual flush (`batch_size`, 64 by default) is one transaction; a backlog
  * left by an outage goes in steps, as building and copying the rows for the store is
  * main-thread work (about a millisecond per thousand records).
  */
