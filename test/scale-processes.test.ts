@@ -221,7 +221,8 @@ describe("lethe serve --workers 2 on PostgreSQL and Redis", () => {
     );
     // every stream has sent its first words and waits at the supplier
     await supplier.whenHeld(STREAMS);
-    const exited = new Promise<number | null>((resolve) => serve.child.once("exit", (code) => resolve(code)));
+    // "close", not "exit": the workers' last lines must have been read from the pipe too
+    const exited = new Promise<number | null>((resolve) => serve.child.once("close", (code) => resolve(code)));
     const signalledAt = Date.now();
     serve.child.kill("SIGTERM");
     // unready first: a load balancer would stop sending here
