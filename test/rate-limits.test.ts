@@ -4,7 +4,7 @@ import { Redis } from "ioredis";
 import OpenAI from "openai";
 import { afterAll, afterEach, beforeAll, describe, expect, it, vi } from "vitest";
 import { anthropicResetTime } from "../src/billing/rate-limit-headers.js";
-import { RateLimitedError, RateLimits } from "../src/billing/rate-limits.js";
+import { type LimitState, RateLimitedError, RateLimits, type TokenHold } from "../src/billing/rate-limits.js";
 import type { AccountId, KeyId } from "../src/config/ids.js";
 import { DEFAULT_CONFIG_FILE } from "../src/config/load-config.js";
 import { AuthThrottle } from "../src/keys/auth-throttle.js";
@@ -31,6 +31,13 @@ function auth(account: string, key: string, limits: Partial<AuthContext> = {}): 
     keyTpm: null,
     ...limits,
   };
+}
+
+/** What a limit call ends with, value or refusal: they answer synchronously in memory, by promise with Redis. */
+function outcome(call: () => unknown): Promise<unknown> {
+  return Promise.resolve()
+    .then(call)
+    .catch((error: unknown) => error);
 }
 
 function openAIHeaders(headers: Headers, kind: "requests" | "tokens") {
@@ -263,12 +270,12 @@ describe("RateLimits and AuthThrottle on a controlled clock", () => {
     const caller = auth("acct_clock", "key_clock");
     expect((await limits.admitRequest(caller)).remaining).toBe(1);
     expect((await limits.admitRequest(caller)).remaining).toBe(0);
-    const refused = await limits.admitRequest(caller).catch((error: unknown) => error);
+    const refused = await outcome(() => limits.admitRequest(caller));
     expect(refused).toBeInstanceOf(RateLimitedError);
     expect((refused as RateLimitedError).limit).toMatchObject({ limit: 2, remaining: 0, resetMs: 60_000 });
     expect((refused as RateLimitedError).retryAfterSeconds).toBe(60);
     vi.advanceTimersByTime(45_000);
-    const later = await limits.admitRequest(caller).catch((error: unknown) => error);
+    const later = await outcome(() => limits.admitRequest(caller));
     expect((later as RateLimitedError).limit.resetMs).toBe(15_000);
     expect((later as RateLimitedError).retryAfterSeconds).toBe(15);
     vi.advanceTimersByTime(15_001);
@@ -286,6 +293,25 @@ describe("RateLimits and AuthThrottle on a controlled clock", () => {
     const next = await limits.reserveTokens(caller, 10);
     expect(next.state.remaining).toBeLessThanOrEqual(100);
     expect(next.state.remaining).toBe(90);
+  });
+
+  it("answers in memory without a promise, and a key's refusal gives its account the tokens back", () => {
+    const limits = new RateLimits({ rpm: 100, tpm: 1000 }, silentLog);
+    const caller = auth("acct_sync", "key_sync", { keyTpm: 300 });
+    const admitted = limits.admitRequest(caller);
+    expect(admitted).not.toBeInstanceOf(Promise);
+    expect(admitted).toMatchObject({ limit: 100, remaining: 99 });
+    const held = limits.reserveTokens(caller, 200);
+    expect(held).not.toBeInstanceOf(Promise);
+    expect((held as { state: LimitState }).state).toMatchObject({ limit: 300, remaining: 100 });
+    // 200 more fit the account (400 of 1000) but not the key (400 of 300): refused at once
+    expect(() => limits.reserveTokens(caller, 200)).toThrow(/this key's tokens/);
+    const other = limits.reserveTokens(auth("acct_sync", "key_sync_two"), 1) as { state: LimitState };
+    expect(other.state.remaining).toBe(1000 - 200 - 1);
+    // the first request used 50 of its 200: both windows get 150 back, synchronously
+    expect(limits.settleTokens((held as { hold: TokenHold }).hold, 50)).toBeUndefined();
+    const after = limits.reserveTokens(caller, 10) as { state: LimitState };
+    expect(after.state).toMatchObject({ limit: 300, remaining: 300 - 50 - 10 });
   });
 
   it("forgets an address's failures after the throttle window", async () => {
@@ -341,7 +367,7 @@ describe("limits shared through Redis by two gateway processes", () => {
     expect((await one.admitRequest(caller)).remaining).toBe(1);
     expect((await two.admitRequest(caller)).remaining).toBe(0);
     await expect(one.admitRequest(caller)).rejects.toBeInstanceOf(RateLimitedError);
-    const refused = (await two.admitRequest(caller).catch((error: unknown) => error)) as RateLimitedError;
+    const refused = (await outcome(() => two.admitRequest(caller))) as RateLimitedError;
     expect(refused).toBeInstanceOf(RateLimitedError);
     expect(refused.limit.resetMs).toBeGreaterThan(0);
     expect(refused.limit.resetMs).toBeLessThanOrEqual(60_000);
@@ -363,7 +389,7 @@ describe("limits shared through Redis by two gateway processes", () => {
     const third = await two.reserveTokens(caller, 100);
     expect(third.state.remaining).toBe(900 - 150 - 100 - 100);
     // 600 more fit the account (950 of 1000) but not the key (950 of 900)
-    const refused = (await one.reserveTokens(caller, 600).catch((error: unknown) => error)) as RateLimitedError;
+    const refused = (await outcome(() => one.reserveTokens(caller, 600))) as RateLimitedError;
     expect(refused).toBeInstanceOf(RateLimitedError);
     expect(refused.message).toMatch(/this key's tokens/);
     expect(refused.limit).toMatchObject({ limit: 900, remaining: 900 - 350 });

@@ -1,10 +1,11 @@
 import type { Redis } from "ioredis";
-import { type RateLimiterAbstract, RateLimiterMemory, RateLimiterRedis, RateLimiterRes } from "rate-limiter-flexible";
+import { RateLimiterMemory, RateLimiterRedis, type RateLimiterRes } from "rate-limiter-flexible";
 import { LetheError } from "../errors/lethe-error.js";
 import type { AuthContext } from "../keys/authenticator.js";
+import { after, type MaybePromise } from "../lang/maybe-promise.js";
 import type { EventLog } from "../logging/event-log.js";
 
-const WINDOW_SECONDS = 60;
+const WINDOW_MS = 60_000;
 
 /** One limit as the rate-limit headers report it. */
 export interface LimitState {
@@ -13,21 +14,35 @@ export interface LimitState {
   resetMs: number;
 }
 
-/** What one limiter holds for a request: its tokens there, and when the window they count in ends. */
-interface Held {
-  limiter: RateLimiterAbstract;
-  key: string;
-  tokens: number;
-  windowEndsAt: number;
+type Kind = "rpm" | "tpm";
+type Scope = "account" | "key";
+
+/** A count in its current fixed window, and when that window ends (epoch milliseconds). */
+interface WindowCount {
+  consumed: number;
+  endsAt: number;
 }
 
-/** Tokens held against TPM limits for one request, adjusted once its usage is known. */
+/** Where the windows live: this process's memory, or Redis when replicas share them. */
+interface LimitCounters {
+  /** Adds `amount` to the id's window (opening a new one when the last ended); never refuses. */
+  add(kind: Kind, scope: Scope, id: string, amount: number): MaybePromise<WindowCount>;
+  /** Takes `amount` off the id's current window; never rejects. */
+  subtract(kind: Kind, scope: Scope, id: string, amount: number): MaybePromise<void>;
+}
+
+/**
+ * Tokens held against TPM limits for one request, corrected once its usage is known. Each
+ * hold remembers when its window ends: tokens held in a window that has since ended
+ * expired with it, and are not given back to the next one.
+ */
 export interface TokenHold {
-  held: Held[];
-}
-
-function state(limit: number, result: RateLimiterRes): LimitState {
-  return { limit, remaining: Math.max(0, result.remainingPoints), resetMs: Math.max(0, result.msBeforeNext) };
+  accountId: string;
+  accountTokens: number;
+  accountWindowEndsAt: number;
+  keyId: string | null;
+  keyTokens: number;
+  keyWindowEndsAt: number;
 }
 
 /** A 429 that knows the limit it hit, so the response can carry its headers. */
@@ -43,162 +58,246 @@ export class RateLimitedError extends LetheError {
   }
 }
 
+function state(limit: number, count: WindowCount, now: number): LimitState {
+  return { limit, remaining: Math.max(0, limit - count.consumed), resetMs: Math.max(0, count.endsAt - now) };
+}
+
 /**
- * Requests-per-minute and tokens-per-minute limits per account and per key, counted
- * in memory, or in Redis when configured (then shared by every replica, with a
- * per-replica memory limiter taking over while Redis is unreachable).
+ * Requests-per-minute and tokens-per-minute limits per account and per key, in fixed
+ * one-minute windows, counted in memory, or in Redis when configured (then shared by
+ * every replica, with a per-replica memory limiter taking over while Redis is away).
+ * In memory every answer is synchronous: no promise on the request path.
  */
 export class RateLimits {
-  /** Limiters by size, per kind: looked up on every request, so by number rather than a built name. */
-  private readonly limiters = {
-    rpm: new Map<number, RateLimiterAbstract>(),
-    tpm: new Map<number, RateLimiterAbstract>(),
-  };
-  /** Set while Redis is away, so the warning is logged once per outage rather than per request. */
-  private degraded = false;
+  private readonly counters: LimitCounters;
 
   constructor(
     private readonly defaults: { rpm: number; tpm: number },
-    private readonly log: EventLog,
-    private readonly redis: { client: Redis; prefix: string } | null = null,
-  ) {}
-
-  /** One limiter per kind and size: rate-limiter-flexible limiters have a fixed number of points. */
-  private limiter(kind: "rpm" | "tpm", points: number): RateLimiterAbstract {
-    let limiter = this.limiters[kind].get(points);
-    if (limiter === undefined) {
-      const name = `${kind}:${points}`;
-      const memory = new RateLimiterMemory({ points, duration: WINDOW_SECONDS, keyPrefix: name });
-      limiter =
-        this.redis === null
-          ? memory
-          : new RateLimiterRedis({
-              storeClient: this.redis.client,
-              points,
-              duration: WINDOW_SECONDS,
-              keyPrefix: `${this.redis.prefix}rl:${name}`,
-              insuranceLimiter: memory,
-              rejectIfRedisNotReady: true,
-            });
-      this.limiters[kind].set(points, limiter);
-    }
-    return limiter;
+    log: EventLog,
+    redis: { client: Redis; prefix: string } | null = null,
+  ) {
+    this.counters = redis === null ? new MemoryCounters() : new RedisCounters(redis, log);
   }
 
   /**
-   * Counts `amount` on a limiter; a 429 when over, and Redis trouble degrades to memory.
-   * A refused count is given back: a refused request holds nothing, or its tokens would
-   * crowd out requests that fit in what is really left.
+   * Counts `amount` on the id's window; over `points` it is given back (a refused request
+   * holds nothing, or its tokens would crowd out requests that fit) and refused with a 429.
    */
-  private async consume(kind: "rpm" | "tpm", points: number, key: string, amount: number, what: string) {
-    this.watchRedis();
-    const limiter = this.limiter(kind, points);
+  private take(kind: Kind, scope: Scope, id: string, points: number, amount: number): MaybePromise<LimitState> {
+    const counted = this.counters.add(kind, scope, id, amount);
+    if (counted instanceof Promise) return counted.then((count) => this.judge(kind, scope, id, points, amount, count));
+    return this.judge(kind, scope, id, points, amount, counted);
+  }
+
+  private judge(
+    kind: Kind,
+    scope: Scope,
+    id: string,
+    points: number,
+    amount: number,
+    count: WindowCount,
+  ): MaybePromise<LimitState> {
+    const now = Date.now();
+    if (count.consumed <= points) return state(points, count, now);
+    const left = state(points, { consumed: count.consumed - amount, endsAt: count.endsAt }, now);
+    const refused = new RateLimitedError(kind === "rpm" ? "requests" : "tokens", left, refusedWhat(kind, scope));
+    return after(this.counters.subtract(kind, scope, id, amount), () => {
+      throw refused;
+    });
+  }
+
+  /**
+   * Counts under the key's own limit once its account's counted `accountAmount`: a refusal
+   * by the key's limit gives the account that back, so its other keys do not pay for it.
+   */
+  private takeForKey(
+    kind: Kind,
+    auth: AuthContext,
+    points: number,
+    amount: number,
+    accountAmount: number,
+  ): MaybePromise<LimitState> {
+    const giveBack = (refused: unknown) =>
+      after(this.counters.subtract(kind, "account", auth.accountId, accountAmount), () => {
+        throw refused;
+      });
+    let counted: MaybePromise<LimitState>;
     try {
-      return { limiter, result: await limiter.consume(key, amount) };
-    } catch (thrown) {
-      if (thrown instanceof RateLimiterRes) {
-        await this.giveBack(limiter, key, amount);
-        const left = { limit: points, remaining: Math.max(0, points - (thrown.consumedPoints - amount)) };
-        throw new RateLimitedError(
-          kind === "rpm" ? "requests" : "tokens",
-          { ...left, resetMs: Math.max(0, thrown.msBeforeNext) },
-          what,
-        );
-      }
-      this.log.event("rate_limit_degraded", { dependency: "redis" });
-      return { limiter, result: new RateLimiterRes(points, 0, 0, false) };
+      counted = this.take(kind, "key", auth.keyId, points, amount);
+    } catch (refused) {
+      return giveBack(refused);
     }
-  }
-
-  /** Warns when Redis goes away: the insurance limiter takes over silently, counting per replica. */
-  private watchRedis(): void {
-    if (this.redis === null) return;
-    const away = this.redis.client.status !== "ready";
-    if (away && !this.degraded) this.log.event("rate_limit_degraded", { dependency: "redis" });
-    this.degraded = away;
-  }
-
-  private async giveBack(limiter: RateLimiterAbstract, key: string, amount: number): Promise<void> {
-    await limiter.reward(key, amount).catch(() => this.log.event("rate_limit_degraded", { dependency: "redis" }));
+    return counted instanceof Promise ? counted.catch(giveBack) : counted;
   }
 
   /** Counts one request against the account's and the key's RPM. */
-  async admitRequest(auth: AuthContext): Promise<LimitState> {
+  admitRequest(auth: AuthContext): MaybePromise<LimitState> {
     const points = auth.rpm ?? this.defaults.rpm;
-    const account = await this.consume("rpm", points, `a:${auth.accountId}`, 1, "requests");
-    let tightest = state(points, account.result);
-    if (auth.keyRpm !== null) {
-      let key: Awaited<ReturnType<RateLimits["consume"]>>;
-      try {
-        key = await this.consume("rpm", auth.keyRpm, `k:${auth.keyId}`, 1, "this key's requests");
-      } catch (error) {
-        // refused by the key's own limit: the account's other keys must not pay for it
-        await this.giveBack(account.limiter, `a:${auth.accountId}`, 1);
-        throw error;
-      }
-      const keyState = state(auth.keyRpm, key.result);
-      if (keyState.remaining < tightest.remaining) tightest = keyState;
-    }
-    return tightest;
+    return after(this.take("rpm", "account", auth.accountId, points, 1), (account) => {
+      if (auth.keyRpm === null) return account;
+      return after(this.takeForKey("rpm", auth, auth.keyRpm, 1, 1), (key) => tighter(account, key));
+    });
   }
 
   /** Holds a request's estimated tokens against the account's and the key's TPM. */
-  async reserveTokens(auth: AuthContext, tokens: number): Promise<{ hold: TokenHold; state: LimitState }> {
+  reserveTokens(auth: AuthContext, tokens: number): MaybePromise<{ hold: TokenHold; state: LimitState }> {
     const points = auth.tpm ?? this.defaults.tpm;
     const amount = Math.min(tokens, points);
-    const accountKey = `a:${auth.accountId}`;
-    const account = await this.consume("tpm", points, accountKey, amount, "tokens");
-    const now = Date.now();
-    const hold: TokenHold = {
-      held: [
-        { limiter: account.limiter, key: accountKey, tokens: amount, windowEndsAt: now + account.result.msBeforeNext },
-      ],
-    };
-    let tightest = state(points, account.result);
-    if (auth.keyTpm !== null) {
+    return after(this.take("tpm", "account", auth.accountId, points, amount), (account) => {
+      const hold: TokenHold = {
+        accountId: auth.accountId,
+        accountTokens: amount,
+        accountWindowEndsAt: Date.now() + account.resetMs,
+        keyId: null,
+        keyTokens: 0,
+        keyWindowEndsAt: 0,
+      };
+      if (auth.keyTpm === null) return { hold, state: account };
       const keyAmount = Math.min(amount, auth.keyTpm);
-      let key: Awaited<ReturnType<RateLimits["consume"]>>;
-      try {
-        key = await this.consume("tpm", auth.keyTpm, `k:${auth.keyId}`, keyAmount, "this key's tokens");
-      } catch (error) {
-        // refused by the key's own limit: nothing stays held against the account
-        await this.giveBack(account.limiter, accountKey, amount);
-        throw error;
-      }
-      hold.held.push({
-        limiter: key.limiter,
-        key: `k:${auth.keyId}`,
-        tokens: keyAmount,
-        windowEndsAt: now + key.result.msBeforeNext,
+      return after(this.takeForKey("tpm", auth, auth.keyTpm, keyAmount, amount), (key) => {
+        hold.keyId = auth.keyId;
+        hold.keyTokens = keyAmount;
+        hold.keyWindowEndsAt = Date.now() + key.resetMs;
+        return { hold, state: tighter(account, key) };
       });
-      const keyState = state(auth.keyTpm, key.result);
-      if (keyState.remaining < tightest.remaining) tightest = keyState;
-    }
-    return { hold, state: tightest };
+    });
   }
 
   /**
    * Corrects the held tokens to what the request really used. The response never waits
-   * for it; the promise (which never rejects) tells tests when the correction is stored.
+   * for it; the result (a promise only with Redis, which never rejects) tells tests when
+   * the correction is stored.
    */
-  settleTokens(hold: TokenHold, actualTokens: number): Promise<void> {
+  settleTokens(hold: TokenHold, actualTokens: number): MaybePromise<void> {
     const now = Date.now();
-    let changes: Promise<void> | null = null;
-    for (const { limiter, key, tokens, windowEndsAt } of hold.held) {
-      const difference = actualTokens - tokens;
-      // tokens held in a window that has since ended expired with it: there is nothing to give back
-      if (difference === 0 || (difference < 0 && now >= windowEndsAt)) continue;
-      const change = (difference > 0 ? limiter.penalty(key, difference) : limiter.reward(key, -difference)).then(
-        noop,
-        this.logWriteFailure,
-      );
-      changes = changes === null ? change : Promise.all([changes, change]).then(noop);
-    }
-    return changes ?? Promise.resolve();
+    const account = this.correct(
+      "account",
+      hold.accountId,
+      actualTokens - hold.accountTokens,
+      hold.accountWindowEndsAt,
+      now,
+    );
+    if (hold.keyId === null) return account;
+    const key = this.correct("key", hold.keyId, actualTokens - hold.keyTokens, hold.keyWindowEndsAt, now);
+    if (account instanceof Promise || key instanceof Promise) return Promise.all([account, key]).then(noop);
+    return undefined;
   }
 
-  /** Logs a limiter write that failed (Redis away); bound once, not per request. */
-  private readonly logWriteFailure = (): void => this.log.event("rate_limit_degraded", { dependency: "redis" });
+  private correct(scope: Scope, id: string, difference: number, windowEndsAt: number, now: number): MaybePromise<void> {
+    // tokens held in a window that has since ended expired with it: there is nothing to give back
+    if (difference === 0 || (difference < 0 && now >= windowEndsAt)) return undefined;
+    if (difference < 0) return this.counters.subtract("tpm", scope, id, -difference);
+    return after(this.counters.add("tpm", scope, id, difference), noop);
+  }
+}
+
+function tighter(account: LimitState, key: LimitState): LimitState {
+  return key.remaining < account.remaining ? key : account;
+}
+
+function refusedWhat(kind: Kind, scope: Scope): string {
+  const what = kind === "rpm" ? "requests" : "tokens";
+  return scope === "account" ? what : `this key's ${what}`;
 }
 
 function noop(): void {}
+
+/**
+ * Fixed windows in this process's memory, keyed by the account or key id itself: no
+ * string is built per request, no promise made, no timer per window. Ended windows are
+ * swept once a window length.
+ */
+class MemoryCounters implements LimitCounters {
+  private readonly windows: Record<Kind, Record<Scope, Map<string, WindowCount>>> = {
+    rpm: { account: new Map(), key: new Map() },
+    tpm: { account: new Map(), key: new Map() },
+  };
+  private nextSweepAt = 0;
+
+  add(kind: Kind, scope: Scope, id: string, amount: number): WindowCount {
+    const now = Date.now();
+    if (now >= this.nextSweepAt) this.sweep(now);
+    const windows = this.windows[kind][scope];
+    let window = windows.get(id);
+    if (window === undefined || window.endsAt <= now) {
+      window = { consumed: 0, endsAt: now + WINDOW_MS };
+      windows.set(id, window);
+    }
+    window.consumed += amount;
+    return window;
+  }
+
+  subtract(kind: Kind, scope: Scope, id: string, amount: number): void {
+    const window = this.windows[kind][scope].get(id);
+    if (window !== undefined && window.endsAt > Date.now()) window.consumed -= amount;
+  }
+
+  private sweep(now: number): void {
+    this.nextSweepAt = now + WINDOW_MS;
+    for (const byScope of Object.values(this.windows)) {
+      for (const windows of Object.values(byScope)) {
+        for (const [id, window] of windows) if (window.endsAt <= now) windows.delete(id);
+      }
+    }
+  }
+}
+
+/**
+ * Windows in Redis through rate-limiter-flexible, shared by every replica; while Redis is
+ * unreachable its memory insurance limiter counts per replica, and the outage is logged
+ * once rather than per request.
+ */
+class RedisCounters implements LimitCounters {
+  private readonly limiters: Record<Kind, RateLimiterRedis>;
+  private degraded = false;
+
+  constructor(
+    private readonly redis: { client: Redis; prefix: string },
+    private readonly log: EventLog,
+  ) {
+    const limiter = (kind: Kind) =>
+      new RateLimiterRedis({
+        storeClient: redis.client,
+        // refusals are decided by RateLimits against each caller's own limit: counts only here
+        points: Number.MAX_SAFE_INTEGER,
+        duration: WINDOW_MS / 1000,
+        keyPrefix: `${redis.prefix}rl:${kind}`,
+        insuranceLimiter: new RateLimiterMemory({
+          points: Number.MAX_SAFE_INTEGER,
+          duration: WINDOW_MS / 1000,
+          keyPrefix: `rl:${kind}`,
+        }),
+        rejectIfRedisNotReady: true,
+      });
+    this.limiters = { rpm: limiter("rpm"), tpm: limiter("tpm") };
+  }
+
+  async add(kind: Kind, scope: Scope, id: string, amount: number): Promise<WindowCount> {
+    this.watchRedis();
+    try {
+      const result: RateLimiterRes = await this.limiters[kind].penalty(redisKey(scope, id), amount);
+      return { consumed: result.consumedPoints, endsAt: Date.now() + result.msBeforeNext };
+    } catch {
+      // neither Redis nor the insurance limiter answered: admit rather than refuse everyone
+      this.log.event("rate_limit_degraded", { dependency: "redis" });
+      return { consumed: 0, endsAt: Date.now() };
+    }
+  }
+
+  async subtract(kind: Kind, scope: Scope, id: string, amount: number): Promise<void> {
+    await this.limiters[kind]
+      .reward(redisKey(scope, id), amount)
+      .catch(() => this.log.event("rate_limit_degraded", { dependency: "redis" }));
+  }
+
+  /** Warns when Redis goes away: the insurance limiter takes over silently, counting per replica. */
+  private watchRedis(): void {
+    const away = this.redis.client.status !== "ready";
+    if (away && !this.degraded) this.log.event("rate_limit_degraded", { dependency: "redis" });
+    this.degraded = away;
+  }
+}
+
+function redisKey(scope: Scope, id: string): string {
+  return scope === "account" ? `a:${id}` : `k:${id}`;
+}
