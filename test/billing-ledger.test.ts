@@ -40,6 +40,11 @@ interface AccountModel {
 }
 
 /** A request's reservation, as the gateway computes it: a cheap upper bound, and the tokenizer's exact figure. */
+/** A reservation as a promise either way: the guard answers synchronously once it knows the balance. */
+function reserving(guard: CreditGuard, accountId: AccountId, upperBound: number, exact: number): Promise<Reservation> {
+  return Promise.resolve().then(() => guard.reserve(accountId, upperBound, () => exact));
+}
+
 function estimate(random: SeededRandom) {
   const price = random.pick(PRICES);
   const input = random.int(1, 3000);
@@ -132,7 +137,7 @@ describe("CreditGuard over a real SQLite ledger, randomised", () => {
         const availableBefore = account.balance - reservedOf(account.id);
         const planned = Array.from({ length: random.int(1, 6) }, () => estimate(random));
         const results = await Promise.allSettled(
-          planned.map((plan) => guard.reserve(account.id, plan.upperBound, () => plan.exact)),
+          planned.map((plan) => reserving(guard, account.id, plan.upperBound, plan.exact)),
         );
         let admittedMicros = 0;
         results.forEach((result, index) => {
@@ -224,7 +229,7 @@ describe("CreditGuard over a real SQLite ledger, randomised", () => {
     // a fresh guard has not read the balance yet: every reservation starts by reading it
     const guard = new CreditGuard(store, silentLog, 60_000);
     const results = await Promise.allSettled(
-      Array.from({ length: 200 }, () => guard.reserve(account.id, 1_000, () => 1_000)),
+      Array.from({ length: 200 }, () => reserving(guard, account.id, 1_000, 1_000)),
     );
     const admitted = results.filter((result) => result.status === "fulfilled");
     expect(admitted).toHaveLength(50);
@@ -238,9 +243,9 @@ describe("CreditGuard over a real SQLite ledger, randomised", () => {
   it("refuses a free request only when the account is already overdrawn", async () => {
     const account = await store.createAccount({ name: "free-route" });
     const guard = new CreditGuard(store, silentLog, 60_000);
-    await expect(guard.reserve(account.id, 0, () => 0)).resolves.toMatchObject({ amountMicros: 0 });
+    await expect(reserving(guard, account.id, 0, 0)).resolves.toMatchObject({ amountMicros: 0 });
     await store.ledger.credit(account.id, -1, "adjustment");
     guard.forget(account.id);
-    await expect(guard.reserve(account.id, 0, () => 0)).rejects.toMatchObject({ code: "LETHE_INSUFFICIENT_CREDIT" });
+    await expect(reserving(guard, account.id, 0, 0)).rejects.toMatchObject({ code: "LETHE_INSUFFICIENT_CREDIT" });
   });
 });

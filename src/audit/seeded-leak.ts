@@ -24,6 +24,7 @@ import { Counter } from "prom-client";
 import type { Gateway } from "../http/gateway.js";
 import { parseDatabaseUrl } from "../store/postgres/open-postgres-store.js";
 import { SQLITE_FILE } from "../store/sqlite/open-sqlite-store.js";
+import type { Supplier } from "../suppliers/supplier.js";
 
 /** The store a seeded leak writes request bodies into. */
 export type SeededLeakKind = "log" | "data-dir" | "temp-dir" | "metrics" | "redis" | "postgres";
@@ -112,6 +113,18 @@ export function seededLeak(kind: SeededLeakKind, targets: LeakTargets): SeededLe
       app.addHook("preHandler", async (request) => {
         if (request.body !== undefined) write(JSON.stringify(request.body));
       });
+      // the metered endpoints are not served by Fastify: leak what they send to suppliers
+      const suppliers = gateway.suppliers;
+      const supplierOf = suppliers.get.bind(suppliers);
+      suppliers.get = (id) => {
+        const supplier = supplierOf(id);
+        const leaking: Supplier = Object.create(supplier);
+        leaking.send = (call) => {
+          write(JSON.stringify(call.body));
+          return supplier.send(call);
+        };
+        return leaking;
+      };
     },
     async cleanup() {
       await rm(tempFile, { force: true });

@@ -1,5 +1,6 @@
 import type { AccountId, RequestId } from "../config/ids.js";
 import { LetheError } from "../errors/lethe-error.js";
+import type { MaybePromise } from "../lang/maybe-promise.js";
 import type { EventLog } from "../logging/event-log.js";
 import type { CreditHoldStore } from "../store/credit-hold-store.js";
 import type { Debit } from "../store/ledger-store.js";
@@ -113,15 +114,11 @@ export class CreditGuard {
    * Reserves credit for a request. `upperBound` is tried first (cheap, generous);
    * when it does not fit, `exact` is computed and tried. Throws 402 when neither fits.
    */
-  reserve(accountId: AccountId, upperBound: number, exact: () => number): Promise<Reservation> {
+  reserve(accountId: AccountId, upperBound: number, exact: () => number): MaybePromise<Reservation> {
     if (this.shared !== null) return this.reserveShared(accountId, upperBound, exact, this.shared);
-    // the balance is cached and nothing changed since: hold at once, without awaiting a read
+    // the balance is cached and nothing changed since: hold at once (or throw 402), without a read
     if (this.changes() === this.seenCounter && this.accounts.get(accountId)?.stored != null) {
-      try {
-        return Promise.resolve(this.holdInMemory(accountId, upperBound, exact));
-      } catch (refused) {
-        return Promise.reject(refused);
-      }
+      return this.holdInMemory(accountId, upperBound, exact);
     }
     return this.reserveInMemory(accountId, upperBound, exact);
   }

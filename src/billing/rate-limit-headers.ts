@@ -1,4 +1,4 @@
-import type { FastifyReply } from "fastify";
+import type { ResponseHeaders } from "../http/response-headers.js";
 import type { ClientFormat } from "../metering/metadata-record.js";
 import type { LimitState } from "./rate-limits.js";
 
@@ -45,22 +45,25 @@ const ANTHROPIC_NAMES = {
   ],
 } as const;
 
-/** Sets the caller's format's rate-limit headers of one kind (`requests` or `tokens`). */
-export function setRateLimitHeaders(
-  reply: FastifyReply,
+/** Adds the caller's format's rate-limit headers of one kind (`requests` or `tokens`) to `headers`. */
+export function addRateLimitHeaders(
+  headers: ResponseHeaders,
   format: ClientFormat,
   kind: "requests" | "tokens",
   limit: LimitState,
 ): void {
   if (format === "openai") {
     const [limitName, remainingName, resetName] = OPENAI_NAMES[kind];
-    reply.header(limitName, String(limit.limit));
-    reply.header(remainingName, String(limit.remaining));
-    reply.header(resetName, openAIDuration(limit.resetMs));
+    headers.push(limitName, limit.limit, remainingName, limit.remaining, resetName, openAIDuration(limit.resetMs));
     return;
   }
   const [limitName, remainingName, resetName] = ANTHROPIC_NAMES[kind];
-  reply.header(limitName, String(limit.limit));
-  reply.header(remainingName, String(limit.remaining));
-  reply.header(resetName, anthropicResetTime(Date.now(), limit.resetMs));
+  headers.push(
+    limitName,
+    limit.limit,
+    remainingName,
+    limit.remaining,
+    resetName,
+    anthropicResetTime(Date.now(), limit.resetMs),
+  );
 }

@@ -1,70 +1,64 @@
-import Fastify, { type FastifyInstance, type FastifyReply, type FastifyRequest } from "fastify";
+import { createServer, type IncomingMessage, type ServerResponse } from "node:http";
+import Fastify, { type FastifyInstance } from "fastify";
 import { registerAdminRoutes } from "../admin/admin-routes.js";
-import { setRateLimitHeaders } from "../billing/rate-limit-headers.js";
-import { RateLimitedError } from "../billing/rate-limits.js";
-import type { RequestId } from "../config/ids.js";
 import { LetheError } from "../errors/lethe-error.js";
 import { anthropicMessagesSurface } from "../formats/anthropic/anthropic-surface.js";
 import { openAIChatSurface } from "../formats/openai/openai-surface.js";
-import type { ClientSurface } from "../formats/surface/client-surface.js";
 import type { AuthContext } from "../keys/authenticator.js";
-import { Exchange, mintRequestId } from "../metering/exchange.js";
-import type { ClientFormat, Endpoint } from "../metering/metadata-record.js";
+import { mintRequestId } from "../metering/exchange.js";
 import { errorHandler, sendError } from "./error-handler.js";
 import type { Gateway } from "./gateway.js";
+import { MeteredCall, type MeteredEndpoint } from "./metered-call.js";
 import { parseJsonBody } from "./parse-json-body.js";
-import { registerCountTokensRoute } from "./routes/count-tokens-route.js";
+import { countTokensEndpoint } from "./routes/count-tokens-route.js";
 import { registerHealthRoutes } from "./routes/health-routes.js";
-import { inferenceHandler } from "./routes/inference-route.js";
+import { inferenceEndpoint } from "./routes/inference-route.js";
 import { registerModelsRoute } from "./routes/models-route.js";
 import { registerUsageRoute } from "./routes/usage-route.js";
 import { registerZdrRoutes } from "./routes/zdr-routes.js";
 
 declare module "fastify" {
   interface FastifyRequest {
-    exchange: Exchange | null;
     /** Who called a route that is not metered (models, usage). */
     auth: AuthContext | null;
   }
 }
 
-/**
- * The onRequest hook of a metered endpoint: opens its Exchange, refuses work while
- * draining, and authenticates before the body is even read.
- */
-export function meteredRequest(gateway: Gateway, endpoint: Endpoint, format: ClientFormat) {
-  return async (request: FastifyRequest, reply: FastifyReply): Promise<void> => {
-    const exchange = new Exchange(request.id as RequestId, endpoint, format);
-    request.exchange = exchange;
-    if (gateway.draining) throw new LetheError("LETHE_SHUTTING_DOWN", "This gateway is shutting down; retry.");
-    // never serve unmetered: with the database away and the buffer full, refuse instead
-    if (gateway.meter.pending >= gateway.config.metering.maxBuffered) {
-      throw new LetheError("LETHE_METERING_UNAVAILABLE", "Metering is unavailable; retry shortly.", {
-        retryAfterSeconds: 5,
-      });
-    }
-    const auth = await authenticate(gateway, request);
-    exchange.auth = auth;
-    try {
-      setRateLimitHeaders(reply, format, "requests", await gateway.limits.admitRequest(auth));
-    } catch (error) {
-      if (error instanceof RateLimitedError) setRateLimitHeaders(reply, format, error.limitKind, error.limit);
-      throw error;
-    }
-  };
+const KEEP_ALIVE_TIMEOUT_MS = 72_000;
+
+/** The metered endpoints, by path: every one is a POST. */
+const METERED = new Map<string, MeteredEndpoint>(
+  [inferenceEndpoint(openAIChatSurface), inferenceEndpoint(anthropicMessagesSurface), countTokensEndpoint].map(
+    (endpoint) => [endpoint.path, endpoint],
+  ),
+);
+
+/** The metered endpoint a request is for, ignoring a query string and a trailing slash, as Fastify's router does. */
+function meteredEndpointOf(request: IncomingMessage): MeteredEndpoint | undefined {
+  if (request.method !== "POST") return undefined;
+  const url = request.url ?? "";
+  const exact = METERED.get(url);
+  if (exact !== undefined) return exact;
+  const query = url.indexOf("?");
+  let path = query === -1 ? url : url.slice(0, query);
+  if (path.length > 1 && path.endsWith("/")) path = path.slice(0, -1);
+  return METERED.get(path);
 }
 
-/** Authenticates a request, refusing addresses that failed too often and counting new failures. */
-export async function authenticate(gateway: Gateway, request: FastifyRequest): Promise<AuthContext> {
-  const throttled = gateway.authThrottle.check(request.ip);
-  if (throttled !== undefined) await throttled;
-  try {
-    return await gateway.authenticator.authenticate(request.headers, request.raw.socket);
-  } catch (error) {
-    if (error instanceof LetheError && error.kind === "authentication")
-      await gateway.authThrottle.recordFailure(request.ip);
-    throw error;
-  }
+/**
+ * The HTTP server: metered endpoints are served on Node's request and response directly
+ * (MeteredCall), everything else by Fastify.
+ */
+function gatewayServer(gateway: Gateway) {
+  return (fastifyHandler: (request: IncomingMessage, response: ServerResponse) => void) => {
+    const server = createServer((request, response) => {
+      const endpoint = meteredEndpointOf(request);
+      if (endpoint === undefined) fastifyHandler(request, response);
+      else new MeteredCall(gateway, endpoint, request, response).start();
+    });
+    server.keepAliveTimeout = KEEP_ALIVE_TIMEOUT_MS;
+    return server;
+  };
 }
 
 /** Builds the HTTP server with every route; it is not listening yet. */
@@ -75,12 +69,11 @@ export function buildServer(gateway: Gateway): FastifyInstance {
     bodyLimit: gateway.config.limits.maxBodyBytes,
     // while draining, requests reach our own handler and get LETHE_SHUTTING_DOWN in their format
     return503OnClosing: false,
-    keepAliveTimeout: 72_000,
+    serverFactory: gatewayServer(gateway),
     routerOptions: { ignoreTrailingSlash: true },
     // every id is Lethe's own; a client's x-request-id is never adopted
     genReqId: () => mintRequestId(),
   });
-  app.decorateRequest("exchange", null);
   app.decorateRequest("auth", null);
   // a callback hook, not an async one: no promise per request for two headers
   app.addHook("onRequest", (request, reply, done) => {
@@ -92,14 +85,6 @@ export function buildServer(gateway: Gateway): FastifyInstance {
   // every body is read as JSON whatever its content type (curl -d sends form encoding)
   app.addContentTypeParser("*", { parseAs: "buffer" }, parseJsonBody);
 
-  const surfaces: ClientSurface[] = [openAIChatSurface, anthropicMessagesSurface];
-  for (const surface of surfaces) {
-    app.post(surface.endpoint, {
-      onRequest: meteredRequest(gateway, surface.endpoint, surface.format),
-      handler: inferenceHandler(gateway, surface),
-    });
-  }
-  registerCountTokensRoute(app, gateway);
   registerModelsRoute(app, gateway);
   registerUsageRoute(app, gateway);
   registerAdminRoutes(app, gateway, gateway.hasher);

@@ -4,7 +4,7 @@ import { renderAnthropicError } from "../formats/anthropic/anthropic-error.js";
 import { renderOpenAIError } from "../formats/openai/openai-error.js";
 import type { ClientFormat } from "../metering/metadata-record.js";
 import { RejectedBySupplier } from "../routing/attempt-routes.js";
-import { finishExchange, type Gateway } from "./gateway.js";
+import type { Gateway } from "./gateway.js";
 
 /** Fastify's own error codes that mean "bad input", mapped to Lethe codes. */
 function fromFastifyError(error: FastifyError): LetheError | null {
@@ -21,50 +21,55 @@ function fromFastifyError(error: FastifyError): LetheError | null {
   }
 }
 
+/** What went wrong, as a LetheError; `detail` is a supplier's own message when it rejected the request. */
+export interface Failure {
+  error: LetheError;
+  detail: string | undefined;
+}
+
+/** Turns anything thrown while serving a request into a coded error; unknown errors become LETHE_INTERNAL. */
+export function toFailure(thrown: unknown): Failure {
+  if (thrown instanceof RejectedBySupplier) return { error: thrown.error, detail: thrown.detail };
+  if (thrown instanceof LetheError) return { error: thrown, detail: undefined };
+  const fastifyError = thrown as FastifyError;
+  const error = (typeof fastifyError?.code === "string" && fromFastifyError(fastifyError)) || toLetheError(thrown);
+  return { error, detail: undefined };
+}
+
+/** The status and JSON body of an error in the caller's format; Anthropic reports overload as 529. */
+export function renderFailure(format: ClientFormat, { error, detail }: Failure): { status: number; body: string } {
+  if (format === "anthropic") {
+    return { status: error.kind === "overloaded" ? 529 : error.status, body: renderAnthropicError(error, detail) };
+  }
+  return { status: error.status, body: renderOpenAIError(error, detail) };
+}
+
 /** The client format a request speaks: Anthropic for /v1/messages and for requests carrying `anthropic-version`. */
 export function clientFormatOf(request: FastifyRequest): ClientFormat {
-  if (request.exchange) return request.exchange.clientFormat;
   return request.url.startsWith("/v1/messages") || request.headers["anthropic-version"] !== undefined
     ? "anthropic"
     : "openai";
 }
 
-/** Sends `error` in the caller's format; Anthropic reports overload as 529. */
-export function sendError(request: FastifyRequest, reply: FastifyReply, error: LetheError, detail?: string): void {
+/** Sends `error` in the caller's format. */
+export function sendError(request: FastifyRequest, reply: FastifyReply, error: LetheError): void {
   if (reply.sent || reply.raw.headersSent) return;
-  const format = clientFormatOf(request);
   if (error.retryAfterSeconds !== null) {
     reply.header("retry-after", String(Math.ceil(error.retryAfterSeconds)));
   }
-  const status = format === "anthropic" && error.kind === "overloaded" ? 529 : error.status;
-  const body = format === "anthropic" ? renderAnthropicError(error, detail) : renderOpenAIError(error, detail);
+  const { status, body } = renderFailure(clientFormatOf(request), { error, detail: undefined });
   void reply.code(status).type("application/json").send(body);
 }
 
-/** Fastify's error handler: every failure becomes a coded error in the caller's format, metered once. */
+/**
+ * Fastify's error handler, for the routes that are not metered (models, usage, admin,
+ * health): every failure becomes a coded error in the caller's format.
+ */
 export function errorHandler(gateway: Gateway) {
   return (thrown: unknown, request: FastifyRequest, reply: FastifyReply): void => {
-    let error: LetheError;
-    let detail: string | undefined;
-    if (thrown instanceof RejectedBySupplier) {
-      error = thrown.error;
-      detail = thrown.detail;
-    } else if (thrown instanceof LetheError) {
-      error = thrown;
-    } else {
-      const fastifyError = thrown as FastifyError;
-      error = (typeof fastifyError?.code === "string" && fromFastifyError(fastifyError)) || toLetheError(thrown);
-    }
+    const { error } = toFailure(thrown);
     if (error.code === "LETHE_INTERNAL")
       gateway.log.event("request_failed", { status: error.status, code: error.code });
-    const exchange = request.exchange;
-    if (exchange !== null) {
-      finishExchange(gateway, exchange, error.status, error.code);
-      if (exchange.attempts > 0 && exchange.supplier !== null && !reply.sent) {
-        reply.header("x-lethe-supplier", exchange.supplier);
-        reply.header("x-lethe-attempts", String(exchange.attempts));
-      }
-    }
-    sendError(request, reply, error, detail);
+    sendError(request, reply, error);
   };
 }

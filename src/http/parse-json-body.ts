@@ -6,24 +6,31 @@ import { LetheError } from "../errors/lethe-error.js";
  * bytes do not linger in memory after parsing (JavaScript strings cannot be wiped;
  * see docs/zdr.md).
  */
+export function parseJsonBuffer(buffer: Buffer): unknown {
+  if (buffer.length === 0) {
+    throw new LetheError("LETHE_INVALID_JSON", "The request body is empty; send a JSON object.");
+  }
+  try {
+    return JSON.parse(buffer.toString("utf8"));
+  } catch {
+    throw new LetheError("LETHE_INVALID_JSON", "The request body is not valid JSON.");
+  } finally {
+    buffer.fill(0);
+  }
+}
+
+/** `parseJsonBuffer` as Fastify's content-type parser, for the routes Fastify serves. */
 export function parseJsonBody(
   _request: FastifyRequest,
   body: Buffer | string,
   done: (error: Error | null, value?: unknown) => void,
 ): void {
-  const buffer = typeof body === "string" ? Buffer.from(body) : body;
-  if (buffer.length === 0) {
-    done(new LetheError("LETHE_INVALID_JSON", "The request body is empty; send a JSON object."));
-    return;
-  }
   let value: unknown;
   try {
-    value = JSON.parse(buffer.toString("utf8"));
-  } catch {
-    done(new LetheError("LETHE_INVALID_JSON", "The request body is not valid JSON."));
+    value = parseJsonBuffer(typeof body === "string" ? Buffer.from(body) : body);
+  } catch (error) {
+    done(error as Error);
     return;
-  } finally {
-    buffer.fill(0);
   }
   done(null, value);
 }

@@ -1,6 +1,7 @@
 import type { IncomingHttpHeaders } from "node:http";
 import type { AccountId, KeyId } from "../config/ids.js";
 import { LetheError } from "../errors/lethe-error.js";
+import type { MaybePromise } from "../lang/maybe-promise.js";
 import type { AccountRecord, KeyRecord, Store } from "../store/store.js";
 import { isWellFormedKey, KeyHasher } from "./api-key.js";
 
@@ -71,8 +72,11 @@ export class Authenticator {
     this.cache.clear();
   }
 
-  /** Authenticates `headers`; `connection` (the socket) lets a kept-alive client skip re-hashing its key. */
-  async authenticate(headers: IncomingHttpHeaders, connection?: object): Promise<AuthContext> {
+  /**
+   * Authenticates `headers`; `connection` (the socket) lets a kept-alive client skip
+   * re-hashing its key. A cached key answers at once; otherwise the store is asked.
+   */
+  authenticate(headers: IncomingHttpHeaders, connection?: object): MaybePromise<AuthContext> {
     const keyHash = this.keyHashOf(headers, connection);
     const counter = this.changes();
     // the map is keyed by the hash itself, so a hit is an exact match
@@ -84,6 +88,10 @@ export class Authenticator {
     ) {
       return cached.context;
     }
+    return this.lookUp(keyHash, counter, cached);
+  }
+
+  private async lookUp(keyHash: string, counter: number, cached: CacheEntry | undefined): Promise<AuthContext> {
     let record: KeyRecord | undefined;
     let account: AccountRecord | undefined;
     try {

@@ -1,51 +1,59 @@
-import type { FastifyInstance } from "fastify";
 import { anthropicHeaders } from "../../formats/anthropic/anthropic-surface.js";
 import { countTokensRequestSchema } from "../../formats/anthropic/messages-request-schema.js";
 import { validateBody } from "../../formats/validation/request-validation.js";
 import { estimateInputTokens } from "../../metering/count-tokens.js";
-import type { Exchange } from "../../metering/exchange.js";
 import { RejectedBySupplier } from "../../routing/attempt-routes.js";
 import { planRoutes } from "../../routing/plan-routes.js";
 import { Cancellation } from "../../suppliers/cancellation.js";
-import { meteredRequest } from "../build-server.js";
-import { finishExchange, type Gateway } from "../gateway.js";
+import { finishExchange } from "../gateway.js";
+import type { MeteredCall, MeteredEndpoint } from "../metered-call.js";
 
 /**
  * `POST /v1/messages/count_tokens`: asks the model's first eligible route when its
  * supplier counts tokens itself (Anthropic), and counts locally otherwise.
  */
-export function registerCountTokensRoute(app: FastifyInstance, gateway: Gateway): void {
-  app.post("/v1/messages/count_tokens", {
-    onRequest: meteredRequest(gateway, "/v1/messages/count_tokens", "anthropic"),
-    handler: async (request, reply) => {
-      const exchange = request.exchange as Exchange;
-      const body = validateBody(countTokensRequestSchema, request.body);
-      const zdrRequired = (exchange.auth?.zdrRequired ?? true) || request.headers["x-lethe-zdr"] === "required";
-      const plan = planRoutes(gateway.config, body.model, zdrRequired);
-      exchange.model = plan.model.id;
-      exchange.zdrEnforced = plan.zdrEnforced;
-      const route = plan.routes[0];
-      const supplier = route && gateway.suppliers.get(route.supplier.id);
-      let inputTokens: number;
-      if (supplier?.countTokens !== undefined && route !== undefined) {
-        exchange.supplier = supplier.id;
-        const cancellation = new Cancellation();
-        reply.raw.once("close", () => cancellation.abort());
-        const result = await supplier.countTokens({
-          body: { ...body, model: route.upstreamModel },
-          stream: false,
-          cancellation,
-          headers: anthropicHeaders(request.headers),
-        });
-        if (result.kind === "rejected") throw new RejectedBySupplier(result.error, result.detail);
-        inputTokens = result.kind === "json" ? Number(result.body.input_tokens) : 0;
-      } else {
-        inputTokens = estimateInputTokens(body);
-        exchange.tokensEstimated = true;
-      }
-      finishExchange(gateway, exchange, 200, null);
-      reply.header("x-lethe-zdr", exchange.zdrEnforced ? "enforced" : "off");
-      return reply.type("application/json").send(JSON.stringify({ input_tokens: inputTokens }));
-    },
-  });
+export const countTokensEndpoint: MeteredEndpoint = {
+  path: "/v1/messages/count_tokens",
+  format: "anthropic",
+  serve: countTokens,
+};
+
+async function countTokens(call: MeteredCall): Promise<void> {
+  const { gateway, exchange, request, response } = call;
+  const body = validateBody(countTokensRequestSchema, call.body);
+  const zdrRequired = (exchange.auth?.zdrRequired ?? true) || request.headers["x-lethe-zdr"] === "required";
+  const plan = planRoutes(gateway.config, body.model, zdrRequired);
+  exchange.model = plan.model.id;
+  exchange.zdrEnforced = plan.zdrEnforced;
+  const route = plan.routes[0];
+  const supplier = route && gateway.suppliers.get(route.supplier.id);
+  let inputTokens: number;
+  if (supplier?.countTokens !== undefined && route !== undefined) {
+    exchange.supplier = supplier.id;
+    const cancellation = new Cancellation();
+    response.once("close", () => cancellation.abort());
+    const result = await supplier.countTokens({
+      body: { ...body, model: route.upstreamModel },
+      stream: false,
+      cancellation,
+      headers: anthropicHeaders(request.headers),
+    });
+    if (result.kind === "rejected") throw new RejectedBySupplier(result.error, result.detail);
+    inputTokens = result.kind === "json" ? Number(result.body.input_tokens) : 0;
+  } else {
+    inputTokens = estimateInputTokens(body);
+    exchange.tokensEstimated = true;
+  }
+  finishExchange(gateway, exchange, 200, null);
+  const text = JSON.stringify({ input_tokens: inputTokens });
+  call.headers.push(
+    "x-lethe-zdr",
+    exchange.zdrEnforced ? "enforced" : "off",
+    "content-type",
+    "application/json; charset=utf-8",
+    "content-length",
+    Buffer.byteLength(text),
+  );
+  response.writeHead(200, call.headers);
+  response.end(text);
 }

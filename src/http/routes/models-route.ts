@@ -1,14 +1,14 @@
 import type { FastifyInstance } from "fastify";
 import { LetheError } from "../../errors/lethe-error.js";
-import { authenticate } from "../build-server.js";
 import type { Gateway } from "../gateway.js";
+import { authenticate } from "../metered-call.js";
 
 /** `GET /v1/models`: the configured models, in Anthropic's shape when the request carries `anthropic-version`. */
 export function registerModelsRoute(app: FastifyInstance, gateway: Gateway): void {
   app.get("/v1/models", {
     onRequest: async (request) => {
       if (gateway.draining) throw new LetheError("LETHE_SHUTTING_DOWN", "This gateway is shutting down; retry.");
-      await authenticate(gateway, request);
+      await authenticate(gateway, request.headers, request.raw.socket, request.ip);
     },
     handler: async (request, reply) => {
       const models = [...gateway.config.models.values()];

@@ -1,0 +1,223 @@
+import type { IncomingHttpHeaders, IncomingMessage, ServerResponse } from "node:http";
+import { addRateLimitHeaders } from "../billing/rate-limit-headers.js";
+import { RateLimitedError } from "../billing/rate-limits.js";
+import { LetheError } from "../errors/lethe-error.js";
+import type { AuthContext } from "../keys/authenticator.js";
+import { after, type MaybePromise } from "../lang/maybe-promise.js";
+import { Exchange, mintRequestId } from "../metering/exchange.js";
+import type { ClientFormat, Endpoint } from "../metering/metadata-record.js";
+import { renderFailure, toFailure } from "./error-handler.js";
+import { finishExchange, type Gateway } from "./gateway.js";
+import { parseJsonBuffer } from "./parse-json-body.js";
+import type { ResponseHeaders } from "./response-headers.js";
+
+/** An endpoint whose every request is metered: admitted (key, RPM) before its body is read. */
+export interface MeteredEndpoint {
+  readonly path: Endpoint;
+  readonly format: ClientFormat;
+  /** Serves the call once its body is parsed, writing the response; a rejection is answered by the call. */
+  serve(call: MeteredCall): Promise<void>;
+}
+
+const NO_CHUNKS: readonly Buffer[] = Object.freeze([]);
+
+/**
+ * One request to a metered endpoint, on Node's own request and response: the request
+ * path is hot, and Fastify's request, reply, hooks and header map cost more than what
+ * Lethe does with a request (Fastify serves every other route). In order: the gate
+ * (draining, the metering bound), the key, the RPM limits, then the body, read into
+ * memory up to the size limit, parsed, and handed to the endpoint. Any failure is
+ * answered in the caller's format with the headers gathered so far, and metered once.
+ */
+export class MeteredCall {
+  readonly exchange: Exchange;
+  /** The response's headers so far; the endpoint adds its own and writes them. */
+  readonly headers: ResponseHeaders;
+  /** The parsed JSON body, once read. */
+  body: unknown = undefined;
+  private chunks: Buffer[] = [];
+  private received = 0;
+  private expectedLength = Number.NaN;
+
+  constructor(
+    readonly gateway: Gateway,
+    readonly endpoint: MeteredEndpoint,
+    readonly request: IncomingMessage,
+    readonly response: ServerResponse,
+  ) {
+    const requestId = mintRequestId();
+    this.exchange = new Exchange(requestId, endpoint.path, endpoint.format);
+    this.headers = ["x-request-id", requestId, "request-id", requestId];
+  }
+
+  get format(): ClientFormat {
+    return this.endpoint.format;
+  }
+
+  /** Admits, reads and serves the request; synchronous up to the body when the key and limits are in memory. */
+  start(): void {
+    let admitted: MaybePromise<void>;
+    try {
+      admitted = this.admit();
+    } catch (thrown) {
+      this.fail(thrown);
+      return;
+    }
+    if (admitted instanceof Promise) {
+      admitted.then(
+        () => this.readBody(),
+        (thrown: unknown) => this.fail(thrown),
+      );
+    } else this.readBody();
+  }
+
+  private admit(): MaybePromise<void> {
+    const gateway = this.gateway;
+    if (gateway.draining) throw new LetheError("LETHE_SHUTTING_DOWN", "This gateway is shutting down; retry.");
+    // never serve unmetered: with the database away and the buffer full, refuse instead
+    if (gateway.meter.pending >= gateway.config.metering.maxBuffered) {
+      throw new LetheError("LETHE_METERING_UNAVAILABLE", "Metering is unavailable; retry shortly.", {
+        retryAfterSeconds: 5,
+      });
+    }
+    const request = this.request;
+    const auth = authenticate(gateway, request.headers, request.socket, request.socket.remoteAddress ?? "");
+    return after(auth, (caller) => {
+      this.exchange.auth = caller;
+      return after(gateway.limits.admitRequest(caller), (limit) => {
+        addRateLimitHeaders(this.headers, this.endpoint.format, "requests", limit);
+      });
+    });
+  }
+
+  private readBody(): void {
+    const length = this.request.headers["content-length"];
+    if (length !== undefined) {
+      this.expectedLength = Number(length);
+      if (this.expectedLength > this.gateway.config.limits.maxBodyBytes) {
+        this.fail(tooLarge(), true);
+        return;
+      }
+    }
+    this.request.on("data", this.onData);
+    this.request.on("end", this.onEnd);
+    this.request.on("error", this.onError);
+  }
+
+  private readonly onData = (chunk: Buffer): void => {
+    this.received += chunk.length;
+    if (this.received > this.gateway.config.limits.maxBodyBytes) {
+      this.dropBody();
+      this.fail(tooLarge(), true);
+      return;
+    }
+    this.chunks.push(chunk);
+  };
+
+  private readonly onEnd = (): void => {
+    const chunks = this.chunks;
+    this.stopReading();
+    if (!Number.isNaN(this.expectedLength) && this.received !== this.expectedLength) {
+      for (const chunk of chunks) chunk.fill(0);
+      this.fail(new LetheError("LETHE_INVALID_JSON", "The request body is incomplete; send a JSON object."), true);
+      return;
+    }
+    const buffer = chunks.length === 1 ? (chunks[0] as Buffer) : Buffer.concat(chunks, this.received);
+    // the copy is wiped by the parser; the pieces it was made of are wiped here
+    if (chunks.length > 1) for (const chunk of chunks) chunk.fill(0);
+    try {
+      this.body = parseJsonBuffer(buffer);
+    } catch (thrown) {
+      this.fail(thrown);
+      return;
+    }
+    this.endpoint.serve(this).catch((thrown: unknown) => this.fail(thrown));
+  };
+
+  /** The client went away (or broke the connection) while sending its body. */
+  private readonly onError = (): void => {
+    this.dropBody();
+    this.fail(new LetheError("LETHE_CLIENT_CLOSED", "The client closed the connection."));
+  };
+
+  private stopReading(): void {
+    this.request.off("data", this.onData);
+    this.request.off("end", this.onEnd);
+    this.request.off("error", this.onError);
+    this.chunks = NO_CHUNKS as Buffer[];
+  }
+
+  /** Stops reading and wipes what was read of a body that will not be used. */
+  private dropBody(): void {
+    const chunks = this.chunks;
+    this.stopReading();
+    for (const chunk of chunks) chunk.fill(0);
+  }
+
+  /**
+   * Answers a failure in the caller's format (unless the response already started: a
+   * stream reports its own failures) and meters it. `closeConnection` is for a body left
+   * unread or broken: the client may still be sending it, so the connection cannot be reused.
+   */
+  fail(thrown: unknown, closeConnection = false): void {
+    const failure = toFailure(thrown);
+    const { error } = failure;
+    const exchange = this.exchange;
+    if (error.code === "LETHE_INTERNAL")
+      this.gateway.log.event("request_failed", { status: error.status, code: error.code });
+    finishExchange(this.gateway, exchange, error.status, error.code);
+    const response = this.response;
+    if (response.headersSent || response.destroyed) return;
+    const headers = this.headers;
+    if (exchange.attempts > 0 && exchange.supplier !== null) {
+      headers.push("x-lethe-supplier", exchange.supplier, "x-lethe-attempts", exchange.attempts);
+    }
+    if (error instanceof RateLimitedError) addRateLimitHeaders(headers, this.format, error.limitKind, error.limit);
+    if (error.retryAfterSeconds !== null) headers.push("retry-after", Math.ceil(error.retryAfterSeconds));
+    const { status, body } = renderFailure(this.format, failure);
+    headers.push("content-type", "application/json; charset=utf-8", "content-length", Buffer.byteLength(body));
+    if (closeConnection) headers.push("connection", "close");
+    response.writeHead(status, headers);
+    response.end(body);
+  }
+}
+
+function tooLarge(): LetheError {
+  return new LetheError("LETHE_BODY_TOO_LARGE", "The request body is larger than this gateway accepts.");
+}
+
+/**
+ * Authenticates a caller, refusing addresses that failed too often and counting new
+ * failures. Synchronous when the key is cached and the address has nothing to answer for.
+ */
+export function authenticate(
+  gateway: Gateway,
+  headers: IncomingHttpHeaders,
+  connection: object,
+  address: string,
+): MaybePromise<AuthContext> {
+  const throttled = gateway.authThrottle.check(address);
+  if (throttled !== undefined) return throttled.then(() => checkKey(gateway, headers, connection, address));
+  return checkKey(gateway, headers, connection, address);
+}
+
+function checkKey(
+  gateway: Gateway,
+  headers: IncomingHttpHeaders,
+  connection: object,
+  address: string,
+): MaybePromise<AuthContext> {
+  let auth: MaybePromise<AuthContext>;
+  try {
+    auth = gateway.authenticator.authenticate(headers, connection);
+  } catch (thrown) {
+    return countFailure(gateway, address, thrown);
+  }
+  return auth instanceof Promise ? auth.catch((thrown: unknown) => countFailure(gateway, address, thrown)) : auth;
+}
+
+async function countFailure(gateway: Gateway, address: string, thrown: unknown): Promise<never> {
+  if (thrown instanceof LetheError && thrown.kind === "authentication")
+    await gateway.authThrottle.recordFailure(address);
+  throw thrown;
+}
