@@ -1,0 +1,156 @@
+// The metered endpoints are served on Node's own request and response (src/http/metered-call.ts),
+// not through Fastify: what Fastify did for them (body limits, framing, routing niceties,
+// connection reuse) is checked here over raw sockets, with canaries in every body.
+import { connect, type Socket } from "node:net";
+import { afterAll, beforeAll, describe, expect, it } from "vitest";
+import { DEFAULT_CONFIG_FILE } from "../src/config/load-config.js";
+import { findCanaries, makeCanary } from "./support/canary.js";
+import { removeDataDir, startTestGateway, type TestGateway } from "./support/gateway-harness.js";
+
+const MAX_BODY_BYTES = 4096;
+
+/** Reads from `socket` until `done(text)` holds or it closes; resolves with what arrived and whether it closed. */
+function readUntil(socket: Socket, done: (text: string) => boolean): Promise<{ text: string; closed: boolean }> {
+  return new Promise((resolve) => {
+    let text = "";
+    const finish = (closed: boolean) => {
+      socket.off("data", onData);
+      socket.off("close", onClose);
+      resolve({ text, closed });
+    };
+    const onData = (chunk: Buffer) => {
+      text += chunk.toString("utf8");
+      if (done(text)) finish(false);
+    };
+    const onClose = () => finish(true);
+    socket.on("data", onData);
+    socket.on("close", onClose);
+  });
+}
+
+/** True once `text` holds one whole response with a content-length body. */
+function wholeResponse(text: string): boolean {
+  const end = text.indexOf("\r\n\r\n");
+  if (end === -1) return false;
+  const length = /content-length: (\d+)/i.exec(text.slice(0, end));
+  return length !== null && text.length >= end + 4 + Number(length[1]);
+}
+
+describe("metered endpoints on Node's own request and response", () => {
+  let gateway: TestGateway;
+  const canaries: string[] = [];
+
+  beforeAll(async () => {
+    gateway = await startTestGateway({
+      config: { ...(DEFAULT_CONFIG_FILE as object), limits: { max_body_bytes: MAX_BODY_BYTES } },
+    });
+  });
+
+  afterAll(async () => {
+    await gateway.close();
+    expect(await findCanaries(canaries, { dataDir: gateway.dataDir, texts: { log: gateway.logText() } })).toEqual([]);
+    await removeDataDir(gateway);
+  });
+
+  function chatBody(label: string): string {
+    const secret = makeCanary(label);
+    canaries.push(secret);
+    return JSON.stringify({ model: "lethe-demo", messages: [{ role: "user", content: secret }] });
+  }
+
+  function open(): Promise<Socket> {
+    const port = new URL(gateway.url).port;
+    return new Promise((resolve, reject) => {
+      const socket = connect(Number(port), "127.0.0.1", () => resolve(socket));
+      socket.once("error", reject);
+    });
+  }
+
+  it("refuses a chunked body that grows past the limit with 413 and closes the connection", async () => {
+    const socket = await open();
+    const secret = makeCanary("chunked");
+    canaries.push(secret);
+    socket.write(
+      `POST /v1/chat/completions HTTP/1.1\r\nhost: x\r\nauthorization: Bearer ${gateway.key}\r\n` +
+        "content-type: application/json\r\ntransfer-encoding: chunked\r\n\r\n",
+    );
+    const piece = `${secret}${"x".repeat(1000)}`;
+    for (let sent = 0; sent <= MAX_BODY_BYTES; sent += piece.length) {
+      socket.write(`${piece.length.toString(16)}\r\n${piece}\r\n`);
+    }
+    const { text, closed } = await readUntil(socket, () => false);
+    expect(closed).toBe(true);
+    expect(text).toMatch(/^HTTP\/1\.1 413 /);
+    expect(text).toMatch(/connection: close/i);
+    expect(text).toContain('"code":"LETHE_BODY_TOO_LARGE"');
+    expect(text).not.toContain(secret);
+    socket.destroy();
+  });
+
+  it("meters a client that leaves halfway through its body as 499, and keeps nothing of it", async () => {
+    const before = (await gateway.records()).length;
+    const socket = await open();
+    const body = chatBody("halfway");
+    socket.write(
+      `POST /v1/chat/completions HTTP/1.1\r\nhost: x\r\nauthorization: Bearer ${gateway.key}\r\n` +
+        `content-type: application/json\r\ncontent-length: ${body.length}\r\n\r\n${body.slice(0, body.length / 2)}`,
+    );
+    // the gateway must have read the headers and started on the body before the client goes
+    await new Promise((resolve) => setTimeout(resolve, 200));
+    socket.destroy();
+    let records = await gateway.records();
+    for (let tries = 0; records.length === before && tries < 50; tries++) {
+      await new Promise((resolve) => setTimeout(resolve, 20));
+      records = await gateway.records();
+    }
+    expect(records.slice(before)).toMatchObject([{ status: 499, error_code: "LETHE_CLIENT_CLOSED" }]);
+  });
+
+  it("answers a refused key on a kept-alive connection, then serves the next request on it", async () => {
+    const socket = await open();
+    const body = chatBody("keepalive");
+    const request = (key: string) =>
+      `POST /v1/chat/completions HTTP/1.1\r\nhost: x\r\nauthorization: Bearer ${key}\r\n` +
+      `content-type: application/json\r\ncontent-length: ${Buffer.byteLength(body)}\r\n\r\n${body}`;
+    // a wrong key is refused before the body is read; the unread body must not break the connection
+    socket.write(request(`sk-lethe-${"w".repeat(38)}`));
+    const refused = await readUntil(socket, wholeResponse);
+    expect(refused.text).toMatch(/^HTTP\/1\.1 401 /);
+    socket.write(request(gateway.key));
+    const served = await readUntil(socket, wholeResponse);
+    expect(served.closed).toBe(false);
+    expect(served.text).toMatch(/^HTTP\/1\.1 200 /);
+    expect(served.text).toMatch(/x-request-id: req_/);
+    socket.destroy();
+  });
+
+  it("serves the endpoints with a trailing slash or a query string, and only for POST", async () => {
+    for (const suffix of ["/", "?trace=1", "/?trace=1"]) {
+      const response = await fetch(`${gateway.baseURL}/chat/completions${suffix}`, {
+        method: "POST",
+        headers: { authorization: `Bearer ${gateway.key}`, "content-type": "application/json" },
+        body: chatBody("suffix"),
+      });
+      expect(response.status).toBe(200);
+      expect(response.headers.get("x-lethe-zdr")).toBeTruthy();
+    }
+    const get = await fetch(`${gateway.baseURL}/chat/completions`, {
+      headers: { authorization: `Bearer ${gateway.key}` },
+    });
+    expect(get.status).toBe(404);
+    expect(((await get.json()) as { error: { code: string } }).error.code).toBe("LETHE_NOT_FOUND");
+  });
+
+  it("refuses a body whose declared length is over the limit before reading it", async () => {
+    const socket = await open();
+    socket.write(
+      `POST /v1/messages HTTP/1.1\r\nhost: x\r\nx-api-key: ${gateway.key}\r\nanthropic-version: 2023-06-01\r\n` +
+        `content-type: application/json\r\ncontent-length: ${MAX_BODY_BYTES + 1}\r\n\r\n{`,
+    );
+    const { text } = await readUntil(socket, wholeResponse);
+    expect(text).toMatch(/^HTTP\/1\.1 413 /);
+    expect(text).toContain('"type":"request_too_large"');
+    expect(text).toMatch(/request-id: req_/);
+    socket.destroy();
+  });
+});
