@@ -91,6 +91,11 @@ export class MeteredCall {
   }
 
   private readBody(): void {
+    // the client left while its key was being looked up: a destroyed request never ends
+    if (this.request.destroyed) {
+      this.fail(new LetheError("LETHE_CLIENT_CLOSED", "The client closed the connection."));
+      return;
+    }
     const length = this.request.headers["content-length"];
     if (length !== undefined) {
       this.expectedLength = Number(length);
