@@ -154,3 +154,27 @@ describe("metered endpoints on Node's own request and response", () => {
     socket.destroy();
   });
 });
+
+describe("a shutdown step that fails", () => {
+  it("is logged by name, the remaining steps still run, and close() rejects", async () => {
+    const gateway = await startTestGateway();
+    const response = await fetch(`${gateway.baseURL}/chat/completions`, {
+      method: "POST",
+      headers: { authorization: `Bearer ${gateway.key}`, "content-type": "application/json" },
+      body: JSON.stringify({ model: "lethe-demo", messages: [{ role: "user", content: "hi" }] }),
+    });
+    expect(response.status).toBe(200);
+    const suppliers = gateway.running.gateway.suppliers;
+    suppliers.close = () => Promise.reject(new Error("a supplier pool that will not close"));
+    await expect(gateway.close()).rejects.toThrow(/did not complete/);
+    const events = gateway
+      .logText()
+      .trim()
+      .split("\n")
+      .map((line) => JSON.parse(line) as Record<string, unknown>);
+    expect(events).toContainEqual(expect.objectContaining({ event: "server_stop_failed", step: "suppliers" }));
+    // the metadata was flushed before the failing step, and the shutdown went on to its end
+    expect(events.at(-1)).toMatchObject({ event: "server_stopped", flushed_records: 1 });
+    await removeDataDir(gateway);
+  });
+});

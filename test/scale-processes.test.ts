@@ -242,7 +242,12 @@ describe("lethe serve --workers 2 on PostgreSQL and Redis", () => {
     expect(await exited).toBe(0);
     // done once the streams are, not at the deadline (kept-alive connections must not hold it)
     expect(Date.now() - signalledAt).toBeLessThan(DEADLINE_MS);
-    expect(serve.output().match(/"event":"server_stopped"/g)).toHaveLength(2);
+    // every event the processes logged, so that a failure shows how each worker ended
+    const events = serve.output().match(/"event":"[a-z_]+"/g) ?? [];
+    expect(
+      events.filter((event) => event === '"event":"server_stopped"'),
+      events.join(" "),
+    ).toHaveLength(2);
 
     const completed = results.filter((result) => result?.complete === true);
     const ids = completed.map((result) => result?.requestId as string);

@@ -12,6 +12,7 @@ export interface EventFields {
   server_started: { host_is_loopback: boolean; port: number; models: number; suppliers: number; store: StoreKind };
   server_stopping: { signal: SignalName };
   server_stopped: { flushed_records: number };
+  server_stop_failed: { step: ShutdownStep };
   first_start: { account_created: boolean };
   upstream_error: { supplier: SupplierId; model: ModelId; status: number; code: ErrorCode };
   stream_error: { supplier: SupplierId; model: ModelId; code: ErrorCode };
@@ -42,6 +43,8 @@ export type AdminAction =
   | "credits_add"
   | "operator_create";
 export type SignalName = "SIGTERM" | "SIGINT" | "shutdown";
+/** The steps of a graceful shutdown, in order; one that fails is logged and the rest still run. */
+export type ShutdownStep = "http" | "metadata" | "ledger" | "suppliers" | "redis" | "store";
 
 type Level = "info" | "warn" | "error";
 
@@ -49,6 +52,7 @@ const LEVELS: Record<EventName, Level> = {
   server_started: "info",
   server_stopping: "info",
   server_stopped: "info",
+  server_stop_failed: "error",
   first_start: "info",
   upstream_error: "warn",
   stream_error: "warn",

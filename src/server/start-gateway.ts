@@ -8,7 +8,7 @@ import type { Gateway } from "../http/gateway.js";
 import { KeyHasher } from "../keys/api-key.js";
 import { AuthThrottle } from "../keys/auth-throttle.js";
 import { Authenticator } from "../keys/authenticator.js";
-import { createEventLog, type EventLog } from "../logging/event-log.js";
+import { createEventLog, type EventLog, type ShutdownStep } from "../logging/event-log.js";
 import { Meter } from "../metering/meter.js";
 import { GatewayMetrics } from "../metering/metrics.js";
 import { scheduleRetention } from "../retention/retention-job.js";
@@ -128,15 +128,29 @@ export async function startGateway(config: LetheConfig, options: StartOptions = 
         // a connection kept alive after its last response would hold the close until the deadline
         // (streams are sent with `connection: keep-alive`): drop each one as soon as it goes idle
         app.server.keepAliveTimeout = 1;
-        await app.close();
+        // each step runs even when one before it failed: whatever can still be flushed is
+        let failed = false;
+        const step = async (name: ShutdownStep, run: () => Promise<unknown>) => {
+          try {
+            await run();
+          } catch {
+            failed = true;
+            log.event("server_stop_failed", { step: name });
+          }
+        };
+        await step("http", () => app.close());
         clearTimeout(deadline);
-        const written = await gateway.meter.drain();
-        await gateway.credits.drain();
-        await gateway.suppliers.close();
-        await redis?.close();
-        await store.close();
+        let written = 0;
+        await step("metadata", async () => {
+          written = await gateway.meter.drain();
+        });
+        await step("ledger", () => gateway.credits.drain());
+        await step("suppliers", () => gateway.suppliers.close());
+        await step("redis", async () => redis?.close());
+        await step("store", () => store.close());
         log.event("server_stopped", { flushed_records: written });
         await new Promise<void>((resolve) => log.flush(resolve));
+        if (failed) throw new Error("the shutdown did not complete; see server_stop_failed");
       })();
       return closing;
     },
