@@ -1,11 +1,11 @@
-import type { IncomingHttpHeaders, IncomingMessage, ServerResponse } from "node:http";
+import type { IncomingMessage, ServerResponse } from "node:http";
 import { addRateLimitHeaders } from "../billing/rate-limit-headers.js";
 import { RateLimitedError } from "../billing/rate-limits.js";
 import { LetheError } from "../errors/lethe-error.js";
-import type { AuthContext } from "../keys/authenticator.js";
 import { after, type MaybePromise } from "../lang/maybe-promise.js";
 import { Exchange, mintRequestId } from "../metering/exchange.js";
 import type { ClientFormat, Endpoint } from "../metering/metadata-record.js";
+import { authenticate } from "./authenticate-caller.js";
 import { renderFailure, toFailure } from "./error-handler.js";
 import { finishExchange, type Gateway } from "./gateway.js";
 import { parseJsonBuffer } from "./parse-json-body.js";
@@ -37,7 +37,6 @@ export class MeteredCall {
   body: unknown = undefined;
   private chunks: Buffer[] = [];
   private received = 0;
-  private expectedLength = Number.NaN;
 
   constructor(
     readonly gateway: Gateway,
@@ -96,13 +95,10 @@ export class MeteredCall {
       this.fail(new LetheError("LETHE_CLIENT_CLOSED", "The client closed the connection."));
       return;
     }
-    const length = this.request.headers["content-length"];
-    if (length !== undefined) {
-      this.expectedLength = Number(length);
-      if (this.expectedLength > this.gateway.config.limits.maxBodyBytes) {
-        this.fail(tooLarge(), true);
-        return;
-      }
+    // Node's parser delivers exactly the declared length, or fails the request: only its size needs checking
+    if (Number(this.request.headers["content-length"]) > this.gateway.config.limits.maxBodyBytes) {
+      this.fail(tooLarge(), true);
+      return;
     }
     this.request.on("data", this.onData);
     this.request.on("end", this.onEnd);
@@ -122,11 +118,6 @@ export class MeteredCall {
   private readonly onEnd = (): void => {
     const chunks = this.chunks;
     this.stopReading();
-    if (!Number.isNaN(this.expectedLength) && this.received !== this.expectedLength) {
-      for (const chunk of chunks) chunk.fill(0);
-      this.fail(new LetheError("LETHE_INVALID_JSON", "The request body is incomplete; send a JSON object."), true);
-      return;
-    }
     const buffer = chunks.length === 1 ? (chunks[0] as Buffer) : Buffer.concat(chunks, this.received);
     // the copy is wiped by the parser; the pieces it was made of are wiped here
     if (chunks.length > 1) for (const chunk of chunks) chunk.fill(0);
@@ -189,40 +180,4 @@ export class MeteredCall {
 
 function tooLarge(): LetheError {
   return new LetheError("LETHE_BODY_TOO_LARGE", "The request body is larger than this gateway accepts.");
-}
-
-/**
- * Authenticates a caller, refusing addresses that failed too often and counting new
- * failures. Synchronous when the key is cached and the address has nothing to answer for.
- */
-export function authenticate(
-  gateway: Gateway,
-  headers: IncomingHttpHeaders,
-  connection: object,
-  address: string,
-): MaybePromise<AuthContext> {
-  const throttled = gateway.authThrottle.check(address);
-  if (throttled !== undefined) return throttled.then(() => checkKey(gateway, headers, connection, address));
-  return checkKey(gateway, headers, connection, address);
-}
-
-function checkKey(
-  gateway: Gateway,
-  headers: IncomingHttpHeaders,
-  connection: object,
-  address: string,
-): MaybePromise<AuthContext> {
-  let auth: MaybePromise<AuthContext>;
-  try {
-    auth = gateway.authenticator.authenticate(headers, connection);
-  } catch (thrown) {
-    return countFailure(gateway, address, thrown);
-  }
-  return auth instanceof Promise ? auth.catch((thrown: unknown) => countFailure(gateway, address, thrown)) : auth;
-}
-
-async function countFailure(gateway: Gateway, address: string, thrown: unknown): Promise<never> {
-  if (thrown instanceof LetheError && thrown.kind === "authentication")
-    await gateway.authThrottle.recordFailure(address);
-  throw thrown;
 }

@@ -1,7 +1,7 @@
 import type { FastifyInstance } from "fastify";
 import { LetheError } from "../../errors/lethe-error.js";
+import { authenticate } from "../authenticate-caller.js";
 import type { Gateway } from "../gateway.js";
-import { authenticate } from "../metered-call.js";
 
 /** `GET /v1/models`: the configured models, in Anthropic's shape when the request carries `anthropic-version`. */
 export function registerModelsRoute(app: FastifyInstance, gateway: Gateway): void {

@@ -2,8 +2,8 @@ import type { FastifyInstance } from "fastify";
 import { LetheError } from "../../errors/lethe-error.js";
 import type { AuthContext } from "../../keys/authenticator.js";
 import { usageForAccount } from "../../usage/usage-query.js";
+import { authenticate } from "../authenticate-caller.js";
 import type { Gateway } from "../gateway.js";
-import { authenticate } from "../metered-call.js";
 
 /** `GET /v1/usage?from=&to=&group_by=day|model|key`: the calling account's own usage, from metadata only. */
 export function registerUsageRoute(app: FastifyInstance, gateway: Gateway): void {
