@@ -144,6 +144,34 @@ describe("supplier HTTP calls (undici dispatch handler)", () => {
     await expect(answer.text()).rejects.toMatchObject({ code: "LETHE_UPSTREAM_TIMEOUT" });
   });
 
+  it("cuts the wait for an answer at the routing deadline, never before it (undici's own timer can)", async () => {
+    let reached = false;
+    const client = await setUp(() => {
+      reached = true;
+    });
+    const timeouts = { firstByteMs: 5000, idleMs: 5000, totalMs: 10_000, answerWithinMs: 600 };
+    const startedAt = performance.now();
+    const call = client.post("/chat", "{}", {}, new Cancellation(), timeouts);
+    await expect(call).rejects.toMatchObject({ code: "LETHE_UPSTREAM_TIMEOUT" });
+    const elapsedMs = performance.now() - startedAt;
+    expect(reached).toBe(true);
+    // never early: undici's first-byte timer ticks every ~0.5 s and fires a 600 ms wait
+    // after 0.5 to 1 s; and well before the route's own 5 s (slack for a loaded machine)
+    expect(elapsedMs).toBeGreaterThanOrEqual(595);
+    expect(elapsedMs).toBeLessThan(2000);
+  });
+
+  it("lets an answer that started before the routing deadline run past it", async () => {
+    const client = await setUp((_request, response) => {
+      response.writeHead(200, { "content-type": "application/json" });
+      response.write('{"slow":');
+      setTimeout(() => response.end("true}"), 300);
+    });
+    const timeouts = { firstByteMs: 5000, idleMs: 5000, totalMs: 10_000, answerWithinMs: 100 };
+    const answer = (await client.post("/chat", "{}", {}, new Cancellation(), timeouts)) as UpstreamResponse;
+    expect(await answer.text()).toBe('{"slow":true}');
+  });
+
   it("reads a rejection's message for the caller only when it is the caller's own mistake, bounded", async () => {
     const client = await setUp((request, response) => {
       const huge = request.url?.endsWith("huge") === true;

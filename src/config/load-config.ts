@@ -31,6 +31,12 @@ export interface AttemptTimeouts {
   firstByteMs: number;
   idleMs: number;
   totalMs: number;
+  /**
+   * Set when the request's routing deadline comes before `firstByteMs`: the answer must
+   * start within this many ms. Timed by Lethe, not undici, whose first-byte timer ticks
+   * every half second and may fire up to a tick early or late.
+   */
+  answerWithinMs?: number;
 }
 
 /** One way to serve a model: a supplier and the supplier's own model name. */

@@ -126,7 +126,7 @@ export async function attemptRoutes(
         timeouts:
           remaining >= route.timeouts.firstByteMs
             ? route.timeouts
-            : { ...route.timeouts, firstByteMs: Math.max(1, remaining) },
+            : { ...route.timeouts, answerWithinMs: Math.max(1, remaining) },
         ...(request.headers !== undefined && { headers: request.headers }),
       });
       if (result.kind === "stream") {

@@ -1,5 +1,6 @@
 import type { IncomingHttpHeaders } from "node:http";
 import type { Dispatcher } from "undici";
+import type { AttemptTimeouts } from "../../config/load-config.js";
 import type { UpstreamError } from "../../errors/lethe-error.js";
 import type { Cancellation } from "../cancellation.js";
 import { type AbortCause, upstreamFailure } from "./upstream-failure.js";
@@ -38,17 +39,22 @@ export class UpstreamCall implements Dispatcher.DispatchHandler {
   /** Wakes the reader waiting for a chunk, the end or a failure. */
   private wake: (() => void) | null = null;
   private readonly stopTimer: NodeJS.Timeout;
+  /** The routing deadline's cut of the wait for the answer's start, when it applies. */
+  private answerTimer: NodeJS.Timeout | null = null;
   private readonly unsubscribe: () => void;
 
   constructor(
     cancellation: Cancellation,
-    totalMs: number,
+    timeouts: AttemptTimeouts,
     onStart: (call: UpstreamCall) => void,
     onStartFailure: (error: UpstreamError) => void,
   ) {
     this.onStart = onStart;
     this.onStartFailure = onStartFailure;
-    this.stopTimer = setTimeout(() => this.abort("total-timeout"), totalMs);
+    this.stopTimer = setTimeout(() => this.abort("total-timeout"), timeouts.totalMs);
+    if (timeouts.answerWithinMs !== undefined) {
+      this.answerTimer = setTimeout(() => this.abort("deadline"), timeouts.answerWithinMs);
+    }
     this.unsubscribe = cancellation.onAbort(() => this.abort("client-closed"));
   }
 
@@ -76,6 +82,7 @@ export class UpstreamCall implements Dispatcher.DispatchHandler {
     this.status = statusCode;
     this.headers = headers;
     this.started = true;
+    this.clearAnswerTimer();
     const onStart = this.onStart;
     this.onStart = null;
     this.onStartFailure = null;
@@ -170,6 +177,13 @@ export class UpstreamCall implements Dispatcher.DispatchHandler {
   /** The exchange is over: its deadline and its client's cancellation no longer concern it. */
   private settle(): void {
     clearTimeout(this.stopTimer);
+    this.clearAnswerTimer();
     this.unsubscribe();
+  }
+
+  private clearAnswerTimer(): void {
+    if (this.answerTimer === null) return;
+    clearTimeout(this.answerTimer);
+    this.answerTimer = null;
   }
 }

@@ -1,7 +1,7 @@
 import { UpstreamError } from "../../errors/lethe-error.js";
 
 /** Why Lethe itself aborted an upstream call, so the failure maps to the right error. */
-export type AbortCause = "client-closed" | "total-timeout" | "too-large";
+export type AbortCause = "client-closed" | "total-timeout" | "deadline" | "too-large";
 
 /**
  * Maps whatever undici threw into an UpstreamError by its code alone; the thrown
@@ -11,6 +11,12 @@ export function upstreamFailure(error: unknown, abortedBecause: AbortCause | nul
   if (error instanceof UpstreamError) return error;
   if (abortedBecause === "total-timeout") {
     return new UpstreamError("LETHE_UPSTREAM_TIMEOUT", "The supplier did not finish within the total time allowed.", {
+      upstreamStatus: 0,
+      retryable: true,
+    });
+  }
+  if (abortedBecause === "deadline") {
+    return new UpstreamError("LETHE_UPSTREAM_TIMEOUT", "The supplier did not start answering in time.", {
       upstreamStatus: 0,
       retryable: true,
     });
