@@ -1,0 +1,154 @@
+// Compares two builds of Lethe on the bench's request (issue 2's 50-connection figure):
+// both run at once against one fake supplier, and autocannon measures them in
+// alternating rounds (A B, B A, A B, ...), so a burst of noise from the rest of the
+// machine hits both alike. It prints each round's B / A throughput ratio and the
+// medians, with the CPU per request of each whole process and of its main thread.
+// On these shared 2-core machines one `npm run bench` swings by ±15 %; this pairing
+// tells changes of about 5 % apart (an A / A run shows the noise left).
+//
+// Usage: node bench/compare-builds.mjs CHECKOUT_A CHECKOUT_B [ROUNDS] [SECONDS]
+//   A checkout is a copy of the repo with dist/ built (node_modules may be a symlink);
+//   for an ablation, copy the repo, edit the copy's dist/, and compare it with this one.
+import { spawnSync } from "node:child_process";
+import { mkdir, mkdtemp, readFile, rm } from "node:fs/promises";
+import os from "node:os";
+import path from "node:path";
+import autocannon from "autocannon";
+import {
+  findFreePort,
+  killAllChildren,
+  letheServeArgs,
+  readCpuMs,
+  readFirstStartKey,
+  spawnNode,
+  stopAllChildren,
+  waitForPort,
+  writeLetheSetup,
+} from "./bench-processes.mjs";
+
+const HOST = "127.0.0.1";
+const CONNECTIONS = 50;
+const BODY = JSON.stringify({
+  model: "bench-model",
+  messages: [{ role: "user", content: "Say hello." }],
+  max_tokens: 16,
+});
+
+const [checkoutA, checkoutB, roundsArgument = "8", secondsArgument = "4"] = process.argv.slice(2);
+if (checkoutB === undefined) {
+  process.stderr.write("usage: node bench/compare-builds.mjs CHECKOUT_A CHECKOUT_B [ROUNDS] [SECONDS]\n");
+  process.exit(2);
+}
+
+/** One priced model on the fake supplier, with limits far above what is sent (as in run.mjs). */
+function configYaml(supplierPort) {
+  return `limits:
+  rpm: 1000000000
+  tpm: 1000000000000
+suppliers:
+  - id: fake-openai
+    type: openai
+    base_url: http://${HOST}:${supplierPort}/v1
+    api_key_env: BENCH_SUPPLIER_KEY
+    zdr: true
+models:
+  - id: bench-model
+    routes:
+      - supplier: fake-openai
+        model: fake-model
+        price: { input_per_mtok: 0.10, output_per_mtok: 0.20 }
+`;
+}
+
+/** Starts one checkout's `lethe serve` on a data dir of its own, with credit for the bench. */
+async function startBuild(label, checkout, supplierPort, workDir) {
+  const root = path.resolve(checkout);
+  const directory = path.join(workDir, label);
+  const port = await findFreePort();
+  await mkdir(directory);
+  const environment = await writeLetheSetup(directory, configYaml(supplierPort), port);
+  const child = spawnNode(letheServeArgs([], root), { name: `Lethe ${label}`, environment });
+  const apiKey = await readFirstStartKey(child);
+  const topUp = spawnSync(
+    process.execPath,
+    [path.join(root, "bin", "lethe.js"), "credits", "add", "--account", "demo", "1000000"],
+    {
+      cwd: root,
+      env: environment,
+      encoding: "utf8",
+    },
+  );
+  if (topUp.status !== 0) throw new Error(`${label}: lethe credits add failed: ${topUp.stderr.trim()}`);
+  return { label, root, port, apiKey, pid: child.pid, rounds: [] };
+}
+
+/** CPU time of a process's main thread (its first task) so far, in ms. */
+async function readMainThreadCpuMs(pid) {
+  const stat = await readFile(`/proc/${pid}/task/${pid}/stat`, "utf8");
+  const fields = stat.slice(stat.lastIndexOf(")") + 2).split(" ");
+  return (Number(fields[11]) + Number(fields[12])) * 10;
+}
+
+async function measure(build, seconds) {
+  const [cpuBefore, mainBefore] = [await readCpuMs(build.pid), await readMainThreadCpuMs(build.pid)];
+  const result = await autocannon({
+    url: `http://${HOST}:${build.port}/v1/chat/completions`,
+    method: "POST",
+    headers: { "content-type": "application/json", authorization: `Bearer ${build.apiKey}` },
+    body: BODY,
+    connections: CONNECTIONS,
+    duration: seconds,
+  });
+  const [cpuAfter, mainAfter] = [await readCpuMs(build.pid), await readMainThreadCpuMs(build.pid)];
+  if (result.non2xx + result.errors + result.timeouts > 0) throw new Error(`${build.label}: failed requests`);
+  const requests = Math.max(1, result.requests.total);
+  return {
+    requestsPerSecond: result.requests.average,
+    cpuMicros: ((cpuAfter - cpuBefore) * 1000) / requests,
+    mainThreadMicros: ((mainAfter - mainBefore) * 1000) / requests,
+  };
+}
+
+function median(values) {
+  const sorted = [...values].sort((left, right) => left - right);
+  const middle = sorted.length >> 1;
+  return sorted.length % 2 === 1 ? sorted[middle] : (sorted[middle - 1] + sorted[middle]) / 2;
+}
+
+async function main() {
+  const workDir = await mkdtemp(path.join(os.tmpdir(), "lethe-compare-"));
+  try {
+    const supplier = spawnNode(["bench/fake-supplier.mjs"], { name: "fake supplier" });
+    const supplierPort = await waitForPort(supplier);
+    const builds = [
+      await startBuild("A", checkoutA, supplierPort, workDir),
+      await startBuild("B", checkoutB, supplierPort, workDir),
+    ];
+    for (const build of builds) await measure(build, 2);
+    const rounds = Number(roundsArgument);
+    for (let round = 0; round < rounds; round++) {
+      for (const build of round % 2 === 0 ? builds : [...builds].reverse()) {
+        build.rounds.push(await measure(build, Number(secondsArgument)));
+      }
+    }
+    const [a, b] = builds;
+    const ratios = a.rounds.map((run, index) => b.rounds[index].requestsPerSecond / run.requestsPerSecond);
+    const summary = (build, key) => median(build.rounds.map((run) => run[key]));
+    process.stdout.write(
+      `${rounds} rounds of ${secondsArgument} s at ${CONNECTIONS} connections, alternating\n` +
+        `B / A req/s per round: ${ratios.map((ratio) => ratio.toFixed(3)).join(" ")}\n` +
+        `median B / A req/s ${median(ratios).toFixed(3)}; ` +
+        `CPU µs per request A ${summary(a, "cpuMicros").toFixed(0)}, B ${summary(b, "cpuMicros").toFixed(0)}; ` +
+        `main thread A ${summary(a, "mainThreadMicros").toFixed(0)}, B ${summary(b, "mainThreadMicros").toFixed(0)}\n`,
+    );
+  } finally {
+    await stopAllChildren(2_000);
+    await rm(workDir, { recursive: true, force: true });
+  }
+}
+
+main().catch((error) => {
+  process.stderr.write(`compare-builds failed: ${error instanceof Error ? error.message : String(error)}\n`);
+  killAllChildren();
+  process.exitCode = 1;
+});
