@@ -163,3 +163,27 @@ export async function readFirstStartKey(child) {
   if (apiKey === undefined) throw new Error("Lethe printed no first-start API key");
   return apiKey;
 }
+
+/**
+ * Lethe's config for the core bench (run.mjs, compare-builds.mjs): one ZDR OpenAI-compatible supplier (the fake one),
+ * one priced model, and rate limits far above what the bench sends, so every
+ * request is served (the limits are still counted on every request).
+ */
+export function coreBenchConfigYaml(supplierPort, modelId) {
+  return `limits:
+  rpm: 1000000000
+  tpm: 1000000000000
+suppliers:
+  - id: fake-openai
+    type: openai
+    base_url: http://${HOST}:${supplierPort}/v1
+    api_key_env: BENCH_SUPPLIER_KEY
+    zdr: true
+models:
+  - id: ${modelId}
+    routes:
+      - supplier: fake-openai
+        model: fake-model
+        price: { input_per_mtok: 0.10, output_per_mtok: 0.20 }
+`;
+}

@@ -15,6 +15,7 @@ import os from "node:os";
 import path from "node:path";
 import autocannon from "autocannon";
 import {
+  coreBenchConfigYaml,
   findFreePort,
   killAllChildren,
   letheServeArgs,
@@ -40,33 +41,13 @@ if (checkoutB === undefined) {
   process.exit(2);
 }
 
-/** One priced model on the fake supplier, with limits far above what is sent (as in run.mjs). */
-function configYaml(supplierPort) {
-  return `limits:
-  rpm: 1000000000
-  tpm: 1000000000000
-suppliers:
-  - id: fake-openai
-    type: openai
-    base_url: http://${HOST}:${supplierPort}/v1
-    api_key_env: BENCH_SUPPLIER_KEY
-    zdr: true
-models:
-  - id: bench-model
-    routes:
-      - supplier: fake-openai
-        model: fake-model
-        price: { input_per_mtok: 0.10, output_per_mtok: 0.20 }
-`;
-}
-
 /** Starts one checkout's `lethe serve` on a data dir of its own, with credit for the bench. */
 async function startBuild(label, checkout, supplierPort, workDir) {
   const root = path.resolve(checkout);
   const directory = path.join(workDir, label);
   const port = await findFreePort();
   await mkdir(directory);
-  const environment = await writeLetheSetup(directory, configYaml(supplierPort), port);
+  const environment = await writeLetheSetup(directory, coreBenchConfigYaml(supplierPort, "bench-model"), port);
   const child = spawnNode(letheServeArgs([], root), { name: `Lethe ${label}`, environment });
   const apiKey = await readFirstStartKey(child);
   const topUp = spawnSync(

@@ -26,6 +26,7 @@ import { fileURLToPath } from "node:url";
 import autocannon from "autocannon";
 import { Pool } from "undici";
 import {
+  coreBenchConfigYaml,
   findFreePort,
   killAllChildren,
   letheServeArgs,
@@ -89,34 +90,10 @@ async function startBareProxy(supplierPort) {
   return { child, port: await waitForPort(child) };
 }
 
-/**
- * Lethe's config for the bench: one ZDR OpenAI-compatible supplier (the fake one),
- * one priced model, and rate limits far above what the bench sends, so every
- * request is served (the limits are still counted on every request).
- */
-function letheConfigYaml(supplierPort) {
-  return `limits:
-  rpm: 1000000000
-  tpm: 1000000000000
-suppliers:
-  - id: fake-openai
-    type: openai
-    base_url: http://${HOST}:${supplierPort}/v1
-    api_key_env: BENCH_SUPPLIER_KEY
-    zdr: true
-models:
-  - id: ${MODEL_ID}
-    routes:
-      - supplier: fake-openai
-        model: fake-model
-        price: { input_per_mtok: 0.10, output_per_mtok: 0.20 }
-`;
-}
-
 /** Starts `node bin/lethe.js serve` on a fresh data dir; resolves with its port and the first-start API key. */
 async function startLethe(workDir, supplierPort) {
   const port = await findFreePort();
-  const environment = await writeLetheSetup(workDir, letheConfigYaml(supplierPort), port);
+  const environment = await writeLetheSetup(workDir, coreBenchConfigYaml(supplierPort, MODEL_ID), port);
   // BENCH_LETHE_NODE_FLAGS tries V8 flags on Lethe alone (e.g. "--max-semi-space-size=4")
   const nodeFlags = (process.env.BENCH_LETHE_NODE_FLAGS ?? "").split(" ").filter((flag) => flag !== "");
   if (flags.has("--cpu-prof")) {
