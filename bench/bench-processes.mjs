@@ -5,7 +5,7 @@
 // errors; `bench/run.mjs` runs the benches one after another, and each stops its own children
 // before the next starts.
 
-import { spawn } from "node:child_process";
+import { spawn, spawnSync } from "node:child_process";
 import { readFileSync } from "node:fs";
 import { readFile, writeFile } from "node:fs/promises";
 import { createServer } from "node:net";
@@ -106,9 +106,12 @@ export function findFreePort() {
   });
 }
 
-/** CPU time (user + system) a process has used so far, in ms, from /proc/<pid>/stat. */
-export async function readCpuMs(pid) {
-  const stat = await readFile(`/proc/${pid}/stat`, "utf8");
+/**
+ * CPU time (user + system) a process has used so far, in ms, from /proc/<pid>/stat; with
+ * `thread`, that thread's alone (the process's main thread has the process's own id).
+ */
+export async function readCpuMs(pid, thread = null) {
+  const stat = await readFile(thread === null ? `/proc/${pid}/stat` : `/proc/${pid}/task/${thread}/stat`, "utf8");
   // the command name in parentheses may hold spaces: count fields from after it (utime is field 14)
   const fields = stat.slice(stat.lastIndexOf(")") + 2).split(" ");
   return ((Number(fields[11]) + Number(fields[12])) * 1000) / CLOCK_TICKS_PER_SECOND;
@@ -186,4 +189,17 @@ models:
         model: fake-model
         price: { input_per_mtok: 0.10, output_per_mtok: 0.20 }
 `;
+}
+
+/**
+ * Tops up the demo account through the CLI, as an operator would (the bench models are
+ * priced, so billing is on); `checkout` is the copy of the repo whose CLI to run.
+ */
+export function addDemoCredits(environment, checkout = REPO_ROOT) {
+  const topUp = spawnSync(
+    process.execPath,
+    [path.join(checkout, "bin", "lethe.js"), "credits", "add", "--account", "demo", "1000000"],
+    { cwd: checkout, env: environment, encoding: "utf8" },
+  );
+  if (topUp.status !== 0) throw new Error(`lethe credits add failed: ${topUp.stderr.trim()}`);
 }

@@ -9,12 +9,12 @@
 // Usage: node bench/compare-builds.mjs CHECKOUT_A CHECKOUT_B [ROUNDS] [SECONDS]
 //   A checkout is a copy of the repo with dist/ built (node_modules may be a symlink);
 //   for an ablation, copy the repo, edit the copy's dist/, and compare it with this one.
-import { spawnSync } from "node:child_process";
-import { mkdir, mkdtemp, readFile, rm } from "node:fs/promises";
+import { mkdir, mkdtemp, rm } from "node:fs/promises";
 import os from "node:os";
 import path from "node:path";
 import autocannon from "autocannon";
 import {
+  addDemoCredits,
   coreBenchConfigYaml,
   findFreePort,
   killAllChildren,
@@ -50,28 +50,12 @@ async function startBuild(label, checkout, supplierPort, workDir) {
   const environment = await writeLetheSetup(directory, coreBenchConfigYaml(supplierPort, "bench-model"), port);
   const child = spawnNode(letheServeArgs([], root), { name: `Lethe ${label}`, environment });
   const apiKey = await readFirstStartKey(child);
-  const topUp = spawnSync(
-    process.execPath,
-    [path.join(root, "bin", "lethe.js"), "credits", "add", "--account", "demo", "1000000"],
-    {
-      cwd: root,
-      env: environment,
-      encoding: "utf8",
-    },
-  );
-  if (topUp.status !== 0) throw new Error(`${label}: lethe credits add failed: ${topUp.stderr.trim()}`);
+  addDemoCredits(environment, root);
   return { label, root, port, apiKey, pid: child.pid, rounds: [] };
 }
 
-/** CPU time of a process's main thread (its first task) so far, in ms. */
-async function readMainThreadCpuMs(pid) {
-  const stat = await readFile(`/proc/${pid}/task/${pid}/stat`, "utf8");
-  const fields = stat.slice(stat.lastIndexOf(")") + 2).split(" ");
-  return (Number(fields[11]) + Number(fields[12])) * 10;
-}
-
 async function measure(build, seconds) {
-  const [cpuBefore, mainBefore] = [await readCpuMs(build.pid), await readMainThreadCpuMs(build.pid)];
+  const [cpuBefore, mainBefore] = [await readCpuMs(build.pid), await readCpuMs(build.pid, build.pid)];
   const result = await autocannon({
     url: `http://${HOST}:${build.port}/v1/chat/completions`,
     method: "POST",
@@ -80,7 +64,7 @@ async function measure(build, seconds) {
     connections: CONNECTIONS,
     duration: seconds,
   });
-  const [cpuAfter, mainAfter] = [await readCpuMs(build.pid), await readMainThreadCpuMs(build.pid)];
+  const [cpuAfter, mainAfter] = [await readCpuMs(build.pid), await readCpuMs(build.pid, build.pid)];
   if (result.non2xx + result.errors + result.timeouts > 0) throw new Error(`${build.label}: failed requests`);
   const requests = Math.max(1, result.requests.total);
   return {

@@ -9,7 +9,6 @@
 // the figure would flatter Lethe.
 //
 // Usage: node bench/routing-bench.mjs [--strict]   (bench/run.mjs calls runRoutingBench at its end)
-import { spawnSync } from "node:child_process";
 import { mkdtemp, rm } from "node:fs/promises";
 import { createServer } from "node:http";
 import os from "node:os";
@@ -18,6 +17,7 @@ import { fileURLToPath, pathToFileURL } from "node:url";
 import autocannon from "autocannon";
 import { Pool } from "undici";
 import {
+  addDemoCredits,
   findFreePort,
   letheServeArgs,
   readFirstStartKey,
@@ -27,7 +27,6 @@ import {
   writeLetheSetup,
 } from "./bench-processes.mjs";
 
-const REPO_ROOT = path.resolve(path.dirname(fileURLToPath(import.meta.url)), "..");
 const HOST = "127.0.0.1";
 const ENDPOINT = "/v1/chat/completions";
 const FAILURE_RATE = 0.2;
@@ -122,13 +121,7 @@ async function startLethe(workDir, ports) {
   const environment = await writeLetheSetup(workDir, letheConfigYaml(ports), port);
   const child = spawnNode(letheServeArgs(), { environment });
   const apiKey = await readFirstStartKey(child);
-  // the routes are priced, so billing is on: top the account up as an operator would
-  const topUp = spawnSync(process.execPath, ["bin/lethe.js", "credits", "add", "--account", "demo", "1000000"], {
-    cwd: REPO_ROOT,
-    env: environment,
-    encoding: "utf8",
-  });
-  if (topUp.status !== 0) throw new Error(`lethe credits add failed: ${topUp.stderr.trim()}`);
+  addDemoCredits(environment);
   return { child, port, apiKey };
 }
 

@@ -26,6 +26,7 @@ import { fileURLToPath } from "node:url";
 import autocannon from "autocannon";
 import { Pool } from "undici";
 import {
+  addDemoCredits,
   coreBenchConfigYaml,
   findFreePort,
   killAllChildren,
@@ -101,18 +102,8 @@ async function startLethe(workDir, supplierPort) {
   }
   const child = spawnNode([...nodeFlags, ...letheServeArgs()], { name: "Lethe", environment });
   const apiKey = await readFirstStartKey(child);
-  addCredits(environment);
+  addDemoCredits(environment);
   return { child, port, apiKey, environment };
-}
-
-/** Tops up the demo account through the CLI, as an operator would: the model is priced, so billing is on. */
-function addCredits(environment) {
-  const topUp = spawnSync(process.execPath, ["bin/lethe.js", "credits", "add", "--account", "demo", "1000000"], {
-    cwd: REPO_ROOT,
-    env: environment,
-    encoding: "utf8",
-  });
-  if (topUp.status !== 0) throw new Error(`lethe credits add failed: ${topUp.stderr.trim()}`);
 }
 
 /** Sums the REQUESTS column of `lethe usage`: proof that metering recorded the bench's requests. */

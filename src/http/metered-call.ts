@@ -53,6 +53,11 @@ export class MeteredCall {
     return this.endpoint.format;
   }
 
+  /** The body's size in bytes as it arrived (chunked bodies included). */
+  get bodyBytes(): number {
+    return this.received;
+  }
+
   /** Admits, reads and serves the request; synchronous up to the body when the key and limits are in memory. */
   start(): void {
     let admitted: MaybePromise<void>;

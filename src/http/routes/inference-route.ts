@@ -42,9 +42,12 @@ function recordOutcome(gateway: Gateway, stats: RouteStats, exchange: Exchange, 
 function holdCredit(gateway: Gateway, call: MeteredCall, request: ClientRequest, plan: RoutePlan): MaybePromise<void> {
   const exchange = call.exchange;
   const auth = exchange.auth as AuthContext;
-  // a chunked body has no length header: then measure what was parsed
-  const bodyBytes = Number(call.request.headers["content-length"]) || Buffer.byteLength(JSON.stringify(request.body));
-  const estimate = estimateCost(request, plan.routes, gateway.config.billing.defaultOutputReserveTokens, bodyBytes);
+  const estimate = estimateCost(
+    request,
+    plan.routes,
+    gateway.config.billing.defaultOutputReserveTokens,
+    call.bodyBytes,
+  );
   return after(gateway.limits.reserveTokens(auth, estimate.tokens), (tokens) => {
     exchange.tokenHold = tokens.hold;
     addRateLimitHeaders(call.headers, call.format, "tokens", tokens.state);
