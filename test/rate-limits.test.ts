@@ -319,11 +319,34 @@ describe("RateLimits and AuthThrottle on a controlled clock", () => {
     const throttle = new AuthThrottle("a-server-secret-of-enough-length", 2);
     await throttle.recordFailure("198.51.100.7");
     await throttle.recordFailure("198.51.100.7");
-    await expect(throttle.check("198.51.100.7")).rejects.toMatchObject({ code: "LETHE_AUTH_THROTTLED" });
-    await expect(throttle.check("198.51.100.8")).resolves.toBeUndefined();
-    vi.advanceTimersByTime(60_001);
-    // past the window with no new failure, nothing is even looked up
+    await expect(throttle.check("198.51.100.7")).rejects.toMatchObject({
+      code: "LETHE_AUTH_THROTTLED",
+      retryAfterSeconds: 60,
+    });
+    // another address goes on at once, without a promise
+    expect(throttle.check("198.51.100.8")).toBeUndefined();
+    vi.advanceTimersByTime(45_000);
+    await expect(throttle.check("198.51.100.7")).rejects.toMatchObject({ retryAfterSeconds: 15 });
+    vi.advanceTimersByTime(15_001);
     expect(throttle.check("198.51.100.7")).toBeUndefined();
+    // a new failure opens a new window: one failure is under the limit of two
+    await throttle.recordFailure("198.51.100.7");
+    expect(throttle.check("198.51.100.7")).toBeUndefined();
+  });
+
+  it("hashes a connection's address once, and judges each connection by its own address", async () => {
+    const throttle = new AuthThrottle("a-server-secret-of-enough-length", 2);
+    const hmacs = vi.spyOn(throttle as unknown as { hash(address: string): string }, "hash");
+    const scanner = {};
+    const caller = {};
+    await throttle.recordFailure("192.0.2.66", scanner);
+    await throttle.recordFailure("192.0.2.66", scanner);
+    await expect(throttle.check("192.0.2.66", scanner)).rejects.toMatchObject({ code: "LETHE_AUTH_THROTTLED" });
+    for (let request = 0; request < 5; request++) expect(throttle.check("192.0.2.10", caller)).toBeUndefined();
+    // one hash per connection, however many requests it sends
+    expect(hmacs).toHaveBeenCalledTimes(2);
+    // a new connection from the scanner's address is refused too
+    await expect(throttle.check("192.0.2.66", {})).rejects.toMatchObject({ code: "LETHE_AUTH_THROTTLED" });
   });
 });
 

@@ -14,7 +14,7 @@ export function authenticate(
   connection: object,
   address: string,
 ): MaybePromise<AuthContext> {
-  const throttled = gateway.authThrottle.check(address);
+  const throttled = gateway.authThrottle.check(address, connection);
   if (throttled !== undefined) return throttled.then(() => checkKey(gateway, headers, connection, address));
   return checkKey(gateway, headers, connection, address);
 }
@@ -29,13 +29,15 @@ function checkKey(
   try {
     auth = gateway.authenticator.authenticate(headers, connection);
   } catch (thrown) {
-    return countFailure(gateway, address, thrown);
+    return countFailure(gateway, address, connection, thrown);
   }
-  return auth instanceof Promise ? auth.catch((thrown: unknown) => countFailure(gateway, address, thrown)) : auth;
+  return auth instanceof Promise
+    ? auth.catch((thrown: unknown) => countFailure(gateway, address, connection, thrown))
+    : auth;
 }
 
-async function countFailure(gateway: Gateway, address: string, thrown: unknown): Promise<never> {
+async function countFailure(gateway: Gateway, address: string, connection: object, thrown: unknown): Promise<never> {
   if (thrown instanceof LetheError && thrown.kind === "authentication")
-    await gateway.authThrottle.recordFailure(address);
+    await gateway.authThrottle.recordFailure(address, connection);
   throw thrown;
 }
