@@ -129,14 +129,15 @@ export async function readMemory(pid) {
  * script (the young generation's size), then `bin/lethe.js serve` and `extra`. The benches
  * measure what an operator runs.
  */
-export function letheServeArgs(extra = [], checkout = null) {
+export function letheServeArgs(extra = [], checkout = null, nodeFlags = []) {
   const start = JSON.parse(readFileSync(path.join(REPO_ROOT, "package.json"), "utf8")).scripts.start;
   const match = /^node\s+(.*?)\s*bin\/lethe\.js serve$/.exec(start);
   if (match === null) throw new Error(`unexpected start script: ${start}`);
   const flags = match[1].split(/\s+/).filter((flag) => flag !== "");
   // `checkout`: another copy of the repo (compare-builds.mjs runs two builds side by side)
   const entry = checkout === null ? "bin/lethe.js" : path.join(checkout, "bin", "lethe.js");
-  return [...flags, entry, "serve", ...extra];
+  // `nodeFlags` after the start script's own: for a V8 flag given twice, the last one counts
+  return [...flags, ...nodeFlags, entry, "serve", ...extra];
 }
 
 /** Writes `configYaml` into `directory` and returns Lethe's environment for it: no inherited LETHE_* (e.g. a database URL). */

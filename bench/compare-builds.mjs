@@ -9,6 +9,8 @@
 // Usage: node bench/compare-builds.mjs CHECKOUT_A CHECKOUT_B [ROUNDS] [SECONDS]
 //   A checkout is a copy of the repo with dist/ built (node_modules may be a symlink);
 //   for an ablation, copy the repo, edit the copy's dist/, and compare it with this one.
+//   COMPARE_FLAGS_A / COMPARE_FLAGS_B add node flags to one side only, to compare V8
+//   settings on one build: `COMPARE_FLAGS_B=--max-semi-space-size=8 ... . .`
 import { mkdir, mkdtemp, rm } from "node:fs/promises";
 import os from "node:os";
 import path from "node:path";
@@ -48,7 +50,8 @@ async function startBuild(label, checkout, supplierPort, workDir) {
   const port = await findFreePort();
   await mkdir(directory);
   const environment = await writeLetheSetup(directory, coreBenchConfigYaml(supplierPort, "bench-model"), port);
-  const child = spawnNode(letheServeArgs([], root), { name: `Lethe ${label}`, environment });
+  const nodeFlags = (process.env[`COMPARE_FLAGS_${label}`] ?? "").split(" ").filter((flag) => flag !== "");
+  const child = spawnNode(letheServeArgs([], root, nodeFlags), { name: `Lethe ${label}`, environment });
   const apiKey = await readFirstStartKey(child);
   addDemoCredits(environment, root);
   return { label, root, port, apiKey, pid: child.pid, rounds: [] };

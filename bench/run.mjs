@@ -100,7 +100,7 @@ async function startLethe(workDir, supplierPort) {
   if (flags.has("--cpu-prof")) {
     nodeFlags.push("--cpu-prof", `--cpu-prof-dir=${path.join(RESULTS_DIR, "profiles")}`);
   }
-  const child = spawnNode([...nodeFlags, ...letheServeArgs()], { name: "Lethe", environment });
+  const child = spawnNode(letheServeArgs([], null, nodeFlags), { name: "Lethe", environment });
   const apiKey = await readFirstStartKey(child);
   addDemoCredits(environment);
   return { child, port, apiKey, environment };
