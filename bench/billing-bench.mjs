@@ -40,8 +40,10 @@ const REPO_ROOT = path.resolve(path.dirname(fileURLToPath(import.meta.url)), "..
 const HOST = "127.0.0.1";
 const ENDPOINT = "/v1/chat/completions";
 const SETTINGS = {
-  // an even number of rounds: each side runs first in half of them (the first slot is slower)
-  rounds: 4,
+  // an even number of rounds: each side runs first in half of them (the first slot is slower);
+  // eight, because single 2 s rounds swing by ±25 % on a shared machine (four gave 0.75 and
+  // 1.05 in two runs of the same build)
+  rounds: 8,
   connections: 50,
   seconds: 2, // autocannon counts whole seconds
   warmupSeconds: 1,
