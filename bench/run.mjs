@@ -57,7 +57,12 @@ const SETTINGS = {
   throughputConnections: 50,
   throughputSeconds: 4,
   latencyRequestsPerRound: 1000,
-  warmupSeconds: 1,
+  // a gateway runs warm: under load V8 keeps optimising Lethe's request path (and Node's and
+  // undici's, which differ in shape between its server and client sockets) for about eight
+  // seconds, about 100 TurboFan compilations and 15 deoptimisations per 3 s after the first
+  // second (--trace-opt --trace-deopt), on background threads that take CPU from the
+  // measured rounds; every target gets the same warm-up
+  warmupSeconds: 8,
   warmupLatencyRequests: 300,
 };
 
