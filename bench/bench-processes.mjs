@@ -140,6 +140,11 @@ export function letheServeArgs(extra = [], checkout = null, nodeFlags = []) {
   return [...flags, ...nodeFlags, entry, "serve", ...extra];
 }
 
+/** Node flags from an environment variable, space-separated ("" or unset: none). */
+export function nodeFlagsFrom(variable) {
+  return (process.env[variable] ?? "").split(" ").filter((flag) => flag !== "");
+}
+
 /** Writes `configYaml` into `directory` and returns Lethe's environment for it: no inherited LETHE_* (e.g. a database URL). */
 export async function writeLetheSetup(directory, configYaml, port, extraEnvironment = {}) {
   const configPath = path.join(directory, "lethe.config.yaml");

@@ -21,6 +21,7 @@ import {
   findFreePort,
   killAllChildren,
   letheServeArgs,
+  nodeFlagsFrom,
   readCpuMs,
   readFirstStartKey,
   spawnNode,
@@ -50,8 +51,10 @@ async function startBuild(label, checkout, supplierPort, workDir) {
   const port = await findFreePort();
   await mkdir(directory);
   const environment = await writeLetheSetup(directory, coreBenchConfigYaml(supplierPort, "bench-model"), port);
-  const nodeFlags = (process.env[`COMPARE_FLAGS_${label}`] ?? "").split(" ").filter((flag) => flag !== "");
-  const child = spawnNode(letheServeArgs([], root, nodeFlags), { name: `Lethe ${label}`, environment });
+  const child = spawnNode(letheServeArgs([], root, nodeFlagsFrom(`COMPARE_FLAGS_${label}`)), {
+    name: `Lethe ${label}`,
+    environment,
+  });
   const apiKey = await readFirstStartKey(child);
   addDemoCredits(environment, root);
   return { label, root, port, apiKey, pid: child.pid, rounds: [] };

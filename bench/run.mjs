@@ -31,6 +31,7 @@ import {
   findFreePort,
   killAllChildren,
   letheServeArgs,
+  nodeFlagsFrom,
   readCpuMs,
   readFirstStartKey,
   readMemory,
@@ -101,7 +102,7 @@ async function startLethe(workDir, supplierPort) {
   const port = await findFreePort();
   const environment = await writeLetheSetup(workDir, coreBenchConfigYaml(supplierPort, MODEL_ID), port);
   // BENCH_LETHE_NODE_FLAGS tries V8 flags on Lethe alone (e.g. "--max-semi-space-size=4")
-  const nodeFlags = (process.env.BENCH_LETHE_NODE_FLAGS ?? "").split(" ").filter((flag) => flag !== "");
+  const nodeFlags = nodeFlagsFrom("BENCH_LETHE_NODE_FLAGS");
   if (flags.has("--cpu-prof")) {
     nodeFlags.push("--cpu-prof", `--cpu-prof-dir=${path.join(RESULTS_DIR, "profiles")}`);
   }

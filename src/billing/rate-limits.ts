@@ -4,6 +4,7 @@ import { LetheError } from "../errors/lethe-error.js";
 import type { AuthContext } from "../keys/authenticator.js";
 import { after, type MaybePromise } from "../lang/maybe-promise.js";
 import type { EventLog } from "../logging/event-log.js";
+import { FixedWindows, type WindowCount } from "./fixed-windows.js";
 
 const WINDOW_MS = 60_000;
 
@@ -16,12 +17,6 @@ export interface LimitState {
 
 type Kind = "rpm" | "tpm";
 type Scope = "account" | "key";
-
-/** A count in its current fixed window, and when that window ends (epoch milliseconds). */
-interface WindowCount {
-  consumed: number;
-  endsAt: number;
-}
 
 /** Where the windows live: this process's memory, or Redis when replicas share them. */
 interface LimitCounters {
@@ -202,43 +197,19 @@ function refusedWhat(kind: Kind, scope: Scope): string {
 
 function noop(): void {}
 
-/**
- * Fixed windows in this process's memory, keyed by the account or key id itself: no
- * string is built per request, no promise made, no timer per window. Ended windows are
- * swept once a window length.
- */
+/** Fixed windows in this process's memory, one set per limit and scope: no promise made. */
 class MemoryCounters implements LimitCounters {
-  private readonly windows: Record<Kind, Record<Scope, Map<string, WindowCount>>> = {
-    rpm: { account: new Map(), key: new Map() },
-    tpm: { account: new Map(), key: new Map() },
+  private readonly windows: Record<Kind, Record<Scope, FixedWindows>> = {
+    rpm: { account: new FixedWindows(WINDOW_MS), key: new FixedWindows(WINDOW_MS) },
+    tpm: { account: new FixedWindows(WINDOW_MS), key: new FixedWindows(WINDOW_MS) },
   };
-  private nextSweepAt = 0;
 
   add(kind: Kind, scope: Scope, id: string, amount: number): WindowCount {
-    const now = Date.now();
-    if (now >= this.nextSweepAt) this.sweep(now);
-    const windows = this.windows[kind][scope];
-    let window = windows.get(id);
-    if (window === undefined || window.endsAt <= now) {
-      window = { consumed: 0, endsAt: now + WINDOW_MS };
-      windows.set(id, window);
-    }
-    window.consumed += amount;
-    return window;
+    return this.windows[kind][scope].add(id, amount);
   }
 
   subtract(kind: Kind, scope: Scope, id: string, amount: number): void {
-    const window = this.windows[kind][scope].get(id);
-    if (window !== undefined && window.endsAt > Date.now()) window.consumed -= amount;
-  }
-
-  private sweep(now: number): void {
-    this.nextSweepAt = now + WINDOW_MS;
-    for (const byScope of Object.values(this.windows)) {
-      for (const windows of Object.values(byScope)) {
-        for (const [id, window] of windows) if (window.endsAt <= now) windows.delete(id);
-      }
-    }
+    this.windows[kind][scope].subtract(id, amount);
   }
 }
 

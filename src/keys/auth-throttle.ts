@@ -1,18 +1,10 @@
 import { createHmac, hkdfSync } from "node:crypto";
 import type { Redis } from "ioredis";
-import { RateLimiterMemory, RateLimiterRedis, RateLimiterRes } from "rate-limiter-flexible";
+import { RateLimiterMemory, RateLimiterRedis } from "rate-limiter-flexible";
+import { FixedWindows } from "../billing/fixed-windows.js";
 import { LetheError } from "../errors/lethe-error.js";
 
 const WINDOW_MS = 60_000;
-
-/** Ended windows are swept at most this often, however many addresses failed at different times. */
-const SWEEP_EVERY_MS = 1_000;
-
-/** Failures of one address in its fixed window, and when that window ends (epoch milliseconds). */
-interface FailureWindow {
-  failures: number;
-  endsAt: number;
-}
 
 /**
  * Slows down key guessing: failed authentications are counted per client address,
@@ -27,8 +19,8 @@ interface FailureWindow {
 export class AuthThrottle {
   private readonly subkey: Buffer;
   private readonly shared: RateLimiterRedis | null;
-  private readonly windows = new Map<string, FailureWindow>();
-  private nextSweepAt = Number.POSITIVE_INFINITY;
+  /** Failures per hashed address (memory mode). */
+  private readonly failures = new FixedWindows(WINDOW_MS);
   /** The hashed address of each live connection; the socket already holds the address itself. */
   private readonly connectionKeys = new WeakMap<object, string>();
 
@@ -61,38 +53,30 @@ export class AuthThrottle {
    * so every check asks Redis.
    */
   check(address: string, connection?: object): Promise<void> | undefined {
-    if (this.shared !== null) return this.lookUpShared(this.addressKey(address, connection));
-    if (this.windows.size === 0) return undefined;
+    const shared = this.shared;
+    if (shared !== null) return this.lookUpShared(shared, this.addressKey(address, connection));
+    if (this.failures.size === 0) return undefined;
     const now = Date.now();
-    if (now >= this.nextSweepAt) this.sweep(now);
-    if (this.windows.size === 0) return undefined;
-    const window = this.windows.get(this.addressKey(address, connection));
-    if (window === undefined || window.endsAt <= now || window.failures < this.failuresPerMinute) return undefined;
+    const window = this.failures.current(this.addressKey(address, connection), now);
+    if (window === undefined || window.consumed < this.failuresPerMinute) return undefined;
     return Promise.reject(throttled(window.endsAt - now));
   }
 
   /** Counts one failed authentication. */
   async recordFailure(address: string, connection?: object): Promise<void> {
     const key = this.addressKey(address, connection);
-    if (this.shared !== null) {
-      await this.shared.consume(key).catch((thrown: unknown) => {
-        if (!(thrown instanceof RateLimiterRes)) return;
-      });
+    if (this.shared === null) {
+      this.failures.add(key, 1);
       return;
     }
-    const now = Date.now();
-    let window = this.windows.get(key);
-    if (window === undefined || window.endsAt <= now) {
-      window = { failures: 0, endsAt: now + WINDOW_MS };
-      this.windows.set(key, window);
-      this.nextSweepAt = Math.min(this.nextSweepAt, window.endsAt);
-    }
-    window.failures++;
+    // over the limit consume rejects with the count, and with an error when neither Redis nor
+    // the insurance limiter answered: either way there is nothing more to do
+    await this.shared.consume(key).catch(() => {});
   }
 
-  private async lookUpShared(key: string): Promise<void> {
-    const result = await this.shared?.get(key).catch(() => null);
-    if (result != null && result.consumedPoints >= this.failuresPerMinute) throw throttled(result.msBeforeNext);
+  private async lookUpShared(shared: RateLimiterRedis, key: string): Promise<void> {
+    const result = await shared.get(key).catch(() => null);
+    if (result !== null && result.consumedPoints >= this.failuresPerMinute) throw throttled(result.msBeforeNext);
   }
 
   private addressKey(address: string, connection: object | undefined): string {
@@ -107,16 +91,6 @@ export class AuthThrottle {
 
   private hash(address: string): string {
     return createHmac("sha256", this.subkey).update(address).digest("base64url").slice(0, 22);
-  }
-
-  /** Drops ended windows; the next sweep is due when the earliest open one ends. */
-  private sweep(now: number): void {
-    let earliest = Number.POSITIVE_INFINITY;
-    for (const [key, window] of this.windows) {
-      if (window.endsAt <= now) this.windows.delete(key);
-      else earliest = Math.min(earliest, window.endsAt);
-    }
-    this.nextSweepAt = Math.max(earliest, now + SWEEP_EVERY_MS);
   }
 }
 
