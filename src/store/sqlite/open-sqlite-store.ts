@@ -31,12 +31,19 @@ const CONNECTION_PRAGMAS = [
   "cache_size = -2048",
 ];
 
-/** A record as one row of positional parameters, booleans stored as 0/1. */
+/**
+ * A record as one row of positional parameters, booleans stored as 0/1. Built by push,
+ * not `map`: once optimised, `map` preallocates a holey array, which structured clone
+ * sends as a sparse array that the writer thread rebuilds one property at a time (a
+ * quarter of that thread's work per request, under callgrind); a packed array goes densely.
+ */
 function toParameters(record: MetadataRecord): MetadataRow {
-  return METADATA_COLUMNS.map((column) => {
+  const row: MetadataRow = [];
+  for (const column of METADATA_COLUMNS) {
     const value = record[column];
-    return typeof value === "boolean" ? (value ? 1 : 0) : value;
-  });
+    row.push(typeof value === "boolean" ? (value ? 1 : 0) : value);
+  }
+  return row;
 }
 
 /** The ledger on SQLite: debits go to the writer thread (SQLite mode takes no database holds, so none to delete). */
@@ -61,9 +68,10 @@ class SqliteLedgerStore extends LedgerStore {
 
   override async debit(debits: readonly Debit[]): Promise<void> {
     if (debits.length === 0) return;
-    await this.writer.writeDebits(
-      debits.map((debit): DebitRow => [debit.accountId, debit.ts, debit.amountMicros, debit.requestId]),
-    );
+    // packed rows in a packed array: see toParameters
+    const rows: DebitRow[] = [];
+    for (const debit of debits) rows.push([debit.accountId, debit.ts, debit.amountMicros, debit.requestId]);
+    await this.writer.writeDebits(rows);
   }
 }
 
@@ -86,7 +94,11 @@ class SqliteStore extends KyselyStore {
   }
 
   override async insertMetadata(records: readonly MetadataRecord[]): Promise<void> {
-    if (records.length > 0) await this.writer.writeMetadata(records.map(toParameters));
+    if (records.length === 0) return;
+    // packed, like each row (toParameters)
+    const rows: MetadataRow[] = [];
+    for (const record of records) rows.push(toParameters(record));
+    await this.writer.writeMetadata(rows);
   }
 }
 
