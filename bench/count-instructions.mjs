@@ -19,7 +19,11 @@
 //   --stream   streaming requests instead of JSON ones
 //   --threads  also print each thread's share (main, SQLite writer, V8's helpers...)
 //   --keep     keep the callgrind output files (bench/results/callgrind/) for callgrind_annotate
-// The targets' node flags come from COUNT_NODE_FLAGS, as in the other benches.
+// Every target runs with --no-concurrent-recompilation, so that V8 optimises a function on
+// the thread that runs it, as soon as it is hot: on background threads, valgrind's slowness
+// left the request path in whatever tier the compiler had reached, and the main thread's
+// count moved by 10 % between builds for reasons of timing alone (a 2 % change measured
+// +8 % once). Further node flags come from COUNT_NODE_FLAGS, as in the other benches.
 import { spawn, spawnSync } from "node:child_process";
 import { mkdir, mkdtemp, readdir, readFile, rm } from "node:fs/promises";
 import os from "node:os";
@@ -45,6 +49,7 @@ const OUTPUT_DIR = path.join(REPO_ROOT, "bench", "results", "callgrind");
 const HOST = "127.0.0.1";
 const CONNECTIONS = 8;
 const READY_TIMEOUT_MS = 180_000;
+const NODE_FLAGS = ["--no-concurrent-recompilation", ...nodeFlagsFrom("COUNT_NODE_FLAGS")];
 
 function parseArguments(argv) {
   const options = {
@@ -213,7 +218,7 @@ async function startLethe(checkout, supplierPort, directory, outputFile, threads
   const port = await findFreePort();
   await mkdir(directory, { recursive: true });
   const environment = await writeLetheSetup(directory, coreBenchConfigYaml(supplierPort, "bench-model"), port);
-  const args = letheServeArgs([], checkout, nodeFlagsFrom("COUNT_NODE_FLAGS"));
+  const args = letheServeArgs([], checkout, NODE_FLAGS);
   const { child, matched } = spawnUnderCallgrind(args, {
     environment,
     outputFile,
@@ -232,7 +237,7 @@ async function startLethe(checkout, supplierPort, directory, outputFile, threads
 }
 
 async function startBare(supplierPort, outputFile, threads) {
-  const args = [...nodeFlagsFrom("COUNT_NODE_FLAGS"), "bench/bare-proxy.mjs", `http://${HOST}:${supplierPort}`];
+  const args = [...NODE_FLAGS, "bench/bare-proxy.mjs", `http://${HOST}:${supplierPort}`];
   const { child, matched } = spawnUnderCallgrind(args, {
     environment: process.env,
     outputFile,

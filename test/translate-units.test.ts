@@ -587,12 +587,25 @@ describe("the Anthropic surface's JSON answers", () => {
     return created;
   }
 
+  const noUsage = {
+    openai: {
+      id: "chatcmpl-1",
+      model: "upstream-name",
+      choices: [{ message: { content: "once upon a time" }, finish_reason: "stop" }],
+    },
+    anthropic: { id: "msg_1", type: "message", model: "upstream-name", content: [{ type: "text", text: "once upon a time" }] },
+  } as const;
+
   it.each([
-    ["openai", { id: "chatcmpl-1", choices: [{ message: { content: "once upon a time" }, finish_reason: "stop" }] }],
-    ["anthropic", { id: "msg_1", type: "message", content: [{ type: "text", text: "once upon a time" }] }],
-  ] as const)("counts tokens itself, and says so, when a %s supplier reports no usage", (format, body) => {
+    ["openai", "parsed"],
+    ["openai", "with its text"],
+    ["anthropic", "parsed"],
+    ["anthropic", "with its text"],
+  ] as const)("counts tokens itself, and says so, when a %s supplier reports no usage (answer %s)", (format, form) => {
     const metered = exchange();
-    const answer = JSON.parse(anthropicMessagesSurface.jsonResponse(request, structuredClone(body), format, metered));
+    const body = noUsage[format];
+    const given = { body: structuredClone(body), text: form === "parsed" ? undefined : JSON.stringify(body) };
+    const answer = JSON.parse(anthropicMessagesSurface.jsonResponse(request, given, format, metered));
     expect(metered.tokensEstimated).toBe(true);
     expect(metered.usage?.input).toBeGreaterThan(0);
     expect(metered.usage?.output).toBe(4);
@@ -604,7 +617,7 @@ describe("the Anthropic surface's JSON answers", () => {
     const metered = exchange();
     anthropicMessagesSurface.jsonResponse(
       request,
-      { type: "message", content: [], usage: { input_tokens: 3, cache_read_input_tokens: 2, output_tokens: 1 } },
+      { body: { type: "message", content: [], usage: { input_tokens: 3, cache_read_input_tokens: 2, output_tokens: 1 } } },
       "anthropic",
       metered,
     );

@@ -5,8 +5,9 @@ import { fromAnthropicUsage, toAnthropicUsage } from "../../metering/anthropic-u
 import { collectText, countTextTokens, estimateInputTokens } from "../../metering/count-tokens.js";
 import type { Exchange } from "../../metering/exchange.js";
 import { fromOpenAIUsage, type TokenUsage } from "../../metering/token-usage.js";
-import type { WireFormat } from "../../suppliers/supplier.js";
+import type { JsonAnswer, WireFormat } from "../../suppliers/supplier.js";
 import type { ClientRequest, ClientSurface, StreamTranslator } from "../surface/client-surface.js";
+import { spliceModel } from "../surface/splice-model.js";
 import { anthropicToOpenAIRequest } from "../translate/anthropic-to-openai-request.js";
 import { OpenAIToAnthropicStream } from "../translate/openai-to-anthropic-stream.js";
 import { openAIToAnthropicMessage } from "../translate/translate-response.js";
@@ -77,12 +78,8 @@ export const anthropicMessagesSurface: ClientSurface = {
     return body;
   },
 
-  jsonResponse(
-    request: ClientRequest,
-    body: Record<string, unknown>,
-    supplierFormat: WireFormat,
-    exchange: Exchange,
-  ): string {
+  jsonResponse(request: ClientRequest, answer: JsonAnswer, supplierFormat: WireFormat, exchange: Exchange): string {
+    const body = answer.body;
     const fromOpenAI = supplierFormat === "openai";
     const reported = fromOpenAI ? fromOpenAIUsage(body.usage) : fromAnthropicUsage(body.usage);
     const message = fromOpenAI ? openAIToAnthropicMessage(body, exchange.model, NO_USAGE) : body;
@@ -90,6 +87,11 @@ export const anthropicMessagesSurface: ClientSurface = {
     exchange.usage = reported ?? estimateUsage(request.body, message.content);
     if (reported === null) exchange.tokensEstimated = true;
     if (fromOpenAI) message.usage = toAnthropicUsage(exchange.usage);
+    else if (answer.text !== undefined) {
+      // passed on as it came but for the model id (see splice-model.ts)
+      const spliced = spliceModel(answer.text, body.model, exchange.model);
+      if (spliced !== undefined) return spliced;
+    }
     message.model = exchange.model;
     return JSON.stringify(message);
   },

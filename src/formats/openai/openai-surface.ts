@@ -3,8 +3,9 @@ import { fromAnthropicUsage } from "../../metering/anthropic-usage.js";
 import { collectText, countTextTokens, estimateInputTokens } from "../../metering/count-tokens.js";
 import type { Exchange } from "../../metering/exchange.js";
 import { fromOpenAIUsage } from "../../metering/token-usage.js";
-import type { WireFormat } from "../../suppliers/supplier.js";
+import type { JsonAnswer, WireFormat } from "../../suppliers/supplier.js";
 import type { ClientRequest, ClientSurface, StreamTranslator } from "../surface/client-surface.js";
+import { spliceModel } from "../surface/splice-model.js";
 import { AnthropicToOpenAIStream } from "../translate/anthropic-to-openai-stream.js";
 import { openAIToAnthropicRequest } from "../translate/openai-to-anthropic-request.js";
 import { anthropicToOpenAICompletion } from "../translate/translate-response.js";
@@ -45,12 +46,8 @@ export const openAIChatSurface: ClientSurface = {
     return body;
   },
 
-  jsonResponse(
-    request: ClientRequest,
-    body: Record<string, unknown>,
-    supplierFormat: WireFormat,
-    exchange: Exchange,
-  ): string {
+  jsonResponse(request: ClientRequest, answer: JsonAnswer, supplierFormat: WireFormat, exchange: Exchange): string {
+    const body = answer.body;
     if (supplierFormat === "anthropic") {
       const usage = fromAnthropicUsage(body.usage);
       if (usage === null) exchange.tokensEstimated = true;
@@ -74,6 +71,8 @@ export const openAIChatSurface: ClientSurface = {
       exchange.tokensEstimated = true;
     }
     // clients see the model id they asked for, not the supplier's name for it
+    const spliced = answer.text === undefined ? undefined : spliceModel(answer.text, body.model, exchange.model);
+    if (spliced !== undefined) return spliced;
     body.model = exchange.model;
     return JSON.stringify(body);
   },

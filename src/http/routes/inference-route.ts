@@ -81,7 +81,7 @@ async function relay(
   );
 
   if (result.kind === "json") {
-    const text = surface.jsonResponse(request, result.body, supplier.format, exchange);
+    const text = surface.jsonResponse(request, result, supplier.format, exchange);
     finishExchange(gateway, exchange, 200, null);
     recordOutcome(gateway, stats, exchange, null);
     headers.push("content-type", "application/json; charset=utf-8", "content-length", Buffer.byteLength(text));

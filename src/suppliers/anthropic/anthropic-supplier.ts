@@ -84,9 +84,9 @@ export class AnthropicSupplier implements Supplier {
     );
     if (isRejection(answer)) return { kind: "rejected", error: answer.error, detail: answer.detail };
     if (call.stream) return { kind: "stream", events: this.readEvents(answer) };
-    const body = await readJsonObject(answer);
-    if (body.type !== "message") throw badUpstreamResponse("The supplier sent a response that is not a message.");
-    return { kind: "json", body };
+    const json = await readJsonObject(answer);
+    if (json.body.type !== "message") throw badUpstreamResponse("The supplier sent a response that is not a message.");
+    return { kind: "json", body: json.body, text: json.text };
   }
 
   /** Asks the supplier's own `count_tokens` endpoint; the result is `{ input_tokens }`. */
@@ -100,7 +100,7 @@ export class AnthropicSupplier implements Supplier {
       call.timeouts,
     );
     if (isRejection(answer)) return { kind: "rejected", error: answer.error, detail: answer.detail };
-    const body = await readJsonObject(answer);
+    const { body } = await readJsonObject(answer);
     if (typeof body.input_tokens !== "number") throw badUpstreamResponse("The supplier's token count is not a number.");
     return { kind: "json", body };
   }

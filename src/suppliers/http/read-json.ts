@@ -1,4 +1,5 @@
 import { UpstreamError } from "../../errors/lethe-error.js";
+import type { JsonAnswer } from "../supplier.js";
 import type { UpstreamResponse } from "./supplier-http-client.js";
 
 /** A 200 whose body Lethe cannot use: retryable on another route. */
@@ -6,8 +7,8 @@ export function badUpstreamResponse(message: string): UpstreamError {
   return new UpstreamError("LETHE_UPSTREAM_BAD_RESPONSE", message, { upstreamStatus: 200, retryable: true });
 }
 
-/** Reads a whole upstream JSON body into an object, or throws LETHE_UPSTREAM_BAD_RESPONSE. */
-export async function readJsonObject(response: UpstreamResponse): Promise<Record<string, unknown>> {
+/** Reads a whole upstream JSON body into an object (with its text), or throws LETHE_UPSTREAM_BAD_RESPONSE. */
+export async function readJsonObject(response: UpstreamResponse): Promise<Required<JsonAnswer>> {
   const text = await response.text();
   let parsed: unknown;
   try {
@@ -18,5 +19,5 @@ export async function readJsonObject(response: UpstreamResponse): Promise<Record
   if (typeof parsed !== "object" || parsed === null || Array.isArray(parsed)) {
     throw badUpstreamResponse("The supplier sent a response that is not a JSON object.");
   }
-  return parsed as Record<string, unknown>;
+  return { body: parsed as Record<string, unknown>, text };
 }

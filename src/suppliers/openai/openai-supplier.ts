@@ -4,7 +4,7 @@ import { UpstreamError } from "../../errors/lethe-error.js";
 import { badUpstreamResponse, readJsonObject } from "../http/read-json.js";
 import { readSse } from "../http/read-sse.js";
 import { isRejection, SupplierHttpClient, type UpstreamResponse } from "../http/supplier-http-client.js";
-import type { Supplier, SupplierCall, SupplierResult, WireEvent } from "../supplier.js";
+import type { JsonAnswer, Supplier, SupplierCall, SupplierResult, WireEvent } from "../supplier.js";
 
 function isObject(value: unknown): value is Record<string, unknown> {
   return typeof value === "object" && value !== null && !Array.isArray(value);
@@ -49,13 +49,14 @@ export class OpenAICompatibleSupplier implements Supplier {
     );
     if (isRejection(answer)) return { kind: "rejected", error: answer.error, detail: answer.detail };
     if (call.stream) return { kind: "stream", events: this.readChunks(answer) };
-    return { kind: "json", body: await this.readJson(answer) };
+    const json = await this.readJson(answer);
+    return { kind: "json", body: json.body, text: json.text };
   }
 
   /** Reads a whole non-streaming completion. */
-  protected async readJson(response: UpstreamResponse): Promise<Record<string, unknown>> {
+  protected async readJson(response: UpstreamResponse): Promise<JsonAnswer> {
     const parsed = await readJsonObject(response);
-    if (!Array.isArray(parsed.choices)) {
+    if (!Array.isArray(parsed.body.choices)) {
       throw badUpstreamResponse("The supplier sent a response that is not a chat completion.");
     }
     return parsed;

@@ -1,0 +1,94 @@
+import { describe, expect, it } from "vitest";
+import { spliceModel } from "../src/formats/surface/splice-model.js";
+
+/** Splices as a surface does: with the model the text's own parse gave. */
+function splice(text: string, model = "alias"): string | undefined {
+  return spliceModel(text, JSON.parse(text).model, model);
+}
+
+describe("spliceModel", () => {
+  it("replaces the top-level model and leaves every other byte as it came", () => {
+    const text = '{"id":"chatcmpl-1","object":"chat.completion","model":"upstream-7b","choices":[],"usage":{"a":1}}';
+    expect(splice(text)).toBe('{"id":"chatcmpl-1","object":"chat.completion","model":"alias","choices":[],"usage":{"a":1}}');
+  });
+
+  it("finds the key in pretty-printed JSON, whitespace around the colon included", () => {
+    const text = '{\n  "id": "x",\n  "model" \t:\r\n "upstream",\n  "choices": []\n}';
+    expect(splice(text)).toBe('{\n  "id": "x",\n  "model" \t:\r\n "alias",\n  "choices": []\n}');
+  });
+
+  it("skips a quoted model inside a string and a model that is a value, not a key", () => {
+    const text = JSON.stringify({
+      choices: [{ message: { role: "model", content: 'say "model": "upstream" \\' } }],
+      model: "upstream",
+    });
+    const spliced = splice(text);
+    expect(spliced).toBeDefined();
+    expect(JSON.parse(spliced as string)).toEqual({ ...JSON.parse(text), model: "alias" });
+  });
+
+  it("does not take a key that ends in an escaped quote and model for a second model key", () => {
+    const text = JSON.stringify({ choices: [{ 'say "model': 1 }], model: "upstream" });
+    expect(JSON.parse(splice(text) as string)).toEqual({ choices: [{ 'say "model': 1 }], model: "alias" });
+  });
+
+  it("handles a string that ends in a backslash right before the key", () => {
+    const text = '{"note":"ends in \\\\","model":"upstream"}';
+    expect(JSON.parse(splice(text) as string)).toEqual({ note: "ends in \\", model: "alias" });
+  });
+
+  it("serialises the new model id, quotes and backslashes included", () => {
+    const spliced = splice('{"model":"a\\"b\\\\c"}', 'my "quoted" \\ model');
+    expect(JSON.parse(spliced as string)).toEqual({ model: 'my "quoted" \\ model' });
+  });
+
+  it.each([
+    ["a nested model key", '{"model":"upstream","choices":[{"model":"upstream"}]}'],
+    ["a duplicate top-level key", '{"model":"other","model":"upstream"}'],
+    ["a \\u escape anywhere (a key could spell model with one)", '{"mod\\u0065l":"x","choices":[{"model":"x"}]}'],
+    ["a \\u escape in content", '{"model":"upstream","content":"caf\\u00e9"}'],
+    ["a model that is not a string", '{"model":7}'],
+    ["a null model", '{"model":null}'],
+    ["no model at all", '{"id":"x"}'],
+  ])("declines (the caller serialises instead) for %s", (_, text) => {
+    expect(splice(text)).toBeUndefined();
+  });
+
+  it("declines when the value found is not the one the parse gave", () => {
+    expect(spliceModel('{"model":"upstream"}', "something else", "alias")).toBeUndefined();
+  });
+
+  it("agrees with parse-and-serialise on every text it edits, over many generated answers", () => {
+    let seed = 7;
+    const random = (): number => {
+      seed = (seed * 1_103_515_245 + 12_345) % 2_147_483_648;
+      return seed / 2_147_483_648;
+    };
+    const pieces = ["model", '"model"', '\\"model\\":', "\\", "\u00e9", "\n", "text", ":", "{", "}"];
+    const randomString = (): string =>
+      Array.from({ length: Math.floor(random() * 5) }, () => pieces[Math.floor(random() * pieces.length)]).join("");
+    const randomValue = (depth: number): unknown => {
+      const kind = Math.floor(random() * (depth > 2 ? 3 : 5));
+      if (kind === 0) return randomString();
+      if (kind === 1) return Math.floor(random() * 100);
+      if (kind === 2) return null;
+      if (kind === 3) return [randomValue(depth + 1), randomValue(depth + 1)];
+      const nested: Record<string, unknown> = { [randomString()]: randomValue(depth + 1) };
+      if (random() < 0.3) nested.model = randomValue(depth + 1);
+      return nested;
+    };
+    let edited = 0;
+    for (let index = 0; index < 2_000; index++) {
+      const body: Record<string, unknown> = { id: randomString(), choices: [randomValue(1)] };
+      if (random() < 0.9) body.model = random() < 0.8 ? randomString() : randomValue(1);
+      if (random() < 0.5) body.usage = randomValue(1);
+      const text = JSON.stringify(body, null, random() < 0.5 ? undefined : 2);
+      const spliced = splice(text);
+      if (spliced === undefined) continue;
+      edited++;
+      expect(JSON.parse(spliced)).toEqual({ ...JSON.parse(text), model: "alias" });
+    }
+    // the common shape (one string model, no escapes) is edited, not declined
+    expect(edited).toBeGreaterThan(200);
+  });
+});
