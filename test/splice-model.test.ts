@@ -9,7 +9,9 @@ function splice(text: string, model = "alias"): string | undefined {
 describe("spliceModel", () => {
   it("replaces the top-level model and leaves every other byte as it came", () => {
     const text = '{"id":"chatcmpl-1","object":"chat.completion","model":"upstream-7b","choices":[],"usage":{"a":1}}';
-    expect(splice(text)).toBe('{"id":"chatcmpl-1","object":"chat.completion","model":"alias","choices":[],"usage":{"a":1}}');
+    expect(splice(text)).toBe(
+      '{"id":"chatcmpl-1","object":"chat.completion","model":"alias","choices":[],"usage":{"a":1}}',
+    );
   });
 
   it("finds the key in pretty-printed JSON, whitespace around the colon included", () => {

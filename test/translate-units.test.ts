@@ -593,7 +593,12 @@ describe("the Anthropic surface's JSON answers", () => {
       model: "upstream-name",
       choices: [{ message: { content: "once upon a time" }, finish_reason: "stop" }],
     },
-    anthropic: { id: "msg_1", type: "message", model: "upstream-name", content: [{ type: "text", text: "once upon a time" }] },
+    anthropic: {
+      id: "msg_1",
+      type: "message",
+      model: "upstream-name",
+      content: [{ type: "text", text: "once upon a time" }],
+    },
   } as const;
 
   it.each([
@@ -617,7 +622,13 @@ describe("the Anthropic surface's JSON answers", () => {
     const metered = exchange();
     anthropicMessagesSurface.jsonResponse(
       request,
-      { body: { type: "message", content: [], usage: { input_tokens: 3, cache_read_input_tokens: 2, output_tokens: 1 } } },
+      {
+        body: {
+          type: "message",
+          content: [],
+          usage: { input_tokens: 3, cache_read_input_tokens: 2, output_tokens: 1 },
+        },
+      },
       "anthropic",
       metered,
     );
