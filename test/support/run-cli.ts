@@ -26,9 +26,18 @@ export interface ServeProcess {
   stop(): Promise<number | null>;
 }
 
-/** Spawns `node bin/lethe.js serve [ARGS]` with the given environment. */
-export function spawnServe(env: Record<string, string>, cwd: string, args: string[] = []): ServeProcess {
-  const child = spawn(process.execPath, [LETHE_BIN, "serve", ...args], {
+/**
+ * Spawns `node bin/lethe.js serve [ARGS]` with the given environment; with `asCommand`,
+ * runs `bin/lethe.js` itself, as an installed `lethe` command runs (its shebang line).
+ */
+export function spawnServe(
+  env: Record<string, string>,
+  cwd: string,
+  args: string[] = [],
+  { asCommand = false } = {},
+): ServeProcess {
+  const command = asCommand ? LETHE_BIN : process.execPath;
+  const child = spawn(command, [...(asCommand ? [] : [LETHE_BIN]), "serve", ...args], {
     cwd,
     env: { PATH: process.env.PATH ?? "", ...env },
     stdio: ["ignore", "pipe", "pipe"],
