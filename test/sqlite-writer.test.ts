@@ -132,34 +132,40 @@ describe("SQLite writer thread", () => {
 
   it("rejects a refused write with SQLite's code alone; the meter keeps the batch and writes it once it can", async () => {
     const { store, file, reader, count } = await openWithReader();
-    const existing = metadataRecord({ account: "acct_conflict" });
-    await store.insertMetadata([existing]);
-    // the same request id again breaks the primary key; a batch is one transaction, so nothing lands
+    // another connection refuses this account's rows for a while (a trigger): a batch is one
+    // transaction, so nothing of it lands
+    const other = new BetterSqlite3(file);
+    other.exec(`CREATE TRIGGER refuse_conflict BEFORE INSERT ON request_metadata
+      WHEN NEW.account = 'acct_conflict' BEGIN SELECT RAISE(ABORT, 'refused'); END`);
+    const existing = metadataRecord({ account: "acct_fine" });
     const fresh = metadataRecord({ account: "acct_conflict" });
-    const duplicate = { ...existing, latency_ms: 999 };
-    const refused = await store.insertMetadata([fresh, duplicate]).catch((error: unknown) => error);
-    expect(refused).toMatchObject({ code: "SQLITE_CONSTRAINT_PRIMARYKEY" });
-    expect((refused as Error).message).not.toContain(existing.request_id);
-    expect(count("request_metadata")).toBe(1);
+    const refused = await store.insertMetadata([existing, fresh]).catch((error: unknown) => error);
+    expect(refused).toMatchObject({ code: "SQLITE_CONSTRAINT_TRIGGER" });
+    expect((refused as Error).message).not.toContain(fresh.request_id);
+    expect(count("request_metadata")).toBe(0);
 
     const events: { name: EventName; fields: object }[] = [];
     const meter = new Meter(store, capturingLog(events), { flushIntervalMs: 60_000, batchSize: 100, maxBuffered: 100 });
+    meter.record(existing);
     meter.record(fresh);
-    meter.record(duplicate);
     await meter.flush();
     expect(events).toEqual([{ name: "meter_flush_failed", fields: { records: 2, code: "LETHE_INTERNAL" } }]);
     expect(meter.pending).toBe(2);
     expect(meter.writtenCount).toBe(0);
 
-    // the conflicting row goes (another connection deletes it): the kept records are written on the next flush
-    const other = new BetterSqlite3(file);
-    other.prepare("DELETE FROM request_metadata WHERE request_id = ?").run(existing.request_id);
+    // the refusal goes: the kept records are written on the next flush
+    other.exec("DROP TRIGGER refuse_conflict");
     other.close();
     expect(await meter.drain()).toBe(2);
     expect(meter.pending).toBe(0);
+    expect(count("request_metadata")).toBe(2);
     const latency = reader.prepare("SELECT latency_ms FROM request_metadata WHERE request_id = ?").pluck();
-    expect(latency.get(duplicate.request_id)).toBe(999);
     expect(latency.get(fresh.request_id)).toBe(100);
+
+    // the same records again (a retry after a commit whose answer was lost): skipped, not refused
+    await store.insertMetadata([{ ...existing, latency_ms: 999 }, fresh]);
+    expect(count("request_metadata")).toBe(2);
+    expect(latency.get(existing.request_id)).toBe(100);
   });
 
   it("does not charge twice a balance the credit guard read between the writer's commit and its answer", async () => {

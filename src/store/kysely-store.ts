@@ -178,6 +178,9 @@ export class KyselyStore implements Store {
         await trx
           .insertInto("request_metadata")
           .values(records.slice(start, start + chunk).map(toRow))
+          // a retry of a batch whose commit went through unseen (a connection lost after
+          // COMMIT) finds its rows there already: skip them rather than fail the batch forever
+          .onConflict((conflict) => conflict.column("request_id").doNothing())
           .execute();
       }
     });

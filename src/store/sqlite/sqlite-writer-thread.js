@@ -71,8 +71,11 @@ if (port === null) throw new Error("sqlite-writer-thread runs as a worker thread
 const database = new BetterSqlite3(setup.file);
 for (const pragma of setup.pragmas) database.pragma(pragma);
 
+// a record already there is the same record again (a retry after a commit whose answer was
+// lost with a dying thread): skipped, or the meter would retry its batch forever; any other
+// constraint still refuses the batch
 const insertMetadata = database.prepare(
-  `INSERT INTO request_metadata (${setup.metadataColumns.join(", ")}) VALUES (${setup.metadataColumns.map(() => "?").join(", ")})`,
+  `INSERT INTO request_metadata (${setup.metadataColumns.join(", ")}) VALUES (${setup.metadataColumns.map(() => "?").join(", ")}) ON CONFLICT (request_id) DO NOTHING`,
 );
 const insertDebit = database.prepare(
   "INSERT INTO ledger_entries (id, account_id, ts, kind, amount_micros, request_id) VALUES (?, ?, ?, 'debit', ?, ?)",
