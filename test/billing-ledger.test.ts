@@ -234,7 +234,9 @@ describe("CreditGuard over a real SQLite ledger, randomised", () => {
     const admitted = results.filter((result) => result.status === "fulfilled");
     expect(admitted).toHaveLength(50);
     expect(await guard.available(account.id)).toBe(0);
-    for (const result of admitted) guard.settle(result.value, 1_000, mintedId<RequestId>("req_coldburst"));
+    admitted.forEach((result, index) => {
+      guard.settle(result.value, 1_000, mintedId<RequestId>(`req_coldburst${index}`));
+    });
     await guard.drain();
     expect(await store.ledger.balance(account.id)).toBe(0);
     expect(await store.ledger.sum(account.id)).toBe(0);

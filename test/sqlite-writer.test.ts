@@ -244,4 +244,38 @@ describe("SQLite writer thread", () => {
       counter = moved;
     }
   });
+
+  it("migrates a ledger that already holds a request debited twice: amounts kept, the duplicate marked", async () => {
+    const { store, file, close } = await openWithReader();
+    const account = await store.createAccount({ name: "twice" });
+    await store.ledger.credit(account.id, 10_000, "top_up");
+    await store.ledger.debit([
+      { accountId: account.id, amountMicros: 700, requestId: mintedId<RequestId>("req_twice"), ts: 1 },
+    ]);
+    await close();
+    // the state before migration 0005: no unique index, and a retried batch's second debit
+    const old = new BetterSqlite3(file);
+    old.exec("DROP INDEX ledger_entries_debit_request");
+    old.exec("DELETE FROM lethe_migrations WHERE name = '0005_debit_once'");
+    old
+      .prepare(
+        "INSERT INTO ledger_entries (id, account_id, ts, kind, amount_micros, request_id) VALUES (?, ?, 2, 'debit', -700, 'req_twice')",
+      )
+      .run(`le_${"z".repeat(20)}`, account.id);
+    old.prepare("UPDATE accounts SET balance_micros = balance_micros - 700 WHERE id = ?").run(account.id);
+    old.close();
+
+    const reopened = await openSqliteStore(path.dirname(file));
+    cleanups.push(() => reopened.close());
+    // the balance is still the sum of the entries; the later duplicate is marked, and the
+    // request cannot be debited a third time
+    expect(await reopened.ledger.balance(account.id)).toBe(8_600);
+    expect(await reopened.ledger.sum(account.id)).toBe(8_600);
+    const ids = (await reopened.ledger.recent(account.id, 10)).map((entry) => entry.requestId).sort();
+    expect(ids).toEqual([null, "req_twice", `req_twice~duplicate~le_${"z".repeat(20)}`]);
+    await reopened.ledger.debit([
+      { accountId: account.id, amountMicros: 700, requestId: mintedId<RequestId>("req_twice"), ts: 3 },
+    ]);
+    expect(await reopened.ledger.balance(account.id)).toBe(8_600);
+  });
 });

@@ -1,4 +1,4 @@
-import type { Kysely } from "kysely";
+import { type Kysely, sql } from "kysely";
 import { type AccountId, mintedId, type RequestId } from "../config/ids.js";
 import type { ChangeFeed } from "./change-feed.js";
 import { mintId } from "./mint-id.js";
@@ -68,16 +68,18 @@ export class LedgerStore {
     return balance;
   }
 
-  /** Writes settled charges: one debit entry each, and each account's balance lowered by their sum. */
+  /**
+   * Writes settled charges: one debit entry each, and each account's balance lowered by
+   * the sum of those written. A request already debited is skipped (migration 0005's
+   * unique index): the retry of a batch whose COMMIT went through unseen charges nothing twice.
+   */
   async debit(debits: readonly Debit[]): Promise<void> {
     if (debits.length === 0) return;
-    const perAccount = new Map<AccountId, number>();
-    for (const debit of debits)
-      perAccount.set(debit.accountId, (perAccount.get(debit.accountId) ?? 0) + debit.amountMicros);
     const chunk = 400;
     await this.db.transaction().execute(async (trx) => {
+      const perAccount = new Map<string, number>();
       for (let start = 0; start < debits.length; start += chunk) {
-        await trx
+        const written = await trx
           .insertInto("ledger_entries")
           .values(
             debits.slice(start, start + chunk).map((debit) => ({
@@ -89,7 +91,13 @@ export class LedgerStore {
               request_id: debit.requestId,
             })),
           )
+          // the index's own predicate, as a literal: PostgreSQL matches the conflict target to it
+          .onConflict((conflict) => conflict.column("request_id").where(sql<boolean>`kind = 'debit'`).doNothing())
+          .returning(["account_id", "amount_micros"])
           .execute();
+        for (const entry of written) {
+          perAccount.set(entry.account_id, (perAccount.get(entry.account_id) ?? 0) - Number(entry.amount_micros));
+        }
       }
       for (const [accountId, total] of perAccount) {
         await trx

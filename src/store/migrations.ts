@@ -1,4 +1,4 @@
-import { type Kysely, type Migration, type MigrationProvider, Migrator } from "kysely";
+import { type Kysely, type Migration, type MigrationProvider, Migrator, sql } from "kysely";
 
 /**
  * Schema migrations, written once for both SQLite and PostgreSQL with Kysely's
@@ -143,6 +143,21 @@ const migrations: Record<string, Migration> = {
         .on("credit_holds")
         .columns(["account_id", "expires_at"])
         .execute();
+    },
+  },
+  "0005_debit_once": {
+    async up(db: Kysely<unknown>) {
+      // a request is debited once: a ledger batch retried after a COMMIT whose answer was
+      // lost finds its debits there and skips them (ledger-store.ts, the SQLite writer).
+      // Duplicates written before this keep their amounts (the balance is the sum of the
+      // entries) under a marked request id, so that the index can be built.
+      await sql`UPDATE ledger_entries SET request_id = request_id || '~duplicate~' || id
+        WHERE kind = 'debit' AND request_id IS NOT NULL AND id NOT IN (
+          SELECT min(id) FROM ledger_entries WHERE kind = 'debit' AND request_id IS NOT NULL GROUP BY request_id
+        )`.execute(db);
+      await sql`CREATE UNIQUE INDEX ledger_entries_debit_request ON ledger_entries (request_id) WHERE kind = 'debit'`.execute(
+        db,
+      );
     },
   },
 };

@@ -77,8 +77,10 @@ for (const pragma of setup.pragmas) database.pragma(pragma);
 const insertMetadata = database.prepare(
   `INSERT INTO request_metadata (${setup.metadataColumns.join(", ")}) VALUES (${setup.metadataColumns.map(() => "?").join(", ")}) ON CONFLICT (request_id) DO NOTHING`,
 );
+// a request already debited is skipped (migration 0005's unique index): the retry of a
+// batch whose commit went through unseen must not charge it twice
 const insertDebit = database.prepare(
-  "INSERT INTO ledger_entries (id, account_id, ts, kind, amount_micros, request_id) VALUES (?, ?, ?, 'debit', ?, ?)",
+  "INSERT INTO ledger_entries (id, account_id, ts, kind, amount_micros, request_id) VALUES (?, ?, ?, 'debit', ?, ?) ON CONFLICT (request_id) WHERE kind = 'debit' DO NOTHING",
 );
 const lowerBalance = database.prepare("UPDATE accounts SET balance_micros = balance_micros - ? WHERE id = ?");
 // how far this thread's own debits move the store's revision (see revision.ts): the main
@@ -100,7 +102,8 @@ const debitTransaction = database.transaction(
     /** @type {Map<string, number>} */
     const perAccount = new Map();
     rows.forEach(([accountId, ts, amountMicros, requestId], index) => {
-      insertDebit.run(ids[index], accountId, ts, -amountMicros, requestId);
+      // only what was written lowers the balance: it stays the sum of the entries
+      if (insertDebit.run(ids[index], accountId, ts, -amountMicros, requestId).changes === 0) return;
       perAccount.set(accountId, (perAccount.get(accountId) ?? 0) + amountMicros);
     });
     for (const [accountId, total] of perAccount) lowerBalance.run(total, accountId);
