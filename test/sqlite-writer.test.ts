@@ -1,6 +1,7 @@
 import { mkdtemp, rm } from "node:fs/promises";
 import os from "node:os";
 import path from "node:path";
+import type { Worker } from "node:worker_threads";
 import BetterSqlite3 from "better-sqlite3";
 import { afterEach, describe, expect, it } from "vitest";
 import { CreditGuard } from "../src/billing/credit-guard.js";
@@ -166,6 +167,48 @@ describe("SQLite writer thread", () => {
     await store.insertMetadata([{ ...existing, latency_ms: 999 }, fresh]);
     expect(count("request_metadata")).toBe(2);
     expect(latency.get(existing.request_id)).toBe(100);
+  });
+
+  it("a writer thread that dies after committing, before its answer, loses nothing and writes nothing twice", async () => {
+    const { store, reader, count } = await openWithReader();
+    const account = await store.createAccount({ name: "dying" });
+    await store.ledger.credit(account.id, 100_000, "top_up");
+    const events: { name: EventName; fields: object }[] = [];
+    const meter = new Meter(store, capturingLog(events), {
+      flushIntervalMs: 60_000,
+      batchSize: 1_000,
+      maxBuffered: 1_000,
+    });
+    const guard = new CreditGuard(store, silentLog, 60_000);
+    for (let index = 0; index < 300; index++) meter.record(metadataRecord({ account: account.id }));
+    const reservation = await guard.reserve(account.id, 1_000, () => 1_000);
+    guard.settle(reservation, 900, mintedId<RequestId>("req_dying"));
+    const flushes = Promise.all([meter.flush(), guard.flush()]);
+    // hold the event loop until the thread has committed both, then end it with its answers
+    // unread: to this side both writes failed, and both are retried
+    const committed = () =>
+      count("request_metadata") === 300 &&
+      reader.prepare("SELECT count(*) FROM ledger_entries WHERE request_id = 'req_dying'").pluck().get() === 1;
+    const deadline = Date.now() + 5_000;
+    while (!committed() && Date.now() < deadline);
+    expect(committed()).toBe(true);
+    const current = (store as unknown as { writer: { worker: Worker | null } }).writer.worker;
+    expect(current).not.toBeNull();
+    // its answers are already queued for this side (a thread ended after posting still
+    // delivers them): drop them, as a thread that died between commit and answer would
+    current?.removeAllListeners("message");
+    void current?.terminate();
+    await flushes;
+    expect(events).toEqual([{ name: "meter_flush_failed", fields: { records: 300, code: "LETHE_INTERNAL" } }]);
+    expect(guard.pendingCount).toBe(1);
+
+    // a new thread takes the retries: the rows already there are skipped
+    expect(await meter.drain()).toBe(300);
+    await guard.drain();
+    expect(guard.pendingCount).toBe(0);
+    expect(count("request_metadata")).toBe(300);
+    expect(await store.ledger.balance(account.id)).toBe(99_100);
+    expect(await store.ledger.sum(account.id)).toBe(99_100);
   });
 
   it("does not charge twice a balance the credit guard read between the writer's commit and its answer", async () => {
