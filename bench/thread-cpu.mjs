@@ -27,6 +27,7 @@ import {
   findFreePort,
   letheServeArgs,
   nodeFlagsFrom,
+  readCpuMs,
   readFirstStartKey,
   readMemory,
   spawnNode,
@@ -39,8 +40,6 @@ const HOST = "127.0.0.1";
 const MODEL_ID = "bench-model";
 const CONNECTIONS = 50;
 const WARMUP_SECONDS = 8;
-// /proc reports CPU times in USER_HZ ticks, which Linux fixes at 100 a second
-const MS_PER_TICK = 10;
 
 function parseArguments(argv) {
   const options = { bare: false, gc: false, seconds: 8, checkout: null };
@@ -60,12 +59,13 @@ function parseArguments(argv) {
 async function threadTimes(pid) {
   const times = new Map();
   for (const thread of await readdir(`/proc/${pid}/task`)) {
-    const stat = await readFile(`/proc/${pid}/task/${thread}/stat`, "utf8").catch(() => null);
-    if (stat === null) continue; // the thread ended between the listing and the read
-    const name = thread === String(pid) ? "main" : stat.slice(stat.indexOf("(") + 1, stat.lastIndexOf(")"));
-    // the name in parentheses may hold spaces: count fields from after it (utime is field 14)
-    const fields = stat.slice(stat.lastIndexOf(")") + 2).split(" ");
-    times.set(thread, { name, ms: (Number(fields[11]) + Number(fields[12])) * MS_PER_TICK });
+    try {
+      const name =
+        thread === String(pid) ? "main" : (await readFile(`/proc/${pid}/task/${thread}/comm`, "utf8")).trim();
+      times.set(thread, { name, ms: await readCpuMs(pid, thread) });
+    } catch {
+      // the thread ended between the listing and the read
+    }
   }
   return times;
 }

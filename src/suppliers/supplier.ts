@@ -25,10 +25,6 @@ export interface SupplierCall {
 }
 
 /**
- * What a supplier answered. A rejection carries the supplier's own error message as
- * `detail`, for the caller only: it lives in the content plane and is never logged.
- */
-/**
  * A supplier's whole JSON answer, parsed, and as text when it came over the wire (not for
  * the demo supplier): a surface that passes it on with one field changed edits the text
  * (splice-model.ts) rather than serialising the parse again.
@@ -38,6 +34,10 @@ export interface JsonAnswer {
   text?: string;
 }
 
+/**
+ * What a supplier answered. A rejection carries the supplier's own error message as
+ * `detail`, for the caller only: it lives in the content plane and is never logged.
+ */
 export type SupplierResult =
   | ({ kind: "json" } & JsonAnswer)
   | { kind: "stream"; events: AsyncIterable<WireEvent> }

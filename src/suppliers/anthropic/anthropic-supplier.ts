@@ -86,7 +86,7 @@ export class AnthropicSupplier implements Supplier {
     if (call.stream) return { kind: "stream", events: this.readEvents(answer) };
     const json = await readJsonObject(answer);
     if (json.body.type !== "message") throw badUpstreamResponse("The supplier sent a response that is not a message.");
-    return { kind: "json", body: json.body, text: json.text };
+    return { kind: "json", ...json };
   }
 
   /** Asks the supplier's own `count_tokens` endpoint; the result is `{ input_tokens }`. */

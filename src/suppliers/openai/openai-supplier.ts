@@ -49,8 +49,7 @@ export class OpenAICompatibleSupplier implements Supplier {
     );
     if (isRejection(answer)) return { kind: "rejected", error: answer.error, detail: answer.detail };
     if (call.stream) return { kind: "stream", events: this.readChunks(answer) };
-    const json = await this.readJson(answer);
-    return { kind: "json", body: json.body, text: json.text };
+    return { kind: "json", ...(await this.readJson(answer)) };
   }
 
   /** Reads a whole non-streaming completion. */
