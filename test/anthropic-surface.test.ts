@@ -1,4 +1,5 @@
 import Anthropic, { APIError } from "@anthropic-ai/sdk";
+import OpenAI from "openai";
 import { afterAll, afterEach, beforeAll, describe, expect, it } from "vitest";
 import { estimateInputTokens } from "../src/metering/count-tokens.js";
 import { anthropicBehaviour, FAKE_COUNT_TOKENS } from "./support/fake-anthropic-supplier.js";
@@ -300,6 +301,59 @@ describe("GET /v1/models", () => {
     const page = await rig.openai.models.list();
     expect(page.data.map((model) => model.id)).toEqual(Object.values(MODELS));
     expect(page.data[0]).toMatchObject({ object: "model", owned_by: "lethe" });
+  });
+
+  it("retrieves one model for each SDK, ids with a slash included", async () => {
+    const claude = await rig.anthropic.models.retrieve(MODELS.demo);
+    expect(claude).toMatchObject({ type: "model", id: MODELS.demo, display_name: "The demo model.", zdr: true });
+    expect(new Date(claude.created_at).toISOString()).toBe(claude.created_at);
+    const listed = (await rig.openai.models.list()).data.find((model) => model.id === MODELS.gpt);
+    const gpt = await rig.openai.models.retrieve(MODELS.gpt);
+    expect(gpt).toEqual(listed);
+    expect(gpt).toMatchObject({ id: MODELS.gpt, object: "model", owned_by: "lethe", zdr: true });
+
+    // the SDKs percent-encode the slash; other clients send it as it is
+    expect((await rig.openai.models.retrieve(MODELS.slashed)).id).toBe(MODELS.slashed);
+    expect((await rig.anthropic.models.retrieve(MODELS.slashed)).id).toBe(MODELS.slashed);
+    const raw = await fetch(`${rig.gateway.baseURL}/models/${MODELS.slashed}/`, {
+      headers: { authorization: `Bearer ${rig.gateway.key}` },
+    });
+    expect(raw.status).toBe(200);
+    expect(raw.headers.get("x-request-id")).toMatch(/^req_/);
+    expect(await raw.json()).toMatchObject({ id: MODELS.slashed, object: "model" });
+  });
+
+  it("refuses an unknown model with 404 in the caller's shape, and keeps nothing of its name", async () => {
+    const name = rig.canary("retrieve-model");
+    const anthropicError = await thrownBy(rig.anthropic.models.retrieve(name));
+    expect(anthropicError.status).toBe(404);
+    expect(anthropicError.type).toBe("not_found_error");
+    expect(anthropicError.message).not.toContain(name);
+
+    const openAIError = await rig.openai.models.retrieve(`org/${name}`).catch((error: unknown) => error);
+    expect(openAIError).toBeInstanceOf(OpenAI.NotFoundError);
+    const notFound = openAIError as InstanceType<typeof OpenAI.NotFoundError>;
+    expect(notFound.error).toMatchObject({ type: "not_found_error", param: "model", code: "LETHE_UNKNOWN_MODEL" });
+    expect(notFound.message).not.toContain(name);
+
+    // the bare collection path with a slash is still the list, and a path past a model is not a model
+    expect((await fetch(`${rig.gateway.baseURL}/models/`, { headers: ANTHROPIC_HEADERS })).status).toBe(401);
+    const nested = await fetch(`${rig.gateway.baseURL}/models/${MODELS.gpt}/versions`, {
+      headers: { authorization: `Bearer ${rig.gateway.key}` },
+    });
+    expect(nested.status).toBe(404);
+    expect(await nested.json()).toMatchObject({ error: { code: "LETHE_UNKNOWN_MODEL" } });
+  });
+
+  it("refuses a missing or revoked key on a single model too", async () => {
+    const missing = await fetch(`${rig.gateway.baseURL}/models/${MODELS.gpt}`, { headers: ANTHROPIC_HEADERS });
+    expect(missing.status).toBe(401);
+    expect(await missing.json()).toMatchObject({ type: "error", error: { type: "authentication_error" } });
+    const wrong = await fetch(`${rig.gateway.baseURL}/models/${MODELS.gpt}`, {
+      headers: { authorization: "Bearer sk-lethe-not-a-real-key" },
+    });
+    expect(wrong.status).toBe(401);
+    expect(await wrong.json()).toMatchObject({ error: { type: "authentication_error" } });
   });
 
   it("refuses a missing key in the caller's shape", async () => {

@@ -22,6 +22,8 @@ export const MODELS = {
   claudeV1: "claude-v1-route",
   /** An Anthropic supplier that is not ZDR-qualified: refused while ZDR is required. */
   retaining: "retaining-route",
+  /** fake-openai again, under an id with a slash, as operators name hub models. */
+  slashed: "org/slashed-route",
   /** The built-in demo supplier (OpenAI format). */
   demo: "lethe-demo",
 } as const;
@@ -76,6 +78,7 @@ export async function startTranslationRig(options: { maxBodyBytes?: number } = {
         { id: MODELS.claude, routes: [{ supplier: "fake-anthropic", model: "upstream-claude" }] },
         { id: MODELS.claudeV1, routes: [{ supplier: "fake-anthropic-v1", model: "upstream-claude" }] },
         { id: MODELS.retaining, routes: [{ supplier: "retaining-anthropic", model: "upstream-claude" }] },
+        { id: MODELS.slashed, routes: [{ supplier: "fake-openai", model: "upstream-gpt" }] },
         { id: MODELS.demo, description: "The demo model.", routes: [{ supplier: "demo", model: "lethe-demo" }] },
       ],
       // one attempt and a breaker that never opens: each test sees exactly what its fake did
