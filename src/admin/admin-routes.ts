@@ -59,12 +59,13 @@ export function registerAdminRoutes(app: FastifyInstance, gateway: Gateway, hash
       admin.decorateRequest("operator", null);
       admin.addHook("onRequest", async (request) => {
         // operator tokens can be guessed at like keys: the same per-address throttle applies
-        await gateway.authThrottle.check(request.ip);
+        const address = gateway.clientAddresses.clientOf(request.raw.socket.remoteAddress ?? "", request.headers);
+        await gateway.authThrottle.check(address);
         try {
           request.operator = await authenticateOperator(request, store.operators, hasher);
         } catch (error) {
           if (error instanceof LetheError && error.kind === "authentication")
-            await gateway.authThrottle.recordFailure(request.ip);
+            await gateway.authThrottle.recordFailure(address);
           throw error;
         }
       });

@@ -1,4 +1,5 @@
 import { z } from "zod";
+import { parseAddressRange } from "../http/client-address.js";
 
 const id = z
   .string()
@@ -116,6 +117,20 @@ export const configSchema = z
       .strict()
       .prefault({}),
     routing: routing.prefault({}),
+    server: z
+      .object({
+        // reverse proxies whose X-Forwarded-For names the client (for the auth-failure throttle)
+        trusted_proxies: z
+          .array(
+            z
+              .string()
+              .refine((entry) => parseAddressRange(entry) !== null, "an IP address or a CIDR range, like 10.0.0.0/8"),
+          )
+          .max(1_000)
+          .default([]),
+      })
+      .strict()
+      .prefault({}),
     shutdown: z
       .object({
         drain_delay_ms: z.number().int().nonnegative().default(0),

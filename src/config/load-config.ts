@@ -87,6 +87,8 @@ export interface LetheConfig {
   /** Reserve for requests without max_tokens; how long a database credit hold outlives a dead replica. */
   billing: { defaultOutputReserveTokens: number; holdTtlMs: number };
   routing: RoutingSettings;
+  /** Reverse proxies (addresses and CIDR ranges) whose X-Forwarded-For is believed. */
+  server: { trustedProxies: string[] };
   /** SIGTERM: how long readyz reads unready before the socket closes, and how long in-flight work may run. */
   shutdown: { drainDelayMs: number; deadlineMs: number };
   retention: { metadataDays: number; aggregateDays: number };
@@ -218,6 +220,7 @@ export function resolveConfig(document: unknown, env: Env, configPath: string | 
       holdTtlMs: file.billing.hold_ttl_ms,
     },
     shutdown: { drainDelayMs: file.shutdown.drain_delay_ms, deadlineMs: file.shutdown.deadline_ms },
+    server: { trustedProxies: file.server.trusted_proxies },
     routing: {
       maxAttempts: file.routing.max_attempts,
       deadlineMs: file.routing.deadline_ms,

@@ -1,4 +1,5 @@
 import type { IncomingHttpHeaders } from "node:http";
+import type { Socket } from "node:net";
 import { LetheError } from "../errors/lethe-error.js";
 import type { AuthContext } from "../keys/authenticator.js";
 import type { MaybePromise } from "../lang/maybe-promise.js";
@@ -11,23 +12,31 @@ import type { Gateway } from "./gateway.js";
 export function authenticate(
   gateway: Gateway,
   headers: IncomingHttpHeaders,
-  connection: object,
-  address: string,
+  socket: Socket,
 ): MaybePromise<AuthContext> {
+  const peer = socket.remoteAddress ?? "";
+  const clients = gateway.clientAddresses;
+  // through a trusted proxy one connection carries many clients: the throttle then hashes
+  // each request's own client instead of keeping one hash per connection
+  const viaProxy = clients.isTrustedProxy(peer);
+  const address = viaProxy ? clients.clientOf(peer, headers) : peer;
+  const connection = viaProxy ? undefined : socket;
   const throttled = gateway.authThrottle.check(address, connection);
-  if (throttled !== undefined) return throttled.then(() => checkKey(gateway, headers, connection, address));
-  return checkKey(gateway, headers, connection, address);
+  if (throttled !== undefined) return throttled.then(() => checkKey(gateway, headers, socket, address, connection));
+  return checkKey(gateway, headers, socket, address, connection);
 }
 
 function checkKey(
   gateway: Gateway,
   headers: IncomingHttpHeaders,
-  connection: object,
+  socket: Socket,
   address: string,
+  connection: object | undefined,
 ): MaybePromise<AuthContext> {
   let auth: MaybePromise<AuthContext>;
   try {
-    auth = gateway.authenticator.authenticate(headers, connection);
+    // the key's HMAC is reused per connection while the same header comes: safe behind a proxy too
+    auth = gateway.authenticator.authenticate(headers, socket);
   } catch (thrown) {
     return countFailure(gateway, address, connection, thrown);
   }
@@ -36,7 +45,12 @@ function checkKey(
     : auth;
 }
 
-async function countFailure(gateway: Gateway, address: string, connection: object, thrown: unknown): Promise<never> {
+async function countFailure(
+  gateway: Gateway,
+  address: string,
+  connection: object | undefined,
+  thrown: unknown,
+): Promise<never> {
   if (thrown instanceof LetheError && thrown.kind === "authentication")
     await gateway.authThrottle.recordFailure(address, connection);
   throw thrown;

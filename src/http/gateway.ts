@@ -14,6 +14,7 @@ import type { RedisLink } from "../shared-state/redis-link.js";
 import type { Store } from "../store/store.js";
 import type { SupplierRegistry } from "../suppliers/registry.js";
 import type { SignedStatement } from "../zdr/retention-statement.js";
+import type { ClientAddresses } from "./client-address.js";
 
 /** Everything the HTTP layer needs, built once at start-up. */
 export interface Gateway {
@@ -25,6 +26,8 @@ export interface Gateway {
   /** HMACs keys and operator tokens under the server secret. */
   hasher: KeyHasher;
   authThrottle: AuthThrottle;
+  /** The client behind a connection: its peer, or whom a trusted reverse proxy forwarded for. */
+  clientAddresses: ClientAddresses;
   limits: RateLimits;
   credits: CreditGuard;
   suppliers: SupplierRegistry;

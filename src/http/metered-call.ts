@@ -85,7 +85,7 @@ export class MeteredCall {
       });
     }
     const request = this.request;
-    const auth = authenticate(gateway, request.headers, request.socket, request.socket.remoteAddress ?? "");
+    const auth = authenticate(gateway, request.headers, request.socket);
     return after(auth, (caller) => {
       this.exchange.auth = caller;
       return after(gateway.limits.admitRequest(caller), (limit) => {

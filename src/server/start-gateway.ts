@@ -4,6 +4,7 @@ import { CreditGuard } from "../billing/credit-guard.js";
 import { RateLimits } from "../billing/rate-limits.js";
 import type { LetheConfig } from "../config/load-config.js";
 import { buildServer } from "../http/build-server.js";
+import { ClientAddresses } from "../http/client-address.js";
 import type { Gateway } from "../http/gateway.js";
 import { KeyHasher } from "../keys/api-key.js";
 import { AuthThrottle } from "../keys/auth-throttle.js";
@@ -77,6 +78,7 @@ export async function startGateway(config: LetheConfig, options: StartOptions = 
     ),
     hasher,
     authThrottle: new AuthThrottle(secret, config.limits.authFailuresPerMinute, shared),
+    clientAddresses: new ClientAddresses(config.server.trustedProxies),
     limits: new RateLimits({ rpm: config.limits.rpm, tpm: config.limits.tpm }, log, shared),
     credits: new CreditGuard(
       store,

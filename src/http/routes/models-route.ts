@@ -12,7 +12,7 @@ import type { Gateway } from "../gateway.js";
 export function registerModelsRoute(app: FastifyInstance, gateway: Gateway): void {
   const onRequest = async (request: FastifyRequest) => {
     if (gateway.draining) throw new LetheError("LETHE_SHUTTING_DOWN", "This gateway is shutting down; retry.");
-    await authenticate(gateway, request.headers, request.raw.socket, request.ip);
+    await authenticate(gateway, request.headers, request.raw.socket);
   };
 
   app.get("/v1/models", {

@@ -10,7 +10,7 @@ export function registerUsageRoute(app: FastifyInstance, gateway: Gateway): void
   app.get("/v1/usage", {
     onRequest: async (request) => {
       if (gateway.draining) throw new LetheError("LETHE_SHUTTING_DOWN", "This gateway is shutting down; retry.");
-      request.auth = await authenticate(gateway, request.headers, request.raw.socket, request.ip);
+      request.auth = await authenticate(gateway, request.headers, request.raw.socket);
     },
     handler: async (request, reply) => {
       const auth = request.auth as AuthContext;
