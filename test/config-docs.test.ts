@@ -1,0 +1,28 @@
+import { readFile } from "node:fs/promises";
+import path from "node:path";
+import { describe, expect, it } from "vitest";
+import { parse as parseYaml } from "yaml";
+import { resolveConfig } from "../src/config/load-config.js";
+
+/** The README's config example is what operators copy: it must load, and mean what it says. */
+describe("the README's config example", () => {
+  it("loads, with every documented value where the comments put it", async () => {
+    const readme = await readFile(path.resolve(import.meta.dirname, "../README.md"), "utf8");
+    const section = readme.slice(readme.indexOf("## Configuration"));
+    const example = /```yaml\n([\s\S]*?)```/.exec(section)?.[1];
+    expect(example).toBeDefined();
+    const config = resolveConfig(
+      parseYaml(example as string),
+      { ACME_KEY: "sk-acme", ACME_ANTHROPIC_KEY: "sk-ant-acme", LETHE_DATA_DIR: "/tmp/unused" },
+      "README.md",
+    );
+    expect([...config.suppliers.keys()]).toEqual(["acme-openai", "acme-anthropic"]);
+    expect(config.models.get("fast-chat")?.routes.map((route) => route.key)).toEqual([
+      "acme-openai/llama-3.1-8b",
+      "acme-anthropic/claude-haiku",
+    ]);
+    expect(config.limits).toEqual({ rpm: 600, tpm: 1_000_000, maxBodyBytes: 33_554_432, authFailuresPerMinute: 20 });
+    expect(config.server.trustedProxies).toEqual([]);
+    expect(config.shutdown).toEqual({ drainDelayMs: 0, deadlineMs: 30_000 });
+  });
+});
