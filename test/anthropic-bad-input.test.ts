@@ -160,6 +160,26 @@ describe("invalid Messages requests", () => {
     );
   });
 
+  it("refuses a compressed body with 415 in Anthropic's shape", async () => {
+    const { response } = await expectRejected(
+      "/v1/messages",
+      messagesBody({}),
+      { status: 415, type: "invalid_request_error", code: "LETHE_UNSUPPORTED_ENCODING" },
+      { ...HEADERS, "content-encoding": "gzip" },
+    );
+    expect(response.headers.get("connection")).toBe("close");
+  });
+
+  it("answers GET on /v1/messages with an Anthropic 405 naming POST", async () => {
+    const response = await fetch(`${rig.gateway.url}/v1/messages`, { headers: HEADERS });
+    expect(response.status).toBe(405);
+    expect(response.headers.get("allow")).toBe("POST");
+    expect(await response.json()).toMatchObject({
+      type: "error",
+      error: { type: "invalid_request_error", code: "LETHE_METHOD_NOT_ALLOWED" },
+    });
+  });
+
   it("answers an unknown path under /v1/messages with an Anthropic 404", async () => {
     await expectRejected("/v1/messages/batches", messagesBody({}), {
       status: 404,

@@ -1,3 +1,4 @@
+import { gzipSync } from "node:zlib";
 import { afterAll, beforeAll, describe, expect, it } from "vitest";
 import { DEFAULT_CONFIG_FILE } from "../src/config/load-config.js";
 import { findCanaries, makeCanary } from "./support/canary.js";
@@ -133,6 +134,51 @@ describe("bad input on the OpenAI surface", () => {
     expect(response.status).toBe(404);
     const body = (await response.json()) as OpenAIErrorBody;
     expect(body.error.code).toBe("LETHE_NOT_FOUND");
+  });
+
+  it("refuses a compressed body with 415, before reading it, and closes the connection", async () => {
+    const secret = makeCanary("gzip");
+    canaries.push(secret);
+    const body = gzipSync(JSON.stringify({ model: "lethe-demo", messages: [{ role: "user", content: secret }] }));
+    for (const encoding of ["gzip", "br", "x-lethe-canary"]) {
+      const response = await fetch(`${gateway.baseURL}/chat/completions`, {
+        method: "POST",
+        headers: {
+          authorization: `Bearer ${gateway.key}`,
+          "content-type": "application/json",
+          "content-encoding": encoding,
+        },
+        body,
+      });
+      const text = await response.text();
+      responses.push(text);
+      expectError(
+        { status: response.status, body: JSON.parse(text) as OpenAIErrorBody },
+        415,
+        "LETHE_UNSUPPORTED_ENCODING",
+      );
+      expect(response.headers.get("connection")).toBe("close");
+      expect(text).not.toContain(encoding);
+    }
+    const records = await gateway.records();
+    expect(records.at(-1)?.error_code).toBe("LETHE_UNSUPPORTED_ENCODING");
+    // identity is no encoding at all
+    const plain = await post(JSON.stringify({ model: "lethe-demo", messages: [{ role: "user", content: "hi" }] }), {
+      "content-encoding": "Identity",
+    });
+    expect(plain.status).toBe(200);
+  });
+
+  it("answers another method on a POST endpoint with 405 and allow: POST", async () => {
+    for (const method of ["GET", "PUT", "DELETE"]) {
+      const response = await fetch(`${gateway.baseURL}/chat/completions/?stream=true`, {
+        method,
+        headers: { authorization: `Bearer ${gateway.key}` },
+      });
+      expect(response.status).toBe(405);
+      expect(response.headers.get("allow")).toBe("POST");
+      expect(((await response.json()) as OpenAIErrorBody).error.code).toBe("LETHE_METHOD_NOT_ALLOWED");
+    }
   });
 
   it("never echoes what the client sent in any error response", () => {

@@ -35,8 +35,10 @@ const METERED = new Map<string, MeteredEndpoint>(
 
 /** The metered endpoint a request is for, ignoring a query string and a trailing slash, as Fastify's router does. */
 function meteredEndpointOf(request: IncomingMessage): MeteredEndpoint | undefined {
-  if (request.method !== "POST") return undefined;
-  const url = request.url ?? "";
+  return request.method === "POST" ? meteredEndpointAt(request.url ?? "") : undefined;
+}
+
+function meteredEndpointAt(url: string): MeteredEndpoint | undefined {
   const exact = METERED.get(url);
   if (exact !== undefined) return exact;
   const query = url.indexOf("?");
@@ -92,6 +94,12 @@ export function buildServer(gateway: Gateway): FastifyInstance {
   registerZdrRoutes(app, gateway);
 
   app.setNotFoundHandler((request, reply) => {
+    // a metered endpoint asked with another method (GET /v1/chat/completions): say which one it takes
+    if (meteredEndpointAt(request.url) !== undefined) {
+      reply.header("allow", "POST");
+      sendError(request, reply, new LetheError("LETHE_METHOD_NOT_ALLOWED", "This endpoint takes POST requests."));
+      return;
+    }
     sendError(request, reply, new LetheError("LETHE_NOT_FOUND", "No such endpoint."));
   });
   app.setErrorHandler(errorHandler(gateway));

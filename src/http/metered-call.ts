@@ -100,9 +100,17 @@ export class MeteredCall {
       this.fail(new LetheError("LETHE_CLIENT_CLOSED", "The client closed the connection."));
       return;
     }
+    const headers = this.request.headers;
     // Node's parser delivers exactly the declared length, or fails the request: only its size needs checking
-    if (Number(this.request.headers["content-length"]) > this.gateway.config.limits.maxBodyBytes) {
+    if (Number(headers["content-length"]) > this.gateway.config.limits.maxBodyBytes) {
       this.fail(tooLarge(), true);
+      return;
+    }
+    // a compressed body would be parsed as garbage: say so (the header's value is not repeated back)
+    const encoding = headers["content-encoding"];
+    if (encoding !== undefined && encoding !== "" && encoding.toLowerCase() !== "identity") {
+      const message = "Compressed request bodies are not accepted; send the JSON uncompressed (no content-encoding).";
+      this.fail(new LetheError("LETHE_UNSUPPORTED_ENCODING", message), true);
       return;
     }
     this.request.on("data", this.onData);
