@@ -185,4 +185,18 @@ describe("supplier HTTP calls (undici dispatch handler)", () => {
     expect(isRejection(huge) && huge.error.code).toBe("LETHE_UPSTREAM_REJECTED");
     expect(isRejection(huge) && huge.detail).toBe(undefined);
   });
+
+  it("reads retry-after whatever its case, the first when repeated, from the raw headers", async () => {
+    const client = await setUp((request, response) => {
+      // setHeader would merge or lower-case: raw header lines are written as they are
+      const retryAfter = request.url?.endsWith("twice") === true ? ["Retry-After", "7", "retry-after", "9"] : [];
+      response.writeHead(429, ["Content-Type", "application/json", "RETRY-AFTER-MS", "1", ...retryAfter]);
+      response.end("{}");
+    });
+    const twice = await client.post("/twice", "{}", {}, new Cancellation());
+    expect(isRejection(twice) && twice.error.code).toBe("LETHE_UPSTREAM_RATE_LIMITED");
+    expect(isRejection(twice) && twice.error.retryAfterSeconds).toBe(7);
+    const none = await client.post("/none", "{}", {}, new Cancellation());
+    expect(isRejection(none) && none.error.retryAfterSeconds).toBe(null);
+  });
 });

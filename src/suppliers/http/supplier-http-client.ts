@@ -59,7 +59,7 @@ export class SupplierHttpClient {
       );
     });
     if (response.status < 300) return response;
-    const error = upstreamStatusError(response.status, response.headers["retry-after"]);
+    const error = upstreamStatusError(response.status, response.header("retry-after"));
     // only a rejection of the caller's own request is theirs to read; any other status talks
     // about the operator's account (a key fragment, an organisation, the upstream model name)
     const text = await response.boundedText(MAX_ERROR_BODY_BYTES);

@@ -1,11 +1,8 @@
-import type { IncomingHttpHeaders } from "node:http";
 import type { Dispatcher } from "undici";
 import type { AttemptTimeouts } from "../../config/load-config.js";
 import type { UpstreamError } from "../../errors/lethe-error.js";
 import type { Cancellation } from "../cancellation.js";
 import { type AbortCause, upstreamFailure } from "./upstream-failure.js";
-
-type DispatchController = Dispatcher.DispatchController;
 
 /** Chunks a stream may queue before the socket is paused: a client reading slowly slows the supplier. */
 const HIGH_WATER_CHUNKS = 16;
@@ -13,17 +10,32 @@ const HIGH_WATER_CHUNKS = 16;
 /** What undici is told when Lethe aborts; the mapping reads `cause`, never this message. */
 const ABORTED = new Error("aborted by Lethe");
 
+const NO_HEADERS: readonly Buffer[] = Object.freeze([]);
+
 /**
  * One HTTP exchange with a supplier, as an undici dispatch handler. It replaces
  * `pool.request()`, whose per-call Readable body, AbortSignal and listeners cost more
  * than the rest of a request's upstream work: the body is collected straight into an
  * array (JSON) or queued chunk by chunk with pause/resume (streams), and the request
- * is aborted through undici's own controller.
+ * is aborted through the function undici hands over.
+ *
+ * It implements undici's raw handler callbacks (onConnect, onHeaders, onData, ...), which
+ * undici's client itself calls, rather than the controller-based ones (onRequestStart,
+ * onResponseStart, ...): for those undici wraps the handler in two more objects per
+ * request and parses every response header (and the trailers) into an object, and Lethe
+ * reads one header, `retry-after`, and only on failures. The raw callbacks are marked
+ * deprecated in undici 7's types but are what its client runs on; test/upstream-call.test.ts
+ * covers pausing, aborting and the headers through a real socket.
  */
 export class UpstreamCall implements Dispatcher.DispatchHandler {
   status = 0;
-  headers: IncomingHttpHeaders = {};
-  private controller: DispatchController | null = null;
+  /** The answer's headers as undici read them: name, value, name, value... */
+  private rawHeaders: readonly Buffer[] = NO_HEADERS;
+  /** Aborts the request; undici hands it over once the request has a socket. */
+  private abortRequest: ((reason: Error) => void) | null = null;
+  /** Resumes a socket paused by answering false from onHeaders or onData. */
+  private resumeSocket: (() => void) | null = null;
+  private paused = false;
   private cause: AbortCause | null = null;
   private readonly chunks: Buffer[] = [];
   private size = 0;
@@ -58,56 +70,71 @@ export class UpstreamCall implements Dispatcher.DispatchHandler {
     this.unsubscribe = cancellation.onAbort(() => this.abort("client-closed"));
   }
 
+  /** The value of the answer's header `name` (lower case), the first if it came twice. */
+  header(name: string): string | undefined {
+    const headers = this.rawHeaders;
+    for (let index = 0; index + 1 < headers.length; index += 2) {
+      const key = headers[index] as Buffer;
+      if (key.length === name.length && key.toString("latin1").toLowerCase() === name) {
+        return (headers[index + 1] as Buffer).toString("latin1");
+      }
+    }
+    return undefined;
+  }
+
   /** True when Lethe aborted this call (the client left, or the total deadline passed). */
   get aborted(): boolean {
     return this.cause !== null;
   }
 
-  /** Aborts the upstream request; undici then reports the failure through onResponseError. */
+  /** Aborts the upstream request; undici then reports the failure through onError. */
   abort(cause: AbortCause): void {
     if (this.cause !== null || this.ended || this.failure !== null) return;
     this.cause = cause;
-    // before undici took the request onto a socket there is no controller yet: onRequestStart aborts
-    this.controller?.abort(ABORTED);
+    // before undici took the request onto a socket there is no abort function yet: onConnect aborts
+    this.abortRequest?.(ABORTED);
   }
 
-  onRequestStart(controller: DispatchController): void {
-    this.controller = controller;
-    if (this.cause !== null) controller.abort(ABORTED);
+  onConnect(abort: (reason: Error) => void): void {
+    this.abortRequest = abort;
+    if (this.cause !== null) abort(ABORTED);
   }
 
-  onResponseStart(_controller: DispatchController, statusCode: number, headers: IncomingHttpHeaders): void {
+  onHeaders(statusCode: number, rawHeaders: Buffer[], resume: () => void): boolean {
     // 1xx informational answers come before the real one
-    if (statusCode < 200) return;
+    if (statusCode < 200) return true;
     this.status = statusCode;
-    this.headers = headers;
+    this.rawHeaders = rawHeaders;
+    this.resumeSocket = resume;
     this.started = true;
     this.clearAnswerTimer();
     const onStart = this.onStart;
     this.onStart = null;
     this.onStartFailure = null;
     onStart?.(this);
+    return !this.paused;
   }
 
-  onResponseData(controller: DispatchController, chunk: Buffer): void {
+  onData(chunk: Buffer): boolean {
     this.size += chunk.length;
     if (this.size > this.limit) {
       this.abort("too-large");
-      return;
+      return true;
     }
     this.chunks.push(chunk);
     // only a stream's reader resumes a paused socket; a body read whole must keep flowing
-    if (this.chunks.length >= HIGH_WATER_CHUNKS && this.wanted !== "whole") controller.pause();
+    if (this.chunks.length >= HIGH_WATER_CHUNKS && this.wanted !== "whole") this.paused = true;
     this.wakeReader();
+    return !this.paused;
   }
 
-  onResponseEnd(): void {
+  onComplete(): void {
     this.ended = true;
     this.settle();
     this.wakeReader();
   }
 
-  onResponseError(_controller: DispatchController, error: Error): void {
+  onError(error: Error): void {
     this.failure = upstreamFailure(error, this.cause, this.started);
     this.settle();
     const onStartFailure = this.onStartFailure;
@@ -117,11 +144,17 @@ export class UpstreamCall implements Dispatcher.DispatchHandler {
     else this.wakeReader();
   }
 
+  private resume(): void {
+    if (!this.paused) return;
+    this.paused = false;
+    this.resumeSocket?.();
+  }
+
   /** The whole body as text; rejects with an UpstreamError when it breaks. */
   async text(): Promise<string> {
     this.wanted = "whole";
     // chunks that came before the body was asked for may have paused the socket
-    if (this.controller?.paused === true) this.controller.resume();
+    this.resume();
     while (!this.ended) {
       if (this.failure !== null) throw this.failure;
       await this.nextWake();
@@ -147,7 +180,7 @@ export class UpstreamCall implements Dispatcher.DispatchHandler {
       for (;;) {
         const chunk = this.chunks.shift();
         if (chunk !== undefined) {
-          if (this.controller?.paused === true && this.chunks.length < HIGH_WATER_CHUNKS / 2) this.controller.resume();
+          if (this.paused && this.chunks.length < HIGH_WATER_CHUNKS / 2) this.resume();
           yield chunk;
           continue;
         }
