@@ -136,6 +136,20 @@ describe("RouteStats", () => {
     for (let index = 0; index < 100; index++) stats.recordFailure(index);
     for (let index = 0; index < 50; index++) stats.recordSuccess(5, null);
     expect(stats.errorRate()).toBe(0.5);
+    for (let index = 0; index < 100; index++) stats.recordSuccess(5, null);
+    expect(stats.errorRate()).toBe(0);
+    stats.recordFailure(0);
+    expect(stats.errorRate()).toBe(0.01);
+  });
+
+  it("takes the median TTFT over the last hundred samples only", () => {
+    const stats = new RouteStats({ failureThreshold: 1000, windowMs: 1000, cooldownMs: 1000 });
+    for (let index = 0; index < 100; index++) stats.recordSuccess(1000 + index, null);
+    expect(stats.ttftP50Ms()).toBe(1049);
+    for (let index = 0; index < 60; index++) stats.recordSuccess(5, null);
+    expect(stats.ttftP50Ms()).toBe(5);
+    stats.recordSuccess(null, 10);
+    expect(stats.ttftP50Ms()).toBe(5);
   });
 });
 

@@ -7,8 +7,9 @@ import { afterEach, describe, expect, it } from "vitest";
 import { CreditGuard } from "../src/billing/credit-guard.js";
 import { mintedId, type RequestId } from "../src/config/ids.js";
 import { type EventFields, type EventLog, type EventName, silentLog } from "../src/logging/event-log.js";
+import { METADATA_COLUMNS, type MetadataRecord } from "../src/metering/metadata-record.js";
 import { Meter } from "../src/metering/meter.js";
-import { openSqliteStore, SQLITE_FILE } from "../src/store/sqlite/open-sqlite-store.js";
+import { openSqliteStore, SQLITE_FILE, toParameters } from "../src/store/sqlite/open-sqlite-store.js";
 import type { Store } from "../src/store/store.js";
 import { metadataRecord } from "./support/metadata-records.js";
 
@@ -55,6 +56,26 @@ function capturingLog(events: { name: EventName; fields: object }[]): EventLog {
     },
   };
 }
+
+describe("toParameters", () => {
+  it("lays a record out in METADATA_COLUMNS order, every field its own value, booleans as 0/1", () => {
+    // distinct values everywhere, so a swapped pair of columns cannot go unnoticed
+    const record = Object.fromEntries(
+      METADATA_COLUMNS.map((column, index) => [column, `value-${index}`]),
+    ) as unknown as MetadataRecord;
+    const expected: unknown[] = METADATA_COLUMNS.map((_, index) => `value-${index}`);
+    const booleans = { ...record, streamed: true, cache_hit: false, tokens_estimated: true };
+    for (const [column, value] of [
+      ["streamed", 1],
+      ["cache_hit", 0],
+      ["tokens_estimated", 1],
+    ] as const) {
+      expected[METADATA_COLUMNS.indexOf(column)] = value;
+    }
+    expect(toParameters(booleans)).toEqual(expected);
+    expect(toParameters(record)).toHaveLength(METADATA_COLUMNS.length);
+  });
+});
 
 describe("SQLite writer thread", () => {
   it("writes metadata records that another connection reads back, booleans as 0/1", async () => {

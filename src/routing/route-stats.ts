@@ -12,8 +12,14 @@ export class RouteStats {
   readonly breaker: CircuitBreaker;
   ttftEwmaMs: number | null = null;
   tokensPerSecondEwma: number | null = null;
-  private readonly outcomes: boolean[] = [];
-  private readonly ttftSamples: number[] = [];
+  /** The last SAMPLES outcomes, 1 for a failure, written round the ring (no shifting per request). */
+  private readonly outcomes = new Uint8Array(SAMPLES);
+  private outcomeCount = 0;
+  private outcomeNext = 0;
+  private failures = 0;
+  private readonly ttftSamples = new Float64Array(SAMPLES);
+  private ttftCount = 0;
+  private ttftNext = 0;
 
   constructor(settings: BreakerSettings) {
     this.breaker = new CircuitBreaker(settings);
@@ -25,8 +31,9 @@ export class RouteStats {
     this.pushOutcome(true);
     if (ttftMs !== null) {
       this.ttftEwmaMs = this.ttftEwmaMs === null ? ttftMs : this.ttftEwmaMs + EWMA_WEIGHT * (ttftMs - this.ttftEwmaMs);
-      this.ttftSamples.push(ttftMs);
-      if (this.ttftSamples.length > SAMPLES) this.ttftSamples.shift();
+      this.ttftSamples[this.ttftNext] = ttftMs;
+      this.ttftNext = (this.ttftNext + 1) % SAMPLES;
+      if (this.ttftCount < SAMPLES) this.ttftCount++;
     }
     if (tokensPerSecond !== null && tokensPerSecond > 0) {
       this.tokensPerSecondEwma =
@@ -44,21 +51,24 @@ export class RouteStats {
 
   /** Share of failures among the last outcomes, 0 when none. */
   errorRate(): number {
-    if (this.outcomes.length === 0) return 0;
-    let failures = 0;
-    for (const outcome of this.outcomes) if (!outcome) failures++;
-    return failures / this.outcomes.length;
+    return this.outcomeCount === 0 ? 0 : this.failures / this.outcomeCount;
   }
 
   /** Median of the recent TTFT samples, or null before the first. */
   ttftP50Ms(): number | null {
-    if (this.ttftSamples.length === 0) return null;
-    const sorted = [...this.ttftSamples].sort((a, b) => a - b);
-    return sorted[Math.floor((sorted.length - 1) / 2)] as number;
+    if (this.ttftCount === 0) return null;
+    // a typed array sorts numerically; the ring's order does not matter for a median
+    const sorted = this.ttftSamples.slice(0, this.ttftCount).sort();
+    return sorted[Math.floor((this.ttftCount - 1) / 2)] as number;
   }
 
   private pushOutcome(success: boolean): void {
-    this.outcomes.push(success);
-    if (this.outcomes.length > SAMPLES) this.outcomes.shift();
+    const failed = success ? 0 : 1;
+    // the slot written over leaves the count once the ring is full
+    if (this.outcomeCount === SAMPLES) this.failures -= this.outcomes[this.outcomeNext] as number;
+    else this.outcomeCount++;
+    this.outcomes[this.outcomeNext] = failed;
+    this.failures += failed;
+    this.outcomeNext = (this.outcomeNext + 1) % SAMPLES;
   }
 }
