@@ -88,6 +88,15 @@ describe("supplier failures on the OpenAI-compatible path", () => {
         true,
       ],
       [
+        "a 200 larger than max_response_bytes, echoing the prompt",
+        behaviour.oversized(),
+        502,
+        "server_error",
+        "LETHE_UPSTREAM_BAD_RESPONSE",
+        "The supplier's answer was too large.",
+        false,
+      ],
+      [
         "a 200 that is not JSON",
         behaviour.notJson(),
         502,
@@ -322,6 +331,13 @@ describe("supplier failures on the OpenAI-compatible path", () => {
         "LETHE_UPSTREAM_ERROR",
         "server_error",
         "The supplier reported an error during the stream.",
+      ],
+      [
+        "an event larger than max_response_bytes, echoing the prompt",
+        () => behaviour.oversized(),
+        "LETHE_UPSTREAM_BAD_RESPONSE",
+        "server_error",
+        "The supplier sent a stream event larger than this gateway accepts.",
       ],
       [
         "silence beyond idle_ms",

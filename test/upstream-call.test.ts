@@ -5,6 +5,8 @@ import { afterEach, describe, expect, it } from "vitest";
 import type { SupplierId } from "../src/config/ids.js";
 import type { SupplierConfig } from "../src/config/load-config.js";
 import { Cancellation } from "../src/suppliers/cancellation.js";
+import { readJsonObject } from "../src/suppliers/http/read-json.js";
+import { readSse } from "../src/suppliers/http/read-sse.js";
 import { isRejection, SupplierHttpClient, type UpstreamResponse } from "../src/suppliers/http/supplier-http-client.js";
 
 const CHUNK = Buffer.alloc(16 * 1024, "x");
@@ -18,7 +20,11 @@ async function startServer(handler: (request: IncomingMessage, response: ServerR
   return server;
 }
 
-function clientFor(server: Server, timeouts: Partial<SupplierConfig["timeouts"]> = {}): SupplierHttpClient {
+function clientFor(
+  server: Server,
+  timeouts: Partial<SupplierConfig["timeouts"]> = {},
+  maxResponseBytes = 64 * 1024 * 1024,
+): SupplierHttpClient {
   const { port } = server.address() as AddressInfo;
   return new SupplierHttpClient({
     id: "test" as SupplierId,
@@ -28,6 +34,7 @@ function clientFor(server: Server, timeouts: Partial<SupplierConfig["timeouts"]>
     zdr: true,
     sendStoreFalse: false,
     maxConnections: 4,
+    maxResponseBytes,
     headers: {},
     timeouts: { connectMs: 1000, firstByteMs: 5000, idleMs: 5000, totalMs: 10_000, ...timeouts },
   });
@@ -63,9 +70,10 @@ describe("supplier HTTP calls (undici dispatch handler)", () => {
   async function setUp(
     handler: (request: IncomingMessage, response: ServerResponse) => void,
     timeouts?: Partial<SupplierConfig["timeouts"]>,
+    maxResponseBytes?: number,
   ) {
     const server = await startServer(handler);
-    const client = clientFor(server, timeouts);
+    const client = clientFor(server, timeouts, maxResponseBytes);
     cleanups.push(async () => {
       await client.close();
       server.closeAllConnections();
@@ -198,5 +206,73 @@ describe("supplier HTTP calls (undici dispatch handler)", () => {
     expect(isRejection(twice) && twice.error.retryAfterSeconds).toBe(7);
     const none = await client.post("/none", "{}", {}, new Cancellation());
     expect(isRejection(none) && none.error.retryAfterSeconds).toBe(null);
+  });
+
+  it("refuses a JSON answer over max_response_bytes as a bad response, cut off or already whole", async () => {
+    const progress = { sent: 0, closedEarly: false, done: false };
+    const client = await setUp(
+      (request, response) => {
+        if (request.url?.endsWith("small") === true) {
+          response.writeHead(200, { "content-type": "application/json" });
+          response.end(JSON.stringify({ text: "y".repeat(2048) }));
+          return;
+        }
+        void streamingHandler(progress)(request, response);
+      },
+      undefined,
+      64 * 1024,
+    );
+    const large = (await client.post("/large", "{}", {}, new Cancellation())) as UpstreamResponse;
+    await expect(readJsonObject(large)).rejects.toMatchObject({ code: "LETHE_UPSTREAM_BAD_RESPONSE", retryable: true });
+    await waitUntil(() => progress.closedEarly);
+    expect(progress.closedEarly).toBe(true);
+    expect(progress.sent).toBeLessThan(CHUNKS);
+
+    const tight = await setUp(
+      (_request, response) => {
+        response.writeHead(200, { "content-type": "application/json" });
+        response.end(JSON.stringify({ text: "y".repeat(2048) }));
+      },
+      undefined,
+      1024,
+    );
+    const whole = (await tight.post("/small", "{}", {}, new Cancellation())) as UpstreamResponse;
+    // let the whole answer arrive before it is read
+    await new Promise((resolve) => setTimeout(resolve, 50));
+    await expect(readJsonObject(whole)).rejects.toMatchObject({ code: "LETHE_UPSTREAM_BAD_RESPONSE" });
+  });
+
+  it("lets a stream run past max_response_bytes, but not one event that never ends", async () => {
+    const client = await setUp(
+      async (request, response) => {
+        response.writeHead(200, { "content-type": "text/event-stream" });
+        if (request.url?.endsWith("endless") === true) {
+          response.write("data: ");
+          for (let index = 0; index < 64 && !response.destroyed; index++) {
+            if (!response.write("x".repeat(1024))) await once(response, "drain").catch(() => undefined);
+          }
+          response.end();
+          return;
+        }
+        // keep-alive comments alone (40 KiB of them), then 200 events of about 1 KiB: each
+        // complete comment or event starts the count again
+        for (let index = 0; index < 40; index++) response.write(`: ${"p".repeat(1000)}\n\n`);
+        for (let index = 0; index < 200; index++) response.write(`data: ${"z".repeat(1000)}\n\n`);
+        response.end();
+      },
+      undefined,
+      16 * 1024,
+    );
+    const events = [];
+    const long = (await client.post("/long", "{}", {}, new Cancellation())) as UpstreamResponse;
+    for await (const event of readSse(long)) events.push(event);
+    expect(events).toHaveLength(200);
+
+    const endless = (await client.post("/endless", "{}", {}, new Cancellation())) as UpstreamResponse;
+    const read = async () => {
+      for await (const _event of readSse(endless));
+    };
+    await expect(read()).rejects.toMatchObject({ code: "LETHE_UPSTREAM_BAD_RESPONSE" });
+    expect(endless.aborted).toBe(true);
   });
 });

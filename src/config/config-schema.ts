@@ -36,6 +36,13 @@ const supplier = z
     zdr: z.boolean().default(false),
     send_store_false: z.boolean().default(true),
     max_connections: z.number().int().positive().default(128),
+    // a whole JSON answer, or one event of a stream (a stream itself may run on): a supplier
+    // sending without end must not fill the gateway's memory
+    max_response_bytes: z
+      .number()
+      .int()
+      .min(1024)
+      .default(64 * 1024 * 1024),
     headers: z.record(z.string(), z.string()).default({}),
     timeouts: timeouts.prefault({}),
   })

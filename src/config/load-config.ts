@@ -15,6 +15,8 @@ export interface SupplierConfig {
   /** Send `store: false` to OpenAI-type suppliers (off for servers that reject the field). */
   sendStoreFalse: boolean;
   maxConnections: number;
+  /** Bound on a whole JSON answer, and on one server-sent event of a stream. */
+  maxResponseBytes: number;
   headers: Record<string, string>;
   timeouts: { connectMs: number; firstByteMs: number; idleMs: number; totalMs: number };
 }
@@ -156,6 +158,7 @@ export function resolveConfig(document: unknown, env: Env, configPath: string | 
       zdr: entry.zdr,
       sendStoreFalse: entry.send_store_false,
       maxConnections: entry.max_connections,
+      maxResponseBytes: entry.max_response_bytes,
       headers: entry.headers,
       timeouts: {
         connectMs: entry.timeouts.connect_ms,

@@ -29,7 +29,8 @@ export type FakeBehaviour =
   | { kind: "reset-mid-stream"; afterChunks: number }
   | { kind: "garbage-chunk"; afterChunks: number }
   | { kind: "stream-error-chunk"; afterChunks: number }
-  | { kind: "not-json" };
+  | { kind: "not-json" }
+  | { kind: "oversized"; bytes: number };
 
 /**
  * Builders for the fake's behaviours. Mid-stream failures strike after `afterChunks` data
@@ -75,6 +76,13 @@ export const behaviour = {
   /** A 200 whose body is not JSON at all. */
   notJson(): FakeBehaviour {
     return { kind: "not-json" };
+  },
+  /**
+   * `bytes` of the prompt's echo: one completion that large, or, streaming, the start of
+   * the answer and then an event that never ends (the stream itself ends cleanly).
+   */
+  oversized(bytes = 256 * 1024): FakeBehaviour {
+    return { kind: "oversized", bytes };
   },
 };
 
@@ -335,6 +343,17 @@ export async function startFakeOpenAISupplier(): Promise<FakeOpenAISupplier> {
       case "not-json":
         response.writeHead(200, jsonHeaders).end(`<html>Fake gateway page: ${answer.echo}</html>`);
         return;
+      case "oversized": {
+        const filler = answer.echo.repeat(Math.ceil(current.bytes / Math.max(1, answer.echo.length)));
+        if (stream) {
+          response.writeHead(200, sseHeaders);
+          for (const chunk of streamChunks(answer, PLAIN_ANSWER).slice(0, 2)) response.write(`data: ${chunk}\n\n`);
+          response.end(`data: {"choices":[{"index":0,"delta":{"content":${JSON.stringify(filler)}`);
+        } else {
+          response.writeHead(200, jsonHeaders).end(completion({ ...answer, echo: filler }, PLAIN_ANSWER));
+        }
+        return;
+      }
       case "slow-first-byte": {
         const timer = setTimeout(() => {
           if (response.destroyed) return;

@@ -50,6 +50,8 @@ export async function startOpenAISupplierRig(): Promise<OpenAISupplierRig> {
           base_url: fake.url,
           api_key_env: "FAKE_KEY",
           zdr: true,
+          // far above any normal answer of the fake, far below behaviour.oversized()
+          max_response_bytes: 64 * 1024,
           timeouts: { first_byte_ms: 300, idle_ms: 300, connect_ms: 1000, total_ms: 5000 },
         },
         {

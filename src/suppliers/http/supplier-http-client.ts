@@ -45,7 +45,7 @@ export class SupplierHttpClient {
     timeouts: AttemptTimeouts = this.config.timeouts,
   ): Promise<UpstreamResponse | UpstreamRejection> {
     const response = await new Promise<UpstreamCall>((resolve, reject) => {
-      const call = new UpstreamCall(cancellation, timeouts, resolve, reject);
+      const call = new UpstreamCall(cancellation, timeouts, this.config.maxResponseBytes, resolve, reject);
       this.pool.dispatch(
         {
           method: "POST",

@@ -58,6 +58,8 @@ export class UpstreamCall implements Dispatcher.DispatchHandler {
   constructor(
     cancellation: Cancellation,
     timeouts: AttemptTimeouts,
+    /** The supplier's max_response_bytes: bounds a body read whole, and (in readSse) one event. */
+    readonly maxBytes: number,
     onStart: (call: UpstreamCall) => void,
     onStartFailure: (error: UpstreamError) => void,
   ) {
@@ -150,15 +152,19 @@ export class UpstreamCall implements Dispatcher.DispatchHandler {
     this.resumeSocket?.();
   }
 
-  /** The whole body as text; rejects with an UpstreamError when it breaks. */
+  /** The whole body as text; rejects with an UpstreamError when it breaks or outgrows maxBytes. */
   async text(): Promise<string> {
     this.wanted = "whole";
+    if (this.maxBytes < this.limit) this.limit = this.maxBytes;
+    if (this.size > this.limit) this.abort("too-large");
     // chunks that came before the body was asked for may have paused the socket
     this.resume();
     while (!this.ended) {
       if (this.failure !== null) throw this.failure;
       await this.nextWake();
     }
+    // a body that had arrived whole before it was asked for was never cut off on the way
+    if (this.size > this.limit) throw upstreamFailure(null, "too-large");
     if (this.chunks.length === 1) return (this.chunks[0] as Buffer).toString("utf8");
     return Buffer.concat(this.chunks, this.size).toString("utf8");
   }
