@@ -29,9 +29,12 @@ export async function* readSse(response: UpstreamResponse): AsyncGenerator<Event
     if (completed || pending.length > 0) {
       completed = false;
       sinceLastEvent = 0;
-    } else if ((sinceLastEvent += chunk.length) > response.maxBytes) {
+    } else {
+      sinceLastEvent += chunk.length;
       // leaving the loop ends response.stream(), which aborts the upstream request
-      throw badUpstreamResponse("The supplier sent a stream event larger than this gateway accepts.");
+      if (sinceLastEvent > response.maxBytes) {
+        throw badUpstreamResponse("The supplier sent a stream event larger than this gateway accepts.");
+      }
     }
     for (let index = 0; index < pending.length; index++) yield pending[index] as EventSourceMessage;
     pending.length = 0;
