@@ -137,8 +137,9 @@ describe("metered endpoints on Node's own request and response", () => {
     const get = await fetch(`${gateway.baseURL}/chat/completions`, {
       headers: { authorization: `Bearer ${gateway.key}` },
     });
-    expect(get.status).toBe(404);
-    expect(((await get.json()) as { error: { code: string } }).error.code).toBe("LETHE_NOT_FOUND");
+    expect(get.status).toBe(405);
+    expect(get.headers.get("allow")).toBe("POST");
+    expect(((await get.json()) as { error: { code: string } }).error.code).toBe("LETHE_METHOD_NOT_ALLOWED");
   });
 
   it("refuses a body whose declared length is over the limit before reading it", async () => {
