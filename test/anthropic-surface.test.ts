@@ -336,6 +336,20 @@ describe("GET /v1/models", () => {
     expect(notFound.error).toMatchObject({ type: "not_found_error", param: "model", code: "LETHE_UNKNOWN_MODEL" });
     expect(notFound.message).not.toContain(name);
 
+    // a path the router cannot decode is refused in the caller's format, without quoting it
+    for (const headers of [{ authorization: `Bearer ${rig.gateway.key}` }, ANTHROPIC_HEADERS]) {
+      const undecodable = await fetch(`${rig.gateway.baseURL}/models/${name}%E0%A4%A`, { headers });
+      expect(undecodable.status).toBe(400);
+      expect(undecodable.headers.get("x-request-id")).toMatch(/^req_/);
+      const text = await undecodable.text();
+      expect(text).not.toContain(name);
+      expect(JSON.parse(text)).toMatchObject(
+        "anthropic-version" in headers
+          ? { type: "error", error: { type: "invalid_request_error", code: "LETHE_INVALID_REQUEST" } }
+          : { error: { type: "invalid_request_error", code: "LETHE_INVALID_REQUEST" } },
+      );
+    }
+
     // the bare collection path with a slash is still the list, and a path past a model is not a model
     expect((await fetch(`${rig.gateway.baseURL}/models/`, { headers: ANTHROPIC_HEADERS })).status).toBe(401);
     const nested = await fetch(`${rig.gateway.baseURL}/models/${MODELS.gpt}/versions`, {

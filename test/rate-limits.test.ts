@@ -348,6 +348,22 @@ describe("RateLimits and AuthThrottle on a controlled clock", () => {
     // a new connection from the scanner's address is refused too
     await expect(throttle.check("192.0.2.66", {})).rejects.toMatchObject({ code: "LETHE_AUTH_THROTTLED" });
   });
+
+  it("judges each client a proxy's connection carries by its own address, rehashing only on a change", async () => {
+    const throttle = new AuthThrottle("a-server-secret-of-enough-length", 2);
+    expect(throttle.idle).toBe(true);
+    const hmacs = vi.spyOn(throttle as unknown as { hash(address: string): string }, "hash");
+    const proxy = {};
+    await throttle.recordFailure("192.0.2.66", proxy);
+    expect(throttle.idle).toBe(false);
+    await throttle.recordFailure("192.0.2.66", proxy);
+    expect(hmacs).toHaveBeenCalledTimes(1);
+    for (let request = 0; request < 3; request++) expect(throttle.check("192.0.2.10", proxy)).toBeUndefined();
+    await expect(throttle.check("192.0.2.66", proxy)).rejects.toMatchObject({ code: "LETHE_AUTH_THROTTLED" });
+    expect(throttle.check("192.0.2.10", proxy)).toBeUndefined();
+    // 192.0.2.66, then 192.0.2.10 (once for three requests), 192.0.2.66, 192.0.2.10
+    expect(hmacs).toHaveBeenCalledTimes(4);
+  });
 });
 
 describe("Anthropic's reset time", () => {

@@ -13,40 +13,60 @@ import { removeDataDir, startTestGateway, type TestGateway } from "./support/gat
 describe("ClientAddresses", () => {
   const clients = new ClientAddresses(["127.0.0.1", "10.0.0.0/8", "fd00::/8"]);
   const forwardedFor = (value: string | string[]) => ({ "x-forwarded-for": value });
+  /** Each call as from a new connection, unless one is given. */
+  const clientOf = (peer: string, headers: Record<string, string | string[]>, connection = {}) =>
+    clients.clientOf(connection, peer, headers);
 
   it("believes X-Forwarded-For only from a trusted peer, read from the right", () => {
-    expect(clients.clientOf("127.0.0.1", forwardedFor("203.0.113.7"))).toBe("203.0.113.7");
+    expect(clientOf("127.0.0.1", forwardedFor("203.0.113.7"))).toBe("203.0.113.7");
     // a client's own entries left of the first untrusted hop are never believed
-    expect(clients.clientOf("127.0.0.1", forwardedFor("198.51.100.1, 203.0.113.7"))).toBe("203.0.113.7");
+    expect(clientOf("127.0.0.1", forwardedFor("198.51.100.1, 203.0.113.7"))).toBe("203.0.113.7");
     // trusted hops (a load balancer behind the proxy) are skipped
-    expect(clients.clientOf("10.1.2.3", forwardedFor("203.0.113.7, 10.9.9.9,10.0.0.5"))).toBe("203.0.113.7");
+    expect(clientOf("10.1.2.3", forwardedFor("203.0.113.7, 10.9.9.9,10.0.0.5"))).toBe("203.0.113.7");
     // an untrusted peer's header is ignored
-    expect(clients.clientOf("192.0.2.10", forwardedFor("203.0.113.7"))).toBe("192.0.2.10");
+    expect(clientOf("192.0.2.10", forwardedFor("203.0.113.7"))).toBe("192.0.2.10");
     // nothing forwarded, or only trusted hops: the left-most address known
-    expect(clients.clientOf("127.0.0.1", {})).toBe("127.0.0.1");
-    expect(clients.clientOf("127.0.0.1", forwardedFor(" , "))).toBe("127.0.0.1");
-    expect(clients.clientOf("127.0.0.1", forwardedFor("10.0.0.7, 10.0.0.8"))).toBe("10.0.0.7");
+    expect(clientOf("127.0.0.1", {})).toBe("127.0.0.1");
+    expect(clientOf("127.0.0.1", forwardedFor(""))).toBe("127.0.0.1");
+    expect(clientOf("127.0.0.1", forwardedFor(" , "))).toBe("127.0.0.1");
+    expect(clientOf("127.0.0.1", forwardedFor("10.0.0.7, 10.0.0.8"))).toBe("10.0.0.7");
     // repeated headers arrive joined, or as a list from other callers
-    expect(clients.clientOf("127.0.0.1", forwardedFor(["198.51.100.1", "203.0.113.7"]))).toBe("203.0.113.7");
+    expect(clientOf("127.0.0.1", forwardedFor(["198.51.100.1", "203.0.113.7"]))).toBe("203.0.113.7");
     // a hop that is not an address is not trusted: it is the client (only ever hashed)
-    expect(clients.clientOf("127.0.0.1", forwardedFor("garbage"))).toBe("garbage");
+    expect(clientOf("127.0.0.1", forwardedFor("garbage"))).toBe("garbage");
+  });
+
+  it("drops the port some proxies add, so one client's connections count as one", () => {
+    expect(clientOf("127.0.0.1", forwardedFor("203.0.113.7:51234"))).toBe("203.0.113.7");
+    expect(clientOf("127.0.0.1", forwardedFor("[2001:db8::7]:443"))).toBe("2001:db8::7");
+    expect(clientOf("127.0.0.1", forwardedFor("2001:db8::7"))).toBe("2001:db8::7");
+    // a trusted inner hop written with its port is still recognised
+    expect(clientOf("127.0.0.1", forwardedFor("203.0.113.7, 10.0.0.5:8443"))).toBe("203.0.113.7");
   });
 
   it("matches IPv4 peers of a dual-stack socket and IPv6 ranges", () => {
-    expect(clients.isTrustedProxy("::ffff:127.0.0.1")).toBe(true);
-    expect(clients.isTrustedProxy("::FFFF:10.20.30.40")).toBe(true);
-    expect(clients.isTrustedProxy("::ffff:192.0.2.1")).toBe(false);
-    expect(clients.isTrustedProxy("fd12:3456::1")).toBe(true);
-    expect(clients.isTrustedProxy("2001:db8::1")).toBe(false);
-    expect(clients.isTrustedProxy("127.0.0.2")).toBe(false);
-    expect(clients.isTrustedProxy("")).toBe(false);
-    expect(clients.clientOf("fd00::1", forwardedFor("2001:db8::7"))).toBe("2001:db8::7");
+    const header = forwardedFor("203.0.113.7");
+    expect(clientOf("::ffff:127.0.0.1", header)).toBe("203.0.113.7");
+    expect(clientOf("::FFFF:10.20.30.40", header)).toBe("203.0.113.7");
+    expect(clientOf("::ffff:192.0.2.1", header)).toBe("::ffff:192.0.2.1");
+    expect(clientOf("fd12:3456::1", header)).toBe("203.0.113.7");
+    expect(clientOf("2001:db8::1", header)).toBe("2001:db8::1");
+    expect(clientOf("127.0.0.2", header)).toBe("127.0.0.2");
+    expect(clientOf("", header)).toBe("");
+    expect(clientOf("fd00::1", forwardedFor("2001:db8::7"))).toBe("2001:db8::7");
+  });
+
+  it("decides once per connection whether its peer is a proxy, and reads each request's header", () => {
+    const connection = {};
+    expect(clientOf("127.0.0.1", forwardedFor("203.0.113.7"), connection)).toBe("203.0.113.7");
+    expect(clientOf("127.0.0.1", forwardedFor("198.51.100.9"), connection)).toBe("198.51.100.9");
+    // the decision is the connection's: a connection's peer does not change
+    expect(clientOf("192.0.2.10", forwardedFor("198.51.100.9"), connection)).toBe("198.51.100.9");
   });
 
   it("trusts nobody by default", () => {
     const none = new ClientAddresses([]);
-    expect(none.isTrustedProxy("127.0.0.1")).toBe(false);
-    expect(none.clientOf("127.0.0.1", forwardedFor("203.0.113.7"))).toBe("127.0.0.1");
+    expect(none.clientOf({}, "127.0.0.1", forwardedFor("203.0.113.7"))).toBe("127.0.0.1");
   });
 
   it("refuses a config entry that is neither an address nor a CIDR range, with the reason", () => {

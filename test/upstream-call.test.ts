@@ -140,6 +140,28 @@ describe("supplier HTTP calls (undici dispatch handler)", () => {
     await expect(call).rejects.toMatchObject({ code: "LETHE_CLIENT_CLOSED" });
   });
 
+  it("fails a request still waiting for a busy pool's socket at once when its client leaves or time runs out", async () => {
+    const reached: string[] = [];
+    const client = await setUp((request) => {
+      // every request reaching the supplier hangs: the pool's four connections stay busy
+      reached.push(request.url ?? "");
+    });
+    const busy = Array.from({ length: 4 }, () => client.post("/busy", "{}", {}, new Cancellation()).catch(() => null));
+    await waitUntil(() => reached.length === 4);
+    const cancellation = new Cancellation();
+    const queued = client.post("/queued", "{}", {}, cancellation);
+    cancellation.abort();
+    await expect(queued).rejects.toMatchObject({ code: "LETHE_CLIENT_CLOSED" });
+    const late = client.post("/late", "{}", {}, new Cancellation(), { firstByteMs: 5000, idleMs: 5000, totalMs: 50 });
+    await expect(late).rejects.toMatchObject({ code: "LETHE_UPSTREAM_TIMEOUT" });
+    // a client already gone sends nothing at all
+    const gone = new Cancellation();
+    gone.abort();
+    await expect(client.post("/gone", "{}", {}, gone)).rejects.toMatchObject({ code: "LETHE_CLIENT_CLOSED" });
+    expect(reached).toEqual(["/v1/busy", "/v1/busy", "/v1/busy", "/v1/busy"]);
+    void busy;
+  });
+
   it("ends an answer that outlives the total deadline as LETHE_UPSTREAM_TIMEOUT, mid-body too", async () => {
     const client = await setUp(
       (_request, response) => {

@@ -4,6 +4,7 @@ import { formatMicros, parseAmountMicros } from "../billing/money.js";
 import { type KeyId, mintedId } from "../config/ids.js";
 import { LetheError } from "../errors/lethe-error.js";
 import { validateBody } from "../formats/validation/request-validation.js";
+import { clientAddress } from "../http/authenticate-caller.js";
 import type { Gateway } from "../http/gateway.js";
 import type { KeyHasher } from "../keys/api-key.js";
 import { issueKey } from "../keys/issue-key.js";
@@ -59,7 +60,7 @@ export function registerAdminRoutes(app: FastifyInstance, gateway: Gateway, hash
       admin.decorateRequest("operator", null);
       admin.addHook("onRequest", async (request) => {
         // operator tokens can be guessed at like keys: the same per-address throttle applies
-        const address = gateway.clientAddresses.clientOf(request.raw.socket.remoteAddress ?? "", request.headers);
+        const address = clientAddress(gateway, request.headers, request.raw.socket);
         await gateway.authThrottle.check(address);
         try {
           request.operator = await authenticateOperator(request, store.operators, hasher);

@@ -7,51 +7,46 @@ import type { Gateway } from "./gateway.js";
 
 /**
  * Authenticates a caller, refusing addresses that failed too often and counting new
- * failures. Synchronous when the key is cached and the address has nothing to answer for.
+ * failures. Synchronous when the key is cached and the address has nothing to answer for;
+ * the client's address (behind a trusted proxy, read from X-Forwarded-For) is worked out
+ * only when the throttle has something to check it against, or a failure to count.
  */
 export function authenticate(
   gateway: Gateway,
   headers: IncomingHttpHeaders,
   socket: Socket,
 ): MaybePromise<AuthContext> {
-  const peer = socket.remoteAddress ?? "";
-  const clients = gateway.clientAddresses;
-  // through a trusted proxy one connection carries many clients: the throttle then hashes
-  // each request's own client instead of keeping one hash per connection
-  const viaProxy = clients.isTrustedProxy(peer);
-  const address = viaProxy ? clients.clientOf(peer, headers) : peer;
-  const connection = viaProxy ? undefined : socket;
-  const throttled = gateway.authThrottle.check(address, connection);
-  if (throttled !== undefined) return throttled.then(() => checkKey(gateway, headers, socket, address, connection));
-  return checkKey(gateway, headers, socket, address, connection);
+  const throttle = gateway.authThrottle;
+  const throttled = throttle.idle ? undefined : throttle.check(clientAddress(gateway, headers, socket), socket);
+  if (throttled !== undefined) return throttled.then(() => checkKey(gateway, headers, socket));
+  return checkKey(gateway, headers, socket);
 }
 
-function checkKey(
-  gateway: Gateway,
-  headers: IncomingHttpHeaders,
-  socket: Socket,
-  address: string,
-  connection: object | undefined,
-): MaybePromise<AuthContext> {
+/** The client behind `socket`: its peer, or whom a trusted reverse proxy forwarded for. */
+export function clientAddress(gateway: Gateway, headers: IncomingHttpHeaders, socket: Socket): string {
+  return gateway.clientAddresses.clientOf(socket, socket.remoteAddress ?? "", headers);
+}
+
+function checkKey(gateway: Gateway, headers: IncomingHttpHeaders, socket: Socket): MaybePromise<AuthContext> {
   let auth: MaybePromise<AuthContext>;
   try {
     // the key's HMAC is reused per connection while the same header comes: safe behind a proxy too
     auth = gateway.authenticator.authenticate(headers, socket);
   } catch (thrown) {
-    return countFailure(gateway, address, connection, thrown);
+    return countFailure(gateway, headers, socket, thrown);
   }
   return auth instanceof Promise
-    ? auth.catch((thrown: unknown) => countFailure(gateway, address, connection, thrown))
+    ? auth.catch((thrown: unknown) => countFailure(gateway, headers, socket, thrown))
     : auth;
 }
 
 async function countFailure(
   gateway: Gateway,
-  address: string,
-  connection: object | undefined,
+  headers: IncomingHttpHeaders,
+  socket: Socket,
   thrown: unknown,
 ): Promise<never> {
   if (thrown instanceof LetheError && thrown.kind === "authentication")
-    await gateway.authThrottle.recordFailure(address, connection);
+    await gateway.authThrottle.recordFailure(clientAddress(gateway, headers, socket), socket);
   throw thrown;
 }

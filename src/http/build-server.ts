@@ -75,6 +75,17 @@ export function buildServer(gateway: Gateway): FastifyInstance {
     routerOptions: { ignoreTrailingSlash: true },
     // every id is Lethe's own; a client's x-request-id is never adopted
     genReqId: () => mintRequestId(),
+    // a URL the router cannot decode (bad percent-encoding, an over-long parameter): Fastify's
+    // own answer would quote the path, which may hold a client's model id
+    frameworkErrors: (error, request, reply) => {
+      reply.header("x-request-id", request.id);
+      reply.header("request-id", request.id);
+      const refusal =
+        error.code === "FST_ERR_BAD_URL"
+          ? new LetheError("LETHE_INVALID_REQUEST", "The request URL is not valid.")
+          : new LetheError("LETHE_NOT_FOUND", "No such endpoint.");
+      sendError(request, reply, refusal);
+    },
   });
   app.decorateRequest("auth", null);
   // a callback hook, not an async one: no promise per request for two headers

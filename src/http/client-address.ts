@@ -15,6 +15,8 @@ import { BlockList, isIP } from "node:net";
  */
 export class ClientAddresses {
   private readonly trusted: BlockList | null;
+  /** Whether each connection's peer is a trusted proxy: decided once per connection. */
+  private readonly peers = new WeakMap<object, boolean>();
 
   constructor(trustedProxies: readonly string[]) {
     if (trustedProxies.length === 0) {
@@ -31,23 +33,30 @@ export class ClientAddresses {
     this.trusted = list;
   }
 
-  /** Whether `peer` (a socket's remote address) is a trusted proxy; always false without any. */
-  isTrustedProxy(peer: string): boolean {
-    return this.trusted !== null && isTrusted(this.trusted, peer);
-  }
-
-  /** The client behind `peer`: the peer itself unless it is a trusted proxy that forwarded for someone. */
-  clientOf(peer: string, headers: IncomingHttpHeaders): string {
+  /**
+   * The client behind `connection` (whose remote address is `peer`): the peer itself
+   * unless it is a trusted proxy that forwarded for someone.
+   */
+  clientOf(connection: object, peer: string, headers: IncomingHttpHeaders): string {
     const trusted = this.trusted;
-    if (trusted === null || !isTrusted(trusted, peer)) return peer;
+    if (trusted === null) return peer;
+    let viaProxy = this.peers.get(connection);
+    if (viaProxy === undefined) {
+      viaProxy = isTrusted(trusted, peer);
+      this.peers.set(connection, viaProxy);
+    }
+    if (!viaProxy) return peer;
     const header = headers["x-forwarded-for"];
     // Node joins repeated X-Forwarded-For headers with ", ", in order
     const forwarded = typeof header === "string" ? header : header?.join(",");
-    if (forwarded === undefined || forwarded === "") return peer;
-    const hops = forwarded.split(",");
+    if (forwarded === undefined) return peer;
     let client = peer;
-    for (let index = hops.length - 1; index >= 0; index--) {
-      const hop = (hops[index] as string).trim();
+    // right to left, without splitting the whole header: only the trusted tail is read
+    let end = forwarded.length;
+    while (end > 0) {
+      const comma = forwarded.lastIndexOf(",", end - 1);
+      const hop = withoutPort(forwarded.slice(comma + 1, end).trim());
+      end = comma === -1 ? 0 : comma;
       if (hop === "") continue;
       client = hop;
       if (!isTrusted(trusted, hop)) break;
@@ -72,12 +81,25 @@ export function parseAddressRange(
   return { address, prefix, family };
 }
 
+/**
+ * A forwarded hop without the port some proxies add (`203.0.113.7:51234`,
+ * `[2001:db8::7]:443`): with it, every new connection of one client would count apart.
+ */
+function withoutPort(hop: string): string {
+  if (hop.startsWith("[")) {
+    const close = hop.indexOf("]");
+    return close === -1 ? hop : hop.slice(1, close);
+  }
+  const colon = hop.indexOf(":");
+  // one colon after an IPv4 address is a port; an IPv6 address has several
+  if (colon !== -1 && hop.indexOf(":", colon + 1) === -1 && isIP(hop.slice(0, colon)) === 4) {
+    return hop.slice(0, colon);
+  }
+  return hop;
+}
+
 function isTrusted(list: BlockList, address: string): boolean {
+  // BlockList matches IPv4-mapped IPv6 peers (::ffff:a.b.c.d) against IPv4 rules itself
   const version = isIP(address);
-  if (version === 4) return list.check(address, "ipv4");
-  if (version !== 6) return false;
-  // a dual-stack socket reports IPv4 peers as ::ffff:a.b.c.d; operators write them as IPv4
-  const mapped = address.toLowerCase().startsWith("::ffff:") ? address.slice(7) : null;
-  if (mapped !== null && isIP(mapped) === 4 && list.check(mapped, "ipv4")) return true;
-  return list.check(address, "ipv6");
+  return version !== 0 && list.check(address, version === 4 ? "ipv4" : "ipv6");
 }

@@ -12,17 +12,20 @@ const WINDOW_MS = 60_000;
  * address is kept only as a keyed hash, and only for the throttle window.
  *
  * In memory the windows are this process's own and every answer is synchronous. A
- * request checks the address only when some address failed in a window still open,
- * and the address's hash is computed once per connection: a scanner's failures do
- * not put every other caller's requests through an HMAC and a promise for a minute.
+ * request checks the address only when some address failed in a window still open
+ * (`idle` tells callers when they need not even work the address out), and a
+ * connection keeps the hash of the last address it asked about: a direct client's
+ * is computed once per connection, and a proxy's connection recomputes it only when
+ * the next request comes from another client. A scanner's failures do not put every
+ * other caller's requests through an HMAC and a promise for a minute.
  */
 export class AuthThrottle {
   private readonly subkey: Buffer;
   private readonly shared: RateLimiterRedis | null;
   /** Failures per hashed address (memory mode). */
   private readonly failures = new FixedWindows(WINDOW_MS);
-  /** The hashed address of each live connection; the socket already holds the address itself. */
-  private readonly connectionKeys = new WeakMap<object, string>();
+  /** The last address each live connection asked about, and its hash. */
+  private readonly connectionKeys = new WeakMap<object, { address: string; key: string }>();
 
   constructor(
     serverSecret: string,
@@ -45,6 +48,11 @@ export class AuthThrottle {
               keyPrefix: "auth",
             }),
           });
+  }
+
+  /** True when no check could refuse anyone: in memory, with no failure in an open window. */
+  get idle(): boolean {
+    return this.shared === null && this.failures.size === 0;
   }
 
   /**
@@ -81,11 +89,10 @@ export class AuthThrottle {
 
   private addressKey(address: string, connection: object | undefined): string {
     if (connection === undefined) return this.hash(address);
-    let key = this.connectionKeys.get(connection);
-    if (key === undefined) {
-      key = this.hash(address);
-      this.connectionKeys.set(connection, key);
-    }
+    const cached = this.connectionKeys.get(connection);
+    if (cached !== undefined && cached.address === address) return cached.key;
+    const key = this.hash(address);
+    this.connectionKeys.set(connection, { address, key });
     return key;
   }
 

@@ -46,6 +46,8 @@ export class SupplierHttpClient {
   ): Promise<UpstreamResponse | UpstreamRejection> {
     const response = await new Promise<UpstreamCall>((resolve, reject) => {
       const call = new UpstreamCall(cancellation, timeouts, this.config.maxResponseBytes, resolve, reject);
+      // a client that left already has its answer (LETHE_CLIENT_CLOSED): nothing to send
+      if (call.aborted) return;
       this.pool.dispatch(
         {
           method: "POST",

@@ -53,7 +53,9 @@ export class UpstreamCall implements Dispatcher.DispatchHandler {
   private readonly stopTimer: NodeJS.Timeout;
   /** The routing deadline's cut of the wait for the answer's start, when it applies. */
   private answerTimer: NodeJS.Timeout | null = null;
-  private readonly unsubscribe: () => void;
+  /** Stops listening to the client's cancellation; null until subscribed (it may fire at once). */
+  private unsubscribe: (() => void) | null = null;
+  private settled = false;
 
   constructor(
     cancellation: Cancellation,
@@ -72,7 +74,7 @@ export class UpstreamCall implements Dispatcher.DispatchHandler {
     this.unsubscribe = cancellation.onAbort(() => this.abort("client-closed"));
   }
 
-  /** The value of the answer's header `name` (lower case), the first if it came twice. */
+  /** The value of a failed answer's header `name` (lower case), the first if it came twice. */
   header(name: string): string | undefined {
     const headers = this.rawHeaders;
     for (let index = 0; index + 1 < headers.length; index += 2) {
@@ -89,12 +91,17 @@ export class UpstreamCall implements Dispatcher.DispatchHandler {
     return this.cause !== null;
   }
 
-  /** Aborts the upstream request; undici then reports the failure through onError. */
+  /**
+   * Aborts the upstream request; undici then reports the failure through onError. A
+   * request still waiting for a socket (every connection of the pool busy) fails at
+   * once, so a client that left or a routing deadline does not wait for a free
+   * connection; onConnect aborts it when undici gets to it.
+   */
   abort(cause: AbortCause): void {
     if (this.cause !== null || this.ended || this.failure !== null) return;
     this.cause = cause;
-    // before undici took the request onto a socket there is no abort function yet: onConnect aborts
-    this.abortRequest?.(ABORTED);
+    if (this.abortRequest !== null) this.abortRequest(ABORTED);
+    else this.onError(ABORTED);
   }
 
   onConnect(abort: (reason: Error) => void): void {
@@ -106,7 +113,8 @@ export class UpstreamCall implements Dispatcher.DispatchHandler {
     // 1xx informational answers come before the real one
     if (statusCode < 200) return true;
     this.status = statusCode;
-    this.rawHeaders = rawHeaders;
+    // only a failure's headers are read (retry-after); the Buffers are views of a socket chunk
+    if (statusCode >= 300) this.rawHeaders = rawHeaders;
     this.resumeSocket = resume;
     this.started = true;
     this.clearAnswerTimer();
@@ -137,6 +145,8 @@ export class UpstreamCall implements Dispatcher.DispatchHandler {
   }
 
   onError(error: Error): void {
+    // already failed when Lethe aborted a request that had no socket yet
+    if (this.failure !== null) return;
     this.failure = upstreamFailure(error, this.cause, this.started);
     this.settle();
     const onStartFailure = this.onStartFailure;
@@ -215,9 +225,11 @@ export class UpstreamCall implements Dispatcher.DispatchHandler {
 
   /** The exchange is over: its deadline and its client's cancellation no longer concern it. */
   private settle(): void {
+    if (this.settled) return;
+    this.settled = true;
     clearTimeout(this.stopTimer);
     this.clearAnswerTimer();
-    this.unsubscribe();
+    this.unsubscribe?.();
   }
 
   private clearAnswerTimer(): void {
