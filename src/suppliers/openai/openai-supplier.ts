@@ -25,19 +25,22 @@ export class OpenAICompatibleSupplier implements Supplier {
   readonly id: SupplierId;
   readonly format = "openai" as const;
   protected readonly http: SupplierHttpClient;
-  private readonly baseHeaders: Record<string, string>;
+  private readonly jsonHeaders: Record<string, string>;
+  /** The same, accepting an event stream: built once, not spread per streamed request. */
+  private readonly streamHeaders: Record<string, string>;
   private readonly sendStoreFalse: boolean;
 
   constructor(config: SupplierConfig) {
     this.id = config.id;
     this.sendStoreFalse = config.sendStoreFalse;
     this.http = new SupplierHttpClient(config);
-    this.baseHeaders = { "content-type": "application/json", accept: "application/json", ...config.headers };
-    if (config.apiKey !== null) this.baseHeaders.authorization = `Bearer ${config.apiKey}`;
+    this.jsonHeaders = { "content-type": "application/json", accept: "application/json", ...config.headers };
+    if (config.apiKey !== null) this.jsonHeaders.authorization = `Bearer ${config.apiKey}`;
+    this.streamHeaders = { ...this.jsonHeaders, accept: "text/event-stream" };
   }
 
   async send(call: SupplierCall): Promise<SupplierResult> {
-    const headers = call.stream ? { ...this.baseHeaders, accept: "text/event-stream" } : this.baseHeaders;
+    const headers = call.stream ? this.streamHeaders : this.jsonHeaders;
     // ask the supplier not to keep the completion (OpenAI stores some by default)
     if (this.sendStoreFalse) call.body.store = false;
     const answer = await this.http.post(
