@@ -64,6 +64,7 @@ function contextFor(environment: PathEnvironment, pathIndex: number, notes: stri
       });
     },
     send: (request) => client.send(request),
+    get: (format, path) => client.send({ method: "GET", path, headers: callHeaders(format, environment.key, {}) }),
     expect(condition, what) {
       if (!condition) notes.push(what);
     },

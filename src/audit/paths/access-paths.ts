@@ -98,6 +98,16 @@ export function accessPaths(setting: AuditSetting): AuditPath[] {
       },
     },
     {
+      name: "canary as the model id of a model lookup, in each format",
+      async run(context) {
+        for (const client of ["openai", "anthropic"] as const) {
+          expectStatus(context, await context.get(client, `/v1/models/${context.canary("token").text}`), 404);
+          // a path the router cannot decode: refused without being quoted anywhere
+          expectStatus(context, await context.get(client, `/v1/models/${context.canary("token").text}%E0%A4%A`), 400);
+        }
+      },
+    },
+    {
       name: "rate-limited request",
       embeddedOnly: "needs an account the audit limited itself",
       run: (context) => rateLimited(context, model),

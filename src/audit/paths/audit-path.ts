@@ -48,6 +48,8 @@ export interface PathContext {
   call(client: ClientFormat, body: unknown, options?: CallOptions): Promise<AuditResponse>;
   /** Sends a raw request. */
   send(request: AuditRequest): Promise<AuditResponse>;
+  /** GETs a path (and query), authenticated like `client`'s SDK. */
+  get(client: ClientFormat, path: string): Promise<AuditResponse>;
   /** The fake suppliers, in embedded mode. */
   readonly fakes: { openai: FakeSupplier; anthropic: FakeSupplier } | null;
   /** Keys the embedded audit minted for itself: a revoked one and one of a rate-limited account. */
