@@ -278,6 +278,21 @@ describe("count_tokens", () => {
   });
 });
 
+describe("native pass-through", () => {
+  it("forwards the client's own bytes to an Anthropic supplier but for the model", async () => {
+    const secret = rig.canary("fidelity");
+    const sent = (stream: boolean) =>
+      `{ "max_tokens": 64, "temperature": 1.0, "metadata": {"user_id": "u-1", "n": 9007199254740993}, "top_k": 40,\n` +
+      `  "messages": [{"role": "user", "content": "${secret} é"}], "model": "${MODELS.claude}"${stream ? ', "stream": true' : ""} }`;
+    for (const stream of [false, true]) {
+      const response = await postRaw(rig, "/v1/messages", sent(stream), ANTHROPIC_HEADERS);
+      expect(response.status).toBe(200);
+      const upstream = rig.anthropicFake.requests.at(-1);
+      expect(upstream?.rawBody).toBe(sent(stream).replace(`"${MODELS.claude}"`, '"upstream-claude"'));
+    }
+  });
+});
+
 describe("GET /v1/models", () => {
   it("answers in Anthropic's shape for the Anthropic SDK", async () => {
     const models: Anthropic.ModelInfo[] = [];

@@ -1,5 +1,6 @@
 import { afterAll, afterEach, beforeAll, describe, expect, it } from "vitest";
 import { estimateInputTokens } from "../src/metering/count-tokens.js";
+import { makeCanary } from "./support/canary.js";
 import { behaviour, type RecordedRequest } from "./support/fake-openai-supplier.js";
 import {
   type ChatCanaries,
@@ -119,6 +120,48 @@ describe("chat completions through an OpenAI-compatible supplier", () => {
     });
     expect(record.latency_ms).toBeGreaterThan(0);
     expect(nearly(record.output_tokens_per_s, (250 * 1000) / record.latency_ms)).toBe(true);
+  });
+
+  it("forwards the client's own bytes but for the model, store and stream_options: big numbers and formatting intact", async () => {
+    const secret = makeCanary("fidelity");
+    rig.canaries.push(secret);
+    // a seed beyond a double's precision, a float written as 1.0, an exponent, a key order
+    // and spacing of the client's own: a parse and a serialisation would change all of them
+    const sent = (stream: boolean) =>
+      `{ "seed": 9007199254740993, "temperature": 1.0, "top_p": 5e-1,\n  "messages": [{"role": "user", "content": "${secret} é ✓"}],` +
+      ` "model": "fast-chat"${stream ? ', "stream": true' : ""} }`;
+    const post = (body: string) =>
+      fetch(`${rig.gateway.baseURL}/chat/completions`, {
+        method: "POST",
+        headers: { authorization: `Bearer ${rig.gateway.key}`, "content-type": "application/json" },
+        body,
+      });
+    const json = await post(sent(false));
+    expect(json.status).toBe(200);
+    await json.text();
+    expect(lastUpstream().rawBody).toBe(
+      `{"store":false,${sent(false).slice(1).replace('"fast-chat"', '"upstream-model-1"')}`,
+    );
+    const stream = await post(sent(true));
+    expect(stream.status).toBe(200);
+    expect(await stream.text()).not.toContain('"usage"');
+    expect(lastUpstream().rawBody).toBe(
+      `{"stream_options":{"include_usage":true},"store":false,${sent(true).slice(1).replace('"fast-chat"', '"upstream-model-1"')}`,
+    );
+
+    // fields Lethe sets that the client sent otherwise, or a text it cannot edit safely: serialised instead
+    for (const body of [
+      `{"model":"fast-chat","store":true,"messages":[{"role":"user","content":"${secret}"}]}`,
+      `{"model":"fast-chat","stream":true,"stream_options":{},"messages":[{"role":"user","content":"${secret}"}]}`,
+      `{"model":"fast-chat","messages":[{"role":"user","content":"\\u00e9 ${secret}"}]}`,
+    ]) {
+      const response = await post(body);
+      expect(response.status).toBe(200);
+      await response.text();
+      const upstream = lastUpstream();
+      expect(upstream.rawBody).toBe(JSON.stringify(upstream.body));
+      expect(upstream.body).toMatchObject({ model: "upstream-model-1", store: false });
+    }
   });
 
   it("streams with include_usage: the client gets the supplier's usage chunk last", async () => {

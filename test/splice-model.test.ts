@@ -1,5 +1,5 @@
 import { describe, expect, it } from "vitest";
-import { spliceModel } from "../src/formats/surface/splice-model.js";
+import { spliceModel, spliceRequest } from "../src/formats/surface/splice-model.js";
 
 /** Splices as a surface does: with the model the text's own parse gave. */
 function splice(text: string, model = "alias"): string | undefined {
@@ -92,5 +92,50 @@ describe("spliceModel", () => {
     }
     // the common shape (one string model, no escapes) is edited, not declined
     expect(edited).toBeGreaterThan(200);
+  });
+});
+
+describe("spliceRequest", () => {
+  it("replaces the model and puts the added members first, every other byte as sent", () => {
+    const text = ' \n{ "seed": 9007199254740993, "model" : "fast", "temperature": 1.0 }';
+    expect(spliceRequest(text, "fast", "upstream/m-1", "")).toBe(
+      ' \n{ "seed": 9007199254740993, "model" : "upstream/m-1", "temperature": 1.0 }',
+    );
+    expect(spliceRequest(text, "fast", "m", '"store":false')).toBe(
+      ' \n{"store":false, "seed": 9007199254740993, "model" : "m", "temperature": 1.0 }',
+    );
+  });
+
+  it("declines what spliceModel declines, and a model the parse did not read", () => {
+    expect(spliceRequest('{"model":"fast","tools":[{"model":"x"}]}', "fast", "m", '"store":false')).toBeUndefined();
+    expect(spliceRequest('{"model":"fast","note":"\\u00e9"}', "fast", "m", "")).toBeUndefined();
+    expect(spliceRequest('{"model":"other"}', "fast", "m", "")).toBeUndefined();
+  });
+
+  it("agrees with parse, edit and serialise on every request it edits, over many generated ones", () => {
+    let seed = 11;
+    const random = (): number => {
+      seed = (seed * 1_103_515_245 + 12_345) % 2_147_483_648;
+      return seed / 2_147_483_648;
+    };
+    const pieces = ["model", '"model"', '\\"model\\":', "\\", "{", "}", ",", "\u00e9", " ", "store"];
+    const randomString = (): string =>
+      Array.from({ length: Math.floor(random() * 5) }, () => pieces[Math.floor(random() * pieces.length)]).join("");
+    let edited = 0;
+    for (let index = 0; index < 2_000; index++) {
+      const body: Record<string, unknown> = {
+        messages: [{ role: "user", content: randomString() }],
+        model: randomString(),
+      };
+      if (random() < 0.3) body.tools = [{ name: randomString(), parameters: { [randomString()]: randomString() } }];
+      if (random() < 0.3) body.metadata = { [randomString()]: randomString() };
+      const text = JSON.stringify(body, null, random() < 0.5 ? undefined : 2);
+      const members = random() < 0.5 ? '"store":false' : "";
+      const spliced = spliceRequest(text, body.model as string, "upstream", members);
+      if (spliced === undefined) continue;
+      edited++;
+      expect(JSON.parse(spliced)).toEqual({ ...(members === "" ? {} : { store: false }), ...body, model: "upstream" });
+    }
+    expect(edited).toBeGreaterThan(500);
   });
 });

@@ -8,7 +8,7 @@ import type { ClientFormat, Endpoint } from "../metering/metadata-record.js";
 import { authenticate } from "./authenticate-caller.js";
 import { renderFailure, toFailure } from "./error-handler.js";
 import { finishExchange, type Gateway } from "./gateway.js";
-import { parseJsonBuffer } from "./parse-json-body.js";
+import { bodyText, parseJsonText } from "./parse-json-body.js";
 import type { ResponseHeaders } from "./response-headers.js";
 
 /** An endpoint whose every request is metered: admitted (key, RPM) before its body is read. */
@@ -35,6 +35,11 @@ export class MeteredCall {
   readonly headers: ResponseHeaders;
   /** The parsed JSON body, once read. */
   body: unknown = undefined;
+  /**
+   * The body's text as the client sent it, once read: a surface forwarding it in its own
+   * format edits this text rather than serialising the parse (see splice-model.ts).
+   */
+  bodyText = "";
   private chunks: Buffer[] = [];
   private received = 0;
 
@@ -135,7 +140,8 @@ export class MeteredCall {
     // the copy is wiped by the parser; the pieces it was made of are wiped here
     if (chunks.length > 1) for (const chunk of chunks) chunk.fill(0);
     try {
-      this.body = parseJsonBuffer(buffer);
+      this.bodyText = bodyText(buffer);
+      this.body = parseJsonText(this.bodyText);
     } catch (thrown) {
       this.fail(thrown);
       return;

@@ -7,15 +7,27 @@ import { LetheError } from "../errors/lethe-error.js";
  * see docs/zdr.md).
  */
 export function parseJsonBuffer(buffer: Buffer): unknown {
+  return parseJsonText(bodyText(buffer));
+}
+
+/** A request body's text, after which the buffer it came in is zero-filled. */
+export function bodyText(buffer: Buffer): string {
   if (buffer.length === 0) {
     throw new LetheError("LETHE_INVALID_JSON", "The request body is empty; send a JSON object.");
   }
   try {
-    return JSON.parse(buffer.toString("utf8"));
-  } catch {
-    throw new LetheError("LETHE_INVALID_JSON", "The request body is not valid JSON.");
+    return buffer.toString("utf8");
   } finally {
     buffer.fill(0);
+  }
+}
+
+/** Parses a request body's text as JSON, or throws LETHE_INVALID_JSON. */
+export function parseJsonText(text: string): unknown {
+  try {
+    return JSON.parse(text);
+  } catch {
+    throw new LetheError("LETHE_INVALID_JSON", "The request body is not valid JSON.");
   }
 }
 

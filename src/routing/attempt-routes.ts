@@ -118,8 +118,10 @@ export async function attemptRoutes(
     exchange.price = route.price;
     const remaining = deadline - router.now();
     try {
+      const upstream = surface.upstreamBody(request, route, supplier.format);
       const result = await supplier.send({
-        body: surface.upstreamBody(request, route, supplier.format),
+        body: upstream.body,
+        text: upstream.text,
         stream: request.stream,
         cancellation,
         // the deadline bounds the wait for an answer, not the length of a stream once it flows

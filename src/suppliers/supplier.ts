@@ -15,6 +15,11 @@ export interface WireEvent {
 /** A request body already in the supplier's wire format, with its model name set. */
 export interface SupplierCall {
   body: Record<string, unknown>;
+  /**
+   * `body` as JSON text spliced from what the client sent (client-surface.ts UpstreamBody):
+   * sent as it is, in place of serialising `body`; it already holds every edit.
+   */
+  text?: string;
   stream: boolean;
   /** Fires when the client goes away; the supplier aborts its upstream request. */
   cancellation: Cancellation;

@@ -77,6 +77,8 @@ export interface AnthropicRecordedRequest {
   headers: IncomingHttpHeaders;
   /** The parsed JSON body, or the raw text when it was not JSON. */
   body: unknown;
+  /** The body's text exactly as it arrived. */
+  rawBody: string;
 }
 
 /** A running fake Anthropic supplier. */
@@ -382,14 +384,14 @@ function events(answer: PlannedAnswer): string[] {
   return out;
 }
 
-async function readBody(request: IncomingMessage): Promise<unknown> {
+async function readBody(request: IncomingMessage): Promise<{ body: unknown; rawBody: string }> {
   const parts: Buffer[] = [];
   for await (const part of request) parts.push(part as Buffer);
-  const text = Buffer.concat(parts).toString("utf8");
+  const rawBody = Buffer.concat(parts).toString("utf8");
   try {
-    return JSON.parse(text) as unknown;
+    return { body: JSON.parse(rawBody) as unknown, rawBody };
   } catch {
-    return text;
+    return { body: rawBody, rawBody };
   }
 }
 
@@ -401,9 +403,9 @@ export async function startFakeAnthropicSupplier(): Promise<FakeAnthropicSupplie
   let answered = 0;
 
   async function handle(request: IncomingMessage, response: ServerResponse): Promise<void> {
-    const body = await readBody(request);
+    const { body, rawBody } = await readBody(request);
     const path = request.url ?? "";
-    requests.push({ method: request.method ?? "", path, headers: request.headers, body });
+    requests.push({ method: request.method ?? "", path, headers: request.headers, body, rawBody });
     const jsonHeaders = { "content-type": "application/json", "request-id": `req_fake${++answered}` };
     const sendJson = (status: number, payload: unknown) =>
       response.writeHead(status, jsonHeaders).end(JSON.stringify(payload));

@@ -93,6 +93,8 @@ export interface RecordedRequest {
   headers: IncomingHttpHeaders;
   /** The parsed JSON body, or the raw text when it was not JSON. */
   body: unknown;
+  /** The body's text exactly as it arrived. */
+  rawBody: string;
   /** Which TCP connection carried it: equal ids mean a kept-alive connection was reused. */
   connectionId: number;
   /** True when the caller closed the connection before the response ended. */
@@ -283,24 +285,25 @@ export async function startFakeOpenAISupplier(): Promise<FakeOpenAISupplier> {
   let abortedCount = 0;
   let answered = 0;
 
-  async function readBody(request: IncomingMessage): Promise<unknown> {
+  async function readBody(request: IncomingMessage): Promise<{ body: unknown; rawBody: string }> {
     const parts: Buffer[] = [];
     for await (const part of request) parts.push(part as Buffer);
-    const text = Buffer.concat(parts).toString("utf8");
+    const rawBody = Buffer.concat(parts).toString("utf8");
     try {
-      return JSON.parse(text) as unknown;
+      return { body: JSON.parse(rawBody) as unknown, rawBody };
     } catch {
-      return text;
+      return { body: rawBody, rawBody };
     }
   }
 
   async function handle(request: IncomingMessage, response: ServerResponse): Promise<void> {
-    const body = await readBody(request);
+    const { body, rawBody } = await readBody(request);
     const recorded: RecordedRequest = {
       method: request.method ?? "",
       path: request.url ?? "",
       headers: request.headers,
       body,
+      rawBody,
       connectionId: connectionIds.get(request.socket) ?? 0,
       aborted: false,
     };

@@ -6,8 +6,8 @@ import { collectText, countTextTokens, estimateInputTokens } from "../../meterin
 import type { Exchange } from "../../metering/exchange.js";
 import { fromOpenAIUsage, type TokenUsage } from "../../metering/token-usage.js";
 import type { JsonAnswer, WireFormat } from "../../suppliers/supplier.js";
-import type { ClientRequest, ClientSurface, StreamTranslator } from "../surface/client-surface.js";
-import { spliceModel } from "../surface/splice-model.js";
+import type { ClientRequest, ClientSurface, StreamTranslator, UpstreamBody } from "../surface/client-surface.js";
+import { spliceModel, spliceRequest } from "../surface/splice-model.js";
 import { anthropicToOpenAIRequest } from "../translate/anthropic-to-openai-request.js";
 import { OpenAIToAnthropicStream } from "../translate/openai-to-anthropic-stream.js";
 import { openAIToAnthropicMessage } from "../translate/translate-response.js";
@@ -58,7 +58,7 @@ export const anthropicMessagesSurface: ClientSurface = {
   format: "anthropic",
   endpoint: "/v1/messages",
 
-  parse(body: unknown, headers: IncomingHttpHeaders): ClientRequest {
+  parse(body: unknown, headers: IncomingHttpHeaders, text?: string): ClientRequest {
     const request = validateBody(messagesRequestSchema, body);
     checkRoleOrder(request.messages);
     return {
@@ -67,15 +67,19 @@ export const anthropicMessagesSurface: ClientSurface = {
       wantsStreamUsage: true,
       body: request,
       headers: anthropicHeaders(headers),
+      sent: text === undefined ? undefined : { text, hasStreamOptions: false, store: undefined },
     };
   },
 
-  upstreamBody(request: ClientRequest, route: RouteConfig, supplierFormat: WireFormat): Record<string, unknown> {
-    if (supplierFormat === "openai") return anthropicToOpenAIRequest(request.body, route.upstreamModel);
-    // forwarded as it is, changed in place rather than copied (see the OpenAI surface)
+  upstreamBody(request: ClientRequest, route: RouteConfig, supplierFormat: WireFormat): UpstreamBody {
+    if (supplierFormat === "openai") return { body: anthropicToOpenAIRequest(request.body, route.upstreamModel) };
+    // forwarded as it is: as the client's own text but for the model (see the OpenAI
+    // surface), and the parse changed in place rather than copied in case it cannot be
     const body = request.body as Record<string, unknown>;
+    const text =
+      request.sent === undefined ? undefined : spliceRequest(request.sent.text, request.model, route.upstreamModel, "");
     body.model = route.upstreamModel;
-    return body;
+    return text === undefined ? { body } : { body, text };
   },
 
   jsonResponse(request: ClientRequest, answer: JsonAnswer, supplierFormat: WireFormat, exchange: Exchange): string {

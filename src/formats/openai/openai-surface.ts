@@ -1,11 +1,12 @@
+import type { IncomingHttpHeaders } from "node:http";
 import type { RouteConfig } from "../../config/load-config.js";
 import { fromAnthropicUsage } from "../../metering/anthropic-usage.js";
 import { collectText, countTextTokens, estimateInputTokens } from "../../metering/count-tokens.js";
 import type { Exchange } from "../../metering/exchange.js";
 import { fromOpenAIUsage } from "../../metering/token-usage.js";
 import type { JsonAnswer, WireFormat } from "../../suppliers/supplier.js";
-import type { ClientRequest, ClientSurface, StreamTranslator } from "../surface/client-surface.js";
-import { spliceModel } from "../surface/splice-model.js";
+import type { ClientRequest, ClientSurface, StreamTranslator, UpstreamBody } from "../surface/client-surface.js";
+import { spliceModel, spliceRequest } from "../surface/splice-model.js";
 import { AnthropicToOpenAIStream } from "../translate/anthropic-to-openai-stream.js";
 import { openAIToAnthropicRequest } from "../translate/openai-to-anthropic-request.js";
 import { anthropicToOpenAICompletion } from "../translate/translate-response.js";
@@ -19,18 +20,24 @@ export const openAIChatSurface: ClientSurface = {
   format: "openai",
   endpoint: "/v1/chat/completions",
 
-  parse(body: unknown): ClientRequest {
+  parse(body: unknown, _headers: IncomingHttpHeaders, text?: string): ClientRequest {
     const request = validateBody(chatRequestSchema, body);
     return {
       model: request.model,
       stream: request.stream === true,
       wantsStreamUsage: request.stream_options?.include_usage === true,
       body: request,
+      sent:
+        text === undefined
+          ? undefined
+          : { text, hasStreamOptions: request.stream_options !== undefined, store: request.store },
     };
   },
 
-  upstreamBody(request: ClientRequest, route: RouteConfig, supplierFormat: WireFormat): Record<string, unknown> {
-    if (supplierFormat === "anthropic") return openAIToAnthropicRequest(request.body, route.upstreamModel);
+  upstreamBody(request: ClientRequest, route: RouteConfig, supplierFormat: WireFormat): UpstreamBody {
+    if (supplierFormat === "anthropic") return { body: openAIToAnthropicRequest(request.body, route.upstreamModel) };
+    // the client's own text, edited, when it can be: every field then reaches the supplier as sent
+    const text = forwardedText(request, route);
     // the client's body is forwarded as it is, changed in place rather than copied: copying a
     // parsed object field by field costs more than serialising it, and everything read from
     // it later (token estimates, a translation for another route) ignores what changes here
@@ -43,7 +50,7 @@ export const openAIChatSurface: ClientSurface = {
       if (typeof options === "object" && options !== null) (options as Record<string, unknown>).include_usage = true;
       else body.stream_options = { include_usage: true };
     }
-    return body;
+    return text === undefined ? { body } : { body, text };
   },
 
   jsonResponse(request: ClientRequest, answer: JsonAnswer, supplierFormat: WireFormat, exchange: Exchange): string {
@@ -84,6 +91,30 @@ export const openAIChatSurface: ClientSurface = {
 
   renderError: renderOpenAIError,
 };
+
+const STREAM_USAGE_MEMBER = '"stream_options":{"include_usage":true}';
+const STORE_FALSE_MEMBER = '"store":false';
+
+/**
+ * The client's text as an OpenAI-type supplier of `route` gets it: the route's model,
+ * usage asked for when streaming, `store: false` when the supplier takes it. Undefined
+ * (serialise the parse instead) when there is no text, or when a field to set was sent
+ * with another value: only absent fields are added, the model alone is replaced.
+ */
+function forwardedText(request: ClientRequest, route: RouteConfig): string | undefined {
+  const sent = request.sent;
+  if (sent === undefined) return undefined;
+  let members = "";
+  if (request.stream && !request.wantsStreamUsage) {
+    if (sent.hasStreamOptions) return undefined;
+    members = STREAM_USAGE_MEMBER;
+  }
+  if (route.supplier.sendStoreFalse && sent.store !== false) {
+    if (sent.store !== undefined) return undefined;
+    members = members === "" ? STORE_FALSE_MEMBER : `${members},${STORE_FALSE_MEMBER}`;
+  }
+  return spliceRequest(sent.text, request.model, route.upstreamModel, members);
+}
 
 function estimateAnthropicOutput(body: Record<string, unknown>): number {
   const texts: string[] = [];

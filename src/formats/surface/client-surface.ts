@@ -14,6 +14,27 @@ export interface ClientRequest {
   body: Record<string, unknown>;
   /** Client headers the supplier must see (e.g. `anthropic-version`); never logged. */
   headers?: Record<string, string>;
+  /**
+   * The body as the client sent it, with what the surface needs to forward that text
+   * instead of a serialisation of `body` (OpenAI surface): set when the text is at hand.
+   */
+  sent?: SentBody;
+}
+
+/** A request's own text and the state of the fields Lethe may add to it, as they arrived. */
+export interface SentBody {
+  text: string;
+  /** The client sent `stream_options` (whatever it held). */
+  hasStreamOptions: boolean;
+  /** The client's `store`, undefined when it sent none. */
+  store: unknown;
+}
+
+/** The body for one supplier attempt, and its JSON text when it could be spliced from the client's. */
+export interface UpstreamBody {
+  body: Record<string, unknown>;
+  /** Sent instead of serialising `body`; it already holds every edit, `store: false` included. */
+  text?: string;
 }
 
 /** Turns one supplier stream into the client's SSE text, event by event. */
@@ -34,8 +55,9 @@ export interface StreamTranslator {
 export interface ClientSurface {
   readonly format: ClientFormat;
   readonly endpoint: Endpoint;
-  parse(body: unknown, headers: IncomingHttpHeaders): ClientRequest;
-  upstreamBody(request: ClientRequest, route: RouteConfig, supplierFormat: WireFormat): Record<string, unknown>;
+  /** Validates the parsed body; `text` is the body as it arrived, when there is one. */
+  parse(body: unknown, headers: IncomingHttpHeaders, text?: string): ClientRequest;
+  upstreamBody(request: ClientRequest, route: RouteConfig, supplierFormat: WireFormat): UpstreamBody;
   /** Renders a supplier's JSON answer for the client and meters its usage on the exchange. */
   jsonResponse(request: ClientRequest, answer: JsonAnswer, supplierFormat: WireFormat, exchange: Exchange): string;
   streamTranslator(request: ClientRequest, supplierFormat: WireFormat, exchange: Exchange): StreamTranslator;

@@ -52,3 +52,27 @@ export function spliceModel(text: string, parsedModel: unknown, model: string): 
   if (valueStart === -1 || JSON.parse(text.slice(valueStart, valueEnd)) !== parsedModel) return undefined;
   return text.slice(0, valueStart) + JSON.stringify(model) + text.slice(valueEnd);
 }
+
+/**
+ * The client's request text as a supplier of its own format gets it: `model` replaced by
+ * `upstreamModel` (checked against `clientModel`, the value the parse read, as in
+ * spliceModel) and `members` (complete `"key":value` pairs, comma-separated, for keys the
+ * client did not send) added first in the object. Forwarding the client's own text keeps
+ * every field exactly as sent, numbers beyond a double's precision included (a parse and
+ * a serialisation round them), and spares serialising a large prompt a second time.
+ * Undefined whenever spliceModel declines: the caller serialises the parse instead.
+ */
+export function spliceRequest(
+  text: string,
+  clientModel: string,
+  upstreamModel: string,
+  members: string,
+): string | undefined {
+  const spliced = spliceModel(text, clientModel, upstreamModel);
+  if (spliced === undefined || members === "") return spliced;
+  let at = 0;
+  while (isJsonSpace(spliced.charCodeAt(at))) at++;
+  // the text parsed as an object holding at least `model`: a member follows the brace
+  if (spliced.charCodeAt(at) !== 0x7b) return undefined;
+  return `${spliced.slice(0, at + 1)}${members},${spliced.slice(at + 1)}`;
+}

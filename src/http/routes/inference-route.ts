@@ -113,7 +113,7 @@ export function inferenceEndpoint(surface: ClientSurface): MeteredEndpoint {
 async function serveInference(surface: ClientSurface, call: MeteredCall): Promise<void> {
   const { gateway, exchange } = call;
   const headers = call.request.headers;
-  const clientRequest = surface.parse(call.body, headers);
+  const clientRequest = surface.parse(call.body, headers, call.bodyText);
   exchange.streamed = clientRequest.stream;
   const zdrRequired = (exchange.auth?.zdrRequired ?? true) || headers["x-lethe-zdr"] === "required";
   const plan = planRoutes(gateway.config, clientRequest.model, zdrRequired);

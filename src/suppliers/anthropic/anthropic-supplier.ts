@@ -77,7 +77,7 @@ export class AnthropicSupplier implements Supplier {
   async send(call: SupplierCall): Promise<SupplierResult> {
     const answer = await this.http.post(
       this.messagesPath,
-      JSON.stringify(call.body),
+      call.text ?? JSON.stringify(call.body),
       this.headers(call),
       call.cancellation,
       call.timeouts,

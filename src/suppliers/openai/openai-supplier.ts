@@ -41,11 +41,12 @@ export class OpenAICompatibleSupplier implements Supplier {
 
   async send(call: SupplierCall): Promise<SupplierResult> {
     const headers = call.stream ? this.streamHeaders : this.jsonHeaders;
-    // ask the supplier not to keep the completion (OpenAI stores some by default)
-    if (this.sendStoreFalse) call.body.store = false;
+    // ask the supplier not to keep the completion (OpenAI stores some by default); a
+    // spliced text holds it already
+    if (this.sendStoreFalse && call.text === undefined) call.body.store = false;
     const answer = await this.http.post(
       "/chat/completions",
-      JSON.stringify(call.body),
+      call.text ?? JSON.stringify(call.body),
       headers,
       call.cancellation,
       call.timeouts,
