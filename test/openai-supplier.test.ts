@@ -149,8 +149,18 @@ describe("chat completions through an OpenAI-compatible supplier", () => {
       `{"stream_options":{"include_usage":true},"store":false,${sent(true).slice(1).replace('"fast-chat"', '"upstream-model-1"')}`,
     );
 
-    // fields Lethe sets that the client sent otherwise, or a text it cannot edit safely: serialised instead
+    // what the client set itself is left as it is: only the model changes
+    const ownSettings = `{"model":"fast-chat","store":false,"stream":true,"stream_options":{"include_usage":true},"messages":[{"role":"user","content":"${secret}"}]}`;
+    const own = await post(ownSettings);
+    expect(own.status).toBe(200);
+    await own.text();
+    expect(lastUpstream().rawBody).toBe(ownSettings.replace('"fast-chat"', '"upstream-model-1"'));
+
+    // fields Lethe sets that the client sent otherwise, or a text another parser could read
+    // differently (a key twice, __proto__, an escape): the parse is serialised instead
     for (const body of [
+      `{"model":"fast-chat","store":true,"store":false,"messages":[{"role":"user","content":"${secret}"}]}`,
+      `{"model":"fast-chat","__proto__":{"store":true},"messages":[{"role":"user","content":"${secret}"}]}`,
       `{"model":"fast-chat","store":true,"messages":[{"role":"user","content":"${secret}"}]}`,
       `{"model":"fast-chat","stream":true,"stream_options":{},"messages":[{"role":"user","content":"${secret}"}]}`,
       `{"model":"fast-chat","messages":[{"role":"user","content":"\\u00e9 ${secret}"}]}`,
@@ -160,6 +170,8 @@ describe("chat completions through an OpenAI-compatible supplier", () => {
       await response.text();
       const upstream = lastUpstream();
       expect(upstream.rawBody).toBe(JSON.stringify(upstream.body));
+      expect(upstream.rawBody.split('"store"')).toHaveLength(2);
+      expect(upstream.rawBody).not.toContain("__proto__");
       expect(upstream.body).toMatchObject({ model: "upstream-model-1", store: false });
     }
   });

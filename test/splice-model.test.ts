@@ -1,5 +1,5 @@
 import { describe, expect, it } from "vitest";
-import { spliceModel, spliceRequest } from "../src/formats/surface/splice-model.js";
+import { countTopLevelMembers, spliceModel, spliceRequest } from "../src/formats/surface/splice-model.js";
 
 /** Splices as a surface does: with the model the text's own parse gave. */
 function splice(text: string, model = "alias"): string | undefined {
@@ -98,18 +98,30 @@ describe("spliceModel", () => {
 describe("spliceRequest", () => {
   it("replaces the model and puts the added members first, every other byte as sent", () => {
     const text = ' \n{ "seed": 9007199254740993, "model" : "fast", "temperature": 1.0 }';
-    expect(spliceRequest(text, "fast", "upstream/m-1", "")).toBe(
+    expect(spliceRequest(text, 3, "fast", "upstream/m-1", "")).toBe(
       ' \n{ "seed": 9007199254740993, "model" : "upstream/m-1", "temperature": 1.0 }',
     );
-    expect(spliceRequest(text, "fast", "m", '"store":false')).toBe(
+    expect(spliceRequest(text, 3, "fast", "m", '"store":false')).toBe(
       ' \n{"store":false, "seed": 9007199254740993, "model" : "m", "temperature": 1.0 }',
     );
   });
 
   it("declines what spliceModel declines, and a model the parse did not read", () => {
-    expect(spliceRequest('{"model":"fast","tools":[{"model":"x"}]}', "fast", "m", '"store":false')).toBeUndefined();
-    expect(spliceRequest('{"model":"fast","note":"\\u00e9"}', "fast", "m", "")).toBeUndefined();
-    expect(spliceRequest('{"model":"other"}', "fast", "m", "")).toBeUndefined();
+    expect(spliceRequest('{"model":"fast","tools":[{"model":"x"}]}', 2, "fast", "m", '"store":false')).toBeUndefined();
+    expect(spliceRequest('{"model":"fast","note":"\\u00e9"}', 2, "fast", "m", "")).toBeUndefined();
+    expect(spliceRequest('{"model":"other"}', 1, "fast", "m", "")).toBeUndefined();
+    // a key written twice (JSON.parse keeps the last, some parsers the first), or __proto__
+    expect(spliceRequest('{"model":"fast","store":true,"store":false}', 2, "fast", "m", "")).toBeUndefined();
+    expect(spliceRequest('{"model":"fast","stream":true, "stream" :false}', 2, "fast", "m", "")).toBeUndefined();
+    expect(spliceRequest('{"model":"fast","__proto__":{"store":true}}', 2, "fast", "m", "")).toBeUndefined();
+    expect(spliceRequest('{"model":"fast","store":true}', 2, "fast", "m", "")).toBe('{"model":"m","store":true}');
+  });
+
+  it("counts top-level members as written, whatever the strings and nesting hold", () => {
+    expect(countTopLevelMembers('{"a":1,"b":{"c":[1,{"d":2}]},"e":"}{][\\":,"}')).toBe(3);
+    expect(countTopLevelMembers('{ "a" : "x", "a":"y" }')).toBe(2);
+    expect(countTopLevelMembers('{"a":["k", "l"], "b": "v"}')).toBe(2);
+    expect(countTopLevelMembers('{"a":"unterminated}')).toBe(-1);
   });
 
   it("agrees with parse, edit and serialise on every request it edits, over many generated ones", () => {
@@ -131,7 +143,7 @@ describe("spliceRequest", () => {
       if (random() < 0.3) body.metadata = { [randomString()]: randomString() };
       const text = JSON.stringify(body, null, random() < 0.5 ? undefined : 2);
       const members = random() < 0.5 ? '"store":false' : "";
-      const spliced = spliceRequest(text, body.model as string, "upstream", members);
+      const spliced = spliceRequest(text, Object.keys(body).length, body.model as string, "upstream", members);
       if (spliced === undefined) continue;
       edited++;
       expect(JSON.parse(spliced)).toEqual({ ...(members === "" ? {} : { store: false }), ...body, model: "upstream" });

@@ -35,11 +35,8 @@ export class MeteredCall {
   readonly headers: ResponseHeaders;
   /** The parsed JSON body, once read. */
   body: unknown = undefined;
-  /**
-   * The body's text as the client sent it, once read: a surface forwarding it in its own
-   * format edits this text rather than serialising the parse (see splice-model.ts).
-   */
-  bodyText = "";
+  /** The body's text as it arrived, until the endpoint takes it (takeBodyText). */
+  private bodyText = "";
   private chunks: Buffer[] = [];
   private received = 0;
 
@@ -52,6 +49,17 @@ export class MeteredCall {
     const requestId = mintRequestId();
     this.exchange = new Exchange(requestId, endpoint.path, endpoint.format);
     this.headers = ["x-request-id", requestId, "request-id", requestId];
+  }
+
+  /**
+   * The body's text, handed over once: a surface forwarding a request in its own format
+   * edits this text rather than serialising the parse (splice-model.ts). The call lets go
+   * of it, so it lives no longer than the surface needs it.
+   */
+  takeBodyText(): string {
+    const text = this.bodyText;
+    this.bodyText = "";
+    return text;
   }
 
   get format(): ClientFormat {
@@ -147,6 +155,8 @@ export class MeteredCall {
       return;
     }
     this.endpoint.serve(this).catch((thrown: unknown) => this.fail(thrown));
+    // an endpoint takes the text before its first await, or not at all (count_tokens)
+    this.bodyText = "";
   };
 
   /** The client went away (or broke the connection) while sending its body. */

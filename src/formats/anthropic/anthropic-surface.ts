@@ -7,7 +7,7 @@ import type { Exchange } from "../../metering/exchange.js";
 import { fromOpenAIUsage, type TokenUsage } from "../../metering/token-usage.js";
 import type { JsonAnswer, WireFormat } from "../../suppliers/supplier.js";
 import type { ClientRequest, ClientSurface, StreamTranslator, UpstreamBody } from "../surface/client-surface.js";
-import { spliceModel, spliceRequest } from "../surface/splice-model.js";
+import { sentBody, spliceModel, spliceRequest } from "../surface/splice-model.js";
 import { anthropicToOpenAIRequest } from "../translate/anthropic-to-openai-request.js";
 import { OpenAIToAnthropicStream } from "../translate/openai-to-anthropic-stream.js";
 import { openAIToAnthropicMessage } from "../translate/translate-response.js";
@@ -67,7 +67,7 @@ export const anthropicMessagesSurface: ClientSurface = {
       wantsStreamUsage: true,
       body: request,
       headers: anthropicHeaders(headers),
-      sent: text === undefined ? undefined : { text, hasStreamOptions: false, store: undefined },
+      sent: sentBody(text, body as object, false, undefined),
     };
   },
 
@@ -77,7 +77,9 @@ export const anthropicMessagesSurface: ClientSurface = {
     // surface), and the parse changed in place rather than copied in case it cannot be
     const body = request.body as Record<string, unknown>;
     const text =
-      request.sent === undefined ? undefined : spliceRequest(request.sent.text, request.model, route.upstreamModel, "");
+      request.sent === undefined
+        ? undefined
+        : spliceRequest(request.sent.text, request.sent.keys, request.model, route.upstreamModel, "");
     body.model = route.upstreamModel;
     return text === undefined ? { body } : { body, text };
   },

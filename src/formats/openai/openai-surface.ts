@@ -6,7 +6,7 @@ import type { Exchange } from "../../metering/exchange.js";
 import { fromOpenAIUsage } from "../../metering/token-usage.js";
 import type { JsonAnswer, WireFormat } from "../../suppliers/supplier.js";
 import type { ClientRequest, ClientSurface, StreamTranslator, UpstreamBody } from "../surface/client-surface.js";
-import { spliceModel, spliceRequest } from "../surface/splice-model.js";
+import { sentBody, spliceModel, spliceRequest } from "../surface/splice-model.js";
 import { AnthropicToOpenAIStream } from "../translate/anthropic-to-openai-stream.js";
 import { openAIToAnthropicRequest } from "../translate/openai-to-anthropic-request.js";
 import { anthropicToOpenAICompletion } from "../translate/translate-response.js";
@@ -27,10 +27,7 @@ export const openAIChatSurface: ClientSurface = {
       stream: request.stream === true,
       wantsStreamUsage: request.stream_options?.include_usage === true,
       body: request,
-      sent:
-        text === undefined
-          ? undefined
-          : { text, hasStreamOptions: request.stream_options !== undefined, store: request.store },
+      sent: sentBody(text, body as object, request.stream_options !== undefined, request.store),
     };
   },
 
@@ -113,7 +110,7 @@ function forwardedText(request: ClientRequest, route: RouteConfig): string | und
     if (sent.store !== undefined) return undefined;
     members = members === "" ? STORE_FALSE_MEMBER : `${members},${STORE_FALSE_MEMBER}`;
   }
-  return spliceRequest(sent.text, request.model, route.upstreamModel, members);
+  return spliceRequest(sent.text, sent.keys, request.model, route.upstreamModel, members);
 }
 
 function estimateAnthropicOutput(body: Record<string, unknown>): number {

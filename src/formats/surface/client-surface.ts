@@ -24,6 +24,8 @@ export interface ClientRequest {
 /** A request's own text and the state of the fields Lethe may add to it, as they arrived. */
 export interface SentBody {
   text: string;
+  /** How many distinct top-level keys the parse of `text` has. */
+  keys: number;
   /** The client sent `stream_options` (whatever it held). */
   hasStreamOptions: boolean;
   /** The client's `store`, undefined when it sent none. */

@@ -1,3 +1,5 @@
+import type { SentBody } from "./client-surface.js";
+
 /** JSON's insignificant whitespace. */
 function isJsonSpace(code: number): boolean {
   return code === 0x20 || code === 0x0a || code === 0x0d || code === 0x09;
@@ -54,20 +56,54 @@ export function spliceModel(text: string, parsedModel: unknown, model: string): 
 }
 
 /**
+ * How many members the object `text` holds at its top level, counted as written: a key
+ * given twice counts twice. Strings are skipped whole (indexOf, not character by
+ * character), so a long prompt costs little; -1 for text that ends inside a string.
+ */
+export function countTopLevelMembers(text: string): number {
+  let depth = 0;
+  let members = 0;
+  for (let at = 0; at < text.length; at++) {
+    const code = text.charCodeAt(at);
+    if (code === 0x22) {
+      const end = endOfString(text, at);
+      if (end === -1) return -1;
+      if (depth === 1) {
+        let next = end;
+        while (isJsonSpace(text.charCodeAt(next))) next++;
+        // at the top level a string followed by a colon is a key; any other is a value
+        if (text.charCodeAt(next) === 0x3a) members++;
+      }
+      at = end - 1;
+    } else if (code === 0x7b || code === 0x5b) depth++;
+    else if (code === 0x7d || code === 0x5d) depth--;
+  }
+  return members;
+}
+
+/**
  * The client's request text as a supplier of its own format gets it: `model` replaced by
  * `upstreamModel` (checked against `clientModel`, the value the parse read, as in
  * spliceModel) and `members` (complete `"key":value` pairs, comma-separated, for keys the
  * client did not send) added first in the object. Forwarding the client's own text keeps
- * every field exactly as sent, numbers beyond a double's precision included (a parse and
- * a serialisation round them), and spares serialising a large prompt a second time.
- * Undefined whenever spliceModel declines: the caller serialises the parse instead.
+ * every field as sent, numbers beyond a double's precision included (a parse and a
+ * serialisation round them), and spares serialising a large prompt a second time.
+ *
+ * `keys` is how many distinct top-level keys the parse found. Undefined, and the caller
+ * serialises the parse instead, whenever the text could mean something else to another
+ * parser than it meant to Lethe's: spliceModel declines; a top-level key is written more
+ * than once (JSON.parse keeps the last, some parsers the first: a `store` or `stream`
+ * given twice must not reach the supplier); or a `__proto__` key, which validation never
+ * saw.
  */
 export function spliceRequest(
   text: string,
+  keys: number,
   clientModel: string,
   upstreamModel: string,
   members: string,
 ): string | undefined {
+  if (text.includes('"__proto__"') || countTopLevelMembers(text) !== keys) return undefined;
   const spliced = spliceModel(text, clientModel, upstreamModel);
   if (spliced === undefined || members === "") return spliced;
   let at = 0;
@@ -75,4 +111,21 @@ export function spliceRequest(
   // the text parsed as an object holding at least `model`: a member follows the brace
   if (spliced.charCodeAt(at) !== 0x7b) return undefined;
   return `${spliced.slice(0, at + 1)}${members},${spliced.slice(at + 1)}`;
+}
+
+/**
+ * What a surface keeps of a request's own text for spliceRequest, or undefined without
+ * one. `parsed` is the body as JSON.parse gave it (validation returns a copy).
+ */
+export function sentBody(
+  text: string | undefined,
+  parsed: object,
+  hasStreamOptions: boolean,
+  store: unknown,
+): SentBody | undefined {
+  if (text === undefined) return undefined;
+  let keys = 0;
+  // JSON.parse makes plain objects: every enumerable key is its own
+  for (const _key in parsed) keys++;
+  return { text, keys, hasStreamOptions, store };
 }

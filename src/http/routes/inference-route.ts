@@ -113,7 +113,7 @@ export function inferenceEndpoint(surface: ClientSurface): MeteredEndpoint {
 async function serveInference(surface: ClientSurface, call: MeteredCall): Promise<void> {
   const { gateway, exchange } = call;
   const headers = call.request.headers;
-  const clientRequest = surface.parse(call.body, headers, call.bodyText);
+  const clientRequest = surface.parse(call.body, headers, call.takeBodyText());
   exchange.streamed = clientRequest.stream;
   const zdrRequired = (exchange.auth?.zdrRequired ?? true) || headers["x-lethe-zdr"] === "required";
   const plan = planRoutes(gateway.config, clientRequest.model, zdrRequired);
@@ -126,6 +126,8 @@ async function serveInference(surface: ClientSurface, call: MeteredCall): Promis
     gateway.config.routing.allowRouteHeader && routeHeader !== undefined ? pinnedRoute(plan, routeHeader) : null;
   const cancellation = cancelOnClientClose(call.response);
   const attempted = await attemptRoutes(gateway, surface, clientRequest, exchange, plan, cancellation, pinned);
+  // nothing more goes upstream: the client's text need not outlive the attempts (a stream may run long)
+  clientRequest.sent = undefined;
   try {
     await relay(gateway, surface, clientRequest, call, attempted);
   } catch (thrown) {
