@@ -149,6 +149,31 @@ describe("chat completions through an OpenAI-compatible supplier", () => {
       `{"stream_options":{"include_usage":true},"store":false,${sent(true).slice(1).replace('"fast-chat"', '"upstream-model-1"')}`,
     );
 
+    // a second attempt, after the first route could not be reached, splices the text again
+    // (the first attempt's edits to the parsed body do not leak into it)
+    const fallbackText = sent(false).replace('"fast-chat"', '"fallback-chat"');
+    const fallback = await post(fallbackText);
+    expect(fallback.status).toBe(200);
+    expect(fallback.headers.get("x-lethe-attempts")).toBe("2");
+    await fallback.text();
+    expect(lastUpstream().rawBody).toBe(
+      `{"store":false,${fallbackText.slice(1).replace('"fallback-chat"', '"upstream-model-1"')}`,
+    );
+
+    // a supplier configured with send_store_false: false gets no store, spliced or serialised
+    for (const text of [
+      sent(false),
+      `{"model":"fast-chat","messages":[{"role":"user","content":"\\u00e9 ${secret}"}]}`,
+    ]) {
+      const noStore = await post(text.replace('"fast-chat"', '"no-store-chat"'));
+      expect(noStore.status).toBe(200);
+      await noStore.text();
+      const upstream = lastUpstream();
+      expect(upstream.body).not.toHaveProperty("store");
+      expect(upstream.body).toMatchObject({ model: "upstream-model-1" });
+      if (text === sent(false)) expect(upstream.rawBody).toBe(text.replace('"fast-chat"', '"upstream-model-1"'));
+    }
+
     // what the client set itself is left as it is: only the model changes
     const ownSettings = `{"model":"fast-chat","store":false,"stream":true,"stream_options":{"include_usage":true},"messages":[{"role":"user","content":"${secret}"}]}`;
     const own = await post(ownSettings);

@@ -70,12 +70,22 @@ export async function startOpenAISupplierRig(): Promise<OpenAISupplierRig> {
           zdr: true,
           timeouts: { first_byte_ms: 300, idle_ms: 300, connect_ms: 1000, total_ms: 5000 },
         },
+        {
+          // a server that rejects `store`: Lethe must not add it
+          id: "fake-openai-no-store",
+          type: "openai",
+          base_url: fake.url,
+          api_key_env: "FAKE_KEY",
+          zdr: true,
+          send_store_false: false,
+        },
       ],
       models: [
         { id: "fast-chat", routes: [route("fake-openai")] },
         { id: "patient-chat", routes: [route("fake-openai-patient")] },
         { id: "down-chat", routes: [route("fake-openai-down")] },
         { id: "fallback-chat", routes: [route("fake-openai-down"), route("fake-openai")], max_attempts: 2 },
+        { id: "no-store-chat", routes: [route("fake-openai-no-store")] },
       ],
       // one attempt per request, and a breaker that never opens: these tests look at each
       // failure on its own (retries, fallback and breaking are tested in test/routing*)
