@@ -1,5 +1,12 @@
 import { describe, expect, it } from "vitest";
 import { countTopLevelMembers, spliceModel, spliceRequest } from "../src/formats/surface/splice-model.js";
+import { seededRandom } from "./support/seeded-random.js";
+
+/** Strings of up to four of `pieces`, drawn from `random`: the awkward bits JSON text can hold. */
+function stringOf(random: () => number, pieces: readonly string[]): () => string {
+  return () =>
+    Array.from({ length: Math.floor(random() * 5) }, () => pieces[Math.floor(random() * pieces.length)]).join("");
+}
 
 /** Splices as a surface does: with the model the text's own parse gave. */
 function splice(text: string, model = "alias"): string | undefined {
@@ -61,14 +68,19 @@ describe("spliceModel", () => {
   });
 
   it("agrees with parse-and-serialise on every text it edits, over many generated answers", () => {
-    let seed = 7;
-    const random = (): number => {
-      seed = (seed * 1_103_515_245 + 12_345) % 2_147_483_648;
-      return seed / 2_147_483_648;
-    };
-    const pieces = ["model", '"model"', '\\"model\\":', "\\", "\u00e9", "\n", "text", ":", "{", "}"];
-    const randomString = (): string =>
-      Array.from({ length: Math.floor(random() * 5) }, () => pieces[Math.floor(random() * pieces.length)]).join("");
+    const random = seededRandom(7).next;
+    const randomString = stringOf(random, [
+      "model",
+      '"model"',
+      '\\"model\\":',
+      "\\",
+      "\u00e9",
+      "\n",
+      "text",
+      ":",
+      "{",
+      "}",
+    ]);
     const randomValue = (depth: number): unknown => {
       const kind = Math.floor(random() * (depth > 2 ? 3 : 5));
       if (kind === 0) return randomString();
@@ -125,14 +137,19 @@ describe("spliceRequest", () => {
   });
 
   it("agrees with parse, edit and serialise on every request it edits, over many generated ones", () => {
-    let seed = 11;
-    const random = (): number => {
-      seed = (seed * 1_103_515_245 + 12_345) % 2_147_483_648;
-      return seed / 2_147_483_648;
-    };
-    const pieces = ["model", '"model"', '\\"model\\":', "\\", "{", "}", ",", "\u00e9", " ", "store"];
-    const randomString = (): string =>
-      Array.from({ length: Math.floor(random() * 5) }, () => pieces[Math.floor(random() * pieces.length)]).join("");
+    const random = seededRandom(11).next;
+    const randomString = stringOf(random, [
+      "model",
+      '"model"',
+      '\\"model\\":',
+      "\\",
+      "{",
+      "}",
+      ",",
+      "\u00e9",
+      " ",
+      "store",
+    ]);
     let edited = 0;
     for (let index = 0; index < 2_000; index++) {
       const body: Record<string, unknown> = {

@@ -1,5 +1,5 @@
 import { createServer, type IncomingMessage, type ServerResponse } from "node:http";
-import Fastify, { type FastifyInstance } from "fastify";
+import Fastify, { type FastifyInstance, type FastifyReply } from "fastify";
 import { registerAdminRoutes } from "../admin/admin-routes.js";
 import { LetheError } from "../errors/lethe-error.js";
 import { anthropicMessagesSurface } from "../formats/anthropic/anthropic-surface.js";
@@ -63,6 +63,12 @@ function gatewayServer(gateway: Gateway) {
   };
 }
 
+/** The request id, under both SDKs' header names (the metered endpoints set theirs in MeteredCall). */
+function sendRequestId(reply: FastifyReply, id: string): void {
+  reply.header("x-request-id", id);
+  reply.header("request-id", id);
+}
+
 /** Builds the HTTP server with every route; it is not listening yet. */
 export function buildServer(gateway: Gateway): FastifyInstance {
   const app = Fastify({
@@ -78,8 +84,7 @@ export function buildServer(gateway: Gateway): FastifyInstance {
     // a URL the router cannot decode (bad percent-encoding, an over-long parameter): Fastify's
     // own answer would quote the path, which may hold a client's model id
     frameworkErrors: (error, request, reply) => {
-      reply.header("x-request-id", request.id);
-      reply.header("request-id", request.id);
+      sendRequestId(reply, request.id);
       const refusal =
         error.code === "FST_ERR_BAD_URL"
           ? new LetheError("LETHE_INVALID_REQUEST", "The request URL is not valid.")
@@ -90,8 +95,7 @@ export function buildServer(gateway: Gateway): FastifyInstance {
   app.decorateRequest("auth", null);
   // a callback hook, not an async one: no promise per request for two headers
   app.addHook("onRequest", (request, reply, done) => {
-    reply.header("x-request-id", request.id);
-    reply.header("request-id", request.id);
+    sendRequestId(reply, request.id);
     done();
   });
   app.removeAllContentTypeParsers();
