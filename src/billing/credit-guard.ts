@@ -186,12 +186,19 @@ export class CreditGuard {
       ts: Date.now(),
       holdId: reservation.holdId,
     });
-    if (this.queue.length >= this.flushBatch && !this.flushSoon) {
-      this.flushSoon = true;
-      setImmediate(() => {
-        this.flushSoon = false;
-        void this.flush();
-      });
+    this.scheduleFlush();
+  }
+
+  /** A full batch is written at once, anything less within the flush interval. */
+  private scheduleFlush(): void {
+    if (this.queue.length >= this.flushBatch) {
+      if (!this.flushSoon) {
+        this.flushSoon = true;
+        setImmediate(() => {
+          this.flushSoon = false;
+          void this.flush();
+        });
+      }
     } else if (this.timer === null) {
       this.timer = setTimeout(() => void this.flush(), this.flushIntervalMs);
       this.timer.unref();
@@ -229,9 +236,14 @@ export class CreditGuard {
         this.log.event("ledger_flush_failed", { records: batch.length });
         this.queue = batch.concat(this.queue);
         this.timer ??= setTimeout(() => void this.flush(), this.flushIntervalMs);
+        this.timer.unref();
       })
       .finally(() => {
         this.flushing = null;
+        // charges settled during the write found it busy (their timer or batch flush returned
+        // early): without this they would wait for the next request. A failed write armed its
+        // retry timer already.
+        if (this.queue.length > 0 && this.timer === null) this.scheduleFlush();
       });
     return this.flushing;
   }

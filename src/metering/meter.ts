@@ -42,6 +42,11 @@ export class Meter {
       return;
     }
     this.buffer.push(record);
+    this.scheduleFlush();
+  }
+
+  /** A full batch is written at once, anything less within the flush interval. */
+  private scheduleFlush(): void {
     if (this.buffer.length >= this.options.batchSize) {
       if (!this.immediate) {
         this.immediate = true;
@@ -80,6 +85,10 @@ export class Meter {
     this.flushing = this.writeInChunks(batch).finally(() => {
       this.flushing = null;
       this.inFlight = 0;
+      // records that came during the write found it busy (their timer or batch flush returned
+      // early): without this they would wait for the next request to arm a timer again. A
+      // failed write armed its retry timer already.
+      if (this.buffer.length > 0 && this.timer === null) this.scheduleFlush();
     });
     return this.flushing;
   }

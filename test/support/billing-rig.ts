@@ -71,7 +71,7 @@ const TIMEOUTS = { first_byte_ms: 10_000, idle_ms: 10_000, connect_ms: 1000, tot
 
 /** Starts both fakes and a gateway with priced routes; `limits` and `billing` go to its config as they are. */
 export async function startBillingRig(
-  options: { limits?: Record<string, number>; env?: Record<string, string> } = {},
+  options: { limits?: Record<string, number>; env?: Record<string, string>; metering?: Record<string, number> } = {},
 ): Promise<BillingRig> {
   const openAIFake = await startFakeOpenAISupplier();
   const anthropicFake = await startFakeAnthropicSupplier();
@@ -90,6 +90,7 @@ export async function startBillingRig(
       routing: { max_attempts: 1, breaker: { failure_threshold: 1_000_000 } },
       billing: { default_output_reserve_tokens: DEFAULT_OUTPUT_RESERVE },
       limits: options.limits ?? { rpm: 1_000_000, tpm: 1_000_000_000_000 },
+      ...(options.metering !== undefined && { metering: options.metering }),
     },
     env: { FAKE_OPENAI_KEY: "sk-fake-openai-0123456789", FAKE_ANTHROPIC_KEY: "sk-ant-fake-0123456789", ...options.env },
     credits: 0,
