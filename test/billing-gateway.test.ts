@@ -187,6 +187,46 @@ describe("billing through the gateway", () => {
     expect(records.some((record) => record.error_code === "LETHE_CLIENT_CLOSED" && record.streamed)).toBe(true);
   });
 
+  it("bills the output an Anthropic stream relayed before it was cut, not message_start's placeholder count", async () => {
+    const account = await rig.account("cut-anthropic-streams", { credits: 100_000_000 });
+    // the fake echoes the prompt a word per delta: 40 words, of which the cut streams relay 24
+    const words = Array.from({ length: 40 }, (_, index) => `word${index}`).join(" ");
+    const relayedDeltas = 24;
+    const cuts = [
+      anthropicBehaviour.resetMidStream(3 + relayedDeltas),
+      anthropicBehaviour.errorEvent(3 + relayedDeltas),
+    ];
+    const startedWith = rig.finishedCount();
+    let sent = 0;
+    for (const path of ["/v1/messages", "/v1/chat/completions"]) {
+      for (const cut of cuts) {
+        rig.anthropicFake.enqueue(cut);
+        const content = `${rig.canary("cut-stream")} ${words}`;
+        const response = await rig.post(path, account.key, {
+          model: BILLED.claude,
+          max_tokens: 1000,
+          stream: true,
+          messages: [{ role: "user", content }],
+        });
+        expect(response.status).toBe(200);
+        await response.text().catch(() => "");
+        sent++;
+      }
+    }
+    await rig.finished(startedWith + sent);
+    const records = (await rig.records()).filter((record) => record.account === account.id);
+    expect(records).toHaveLength(sent);
+    for (const record of records) {
+      expect(record.streamed).toBe(true);
+      // the supplier's own input count stays (500 + 400 cache reads + 100 cache writes), not an estimate
+      expect(record.input_tokens).toBe(1000);
+      expect(record.cached_input_tokens).toBe(400);
+      // message_start says 1; what was relayed is at least a token a word
+      expect(record.output_tokens).toBeGreaterThanOrEqual(relayedDeltas);
+      expect(record.cost_micros).toBe(tokensCost(record));
+    }
+  });
+
   it("never overdraws an account with credit for 50 when 200 requests arrive at once and the supplier respects max_tokens", async () => {
     // the supplier reports what the request was reserved for at most: 5 input tokens, max_tokens output
     const usage = { prompt: 5, completion: 50, cached: 0, reasoning: 0 };

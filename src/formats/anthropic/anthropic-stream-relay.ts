@@ -33,7 +33,7 @@ export class AnthropicStreamRelay implements StreamTranslator {
         const message = data.message as Record<string, unknown> | undefined;
         if (message !== undefined) {
           message.model = this.exchange.model;
-          this.meter(message.usage);
+          this.meter(message.usage, false);
         }
         break;
       }
@@ -45,7 +45,7 @@ export class AnthropicStreamRelay implements StreamTranslator {
         break;
       }
       case "message_delta":
-        this.meter(data.usage);
+        this.meter(data.usage, true);
         break;
     }
     return anthropicEvent(typeof data.type === "string" ? data.type : (event.event ?? "message"), data);
@@ -61,10 +61,12 @@ export class AnthropicStreamRelay implements StreamTranslator {
     return anthropicErrorEvent(error);
   }
 
-  private meter(usage: unknown): void {
+  /** `final`: `message_delta`'s counts, which end the stream; `message_start`'s output count is a placeholder. */
+  private meter(usage: unknown, final: boolean): void {
     if (typeof usage !== "object" || usage === null) return;
     mergeAnthropicUsage(this.usage, usage);
     this.exchange.usage = fromAnthropicUsage(this.usage);
-    this.fallback.markReported();
+    if (final) this.fallback.markReported();
+    else this.fallback.markInputReported();
   }
 }

@@ -2,15 +2,28 @@ import { countTextTokens, estimateInputTokens } from "../../metering/count-token
 import type { Exchange } from "../../metering/exchange.js";
 
 /**
- * Keeps a stream's output text (in memory, for this stream only) in case the
- * supplier never reports usage; then Lethe counts tokens itself and marks the
- * record as estimated. Once the supplier's usage arrives, nothing more is kept.
+ * Keeps a stream's output text (in memory, for this stream only) until the supplier's
+ * final usage arrives; should the stream end first (a client abort, a reset, an error
+ * event, a supplier that reports none), Lethe counts the output itself and marks the
+ * record as estimated. Once the final usage arrives, nothing more is kept.
  */
 export class UsageFallback {
   private readonly parts: string[] = [];
+  /** The supplier's final counts arrived. */
   private reported = false;
+  /** The supplier counted the input already (Anthropic's `message_start`); output is still to come. */
+  private inputReported = false;
 
-  /** The supplier reported usage: stop keeping output. */
+  /**
+   * The supplier counted the input, and only a first output count: Anthropic's
+   * `message_start` says 1 output token, and the real count comes with `message_delta`
+   * at the end. A stream cut before then is billed for the output that was relayed.
+   */
+  markInputReported(): void {
+    this.inputReported = true;
+  }
+
+  /** The supplier reported its final usage: stop keeping output. */
   markReported(): void {
     this.reported = true;
     this.parts.length = 0;
@@ -21,7 +34,8 @@ export class UsageFallback {
   }
 
   /**
-   * When no usage was reported, estimates it from the request and the output seen.
+   * When no final usage was reported, estimates what is missing: the output seen (never
+   * below what the supplier counted so far), and the input unless the supplier counted it.
    * Returns true when it had to estimate.
    */
   settle(exchange: Exchange, requestBody: Record<string, unknown>): boolean {
@@ -29,7 +43,11 @@ export class UsageFallback {
     let output = 0;
     for (const part of this.parts) output += countTextTokens(part);
     this.parts.length = 0;
-    exchange.usage = { input: estimateInputTokens(requestBody), output, cachedInput: 0, reasoning: 0 };
+    const counted = this.inputReported ? exchange.usage : null;
+    exchange.usage =
+      counted !== null
+        ? { ...counted, output: Math.max(counted.output, output) }
+        : { input: estimateInputTokens(requestBody), output, cachedInput: 0, reasoning: 0 };
     exchange.tokensEstimated = true;
     this.reported = true;
     return true;

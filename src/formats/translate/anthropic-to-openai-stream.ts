@@ -46,7 +46,7 @@ export class AnthropicToOpenAIStream implements StreamTranslator {
       case "message_start": {
         const message = (data.message ?? {}) as Json;
         if (typeof message.id === "string") this.id = `chatcmpl-${message.id.replace(/^msg_/, "")}`;
-        this.meter(message.usage);
+        this.meter(message.usage, false);
         return this.chunk({ role: "assistant", content: "" });
       }
       case "content_block_start": {
@@ -65,7 +65,7 @@ export class AnthropicToOpenAIStream implements StreamTranslator {
       case "content_block_delta":
         return this.delta(Number(data.index), (data.delta ?? {}) as Json);
       case "message_delta": {
-        this.meter(data.usage);
+        this.meter(data.usage, true);
         const delta = (data.delta ?? {}) as Json;
         return this.chunk({}, toOpenAIFinishReason(delta.stop_reason));
       }
@@ -115,10 +115,12 @@ export class AnthropicToOpenAIStream implements StreamTranslator {
     return `data: ${renderOpenAIError(error)}\n\ndata: [DONE]\n\n`;
   }
 
-  private meter(usage: unknown): void {
+  /** `final`: `message_delta`'s counts, which end the stream; `message_start`'s output count is a placeholder. */
+  private meter(usage: unknown, final: boolean): void {
     if (typeof usage !== "object" || usage === null) return;
     mergeAnthropicUsage(this.usage, usage);
     this.exchange.usage = fromAnthropicUsage(this.usage);
-    this.fallback.markReported();
+    if (final) this.fallback.markReported();
+    else this.fallback.markInputReported();
   }
 }
