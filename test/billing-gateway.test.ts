@@ -227,43 +227,50 @@ describe("billing through the gateway", () => {
     }
   });
 
-  it("never overdraws an account with credit for 50 when 200 requests arrive at once and the supplier respects max_tokens", async () => {
-    // the supplier reports what the request was reserved for at most: 5 input tokens, max_tokens output
-    const usage = { prompt: 5, completion: 50, cached: 0, reasoning: 0 };
-    const cost = costMicros({ input: 5, output: 50, cachedInput: 0, reasoning: 0 }, ROUTE_PRICE);
-    const account = await rig.account("burst", { credits: 50 * cost });
-    rig.openAIFake.setBehaviour(behaviour.ok({ usage }));
-    const startedWith = rig.finishedCount();
-    const suppliedBefore = rig.openAIFake.requests.length;
-    const responses = await Promise.all(
-      Array.from({ length: 200 }, async () => {
-        const response = await rig.post("/v1/chat/completions", account.key, {
-          model: BILLED.gpt,
-          max_tokens: 50,
-          messages: [{ role: "user", content: "hi" }],
-        });
-        return { status: response.status, body: (await response.json()) as { error?: { type: string; code: string } } };
-      }),
-    );
-    await rig.finished(startedWith + 200);
-    rig.openAIFake.setBehaviour(behaviour.ok());
+  it.each([1, 4])(
+    "never overdraws an account with credit for 50 when 200 requests arrive at once and the supplier respects max_tokens (n = %i)",
+    async (n) => {
+      // the supplier reports what the request was reserved for at most: 5 input tokens, max_tokens output per choice
+      const usage = { prompt: 5, completion: 50 * n, cached: 0, reasoning: 0 };
+      const cost = costMicros({ input: 5, output: 50 * n, cachedInput: 0, reasoning: 0 }, ROUTE_PRICE);
+      const account = await rig.account(`burst-${n}`, { credits: 50 * cost });
+      rig.openAIFake.setBehaviour(behaviour.ok({ usage }));
+      const startedWith = rig.finishedCount();
+      const suppliedBefore = rig.openAIFake.requests.length;
+      const responses = await Promise.all(
+        Array.from({ length: 200 }, async () => {
+          const response = await rig.post("/v1/chat/completions", account.key, {
+            model: BILLED.gpt,
+            max_tokens: 50,
+            ...(n > 1 && { n }),
+            messages: [{ role: "user", content: "hi" }],
+          });
+          return {
+            status: response.status,
+            body: (await response.json()) as { error?: { type: string; code: string } },
+          };
+        }),
+      );
+      await rig.finished(startedWith + 200);
+      rig.openAIFake.setBehaviour(behaviour.ok());
 
-    const served = responses.filter((response) => response.status === 200).length;
-    const refused = responses.filter((response) => response.status === 402);
-    expect(served + refused.length).toBe(200);
-    expect(served).toBeGreaterThan(0);
-    expect(served).toBeLessThanOrEqual(50);
-    for (const response of refused) {
-      expect(response.body.error).toMatchObject({ type: "insufficient_quota", code: "LETHE_INSUFFICIENT_CREDIT" });
-    }
-    // a refused request is refused before anything is forwarded
-    expect(rig.openAIFake.requests.length - suppliedBefore).toBe(served);
-    const ledger = await ledgerOf(rig, account.id);
-    expect(ledger.balance).toBe(50 * cost - served * cost);
-    expect(ledger.balance).toBeGreaterThanOrEqual(0);
-    expect(ledger.sum).toBe(ledger.balance);
-    expect(ledger.available).toBe(ledger.balance);
-  });
+      const served = responses.filter((response) => response.status === 200).length;
+      const refused = responses.filter((response) => response.status === 402);
+      expect(served + refused.length).toBe(200);
+      expect(served).toBeGreaterThan(0);
+      expect(served).toBeLessThanOrEqual(50);
+      for (const response of refused) {
+        expect(response.body.error).toMatchObject({ type: "insufficient_quota", code: "LETHE_INSUFFICIENT_CREDIT" });
+      }
+      // a refused request is refused before anything is forwarded
+      expect(rig.openAIFake.requests.length - suppliedBefore).toBe(served);
+      const ledger = await ledgerOf(rig, account.id);
+      expect(ledger.balance).toBe(50 * cost - served * cost);
+      expect(ledger.balance).toBeGreaterThanOrEqual(0);
+      expect(ledger.sum).toBe(ledger.balance);
+      expect(ledger.available).toBe(ledger.balance);
+    },
+  );
 
   it("bounds the overdraw by what requests in flight cost beyond their reservation when a supplier ignores max_tokens", async () => {
     // the supplier produces 4× what was asked for: every request costs more than it reserved

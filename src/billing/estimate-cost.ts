@@ -25,16 +25,18 @@ function dearest(routes: readonly RouteConfig[]): { input: number; output: numbe
 
 /**
  * Estimates a request's cost before it is forwarded: its input tokens plus
- * `max_tokens` (or the configured cap when the client set none).
+ * `max_tokens` (or the configured cap when the client set none) for each of the
+ * `choices` answers it asks for (OpenAI's `n`; a supplier bounds each by `max_tokens`).
  */
 export function estimateCost(
   request: ClientRequest,
   routes: readonly RouteConfig[],
   defaultOutputTokens: number,
   bodyBytes: number,
+  choices: number,
 ): CostEstimate {
   const limit = request.body.max_completion_tokens ?? request.body.max_tokens;
-  const output = typeof limit === "number" && limit > 0 ? limit : defaultOutputTokens;
+  const output = (typeof limit === "number" && limit > 0 ? limit : defaultOutputTokens) * choices;
   const price = dearest(routes);
   // a token is at least one byte of text, so the body's size bounds the input from above
   const bytes = bodyBytes;

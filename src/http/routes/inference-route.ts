@@ -34,6 +34,11 @@ function recordOutcome(gateway: Gateway, stats: RouteStats, exchange: Exchange, 
   }
 }
 
+/** OpenAI's `n`: how many answers the supplier writes, each up to `max_tokens` (validated as a positive integer). */
+function choicesOf(n: unknown): number {
+  return typeof n === "number" && n > 1 ? n : 1;
+}
+
 /**
  * Holds the request's estimated tokens against its TPM limits and its estimated cost
  * against its credit, before anything is forwarded; both are settled when it ends.
@@ -47,6 +52,7 @@ function holdCredit(gateway: Gateway, call: MeteredCall, request: ClientRequest,
     plan.routes,
     gateway.config.billing.defaultOutputReserveTokens,
     call.bodyBytes,
+    call.format === "openai" ? choicesOf(request.body.n) : 1,
   );
   return after(gateway.limits.reserveTokens(auth, estimate.tokens), (tokens) => {
     exchange.tokenHold = tokens.hold;
