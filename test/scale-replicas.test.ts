@@ -1,4 +1,6 @@
+import { request } from "node:http";
 import { afterAll, beforeAll, describe, expect, it } from "vitest";
+import type { AccountId } from "../src/config/ids.js";
 import { findCanaries, makeCanary } from "./support/canary.js";
 import { GATED_USAGE, type GatedOpenAISupplier, startGatedOpenAISupplier } from "./support/gated-openai-supplier.js";
 import {
@@ -15,6 +17,7 @@ import {
   startReplica,
   uniqueName,
   waitUntil,
+  withPostgres,
 } from "./support/scale-rig.js";
 
 // Two replicas in this process sharing one PostgreSQL schema and one Redis prefix, as
@@ -187,6 +190,50 @@ describe("two replicas sharing PostgreSQL and Redis", () => {
     expect(holds?.count).toBe(0);
     expect(balanceAfterBurst).toBeTypeOf("number");
     expect(balanceAfterBurst).toBeGreaterThanOrEqual(0);
+  });
+
+  it("forwards nothing, and charges nothing, for a client that left while its credit hold waited on the database", async () => {
+    const { key } = await first.key("hold-waits", { credits: 1_000_000 });
+    const [account] = await querySchema<{ id: string }>(schema, "SELECT id FROM accounts WHERE name = $1", [
+      "hold-waits",
+    ]);
+    const answeredBefore = supplier.answered;
+    await withPostgres(async (locker) => {
+      // another replica's hold on this account is in its transaction: the row stays locked
+      await locker.query("BEGIN");
+      await locker.query(`SELECT 1 FROM ${schema}.accounts WHERE id = $1 FOR UPDATE`, [account?.id]);
+      const client = request(`${first.url}/v1/chat/completions`, {
+        method: "POST",
+        headers: { authorization: `Bearer ${key}`, "content-type": "application/json" },
+      });
+      client.on("error", () => {});
+      client.end(JSON.stringify({ model: "priced-chat", max_tokens: 50, messages: [{ role: "user", content: "hi" }] }));
+      // the gateway's hold is queued behind the lock: the client gives up
+      await waitUntil("the hold to wait on the row lock", async () => {
+        const [waiting] = await querySchema<{ count: number }>(
+          schema,
+          "SELECT count(*)::int AS count FROM pg_stat_activity WHERE wait_event_type = 'Lock' AND datname = current_database()",
+        );
+        return (waiting?.count ?? 0) > 0;
+      });
+      client.destroy();
+      await new Promise((resolve) => setTimeout(resolve, 100));
+      await locker.query("COMMIT");
+    });
+    const record = await waitUntil("the abandoned request's record", async () => {
+      await first.running.gateway.meter.flush();
+      const rows = await querySchema<{ status: number; cost_micros: string }>(
+        schema,
+        "SELECT status, cost_micros FROM request_metadata WHERE account = $1",
+        [account?.id],
+      );
+      return rows[0];
+    });
+    expect(record.status).toBe(499);
+    expect(Number(record.cost_micros)).toBe(0);
+    expect(supplier.answered).toBe(answeredBefore);
+    await first.running.gateway.credits.drain();
+    expect(await first.running.gateway.store.ledger.balance(account?.id as AccountId)).toBe(1_000_000);
   });
 
   it("reports both dependencies up in readyz and /metrics, with no account, key or content in any label", async () => {

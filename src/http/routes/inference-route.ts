@@ -18,6 +18,11 @@ import type { ResponseHeaders } from "../response-headers.js";
 /** Cancels the upstream call when the client goes away before the response is complete. */
 function cancelOnClientClose(response: ServerResponse): Cancellation {
   const cancellation = new Cancellation();
+  // the client may have left while its key or body was being looked at: no close event comes then
+  if (response.destroyed) {
+    cancellation.abort();
+    return cancellation;
+  }
   response.once("close", () => {
     if (!response.writableFinished) cancellation.abort();
   });
@@ -125,12 +130,14 @@ async function serveInference(surface: ClientSurface, call: MeteredCall): Promis
   const plan = planRoutes(gateway.config, clientRequest.model, zdrRequired);
   exchange.model = plan.model.id;
   exchange.zdrEnforced = plan.zdrEnforced;
+  // watched from before the first await: a client that leaves while its hold waits on the
+  // database must not have its request forwarded (a close event does not come twice)
+  const cancellation = cancelOnClientClose(call.response);
   const held = holdCredit(gateway, call, clientRequest, plan);
   if (held instanceof Promise) await held;
   const routeHeader = headers["x-lethe-route"];
   const pinned =
     gateway.config.routing.allowRouteHeader && routeHeader !== undefined ? pinnedRoute(plan, routeHeader) : null;
-  const cancellation = cancelOnClientClose(call.response);
   const attempted = await attemptRoutes(gateway, surface, clientRequest, exchange, plan, cancellation, pinned);
   // nothing more goes upstream: the client's text need not outlive the attempts (a stream may run long)
   clientRequest.sent = undefined;
