@@ -79,6 +79,45 @@ describe("bad input on the OpenAI surface", () => {
     expect(JSON.stringify(result.body)).not.toContain(secret);
   });
 
+  it("says which field is missing and which has the wrong type", async () => {
+    const message = [{ role: "user", content: "hi" }];
+    const missing = await post(JSON.stringify({ messages: message }));
+    expect(missing.body.error.message).toBe("'model' is required.");
+    const wrongModel = await post(JSON.stringify({ model: 42, messages: message }));
+    expect(wrongModel.body.error.message).toBe("'model' must be of type string.");
+    const wrongStream = await post(JSON.stringify({ model: "lethe-demo", messages: message, stream: "yes" }));
+    expect(wrongStream.body.error.message).toBe("'stream' must be of type boolean.");
+    const wrongLimit = await post(JSON.stringify({ model: "lethe-demo", messages: message, max_tokens: "16" }));
+    expect(wrongLimit.body.error.param).toBe("max_tokens");
+    expect(wrongLimit.body.error.message).toBe("'max_tokens' must be of type number.");
+  });
+
+  it("refuses a body nested deeper than 128 levels with 400, and serves one nested 128 deep", async () => {
+    const nest = (levels: number): unknown => (levels === 0 ? 1 : [nest(levels - 1)]);
+    const secret = makeCanary("deep");
+    canaries.push(secret);
+    const message = [{ role: "user", content: secret }];
+    // the body itself is the first level
+    const deepest = await fetch(`${gateway.baseURL}/chat/completions`, {
+      method: "POST",
+      headers: { authorization: `Bearer ${gateway.key}`, "content-type": "application/json" },
+      body: JSON.stringify({ model: "lethe-demo", messages: message, metadata_extra: nest(127) }),
+    });
+    expect(deepest.status).toBe(200);
+    await deepest.text();
+    const tooDeep = await post(JSON.stringify({ model: "lethe-demo", messages: message, metadata_extra: nest(128) }));
+    expectError(tooDeep, 400, "LETHE_INVALID_REQUEST");
+    expect(tooDeep.body.error.message).toContain("128 levels");
+    // content parts nested inside each other: the token count used to recurse through them
+    let parts: unknown = "x";
+    for (let level = 0; level < 80; level++) parts = [{ type: "text", text: "x", content: parts }];
+    const nestedParts = await post(
+      JSON.stringify({ model: "lethe-demo", messages: [{ role: "user", content: parts }] }),
+    );
+    expectError(nestedParts, 400, "LETHE_INVALID_REQUEST");
+    expect(JSON.stringify(tooDeep.body)).not.toContain(secret);
+  });
+
   it("rejects an unknown model with 404 without echoing the name", async () => {
     const secret = makeCanary("model");
     canaries.push(secret);

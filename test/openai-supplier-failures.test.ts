@@ -106,6 +106,15 @@ describe("supplier failures on the OpenAI-compatible path", () => {
         false,
       ],
       [
+        "a 200 whose JSON nests 5,000 deep",
+        behaviour.deeplyNested(),
+        502,
+        "server_error",
+        "LETHE_UPSTREAM_BAD_RESPONSE",
+        "The supplier sent a response nested too deep to read.",
+        false,
+      ],
+      [
         "a 200 that is JSON but not a completion",
         behaviour.streamErrorChunk(),
         502,
@@ -324,6 +333,13 @@ describe("supplier failures on the OpenAI-compatible path", () => {
         "LETHE_UPSTREAM_BAD_RESPONSE",
         "server_error",
         "The supplier sent a stream chunk that is not JSON.",
+      ],
+      [
+        "a chunk whose JSON nests 5,000 deep",
+        () => behaviour.deeplyNested(),
+        "LETHE_UPSTREAM_BAD_RESPONSE",
+        "server_error",
+        "The supplier sent a stream chunk nested too deep to read.",
       ],
       [
         "an error chunk that echoes the prompt",

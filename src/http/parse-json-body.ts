@@ -1,5 +1,6 @@
 import type { FastifyRequest } from "fastify";
 import { LetheError } from "../errors/lethe-error.js";
+import { MAX_JSON_DEPTH, nestsTooDeep } from "../formats/validation/json-depth.js";
 
 /**
  * Parses a request body as JSON, then zero-fills the buffer it came in, so the raw
@@ -22,13 +23,21 @@ export function bodyText(buffer: Buffer): string {
   }
 }
 
-/** Parses a request body's text as JSON, or throws LETHE_INVALID_JSON. */
+/** Parses a request body's text as JSON, or throws LETHE_INVALID_JSON (LETHE_INVALID_REQUEST when it nests too deep). */
 export function parseJsonText(text: string): unknown {
+  let value: unknown;
   try {
-    return JSON.parse(text);
+    value = JSON.parse(text);
   } catch {
     throw new LetheError("LETHE_INVALID_JSON", "The request body is not valid JSON.");
   }
+  if (nestsTooDeep(value)) {
+    throw new LetheError(
+      "LETHE_INVALID_REQUEST",
+      `The request body nests objects and arrays more than ${MAX_JSON_DEPTH} levels deep.`,
+    );
+  }
+  return value;
 }
 
 /** `parseJsonBuffer` as Fastify's content-type parser, for the routes Fastify serves. */

@@ -30,7 +30,8 @@ export type FakeBehaviour =
   | { kind: "garbage-chunk"; afterChunks: number }
   | { kind: "stream-error-chunk"; afterChunks: number }
   | { kind: "not-json" }
-  | { kind: "oversized"; bytes: number };
+  | { kind: "oversized"; bytes: number }
+  | { kind: "deeply-nested"; afterChunks: number };
 
 /**
  * Builders for the fake's behaviours. Mid-stream failures strike after `afterChunks` data
@@ -84,7 +85,16 @@ export const behaviour = {
   oversized(bytes = 256 * 1024): FakeBehaviour {
     return { kind: "oversized", bytes };
   },
+  /**
+   * A completion (streaming: after `afterChunks` chunks, a chunk) carrying arrays nested
+   * 5,000 deep: valid JSON that a recursive walk could not get through.
+   */
+  deeplyNested(afterChunks = 2): FakeBehaviour {
+    return { kind: "deeply-nested", afterChunks };
+  },
 };
+
+const DEEP_NESTING = `${"[".repeat(5000)}${"]".repeat(5000)}`;
 
 /** One request as the fake received it. */
 export interface RecordedRequest {
@@ -357,6 +367,18 @@ export async function startFakeOpenAISupplier(): Promise<FakeOpenAISupplier> {
         }
         return;
       }
+      case "deeply-nested":
+        if (stream) {
+          response.writeHead(200, sseHeaders);
+          for (const chunk of streamChunks(answer, PLAIN_ANSWER).slice(0, current.afterChunks)) {
+            response.write(`data: ${chunk}\n\n`);
+          }
+          response.end(`data: {"choices":[],"nested":${DEEP_NESTING}}\n\ndata: [DONE]\n\n`);
+        } else {
+          const body = completion(answer, PLAIN_ANSWER);
+          response.writeHead(200, jsonHeaders).end(`${body.slice(0, -1)},"nested":${DEEP_NESTING}}`);
+        }
+        return;
       case "slow-first-byte": {
         const timer = setTimeout(() => {
           if (response.destroyed) return;

@@ -1,4 +1,5 @@
 import { LetheError } from "../../errors/lethe-error.js";
+import { MAX_JSON_DEPTH, nestsTooDeep } from "../validation/json-depth.js";
 
 type Json = Record<string, unknown>;
 
@@ -46,11 +47,20 @@ function contentBlocks(content: unknown): Json[] {
 
 function parseArguments(text: unknown): unknown {
   if (typeof text !== "string" || text === "") return {};
+  let parsed: unknown;
   try {
-    return JSON.parse(text);
+    parsed = JSON.parse(text);
   } catch {
     throw new LetheError("LETHE_INVALID_REQUEST", "A tool call's arguments are not valid JSON.", { param: "messages" });
   }
+  if (nestsTooDeep(parsed)) {
+    throw new LetheError(
+      "LETHE_INVALID_REQUEST",
+      `A tool call's arguments nest objects and arrays more than ${MAX_JSON_DEPTH} levels deep.`,
+      { param: "messages" },
+    );
+  }
+  return parsed;
 }
 
 /** Appends a turn, merging it into the previous one when the role repeats (Anthropic wants alternation). */

@@ -1,6 +1,7 @@
 import type { ModelId } from "../../config/ids.js";
 import { toAnthropicUsage } from "../../metering/anthropic-usage.js";
 import { type TokenUsage, toOpenAIUsage } from "../../metering/token-usage.js";
+import { nestsTooDeep } from "../validation/json-depth.js";
 import { toAnthropicStopReason, toOpenAIFinishReason } from "./map-finish-reason.js";
 
 type Json = Record<string, unknown>;
@@ -8,7 +9,9 @@ type Json = Record<string, unknown>;
 function parseArguments(text: unknown): unknown {
   if (typeof text !== "string" || text === "") return {};
   try {
-    return JSON.parse(text);
+    const parsed: unknown = JSON.parse(text);
+    // nested past what Lethe's walks take: passed on as the text it came as
+    return nestsTooDeep(parsed) ? { _raw: text } : parsed;
   } catch {
     // a model that produced broken JSON: hand the raw text over rather than lose it
     return { _raw: text };

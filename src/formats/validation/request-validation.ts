@@ -11,12 +11,25 @@ function formatPath(path: readonly PropertyKey[]): string {
   return out;
 }
 
+/**
+ * Whether the body holds a value at a zod issue's path. zod leaves the value out of its
+ * issues (unless asked to report it, which would carry client text), so it is looked up.
+ */
+function isPresent(body: unknown, path: readonly PropertyKey[]): boolean {
+  let value = body;
+  for (const segment of path) {
+    if (typeof value !== "object" || value === null) return false;
+    value = (value as Record<PropertyKey, unknown>)[segment];
+  }
+  return value !== undefined;
+}
+
 /** A message Lethe wrote for a zod issue; it names the field and the expected type, never the value. */
-function describe(issue: z.core.$ZodIssue, param: string): string {
+function describe(issue: z.core.$ZodIssue, param: string, body: unknown): string {
   const where = param === "" ? "The request body" : `'${param}'`;
   switch (issue.code) {
     case "invalid_type":
-      return issue.input === undefined && param !== ""
+      return param !== "" && !isPresent(body, issue.path)
         ? `${where} is required.`
         : `${where} must be of type ${issue.expected}.`;
     case "too_small":
@@ -44,5 +57,5 @@ export function validateBody<Schema extends z.ZodType>(schema: Schema, body: unk
   if (result.success) return result.data;
   const issue = result.error.issues[0] as z.core.$ZodIssue;
   const param = formatPath(issue.path);
-  throw new LetheError("LETHE_INVALID_REQUEST", describe(issue, param), { param: param === "" ? null : param });
+  throw new LetheError("LETHE_INVALID_REQUEST", describe(issue, param, body), { param: param === "" ? null : param });
 }

@@ -31,7 +31,8 @@ function cancelOnClientClose(response: ServerResponse): Cancellation {
 
 /** Feeds the route's health with how the answer went: latency on success, a failure otherwise. */
 function recordOutcome(gateway: Gateway, stats: RouteStats, exchange: Exchange, errorCode: string | null): void {
-  if (errorCode === "LETHE_CLIENT_CLOSED") stats.breaker.release();
+  // neither a client that left nor Lethe's own failure says anything about the route
+  if (errorCode === "LETHE_CLIENT_CLOSED" || errorCode === "LETHE_INTERNAL") stats.breaker.release();
   else if (errorCode !== null) stats.recordFailure(gateway.router.now());
   else {
     const record = exchange.timings();

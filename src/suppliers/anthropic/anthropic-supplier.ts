@@ -1,7 +1,7 @@
 import type { SupplierId } from "../../config/ids.js";
 import type { SupplierConfig } from "../../config/load-config.js";
 import { UpstreamError } from "../../errors/lethe-error.js";
-import { badUpstreamResponse, readJsonObject } from "../http/read-json.js";
+import { badUpstreamResponse, parseStreamEvent, readJsonObject } from "../http/read-json.js";
 import { readSse } from "../http/read-sse.js";
 import { isRejection, SupplierHttpClient, type UpstreamResponse } from "../http/supplier-http-client.js";
 import type { Supplier, SupplierCall, SupplierResult, WireEvent } from "../supplier.js";
@@ -110,13 +110,7 @@ export class AnthropicSupplier implements Supplier {
     let stopped = false;
     for await (const message of readSse(response)) {
       if (stopped) continue;
-      let data: unknown;
-      try {
-        data = JSON.parse(message.data);
-      } catch {
-        throw badUpstreamResponse("The supplier sent a stream event that is not JSON.");
-      }
-      if (!isObject(data)) throw badUpstreamResponse("The supplier sent a stream event that is not an object.");
+      const data = parseStreamEvent(message.data, "event");
       if (data.type === "error" || message.event === "error") throw streamError(data);
       if (data.type === "message_stop") stopped = true;
       yield { event: message.event, data };

@@ -1,7 +1,7 @@
 import type { SupplierId } from "../../config/ids.js";
 import type { SupplierConfig } from "../../config/load-config.js";
 import { UpstreamError } from "../../errors/lethe-error.js";
-import { badUpstreamResponse, readJsonObject } from "../http/read-json.js";
+import { badUpstreamResponse, parseStreamEvent, readJsonObject } from "../http/read-json.js";
 import { readSse } from "../http/read-sse.js";
 import { isRejection, SupplierHttpClient, type UpstreamResponse } from "../http/supplier-http-client.js";
 import type { JsonAnswer, Supplier, SupplierCall, SupplierResult, WireEvent } from "../supplier.js";
@@ -77,13 +77,7 @@ export class OpenAICompatibleSupplier implements Supplier {
         done = true;
         continue;
       }
-      let data: unknown;
-      try {
-        data = JSON.parse(message.data);
-      } catch {
-        throw badUpstreamResponse("The supplier sent a stream chunk that is not JSON.");
-      }
-      if (!isObject(data)) throw badUpstreamResponse("The supplier sent a stream chunk that is not an object.");
+      const data = parseStreamEvent(message.data, "chunk");
       // some OpenAI-compatible servers report failures as an `error` chunk mid-stream
       if (data.error !== undefined && data.error !== null) {
         throw new UpstreamError("LETHE_UPSTREAM_ERROR", "The supplier reported an error during the stream.", {
