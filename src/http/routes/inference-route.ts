@@ -72,6 +72,18 @@ function holdCredit(gateway: Gateway, call: MeteredCall, request: ClientRequest,
   });
 }
 
+/** Which supplier served, after how many attempts, and whether ZDR was enforced. */
+function pushRouteHeaders(headers: ResponseHeaders, exchange: Exchange, supplier: string): void {
+  headers.push(
+    "x-lethe-supplier",
+    supplier,
+    "x-lethe-attempts",
+    exchange.attempts,
+    "x-lethe-zdr",
+    exchange.zdrEnforced ? "enforced" : "off",
+  );
+}
+
 /** Sends the answer of the route that served, as JSON or as a stream, and feeds the route's health. */
 async function relay(
   gateway: Gateway,
@@ -83,25 +95,20 @@ async function relay(
   const { result, supplier, stats } = attempted;
   const { exchange, response } = call;
   const headers: ResponseHeaders = call.headers;
-  headers.push(
-    "x-lethe-supplier",
-    supplier.id,
-    "x-lethe-attempts",
-    exchange.attempts,
-    "x-lethe-zdr",
-    exchange.zdrEnforced ? "enforced" : "off",
-  );
 
   if (result.kind === "json") {
     const text = surface.jsonResponse(request, result, supplier.format, exchange);
     finishExchange(gateway, exchange, 200, null);
     recordOutcome(gateway, stats, exchange, null);
+    pushRouteHeaders(headers, exchange, supplier.id);
     headers.push("content-type", "application/json; charset=utf-8", "content-length", Buffer.byteLength(text));
     response.writeHead(200, headers);
     response.end(text);
     return;
   }
   const translator = surface.streamTranslator(request, supplier.format, exchange);
+  // only once nothing can fail before writeHead: a failure's answer names the supplier itself
+  pushRouteHeaders(headers, exchange, supplier.id);
   headers.push(
     "content-type",
     "text/event-stream; charset=utf-8",
