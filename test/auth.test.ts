@@ -117,6 +117,14 @@ describe("authentication on /v1 routes", () => {
       });
       expect(await send({})).toEqual({ status: 401, code: "LETHE_MISSING_API_KEY" });
       expect((await send({ "x-api-key": key })).status).toBe(200);
+      // an ingress's Basic auth beside the key: x-api-key speaks, and is checked each time
+      const basic = "Basic dXNlcjpwYXNzd29yZA==";
+      expect((await send({ authorization: basic, "x-api-key": key })).status).toBe(200);
+      expect(await send({ authorization: basic, "x-api-key": mintApiKey() })).toEqual({
+        status: 401,
+        code: "LETHE_INVALID_API_KEY",
+      });
+      expect(await send({ authorization: basic })).toEqual({ status: 401, code: "LETHE_INVALID_API_KEY" });
       expect((await send({ authorization: `Bearer ${key}` })).status).toBe(200);
       const { openSqliteStore } = await import("../src/store/sqlite/open-sqlite-store.js");
       const other = await openSqliteStore(gateway.dataDir);

@@ -28,16 +28,22 @@ interface CacheEntry {
 
 const MAX_CACHED_KEYS = 50_000;
 
-/** Reads the caller's key from `Authorization: Bearer` or `x-api-key`. */
+/**
+ * Reads the caller's key from `Authorization: Bearer` or `x-api-key`. An Authorization
+ * header of another scheme (an ingress's Basic auth) or empty leaves `x-api-key` to
+ * speak; it is refused only when there is no `x-api-key` to use instead.
+ */
 export function extractApiKey(headers: IncomingHttpHeaders): string {
   const authorization = headers.authorization;
   if (authorization !== undefined) {
     const match = /^Bearer\s+(\S+)\s*$/i.exec(authorization);
-    if (!match?.[1]) throw new LetheError("LETHE_INVALID_API_KEY", "The Authorization header must be 'Bearer <key>'.");
-    return match[1];
+    if (match?.[1]) return match[1];
   }
   const apiKey = headers["x-api-key"];
-  if (typeof apiKey === "string" && apiKey !== "") return apiKey.trim();
+  if (typeof apiKey === "string" && apiKey.trim() !== "") return apiKey.trim();
+  if (authorization !== undefined) {
+    throw new LetheError("LETHE_INVALID_API_KEY", "The Authorization header must be 'Bearer <key>'.");
+  }
   throw new LetheError(
     "LETHE_MISSING_API_KEY",
     "No API key: send 'Authorization: Bearer <key>' or 'x-api-key: <key>'.",
@@ -52,11 +58,14 @@ export function extractApiKey(headers: IncomingHttpHeaders): string {
 export class Authenticator {
   private readonly cache = new Map<string, CacheEntry>();
   /**
-   * The last credential header each connection sent and its key's HMAC: a client on a
+   * The last credential headers each connection sent and its key's HMAC: a client on a
    * kept-alive connection sends the same header every time, and HMAC-SHA256 is the
    * dearest step of a cached authentication. Dropped with the connection.
    */
-  private readonly perConnection = new WeakMap<object, { credential: string; keyHash: string }>();
+  private readonly perConnection = new WeakMap<
+    object,
+    { authorization: string | undefined; apiKey: string | string[] | undefined; keyHash: string }
+  >();
 
   constructor(
     private readonly store: Store,
@@ -121,14 +130,17 @@ export class Authenticator {
 
   /** The HMAC of the caller's key, reused while a connection keeps sending the same header. */
   private keyHashOf(headers: IncomingHttpHeaders, connection: object | undefined): string {
-    const credential = headers.authorization ?? headers["x-api-key"];
+    // both headers, as either may carry the key (x-api-key beside a Basic Authorization an
+    // ingress adds): matching one alone could hand one client's key to the next on a
+    // proxy's shared connection
+    const authorization = headers.authorization;
+    const apiKey = headers["x-api-key"];
     const seen = connection === undefined ? undefined : this.perConnection.get(connection);
-    if (seen !== undefined && seen.credential === credential) return seen.keyHash;
+    if (seen !== undefined && seen.authorization === authorization && seen.apiKey === apiKey) return seen.keyHash;
     const key = extractApiKey(headers);
     if (!isWellFormedKey(key)) throw new LetheError("LETHE_INVALID_API_KEY", "The API key is not valid.");
     const keyHash = this.hasher.hash(key);
-    if (connection !== undefined && typeof credential === "string")
-      this.perConnection.set(connection, { credential, keyHash });
+    if (connection !== undefined) this.perConnection.set(connection, { authorization, apiKey, keyHash });
     return keyHash;
   }
 }
