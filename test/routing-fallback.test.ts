@@ -511,5 +511,21 @@ describe("ZDR filters routes first, and fails closed", () => {
     expect(refused.result.status).toBe(403);
     expect(refused.result.text).toContain("LETHE_ZDR_UNAVAILABLE");
     expect(refused.sent.retainer).toBe(0);
+
+    // failing closed: another case, spaces, the header sent twice (joined with a comma) still
+    // require ZDR; a value Lethe does not know is refused, never ignored
+    for (const value of ["Required", " REQUIRED ", "required, required"]) {
+      const lenient = await countingRequests(() =>
+        postRaw(gateway, "/v1/chat/completions", chatBody("mixed-zdr", content), { "x-lethe-zdr": value }, relaxedKey),
+      );
+      expect(lenient.result.headers.get("x-lethe-zdr")).toBe("enforced");
+      expect(lenient.sent.retainer).toBe(0);
+    }
+    const unknown = await countingRequests(() =>
+      postRaw(gateway, "/v1/chat/completions", chatBody("mixed-zdr", content), { "x-lethe-zdr": "maybe" }, relaxedKey),
+    );
+    expect(unknown.result.status).toBe(400);
+    expect(unknown.result.text).toContain("LETHE_INVALID_REQUEST");
+    expect(unknown.sent).toEqual({ primary: 0, secondary: 0, retainer: 0 });
   });
 });

@@ -5,6 +5,7 @@ import { estimateInputTokens } from "../../metering/count-tokens.js";
 import { RejectedBySupplier } from "../../routing/attempt-routes.js";
 import { planRoutes } from "../../routing/plan-routes.js";
 import { Cancellation } from "../../suppliers/cancellation.js";
+import { zdrRequiredByHeader } from "../../zdr/zdr-header.js";
 import { finishExchange } from "../gateway.js";
 import type { MeteredCall, MeteredEndpoint } from "../metered-call.js";
 
@@ -21,7 +22,7 @@ export const countTokensEndpoint: MeteredEndpoint = {
 async function countTokens(call: MeteredCall): Promise<void> {
   const { gateway, exchange, request, response } = call;
   const body = validateBody(countTokensRequestSchema, call.body);
-  const zdrRequired = (exchange.auth?.zdrRequired ?? true) || request.headers["x-lethe-zdr"] === "required";
+  const zdrRequired = zdrRequiredByHeader(request.headers["x-lethe-zdr"]) || (exchange.auth?.zdrRequired ?? true);
   const plan = planRoutes(gateway.config, body.model, zdrRequired);
   exchange.model = plan.model.id;
   exchange.zdrEnforced = plan.zdrEnforced;

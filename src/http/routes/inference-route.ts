@@ -10,6 +10,7 @@ import { type Attempted, attemptRoutes, pinnedRoute } from "../../routing/attemp
 import { planRoutes, type RoutePlan } from "../../routing/plan-routes.js";
 import type { RouteStats } from "../../routing/route-stats.js";
 import { Cancellation } from "../../suppliers/cancellation.js";
+import { zdrRequiredByHeader } from "../../zdr/zdr-header.js";
 import { finishExchange, type Gateway } from "../gateway.js";
 import type { MeteredCall, MeteredEndpoint } from "../metered-call.js";
 import { pipeStream } from "../pipe-stream.js";
@@ -134,7 +135,7 @@ async function serveInference(surface: ClientSurface, call: MeteredCall): Promis
   const headers = call.request.headers;
   const clientRequest = surface.parse(call.body, headers, call.takeBodyText());
   exchange.streamed = clientRequest.stream;
-  const zdrRequired = (exchange.auth?.zdrRequired ?? true) || headers["x-lethe-zdr"] === "required";
+  const zdrRequired = zdrRequiredByHeader(headers["x-lethe-zdr"]) || (exchange.auth?.zdrRequired ?? true);
   const plan = planRoutes(gateway.config, clientRequest.model, zdrRequired);
   exchange.model = plan.model.id;
   exchange.zdrEnforced = plan.zdrEnforced;
