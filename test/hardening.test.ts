@@ -47,6 +47,15 @@ describe("the hardened serving process", () => {
     expect(dangerousFlags([], "--heapsnapshot-signal=SIGUSR2 --enable-source-maps")).toEqual(["--heapsnapshot-signal"]);
     expect(dangerousFlags(["--report-on-signal"], "--inspect-brk")).toEqual(["--report-on-signal", "--inspect-brk"]);
     expect(dangerousFlags(["--enable-source-maps"], "")).toEqual([]);
+    // spellings Node honours too: underscores for dashes, a quoted NODE_OPTIONS entry
+    expect(dangerousFlags(["--heapsnapshot_signal=SIGUSR2"], undefined)).toEqual(["--heapsnapshot-signal"]);
+    expect(dangerousFlags([], '"--heapsnapshot-signal=SIGUSR2" --heap_snapshot_near_heap_limit=2')).toEqual([
+      "--heapsnapshot-signal",
+      "--heap-snapshot-near-heap-limit",
+    ]);
+    expect(dangerousFlags(["--abort-on-uncaught-exception"], "--max-old-space-size=100")).toEqual([
+      "--abort-on-uncaught-exception",
+    ]);
   });
 
   it("refuses to serve with the inspector on, unless --dev says it is a development run", async () => {
@@ -56,6 +65,23 @@ describe("the hardened serving process", () => {
     const viaOptions = await run([LETHE_BIN, "serve"], { ...env, NODE_OPTIONS: "--heapsnapshot-signal=SIGUSR2" }, cwd);
     expect(viaOptions.code).toBe(2);
     expect(viaOptions.output).toContain("--heapsnapshot-signal");
+    const quoted = await run([LETHE_BIN, "serve"], { ...env, NODE_OPTIONS: '"--heapsnapshot-signal=SIGUSR2"' }, cwd);
+    expect(quoted.code).toBe(2);
+    const underscored = await run(["--heapsnapshot_signal=SIGUSR2", LETHE_BIN, "serve"], env, cwd);
+    expect(underscored.code).toBe(2);
+  });
+
+  it("does not open the debugger on SIGUSR1 while serving", async () => {
+    const serve = spawnServe(env, cwd);
+    try {
+      await serve.waitFor(/listening on/);
+      serve.child.kill("SIGUSR1");
+      await serve.waitFor(/"signal":"SIGUSR1","event":"signal_ignored"/);
+      expect(serve.output()).not.toContain("Debugger listening");
+      expect(serve.child.exitCode).toBeNull();
+    } finally {
+      await serve.stop();
+    }
   });
 
   it("sets the core-file limit to zero and turns diagnostic reports off", async () => {

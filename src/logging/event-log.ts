@@ -28,6 +28,8 @@ export interface EventFields {
   uncaught_exception: { code: ErrorCode };
   config_loaded: { models: number; suppliers: number };
   process_hardened: { core_dumps_disabled: boolean; diagnostic_reports_disabled: boolean; development_run: boolean };
+  /** Someone sent the signal that opens Node's debugger; it was not opened. */
+  signal_ignored: { signal: "SIGUSR1" };
 }
 
 export type EventName = keyof EventFields;
@@ -68,6 +70,7 @@ const LEVELS: Record<EventName, Level> = {
   uncaught_exception: "error",
   config_loaded: "info",
   process_hardened: "info",
+  signal_ignored: "warn",
 };
 
 /** The one logger Lethe uses: `log.event(name, fields)`. */

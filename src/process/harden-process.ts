@@ -16,24 +16,62 @@ export class HardeningError extends Error {
   override name = "HardeningError";
 }
 
-// flags that open the heap to a debugger or write it (or a report of it) to disk
+// flags that open the heap to a debugger, write it (or a report of it) to disk, or print
+// an uncaught error's message past the crash handler; matched on the flag's name with
+// `_` read as `-`, as Node and V8 read them
 const DANGEROUS_FLAGS = [
   /^--inspect/,
   /^--debug/,
-  /^--heapsnapshot-signal/,
-  /^--heapsnapshot-near-heap-limit/,
-  /^--heap-snapshot-near-heap-limit/,
-  /^--report-on-signal/,
-  /^--report-on-fatalerror/,
-  /^--report-uncaught-exception/,
+  /^--heapsnapshot-signal$/,
+  /^--heapsnapshot-near-heap-limit$/,
+  /^--heap-snapshot-near-heap-limit$/,
+  /^--heap-snapshot-on-oom$/,
+  /^--report-on-signal$/,
+  /^--report-on-fatalerror$/,
+  /^--report-uncaught-exception$/,
+  /^--abort-on-uncaught-exception$/,
 ];
 
-/** Node flags in effect that could expose memory, from argv and NODE_OPTIONS. */
+/**
+ * NODE_OPTIONS split as Node splits it: on spaces, with double-quoted runs kept whole
+ * and a backslash escaping the next character inside them. A plain split on spaces would
+ * miss `"--heapsnapshot-signal=SIGUSR2"`, which Node honours.
+ */
+export function nodeOptionsTokens(nodeOptions: string): string[] {
+  const tokens: string[] = [];
+  let current = "";
+  let started = false;
+  let quoted = false;
+  for (let index = 0; index < nodeOptions.length; index++) {
+    const character = nodeOptions[index] as string;
+    if (quoted && character === "\\" && index + 1 < nodeOptions.length) {
+      current += nodeOptions[++index];
+    } else if (character === '"') {
+      quoted = !quoted;
+      started = true;
+    } else if (!quoted && /\s/.test(character)) {
+      if (started) tokens.push(current);
+      current = "";
+      started = false;
+    } else {
+      current += character;
+      started = true;
+    }
+  }
+  if (started) tokens.push(current);
+  return tokens;
+}
+
+/** Node flags in effect that could expose memory, from argv and NODE_OPTIONS, by their names. */
 export function dangerousFlags(execArgv: readonly string[], nodeOptions: string | undefined): string[] {
-  const flags = [...execArgv, ...(nodeOptions ?? "").split(/\s+/).filter((flag) => flag !== "")];
-  return flags
-    .filter((flag) => DANGEROUS_FLAGS.some((pattern) => pattern.test(flag)))
-    .map((flag) => flag.split("=")[0] as string);
+  const flags = [...execArgv, ...nodeOptionsTokens(nodeOptions ?? "")];
+  const found: string[] = [];
+  for (const flag of flags) {
+    if (!flag.startsWith("--")) continue;
+    const name = (flag.split("=")[0] as string).replaceAll("_", "-");
+    if (DANGEROUS_FLAGS.some((pattern) => pattern.test(name))) found.push(name);
+  }
+  return found;
 }
 
 /** Sets this process's core-file limit to 0 (soft and hard) with util-linux prlimit; Node has no setrlimit. */
@@ -52,7 +90,7 @@ async function disableCoreDumps(): Promise<boolean> {
 
 /**
  * Hardens the serving process: refuses a debugger or heap-dumping flags unless this
- * is a development run, disables core dumps and diagnostic reports, and replaces
+ * is a development run (and ignores the signal that would open a debugger later), disables core dumps and diagnostic reports, and replaces
  * Node's crash printer (which prints error messages) with a coded event.
  */
 export async function hardenProcess(options: { allowInspector: boolean; log: EventLog }): Promise<HardeningReport> {
@@ -73,6 +111,9 @@ export async function hardenProcess(options: { allowInspector: boolean; log: Eve
   };
   process.on("uncaughtException", crash);
   process.on("unhandledRejection", crash);
+  // SIGUSR1 opens Node's inspector on a running process (anyone local may then connect to
+  // it and read the heap); a listener of its own keeps Node from doing so
+  if (!options.allowInspector) process.on("SIGUSR1", () => options.log.event("signal_ignored", { signal: "SIGUSR1" }));
   return {
     coreDumpsDisabled: await disableCoreDumps(),
     diagnosticReportsDisabled: true,
