@@ -180,6 +180,25 @@ describe("headers", () => {
     ]);
   });
 
+  it("keeps no anthropic-version value past its request unless it is a version date", async () => {
+    const version = rig.canary("version");
+    const body = { model: MODELS.claude, max_tokens: 50, messages: [{ role: "user", content: "hi" }] };
+    expect((await postRaw(rig, "/v1/messages", body, ANTHROPIC_HEADERS)).status).toBe(200);
+    const response = await postRaw(
+      rig,
+      "/v1/messages",
+      { model: MODELS.claude, max_tokens: 50, messages: [{ role: "user", content: "hi" }] },
+      { "anthropic-version": version },
+    );
+    expect(response.status).toBe(200);
+    // passed on as sent (the supplier judges it), but not cached with the built header sets
+    expect(rig.anthropicFake.lastRequest().headers["anthropic-version"]).toBe(version);
+    const supplier = rig.gateway.running.gateway.suppliers.get("fake-anthropic" as never);
+    const built = (supplier as unknown as { builtHeaders: Map<string, unknown> }).builtHeaders;
+    expect([...built.keys()].some((key) => key.includes(version))).toBe(false);
+    expect([...built.keys()].some((key) => key.endsWith("2023-06-01"))).toBe(true);
+  });
+
   it("answers with Lethe's headers: the same request id twice, the supplier, and ZDR enforced", async () => {
     const { response } = await rig.anthropic.messages
       .create({ model: MODELS.claude, max_tokens: 50, messages: [{ role: "user", content: "hi" }] })

@@ -31,6 +31,9 @@ function streamError(data: Record<string, unknown>): UpstreamError {
   });
 }
 
+/** Anthropic's API versions are dates (`2023-06-01`). */
+const VERSION_FORMAT = /^\d{4}-\d{2}-\d{2}$/;
+
 /** Anthropic's Messages API (and servers that speak it). */
 export class AnthropicSupplier implements Supplier {
   readonly id: SupplierId;
@@ -54,7 +57,9 @@ export class AnthropicSupplier implements Supplier {
   private headers(call: { stream: boolean; headers?: Record<string, string> }): Record<string, string> {
     const version = call.headers?.["anthropic-version"] ?? DEFAULT_ANTHROPIC_VERSION;
     const beta = call.headers?.["anthropic-beta"];
-    if (beta !== undefined) return this.buildHeaders(version, call.stream, beta);
+    // a value from the client is kept past its request only when it is a date, as Anthropic's
+    // versions are: anything else is built per call and let go with it
+    if (beta !== undefined || !VERSION_FORMAT.test(version)) return this.buildHeaders(version, call.stream, beta);
     // nearly every call names one of a handful of versions: build each set once, not per call
     const key = `${call.stream ? "s" : "j"}${version}`;
     let headers = this.builtHeaders.get(key);
