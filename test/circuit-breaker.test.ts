@@ -348,6 +348,29 @@ describe("the breaker in a running gateway", () => {
     expect((await ask("solo")).sent).toEqual([1, 0]);
   });
 
+  it("closes the breaker once a probe's stream starts, while that stream still runs", async () => {
+    await openPrimary();
+    clock += COOLDOWN;
+    fakes.primary.enqueue(behaviour.hangMidStream());
+    const { content } = canaryPrompt(canaries, "probe-stream");
+    const controller = new AbortController();
+    const probe = await fetch(`${gateway.baseURL}/chat/completions`, {
+      method: "POST",
+      headers: { authorization: `Bearer ${gateway.key}`, "content-type": "application/json" },
+      body: JSON.stringify({ ...chatBody("duo", content), stream: true }),
+      signal: controller.signal,
+    });
+    expect(probe.headers.get("x-lethe-supplier")).toBe("primary");
+    try {
+      // the probe's stream is still open, and the route serves everyone else already
+      expect(await ask("duo")).toMatchObject({ supplier: "primary", sent: [1, 0] });
+      expect(await stateGauge("primary/model-a")).toBe(0);
+    } finally {
+      controller.abort();
+      await probe.body?.cancel().catch(() => {});
+    }
+  });
+
   it("does not lose the probe when Lethe fails to relay the probe's answer", async () => {
     await openPrimary();
     clock += COOLDOWN;
@@ -360,6 +383,9 @@ describe("the breaker in a running gateway", () => {
     relay.mockRestore();
     expect(broken.sent).toEqual([1, 0]);
     expect(broken.result.status).toBeGreaterThanOrEqual(500);
+    // the failure's answer names the supplier once
+    expect(broken.result.headers.get("x-lethe-supplier")).toBe("primary");
+    expect(broken.result.headers.get("x-lethe-attempts")).toBe("1");
 
     // however that request ended, the route is probed again once a cooldown passed
     clock += COOLDOWN;

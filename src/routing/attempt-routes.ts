@@ -132,7 +132,11 @@ export async function attemptRoutes(
         ...(request.headers !== undefined && { headers: request.headers }),
       });
       if (result.kind === "stream") {
-        return { result: { kind: "stream", events: await firstEventArrived(result.events) }, route, supplier, stats };
+        const events = await firstEventArrived(result.events);
+        // the route answers: a half-open breaker closes now, not when a stream that may run
+        // for minutes ends (its probe would keep the route from everyone else until then)
+        stats.breaker.onSuccess();
+        return { result: { kind: "stream", events }, route, supplier, stats };
       }
       if (result.kind === "json") return { result, route, supplier, stats };
       gateway.metrics.upstreamError(supplier.id, result.error.code);
