@@ -124,6 +124,25 @@ describe("metered endpoints on Node's own request and response", () => {
     socket.destroy();
   });
 
+  it.each([
+    ["a declared length over the limit", "content-length: 1000000"],
+    ["a chunked body", "transfer-encoding: chunked"],
+  ])(
+    "closes the connection after refusing a key whose body (%s) is still on its way, rather than reading it all",
+    async (_name, framing) => {
+      const socket = await open();
+      // the key is refused first; a little of the body is sent, and it could go on without end
+      socket.write(
+        `POST /v1/chat/completions HTTP/1.1\r\nhost: x\r\nauthorization: Bearer sk-lethe-${"w".repeat(38)}\r\n` +
+          `content-type: application/json\r\n${framing}\r\n\r\n${framing.startsWith("transfer") ? "10\r\n" : ""}{"model":"lethe`,
+      );
+      const refused = await readUntil(socket, () => false);
+      expect(refused.text).toMatch(/^HTTP\/1\.1 401 /);
+      expect(refused.text).toMatch(/\r\nconnection: close\r\n/i);
+      expect(refused.closed).toBe(true);
+    },
+  );
+
   it("serves the endpoints with a trailing slash or a query string, and only for POST", async () => {
     for (const suffix of ["/", "?trace=1", "/?trace=1"]) {
       const response = await fetch(`${gateway.baseURL}/chat/completions${suffix}`, {

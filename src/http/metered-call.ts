@@ -77,15 +77,28 @@ export class MeteredCall {
     try {
       admitted = this.admit();
     } catch (thrown) {
-      this.fail(thrown);
+      this.refuse(thrown);
       return;
     }
     if (admitted instanceof Promise) {
       admitted.then(
         () => this.readBody(),
-        (thrown: unknown) => this.fail(thrown),
+        (thrown: unknown) => this.refuse(thrown),
       );
     } else this.readBody();
+  }
+
+  /**
+   * Refuses a request before its body is read (no key, a revoked one, a limit). Node reads
+   * and drops an unread body to keep the connection, however large it is: that is left to
+   * it only for a declared length within the body limit; a chunked or larger body closes
+   * the connection, so a caller without a key cannot send without end.
+   */
+  private refuse(thrown: unknown): void {
+    const request = this.request;
+    const declared = request.headers["content-length"];
+    const bounded = declared !== undefined && Number(declared) <= this.gateway.config.limits.maxBodyBytes;
+    this.fail(thrown, !request.complete && !bounded);
   }
 
   private admit(): MaybePromise<void> {
