@@ -18,9 +18,61 @@ function loadTokenizer(): Tokenizer {
   return tokenizer;
 }
 
+/**
+ * Byte-pair merging costs the square of a word's length: a 200 KB run of letters (a DNA
+ * sequence, a pasted blob) took seconds, with the event loop stopped. Runs longer than
+ * this are counted a slice at a time (an estimate off by at most a token per slice).
+ */
+const LONGEST_RUN = 128;
+const LONG_RUN = /\S{129,}/g;
+/**
+ * The text the tokenizer reads per count (256 K characters: a few milliseconds of prose,
+ * about 0.2 s of random letters); the rest is estimated at four characters a token.
+ * Counting is linear past the slicing above, but a body of tens of megabytes would still
+ * hold the event loop for seconds.
+ */
+const MAX_COUNTED_CHARACTERS = 1 << 18;
+const CHARACTERS_PER_TOKEN = 4;
+
 /** Tokens in a piece of text, by the o200k tokenizer: an estimate for non-OpenAI models. */
 export function countTextTokens(text: string): number {
-  return text === "" ? 0 : loadTokenizer().countTokens(text);
+  return countTextsTokens([text]);
+}
+
+/**
+ * Tokens in several pieces of text (a request's messages, a stream's deltas), the
+ * tokenizer reading at most MAX_COUNTED_CHARACTERS of them all.
+ */
+export function countTextsTokens(texts: readonly string[]): number {
+  let budget = MAX_COUNTED_CHARACTERS;
+  let total = 0;
+  for (const text of texts) {
+    if (text === "") continue;
+    const counted = text.length > budget ? text.slice(0, budget) : text;
+    budget -= counted.length;
+    total += Math.ceil((text.length - counted.length) / CHARACTERS_PER_TOKEN);
+    if (counted !== "") total += countSliced(counted);
+  }
+  return total;
+}
+
+/** The tokenizer's count, with runs of non-space characters longer than LONGEST_RUN counted a slice at a time. */
+function countSliced(text: string): number {
+  const tokenizer = loadTokenizer();
+  if (text.length <= LONGEST_RUN) return tokenizer.countTokens(text);
+  let total = 0;
+  let from = 0;
+  for (const run of text.matchAll(LONG_RUN)) {
+    const start = run.index;
+    if (start > from) total += tokenizer.countTokens(text.slice(from, start));
+    const end = start + run[0].length;
+    for (let at = start; at < end; at += LONGEST_RUN) {
+      total += tokenizer.countTokens(text.slice(at, Math.min(end, at + LONGEST_RUN)));
+    }
+    from = end;
+  }
+  if (from < text.length) total += tokenizer.countTokens(from === 0 ? text : text.slice(from));
+  return total;
 }
 
 /** Cuts `text` to at most `maxTokens` tokens; used by the demo supplier's max-tokens cut-off. */
@@ -65,7 +117,5 @@ export function estimateInputTokens(body: Record<string, unknown>): number {
     if (Array.isArray(record.tool_calls)) texts.push(JSON.stringify(record.tool_calls));
   }
   if (Array.isArray(body.tools)) texts.push(JSON.stringify(body.tools));
-  let total = framing;
-  for (const text of texts) total += countTextTokens(text);
-  return total;
+  return framing + countTextsTokens(texts);
 }

@@ -2,7 +2,7 @@ import type { IncomingHttpHeaders } from "node:http";
 import type { RouteConfig } from "../../config/load-config.js";
 import { LetheError } from "../../errors/lethe-error.js";
 import { fromAnthropicUsage, toAnthropicUsage } from "../../metering/anthropic-usage.js";
-import { collectText, countTextTokens, estimateInputTokens } from "../../metering/count-tokens.js";
+import { collectText, countTextsTokens, estimateInputTokens } from "../../metering/count-tokens.js";
 import type { Exchange } from "../../metering/exchange.js";
 import { fromOpenAIUsage, type TokenUsage } from "../../metering/token-usage.js";
 import type { JsonAnswer, WireFormat } from "../../suppliers/supplier.js";
@@ -34,9 +34,7 @@ const NO_USAGE: TokenUsage = { input: 0, output: 0, cachedInput: 0, reasoning: 0
 function estimateUsage(requestBody: Record<string, unknown>, content: unknown): TokenUsage {
   const texts: string[] = [];
   collectText(content, texts);
-  let output = 0;
-  for (const text of texts) output += countTextTokens(text);
-  return { input: estimateInputTokens(requestBody), output, cachedInput: 0, reasoning: 0 };
+  return { input: estimateInputTokens(requestBody), output: countTextsTokens(texts), cachedInput: 0, reasoning: 0 };
 }
 
 /** Checks what the schema cannot: the conversation starts with a user turn. */

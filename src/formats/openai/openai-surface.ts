@@ -1,7 +1,7 @@
 import type { IncomingHttpHeaders } from "node:http";
 import type { RouteConfig } from "../../config/load-config.js";
 import { fromAnthropicUsage } from "../../metering/anthropic-usage.js";
-import { collectText, countTextTokens, estimateInputTokens } from "../../metering/count-tokens.js";
+import { collectText, countTextsTokens, estimateInputTokens } from "../../metering/count-tokens.js";
 import type { Exchange } from "../../metering/exchange.js";
 import { fromOpenAIUsage } from "../../metering/token-usage.js";
 import type { JsonAnswer, WireFormat } from "../../suppliers/supplier.js";
@@ -116,9 +116,7 @@ function forwardedText(request: ClientRequest, route: RouteConfig): string | und
 function estimateAnthropicOutput(body: Record<string, unknown>): number {
   const texts: string[] = [];
   collectText(body.content, texts);
-  let total = 0;
-  for (const text of texts) total += countTextTokens(text);
-  return total;
+  return countTextsTokens(texts);
 }
 
 function estimateOpenAIOutput(body: Record<string, unknown>): number {

@@ -1,4 +1,4 @@
-import { countTextTokens, estimateInputTokens } from "../../metering/count-tokens.js";
+import { countTextsTokens, estimateInputTokens } from "../../metering/count-tokens.js";
 import type { Exchange } from "../../metering/exchange.js";
 
 /**
@@ -40,8 +40,7 @@ export class UsageFallback {
    */
   settle(exchange: Exchange, requestBody: Record<string, unknown>): boolean {
     if (this.reported) return false;
-    let output = 0;
-    for (const part of this.parts) output += countTextTokens(part);
+    const output = countTextsTokens(this.parts);
     this.parts.length = 0;
     const counted = this.inputReported ? exchange.usage : null;
     exchange.usage =
