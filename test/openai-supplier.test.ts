@@ -385,6 +385,23 @@ describe("chat completions through an OpenAI-compatible supplier", () => {
     expect(new Set(connections).size).toBe(1);
   });
 
+  it("ends the client's stream at [DONE] when the supplier holds its response open after it", async () => {
+    const { canary, body, headers } = canaryChat(rig, "holdafterdone");
+    rig.fake.enqueue(behaviour.holdAfterDone());
+    const abandoned = rig.fake.nextAbort();
+    // fast-chat's idle_ms is 300: waiting for the body's end would fail the stream
+    const { data: stream, response } = await rig.client.chat.completions
+      .create({ ...body, stream: true }, { headers })
+      .withResponse();
+    let text = "";
+    for await (const chunk of stream) text += chunk.choices[0]?.delta.content ?? "";
+    expect(text).toBe(`Echo: Now repeat ${canary.user} please`);
+    const record = await recordOf(rig, response.headers.get("x-request-id"));
+    expect(record).toMatchObject({ status: 200, error_code: null, streamed: true, ...METERED_USAGE });
+    // the held response is let go once the drain's grace has passed
+    await abandoned;
+  });
+
   it("refuses an unknown model without calling the supplier or keeping the name it was given", async () => {
     const { canary, body, headers } = canaryChat(rig, "unknownmodel");
     const before = rig.fake.requests.length;

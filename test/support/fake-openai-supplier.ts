@@ -31,7 +31,8 @@ export type FakeBehaviour =
   | { kind: "stream-error-chunk"; afterChunks: number }
   | { kind: "not-json" }
   | { kind: "oversized"; bytes: number }
-  | { kind: "deeply-nested"; afterChunks: number };
+  | { kind: "deeply-nested"; afterChunks: number }
+  | { kind: "hold-after-done" };
 
 /**
  * Builders for the fake's behaviours. Mid-stream failures strike after `afterChunks` data
@@ -91,6 +92,10 @@ export const behaviour = {
    */
   deeplyNested(afterChunks = 2): FakeBehaviour {
     return { kind: "deeply-nested", afterChunks };
+  },
+  /** A whole stream, [DONE] included, then the response held open until the caller gives up. */
+  holdAfterDone(): FakeBehaviour {
+    return { kind: "hold-after-done" };
   },
 };
 
@@ -367,6 +372,11 @@ export async function startFakeOpenAISupplier(): Promise<FakeOpenAISupplier> {
         }
         return;
       }
+      case "hold-after-done":
+        response.writeHead(200, sseHeaders);
+        for (const chunk of streamChunks(answer, PLAIN_ANSWER)) response.write(`data: ${chunk}\n\n`);
+        response.write("data: [DONE]\n\n");
+        return;
       case "deeply-nested":
         if (stream) {
           response.writeHead(200, sseHeaders);

@@ -112,15 +112,18 @@ export class AnthropicSupplier implements Supplier {
 
   /** Parses Anthropic's event stream; it is complete only once `message_stop` arrived. */
   private async *readEvents(response: UpstreamResponse): AsyncGenerator<WireEvent> {
-    let stopped = false;
     for await (const message of readSse(response)) {
-      if (stopped) continue;
       const data = parseStreamEvent(message.data, "event");
       if (data.type === "error" || message.event === "error") throw streamError(data);
-      if (data.type === "message_stop") stopped = true;
       yield { event: message.event, data };
+      if (data.type === "message_stop") {
+        // the client's stream ends here, even if the supplier holds its response open; the
+        // rest of the body is drained apart, so the connection stays reusable
+        response.finishEarly();
+        return;
+      }
     }
-    if (!stopped && !response.aborted) throw badUpstreamResponse("The supplier's stream ended before it was complete.");
+    if (!response.aborted) throw badUpstreamResponse("The supplier's stream ended before it was complete.");
   }
 
   async close(): Promise<void> {

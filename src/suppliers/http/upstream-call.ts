@@ -13,6 +13,13 @@ const ABORTED = new Error("aborted by Lethe");
 const NO_HEADERS: readonly Buffer[] = Object.freeze([]);
 
 /**
+ * How long the rest of a body may take once its stream said it was done ([DONE],
+ * message_stop): normally its end is in the same packet; a supplier that holds the
+ * response open longer has the request aborted (and its connection closed).
+ */
+const DRAIN_GRACE_MS = 1_000;
+
+/**
  * One HTTP exchange with a supplier, as an undici dispatch handler. It replaces
  * `pool.request()`, whose per-call Readable body, AbortSignal and listeners cost more
  * than the rest of a request's upstream work: the body is collected straight into an
@@ -44,6 +51,9 @@ export class UpstreamCall implements Dispatcher.DispatchHandler {
   /** Set once the body is read whole (`text()`): then nothing is paused, everything is kept. */
   private wanted: "whole" | null = null;
   private ended = false;
+  /** The reader is done (the stream said so): the rest of the body is read and dropped. */
+  private discarding = false;
+  private drainTimer: NodeJS.Timeout | null = null;
   private failure: UpstreamError | null = null;
   private started = false;
   private onStart: ((call: UpstreamCall) => void) | null;
@@ -126,6 +136,7 @@ export class UpstreamCall implements Dispatcher.DispatchHandler {
   }
 
   onData(chunk: Buffer): boolean {
+    if (this.discarding) return true;
     this.size += chunk.length;
     if (this.size > this.limit) {
       this.abort("too-large");
@@ -190,7 +201,20 @@ export class UpstreamCall implements Dispatcher.DispatchHandler {
     }
   }
 
-  /** The body's chunks as they arrive; stopping early aborts the upstream request. */
+  /**
+   * The stream's own end marker arrived ([DONE], message_stop): the reader stops here, and
+   * the client gets its end at once. Whatever else the body holds is read and dropped so
+   * the connection can serve again, unless it takes longer than DRAIN_GRACE_MS.
+   */
+  finishEarly(): void {
+    if (this.ended || this.failure !== null || this.discarding) return;
+    this.discarding = true;
+    this.chunks.length = 0;
+    this.resume();
+    this.drainTimer = setTimeout(() => this.abort("client-closed"), DRAIN_GRACE_MS);
+  }
+
+  /** The body's chunks as they arrive; stopping early aborts the upstream request (unless finishEarly said it was done). */
   async *stream(): AsyncGenerator<Buffer> {
     try {
       for (;;) {
@@ -206,7 +230,7 @@ export class UpstreamCall implements Dispatcher.DispatchHandler {
       }
     } finally {
       // the reader left before the end (the client went away): free the connection
-      if (!this.ended) this.abort("client-closed");
+      if (!this.ended && !this.discarding) this.abort("client-closed");
     }
   }
 
@@ -228,6 +252,7 @@ export class UpstreamCall implements Dispatcher.DispatchHandler {
     if (this.settled) return;
     this.settled = true;
     clearTimeout(this.stopTimer);
+    if (this.drainTimer !== null) clearTimeout(this.drainTimer);
     this.clearAnswerTimer();
     this.unsubscribe?.();
   }

@@ -67,15 +67,14 @@ export class OpenAICompatibleSupplier implements Supplier {
 
   /** Turns the SSE stream into parsed chunk events, ending at OpenAI's `[DONE]`. */
   protected async *readChunks(response: UpstreamResponse): AsyncGenerator<WireEvent> {
-    let done = false;
     let finished = false;
     for await (const message of readSse(response)) {
-      // OpenAI ends every stream with a literal [DONE] event, which is not JSON; reading
-      // on to the end of the body (rather than breaking) keeps the connection reusable
-      if (done) continue;
+      // OpenAI ends every stream with a literal [DONE] event, which is not JSON. The client's
+      // stream ends here, even if the supplier holds its response open; the rest of the body
+      // is drained apart, so the connection stays reusable
       if (message.data === "[DONE]") {
-        done = true;
-        continue;
+        response.finishEarly();
+        return;
       }
       const data = parseStreamEvent(message.data, "chunk");
       // some OpenAI-compatible servers report failures as an `error` chunk mid-stream
@@ -90,7 +89,7 @@ export class OpenAICompatibleSupplier implements Supplier {
       yield { event: message.event, data };
     }
     // a stream that ended without [DONE] is complete only if a finish_reason arrived
-    if (!done && !finished && !response.aborted) {
+    if (!finished && !response.aborted) {
       // the socket ended cleanly but the stream never finished: treat as a broken stream
       throw badUpstreamResponse("The supplier's stream ended before it was complete.");
     }
