@@ -1,5 +1,5 @@
 import type Anthropic from "@anthropic-ai/sdk";
-import type OpenAI from "openai";
+import OpenAI from "openai";
 import { afterAll, afterEach, beforeAll, describe, expect, it } from "vitest";
 import { DEFAULT_ANTHROPIC_MAX_TOKENS } from "../src/formats/translate/openai-to-anthropic-request.js";
 import type { MetadataRecord } from "../src/metering/metadata-record.js";
@@ -225,6 +225,36 @@ describe.each([false, true])("stream: %s", (stream) => {
       expect(completion.choices[0]?.finish_reason).toBe("length");
       expect(completion.usage?.completion_tokens).toBe(2);
       expect(lastAnthropicUpstream().body).toMatchObject({ max_tokens: 2 });
+    });
+
+    it("refuses what Anthropic cannot do as asked (n, logprobs, a JSON format) with 400, sending nothing", async () => {
+      const before = rig.anthropicFake.requests.length;
+      const asks: [string, object][] = [
+        ["n", { n: 3 }],
+        ["logprobs", { logprobs: true }],
+        ["top_logprobs", { top_logprobs: 2 }],
+        ["response_format", { response_format: { type: "json_object" } }],
+      ];
+      for (const [param, extra] of asks) {
+        const thrown = await askOpenAI(
+          { model: MODELS.claude, messages: [{ role: "user", content: "alpha" }], ...extra },
+          stream,
+        ).catch((error: unknown) => error);
+        expect(thrown).toBeInstanceOf(OpenAI.BadRequestError);
+        expect(thrown).toMatchObject({ param, code: "LETHE_INVALID_REQUEST" });
+      }
+      expect(rig.anthropicFake.requests.length).toBe(before);
+      // what it can do as asked still goes: one choice, plain text
+      await askOpenAI(
+        {
+          model: MODELS.claude,
+          n: 1,
+          response_format: { type: "text" },
+          messages: [{ role: "user", content: "alpha" }],
+        },
+        stream,
+      );
+      expect(rig.anthropicFake.requests.length).toBe(before + 1);
     });
 
     it("prefers max_completion_tokens over max_tokens", async () => {

@@ -85,11 +85,28 @@ function toolChoice(choice: unknown, parallel: unknown): Json | undefined {
 }
 
 /**
+ * Refuses what an Anthropic model cannot do as asked, rather than answering something
+ * else: several choices, log probabilities, a JSON response format. Dropped silently, a
+ * client would get one choice for three, or free text where it parses JSON.
+ */
+function refuseUntranslatable(body: Json): void {
+  const refuse = (param: string) => {
+    throw new LetheError("LETHE_INVALID_REQUEST", `'${param}' cannot be honoured by this model's supplier.`, { param });
+  };
+  if (typeof body.n === "number" && body.n > 1) refuse("n");
+  if (body.logprobs === true) refuse("logprobs");
+  if (typeof body.top_logprobs === "number" && body.top_logprobs > 0) refuse("top_logprobs");
+  const format = body.response_format;
+  if (isObject(format) && format.type !== undefined && format.type !== "text") refuse("response_format");
+}
+
+/**
  * An OpenAI Chat Completions request as an Anthropic Messages request: system and
  * developer messages become `system`, tool results become `tool_result` blocks in a
  * user turn (consecutive ones merged), tool calls become `tool_use` blocks.
  */
 export function openAIToAnthropicRequest(body: Json, upstreamModel: string): Json {
+  refuseUntranslatable(body);
   const system: Json[] = [];
   const turns: Json[] = [];
   for (const message of body.messages as Json[]) {
