@@ -7,6 +7,7 @@ import { AnthropicStreamRelay } from "../src/formats/anthropic/anthropic-stream-
 import type { ClientRequest, StreamTranslator } from "../src/formats/surface/client-surface.js";
 import { AnthropicToOpenAIStream } from "../src/formats/translate/anthropic-to-openai-stream.js";
 import { OpenAIToAnthropicStream } from "../src/formats/translate/openai-to-anthropic-stream.js";
+import { openAIToAnthropicMessage } from "../src/formats/translate/translate-response.js";
 import { Exchange } from "../src/metering/exchange.js";
 import type { ClientFormat } from "../src/metering/metadata-record.js";
 import { parseSse, type SseEvent } from "./support/translation-rig.js";
@@ -146,24 +147,52 @@ describe("OpenAIToAnthropicStream", () => {
     expect(message.usage).toMatchObject({ input_tokens: 20, output_tokens: 12, cache_read_input_tokens: 10 });
   });
 
-  it("opens a thinking block for reasoning, then a text block", () => {
-    const events = parseSse(
+  it("opens a thinking block for reasoning, then a text block; the SDK reads a signature on it", async () => {
+    const sse = parseSse(
       feed(new OpenAIToAnthropicStream(clientRequest(true), exchangeFor("anthropic")), [
         chunk({ reasoning_content: "let me " }),
         chunk({ reasoning_content: "think" }),
         chunk({ content: "ok" }),
         chunk({}, "stop"),
       ]),
-    ).map(jsonOf);
+    );
+    const events = sse.map(jsonOf);
     expect(events.filter((event) => event.type === "content_block_start").map((event) => event.content_block)).toEqual([
-      { type: "thinking", thinking: "" },
+      { type: "thinking", thinking: "", signature: "" },
       { type: "text", text: "" },
     ]);
+    const message = await MessageStream.fromReadableStream(asReadable(sse)).finalMessage();
+    // as the non-streamed answer has it: OpenAI-compatible reasoning carries no signature
+    expect(message.content[0]).toEqual({ type: "thinking", thinking: "let me think", signature: "" });
     expect(events.filter((event) => event.type === "content_block_delta").map((event) => event.delta)).toEqual([
       { type: "thinking_delta", thinking: "let me " },
       { type: "thinking_delta", thinking: "think" },
       { type: "text_delta", text: "ok" },
     ]);
+  });
+
+  it("relays a refusal as text, streamed and not", () => {
+    const events = parseSse(
+      feed(new OpenAIToAnthropicStream(clientRequest(true), exchangeFor("anthropic")), [
+        chunk({ role: "assistant", refusal: "" }),
+        chunk({ refusal: "I can't " }),
+        chunk({ refusal: "help with that." }),
+        chunk({}, "content_filter"),
+      ]),
+    ).map(jsonOf);
+    expect(events.filter((event) => event.type === "content_block_delta").map((event) => event.delta)).toEqual([
+      { type: "text_delta", text: "I can't " },
+      { type: "text_delta", text: "help with that." },
+    ]);
+    const message = openAIToAnthropicMessage(
+      {
+        id: "chatcmpl-r",
+        choices: [{ message: { role: "assistant", content: null, refusal: "No." }, finish_reason: "stop" }],
+      },
+      "unit-model" as ModelId,
+      { input: 1, output: 1, cachedInput: 0, reasoning: 0 },
+    );
+    expect(message.content).toEqual([{ type: "text", text: "No." }]);
   });
 
   it.each([

@@ -44,12 +44,15 @@ export class OpenAIToAnthropicStream implements StreamTranslator {
     const delta = (choice?.delta ?? {}) as Json;
     const reasoning = delta.reasoning_content ?? delta.reasoning;
     if (typeof reasoning === "string" && reasoning !== "") {
-      out += this.open("thinking", { type: "thinking", thinking: "" });
+      // OpenAI-compatible reasoning carries no signature; an empty one, as the non-streamed answer has
+      out += this.open("thinking", { type: "thinking", thinking: "", signature: "" });
       out += this.deltaEvent({ type: "thinking_delta", thinking: reasoning }, reasoning);
     }
-    if (typeof delta.content === "string" && delta.content !== "") {
+    // a refusal is the model's answer all the same: Anthropic has no field for it but text
+    const text = typeof delta.content === "string" && delta.content !== "" ? delta.content : delta.refusal;
+    if (typeof text === "string" && text !== "") {
       out += this.open("text", { type: "text", text: "" });
-      out += this.deltaEvent({ type: "text_delta", text: delta.content }, delta.content);
+      out += this.deltaEvent({ type: "text_delta", text }, text);
     }
     for (const call of (delta.tool_calls as Json[] | undefined) ?? []) out += this.toolCall(call);
     if (typeof choice?.finish_reason === "string") this.stopReason = toAnthropicStopReason(choice.finish_reason);

@@ -28,6 +28,9 @@ export function openAIToAnthropicMessage(completion: Json, model: ModelId, usage
     content.push({ type: "thinking", thinking: reasoning, signature: "" });
   if (typeof message.content === "string" && message.content !== "")
     content.push({ type: "text", text: message.content });
+  // a refusal is the model's answer all the same: Anthropic has no field for it but text
+  else if (typeof message.refusal === "string" && message.refusal !== "")
+    content.push({ type: "text", text: message.refusal });
   for (const call of (message.tool_calls as (Json | null)[] | undefined) ?? []) {
     if (call === null || typeof call !== "object") continue;
     const fn = (call.function ?? {}) as Json;
