@@ -143,6 +143,40 @@ describe("metered endpoints on Node's own request and response", () => {
     },
   );
 
+  it.each([
+    ["a header name with a space", (canary: string) => `bad header: ${canary}\r\n`, 400, "LETHE_INVALID_REQUEST"],
+    [
+      "both content-length and transfer-encoding",
+      (canary: string) => `x-trace: ${canary}\r\ncontent-length: 5\r\ntransfer-encoding: chunked\r\n`,
+      400,
+      "LETHE_INVALID_REQUEST",
+    ],
+    [
+      "headers over 16 KiB",
+      (canary: string) => `x-trace: ${canary}${"h".repeat(20_000)}\r\n`,
+      431,
+      "LETHE_HEADERS_TOO_LARGE",
+    ],
+  ])(
+    "answers a request the HTTP parser refuses (%s) in a shape both SDKs read, and closes",
+    async (_name, extra, status, code) => {
+      const canary = makeCanary("parser");
+      canaries.push(canary);
+      const socket = await open();
+      socket.write(`POST /v1/chat/completions HTTP/1.1\r\nhost: x\r\n${extra(canary)}\r\n`);
+      const refused = await readUntil(socket, () => false);
+      expect(refused.closed).toBe(true);
+      expect(refused.text).toMatch(new RegExp(`^HTTP/1\\.1 ${status} `));
+      expect(refused.text).toMatch(/\r\nconnection: close\r\n/);
+      expect(refused.text).toMatch(/\r\nx-request-id: req_/);
+      expect(refused.text).not.toContain(canary);
+      const body = JSON.parse(refused.text.slice(refused.text.indexOf("\r\n\r\n") + 4));
+      // Anthropic's envelope around OpenAI's error object
+      expect(body).toMatchObject({ type: "error", error: { type: "invalid_request_error", param: null, code } });
+      expect(typeof body.error.message).toBe("string");
+    },
+  );
+
   it("serves the endpoints with a trailing slash or a query string, and only for POST", async () => {
     for (const suffix of ["/", "?trace=1", "/?trace=1"]) {
       const response = await fetch(`${gateway.baseURL}/chat/completions${suffix}`, {

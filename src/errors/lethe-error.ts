@@ -23,6 +23,8 @@ export const ERROR_CODES = {
   LETHE_INVALID_REQUEST: { status: 400, kind: "invalid_request" },
   LETHE_BODY_TOO_LARGE: { status: 413, kind: "request_too_large" },
   LETHE_UNSUPPORTED_ENCODING: { status: 415, kind: "invalid_request" },
+  LETHE_HEADERS_TOO_LARGE: { status: 431, kind: "request_too_large" },
+  LETHE_REQUEST_TIMEOUT: { status: 408, kind: "timeout" },
   LETHE_MISSING_API_KEY: { status: 401, kind: "authentication" },
   LETHE_INVALID_API_KEY: { status: 401, kind: "authentication" },
   LETHE_REVOKED_API_KEY: { status: 401, kind: "authentication" },

@@ -6,6 +6,7 @@ import { anthropicMessagesSurface } from "../formats/anthropic/anthropic-surface
 import { openAIChatSurface } from "../formats/openai/openai-surface.js";
 import type { AuthContext } from "../keys/authenticator.js";
 import { mintRequestId } from "../metering/exchange.js";
+import { answerClientError } from "./client-error.js";
 import { errorHandler, sendError } from "./error-handler.js";
 import type { Gateway } from "./gateway.js";
 import { MeteredCall, type MeteredEndpoint } from "./metered-call.js";
@@ -81,6 +82,8 @@ export function buildServer(gateway: Gateway): FastifyInstance {
     routerOptions: { ignoreTrailingSlash: true },
     // every id is Lethe's own; a client's x-request-id is never adopted
     genReqId: () => mintRequestId(),
+    // a request Node's parser refused: answered in a shape both SDKs read, with a code
+    clientErrorHandler: answerClientError,
     // a URL the router cannot decode (bad percent-encoding, an over-long parameter): Fastify's
     // own answer would quote the path, which may hold a client's model id
     frameworkErrors: (error, request, reply) => {

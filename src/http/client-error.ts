@@ -1,0 +1,50 @@
+import type { Duplex } from "node:stream";
+import { ERROR_CODES, type ErrorCode } from "../errors/lethe-error.js";
+import { mintRequestId } from "../metering/exchange.js";
+
+const REFUSALS: Record<string, { code: ErrorCode; reason: string; message: string }> = {
+  HPE_HEADER_OVERFLOW: {
+    code: "LETHE_HEADERS_TOO_LARGE",
+    reason: "Request Header Fields Too Large",
+    message: "The request headers are larger than this gateway accepts.",
+  },
+  ERR_HTTP_REQUEST_TIMEOUT: {
+    code: "LETHE_REQUEST_TIMEOUT",
+    reason: "Request Timeout",
+    message: "The request took too long to arrive.",
+  },
+};
+
+const MALFORMED = {
+  code: "LETHE_INVALID_REQUEST",
+  reason: "Bad Request",
+  message: "The HTTP request could not be parsed.",
+} as const satisfies (typeof REFUSALS)[string];
+
+/**
+ * Answers a request Node's HTTP parser refused (a malformed header, conflicting
+ * framing, headers over the size limit, a request too slow to arrive), then closes the
+ * connection. Which format the caller speaks is not known before its request is parsed,
+ * so the body is one both SDKs read: Anthropic's envelope (`type: "error"`) around
+ * OpenAI's error object, with a Lethe code. Nothing of the request is quoted. Fastify's
+ * own answer carried neither format nor code.
+ */
+export function answerClientError(error: Error & { code?: string }, socket: Duplex): void {
+  if (error.code === "ECONNRESET" || socket.destroyed) return;
+  if (socket.writable) {
+    const refusal = (error.code !== undefined && REFUSALS[error.code]) || MALFORMED;
+    const { status, kind } = ERROR_CODES[refusal.code];
+    const type = kind === "timeout" ? "timeout_error" : "invalid_request_error";
+    const body = JSON.stringify({
+      type: "error",
+      error: { type, message: refusal.message, param: null, code: refusal.code },
+    });
+    const id = mintRequestId();
+    socket.write(
+      `HTTP/1.1 ${status} ${refusal.reason}\r\ncontent-type: application/json; charset=utf-8\r\n` +
+        `content-length: ${Buffer.byteLength(body)}\r\nx-request-id: ${id}\r\nrequest-id: ${id}\r\n` +
+        `connection: close\r\n\r\n${body}`,
+    );
+  }
+  socket.destroy();
+}
