@@ -221,7 +221,8 @@ describe("authentication on /v1/messages", () => {
 
   it.each([
     ["an unknown x-api-key", { "x-api-key": "lethe_unknown_0123456789abcdef" }],
-    ["a malformed Authorization header", { authorization: "Basic abc" }],
+    // an Authorization of another scheme is refused only when no x-api-key stands beside it
+    ["a malformed Authorization header", { authorization: "Basic abc", "x-api-key": "" }],
   ])("refuses %s with 401 authentication_error", async (_label, headers) => {
     await expectRejected(
       "/v1/messages",

@@ -62,6 +62,16 @@ function badInputPaths(client: ClientFormat, setting: AuditSetting): AuditPath[]
       },
     },
     {
+      name: `${client} client: canary as the x-lethe-zdr header (refused, not ignored)`,
+      async run(context) {
+        const body = chatBody(client, model, { user: context.canary() });
+        const response = await context.call(client, body, {
+          headers: { "x-lethe-zdr": context.canary("header").text },
+        });
+        expectStatus(context, response, 400);
+      },
+    },
+    {
       name: `${client} client: canaries in headers and the query string`,
       async run(context) {
         const user = context.canary();
@@ -69,7 +79,6 @@ function badInputPaths(client: ClientFormat, setting: AuditSetting): AuditPath[]
         const headers: Record<string, string> = {
           "user-agent": header(),
           "x-request-id": header(),
-          "x-lethe-zdr": header(),
           "x-audit-unknown": header(),
           "openai-organization": header(),
           // forwarded to Anthropic-format suppliers; must still never be logged or kept
