@@ -371,6 +371,46 @@ describe("the breaker in a running gateway", () => {
     }
   });
 
+  it("keeps the probe with its request when another request, admitted earlier, ends without a verdict", async () => {
+    const post = (label: string, signal: AbortSignal) =>
+      fetch(`${gateway.baseURL}/chat/completions`, {
+        method: "POST",
+        headers: { authorization: `Bearer ${gateway.key}`, "content-type": "application/json" },
+        body: JSON.stringify(chatBody("duo", canaryPrompt(canaries, label).content)),
+        signal,
+      }).catch(() => null);
+    // an earlier request, let through while the breaker was closed, waits on the primary
+    const early = new AbortController();
+    fakes.primary.enqueue(behaviour.slowFirstByte(10_000));
+    let arrived = fakes.primary.nextRequest();
+    const earlyAnswer = post("early", early.signal);
+    await arrived;
+    await openPrimary();
+    clock += COOLDOWN;
+    // the probe goes out and waits too
+    const probe = new AbortController();
+    fakes.primary.enqueue(behaviour.slowFirstByte(10_000));
+    arrived = fakes.primary.nextRequest();
+    const probeAnswer = post("probe", probe.signal);
+    await arrived;
+    try {
+      // the earlier request's client leaves: no verdict, and not its probe to hand back
+      const abandoned = fakes.primary.nextAbort();
+      early.abort();
+      await abandoned;
+      await earlyAnswer;
+      expect(await ask("duo")).toMatchObject({ supplier: "secondary", sent: [0, 1] });
+    } finally {
+      const abandoned = fakes.primary.nextAbort();
+      probe.abort();
+      await abandoned;
+      await probeAnswer;
+    }
+    // the probe's own client left: it goes back, and the next request probes and closes the breaker
+    expect(await ask("duo")).toMatchObject({ supplier: "primary", sent: [1, 0] });
+    expect(await stateGauge("primary/model-a")).toBe(0);
+  });
+
   it("does not lose the probe when Lethe fails to relay the probe's answer", async () => {
     await openPrimary();
     clock += COOLDOWN;

@@ -26,6 +26,8 @@ export interface Attempted {
   route: RouteConfig;
   supplier: Supplier;
   stats: RouteStats;
+  /** This request still holds the route's half-open probe: only then may it release it without a verdict. */
+  probe: boolean;
 }
 
 const DEFAULT_EXPECTED_OUTPUT = 512;
@@ -107,6 +109,8 @@ export async function attemptRoutes(
       await wait(delay, cancellation);
     }
     if (cancellation.aborted) break;
+    // a request that finds the breaker half-open and is let through is its one probe
+    const probe = pinned === null && stats.breaker.state(router.now()) === "half-open";
     if (pinned === null && !stats.breaker.tryAcquire(router.now())) {
       skipped++;
       continue;
@@ -136,9 +140,9 @@ export async function attemptRoutes(
         // the route answers: a half-open breaker closes now, not when a stream that may run
         // for minutes ends (its probe would keep the route from everyone else until then)
         stats.breaker.onSuccess();
-        return { result: { kind: "stream", events }, route, supplier, stats };
+        return { result: { kind: "stream", events }, route, supplier, stats, probe: false };
       }
-      if (result.kind === "json") return { result, route, supplier, stats };
+      if (result.kind === "json") return { result, route, supplier, stats, probe };
       gateway.metrics.upstreamError(supplier.id, result.error.code);
       gateway.log.event("upstream_error", {
         supplier: supplier.id,
@@ -160,12 +164,10 @@ export async function attemptRoutes(
       }
     } catch (thrown) {
       if (thrown instanceof RejectedBySupplier) throw thrown;
-      if (!(thrown instanceof UpstreamError)) {
-        stats.breaker.release();
-        throw thrown;
-      }
-      if (thrown.code === "LETHE_CLIENT_CLOSED") {
-        stats.breaker.release();
+      // no verdict on the route: a probe goes back for the next request; another request's
+      // release must not free a probe that some other request holds
+      if (!(thrown instanceof UpstreamError) || thrown.code === "LETHE_CLIENT_CLOSED") {
+        if (probe) stats.breaker.release();
         throw thrown;
       }
       gateway.metrics.upstreamError(supplier.id, thrown.code);

@@ -8,7 +8,6 @@ import { after, type MaybePromise } from "../../lang/maybe-promise.js";
 import type { Exchange } from "../../metering/exchange.js";
 import { type Attempted, attemptRoutes, pinnedRoute } from "../../routing/attempt-routes.js";
 import { planRoutes, type RoutePlan } from "../../routing/plan-routes.js";
-import type { RouteStats } from "../../routing/route-stats.js";
 import { Cancellation } from "../../suppliers/cancellation.js";
 import { zdrRequiredByHeader } from "../../zdr/zdr-header.js";
 import { finishExchange, type Gateway } from "../gateway.js";
@@ -31,10 +30,12 @@ function cancelOnClientClose(response: ServerResponse): Cancellation {
 }
 
 /** Feeds the route's health with how the answer went: latency on success, a failure otherwise. */
-function recordOutcome(gateway: Gateway, stats: RouteStats, exchange: Exchange, errorCode: string | null): void {
+function recordOutcome(gateway: Gateway, attempted: Attempted, exchange: Exchange, errorCode: string | null): void {
+  const stats = attempted.stats;
   // neither a client that left nor Lethe's own failure says anything about the route
-  if (errorCode === "LETHE_CLIENT_CLOSED" || errorCode === "LETHE_INTERNAL") stats.breaker.release();
-  else if (errorCode !== null) stats.recordFailure(gateway.router.now());
+  if (errorCode === "LETHE_CLIENT_CLOSED" || errorCode === "LETHE_INTERNAL") {
+    if (attempted.probe) stats.breaker.release();
+  } else if (errorCode !== null) stats.recordFailure(gateway.router.now());
   else {
     const record = exchange.timings();
     stats.recordSuccess(record.ttftMs ?? record.latencyMs, record.outputTokensPerSecond);
@@ -93,14 +94,14 @@ async function relay(
   call: MeteredCall,
   attempted: Attempted,
 ): Promise<void> {
-  const { result, supplier, stats } = attempted;
+  const { result, supplier } = attempted;
   const { exchange, response } = call;
   const headers: ResponseHeaders = call.headers;
 
   if (result.kind === "json") {
     const text = surface.jsonResponse(request, result, supplier.format, exchange);
     finishExchange(gateway, exchange, 200, null);
-    recordOutcome(gateway, stats, exchange, null);
+    recordOutcome(gateway, attempted, exchange, null);
     pushRouteHeaders(headers, exchange, supplier.id);
     headers.push("content-type", "application/json; charset=utf-8", "content-length", Buffer.byteLength(text));
     response.writeHead(200, headers);
@@ -122,7 +123,7 @@ async function relay(
   );
   response.writeHead(200, headers);
   const errorCode = await pipeStream(gateway, exchange, result.events, translator, response);
-  recordOutcome(gateway, stats, exchange, errorCode);
+  recordOutcome(gateway, attempted, exchange, errorCode);
 }
 
 /** An inference endpoint (chat completions, messages) of one client surface. */
@@ -155,7 +156,7 @@ async function serveInference(surface: ClientSurface, call: MeteredCall): Promis
   } catch (thrown) {
     // the route answered but Lethe could not relay it: a verdict all the same, or a
     // half-open breaker would keep its probe claimed and never try the route again
-    recordOutcome(gateway, attempted.stats, exchange, toLetheError(thrown).code);
+    recordOutcome(gateway, attempted, exchange, toLetheError(thrown).code);
     throw thrown;
   }
 }
