@@ -2,7 +2,7 @@ import { readFile } from "node:fs/promises";
 import path from "node:path";
 import { describe, expect, it } from "vitest";
 import { parse as parseYaml } from "yaml";
-import { resolveConfig } from "../src/config/load-config.js";
+import { ConfigError, resolveConfig } from "../src/config/load-config.js";
 
 /** The README's config example is what operators copy: it must load, and mean what it says. */
 describe("the README's config example", () => {
@@ -24,5 +24,22 @@ describe("the README's config example", () => {
     expect(config.limits).toEqual({ rpm: 600, tpm: 1_000_000, maxBodyBytes: 33_554_432, authFailuresPerMinute: 20 });
     expect(config.server.trustedProxies).toEqual([]);
     expect(config.shutdown).toEqual({ drainDelayMs: 0, deadlineMs: 30_000 });
+  });
+
+  it("refuses a route whose cached input costs more than its input (reservations assume it never does)", () => {
+    const withPrice = (price: Record<string, number>) =>
+      resolveConfig(
+        {
+          suppliers: [{ id: "demo", type: "demo", zdr: true }],
+          models: [{ id: "m", routes: [{ supplier: "demo", model: "lethe-demo", price }] }],
+        },
+        { LETHE_DATA_DIR: "/tmp/unused" },
+        null,
+      );
+    expect(() => withPrice({ input_per_mtok: 1, output_per_mtok: 2, cached_input_per_mtok: 3 })).toThrow(
+      /cached_input_per_mtok may not be above input_per_mtok/,
+    );
+    expect(() => withPrice({ input_per_mtok: 1, output_per_mtok: 2, cached_input_per_mtok: 3 })).toThrow(ConfigError);
+    expect(withPrice({ input_per_mtok: 1, output_per_mtok: 2, cached_input_per_mtok: 1 }).models.get("m")).toBeDefined();
   });
 });

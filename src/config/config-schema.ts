@@ -13,7 +13,13 @@ const price = z
     output_per_mtok: z.number().nonnegative().default(0),
     cached_input_per_mtok: z.number().nonnegative().optional(),
   })
-  .strict();
+  .strict()
+  // credit reservations bound a request's input at the input price: a dearer cached price
+  // would let a request cost more than was reserved for it
+  .refine(
+    (value) => value.cached_input_per_mtok === undefined || value.cached_input_per_mtok <= value.input_per_mtok,
+    { message: "cached_input_per_mtok may not be above input_per_mtok", path: ["cached_input_per_mtok"] },
+  );
 
 const timeouts = z
   .object({
