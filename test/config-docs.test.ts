@@ -40,6 +40,8 @@ describe("the README's config example", () => {
       /cached_input_per_mtok may not be above input_per_mtok/,
     );
     expect(() => withPrice({ input_per_mtok: 1, output_per_mtok: 2, cached_input_per_mtok: 3 })).toThrow(ConfigError);
-    expect(withPrice({ input_per_mtok: 1, output_per_mtok: 2, cached_input_per_mtok: 1 }).models.get("m")).toBeDefined();
+    expect(
+      withPrice({ input_per_mtok: 1, output_per_mtok: 2, cached_input_per_mtok: 1 }).models.get("m"),
+    ).toBeDefined();
   });
 });

@@ -171,6 +171,44 @@ describe("OpenAIToAnthropicStream", () => {
     ]);
   });
 
+  it("keeps tool calls that come without an index apart, and reports tool_use when a server says stop", async () => {
+    const sse = parseSse(
+      feed(new OpenAIToAnthropicStream(clientRequest(true), exchangeFor("anthropic")), [
+        chunk({
+          tool_calls: [
+            { id: "call_a", type: "function", function: { name: "f", arguments: "{}" } },
+            { id: "call_b", type: "function", function: { name: "g", arguments: '{"x":1}' } },
+          ],
+        }),
+        chunk({}, "stop"),
+      ]),
+    );
+    const message = await MessageStream.fromReadableStream(asReadable(sse)).finalMessage();
+    expect(message.content).toEqual([
+      { type: "tool_use", id: "call_a", name: "f", input: {} },
+      { type: "tool_use", id: "call_b", name: "g", input: { x: 1 } },
+    ]);
+    expect(message.stop_reason).toBe("tool_use");
+    const whole = openAIToAnthropicMessage(
+      {
+        id: "chatcmpl-t",
+        choices: [
+          {
+            message: {
+              role: "assistant",
+              content: null,
+              tool_calls: [{ id: "c", function: { name: "f", arguments: "{}" } }],
+            },
+            finish_reason: "stop",
+          },
+        ],
+      },
+      "unit-model" as ModelId,
+      { input: 1, output: 1, cachedInput: 0, reasoning: 0 },
+    );
+    expect(whole.stop_reason).toBe("tool_use");
+  });
+
   it("relays a refusal as text, streamed and not", () => {
     const events = parseSse(
       feed(new OpenAIToAnthropicStream(clientRequest(true), exchangeFor("anthropic")), [

@@ -16,10 +16,10 @@ const price = z
   .strict()
   // credit reservations bound a request's input at the input price: a dearer cached price
   // would let a request cost more than was reserved for it
-  .refine(
-    (value) => value.cached_input_per_mtok === undefined || value.cached_input_per_mtok <= value.input_per_mtok,
-    { message: "cached_input_per_mtok may not be above input_per_mtok", path: ["cached_input_per_mtok"] },
-  );
+  .refine((value) => value.cached_input_per_mtok === undefined || value.cached_input_per_mtok <= value.input_per_mtok, {
+    message: "cached_input_per_mtok may not be above input_per_mtok",
+    path: ["cached_input_per_mtok"],
+  });
 
 const timeouts = z
   .object({

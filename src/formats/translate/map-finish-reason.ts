@@ -27,3 +27,11 @@ export function toOpenAIFinishReason(stopReason: unknown): string {
       return "stop";
   }
 }
+
+/**
+ * Some OpenAI-compatible servers end an answer that calls tools with `finish_reason: stop`;
+ * Anthropic clients (agent loops) act on tool calls only when `stop_reason` is `tool_use`.
+ */
+export function toolUseStop(stopReason: string, calledTools: boolean): string {
+  return calledTools && stopReason === "end_turn" ? "tool_use" : stopReason;
+}

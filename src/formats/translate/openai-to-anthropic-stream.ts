@@ -6,7 +6,7 @@ import type { WireEvent } from "../../suppliers/supplier.js";
 import { anthropicErrorEvent, anthropicEvent } from "../anthropic/anthropic-sse.js";
 import type { ClientRequest, StreamTranslator } from "../surface/client-surface.js";
 import { UsageFallback } from "../surface/usage-fallback.js";
-import { toAnthropicStopReason } from "./map-finish-reason.js";
+import { toAnthropicStopReason, toolUseStop } from "./map-finish-reason.js";
 
 type Json = Record<string, unknown>;
 type BlockKind = "text" | "thinking" | "tool_use";
@@ -54,7 +54,8 @@ export class OpenAIToAnthropicStream implements StreamTranslator {
       out += this.open("text", { type: "text", text: "" });
       out += this.deltaEvent({ type: "text_delta", text }, text);
     }
-    for (const call of (delta.tool_calls as Json[] | undefined) ?? []) out += this.toolCall(call);
+    const calls = (delta.tool_calls as Json[] | undefined) ?? [];
+    for (let position = 0; position < calls.length; position++) out += this.toolCall(calls[position] as Json, position);
     if (typeof choice?.finish_reason === "string") this.stopReason = toAnthropicStopReason(choice.finish_reason);
     return out === "" ? null : out;
   }
@@ -109,8 +110,9 @@ export class OpenAIToAnthropicStream implements StreamTranslator {
     return anthropicEvent("content_block_delta", { type: "content_block_delta", index, delta });
   }
 
-  private toolCall(call: Json): string {
-    const toolIndex = typeof call.index === "number" ? call.index : 0;
+  /** `position`: the call's place in its chunk, for servers that leave out `index` (several calls in one chunk stay apart). */
+  private toolCall(call: Json, position: number): string {
+    const toolIndex = typeof call.index === "number" ? call.index : position;
     const fn = (call.function ?? {}) as Json;
     let out = "";
     if (!this.blockByToolIndex.has(toolIndex)) {
@@ -139,7 +141,7 @@ export class OpenAIToAnthropicStream implements StreamTranslator {
       this.close() +
       anthropicEvent("message_delta", {
         type: "message_delta",
-        delta: { stop_reason: this.stopReason, stop_sequence: null },
+        delta: { stop_reason: toolUseStop(this.stopReason, this.blockByToolIndex.size > 0), stop_sequence: null },
         usage: toAnthropicUsage(usage),
       }) +
       anthropicEvent("message_stop", { type: "message_stop" })

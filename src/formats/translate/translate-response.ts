@@ -2,7 +2,7 @@ import type { ModelId } from "../../config/ids.js";
 import { toAnthropicUsage } from "../../metering/anthropic-usage.js";
 import { type TokenUsage, toOpenAIUsage } from "../../metering/token-usage.js";
 import { nestsTooDeep } from "../validation/json-depth.js";
-import { toAnthropicStopReason, toOpenAIFinishReason } from "./map-finish-reason.js";
+import { toAnthropicStopReason, toOpenAIFinishReason, toolUseStop } from "./map-finish-reason.js";
 
 type Json = Record<string, unknown>;
 
@@ -43,7 +43,10 @@ export function openAIToAnthropicMessage(completion: Json, model: ModelId, usage
     role: "assistant",
     model,
     content,
-    stop_reason: toAnthropicStopReason(choice.finish_reason),
+    stop_reason: toolUseStop(
+      toAnthropicStopReason(choice.finish_reason),
+      content.some((block) => block.type === "tool_use"),
+    ),
     stop_sequence: null,
     usage: toAnthropicUsage(usage),
   };
