@@ -4,6 +4,7 @@ import { describe, expect, it } from "vitest";
 import type { ModelId, RequestId } from "../src/config/ids.js";
 import { LetheError } from "../src/errors/lethe-error.js";
 import { AnthropicStreamRelay } from "../src/formats/anthropic/anthropic-stream-relay.js";
+import { OpenAIStreamRelay } from "../src/formats/openai/openai-stream-relay.js";
 import type { ClientRequest, StreamTranslator } from "../src/formats/surface/client-surface.js";
 import { AnthropicToOpenAIStream } from "../src/formats/translate/anthropic-to-openai-stream.js";
 import { OpenAIToAnthropicStream } from "../src/formats/translate/openai-to-anthropic-stream.js";
@@ -451,5 +452,19 @@ describe("AnthropicStreamRelay", () => {
         },
       },
     ]);
+  });
+});
+
+describe("OpenAIStreamRelay", () => {
+  it("counts reasoning sent under both field names once when the supplier reports no usage", () => {
+    const once = exchangeFor("openai");
+    feed(new OpenAIStreamRelay(clientRequest(false), once), [chunk({ reasoning_content: "pondering deeply" })]);
+    const twice = exchangeFor("openai");
+    feed(new OpenAIStreamRelay(clientRequest(false), twice), [
+      chunk({ reasoning_content: "pondering deeply", reasoning: "pondering deeply" }),
+    ]);
+    expect(twice.tokensEstimated).toBe(true);
+    expect(twice.usage?.output).toBe(once.usage?.output);
+    expect(once.usage?.output).toBeGreaterThan(0);
   });
 });

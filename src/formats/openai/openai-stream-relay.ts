@@ -54,6 +54,9 @@ export class OpenAIStreamRelay implements StreamTranslator {
       if (delta === undefined || delta === null) continue;
       for (const key of OUTPUT_KEYS) {
         const value = delta[key];
+        // servers that send both reasoning fields (vLLM) send the same text twice: count it once
+        if (key === "reasoning" && typeof delta.reasoning_content === "string" && delta.reasoning_content !== "")
+          continue;
         if (typeof value === "string" && value !== "") {
           output = true;
           this.fallback.add(value);
