@@ -44,4 +44,21 @@ describe("the README's config example", () => {
       withPrice({ input_per_mtok: 1, output_per_mtok: 2, cached_input_per_mtok: 1 }).models.get("m"),
     ).toBeDefined();
   });
+
+  it("sends translated output limits as max_completion_tokens to OpenAI itself, max_tokens elsewhere, unless told", () => {
+    const fieldOf = (supplier: Record<string, unknown>) =>
+      resolveConfig(
+        {
+          suppliers: [{ id: "s", type: "openai", zdr: true, ...supplier }],
+          models: [{ id: "m", routes: [{ supplier: "s", model: "x" }] }],
+        },
+        { LETHE_DATA_DIR: "/tmp/unused" },
+        null,
+      ).suppliers.get("s" as never)?.maxTokensField;
+    expect(fieldOf({ base_url: "https://api.openai.com/v1" })).toBe("max_completion_tokens");
+    expect(fieldOf({ base_url: "http://127.0.0.1:8000/v1" })).toBe("max_tokens");
+    expect(fieldOf({ base_url: "http://127.0.0.1:8000/v1", max_tokens_field: "max_completion_tokens" })).toBe(
+      "max_completion_tokens",
+    );
+  });
 });

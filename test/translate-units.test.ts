@@ -252,6 +252,14 @@ describe("openAIToAnthropicRequest", () => {
 describe("anthropicToOpenAIRequest", () => {
   const toOpenAI = (body: Json) => anthropicToOpenAIRequest({ max_tokens: 100, ...body }, "upstream");
 
+  it("puts max_tokens where the supplier reads it: max_tokens, or max_completion_tokens for OpenAI itself", () => {
+    const messages = [{ role: "user", content: "hi" }];
+    expect(toOpenAI({ messages })).toMatchObject({ max_tokens: 100 });
+    const forOpenAI = anthropicToOpenAIRequest({ max_tokens: 100, messages }, "o3", "max_completion_tokens");
+    expect(forOpenAI.max_completion_tokens).toBe(100);
+    expect("max_tokens" in forOpenAI).toBe(false);
+  });
+
   it("puts the system prompt, string or blocks, first as one system message", () => {
     expect(toOpenAI({ system: "be brief", messages: [{ role: "user", content: "hi" }] }).messages).toEqual([
       { role: "system", content: "be brief" },

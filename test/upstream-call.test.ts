@@ -33,6 +33,7 @@ function clientFor(
     apiKey: null,
     zdr: true,
     sendStoreFalse: false,
+    maxTokensField: "max_tokens",
     maxConnections: 4,
     maxResponseBytes,
     headers: {},

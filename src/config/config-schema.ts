@@ -41,6 +41,9 @@ const supplier = z
       .optional(),
     zdr: z.boolean().default(false),
     send_store_false: z.boolean().default(true),
+    // the field a translated Anthropic request's max_tokens goes in: OpenAI's reasoning models
+    // refuse max_tokens; many OpenAI-compatible servers know only max_tokens
+    max_tokens_field: z.enum(["max_tokens", "max_completion_tokens"]).optional(),
     max_connections: z.number().int().positive().default(128),
     // a whole JSON answer, or one event of a stream (a stream itself may run on): a supplier
     // sending without end must not fill the gateway's memory

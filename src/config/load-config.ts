@@ -14,11 +14,27 @@ export interface SupplierConfig {
   zdr: boolean;
   /** Send `store: false` to OpenAI-type suppliers (off for servers that reject the field). */
   sendStoreFalse: boolean;
+  /** Where a translated request's output limit goes: `max_completion_tokens` for OpenAI itself, `max_tokens` elsewhere. */
+  maxTokensField: "max_tokens" | "max_completion_tokens";
   maxConnections: number;
   /** Bound on a whole JSON answer, and on one server-sent event of a stream. */
   maxResponseBytes: number;
   headers: Record<string, string>;
   timeouts: { connectMs: number; firstByteMs: number; idleMs: number; totalMs: number };
+}
+
+/**
+ * OpenAI's own API takes `max_completion_tokens` from every model and refuses `max_tokens`
+ * from its reasoning models; other OpenAI-compatible servers (vLLM, Ollama, llama.cpp…)
+ * have long known `max_tokens`, and some only that.
+ */
+function defaultMaxTokensField(baseUrl: string | undefined): "max_tokens" | "max_completion_tokens" {
+  if (baseUrl === undefined) return "max_tokens";
+  try {
+    return new URL(baseUrl).hostname === "api.openai.com" ? "max_completion_tokens" : "max_tokens";
+  } catch {
+    return "max_tokens";
+  }
 }
 
 /** Per-million-token prices of a route, in the operator's currency. */
@@ -157,6 +173,7 @@ export function resolveConfig(document: unknown, env: Env, configPath: string | 
       apiKey,
       zdr: entry.zdr,
       sendStoreFalse: entry.send_store_false,
+      maxTokensField: entry.max_tokens_field ?? defaultMaxTokensField(entry.base_url),
       maxConnections: entry.max_connections,
       maxResponseBytes: entry.max_response_bytes,
       headers: entry.headers,

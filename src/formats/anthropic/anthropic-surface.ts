@@ -70,7 +70,9 @@ export const anthropicMessagesSurface: ClientSurface = {
   },
 
   upstreamBody(request: ClientRequest, route: RouteConfig, supplierFormat: WireFormat): UpstreamBody {
-    if (supplierFormat === "openai") return { body: anthropicToOpenAIRequest(request.body, route.upstreamModel) };
+    if (supplierFormat === "openai") {
+      return { body: anthropicToOpenAIRequest(request.body, route.upstreamModel, route.supplier.maxTokensField) };
+    }
     // forwarded as it is: as the client's own text but for the model (see the OpenAI
     // surface), and the parse changed in place rather than copied in case it cannot be
     const body = request.body as Record<string, unknown>;

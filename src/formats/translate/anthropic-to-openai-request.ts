@@ -92,7 +92,11 @@ function toolChoice(choice: unknown): unknown {
  * becomes the first message, tool results become `tool` messages, `tool_use` blocks
  * become `tool_calls`, images become `image_url` parts.
  */
-export function anthropicToOpenAIRequest(body: Json, upstreamModel: string): Json {
+export function anthropicToOpenAIRequest(
+  body: Json,
+  upstreamModel: string,
+  maxTokensField: "max_tokens" | "max_completion_tokens" = "max_tokens",
+): Json {
   const messages: Json[] = [];
   if (body.system !== undefined) messages.push({ role: "system", content: textOf(body.system) });
   for (const message of body.messages as Json[]) {
@@ -100,7 +104,7 @@ export function anthropicToOpenAIRequest(body: Json, upstreamModel: string): Jso
     else if (message.role === "assistant") messages.push(assistantMessage(message.content));
     else messages.push(...userMessages(message.content));
   }
-  const out: Json = { model: upstreamModel, messages, max_tokens: body.max_tokens };
+  const out: Json = { model: upstreamModel, messages, [maxTokensField]: body.max_tokens };
   if (body.stream === true) {
     out.stream = true;
     out.stream_options = { include_usage: true };
