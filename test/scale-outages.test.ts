@@ -166,6 +166,26 @@ describe("Redis goes away and comes back", () => {
     expect(seen).toEqual([200, 200, 200, 429]);
   });
 
+  it("falls back at once when Redis stops answering without closing its connections, and says so", async () => {
+    const limited = await first.key("limited-frozen", { rpm: 2 });
+    redis.pause();
+    try {
+      // the first command to wait out its timeout drops the connection: Redis reads as down
+      await waitUntil("readyz to report the frozen Redis down", async () => {
+        const ready = await readyz(first.url);
+        return (ready.body.dependencies as { redis: string }).redis === "down" ? ready : undefined;
+      });
+      // served with the replica's own limits, rather than held until Redis answers
+      expect(await statuses(first.url, limited.key, 3, "frozen")).toEqual([200, 200, 429]);
+    } finally {
+      redis.resume();
+    }
+    await waitUntil(
+      "readyz to report Redis up again",
+      async () => ((await readyz(first.url)).body.dependencies as { redis: string }).redis === "up",
+    );
+  });
+
   it("leaves no canary in PostgreSQL or Redis", async () => {
     await first.close();
     await second.close();

@@ -281,6 +281,10 @@ export interface PrivateRedis {
   start(): Promise<void>;
   /** SIGKILLs the server (an outage, not a shutdown). */
   kill(): Promise<void>;
+  /** SIGSTOPs the server: connections stay open, nothing answers (a frozen host, a partition dropping packets). */
+  pause(): void;
+  /** SIGCONTs a paused server. */
+  resume(): void;
   /** Kills the server for good and removes its directory. */
   stop(): Promise<void>;
 }
@@ -326,7 +330,10 @@ export async function startPrivateRedis(): Promise<PrivateRedis> {
     url: `redis://127.0.0.1:${port}`,
     start,
     kill,
+    pause: () => void (child as ChildProcess | null)?.kill("SIGSTOP"),
+    resume: () => void (child as ChildProcess | null)?.kill("SIGCONT"),
     async stop() {
+      (child as ChildProcess | null)?.kill("SIGCONT");
       await kill();
       await rm(dir, { recursive: true, force: true });
     },
