@@ -334,3 +334,118 @@ describe("PostgreSQL goes away and comes back", () => {
     expect(hits).toEqual([]);
   });
 });
+
+describe("credit while PostgreSQL cannot take a hold", () => {
+  const schema = uniqueName("pg_holds");
+  const prefix = `${uniqueName("pg_holds")}:`;
+  // input is free and the gated fake writes exactly max_tokens: each request holds, and costs, 20 × 8
+  const perRequest = GATED_USAGE.completion * 8;
+  let proxy: TcpProxy;
+  let supplier: GatedOpenAISupplier;
+  let replica: Replica;
+
+  beforeAll(async () => {
+    const url = new URL(POSTGRES_URL);
+    proxy = await startTcpProxy(url.hostname, Number(url.port || 5432));
+    supplier = await startGatedOpenAISupplier();
+    const base = config(supplier.url);
+    replica = await startReplica(
+      {
+        ...base,
+        models: [
+          {
+            id: "output-priced",
+            routes: [{ supplier: "gated", model: "gated-upstream", price: { input_per_mtok: 0, output_per_mtok: 8 } }],
+          },
+        ],
+      },
+      {
+        LETHE_DATABASE_URL: schemaUrl(schema, withPort(POSTGRES_URL, proxy.port)),
+        LETHE_REDIS_URL: REDIS_URL,
+        LETHE_REDIS_PREFIX: prefix,
+        GATED_KEY: "sk-gated-0123456789",
+      },
+    );
+  });
+
+  afterAll(async () => {
+    supplier?.openGate();
+    await replica?.close();
+    await supplier?.close();
+    await proxy?.close();
+    await dropSchema(schema);
+    await deleteRedisKeys(prefix);
+  });
+
+  it("spends in memory only what the database said was left after every hold in flight", async () => {
+    const { key } = await replica.key("five-answers", { credits: 5 * perRequest });
+    const ask = (stream: boolean) =>
+      chat(replica.url, key, {
+        model: "output-priced",
+        max_tokens: GATED_USAGE.completion,
+        stream,
+        messages: [{ role: "user", content: "the fixed answer" }],
+      });
+    // five streams, all at once, hold the whole balance in the database and wait at the gate
+    supplier.closeGate();
+    const streams = Array.from({ length: 5 }, () => ask(true));
+    await supplier.whenHeld(5);
+    expect((await ask(false)).status).toBe(402);
+
+    await proxy.cut();
+    try {
+      // the database cannot take a hold now: the replica falls back on its memory, which must
+      // know those five holds (it used to hold against the balance read before them)
+      const during = await Promise.all(Array.from({ length: 5 }, () => ask(false)));
+      expect(during.map((answer) => answer.status)).toEqual([402, 402, 402, 402, 402]);
+    } finally {
+      supplier.openGate();
+      await proxy.restore();
+    }
+    expect((await Promise.all(streams)).map((answer) => answer.status)).toEqual([200, 200, 200, 200, 200]);
+    await waitUntil("the charges to be written", async () => {
+      await replica.running.gateway.credits.drain();
+      return replica.running.gateway.credits.pendingCount === 0;
+    });
+    const [account] = await querySchema<{ balance_micros: string }>(
+      schema,
+      "SELECT balance_micros FROM accounts WHERE name = $1",
+      ["five-answers"],
+    );
+    expect(Number(account?.balance_micros)).toBe(0);
+  });
+
+  it("counts what it spent in memory against the database's next holds, until those charges are written", async () => {
+    const { key } = await replica.key("spent-in-memory", { credits: 3 * perRequest });
+    const ask = () =>
+      chat(replica.url, key, {
+        model: "output-priced",
+        max_tokens: GATED_USAGE.completion,
+        messages: [{ role: "user", content: "the fixed answer" }],
+      });
+    expect((await ask()).status).toBe(200);
+    await proxy.cut();
+    let restored = false;
+    try {
+      // two more fit what the database said was left: served from memory, charges queued
+      expect([(await ask()).status, (await ask()).status]).toEqual([200, 200]);
+      await proxy.restore();
+      restored = true;
+      // the database knows nothing of those two until their charges are written: no third
+      expect((await ask()).status).toBe(402);
+    } finally {
+      if (!restored) await proxy.restore();
+    }
+    await waitUntil("the charges to be written", async () => {
+      await replica.running.gateway.credits.drain();
+      return replica.running.gateway.credits.pendingCount === 0;
+    });
+    const [account] = await querySchema<{ balance_micros: string }>(
+      schema,
+      "SELECT balance_micros FROM accounts WHERE name = $1",
+      ["spent-in-memory"],
+    );
+    expect(Number(account?.balance_micros)).toBe(0);
+    expect((await ask()).status).toBe(402);
+  });
+});

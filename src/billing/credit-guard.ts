@@ -29,8 +29,20 @@ interface AccountCredit {
   known: number | null;
   /** Charges settled here but not yet written to the store. */
   pending: number;
-  /** Held by requests in flight. */
+  /** Held in this process's memory by requests in flight. */
   reserved: number;
+  /**
+   * Replicas sharing PostgreSQL: the credit the database said was left after this process's
+   * latest hold there (every replica's holds counted), less the fallback charges written
+   * since. What a hold falls back on when the database cannot take one.
+   */
+  sharedAvailable: number | null;
+  /** Replicas sharing PostgreSQL: charges of memory holds (taken while it could not hold) not yet written. */
+  sharedPending: number;
+  /** Holds asked of the database and not answered yet. */
+  holdsInFlight: number;
+  /** No hold answered since the last moment none was in flight: the next answer replaces `sharedAvailable`. */
+  holdsFresh: boolean;
 }
 
 function insufficient(): LetheError {
@@ -72,7 +84,16 @@ export class CreditGuard {
   private credit(accountId: AccountId): AccountCredit {
     let credit = this.accounts.get(accountId);
     if (credit === undefined) {
-      credit = { stored: null, known: null, pending: 0, reserved: 0 };
+      credit = {
+        stored: null,
+        known: null,
+        pending: 0,
+        reserved: 0,
+        sharedAvailable: null,
+        sharedPending: 0,
+        holdsInFlight: 0,
+        holdsFresh: true,
+      };
       this.accounts.set(accountId, credit);
     }
     return credit;
@@ -136,6 +157,16 @@ export class CreditGuard {
   private holdInMemory(accountId: AccountId, upperBound: number, exact: () => number): Reservation {
     const credit = this.credit(accountId);
     const available = (credit.stored ?? credit.known ?? 0) - credit.pending - credit.reserved;
+    return this.holdAgainst(credit, accountId, available, upperBound, exact);
+  }
+
+  private holdAgainst(
+    credit: AccountCredit,
+    accountId: AccountId,
+    available: number,
+    upperBound: number,
+    exact: () => number,
+  ): Reservation {
     let amount = upperBound;
     if (amount > available) amount = exact();
     if (amount > 0 && amount > available) throw insufficient();
@@ -152,18 +183,58 @@ export class CreditGuard {
     shared: SharedHolds,
   ): Promise<Reservation> {
     if (upperBound === 0) return { accountId, amountMicros: 0, settled: false, holdId: null };
-    let taken: { holdId: string; amount: number; balance: number } | null;
+    const credit = this.credit(accountId);
+    if (credit.holdsInFlight === 0) credit.holdsFresh = true;
+    credit.holdsInFlight++;
+    let taken: { holdId: string; amount: number; available: number } | null;
     try {
       taken = await shared.holds.hold(accountId, upperBound, exact, Date.now(), shared.ttlMs);
     } catch {
-      // the database is away: hold in this process's memory against the last balance
-      // read (or refuse if none), as a single replica would; charges queue until it returns
-      return this.reserveInMemory(accountId, upperBound, exact);
+      // the database is away, or too slow to answer (its pool full, the account row locked):
+      // hold in this process's memory against what it last said was left, as a single
+      // replica would; charges queue until it answers again
+      return this.holdAgainstShared(accountId, upperBound, exact);
+    } finally {
+      credit.holdsInFlight--;
     }
     if (taken === null) throw insufficient();
-    // remembered for the fallback above, should the database go away
-    this.credit(accountId).known = taken.balance;
+    // remembered for the fallback above. Concurrent holds answer in any order, so while they
+    // overlap the least the database said is kept; once none was in flight, the next answer
+    // is newer than every earlier one (top-ups and charges written included)
+    credit.sharedAvailable =
+      credit.holdsFresh || credit.sharedAvailable === null
+        ? taken.available
+        : Math.min(credit.sharedAvailable, taken.available);
+    credit.holdsFresh = false;
+    // what this replica spent in memory while the database could not hold is unknown to it:
+    // a hold it grants on top of that must still fit (once those charges are written, it knows)
+    if (taken.available < credit.reserved + credit.sharedPending) {
+      shared.holds.release([taken.holdId]).catch(() => {});
+      throw insufficient();
+    }
     return { accountId, amountMicros: taken.amount, settled: false, holdId: taken.holdId };
+  }
+
+  /**
+   * The shared-database fallback. Never against the stored balance, which a database that
+   * is merely slow would still give: it ignores every hold in flight, this replica's own
+   * included. The charges of earlier memory holds count against it until they are written.
+   * Refuses (503) for an account this replica never held for.
+   */
+  private holdAgainstShared(accountId: AccountId, upperBound: number, exact: () => number): Reservation {
+    const credit = this.credit(accountId);
+    if (credit.sharedAvailable === null) {
+      throw new LetheError("LETHE_METERING_UNAVAILABLE", "Credit cannot be checked right now; retry shortly.", {
+        retryAfterSeconds: 5,
+      });
+    }
+    return this.holdAgainst(
+      credit,
+      accountId,
+      credit.sharedAvailable - credit.sharedPending - credit.reserved,
+      upperBound,
+      exact,
+    );
   }
 
   /** Releases the reservation and charges what the request really cost. */
@@ -179,6 +250,7 @@ export class CreditGuard {
     if (reservation.holdId === null) credit.reserved -= reservation.amountMicros;
     if (costMicros <= 0) return;
     credit.pending += costMicros;
+    if (this.shared !== null && reservation.holdId === null) credit.sharedPending += costMicros;
     this.queue.push({
       accountId: reservation.accountId,
       amountMicros: costMicros,
@@ -230,6 +302,12 @@ export class CreditGuard {
           // answer (SQLite's writer thread, PostgreSQL's pool) already counts these charges
           credit.stored = null;
           if (credit.known !== null) credit.known -= debit.amountMicros;
+          // a charge held in memory during an outage, now in the balance: no longer pending, and
+          // not in the database's last word on what was left either
+          if (this.shared !== null && debit.holdId === null) {
+            credit.sharedPending -= debit.amountMicros;
+            if (credit.sharedAvailable !== null) credit.sharedAvailable -= debit.amountMicros;
+          }
         }
       })
       .catch(() => {

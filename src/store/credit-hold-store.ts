@@ -13,14 +13,18 @@ import type { Database } from "./schema.js";
 export class CreditHoldStore {
   constructor(private readonly db: Kysely<Database>) {}
 
-  /** Takes a hold of `upperBound`, or of `exact()` when that does not fit; null when neither fits. */
+  /**
+   * Takes a hold of `upperBound`, or of `exact()` when that does not fit; null when neither
+   * fits. `available` is the credit left once this hold and every other unexpired one are
+   * counted: what a replica may spend against, should the database stop answering.
+   */
   async hold(
     accountId: AccountId,
     upperBound: number,
     exact: () => number,
     now: number,
     ttlMs: number,
-  ): Promise<{ holdId: string; amount: number; balance: number } | null> {
+  ): Promise<{ holdId: string; amount: number; available: number } | null> {
     return this.db.transaction().execute(async (trx) => {
       const account = await trx
         .selectFrom("accounts")
@@ -44,7 +48,7 @@ export class CreditHoldStore {
         .insertInto("credit_holds")
         .values({ id: holdId, account_id: accountId, amount_micros: amount, expires_at: now + ttlMs })
         .execute();
-      return { holdId, amount, balance: Number(account.balance_micros) };
+      return { holdId, amount, available: available - amount };
     });
   }
 

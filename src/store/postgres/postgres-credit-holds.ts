@@ -70,7 +70,7 @@ export class PostgresCreditHoldStore extends CreditHoldStore {
     exact: () => number,
     now: number,
     ttlMs: number,
-  ): Promise<{ holdId: string; amount: number; balance: number } | null> {
+  ): Promise<{ holdId: string; amount: number; available: number } | null> {
     const take = async (amount: number) => {
       const holdId = mintId("hold");
       const result = await this.pool.query<{ taken: boolean; available: string | number; balance: string | number }>(
@@ -84,11 +84,11 @@ export class PostgresCreditHoldStore extends CreditHoldStore {
     };
     const first = await take(upperBound);
     if (first === null) return null;
-    if (first.taken) return { holdId: first.holdId, amount: Math.ceil(upperBound), balance: first.balance };
+    if (first.taken) return { holdId: first.holdId, amount: Math.ceil(upperBound), available: first.available };
     // the generous estimate did not fit: count the input exactly, and try once more if that might
     const amount = exact();
     if (amount > first.available) return null;
     const second = await take(amount);
-    return second?.taken ? { holdId: second.holdId, amount: Math.ceil(amount), balance: second.balance } : null;
+    return second?.taken ? { holdId: second.holdId, amount: Math.ceil(amount), available: second.available } : null;
   }
 }
