@@ -437,6 +437,22 @@ describe("limits shared through Redis by two gateway processes", () => {
     expect(accountOnly.state.remaining).toBe(1000 - 350 - 1);
   });
 
+  it("gives tokens back only to a window Redis still has, and never below zero", async () => {
+    const limits = new RateLimits({ rpm: 100, tpm: 10_000 }, silentLog, { client: first, prefix });
+    const caller = auth("acct_lost", "key_lost");
+    const held = await limits.reserveTokens(caller, 8_000);
+    // Redis restarted (or evicted the window) while the request ran
+    const windows = await first.keys(`${prefix}rl:tpm:*lost*`);
+    expect(windows.length).toBeGreaterThan(0);
+    await first.del(...windows);
+    // the request used 20 of its 8,000: the 7,980 left over have no window to go back to
+    await limits.settleTokens(held.hold, 20);
+    for (const window of windows) expect(await first.get(window)).toBe(null);
+    // so the next minute admits the limit, not the limit plus what was given back
+    expect((await limits.reserveTokens(caller, 10_000)).state.remaining).toBe(0);
+    await expect(limits.reserveTokens(caller, 1)).rejects.toBeInstanceOf(RateLimitedError);
+  });
+
   it("keeps only a keyed hash of a failing address in Redis, expiring with the throttle window", async () => {
     const one = new AuthThrottle("a-server-secret-of-enough-length", 2, { client: first, prefix });
     const two = new AuthThrottle("a-server-secret-of-enough-length", 2, { client: second, prefix });

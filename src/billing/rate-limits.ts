@@ -255,9 +255,16 @@ class RedisCounters implements LimitCounters {
     }
   }
 
+  /**
+   * Gives tokens back to a window, never below zero and never to a window Redis no longer
+   * has (a restart, an eviction, an expiry just passed): rate-limiter-flexible's `reward`
+   * would create the key afresh at minus the amount, and the next minute would admit that
+   * much beyond the limit.
+   */
   async subtract(kind: Kind, scope: Scope, id: string, amount: number): Promise<void> {
-    await this.limiters[kind]
-      .reward(redisKey(scope, id), amount)
+    const key = `${this.redis.prefix}rl:${kind}:${redisKey(scope, id)}`;
+    await this.redis.client
+      .eval(GIVE_BACK, 1, key, amount)
       .catch(() => this.log.event("rate_limit_degraded", { dependency: "redis" }));
   }
 
@@ -268,6 +275,13 @@ class RedisCounters implements LimitCounters {
     this.degraded = away;
   }
 }
+
+/** Decrements a window's count by at most what it holds, and only if the window exists. */
+const GIVE_BACK = `local count = tonumber(redis.call('get', KEYS[1]))
+if count == nil then return nil end
+local amount = math.min(tonumber(ARGV[1]), count)
+if amount > 0 then return redis.call('decrby', KEYS[1], amount) end
+return count`;
 
 function redisKey(scope: Scope, id: string): string {
   return scope === "account" ? `a:${id}` : `k:${id}`;
