@@ -116,6 +116,26 @@ describe("rate limits through the gateway", () => {
     expect(response.headers.get("x-ratelimit-limit-requests")).toBeNull();
   });
 
+  it("refuses a request whose own max_tokens is over the TPM limit, and admits one that set none", async () => {
+    const account = await rig.account("small-tpm", { credits: 1e9, tpm: 1000 });
+    const suppliedBefore = rig.openAIFake.requests.length;
+    const tooLarge = await rig.post("/v1/chat/completions", account.key, { ...CHAT, max_tokens: 5000 });
+    expect(tooLarge.status).toBe(429);
+    expect(await tooLarge.json()).toMatchObject({ error: { code: "LETHE_RATE_LIMITED", param: "max_tokens" } });
+    expect(rig.openAIFake.requests.length).toBe(suppliedBefore);
+    // the refusal held nothing: the whole minute is still there (and the answers below use little of it)
+    const small = { prompt: 5, completion: 5, cached: 0, reasoning: 0 };
+    rig.openAIFake.enqueue(behaviour.ok({ usage: small }), behaviour.ok({ usage: small }));
+    const fits = await rig.post("/v1/chat/completions", account.key, { ...CHAT, max_tokens: 100 });
+    expect(fits.status).toBe(200);
+    // without max_tokens the estimate's default allowance (4096) is Lethe's guess, not the client's ask:
+    // it holds the whole minute of a fresh window rather than being refused
+    const fresh = await rig.account("small-tpm-unset", { credits: 1e9, tpm: 1000 });
+    const { max_tokens: _unset, ...withoutLimit } = CHAT as { max_tokens?: number };
+    const admitted = await rig.post("/v1/chat/completions", fresh.key, withoutLimit);
+    expect(admitted.status).toBe(200);
+  });
+
   it("sends the headers on error responses after authentication too (400, 402)", async () => {
     const account = await rig.account("error-headers", { credits: 0 });
     const invalid = await rig.post("/v1/chat/completions", account.key, { model: BILLED.gpt });

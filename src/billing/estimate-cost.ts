@@ -6,6 +6,8 @@ import { estimateInputTokens } from "../metering/count-tokens.js";
 export interface CostEstimate {
   /** Tokens held against TPM: a cheap estimate of the input plus the output allowance. */
   tokens: number;
+  /** The output the client itself asked for (`max_tokens` × choices), 0 when it set no limit. */
+  askedOutputTokens: number;
   /** Micro-units, generous (input bounded by its byte size), cheap to compute. */
   upperBoundMicros: number;
   /** Micro-units with the input counted by the tokenizer; only computed when credit is tight. */
@@ -36,12 +38,14 @@ export function estimateCost(
   choices: number,
 ): CostEstimate {
   const limit = request.body.max_completion_tokens ?? request.body.max_tokens;
-  const output = (typeof limit === "number" && limit > 0 ? limit : defaultOutputTokens) * choices;
+  const asked = typeof limit === "number" && limit > 0 ? limit * choices : 0;
+  const output = asked > 0 ? asked : defaultOutputTokens * choices;
   const price = dearest(routes);
   // a token is at least one byte of text, so the body's size bounds the input from above
   const bytes = bodyBytes;
   return {
     tokens: Math.ceil(bytes / 4) + output,
+    askedOutputTokens: asked,
     upperBoundMicros: Math.ceil(bytes * price.input + output * price.output),
     exactMicros: () => Math.ceil(estimateInputTokens(request.body) * price.input + output * price.output),
   };

@@ -134,9 +134,19 @@ export class RateLimits {
     });
   }
 
-  /** Holds a request's estimated tokens against the account's and the key's TPM. */
-  reserveTokens(auth: AuthContext, tokens: number): MaybePromise<{ hold: TokenHold; state: LimitState }> {
+  /**
+   * Holds a request's estimated tokens against the account's and the key's TPM. An estimate
+   * above a limit holds the whole limit (the estimate counts the body's bytes and a default
+   * output allowance, both generous), but a request whose own `max_tokens` (`asked`) is over
+   * the limit could never be served within it: refused, as OpenAI refuses a request too large.
+   */
+  reserveTokens(
+    auth: AuthContext,
+    tokens: number,
+    asked = 0,
+  ): MaybePromise<{ hold: TokenHold; state: LimitState }> {
     const points = auth.tpm ?? this.defaults.tpm;
+    if (asked > points || (auth.keyTpm !== null && asked > auth.keyTpm)) throw requestTooLarge();
     const amount = Math.min(tokens, points);
     return after(this.take("tpm", "account", auth.accountId, points, amount), (account) => {
       const hold: TokenHold = {
@@ -188,6 +198,14 @@ export class RateLimits {
 
 function tighter(account: LimitState, key: LimitState): LimitState {
   return key.remaining < account.remaining ? key : account;
+}
+
+function requestTooLarge(): LetheError {
+  return new LetheError(
+    "LETHE_RATE_LIMITED",
+    "This request's max_tokens is above the tokens-per-minute limit: it can never be served within it.",
+    { param: "max_tokens" },
+  );
 }
 
 function refusedWhat(kind: Kind, scope: Scope): string {

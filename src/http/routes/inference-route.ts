@@ -62,7 +62,7 @@ function holdCredit(gateway: Gateway, call: MeteredCall, request: ClientRequest,
     call.bodyBytes,
     call.format === "openai" ? choicesOf(request.body.n) : 1,
   );
-  return after(gateway.limits.reserveTokens(auth, estimate.tokens), (tokens) => {
+  return after(gateway.limits.reserveTokens(auth, estimate.tokens, estimate.askedOutputTokens), (tokens) => {
     exchange.tokenHold = tokens.hold;
     addRateLimitHeaders(call.headers, call.format, "tokens", tokens.state);
     return after(
