@@ -83,3 +83,49 @@ describe("lethe serve as a process", () => {
     expect(serve.output()).not.toContain("sk-lethe-");
   });
 });
+
+describe("how many workers lethe serve starts", () => {
+  let cwd: string;
+
+  beforeAll(async () => {
+    cwd = await mkdtemp(path.join(os.tmpdir(), "lethe-count-"));
+  });
+
+  afterAll(async () => {
+    await rm(cwd, { recursive: true, force: true });
+  });
+
+  it("starts one worker on PostgreSQL without Redis, whose limits could not be shared", async () => {
+    const schema = `lethe_workers_${process.pid}`;
+    const serve = spawnServe(
+      {
+        LETHE_PORT: "0",
+        LETHE_DATA_DIR: path.join(cwd, "pg"),
+        LETHE_DATABASE_URL: `postgres://postgres@127.0.0.1:5432/test?schema=${schema}`,
+        LETHE_SECRET: "workers-test-secret-0123456789abcdef",
+      },
+      cwd,
+    );
+    try {
+      const [line] = await serve.waitFor(/Lethe is listening on .*\)/);
+      expect(line).not.toMatch(/\d+ workers/);
+    } finally {
+      await serve.stop();
+      const { default: pg } = await import("pg");
+      const client = new pg.Client({ connectionString: "postgres://postgres@127.0.0.1:5432/test" });
+      await client.connect();
+      await client.query(`DROP SCHEMA IF EXISTS ${schema} CASCADE`);
+      await client.end();
+    }
+  });
+
+  it("warns that limits are per worker when told to start several without Redis", async () => {
+    const serve = spawnServe({ LETHE_PORT: "0", LETHE_DATA_DIR: path.join(cwd, "sqlite") }, cwd, ["--workers", "2"]);
+    try {
+      await serve.waitFor(/listening on .*2 workers/);
+      expect(serve.output()).toMatch(/"workers":2,"event":"limits_per_worker"/);
+    } finally {
+      await serve.stop();
+    }
+  });
+});

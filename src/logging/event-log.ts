@@ -28,6 +28,8 @@ export interface EventFields {
   uncaught_exception: { code: ErrorCode };
   config_loaded: { models: number; suppliers: number };
   process_hardened: { core_dumps_disabled: boolean; diagnostic_reports_disabled: boolean; development_run: boolean };
+  /** Several workers without Redis: each counts rate limits (and the auth throttle) on its own. */
+  limits_per_worker: { workers: number };
   /** Someone sent the signal that opens Node's debugger; it was not opened. */
   signal_ignored: { signal: "SIGUSR1" };
 }
@@ -71,6 +73,7 @@ const LEVELS: Record<EventName, Level> = {
   config_loaded: "info",
   process_hardened: "info",
   signal_ignored: "warn",
+  limits_per_worker: "warn",
 };
 
 /** The one logger Lethe uses: `log.event(name, fields)`. */

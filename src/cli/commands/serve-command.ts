@@ -65,17 +65,22 @@ function untilSignal(): Promise<void> {
 
 /**
  * `lethe serve`: runs the gateway until SIGTERM or SIGINT, then shuts down gracefully.
- * With `--workers N` (default: every CPU with PostgreSQL, one otherwise) a primary
- * forks N workers that share the port.
+ * With `--workers N` (default: every CPU with PostgreSQL and Redis, one otherwise) a
+ * primary forks N workers that share the port.
  */
 export async function serveCommand(args: string[], io: CliIo): Promise<number> {
   const { values, positionals } = parseCommand(args, { dev: { type: "boolean" }, workers: { type: "string" } });
   if (positionals.length > 0) throw new CliError(USAGE);
   const config = await loadConfig(io.env, typeof values.config === "string" ? values.config : undefined);
-  const workers =
-    positiveInt(values.workers, "workers") ?? (config.databaseUrl === null ? 1 : os.availableParallelism());
+  // without Redis each worker counts rate limits in its own memory: N workers would admit
+  // N times every account's limits, so more than one is only the default when they share them
+  const shared = config.databaseUrl !== null && config.redisUrl !== null;
+  const workers = positiveInt(values.workers, "workers") ?? (shared ? os.availableParallelism() : 1);
   const log = createEventLog();
   await harden(io, log, values.dev === true);
+  if (workers > 1 && config.redisUrl === null && cluster.isPrimary) {
+    log.event("limits_per_worker", { workers });
+  }
 
   if (workers > 1 && cluster.isPrimary) {
     const firstStartKey = await bootstrapDemoAccount(config);
