@@ -415,6 +415,35 @@ describe("credit while PostgreSQL cannot take a hold", () => {
     expect(Number(account?.balance_micros)).toBe(0);
   });
 
+  it("falls back within its bounds when PostgreSQL stops answering without closing its connections", async () => {
+    const { key } = await replica.key("frozen-database", { credits: 10 * perRequest });
+    const ask = () =>
+      chat(replica.url, key, {
+        model: "output-priced",
+        max_tokens: GATED_USAGE.completion,
+        messages: [{ role: "user", content: "the fixed answer" }],
+      });
+    expect((await ask()).status).toBe(200);
+    proxy.freeze();
+    try {
+      // the key's re-check and the credit hold wait their bounds (2 s, 5 s), then use what this
+      // replica knows: served, rather than held until the database answers again
+      expect((await ask()).status).toBe(200);
+    } finally {
+      proxy.thaw();
+    }
+    await waitUntil("the charges to be written", async () => {
+      await replica.running.gateway.credits.drain();
+      return replica.running.gateway.credits.pendingCount === 0;
+    });
+    const [account] = await querySchema<{ balance_micros: string }>(
+      schema,
+      "SELECT balance_micros FROM accounts WHERE name = $1",
+      ["frozen-database"],
+    );
+    expect(Number(account?.balance_micros)).toBe(8 * perRequest);
+  });
+
   it("counts what it spent in memory against the database's next holds, until those charges are written", async () => {
     const { key } = await replica.key("spent-in-memory", { credits: 3 * perRequest });
     const ask = () =>

@@ -62,6 +62,8 @@ export class CreditGuard {
   private timer: NodeJS.Timeout | null = null;
   private flushing: Promise<void> | null = null;
   private flushSoon = false;
+  /** Charges in the batch being written. */
+  private writingCount = 0;
   private seenCounter: number;
 
   constructor(
@@ -277,9 +279,14 @@ export class CreditGuard {
     }
   }
 
-  /** Charges settled but not yet written. */
+  /** Charges settled but not yet written, the batch being written included. */
   get pendingCount(): number {
-    return this.queue.length;
+    return this.queue.length + this.writingCount;
+  }
+
+  /** Whether a batch of charges is being written now. */
+  get writing(): boolean {
+    return this.flushing !== null;
   }
 
   /** Writes queued charges to the ledger; a failed write keeps them for the next try. */
@@ -292,6 +299,7 @@ export class CreditGuard {
     if (this.queue.length === 0) return;
     const batch = this.queue;
     this.queue = [];
+    this.writingCount = batch.length;
     this.flushing = this.store.ledger
       .debit(batch)
       .then(() => {
@@ -318,6 +326,7 @@ export class CreditGuard {
       })
       .finally(() => {
         this.flushing = null;
+        this.writingCount = 0;
         // charges settled during the write found it busy (their timer or batch flush returned
         // early): without this they would wait for the next request. A failed write armed its
         // retry timer already.

@@ -140,11 +140,7 @@ export class RateLimits {
    * output allowance, both generous), but a request whose own `max_tokens` (`asked`) is over
    * the limit could never be served within it: refused, as OpenAI refuses a request too large.
    */
-  reserveTokens(
-    auth: AuthContext,
-    tokens: number,
-    asked = 0,
-  ): MaybePromise<{ hold: TokenHold; state: LimitState }> {
+  reserveTokens(auth: AuthContext, tokens: number, asked = 0): MaybePromise<{ hold: TokenHold; state: LimitState }> {
     const points = auth.tpm ?? this.defaults.tpm;
     if (asked > points || (auth.keyTpm !== null && asked > auth.keyTpm)) throw requestTooLarge();
     const amount = Math.min(tokens, points);

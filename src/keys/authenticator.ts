@@ -29,6 +29,30 @@ interface CacheEntry {
 const MAX_CACHED_KEYS = 50_000;
 
 /**
+ * How long a re-check of a key seen valid before may keep its request waiting: a database
+ * that stops answering without closing its connections would otherwise hold every
+ * request; past it the cached answer serves, as when the database is away.
+ */
+const STORE_WAIT_MS = 2_000;
+
+/** `promise`'s outcome, or `fallback` if it has not settled within `ms`. */
+function answerWithin<T>(promise: Promise<T>, ms: number, fallback: T): Promise<T> {
+  return new Promise((resolve, reject) => {
+    const timer = setTimeout(() => resolve(fallback), ms);
+    promise.then(
+      (value) => {
+        clearTimeout(timer);
+        resolve(value);
+      },
+      (error: unknown) => {
+        clearTimeout(timer);
+        reject(error);
+      },
+    );
+  });
+}
+
+/**
  * Reads the caller's key from `Authorization: Bearer` or `x-api-key`. An Authorization
  * header of another scheme (an ingress's Basic auth) or empty leaves `x-api-key` to
  * speak; it is refused only when there is no `x-api-key` to use instead.
@@ -97,7 +121,8 @@ export class Authenticator {
     ) {
       return cached.context;
     }
-    return this.lookUp(keyHash, counter, cached);
+    const lookUp = this.lookUp(keyHash, counter, cached);
+    return cached === undefined ? lookUp : answerWithin(lookUp, STORE_WAIT_MS, cached.context);
   }
 
   private async lookUp(keyHash: string, counter: number, cached: CacheEntry | undefined): Promise<AuthContext> {

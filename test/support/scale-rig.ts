@@ -233,25 +233,31 @@ export interface TcpProxy {
   port: number;
   cut(): Promise<void>;
   restore(): Promise<void>;
+  /** Stops forwarding with every connection left open: the server seems to stop answering. */
+  freeze(): void;
+  thaw(): void;
   close(): Promise<void>;
 }
 
 /** Starts a TCP proxy on a free loopback port forwarding to `targetHost:targetPort`. */
 export async function startTcpProxy(targetHost: string, targetPort: number): Promise<TcpProxy> {
-  const sockets = new Set<Socket>();
-  const track = (socket: Socket) => {
-    sockets.add(socket);
-    socket.once("close", () => sockets.delete(socket));
+  const pairs = new Set<[Socket, Socket]>();
+  let frozen = false;
+  const join = ([client, upstream]: [Socket, Socket]) => {
+    client.pipe(upstream);
+    upstream.pipe(client);
   };
   const listen = async (port: number): Promise<Server> => {
     const server = createServer((client) => {
       const upstream = createConnection(targetPort, targetHost);
-      track(client);
-      track(upstream);
+      const pair: [Socket, Socket] = [client, upstream];
+      pairs.add(pair);
+      for (const socket of pair) socket.once("close", () => pairs.delete(pair));
       client.on("error", () => upstream.destroy());
       upstream.on("error", () => client.destroy());
-      client.pipe(upstream);
-      upstream.pipe(client);
+      client.once("close", () => upstream.destroy());
+      upstream.once("close", () => client.destroy());
+      if (!frozen) join(pair);
     });
     server.listen(port, "127.0.0.1");
     await once(server, "listening");
@@ -262,7 +268,10 @@ export async function startTcpProxy(targetHost: string, targetPort: number): Pro
   const stop = async () => {
     const closing = server;
     server = null;
-    for (const socket of sockets) socket.destroy();
+    for (const [client, upstream] of pairs) {
+      client.destroy();
+      upstream.destroy();
+    }
     if (closing !== null) await new Promise<void>((resolve) => closing.close(() => resolve()));
   };
   return {
@@ -270,6 +279,19 @@ export async function startTcpProxy(targetHost: string, targetPort: number): Pro
     cut: stop,
     async restore() {
       server ??= await listen(port);
+    },
+    freeze() {
+      frozen = true;
+      for (const [client, upstream] of pairs) {
+        client.unpipe(upstream);
+        upstream.unpipe(client);
+        client.pause();
+        upstream.pause();
+      }
+    },
+    thaw() {
+      frozen = false;
+      for (const pair of pairs) join(pair);
     },
     close: stop,
   };

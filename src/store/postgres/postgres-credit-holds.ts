@@ -13,6 +13,14 @@ import type { Database } from "../schema.js";
  * sees every hold committed before the lock was granted. Returns the available
  * credit and whether the hold was taken.
  */
+/**
+ * Bounds on a hold: waiting for the account row's lock, and for PostgreSQL's answer at all
+ * (a server that stops answering without closing the connection). Past them the hold
+ * fails, and the replica holds in memory against what the database last said was left.
+ */
+const HOLD_LOCK_TIMEOUT_MS = 3_000;
+const HOLD_QUERY_TIMEOUT_MS = 5_000;
+
 const TAKE_HOLD_FUNCTION = `
 CREATE OR REPLACE FUNCTION lethe_take_hold(account text, hold text, amount bigint, now_ms bigint, expires_ms bigint)
 RETURNS TABLE (taken boolean, available bigint, balance bigint) LANGUAGE plpgsql AS $$
@@ -20,6 +28,8 @@ DECLARE
   current_balance bigint;
   held bigint;
 BEGIN
+  -- a row held longer by another transaction fails the hold, and the replica falls back
+  PERFORM set_config('lock_timeout', '${HOLD_LOCK_TIMEOUT_MS}', true);
   SELECT a.balance_micros INTO current_balance FROM accounts a WHERE a.id = account FOR UPDATE;
   IF NOT FOUND THEN
     RETURN;
@@ -73,9 +83,14 @@ export class PostgresCreditHoldStore extends CreditHoldStore {
   ): Promise<{ holdId: string; amount: number; available: number } | null> {
     const take = async (amount: number) => {
       const holdId = mintId("hold");
+      // node-postgres reads query_timeout from a query's config; its types leave it out
+      const query: pg.QueryConfig & { query_timeout: number } = {
+        text: "SELECT taken, available, balance FROM lethe_take_hold($1, $2, $3, $4, $5)",
+        values: [accountId, holdId, Math.ceil(amount), now, now + ttlMs],
+        query_timeout: HOLD_QUERY_TIMEOUT_MS,
+      };
       const result = await this.pool.query<{ taken: boolean; available: string | number; balance: string | number }>(
-        "SELECT taken, available, balance FROM lethe_take_hold($1, $2, $3, $4, $5)",
-        [accountId, holdId, Math.ceil(amount), now, now + ttlMs],
+        query,
       );
       const row = result.rows[0];
       return row === undefined
