@@ -288,6 +288,45 @@ describe("the retention windows, as the deployment states them", () => {
   });
 });
 
+describe("retention run by several processes at once", () => {
+  it.each(["sqlite", "postgres"] as const)("rolls each raw row up once (%s)", async (kind) => {
+    const dataDir = await mkdtemp(path.join(os.tmpdir(), "lethe-retention-race-"));
+    const schema = `lethe_retention_race_${process.pid}`;
+    const env: Record<string, string> = { LETHE_DATA_DIR: dataDir, LETHE_SECRET: "retention-race-secret-0123456789" };
+    if (kind === "postgres") env.LETHE_DATABASE_URL = `postgres://postgres@127.0.0.1:5432/test?schema=${schema}`;
+    // two gateway processes' stores on one database, as two replicas or two workers hold them
+    const first = await openStore(resolveConfig({}, env, null));
+    const second = await openStore(resolveConfig({}, env, null));
+    try {
+      const account = (await first.createAccount({ name: "raced" })).id;
+      const records = Array.from({ length: 400 }, (_, index) =>
+        metadataRecord({ account, ts: NOW - 100 * DAY - index * 1000, status: 200, error_code: null }),
+      );
+      await first.insertMetadata(records);
+      const runs = await Promise.allSettled([
+        runRetention(first, WINDOWS, NOW),
+        runRetention(second, WINDOWS, NOW),
+        runRetention(first, WINDOWS, NOW),
+      ]);
+      expect(runs.some((run) => run.status === "fulfilled" && run.value.rolledUp === 400)).toBe(true);
+      const from = new Date(NOW - 200 * DAY).toISOString();
+      const report = await usageForAccount(first, account, { from, to: new Date(NOW).toISOString() }, NOW);
+      expect(report.data.reduce((total, group) => total + group.requests, 0)).toBe(400);
+    } finally {
+      await first.close();
+      await second.close();
+      await rm(dataDir, { recursive: true, force: true });
+      if (kind === "postgres") {
+        const { default: pg } = await import("pg");
+        const client = new pg.Client({ connectionString: "postgres://postgres@127.0.0.1:5432/test" });
+        await client.connect();
+        await client.query(`DROP SCHEMA IF EXISTS ${schema} CASCADE`);
+        await client.end();
+      }
+    }
+  });
+});
+
 afterAll(() => {
   vi.useRealTimers();
 });

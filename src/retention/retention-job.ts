@@ -76,13 +76,11 @@ function aggregate(rows: readonly UsageSourceRow[]): UsageDailyTable[] {
 export async function runRetention(store: Store, windows: RetentionWindows, now: number): Promise<RetentionResult> {
   const todayStart = Date.parse(`${utcDay(now)}T00:00:00Z`);
   const cutoff = todayStart - windows.metadataDays * DAY_MS;
-  const expired = await store.usage.expiredRows(cutoff);
-  const aggregates = aggregate(expired);
-  const rolledUp = expired.length === 0 ? 0 : await store.usage.replaceWithAggregates(cutoff, aggregates);
+  const { rolledUp, aggregates } = await store.usage.rollUp(cutoff, aggregate);
   const unlinked = await store.usage.dropPseudonyms(utcDay(todayStart - windows.aggregateDays * DAY_MS));
   // credit holds left by replicas that died before charging them
   await store.creditHolds.purgeExpired(now);
-  return { rolledUp, aggregates: aggregates.length, unlinked };
+  return { rolledUp, aggregates, unlinked };
 }
 
 /** Runs retention at start-up and then every `intervalMs`; returns a stop function. */

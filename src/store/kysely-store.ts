@@ -67,7 +67,7 @@ export class KyselyStore implements Store {
   ) {
     this.ledger = ledger;
     this.accountAdmin = new AccountAdminStore(db, feed);
-    this.usage = new UsageStore(db);
+    this.usage = new UsageStore(db, kind);
     this.operators = new OperatorStore(db);
     this.creditHolds = creditHolds;
   }

@@ -1,4 +1,4 @@
-import type { Kysely } from "kysely";
+import { type Kysely, sql } from "kysely";
 import type { AccountId } from "../config/ids.js";
 import type { Database, RequestMetadataTable, UsageDailyTable } from "./schema.js";
 
@@ -49,7 +49,10 @@ function numeric(row: UsageSourceRow): UsageSourceRow {
 
 /** Reads metadata for usage reports, and rolls expired metadata into daily aggregates. */
 export class UsageStore {
-  constructor(private readonly db: Kysely<Database>) {}
+  constructor(
+    private readonly db: Kysely<Database>,
+    private readonly kind: "sqlite" | "postgres" = "sqlite",
+  ) {}
 
   /** An account's raw metadata rows in [fromMs, toMs). */
   async rawRows(accountId: AccountId, fromMs: number, toMs: number): Promise<UsageSourceRow[]> {
@@ -82,6 +85,36 @@ export class UsageStore {
       .where("ts", "<", cutoffMs)
       .execute();
     return rows.map(numeric);
+  }
+
+  /**
+   * Rolls the raw rows older than `cutoffMs` up into daily aggregates and deletes them, in
+   * one transaction that reads them too: every gateway process runs retention, at nearly the
+   * same moments, and two that read the same rows apart from their writes would each store
+   * their totals (usage counted twice). On PostgreSQL the runs take turns on an advisory lock
+   * and the second finds nothing left; on SQLite the second's write fails against the first's
+   * commit and is retried on its next run.
+   */
+  async rollUp(
+    cutoffMs: number,
+    aggregate: (rows: UsageSourceRow[]) => UsageDailyTable[],
+  ): Promise<{ rolledUp: number; aggregates: number }> {
+    return this.db.transaction().execute(async (trx) => {
+      if (this.kind === "postgres") await sql`SELECT pg_advisory_xact_lock(hashtext('lethe_retention'))`.execute(trx);
+      const rows = (
+        await trx.selectFrom("request_metadata").select(SOURCE_COLUMNS).where("ts", "<", cutoffMs).execute()
+      ).map(numeric);
+      if (rows.length === 0) return { rolledUp: 0, aggregates: 0 };
+      const aggregates = aggregate(rows);
+      for (let start = 0; start < aggregates.length; start += 200) {
+        await trx
+          .insertInto("usage_daily")
+          .values(aggregates.slice(start, start + 200))
+          .execute();
+      }
+      const result = await trx.deleteFrom("request_metadata").where("ts", "<", cutoffMs).executeTakeFirst();
+      return { rolledUp: Number(result.numDeletedRows), aggregates: aggregates.length };
+    });
   }
 
   /** Stores aggregates and deletes the raw rows they came from, in one transaction. */
