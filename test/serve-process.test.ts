@@ -129,3 +129,46 @@ describe("how many workers lethe serve starts", () => {
     }
   });
 });
+
+describe("a start that cannot listen", () => {
+  let cwd: string;
+  let blocker: import("node:net").Server;
+  let port: number;
+
+  beforeAll(async () => {
+    cwd = await mkdtemp(path.join(os.tmpdir(), "lethe-taken-"));
+    const { createServer } = await import("node:net");
+    blocker = createServer().listen(0, "127.0.0.1");
+    await new Promise((resolve) => blocker.once("listening", resolve));
+    port = (blocker.address() as import("node:net").AddressInfo).port;
+  });
+
+  afterAll(async () => {
+    await new Promise((resolve) => blocker.close(resolve));
+    await rm(cwd, { recursive: true, force: true });
+  });
+
+  it("says the port is taken, creates no demo account, and shows the key on the start that serves", async () => {
+    const env = { LETHE_PORT: String(port), LETHE_DATA_DIR: path.join(cwd, "single") };
+    const failed = spawnServe(env, cwd);
+    expect(await new Promise((resolve) => failed.child.once("exit", resolve))).toBe(1);
+    expect(failed.output()).toContain("lethe: serve failed: the address LETHE_HOST:LETHE_PORT is already in use");
+    expect(failed.output()).not.toContain("sk-lethe-");
+    const serving = spawnServe({ ...env, LETHE_PORT: "0" }, cwd);
+    try {
+      await serving.waitFor(/sk-lethe-[0-9A-Za-z]{38}/);
+    } finally {
+      await serving.stop();
+    }
+  });
+
+  it("exits with --workers 2 rather than replacing workers that can never start", async () => {
+    const env = { LETHE_PORT: String(port), LETHE_DATA_DIR: path.join(cwd, "workers") };
+    const failed = spawnServe(env, cwd, ["--workers", "2"]);
+    const code = await new Promise<number | null>((resolve) => failed.child.once("exit", resolve));
+    expect(code).toBe(1);
+    expect(failed.output()).toContain("already in use");
+    expect(failed.output()).not.toContain("worker_replaced");
+    expect(failed.output()).not.toContain("sk-lethe-");
+  });
+});

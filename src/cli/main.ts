@@ -1,6 +1,16 @@
 import { ConfigError } from "../config/load-config.js";
 import { CliError, type CliIo, processIo } from "./cli-io.js";
 
+/** System errors an operator can act on, by code. */
+const SYSTEM_ERRORS: Record<string, string> = {
+  EADDRINUSE: "the address LETHE_HOST:LETHE_PORT is already in use",
+  EADDRNOTAVAIL: "LETHE_HOST is not an address of this machine",
+  EACCES: "permission denied (a port below 1024, or the data dir)",
+  ECONNREFUSED: "a database or Redis refused the connection (LETHE_DATABASE_URL, LETHE_REDIS_URL)",
+  ENOTFOUND: "a host name in LETHE_DATABASE_URL or LETHE_REDIS_URL could not be resolved",
+  ETIMEDOUT: "a database or Redis did not answer in time",
+};
+
 const HELP = `lethe: a zero-data-retention LLM gateway
 
 Usage:
@@ -62,6 +72,12 @@ export async function main(argv: string[], io: CliIo = processIo): Promise<numbe
     if (error instanceof CliError || error instanceof ConfigError) {
       io.err(`lethe: ${error.message}`);
       return 2;
+    }
+    // a system error says what went wrong by its code, a closed set (the message may quote a path or a host)
+    const code = (error as { code?: unknown } | null)?.code;
+    if (typeof code === "string" && code in SYSTEM_ERRORS) {
+      io.err(`lethe: ${command ?? ""} failed: ${SYSTEM_ERRORS[code]} (${code})`);
+      return 1;
     }
     // an unexpected failure: report its kind only, never a message that might quote input
     io.err(`lethe: ${command ?? ""} failed (${error instanceof Error ? error.name : "unknown error"})`);

@@ -19,7 +19,20 @@ export async function createDemoAccountIfEmpty(store: Store, hasher: KeyHasher):
   return (await issueKey(store, hasher, account.id, "first start")).key;
 }
 
-/** The cluster primary's first-start step: run once before any worker starts. */
+/** The cluster primary's first-start step: run once its first worker listens. */
+/**
+ * Runs the store's migrations and makes the server secret before any worker starts, so
+ * workers starting together on a fresh data dir do not race to do either.
+ */
+export async function prepareStore(config: LetheConfig): Promise<void> {
+  const store = await openStore(config);
+  try {
+    await loadServerSecret(config.dataDir, config.secret);
+  } finally {
+    await store.close();
+  }
+}
+
 export async function bootstrapDemoAccount(config: LetheConfig): Promise<string | null> {
   const store = await openStore(config);
   try {

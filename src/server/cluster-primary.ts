@@ -25,43 +25,57 @@ export function runPrimary(
 ): Promise<number> {
   let stopping = false;
   let announced = false;
+  let finish: (code: number) => void = () => {};
+  const finished = new Promise<number>((resolve) => {
+    finish = resolve;
+  });
+  const listening = new WeakSet<Worker>();
   const fork = (): Worker => {
     const worker = cluster.fork();
     worker.on("message", (message: ListeningMessage) => {
-      if (message?.type === "lethe-listening" && !announced) {
+      if (message?.type !== "lethe-listening") return;
+      listening.add(worker);
+      if (!announced) {
         announced = true;
         onListening(message.url);
       }
     });
     return worker;
   };
-  cluster.on("exit", (_worker, code, signal) => {
+  cluster.on("exit", (worker, code, signal) => {
     if (stopping) return;
+    if (!announced && !listening.has(worker)) {
+      // no worker ever started (the port taken, the database unreachable): replacing them
+      // would fail the same way for ever; the worker printed why, and the primary gives up
+      stopping = true;
+      for (const other of Object.values(cluster.workers ?? {})) other?.process.kill("SIGTERM");
+      finish(1);
+      return;
+    }
     // a crashed or killed worker is replaced; what it had buffered is lost (bounded by one flush interval)
     log.event("worker_replaced", { exit_code: code ?? -1, killed: signal !== null });
     fork();
   });
   for (let index = 0; index < workers; index++) fork();
-  return new Promise((resolve) => {
-    const stop = () => {
-      if (stopping) return;
-      stopping = true;
-      const alive = Object.values(cluster.workers ?? {}).filter((worker): worker is Worker => worker !== undefined);
-      if (alive.length === 0) resolve(0);
-      let remaining = alive.length;
-      for (const worker of alive) {
-        worker.once("exit", () => {
-          remaining--;
-          if (remaining === 0) resolve(0);
-        });
-        worker.process.kill("SIGTERM");
-      }
-      setTimeout(() => {
-        for (const worker of alive) if (!worker.isDead()) worker.process.kill("SIGKILL");
-        resolve(1);
-      }, deadlineMs + 5_000).unref();
-    };
-    process.on("SIGTERM", stop);
-    process.on("SIGINT", stop);
-  });
+  const stop = () => {
+    if (stopping) return;
+    stopping = true;
+    const alive = Object.values(cluster.workers ?? {}).filter((worker): worker is Worker => worker !== undefined);
+    if (alive.length === 0) finish(0);
+    let remaining = alive.length;
+    for (const worker of alive) {
+      worker.once("exit", () => {
+        remaining--;
+        if (remaining === 0) finish(0);
+      });
+      worker.process.kill("SIGTERM");
+    }
+    setTimeout(() => {
+      for (const worker of alive) if (!worker.isDead()) worker.process.kill("SIGKILL");
+      finish(1);
+    }, deadlineMs + 5_000).unref();
+  };
+  process.on("SIGTERM", stop);
+  process.on("SIGINT", stop);
+  return finished;
 }

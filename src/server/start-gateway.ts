@@ -55,8 +55,6 @@ export async function startGateway(config: LetheConfig, options: StartOptions = 
   const store = await openStore(config);
   const secret = await loadServerSecret(config.dataDir, config.secret);
   const hasher = new KeyHasher(secret);
-  const firstStartKey = options.bootstrapDemoAccount === false ? null : await createDemoAccountIfEmpty(store, hasher);
-  if (firstStartKey !== null) log.event("first_start", { account_created: true });
   const statement = signStatement(buildStatement(config, await letheVersion()), await loadSigningKey(config.dataDir));
   // ioredis is loaded only when Redis is configured: a single replica never needs it
   const redis =
@@ -101,7 +99,20 @@ export async function startGateway(config: LetheConfig, options: StartOptions = 
   gateway.metrics.watchDependencies(gateway);
   const app = buildServer(gateway);
   options.configureServer?.(app, gateway);
-  await app.listen({ host: config.host, port: config.port });
+  try {
+    await app.listen({ host: config.host, port: config.port });
+  } catch (error) {
+    // a start that cannot listen (the port taken) leaves nothing behind: no connections, and
+    // no demo account whose one-time key nobody would ever see
+    await app.close().catch(() => {});
+    await redis?.close();
+    await gateway.suppliers.close();
+    await store.close();
+    throw error;
+  }
+  // created once the gateway listens: a key printed once must be printed by a start that serves
+  const firstStartKey = options.bootstrapDemoAccount === false ? null : await createDemoAccountIfEmpty(store, hasher);
+  if (firstStartKey !== null) log.event("first_start", { account_created: true });
   const address = app.server.address();
   const port = typeof address === "object" && address !== null ? address.port : config.port;
   const host = config.host.includes(":") ? `[${config.host}]` : config.host;

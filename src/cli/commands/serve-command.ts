@@ -3,9 +3,9 @@ import os from "node:os";
 import { type LetheConfig, loadConfig } from "../../config/load-config.js";
 import { createEventLog, type EventLog } from "../../logging/event-log.js";
 import { HardeningError, hardenProcess } from "../../process/harden-process.js";
-import { bootstrapDemoAccount } from "../../server/bootstrap.js";
+import { bootstrapDemoAccount, prepareStore } from "../../server/bootstrap.js";
 import { announceListening, runPrimary } from "../../server/cluster-primary.js";
-import { startGateway } from "../../server/start-gateway.js";
+import { type RunningGateway, startGateway } from "../../server/start-gateway.js";
 import { CliError, type CliIo, parseCommand, positiveInt } from "../cli-io.js";
 
 const USAGE = "usage: lethe serve [--config FILE] [--workers N] [--dev]";
@@ -83,12 +83,23 @@ export async function serveCommand(args: string[], io: CliIo): Promise<number> {
   }
 
   if (workers > 1 && cluster.isPrimary) {
-    const firstStartKey = await bootstrapDemoAccount(config);
-    return runPrimary(workers, log, config.shutdown.deadlineMs, (url) =>
-      printWelcome(io, config, url, workers, firstStartKey),
-    );
+    await prepareStore(config);
+    // the demo account, and its key shown once, only once a worker serves
+    return runPrimary(workers, log, config.shutdown.deadlineMs, (url) => {
+      bootstrapDemoAccount(config).then(
+        (firstStartKey) => printWelcome(io, config, url, workers, firstStartKey),
+        () => printWelcome(io, config, url, workers, null),
+      );
+    });
   }
-  const running = await startGateway(config, { log, bootstrapDemoAccount: !cluster.isWorker });
+  let running: RunningGateway;
+  try {
+    running = await startGateway(config, { log, bootstrapDemoAccount: !cluster.isWorker });
+  } catch (error) {
+    // a worker's IPC channel would keep it alive, and its primary waiting, for ever
+    cluster.worker?.disconnect();
+    throw error;
+  }
   if (cluster.isWorker) announceListening(running.url);
   else printWelcome(io, config, running.url, 1, running.firstStartKey);
   await untilSignal();
