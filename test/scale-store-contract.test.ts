@@ -140,6 +140,25 @@ describe.each(factories)("the store contract on $name", (factory) => {
     }
   });
 
+  it("sums the days retention rolled up with the raw ones, per UTC day and model (lethe usage)", async () => {
+    const { store } = await open();
+    const account = mintedId<AccountId>("acct_rolled");
+    const dayOne = Date.parse("2031-05-01T10:00:00Z");
+    const dayTwo = dayOne + DAY_MS;
+    await store.insertMetadata([
+      ...Array.from({ length: 3 }, () => record({ account, ts: dayOne })),
+      ...Array.from({ length: 2 }, () => record({ account, ts: dayTwo })),
+    ]);
+    // on day three, with a one-day window: day one is rolled up, day two stays raw
+    const result = await runRetention(store, { metadataDays: 1, aggregateDays: 400 }, dayTwo + DAY_MS);
+    expect(result.rolledUp).toBe(3);
+    const rows = await store.usageByDayAndModel(account, dayOne - DAY_MS);
+    expect(rows.map((row) => [row.day, row.model, row.requests, row.costMicros])).toEqual([
+      ["2031-05-01", "fast-chat", 3, 300],
+      ["2031-05-02", "fast-chat", 2, 200],
+    ]);
+  });
+
   it("writes metadata in batches larger than one insert and sums usage per UTC day and model", async () => {
     const { store } = await open();
     const account = mintedId<AccountId>("acct_usage");

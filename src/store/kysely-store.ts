@@ -186,9 +186,10 @@ export class KyselyStore implements Store {
     });
   }
 
+  /** An account's totals per UTC day and model since `sinceMs`: raw records, and the days retention rolled up. */
   async usageByDayAndModel(accountId: AccountId, sinceMs: number): Promise<UsageRow[]> {
     const day = this.dayExpression();
-    const rows = await this.db
+    const raw = await this.db
       .selectFrom("request_metadata")
       .select([
         day.as("day"),
@@ -204,20 +205,50 @@ export class KyselyStore implements Store {
       .where("account", "=", accountId)
       .where("ts", ">=", sinceMs)
       .groupBy([day, "model"])
-      .orderBy("day")
-      .orderBy("model")
       .execute();
-    return rows.map((row) => ({
-      day: String(row.day),
-      model: row.model,
-      requests: Number(row.requests),
-      errors: Number(row.errors),
-      inputTokens: Number(row.input_tokens),
-      outputTokens: Number(row.output_tokens),
-      cachedInputTokens: Number(row.cached_input_tokens),
-      reasoningTokens: Number(row.reasoning_tokens),
-      costMicros: Number(row.cost_micros),
-    }));
+    const rolledUp = await this.db
+      .selectFrom("usage_daily")
+      .select([
+        "day",
+        "model",
+        sql<number>`sum(requests)`.as("requests"),
+        sql<number>`sum(errors)`.as("errors"),
+        sql<number>`sum(input_tokens)`.as("input_tokens"),
+        sql<number>`sum(output_tokens)`.as("output_tokens"),
+        sql<number>`sum(cached_input_tokens)`.as("cached_input_tokens"),
+        sql<number>`sum(reasoning_tokens)`.as("reasoning_tokens"),
+        sql<number>`sum(cost_micros)`.as("cost_micros"),
+      ])
+      .where("account", "=", accountId)
+      .where("day", ">=", new Date(sinceMs).toISOString().slice(0, 10))
+      .groupBy(["day", "model"])
+      .execute();
+    const rows = new Map<string, UsageRow>();
+    for (const row of [...rolledUp, ...raw]) {
+      const key = `${row.day}\u0000${row.model}`;
+      const seen = rows.get(key) ?? {
+        day: String(row.day),
+        model: row.model,
+        requests: 0,
+        errors: 0,
+        inputTokens: 0,
+        outputTokens: 0,
+        cachedInputTokens: 0,
+        reasoningTokens: 0,
+        costMicros: 0,
+      };
+      seen.requests += Number(row.requests);
+      seen.errors += Number(row.errors);
+      seen.inputTokens += Number(row.input_tokens);
+      seen.outputTokens += Number(row.output_tokens);
+      seen.cachedInputTokens += Number(row.cached_input_tokens);
+      seen.reasoningTokens += Number(row.reasoning_tokens);
+      seen.costMicros += Number(row.cost_micros);
+      rows.set(key, seen);
+    }
+    return [...rows.values()].sort((a, b) =>
+      a.day === b.day ? (a.model < b.model ? -1 : a.model > b.model ? 1 : 0) : a.day < b.day ? -1 : 1,
+    );
   }
 
   /** The UTC calendar day of `ts`, as YYYY-MM-DD, in this dialect's SQL. */
