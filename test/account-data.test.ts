@@ -142,7 +142,7 @@ describe("account data rights: export and delete", () => {
   });
 
   it("deletes an account from the CLI: keys stop at once, personal fields are erased, metadata is unlinked, the ledger stays", async () => {
-    const account = await populatedAccount("deleted");
+    const account = await populatedAccount("erased");
     const store = rig.gateway.running.gateway.store;
     const ledgerBefore = await store.ledger.recent(account.id, 1000);
     const balanceBefore = await store.ledger.balance(account.id);

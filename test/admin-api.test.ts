@@ -246,8 +246,17 @@ describe("the admin API under /admin/v1", () => {
     }
     const empty = await admin("POST", "/accounts", "");
     expect(empty.status).toBe(400);
-    for (const body of [{ rpm: 0 }, { rpm: -5 }, { tpm: "many" }, { zdr: false }]) {
+    // limits both stores can hold (32-bit), and nothing PostgreSQL would refuse as a 500
+    for (const body of [{ rpm: 0 }, { rpm: -5 }, { tpm: "many" }, { zdr: false }, { tpm: 5_000_000_000 }]) {
       const response = await admin("PATCH", "/accounts/acme", body);
+      expect(response.status, JSON.stringify(body)).toBe(400);
+    }
+    for (const body of [{ label: "nul\u0000byte" }, { label: "escape\u001b[31m" }, { rpm: 2 ** 31 }]) {
+      const response = await admin("POST", "/accounts/acme/keys", body);
+      expect(response.status, JSON.stringify(body)).toBe(400);
+    }
+    for (const body of [{ name: "deleted-acct_x" }, { name: "mail", email: "a\u0000@b" }]) {
+      const response = await admin("POST", "/accounts", body);
       expect(response.status, JSON.stringify(body)).toBe(400);
     }
   });

@@ -60,7 +60,10 @@ describe("lethe CLI: accounts, keys, usage", () => {
     [["accounts", "create"], /usage: lethe accounts create/],
     [["accounts", "create", "bad name!"], /account names use/],
     [["accounts", "create", "x", "--rpm", "-5"], /--rpm/],
-    [["accounts", "create", "x", "--rpm", "1.5"], /--rpm must be a positive whole number/],
+    [["accounts", "create", "x", "--rpm", "1.5"], /--rpm must be a whole number from 1 to 2147483647/],
+    [["accounts", "create", "x", "--tpm", "5000000000"], /--tpm must be a whole number from 1 to 2147483647/],
+    [["accounts", "create", "deleted-acct_x"], /may not start with 'deleted-'/],
+    [["keys", "create", "--account", "deleted-acct_x"], /may not start with 'deleted-'/],
     [["accounts", "create", "x", "--bogus"], /Unknown option '--bogus'/],
     [["keys", "create"], /--account is required/],
     [["keys", "create", "--account", "nobody"], /no account named 'nobody'/],
@@ -69,7 +72,7 @@ describe("lethe CLI: accounts, keys, usage", () => {
     [["keys", "revoke", "sk-lethe-garbage"], /not a valid Lethe key/],
     [["keys", "revoke", "whatever"], /give a key id/],
     [["keys", "frobnicate"], /usage: lethe keys/],
-    [["usage", "--account", "acme", "--days", "zero"], /--days must be a positive whole number/],
+    [["usage", "--account", "acme", "--days", "zero"], /--days must be a whole number from 1 to 2147483647/],
     [["launch"], /unknown command 'launch'/],
   ])("exits 2 with a one-line reason on bad input: %j", async (args, reason) => {
     const result = await runCli(args, env);

@@ -9,7 +9,8 @@ import type { AccountRecord, Store } from "../store/store.js";
 export async function exportAccountData(store: Store, account: AccountRecord): Promise<object> {
   const keys = await store.listKeys(account.id);
   const ledger = await store.ledger.recent(account.id, 100_000);
-  const usage = await store.usageByDayAndModel(account.id, 0);
+  // the raw records' totals; the rolled-up days go in the export's usage_aggregates
+  const usage = await store.usageByDayAndModel(account.id, 0, true);
   const aggregates = await store.accountAdmin.usageDaily(account.id);
   return {
     exported_at: new Date().toISOString(),

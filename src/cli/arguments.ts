@@ -8,6 +8,9 @@ export function validAccountName(name: string | undefined): string {
   if (name === undefined || !ACCOUNT_NAME.test(name)) {
     throw new CliError("account names use letters, digits, '.', '_' and '-' (at most 64 characters)");
   }
+  // an erased account is renamed deleted-<id>: it is not addressed by name, and another
+  // account by that name would block the erasure
+  if (name.startsWith("deleted-")) throw new CliError("account names may not start with 'deleted-'");
   return name;
 }
 
@@ -22,6 +25,8 @@ export function positiveAmount(text: string | undefined): number {
 
 /** Checks an email address loosely: something@something, no spaces. */
 export function validEmail(text: string): string {
-  if (text.length > 254 || !/^[^\s@]+@[^\s@]+$/.test(text)) throw new CliError("--email must be an email address");
+  if (text.length > 254 || !/^[^\s@\p{Cc}]+@[^\s@\p{Cc}]+$/u.test(text)) {
+    throw new CliError("--email must be an email address");
+  }
   return text;
 }

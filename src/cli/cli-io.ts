@@ -41,8 +41,9 @@ export function parseCommand<Options extends OptionSpec>(args: string[], options
 export function positiveInt(value: string | boolean | undefined, name: string): number | null {
   if (value === undefined) return null;
   const number = Number(value);
-  if (typeof value !== "string" || !/^\d+$/.test(value) || !Number.isSafeInteger(number) || number <= 0) {
-    throw new CliError(`--${name} must be a positive whole number`);
+  // both stores keep limits as 32-bit integers
+  if (typeof value !== "string" || !/^\d+$/.test(value) || number > 2_147_483_647 || number <= 0) {
+    throw new CliError(`--${name} must be a whole number from 1 to 2147483647`);
   }
   return number;
 }

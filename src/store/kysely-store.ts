@@ -186,8 +186,11 @@ export class KyselyStore implements Store {
     });
   }
 
-  /** An account's totals per UTC day and model since `sinceMs`: raw records, and the days retention rolled up. */
-  async usageByDayAndModel(accountId: AccountId, sinceMs: number): Promise<UsageRow[]> {
+  /**
+   * An account's totals per UTC day and model since `sinceMs`: raw records, and (unless
+   * `rawOnly`) the days retention rolled up.
+   */
+  async usageByDayAndModel(accountId: AccountId, sinceMs: number, rawOnly = false): Promise<UsageRow[]> {
     const day = this.dayExpression();
     const raw = await this.db
       .selectFrom("request_metadata")
@@ -206,23 +209,25 @@ export class KyselyStore implements Store {
       .where("ts", ">=", sinceMs)
       .groupBy([day, "model"])
       .execute();
-    const rolledUp = await this.db
-      .selectFrom("usage_daily")
-      .select([
-        "day",
-        "model",
-        sql<number>`sum(requests)`.as("requests"),
-        sql<number>`sum(errors)`.as("errors"),
-        sql<number>`sum(input_tokens)`.as("input_tokens"),
-        sql<number>`sum(output_tokens)`.as("output_tokens"),
-        sql<number>`sum(cached_input_tokens)`.as("cached_input_tokens"),
-        sql<number>`sum(reasoning_tokens)`.as("reasoning_tokens"),
-        sql<number>`sum(cost_micros)`.as("cost_micros"),
-      ])
-      .where("account", "=", accountId)
-      .where("day", ">=", new Date(sinceMs).toISOString().slice(0, 10))
-      .groupBy(["day", "model"])
-      .execute();
+    const rolledUp = rawOnly
+      ? []
+      : await this.db
+          .selectFrom("usage_daily")
+          .select([
+            "day",
+            "model",
+            sql<number>`sum(requests)`.as("requests"),
+            sql<number>`sum(errors)`.as("errors"),
+            sql<number>`sum(input_tokens)`.as("input_tokens"),
+            sql<number>`sum(output_tokens)`.as("output_tokens"),
+            sql<number>`sum(cached_input_tokens)`.as("cached_input_tokens"),
+            sql<number>`sum(reasoning_tokens)`.as("reasoning_tokens"),
+            sql<number>`sum(cost_micros)`.as("cost_micros"),
+          ])
+          .where("account", "=", accountId)
+          .where("day", ">=", new Date(sinceMs).toISOString().slice(0, 10))
+          .groupBy(["day", "model"])
+          .execute();
     const rows = new Map<string, UsageRow>();
     for (const row of [...rolledUp, ...raw]) {
       const key = `${row.day}\u0000${row.model}`;
