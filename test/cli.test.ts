@@ -80,6 +80,18 @@ describe("lethe CLI: accounts, keys, usage", () => {
     expect(result.err).toMatch(reason);
     expect(result.err.split("\n")).toHaveLength(1);
   });
+  it.each([
+    [{ LETHE_SECRET: "too-short" }, /LETHE_SECRET must be at least 16 characters/],
+    [{ LETHE_DATABASE_URL: "mysql://root@127.0.0.1/test" }, /LETHE_DATABASE_URL must be a postgres:\/\/ URL/],
+    [{ LETHE_DATABASE_URL: "not a url" }, /LETHE_DATABASE_URL must be a postgres:\/\/ URL/],
+    [{ LETHE_DATABASE_URL: "postgres://127.0.0.1/test?schema=Bad-Name" }, /a lowercase identifier/],
+    [{ LETHE_REDIS_URL: "http://127.0.0.1:6379" }, /LETHE_REDIS_URL must be a redis:\/\/ or rediss:\/\/ URL/],
+  ])("exits 2 with a one-line reason on a bad environment: %j", async (extra, reason) => {
+    const result = await runCli(["accounts", "create", "env-check"], { ...env, ...extra });
+    expect(result.code).toBe(2);
+    expect(result.err).toMatch(reason);
+    expect(result.err.split("\n")).toHaveLength(1);
+  });
 
   it("reports a broken config file as one line", async () => {
     const result = await runCli(["keys", "list", "--account", "acme", "--config", "/nonexistent/lethe.yaml"], env);

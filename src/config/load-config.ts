@@ -118,6 +118,40 @@ export class ConfigError extends Error {
   override name = "ConfigError";
 }
 
+const DATABASE_URL = /^postgres(ql)?:$/;
+const REDIS_URL = /^rediss?:$/;
+
+/**
+ * An environment URL, checked at start-up so a mistake gets its reason (the message names
+ * the variable, never its value: a URL may hold a password).
+ */
+function checkedUrl(value: string | undefined, name: string, protocol: RegExp): string | null {
+  if (value === undefined || value === "") return null;
+  let valid = false;
+  try {
+    const url = new URL(value);
+    const schema = url.searchParams.get("schema");
+    valid = protocol.test(url.protocol) && (schema === null || /^[a-z_][a-z0-9_]{0,62}$/.test(schema));
+  } catch {
+    // not a URL at all
+  }
+  if (!valid) {
+    throw new ConfigError(
+      name === "LETHE_DATABASE_URL"
+        ? "LETHE_DATABASE_URL must be a postgres:// URL, with an optional ?schema=NAME (a lowercase identifier)"
+        : "LETHE_REDIS_URL must be a redis:// or rediss:// URL",
+    );
+  }
+  return value;
+}
+
+/** LETHE_SECRET, when set: at least 16 characters (keys are HMACs under it). */
+function checkedSecret(value: string | undefined): string | null {
+  if (value === undefined || value === "") return null;
+  if (value.length < 16) throw new ConfigError("LETHE_SECRET must be at least 16 characters");
+  return value;
+}
+
 /** The embedded default: the built-in demo supplier and its one model. */
 export const DEFAULT_CONFIG_FILE: unknown = {
   suppliers: [{ id: "demo", type: "demo", zdr: true }],
@@ -222,10 +256,10 @@ export function resolveConfig(document: unknown, env: Env, configPath: string | 
     host: env.LETHE_HOST || "127.0.0.1",
     port: parsePort(env.LETHE_PORT),
     dataDir: path.resolve(env.LETHE_DATA_DIR || ".lethe"),
-    databaseUrl: env.LETHE_DATABASE_URL || null,
-    redisUrl: env.LETHE_REDIS_URL || null,
+    databaseUrl: checkedUrl(env.LETHE_DATABASE_URL, "LETHE_DATABASE_URL", DATABASE_URL),
+    redisUrl: checkedUrl(env.LETHE_REDIS_URL, "LETHE_REDIS_URL", REDIS_URL),
     redisPrefix: env.LETHE_REDIS_PREFIX || "lethe:",
-    secret: env.LETHE_SECRET || null,
+    secret: checkedSecret(env.LETHE_SECRET),
     configPath,
     suppliers,
     models,
