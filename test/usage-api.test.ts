@@ -188,11 +188,24 @@ describe("GET /v1/usage", () => {
     );
     expect(body.data).toHaveLength(1);
     expect(body.data[0]).toMatchObject({ requests: 1, cost_micros: 2000 });
+    // a time without an offset is UTC, whatever the server's time zone
+    const bare = (ms: number) => new Date(ms).toISOString().slice(0, 19);
+    const zone = process.env.TZ;
+    process.env.TZ = "America/New_York";
+    try {
+      const { body: utc } = await usage(`?from=${bare(at(threeDaysAgo, 2))}&to=${bare(at(threeDaysAgo, 3))}`);
+      expect(utc.data).toEqual(body.data);
+    } finally {
+      if (zone === undefined) delete process.env.TZ;
+      else process.env.TZ = zone;
+    }
   });
 
   it.each([
     ["?from=yesterday-ish", "from"],
     ["?to=2024-13-45", "to"],
+    ["?from=1&to=2", "from"],
+    ["?from=2026-11-23 10:00", "from"],
     ["?group_by=week", "group_by"],
     [`?from=${today}&to=${threeDaysAgo}`, "to"],
     [`?from=${daysBefore(now, 500)}&to=${today}`, "from"],

@@ -15,9 +15,18 @@ const querySchema = z.object({
   group_by: z.enum(["day", "model", "key"]).optional(),
 });
 
+const DATE = /^\d{4}-\d{2}-\d{2}$/;
+/** An ISO 8601 time; without an offset it is UTC (Date.parse alone would read it in the server's time zone). */
+const TIME = /^\d{4}-\d{2}-\d{2}T\d{2}:\d{2}(:\d{2}(\.\d{1,3})?)?(Z|[+-]\d{2}:\d{2})?$/;
+
 function parseTime(text: string | undefined, name: string, fallback: number): number {
   if (text === undefined) return fallback;
-  const ms = /^\d{4}-\d{2}-\d{2}$/.test(text) ? Date.parse(`${text}T00:00:00Z`) : Date.parse(text);
+  const time = TIME.exec(text);
+  const ms = DATE.test(text)
+    ? Date.parse(`${text}T00:00:00Z`)
+    : time === null
+      ? Number.NaN
+      : Date.parse(time[3] === undefined ? `${text}Z` : text);
   if (Number.isNaN(ms)) {
     throw new LetheError("LETHE_INVALID_REQUEST", `'${name}' must be a date (YYYY-MM-DD) or an ISO 8601 time.`, {
       param: name,
