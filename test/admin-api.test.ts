@@ -60,6 +60,22 @@ describe("the admin API under /admin/v1", () => {
     expect(badName.code).toBe(2);
   });
 
+  it("revokes an operator's token with `lethe operators revoke`, effective on the next admin request", async () => {
+    const env = { LETHE_DATA_DIR: rig.gateway.dataDir };
+    const created = await runCli(["operators", "create", "ops-leaving"], env);
+    const leaving = created.out.match(new RegExp(`${OPERATOR_TOKEN_PREFIX}[0-9A-Za-z]+`))?.[0] as string;
+    const asLeaving = { authorization: `Bearer ${leaving}` };
+    expect((await admin("GET", "/accounts", undefined, asLeaving)).status).toBe(200);
+    const revoked = await runCli(["operators", "revoke", "ops-leaving"], env);
+    expect(revoked.code).toBe(0);
+    expect((await admin("GET", "/accounts", undefined, asLeaving)).status).toBe(401);
+    // the other operators' tokens are untouched; a second revoke has nothing to do
+    expect((await admin("GET", "/accounts")).status).toBe(200);
+    const again = await runCli(["operators", "revoke", "ops-leaving"], env);
+    expect(again.code).toBe(2);
+    expect(again.err).toBe("lethe: no active operator named 'ops-leaving'");
+  });
+
   it.each([
     ["no credentials", {}],
     ["a customer key as Bearer", { authorization: `Bearer ${mintApiKey()}` }],

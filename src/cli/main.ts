@@ -25,6 +25,7 @@ Usage:
   lethe keys revoke KEY_ID_OR_KEY
   lethe usage --account NAME [--days N]
   lethe operators create NAME
+  lethe operators revoke NAME
   lethe routes [--url URL]
   lethe zdr verify URL [--key PUBLIC_KEY_BASE64]
   lethe audit [--target URL --key KEY] [--log FILE] [--json]

@@ -30,6 +30,14 @@ export class OperatorStore {
     return { id: row.id, name, tokenHash, revokedAt: null };
   }
 
+  /** Revokes an operator's token; false when there is no such active operator. Effective on the next admin request. */
+  async revoke(name: string): Promise<OperatorRecord | undefined> {
+    const operator = await this.findByName(name);
+    if (operator === undefined || operator.revokedAt !== null) return undefined;
+    await this.db.updateTable("operators").set({ revoked_at: Date.now() }).where("id", "=", operator.id).execute();
+    return operator;
+  }
+
   async findByName(name: string): Promise<OperatorRecord | undefined> {
     const row = await this.db.selectFrom("operators").selectAll().where("name", "=", name).executeTakeFirst();
     return (
