@@ -75,12 +75,14 @@ export function registerAdminRoutes(app: FastifyInstance, gateway: Gateway, hash
         const body = validateBody(createAccountSchema, request.body);
         if (await store.findAccountByName(body.name))
           throw new LetheError("LETHE_CONFLICT", "An account with this name exists.");
-        const created = await store.createAccount({
-          name: body.name,
-          email: body.email ?? null,
-          rpm: body.rpm ?? null,
-          tpm: body.tpm ?? null,
-        });
+        const created = await store
+          .createAccount({ name: body.name, email: body.email ?? null, rpm: body.rpm ?? null, tpm: body.tpm ?? null })
+          .catch(async (error: unknown) => {
+            // two creations of one name at once: the database's unique name settles which one won
+            if (await store.findAccountByName(body.name))
+              throw new LetheError("LETHE_CONFLICT", "An account with this name exists.");
+            throw error;
+          });
         const credits = body.credits === undefined ? 0 : (parseAmountMicros(body.credits) ?? 0);
         if (credits > 0) await store.ledger.credit(created.id, credits, "top_up");
         await audit(request, "account_create", { accountId: created.id, amountMicros: credits });
