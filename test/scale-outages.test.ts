@@ -368,6 +368,29 @@ describe("credit while PostgreSQL cannot take a hold", () => {
     );
   });
 
+  /** One output-priced request: it holds, and costs, `perRequest`. */
+  const askFor = (key: string, stream = false) =>
+    chat(replica.url, key, {
+      model: "output-priced",
+      max_tokens: GATED_USAGE.completion,
+      stream,
+      messages: [{ role: "user", content: "the fixed answer" }],
+    });
+
+  /** The account's balance in PostgreSQL once every charge this replica settled is written. */
+  const writtenBalance = async (name: string) => {
+    await waitUntil("the charges to be written", async () => {
+      await replica.running.gateway.credits.drain();
+      return replica.running.gateway.credits.pendingCount === 0;
+    });
+    const [account] = await querySchema<{ balance_micros: string }>(
+      schema,
+      "SELECT balance_micros FROM accounts WHERE name = $1",
+      [name],
+    );
+    return Number(account?.balance_micros);
+  };
+
   afterAll(async () => {
     supplier?.openGate();
     await replica?.close();
@@ -379,13 +402,7 @@ describe("credit while PostgreSQL cannot take a hold", () => {
 
   it("spends in memory only what the database said was left after every hold in flight", async () => {
     const { key } = await replica.key("five-answers", { credits: 5 * perRequest });
-    const ask = (stream: boolean) =>
-      chat(replica.url, key, {
-        model: "output-priced",
-        max_tokens: GATED_USAGE.completion,
-        stream,
-        messages: [{ role: "user", content: "the fixed answer" }],
-      });
+    const ask = (stream: boolean) => askFor(key, stream);
     // five streams, all at once, hold the whole balance in the database and wait at the gate
     supplier.closeGate();
     const streams = Array.from({ length: 5 }, () => ask(true));
@@ -403,26 +420,12 @@ describe("credit while PostgreSQL cannot take a hold", () => {
       await proxy.restore();
     }
     expect((await Promise.all(streams)).map((answer) => answer.status)).toEqual([200, 200, 200, 200, 200]);
-    await waitUntil("the charges to be written", async () => {
-      await replica.running.gateway.credits.drain();
-      return replica.running.gateway.credits.pendingCount === 0;
-    });
-    const [account] = await querySchema<{ balance_micros: string }>(
-      schema,
-      "SELECT balance_micros FROM accounts WHERE name = $1",
-      ["five-answers"],
-    );
-    expect(Number(account?.balance_micros)).toBe(0);
+    expect(await writtenBalance("five-answers")).toBe(0);
   });
 
   it("falls back within its bounds when PostgreSQL stops answering without closing its connections", async () => {
     const { key } = await replica.key("frozen-database", { credits: 10 * perRequest });
-    const ask = () =>
-      chat(replica.url, key, {
-        model: "output-priced",
-        max_tokens: GATED_USAGE.completion,
-        messages: [{ role: "user", content: "the fixed answer" }],
-      });
+    const ask = () => askFor(key);
     expect((await ask()).status).toBe(200);
     proxy.freeze();
     try {
@@ -432,26 +435,12 @@ describe("credit while PostgreSQL cannot take a hold", () => {
     } finally {
       proxy.thaw();
     }
-    await waitUntil("the charges to be written", async () => {
-      await replica.running.gateway.credits.drain();
-      return replica.running.gateway.credits.pendingCount === 0;
-    });
-    const [account] = await querySchema<{ balance_micros: string }>(
-      schema,
-      "SELECT balance_micros FROM accounts WHERE name = $1",
-      ["frozen-database"],
-    );
-    expect(Number(account?.balance_micros)).toBe(8 * perRequest);
+    expect(await writtenBalance("frozen-database")).toBe(8 * perRequest);
   });
 
   it("counts what it spent in memory against the database's next holds, until those charges are written", async () => {
     const { key } = await replica.key("spent-in-memory", { credits: 3 * perRequest });
-    const ask = () =>
-      chat(replica.url, key, {
-        model: "output-priced",
-        max_tokens: GATED_USAGE.completion,
-        messages: [{ role: "user", content: "the fixed answer" }],
-      });
+    const ask = () => askFor(key);
     expect((await ask()).status).toBe(200);
     await proxy.cut();
     let restored = false;
@@ -465,16 +454,7 @@ describe("credit while PostgreSQL cannot take a hold", () => {
     } finally {
       if (!restored) await proxy.restore();
     }
-    await waitUntil("the charges to be written", async () => {
-      await replica.running.gateway.credits.drain();
-      return replica.running.gateway.credits.pendingCount === 0;
-    });
-    const [account] = await querySchema<{ balance_micros: string }>(
-      schema,
-      "SELECT balance_micros FROM accounts WHERE name = $1",
-      ["spent-in-memory"],
-    );
-    expect(Number(account?.balance_micros)).toBe(0);
+    expect(await writtenBalance("spent-in-memory")).toBe(0);
     expect((await ask()).status).toBe(402);
   });
 });

@@ -81,7 +81,7 @@ describe("GET /v1/usage", () => {
       metadataRecord({ account: null, key_id: null, ts: at(twoDaysAgo), cost_micros: 77_777 }),
     ]);
     // an older day already rolled up by retention (latency percentiles are not re-derived from aggregates)
-    await store.usage.replaceWithAggregates(0, [
+    await store.usage.storeAggregates([
       {
         day: longAgo,
         account: own.id,

@@ -50,6 +50,15 @@ function toRow(record: MetadataRecord): RequestMetadataTable {
 }
 
 /** The query layer shared by every SQL dialect Lethe supports. */
+/** The counters a raw record and a daily aggregate both hold, under the same names. */
+const COUNTED_COLUMNS = [
+  "input_tokens",
+  "output_tokens",
+  "cached_input_tokens",
+  "reasoning_tokens",
+  "cost_micros",
+] as const;
+
 export class KyselyStore implements Store {
   readonly ledger: LedgerStore;
   readonly accountAdmin: AccountAdminStore;
@@ -191,69 +200,55 @@ export class KyselyStore implements Store {
    * `rawOnly`) the days retention rolled up.
    */
   async usageByDayAndModel(accountId: AccountId, sinceMs: number, rawOnly = false): Promise<UsageRow[]> {
-    const day = this.dayExpression();
-    const raw = await this.db
+    // one row per record, and (rolled-up days) one per aggregate, summed per day and model below
+    const raw = this.db
       .selectFrom("request_metadata")
       .select([
-        day.as("day"),
+        this.dayExpression().as("day"),
         "model",
-        sql<number>`count(*)`.as("requests"),
-        sql<number>`sum(case when error_code is null then 0 else 1 end)`.as("errors"),
+        sql<number>`1`.as("requests"),
+        sql<number>`case when error_code is null then 0 else 1 end`.as("errors"),
+        ...COUNTED_COLUMNS,
+      ])
+      .where("account", "=", accountId)
+      .where("ts", ">=", sinceMs);
+    const source = rawOnly
+      ? raw
+      : raw.unionAll(
+          this.db
+            .selectFrom("usage_daily")
+            .select(["day", "model", "requests", "errors", ...COUNTED_COLUMNS])
+            .where("account", "=", accountId)
+            .where("day", ">=", new Date(sinceMs).toISOString().slice(0, 10)),
+        );
+    const rows = await this.db
+      .selectFrom(source.as("usage"))
+      .select([
+        "day",
+        "model",
+        sql<number>`sum(requests)`.as("requests"),
+        sql<number>`sum(errors)`.as("errors"),
         sql<number>`sum(input_tokens)`.as("input_tokens"),
         sql<number>`sum(output_tokens)`.as("output_tokens"),
         sql<number>`sum(cached_input_tokens)`.as("cached_input_tokens"),
         sql<number>`sum(reasoning_tokens)`.as("reasoning_tokens"),
         sql<number>`sum(cost_micros)`.as("cost_micros"),
       ])
-      .where("account", "=", accountId)
-      .where("ts", ">=", sinceMs)
-      .groupBy([day, "model"])
+      .groupBy(["day", "model"])
+      .orderBy("day")
+      .orderBy("model")
       .execute();
-    const rolledUp = rawOnly
-      ? []
-      : await this.db
-          .selectFrom("usage_daily")
-          .select([
-            "day",
-            "model",
-            sql<number>`sum(requests)`.as("requests"),
-            sql<number>`sum(errors)`.as("errors"),
-            sql<number>`sum(input_tokens)`.as("input_tokens"),
-            sql<number>`sum(output_tokens)`.as("output_tokens"),
-            sql<number>`sum(cached_input_tokens)`.as("cached_input_tokens"),
-            sql<number>`sum(reasoning_tokens)`.as("reasoning_tokens"),
-            sql<number>`sum(cost_micros)`.as("cost_micros"),
-          ])
-          .where("account", "=", accountId)
-          .where("day", ">=", new Date(sinceMs).toISOString().slice(0, 10))
-          .groupBy(["day", "model"])
-          .execute();
-    const rows = new Map<string, UsageRow>();
-    for (const row of [...rolledUp, ...raw]) {
-      const key = `${row.day}\u0000${row.model}`;
-      const seen = rows.get(key) ?? {
-        day: String(row.day),
-        model: row.model,
-        requests: 0,
-        errors: 0,
-        inputTokens: 0,
-        outputTokens: 0,
-        cachedInputTokens: 0,
-        reasoningTokens: 0,
-        costMicros: 0,
-      };
-      seen.requests += Number(row.requests);
-      seen.errors += Number(row.errors);
-      seen.inputTokens += Number(row.input_tokens);
-      seen.outputTokens += Number(row.output_tokens);
-      seen.cachedInputTokens += Number(row.cached_input_tokens);
-      seen.reasoningTokens += Number(row.reasoning_tokens);
-      seen.costMicros += Number(row.cost_micros);
-      rows.set(key, seen);
-    }
-    return [...rows.values()].sort((a, b) =>
-      a.day === b.day ? (a.model < b.model ? -1 : a.model > b.model ? 1 : 0) : a.day < b.day ? -1 : 1,
-    );
+    return rows.map((row) => ({
+      day: String(row.day),
+      model: row.model,
+      requests: Number(row.requests),
+      errors: Number(row.errors),
+      inputTokens: Number(row.input_tokens),
+      outputTokens: Number(row.output_tokens),
+      cachedInputTokens: Number(row.cached_input_tokens),
+      reasoningTokens: Number(row.reasoning_tokens),
+      costMicros: Number(row.cost_micros),
+    }));
   }
 
   /** The UTC calendar day of `ts`, as YYYY-MM-DD, in this dialect's SQL. */

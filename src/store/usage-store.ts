@@ -48,6 +48,16 @@ function numeric(row: UsageSourceRow): UsageSourceRow {
 }
 
 /** Reads metadata for usage reports, and rolls expired metadata into daily aggregates. */
+/** Inserts aggregates a couple of hundred rows per statement (SQLite binds at most 32,766 values). */
+async function insertAggregates(db: Kysely<Database>, aggregates: readonly UsageDailyTable[]): Promise<void> {
+  for (let start = 0; start < aggregates.length; start += 200) {
+    await db
+      .insertInto("usage_daily")
+      .values(aggregates.slice(start, start + 200))
+      .execute();
+  }
+}
+
 export class UsageStore {
   constructor(
     private readonly db: Kysely<Database>,
@@ -106,29 +116,15 @@ export class UsageStore {
       ).map(numeric);
       if (rows.length === 0) return { rolledUp: 0, aggregates: 0 };
       const aggregates = aggregate(rows);
-      for (let start = 0; start < aggregates.length; start += 200) {
-        await trx
-          .insertInto("usage_daily")
-          .values(aggregates.slice(start, start + 200))
-          .execute();
-      }
+      await insertAggregates(trx, aggregates);
       const result = await trx.deleteFrom("request_metadata").where("ts", "<", cutoffMs).executeTakeFirst();
       return { rolledUp: Number(result.numDeletedRows), aggregates: aggregates.length };
     });
   }
 
-  /** Stores aggregates and deletes the raw rows they came from, in one transaction. */
-  async replaceWithAggregates(cutoffMs: number, aggregates: readonly UsageDailyTable[]): Promise<number> {
-    return this.db.transaction().execute(async (trx) => {
-      for (let start = 0; start < aggregates.length; start += 200) {
-        await trx
-          .insertInto("usage_daily")
-          .values(aggregates.slice(start, start + 200))
-          .execute();
-      }
-      const result = await trx.deleteFrom("request_metadata").where("ts", "<", cutoffMs).executeTakeFirst();
-      return Number(result.numDeletedRows);
-    });
+  /** Stores daily aggregates as they are (tests seed rolled-up days with it). */
+  async storeAggregates(aggregates: readonly UsageDailyTable[]): Promise<void> {
+    await insertAggregates(this.db, aggregates);
   }
 
   /** Unlinks aggregates older than `beforeDay` from their accounts. */
