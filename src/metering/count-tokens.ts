@@ -24,7 +24,8 @@ function loadTokenizer(): Tokenizer {
  * this are counted a slice at a time (an estimate off by at most a token per slice).
  */
 const LONGEST_RUN = 128;
-const LONG_RUN = /\S{129,}/g;
+// of anything: letters (a DNA sequence), or whitespace (a page of spaces or newlines is one word too)
+const LONG_RUN = /\S{129,}|\s{129,}/g;
 /**
  * The text the tokenizer reads per count (256 K characters: a few milliseconds of prose,
  * about 0.2 s of random letters); the rest is estimated at four characters a token.
@@ -56,7 +57,7 @@ export function countTextsTokens(texts: readonly string[]): number {
   return total;
 }
 
-/** The tokenizer's count, with runs of non-space characters longer than LONGEST_RUN counted a slice at a time. */
+/** The tokenizer's count, with runs of non-space (or of space) characters longer than LONGEST_RUN counted a slice at a time. */
 function countSliced(text: string): number {
   const tokenizer = loadTokenizer();
   if (text.length <= LONGEST_RUN) return tokenizer.countTokens(text);
