@@ -288,6 +288,29 @@ describe("the retention windows, as the deployment states them", () => {
   });
 });
 
+describe("retention while the gateway writes metadata", () => {
+  it("rolls up even when the writer thread commits during the roll-up (SQLite)", async () => {
+    const dataDir = await mkdtemp(path.join(os.tmpdir(), "lethe-retention-busy-"));
+    const store = await openStore(resolveConfig({}, { LETHE_DATA_DIR: dataDir }, null));
+    try {
+      const account = (await store.createAccount({ name: "busy" })).id;
+      const old = Array.from({ length: 300 }, (_, index) =>
+        metadataRecord({ account, ts: NOW - 100 * DAY - index * 1000, status: 200, error_code: null }),
+      );
+      await store.insertMetadata(old);
+      // a flush of fresh records on the writer thread, in flight while retention reads and writes
+      const fresh = Array.from({ length: 300 }, () =>
+        metadataRecord({ account, ts: NOW, status: 200, error_code: null }),
+      );
+      const [retention] = await Promise.all([runRetention(store, WINDOWS, NOW), store.insertMetadata(fresh)]);
+      expect(retention.rolledUp).toBe(300);
+    } finally {
+      await store.close();
+      await rm(dataDir, { recursive: true, force: true });
+    }
+  });
+});
+
 describe("retention run by several processes at once", () => {
   it.each(["sqlite", "postgres"] as const)("rolls each raw row up once (%s)", async (kind) => {
     const dataDir = await mkdtemp(path.join(os.tmpdir(), "lethe-retention-race-"));

@@ -47,7 +47,22 @@ function numeric(row: UsageSourceRow): UsageSourceRow {
   };
 }
 
-/** Reads metadata for usage reports, and rolls expired metadata into daily aggregates. */
+/** The roll-up's reads and writes, inside the transaction `rollUp` opened. */
+async function rollUpWithin(
+  db: Kysely<Database>,
+  cutoffMs: number,
+  aggregate: (rows: UsageSourceRow[]) => UsageDailyTable[],
+): Promise<{ rolledUp: number; aggregates: number }> {
+  const rows = (
+    await db.selectFrom("request_metadata").select(SOURCE_COLUMNS).where("ts", "<", cutoffMs).execute()
+  ).map(numeric);
+  if (rows.length === 0) return { rolledUp: 0, aggregates: 0 };
+  const aggregates = aggregate(rows);
+  await insertAggregates(db, aggregates);
+  const result = await db.deleteFrom("request_metadata").where("ts", "<", cutoffMs).executeTakeFirst();
+  return { rolledUp: Number(result.numDeletedRows), aggregates: aggregates.length };
+}
+
 /** Inserts aggregates a couple of hundred rows per statement (SQLite binds at most 32,766 values). */
 async function insertAggregates(db: Kysely<Database>, aggregates: readonly UsageDailyTable[]): Promise<void> {
   for (let start = 0; start < aggregates.length; start += 200) {
@@ -58,6 +73,7 @@ async function insertAggregates(db: Kysely<Database>, aggregates: readonly Usage
   }
 }
 
+/** Reads metadata for usage reports, and rolls expired metadata into daily aggregates. */
 export class UsageStore {
   constructor(
     private readonly db: Kysely<Database>,
@@ -102,23 +118,30 @@ export class UsageStore {
    * one transaction that reads them too: every gateway process runs retention, at nearly the
    * same moments, and two that read the same rows apart from their writes would each store
    * their totals (usage counted twice). On PostgreSQL the runs take turns on an advisory lock
-   * and the second finds nothing left; on SQLite the second's write fails against the first's
-   * commit and is retried on its next run.
+   * and the second finds nothing left. On SQLite the transaction takes the write lock before
+   * it reads (BEGIN IMMEDIATE): a deferred one failed its write whenever the writer thread
+   * committed metadata in between (SQLITE_BUSY_SNAPSHOT), and retention never got through.
    */
   async rollUp(
     cutoffMs: number,
     aggregate: (rows: UsageSourceRow[]) => UsageDailyTable[],
   ): Promise<{ rolledUp: number; aggregates: number }> {
-    return this.db.transaction().execute(async (trx) => {
-      if (this.kind === "postgres") await sql`SELECT pg_advisory_xact_lock(hashtext('lethe_retention'))`.execute(trx);
-      const rows = (
-        await trx.selectFrom("request_metadata").select(SOURCE_COLUMNS).where("ts", "<", cutoffMs).execute()
-      ).map(numeric);
-      if (rows.length === 0) return { rolledUp: 0, aggregates: 0 };
-      const aggregates = aggregate(rows);
-      await insertAggregates(trx, aggregates);
-      const result = await trx.deleteFrom("request_metadata").where("ts", "<", cutoffMs).executeTakeFirst();
-      return { rolledUp: Number(result.numDeletedRows), aggregates: aggregates.length };
+    if (this.kind === "postgres") {
+      return this.db.transaction().execute(async (trx) => {
+        await sql`SELECT pg_advisory_xact_lock(hashtext('lethe_retention'))`.execute(trx);
+        return rollUpWithin(trx, cutoffMs, aggregate);
+      });
+    }
+    return this.db.connection().execute(async (connection) => {
+      await sql`BEGIN IMMEDIATE`.execute(connection);
+      try {
+        const result = await rollUpWithin(connection, cutoffMs, aggregate);
+        await sql`COMMIT`.execute(connection);
+        return result;
+      } catch (error) {
+        await sql`ROLLBACK`.execute(connection).catch(() => {});
+        throw error;
+      }
     });
   }
 
