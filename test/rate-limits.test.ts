@@ -489,3 +489,28 @@ describe("limits shared through Redis by two gateway processes", () => {
     expect(ttl).toBeLessThanOrEqual(60_000);
   });
 });
+
+describe("token limits while Redis is away", () => {
+  it("gives tokens back to the replica's own windows, where they were held", async () => {
+    const { startPrivateRedis } = await import("./support/scale-rig.js");
+    const redis = await startPrivateRedis();
+    const client = new Redis(redis.url, { maxRetriesPerRequest: 1, enableOfflineQueue: false });
+    client.on("error", () => {});
+    try {
+      if (client.status !== "ready") await new Promise((resolve) => client.once("ready", resolve));
+      const limits = new RateLimits({ rpm: 100, tpm: 10_000 }, silentLog, { client, prefix: "away:" });
+      const closed = new Promise((resolve) => client.once("close", resolve));
+      await redis.kill();
+      await closed;
+      const caller = auth("acct_away", "key_away");
+      // held in the insurance limiter's memory window; the request used 20 of its 8,000
+      const held = await limits.reserveTokens(caller, 8_000);
+      await limits.settleTokens(held.hold, 20);
+      // the 7,980 left over came back to that same window: 9,000 more fit
+      expect((await limits.reserveTokens(caller, 9_000)).state.remaining).toBe(10_000 - 20 - 9_000);
+    } finally {
+      client.disconnect();
+      await redis.stop();
+    }
+  });
+});

@@ -276,10 +276,12 @@ class RedisCounters implements LimitCounters {
    * much beyond the limit.
    */
   async subtract(kind: Kind, scope: Scope, id: string, amount: number): Promise<void> {
+    this.watchRedis();
+    // while Redis is away the windows are the insurance limiter's, in memory: give back there
+    const toInsurance = () => this.limiters[kind].reward(redisKey(scope, id), amount).then(noop, noop);
+    if (this.degraded) return toInsurance();
     const key = `${this.redis.prefix}rl:${kind}:${redisKey(scope, id)}`;
-    await this.redis.client
-      .eval(GIVE_BACK, 1, key, amount)
-      .catch(() => this.log.event("rate_limit_degraded", { dependency: "redis" }));
+    await this.redis.client.eval(GIVE_BACK, 1, key, amount).then(noop, toInsurance);
   }
 
   /** Warns when Redis goes away: the insurance limiter takes over silently, counting per replica. */
