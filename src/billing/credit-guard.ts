@@ -39,10 +39,10 @@ interface AccountCredit {
   sharedAvailable: number | null;
   /** Replicas sharing PostgreSQL: charges of memory holds (taken while it could not hold) not yet written. */
   sharedPending: number;
-  /** Holds asked of the database and not answered yet. */
-  holdsInFlight: number;
-  /** No hold answered since the last moment none was in flight: the next answer replaces `sharedAvailable`. */
-  holdsFresh: boolean;
+  /** Holds asked of the database so far, counted as they start. */
+  holdsStarted: number;
+  /** `holdsStarted` when `sharedAvailable` was last set: a hold started after it reads a newer database. */
+  sharedSetAt: number;
 }
 
 function insufficient(): LetheError {
@@ -93,8 +93,8 @@ export class CreditGuard {
         reserved: 0,
         sharedAvailable: null,
         sharedPending: 0,
-        holdsInFlight: 0,
-        holdsFresh: true,
+        holdsStarted: 0,
+        sharedSetAt: 0,
       };
       this.accounts.set(accountId, credit);
     }
@@ -186,8 +186,7 @@ export class CreditGuard {
   ): Promise<Reservation> {
     if (upperBound === 0) return { accountId, amountMicros: 0, settled: false, holdId: null };
     const credit = this.credit(accountId);
-    if (credit.holdsInFlight === 0) credit.holdsFresh = true;
-    credit.holdsInFlight++;
+    const started = ++credit.holdsStarted;
     let taken: { holdId: string; amount: number; available: number } | null;
     try {
       taken = await shared.holds.hold(accountId, upperBound, exact, Date.now(), shared.ttlMs);
@@ -196,18 +195,16 @@ export class CreditGuard {
       // hold in this process's memory against what it last said was left, as a single
       // replica would; charges queue until it answers again
       return this.holdAgainstShared(accountId, upperBound, exact);
-    } finally {
-      credit.holdsInFlight--;
     }
     if (taken === null) throw insufficient();
-    // remembered for the fallback above. Concurrent holds answer in any order, so while they
-    // overlap the least the database said is kept; once none was in flight, the next answer
-    // is newer than every earlier one (top-ups and charges written included)
+    // remembered for the fallback above. Concurrent holds answer in any order: an answer to a
+    // hold started after the current value was set saw a newer database (top-ups and charges
+    // written included) and replaces it; an older one can only lower it
     credit.sharedAvailable =
-      credit.holdsFresh || credit.sharedAvailable === null
+      credit.sharedAvailable === null || started > credit.sharedSetAt
         ? taken.available
         : Math.min(credit.sharedAvailable, taken.available);
-    credit.holdsFresh = false;
+    credit.sharedSetAt = credit.holdsStarted;
     // what this replica spent in memory while the database could not hold is unknown to it:
     // a hold it grants on top of that must still fit (once those charges are written, it knows)
     if (taken.available < credit.reserved + credit.sharedPending) {
