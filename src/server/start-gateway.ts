@@ -99,19 +99,20 @@ export async function startGateway(config: LetheConfig, options: StartOptions = 
   gateway.metrics.watchDependencies(gateway);
   const app = buildServer(gateway);
   options.configureServer?.(app, gateway);
+  let firstStartKey: string | null;
   try {
     await app.listen({ host: config.host, port: config.port });
+    // created once the gateway listens: a key printed once must be printed by a start that serves
+    firstStartKey = options.bootstrapDemoAccount === false ? null : await createDemoAccountIfEmpty(store, hasher);
   } catch (error) {
-    // a start that cannot listen (the port taken) leaves nothing behind: no connections, and
-    // no demo account whose one-time key nobody would ever see
+    // a start that cannot listen (the port taken) or finish leaves nothing behind: no
+    // connections, no server still answering, no demo account whose one-time key nobody saw
     await app.close().catch(() => {});
     await redis?.close();
     await gateway.suppliers.close();
     await store.close();
     throw error;
   }
-  // created once the gateway listens: a key printed once must be printed by a start that serves
-  const firstStartKey = options.bootstrapDemoAccount === false ? null : await createDemoAccountIfEmpty(store, hasher);
   if (firstStartKey !== null) log.event("first_start", { account_created: true });
   const address = app.server.address();
   const port = typeof address === "object" && address !== null ? address.port : config.port;
