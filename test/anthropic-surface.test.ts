@@ -328,7 +328,7 @@ describe("GET /v1/models", () => {
       headers: { "x-api-key": rig.gateway.key, ...ANTHROPIC_HEADERS },
     });
     expect(raw.headers.get("request-id")).toMatch(/^req_/);
-    expect(await raw.json()).toMatchObject({ has_more: false, first_id: MODELS.gpt, last_id: MODELS.demo });
+    expect(await raw.json()).toMatchObject({ has_more: false, first_id: MODELS.gpt, last_id: MODELS.mixed });
   });
 
   it("answers in OpenAI's shape for the openai SDK", async () => {

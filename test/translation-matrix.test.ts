@@ -255,6 +255,15 @@ describe.each([false, true])("stream: %s", (stream) => {
         stream,
       );
       expect(rig.anthropicFake.requests.length).toBe(before + 1);
+      // a model with a route that can carry it passes the other over, without an attempt
+      const openAIBefore = rig.openAIFake.requests.length;
+      const { requestId } = await askOpenAI(
+        { model: MODELS.mixed, logprobs: true, messages: [{ role: "user", content: "alpha" }] },
+        stream,
+      );
+      expect(rig.anthropicFake.requests.length).toBe(before + 1);
+      expect(rig.openAIFake.requests.length).toBe(openAIBefore + 1);
+      expect(await rig.recordOf(requestId)).toMatchObject({ supplier: "fake-openai", attempts: 1, status: 200 });
     });
 
     it("prefers max_completion_tokens over max_tokens", async () => {

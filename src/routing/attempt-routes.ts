@@ -99,8 +99,15 @@ export async function attemptRoutes(
   let skipped = 0;
   // until when each route asked to be left alone (its retry-after), in router time; made on first use
   let retryAfterUntil: Map<string, number> | null = null;
+  // routes whose supplier cannot carry this request as asked (translation refused it), and why
+  let cannotCarry: Set<RouteConfig> | null = null;
+  let refusal: LetheError | null = null;
   for (let turn = 0; exchange.attempts < plan.model.maxAttempts && skipped < candidates.length; turn++) {
     const route = candidates[turn % candidates.length] as RouteConfig;
+    if (cannotCarry?.has(route)) {
+      skipped++;
+      continue;
+    }
     const stats = router.statsFor(route);
     if (turn >= candidates.length && lastFailure instanceof UpstreamError) {
       const askedMs = (retryAfterUntil?.get(route.key) ?? 0) - router.now();
@@ -115,14 +122,27 @@ export async function attemptRoutes(
       skipped++;
       continue;
     }
+    const supplier = gateway.suppliers.get(route.supplier.id);
+    let upstream: ReturnType<ClientSurface["upstreamBody"]>;
+    try {
+      upstream = surface.upstreamBody(request, route, supplier.format);
+    } catch (thrown) {
+      // this route's format cannot carry the request (n > 1 to Anthropic, say): another route's
+      // may, so it is passed over, not counted as an attempt; refused only if none can
+      if (probe) stats.breaker.release();
+      if (!(thrown instanceof LetheError) || thrown instanceof UpstreamError) throw thrown;
+      refusal = thrown;
+      cannotCarry ??= new Set();
+      cannotCarry.add(route);
+      skipped++;
+      continue;
+    }
     skipped = 0;
     exchange.attempts++;
-    const supplier = gateway.suppliers.get(route.supplier.id);
     exchange.supplier = supplier.id;
     exchange.price = route.price;
     const remaining = deadline - router.now();
     try {
-      const upstream = surface.upstreamBody(request, route, supplier.format);
       const result = await supplier.send({
         body: upstream.body,
         text: upstream.text,
@@ -183,6 +203,7 @@ export async function attemptRoutes(
     }
     if (router.now() >= deadline) break;
   }
+  if (refusal !== null && cannotCarry?.size === candidates.length) throw refusal;
   if (cancellation.aborted)
     throw new UpstreamError("LETHE_CLIENT_CLOSED", "The client closed the connection.", {
       upstreamStatus: 0,

@@ -26,6 +26,8 @@ export const MODELS = {
   slashed: "org/slashed-route",
   /** The built-in demo supplier (OpenAI format). */
   demo: "lethe-demo",
+  /** fake-anthropic first, fake-openai second: for what only one format can carry. */
+  mixed: "mixed-route",
 } as const;
 
 /** Both fakes, a gateway routing to each of them and to the demo, and an official client of each format. */
@@ -80,6 +82,13 @@ export async function startTranslationRig(options: { maxBodyBytes?: number } = {
         { id: MODELS.retaining, routes: [{ supplier: "retaining-anthropic", model: "upstream-claude" }] },
         { id: MODELS.slashed, routes: [{ supplier: "fake-openai", model: "upstream-gpt" }] },
         { id: MODELS.demo, description: "The demo model.", routes: [{ supplier: "demo", model: "lethe-demo" }] },
+        {
+          id: MODELS.mixed,
+          routes: [
+            { supplier: "fake-anthropic", model: "upstream-claude" },
+            { supplier: "fake-openai", model: "upstream-gpt" },
+          ],
+        },
       ],
       // one attempt and a breaker that never opens: each test sees exactly what its fake did
       routing: { max_attempts: 1, breaker: { failure_threshold: 1_000_000 } },
