@@ -31,8 +31,11 @@ const MALFORMED = {
  */
 export function answerClientError(error: Error & { code?: string }, socket: Duplex): void {
   if (error.code === "ECONNRESET" || socket.destroyed) return;
-  if (socket.writable) {
-    const refusal = (error.code !== undefined && REFUSALS[error.code]) || MALFORMED;
+  // a response already on its way on this connection (pipelining) must not be cut into
+  const inProgress = (socket as Duplex & { _httpMessage?: { headersSent?: boolean } | null })._httpMessage;
+  if (socket.writable && inProgress?.headersSent !== true) {
+    const code = error.code;
+    const refusal = (code !== undefined && Object.hasOwn(REFUSALS, code) && REFUSALS[code]) || MALFORMED;
     const { status, kind } = ERROR_CODES[refusal.code];
     const type = kind === "timeout" ? "timeout_error" : "invalid_request_error";
     const body = JSON.stringify({

@@ -19,7 +19,6 @@ export async function createDemoAccountIfEmpty(store: Store, hasher: KeyHasher):
   return (await issueKey(store, hasher, account.id, "first start")).key;
 }
 
-/** The cluster primary's first-start step: run once its first worker listens. */
 /**
  * Runs the store's migrations and makes the server secret before any worker starts, so
  * workers starting together on a fresh data dir do not race to do either.
@@ -33,6 +32,7 @@ export async function prepareStore(config: LetheConfig): Promise<void> {
   }
 }
 
+/** The cluster primary's first-start step: run once its first worker listens. */
 export async function bootstrapDemoAccount(config: LetheConfig): Promise<string | null> {
   const store = await openStore(config);
   try {

@@ -49,7 +49,6 @@ function toRow(record: MetadataRecord): RequestMetadataTable {
   };
 }
 
-/** The query layer shared by every SQL dialect Lethe supports. */
 /** The counters a raw record and a daily aggregate both hold, under the same names. */
 const COUNTED_COLUMNS = [
   "input_tokens",
@@ -59,6 +58,7 @@ const COUNTED_COLUMNS = [
   "cost_micros",
 ] as const;
 
+/** The query layer shared by every SQL dialect Lethe supports. */
 export class KyselyStore implements Store {
   readonly ledger: LedgerStore;
   readonly accountAdmin: AccountAdminStore;

@@ -6,14 +6,6 @@ import { mintId } from "../mint-id.js";
 import type { Database } from "../schema.js";
 
 /**
- * Takes a hold in one call, inside the database: the account row stays locked only
- * while PostgreSQL runs these few statements, never across a round trip or a busy
- * event loop, so a single busy account is not throttled by its own lock. In READ
- * COMMITTED each statement of a PL/pgSQL function gets a fresh snapshot, so the sum
- * sees every hold committed before the lock was granted. Returns the available
- * credit and whether the hold was taken.
- */
-/**
  * Bounds on a hold: waiting for the account row's lock, and for PostgreSQL's answer at all
  * (a server that stops answering without closing the connection). Past them the hold
  * fails, and the replica holds in memory against what the database last said was left.
@@ -21,6 +13,14 @@ import type { Database } from "../schema.js";
 const HOLD_LOCK_TIMEOUT_MS = 3_000;
 const HOLD_QUERY_TIMEOUT_MS = 5_000;
 
+/**
+ * Takes a hold in one call, inside the database: the account row stays locked only
+ * while PostgreSQL runs these few statements, never across a round trip or a busy
+ * event loop, so a single busy account is not throttled by its own lock. In READ
+ * COMMITTED each statement of a PL/pgSQL function gets a fresh snapshot, so the sum
+ * sees every hold committed before the lock was granted. Returns the available
+ * credit and whether the hold was taken.
+ */
 const TAKE_HOLD_FUNCTION = `
 CREATE OR REPLACE FUNCTION lethe_take_hold(account text, hold text, amount bigint, now_ms bigint, expires_ms bigint)
 RETURNS TABLE (taken boolean, available bigint, balance bigint) LANGUAGE plpgsql AS $$

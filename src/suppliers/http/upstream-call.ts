@@ -212,6 +212,7 @@ export class UpstreamCall implements Dispatcher.DispatchHandler {
     this.chunks.length = 0;
     this.resume();
     this.drainTimer = setTimeout(() => this.abort("client-closed"), DRAIN_GRACE_MS);
+    this.drainTimer.unref();
   }
 
   /** The body's chunks as they arrive; stopping early aborts the upstream request (unless finishEarly said it was done). */
