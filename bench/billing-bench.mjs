@@ -50,7 +50,7 @@ const SETTINGS = {
   latencyRequests: 200,
   // finite, but far above what two CPUs can send in a minute (about 10^5 requests and 10^7 tokens)
   rpm: 20_000_000,
-  tpm: 20_000_000_000,
+  tpm: 2_000_000_000,
 };
 const TARGET_RATIO = 0.9;
 // the fake supplier reports 12 input and 7 output tokens; at 2 and 8 per million that is 80 micro-units
