@@ -73,10 +73,11 @@ export class KyselyStore implements Store {
     private readonly onClose: () => Promise<void>,
     ledger: LedgerStore = new LedgerStore(db, feed),
     creditHolds: CreditHoldStore = new CreditHoldStore(db),
+    usage: UsageStore = new UsageStore(db),
   ) {
     this.ledger = ledger;
     this.accountAdmin = new AccountAdminStore(db, feed);
-    this.usage = new UsageStore(db, kind);
+    this.usage = usage;
     this.operators = new OperatorStore(db);
     this.creditHolds = creditHolds;
   }

@@ -1,5 +1,7 @@
-import { type Kysely, sql } from "kysely";
+import { CompiledQuery, type Kysely, sql } from "kysely";
 import type { AccountId } from "../config/ids.js";
+import type { RolledUp } from "./roll-up-day.js";
+import { dayToRollUp, rollUpStatements } from "./roll-up-day.js";
 import type { Database, RequestMetadataTable, UsageDailyTable } from "./schema.js";
 
 /** The columns usage reports read from raw metadata. */
@@ -47,20 +49,30 @@ function numeric(row: UsageSourceRow): UsageSourceRow {
   };
 }
 
-/** The roll-up's reads and writes, inside the transaction `rollUp` opened. */
-async function rollUpWithin(
-  db: Kysely<Database>,
-  cutoffMs: number,
-  aggregate: (rows: UsageSourceRow[]) => UsageDailyTable[],
-): Promise<{ rolledUp: number; aggregates: number }> {
-  const rows = (
-    await db.selectFrom("request_metadata").select(SOURCE_COLUMNS).where("ts", "<", cutoffMs).execute()
-  ).map(numeric);
-  if (rows.length === 0) return { rolledUp: 0, aggregates: 0 };
-  const aggregates = aggregate(rows);
-  await insertAggregates(db, aggregates);
-  const result = await db.deleteFrom("request_metadata").where("ts", "<", cutoffMs).executeTakeFirst();
-  return { rolledUp: Number(result.numDeletedRows), aggregates: aggregates.length };
+/** One UTC day's roll-up (roll-up-day.js), in one transaction; nothing rolled up once no day is left. */
+export type RollUpDay = (cutoffMs: number) => Promise<RolledUp>;
+
+const POSTGRES_ROLL_UP = rollUpStatements((n) => `$${n}`);
+
+/**
+ * One day's roll-up on PostgreSQL. Every gateway process runs retention at nearly the same
+ * moments: the runs take turns on an advisory lock, and the second finds the day gone (two
+ * that read the same rows apart from their writes would each store their totals).
+ */
+function postgresRollUpDay(db: Kysely<Database>): RollUpDay {
+  return (cutoffMs) =>
+    db.transaction().execute(async (trx) => {
+      await sql`SELECT pg_advisory_xact_lock(hashtext('lethe_retention'))`.execute(trx);
+      const oldest = await trx.executeQuery<{ oldest: string | number | null }>(
+        CompiledQuery.raw(POSTGRES_ROLL_UP.oldest, [cutoffMs]),
+      );
+      const oldestTs = oldest.rows[0]?.oldest;
+      if (oldestTs === null || oldestTs === undefined) return { rolledUp: 0, aggregates: 0 };
+      const { day, from, to } = dayToRollUp(Number(oldestTs), cutoffMs);
+      const inserted = await trx.executeQuery(CompiledQuery.raw(POSTGRES_ROLL_UP.insert, [day, from, to]));
+      const deleted = await trx.executeQuery(CompiledQuery.raw(POSTGRES_ROLL_UP.remove, [from, to]));
+      return { rolledUp: Number(deleted.numAffectedRows ?? 0), aggregates: Number(inserted.numAffectedRows ?? 0) };
+    });
 }
 
 /** Inserts aggregates a couple of hundred rows per statement (SQLite binds at most 32,766 values). */
@@ -75,10 +87,15 @@ async function insertAggregates(db: Kysely<Database>, aggregates: readonly Usage
 
 /** Reads metadata for usage reports, and rolls expired metadata into daily aggregates. */
 export class UsageStore {
+  private readonly rollUpDay: RollUpDay;
+
+  /** `rollUpDay` defaults to PostgreSQL's; the SQLite store hands its writer thread's. */
   constructor(
     private readonly db: Kysely<Database>,
-    private readonly kind: "sqlite" | "postgres" = "sqlite",
-  ) {}
+    rollUpDay?: RollUpDay,
+  ) {
+    this.rollUpDay = rollUpDay ?? postgresRollUpDay(db);
+  }
 
   /** An account's raw metadata rows in [fromMs, toMs). */
   async rawRows(accountId: AccountId, fromMs: number, toMs: number): Promise<UsageSourceRow[]> {
@@ -114,35 +131,17 @@ export class UsageStore {
   }
 
   /**
-   * Rolls the raw rows older than `cutoffMs` up into daily aggregates and deletes them, in
-   * one transaction that reads them too: every gateway process runs retention, at nearly the
-   * same moments, and two that read the same rows apart from their writes would each store
-   * their totals (usage counted twice). On PostgreSQL the runs take turns on an advisory lock
-   * and the second finds nothing left. On SQLite the transaction takes the write lock before
-   * it reads (BEGIN IMMEDIATE): a deferred one failed its write whenever the writer thread
-   * committed metadata in between (SQLITE_BUSY_SNAPSHOT), and retention never got through.
+   * Rolls the raw rows older than `cutoffMs` up into daily aggregates (per account, model and
+   * supplier) and deletes them, a day per transaction, oldest first, until none is left.
    */
-  async rollUp(
-    cutoffMs: number,
-    aggregate: (rows: UsageSourceRow[]) => UsageDailyTable[],
-  ): Promise<{ rolledUp: number; aggregates: number }> {
-    if (this.kind === "postgres") {
-      return this.db.transaction().execute(async (trx) => {
-        await sql`SELECT pg_advisory_xact_lock(hashtext('lethe_retention'))`.execute(trx);
-        return rollUpWithin(trx, cutoffMs, aggregate);
-      });
+  async rollUp(cutoffMs: number): Promise<RolledUp> {
+    const total = { rolledUp: 0, aggregates: 0 };
+    for (;;) {
+      const day = await this.rollUpDay(cutoffMs);
+      if (day.rolledUp === 0) return total;
+      total.rolledUp += day.rolledUp;
+      total.aggregates += day.aggregates;
     }
-    return this.db.connection().execute(async (connection) => {
-      await sql`BEGIN IMMEDIATE`.execute(connection);
-      try {
-        const result = await rollUpWithin(connection, cutoffMs, aggregate);
-        await sql`COMMIT`.execute(connection);
-        return result;
-      } catch (error) {
-        await sql`ROLLBACK`.execute(connection).catch(() => {});
-        throw error;
-      }
-    });
   }
 
   /** Stores daily aggregates as they are (tests seed rolled-up days with it). */

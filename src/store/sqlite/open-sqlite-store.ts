@@ -10,6 +10,7 @@ import { type Debit, LedgerStore } from "../ledger-store.js";
 import { migrateToLatest } from "../migrations.js";
 import type { Database } from "../schema.js";
 import type { Store } from "../store.js";
+import { UsageStore } from "../usage-store.js";
 import { installRevision, OWN_MOVES, READ_REVISION_SQL, revisionCounter, WRITER_SEQUENCE } from "./revision.js";
 import { SqliteWriter } from "./sqlite-writer.js";
 import type { DebitRow, MetadataRow } from "./writer-protocol.js";
@@ -110,7 +111,16 @@ class SqliteStore extends KyselyStore {
     private readonly writer: SqliteWriter,
   ) {
     // closing waits for every write sent to the writer thread, then stops it
-    super("sqlite", db, feed, () => writer.close(), new SqliteLedgerStore(database, db, feed, writer));
+    super(
+      "sqlite",
+      db,
+      feed,
+      () => writer.close(),
+      new SqliteLedgerStore(database, db, feed, writer),
+      undefined,
+      // retention's roll-up is a write: on the writer thread, in turn with the metadata batches
+      new UsageStore(db, (cutoffMs) => writer.rollUpDay(cutoffMs)),
+    );
   }
 
   override async insertMetadata(records: readonly MetadataRecord[]): Promise<void> {

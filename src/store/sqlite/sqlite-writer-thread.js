@@ -5,12 +5,14 @@
 // from dist/ (tsc copies it, allowJs). It logs nothing: failures go back as codes only.
 
 /** @import { DebitRow, MetadataRow, WriterReply, WriterRequest, WriterSetup } from "./writer-protocol.js" */
+/** @import { RolledUp } from "../roll-up-day.js" */
 
 import { randomBytes } from "node:crypto";
 import { readlinkSync } from "node:fs";
 import { setPriority } from "node:os";
 import { parentPort, workerData } from "node:worker_threads";
 import BetterSqlite3 from "better-sqlite3";
+import { dayToRollUp, rollUpStatements } from "../roll-up-day.js";
 
 const ALPHABET = "0123456789abcdefghijklmnopqrstuvwxyz";
 const ID_LENGTH = 20;
@@ -131,6 +133,24 @@ function writeDebits(rows) {
   }
 }
 
+// each parameter appears once, in order: plain `?` (better-sqlite3 takes `?NNN` for a named one)
+const rollUp = rollUpStatements(() => "?");
+const oldestExpired = database.prepare(rollUp.oldest).pluck();
+const insertAggregates = database.prepare(rollUp.insert);
+const deleteRolledUp = database.prepare(rollUp.remove);
+
+// immediate: it takes the write lock before it reads, so another process's retention run
+// (a second gateway on the same file) waits for it and then finds the day gone
+const rollUpDay = database.transaction(
+  /** @param {number} cutoffMs @returns {RolledUp} */ (cutoffMs) => {
+    const oldest = oldestExpired.get(cutoffMs);
+    if (oldest === null || oldest === undefined) return { rolledUp: 0, aggregates: 0 };
+    const { day, from, to } = dayToRollUp(Number(oldest), cutoffMs);
+    const aggregates = insertAggregates.run(day, from, to).changes;
+    return { rolledUp: deleteRolledUp.run(from, to).changes, aggregates };
+  },
+);
+
 port.on(
   "message",
   /** @param {WriterRequest} request */ (request) => {
@@ -143,7 +163,8 @@ port.on(
     const reply = { id: request.id, code: null };
     try {
       if (request.kind === "metadata") writeMetadata(request.rows);
-      else writeDebits(request.rows);
+      else if (request.kind === "debits") writeDebits(request.rows);
+      else reply.rolledUp = rollUpDay.immediate(request.cutoffMs);
     } catch (error) {
       reply.code = codeOf(error);
     }

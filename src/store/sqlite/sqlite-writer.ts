@@ -1,5 +1,6 @@
 import { once } from "node:events";
 import { Worker } from "node:worker_threads";
+import type { RolledUp } from "../roll-up-day.js";
 import type { DebitRow, MetadataRow, WriterReply, WriterRequest, WriterSetup } from "./writer-protocol.js";
 
 /** A write the writer thread did not commit; `code` is SQLite's (or the writer's) code, never row contents. */
@@ -11,7 +12,7 @@ export class SqliteWriteError extends Error {
 }
 
 interface Waiting {
-  resolve: () => void;
+  resolve: (reply: WriterReply) => void;
   reject: (error: Error) => void;
 }
 
@@ -33,13 +34,19 @@ export class SqliteWriter {
   constructor(private readonly setup: WriterSetup) {}
 
   /** Inserts metadata rows in one transaction. */
-  writeMetadata(rows: MetadataRow[]): Promise<void> {
-    return this.send((id) => ({ id, kind: "metadata", rows }));
+  async writeMetadata(rows: MetadataRow[]): Promise<void> {
+    await this.send((id) => ({ id, kind: "metadata", rows }));
   }
 
   /** Writes debit entries and lowers the accounts' balances, in one transaction. */
-  writeDebits(rows: DebitRow[]): Promise<void> {
-    return this.send((id) => ({ id, kind: "debits", rows }));
+  async writeDebits(rows: DebitRow[]): Promise<void> {
+    await this.send((id) => ({ id, kind: "debits", rows }));
+  }
+
+  /** Rolls the oldest UTC day of raw metadata before `cutoffMs` up, in one transaction (roll-up-day.js). */
+  async rollUpDay(cutoffMs: number): Promise<RolledUp> {
+    const reply = await this.send((id) => ({ id, kind: "rollUpDay", cutoffMs }));
+    return reply.rolledUp ?? { rolledUp: 0, aggregates: 0 };
   }
 
   /** Waits for every write sent, then stops the thread (closing its connection). */
@@ -55,11 +62,11 @@ export class SqliteWriter {
     await exited;
   }
 
-  private send(request: (id: number) => WriterRequest): Promise<void> {
+  private send(request: (id: number) => WriterRequest): Promise<WriterReply> {
     if (this.closed) return Promise.reject(new SqliteWriteError("WRITER_CLOSED"));
     const worker = this.worker ?? this.start();
     const id = ++this.lastId;
-    const written = new Promise<void>((resolve, reject) => {
+    const written = new Promise<WriterReply>((resolve, reject) => {
       this.waiting.set(id, { resolve, reject });
     });
     // a pending write keeps the process alive until it is answered; an idle thread does not
@@ -80,7 +87,7 @@ export class SqliteWriter {
       const waiting = this.waiting.get(reply.id);
       this.waiting.delete(reply.id);
       if (this.waiting.size === 0) worker.unref();
-      if (reply.code === null) waiting?.resolve();
+      if (reply.code === null) waiting?.resolve(reply);
       else waiting?.reject(new SqliteWriteError(reply.code));
     });
     // the 'exit' that follows fails what was waiting; the error itself is not kept (it may quote a path)

@@ -2,6 +2,8 @@
 // Rows travel as positional parameter arrays: structured clone copies them far more
 // cheaply than record objects, and every value is already what SQLite binds.
 
+import type { RolledUp } from "../roll-up-day.js";
+
 /** One request_metadata row, in METADATA_COLUMNS order, booleans as 0/1. */
 export type MetadataRow = (string | number | null)[];
 
@@ -25,10 +27,15 @@ export interface WriterSetup {
 export type WriterRequest =
   | { id: number; kind: "metadata"; rows: MetadataRow[] }
   | { id: number; kind: "debits"; rows: DebitRow[] }
+  | { id: number; kind: "rollUpDay"; cutoffMs: number }
   | { kind: "close" };
 
-/** The answer to one write: `code` is null once committed, else a plain error code (never row contents). */
+/**
+ * The answer to one write: `code` is null once committed, else a plain error code (never row
+ * contents). A roll-up also tells the raw rows it deleted and the aggregates it wrote.
+ */
 export interface WriterReply {
   id: number;
   code: string | null;
+  rolledUp?: RolledUp;
 }
