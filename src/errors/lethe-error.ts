@@ -64,11 +64,18 @@ export class LetheError extends Error {
   readonly param: string | null;
   /** Seconds the caller should wait before retrying (sent as `retry-after`), when known. */
   readonly retryAfterSeconds: number | null;
+  /** Anthropic's machine-readable `error.details`, when Lethe has one to give (constants Lethe wrote). */
+  readonly details: Readonly<Record<string, string | readonly string[]>> | null;
 
   constructor(
     code: ErrorCode,
     message: string,
-    options: { status?: number; param?: string | null; retryAfterSeconds?: number | null } = {},
+    options: {
+      status?: number;
+      param?: string | null;
+      retryAfterSeconds?: number | null;
+      details?: Readonly<Record<string, string | readonly string[]>> | null;
+    } = {},
   ) {
     super(message);
     this.name = "LetheError";
@@ -77,6 +84,7 @@ export class LetheError extends Error {
     this.kind = ERROR_CODES[code].kind;
     this.param = options.param ?? null;
     this.retryAfterSeconds = options.retryAfterSeconds ?? null;
+    this.details = options.details ?? null;
   }
 }
 

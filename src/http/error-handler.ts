@@ -4,6 +4,7 @@ import { renderAnthropicError } from "../formats/anthropic/anthropic-error.js";
 import { renderOpenAIError } from "../formats/openai/openai-error.js";
 import type { ClientFormat } from "../metering/metadata-record.js";
 import { RejectedBySupplier } from "../routing/attempt-routes.js";
+import type { SupplierSaid } from "../suppliers/supplier.js";
 import type { Gateway } from "./gateway.js";
 
 /** Fastify's own error codes that mean "bad input", mapped to Lethe codes. */
@@ -21,10 +22,10 @@ function fromFastifyError(error: FastifyError): LetheError | null {
   }
 }
 
-/** What went wrong, as a LetheError; `detail` is a supplier's own message when it rejected the request. */
+/** What went wrong, as a LetheError; `detail` is what a supplier said when it rejected the request. */
 export interface Failure {
   error: LetheError;
-  detail: string | undefined;
+  detail: SupplierSaid | undefined;
 }
 
 /** Turns anything thrown while serving a request into a coded error; unknown errors become LETHE_INTERNAL. */

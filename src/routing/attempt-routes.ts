@@ -4,7 +4,7 @@ import type { ClientRequest, ClientSurface } from "../formats/surface/client-sur
 import type { Gateway } from "../http/gateway.js";
 import type { Exchange } from "../metering/exchange.js";
 import type { Cancellation } from "../suppliers/cancellation.js";
-import type { Supplier, SupplierResult, WireEvent } from "../suppliers/supplier.js";
+import type { Supplier, SupplierResult, SupplierSaid, WireEvent } from "../suppliers/supplier.js";
 import { backoffMs, wait } from "./backoff.js";
 import type { RoutePlan } from "./plan-routes.js";
 import type { RouteStats } from "./route-stats.js";
@@ -14,7 +14,7 @@ import type { ExpectedTokens } from "./router.js";
 export class RejectedBySupplier extends Error {
   constructor(
     readonly error: UpstreamError,
-    readonly detail: string | undefined,
+    readonly detail: SupplierSaid | undefined,
   ) {
     super(error.message);
   }

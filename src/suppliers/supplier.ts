@@ -40,13 +40,22 @@ export interface JsonAnswer {
 }
 
 /**
- * What a supplier answered. A rejection carries the supplier's own error message as
- * `detail`, for the caller only: it lives in the content plane and is never logged.
+ * What a supplier said when it rejected the caller's request: its message, the field it
+ * named (OpenAI's `param`) and Anthropic's machine-readable `details` (the SDK reads
+ * `details.error_code`). The caller's own data, for the caller only: it lives in the
+ * content plane and is never logged or stored.
  */
+export interface SupplierSaid {
+  message?: string;
+  param?: string;
+  details?: Record<string, unknown>;
+}
+
+/** What a supplier answered. A rejection carries what the supplier said as `detail`. */
 export type SupplierResult =
   | ({ kind: "json" } & JsonAnswer)
   | { kind: "stream"; events: AsyncIterable<WireEvent> }
-  | { kind: "rejected"; error: UpstreamError; detail: string | undefined };
+  | { kind: "rejected"; error: UpstreamError; detail: SupplierSaid | undefined };
 
 /**
  * A supplier adapter. `send` throws an UpstreamError when no answer arrived

@@ -1,4 +1,6 @@
 import type { ErrorKind, LetheError } from "../../errors/lethe-error.js";
+import type { SupplierSaid } from "../../suppliers/supplier.js";
+import { withSupplierMessage } from "../openai/openai-error.js";
 
 const ANTHROPIC_TYPES: Record<ErrorKind, string> = {
   invalid_request: "invalid_request_error",
@@ -13,20 +15,26 @@ const ANTHROPIC_TYPES: Record<ErrorKind, string> = {
   timeout: "timeout_error",
 };
 
-/** Anthropic's error object, shared by the JSON body and the SSE `error` event. */
-export function anthropicErrorObject(error: LetheError, detail?: string): object {
+/**
+ * Anthropic's error object, shared by the JSON body and the SSE `error` event. `details`
+ * (which the SDK reads `error_code` from) is Lethe's own when it wrote one, else the
+ * supplier's, relayed as the caller's data.
+ */
+export function anthropicErrorObject(error: LetheError, detail?: SupplierSaid): object {
+  const details = error.details ?? detail?.details;
   return {
     type: "error",
     error: {
       // a supplier's 413 is relayed as a rejection of kind invalid_request; Anthropic names every 413 request_too_large
       type: error.status === 413 ? "request_too_large" : ANTHROPIC_TYPES[error.kind],
-      message: detail === undefined ? error.message : `${error.message} Supplier said: ${detail}`,
+      message: withSupplierMessage(error.message, detail),
       code: error.code,
+      ...(details !== undefined && details !== null && { details }),
     },
   };
 }
 
 /** Anthropic's error envelope as a JSON body. */
-export function renderAnthropicError(error: LetheError, detail?: string): string {
+export function renderAnthropicError(error: LetheError, detail?: SupplierSaid): string {
   return JSON.stringify(anthropicErrorObject(error, detail));
 }

@@ -14,6 +14,7 @@ import { openAIToAnthropicMessage } from "../translate/translate-response.js";
 import { validateBody } from "../validation/request-validation.js";
 import { renderAnthropicError } from "./anthropic-error.js";
 import { AnthropicStreamRelay } from "./anthropic-stream-relay.js";
+import { refuseThreadFor } from "./message-threads.js";
 import { messagesRequestSchema } from "./messages-request-schema.js";
 
 const FORWARDED_HEADERS = ["anthropic-version", "anthropic-beta"] as const;
@@ -70,6 +71,7 @@ export const anthropicMessagesSurface: ClientSurface = {
   },
 
   upstreamBody(request: ClientRequest, route: RouteConfig, supplierFormat: WireFormat): UpstreamBody {
+    refuseThreadFor(request.body, route, supplierFormat);
     if (supplierFormat === "openai") {
       return { body: anthropicToOpenAIRequest(request.body, route.upstreamModel, route.supplier.maxTokensField) };
     }

@@ -1,4 +1,5 @@
 import type { ErrorKind, LetheError } from "../../errors/lethe-error.js";
+import type { SupplierSaid } from "../../suppliers/supplier.js";
 
 const OPENAI_TYPES: Record<ErrorKind, string> = {
   invalid_request: "invalid_request_error",
@@ -14,16 +15,22 @@ const OPENAI_TYPES: Record<ErrorKind, string> = {
 };
 
 /**
- * OpenAI's error envelope. `detail` is a supplier's own message, returned to the caller
- * as their data; it is passed in here, in the content plane, and never stored on the error.
+ * OpenAI's error envelope. `detail` is what a supplier said, returned to the caller as
+ * their data (its message, and the field it named when Lethe names none); it is passed in
+ * here, in the content plane, and never stored on the error.
  */
-export function renderOpenAIError(error: LetheError, detail?: string): string {
+export function renderOpenAIError(error: LetheError, detail?: SupplierSaid): string {
   return JSON.stringify({
     error: {
-      message: detail === undefined ? error.message : `${error.message} Supplier said: ${detail}`,
+      message: withSupplierMessage(error.message, detail),
       type: OPENAI_TYPES[error.kind],
-      param: error.param,
+      param: error.param ?? detail?.param ?? null,
       code: error.code,
     },
   });
+}
+
+/** Lethe's message, followed by the supplier's when it said one. */
+export function withSupplierMessage(message: string, detail: SupplierSaid | undefined): string {
+  return detail?.message === undefined ? message : `${message} Supplier said: ${detail.message}`;
 }

@@ -3,7 +3,7 @@ import type { RouteConfig } from "../../config/load-config.js";
 import type { LetheError } from "../../errors/lethe-error.js";
 import type { Exchange } from "../../metering/exchange.js";
 import type { ClientFormat, Endpoint } from "../../metering/metadata-record.js";
-import type { JsonAnswer, WireEvent, WireFormat } from "../../suppliers/supplier.js";
+import type { JsonAnswer, SupplierSaid, WireEvent, WireFormat } from "../../suppliers/supplier.js";
 
 /** A validated client request: the few fields Lethe acts on, and the body itself. */
 export interface ClientRequest {
@@ -63,5 +63,5 @@ export interface ClientSurface {
   /** Renders a supplier's JSON answer for the client and meters its usage on the exchange. */
   jsonResponse(request: ClientRequest, answer: JsonAnswer, supplierFormat: WireFormat, exchange: Exchange): string;
   streamTranslator(request: ClientRequest, supplierFormat: WireFormat, exchange: Exchange): StreamTranslator;
-  renderError(error: LetheError, detail?: string): string;
+  renderError(error: LetheError, detail?: SupplierSaid): string;
 }

@@ -2,16 +2,17 @@ import { Pool } from "undici";
 import type { AttemptTimeouts, SupplierConfig } from "../../config/load-config.js";
 import type { UpstreamError } from "../../errors/lethe-error.js";
 import type { Cancellation } from "../cancellation.js";
+import type { SupplierSaid } from "../supplier.js";
 import { UpstreamCall } from "./upstream-call.js";
 import { upstreamStatusError } from "./upstream-failure.js";
 
 /** An upstream answer whose status was 2xx; read it with `text()` or `stream()`. */
 export type UpstreamResponse = UpstreamCall;
 
-/** A non-2xx answer: the mapped error and the supplier's message for the caller. */
+/** A non-2xx answer: the mapped error and what the supplier said, for the caller. */
 export interface UpstreamRejection {
   error: UpstreamError;
-  detail: string | undefined;
+  detail: SupplierSaid | undefined;
 }
 
 const MAX_ERROR_BODY_BYTES = 64 * 1024;
@@ -65,7 +66,7 @@ export class SupplierHttpClient {
     // only a rejection of the caller's own request is theirs to read; any other status talks
     // about the operator's account (a key fragment, an organisation, the upstream model name)
     const text = await response.boundedText(MAX_ERROR_BODY_BYTES);
-    return { error, detail: error.code === "LETHE_UPSTREAM_REJECTED" ? errorMessage(text) : undefined };
+    return { error, detail: error.code === "LETHE_UPSTREAM_REJECTED" ? supplierSaid(text) : undefined };
   }
 
   async close(): Promise<void> {
@@ -73,17 +74,36 @@ export class SupplierHttpClient {
   }
 }
 
-/** The human message of a supplier's error body: OpenAI and Anthropic both put it at `error.message`. */
-function errorMessage(text: string | undefined): string | undefined {
+const MAX_SAID_CHARS = 2000;
+
+/** A string of the error object, cut short; undefined when absent or not a string. */
+function saidString(value: unknown): string | undefined {
+  return typeof value === "string" ? value.slice(0, MAX_SAID_CHARS) : undefined;
+}
+
+/**
+ * What a supplier's error body says: OpenAI and Anthropic both put the message at
+ * `error.message`; OpenAI names the field at `error.param`, Anthropic gives `error.details`.
+ * Kept as found (bounded), for the caller; undefined when the body is not such an object.
+ */
+function supplierSaid(text: string | undefined): SupplierSaid | undefined {
   if (text === undefined) return undefined;
   try {
     const parsed: unknown = JSON.parse(text);
     const error = typeof parsed === "object" && parsed !== null && "error" in parsed ? parsed.error : undefined;
-    if (typeof error === "string") return error.slice(0, 2000);
-    if (typeof error === "object" && error !== null && "message" in error && typeof error.message === "string") {
-      return error.message.slice(0, 2000);
+    if (typeof error === "string") return { message: error.slice(0, MAX_SAID_CHARS) };
+    if (typeof error !== "object" || error === null) return undefined;
+    const fields = error as Record<string, unknown>;
+    const said: SupplierSaid = {};
+    const message = saidString(fields.message);
+    if (message !== undefined) said.message = message;
+    const param = saidString(fields.param);
+    if (param !== undefined) said.param = param;
+    const details = fields.details;
+    if (typeof details === "object" && details !== null && !Array.isArray(details)) {
+      said.details = details as Record<string, unknown>;
     }
-    return undefined;
+    return said;
   } catch {
     return undefined;
   }
