@@ -128,6 +128,27 @@ describe("a supplier's rejection", () => {
     expect(error.message).toContain("Supplier said: The request names a thread that is gone.");
   });
 
+  it("leaves out details nested past the JSON depth limit, and still answers in Anthropic's shape", async () => {
+    // 20,000 levels: JSON.stringify overflows the stack on it, so it is written out as text
+    const deep = `${"[".repeat(20_000)}"bottom"${"]".repeat(20_000)}`;
+    rig.anthropicFake.enqueue(
+      anthropicBehaviour.status(
+        400,
+        `{"type":"error","error":{"type":"invalid_request_error","message":"Too deep.","details":{"nested":${deep}}}}`,
+      ),
+    );
+    const error = await thrownBy(
+      rig.anthropic.messages.create({
+        model: MODELS.claude,
+        max_tokens: 64,
+        messages: [{ role: "user", content: rig.canary("details-too-deep") }],
+      }),
+    );
+    expect(error.status).toBe(400);
+    expect(error.error).toMatchObject({ error: { code: "LETHE_UPSTREAM_REJECTED" } });
+    expect((error.error as { error: Record<string, unknown> }).error).not.toHaveProperty("details");
+  });
+
   it("keeps the field an OpenAI supplier named (param) for an OpenAI client", async () => {
     rig.openAIFake.enqueue(
       behaviour.status(400, {

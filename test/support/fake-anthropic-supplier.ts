@@ -52,7 +52,7 @@ export const anthropicBehaviour = {
   ok(options: { usage?: FakeAnthropicUsage; toolCall?: boolean } = {}): FakeAnthropicBehaviour {
     return { kind: "ok", usage: options.usage ?? DEFAULT_ANTHROPIC_USAGE, toolCall: options.toolCall ?? false };
   },
-  /** A non-2xx answer; without `body`, an Anthropic error body that echoes the prompt. */
+  /** A non-2xx answer; without `body`, an Anthropic error body that echoes the prompt; a string body is sent as it is. */
   status(status: number, body?: unknown, headers: Record<string, string> = {}): FakeAnthropicBehaviour {
     return { kind: "status", status, body, headers };
   },
@@ -421,7 +421,12 @@ export async function startFakeAnthropicSupplier(): Promise<FakeAnthropicSupplie
     if (current.kind === "status") {
       response
         .writeHead(current.status, { ...jsonHeaders, ...current.headers })
-        .end(JSON.stringify(current.body ?? echoingError(current.status, echo)));
+        // a string body goes as it is (JSON too deep for JSON.stringify to write, say)
+        .end(
+          typeof current.body === "string"
+            ? current.body
+            : JSON.stringify(current.body ?? echoingError(current.status, echo)),
+        );
       return;
     }
     const problem = validationProblem(body, countOnly);

@@ -1,6 +1,7 @@
 import { Pool } from "undici";
 import type { AttemptTimeouts, SupplierConfig } from "../../config/load-config.js";
 import type { UpstreamError } from "../../errors/lethe-error.js";
+import { nestsTooDeep } from "../../formats/validation/json-depth.js";
 import type { Cancellation } from "../cancellation.js";
 import type { SupplierSaid } from "../supplier.js";
 import { UpstreamCall } from "./upstream-call.js";
@@ -100,7 +101,8 @@ function supplierSaid(text: string | undefined): SupplierSaid | undefined {
     const param = saidString(fields.param);
     if (param !== undefined) said.param = param;
     const details = fields.details;
-    if (typeof details === "object" && details !== null && !Array.isArray(details)) {
+    // rendered again into the caller's error: nesting deep enough to overflow JSON.stringify is left out
+    if (typeof details === "object" && details !== null && !Array.isArray(details) && !nestsTooDeep(details)) {
       said.details = details as Record<string, unknown>;
     }
     return said;
