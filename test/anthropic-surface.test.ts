@@ -635,3 +635,27 @@ describe("supplier failures after the stream started", () => {
     expect(record.client_format).toBe("openai");
   });
 });
+
+describe("structured output to an OpenAI-format supplier", () => {
+  it("sends output_config.format (what messages.parse asks with) upstream as a strict json_schema response_format", async () => {
+    const schema = {
+      type: "object",
+      properties: { city: { type: "string" } },
+      required: ["city"],
+      additionalProperties: false,
+    };
+    const secret = rig.canary("structured-output");
+    await rig.anthropic.messages.create({
+      model: MODELS.gpt,
+      max_tokens: 50,
+      messages: [{ role: "user", content: secret }],
+      output_config: { format: { type: "json_schema", schema } },
+    });
+    const upstream = rig.openAIFake.requests.at(-1)?.body as Record<string, unknown>;
+    expect(upstream.response_format).toEqual({
+      type: "json_schema",
+      json_schema: { name: "output", schema, strict: true },
+    });
+    expect(upstream).not.toHaveProperty("output_config");
+  });
+});

@@ -172,6 +172,37 @@ describe("OpenAIToAnthropicStream", () => {
     ]);
   });
 
+  it("reports the stop sequence a vLLM-style server names in stop_reason, when the request asked for it", async () => {
+    const request = clientRequest(true);
+    request.body = { ...request.body, stop_sequences: ["END", "HALT"] };
+    const stopped = (stopReason: unknown) => ({
+      id: "chatcmpl-unit",
+      choices: [{ index: 0, delta: {}, finish_reason: "stop", stop_reason: stopReason }],
+    });
+    for (const [stopReason, expected] of [
+      ["HALT", { stop_reason: "stop_sequence", stop_sequence: "HALT" }],
+      // not one of the request's sequences (an EOS token id, a string it did not ask for)
+      [2, { stop_reason: "end_turn", stop_sequence: null }],
+      ["OTHER", { stop_reason: "end_turn", stop_sequence: null }],
+    ] as const) {
+      const sse = parseSse(
+        feed(new OpenAIToAnthropicStream(request, exchangeFor("anthropic")), [
+          chunk({ content: "so" }),
+          stopped(stopReason),
+        ]),
+      );
+      const message = await MessageStream.fromReadableStream(asReadable(sse)).finalMessage();
+      expect({ stop_reason: message.stop_reason, stop_sequence: message.stop_sequence }).toEqual(expected);
+      const whole = openAIToAnthropicMessage(
+        { id: "x", choices: [{ message: { content: "so" }, finish_reason: "stop", stop_reason: stopReason }] },
+        "unit-model" as ModelId,
+        { input: 1, output: 1, cachedInput: 0, reasoning: 0 },
+        ["END", "HALT"],
+      );
+      expect({ stop_reason: whole.stop_reason, stop_sequence: whole.stop_sequence }).toEqual(expected);
+    }
+  });
+
   it("keeps tool calls that come without an index apart, and reports tool_use when a server says stop", async () => {
     const sse = parseSse(
       feed(new OpenAIToAnthropicStream(clientRequest(true), exchangeFor("anthropic")), [

@@ -386,6 +386,20 @@ describe("anthropicToOpenAIRequest", () => {
     });
   });
 
+  it("maps Anthropic's structured output (output_config.format) to a strict json_schema response_format", () => {
+    const schema = { type: "object", properties: { name: { type: "string" } }, required: ["name"] };
+    const messages = [{ role: "user", content: "hi" }];
+    expect(toOpenAI({ messages, output_config: { format: { type: "json_schema", schema } } }).response_format).toEqual({
+      type: "json_schema",
+      json_schema: { name: "output", schema, strict: true },
+    });
+    // effort alone, or a null format, asks for no format
+    expect(toOpenAI({ messages, output_config: { effort: "low" } })).not.toHaveProperty("response_format");
+    expect(toOpenAI({ messages, output_config: { format: null } })).not.toHaveProperty("response_format");
+    const refused = thrownBy(() => toOpenAI({ messages, output_config: { format: { type: "xml" } } }));
+    expect(refused).toMatchObject({ code: "LETHE_INVALID_REQUEST", param: "output_config.format" });
+  });
+
   it("refuses what an OpenAI-format supplier cannot take: documents, server tools, file images", () => {
     const document = { type: "document", source: { type: "text", media_type: "text/plain", data: "d" } };
     expect(thrownBy(() => toOpenAI({ messages: [{ role: "user", content: [document] }] })).code).toBe(

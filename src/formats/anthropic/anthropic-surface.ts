@@ -90,7 +90,9 @@ export const anthropicMessagesSurface: ClientSurface = {
     const body = answer.body;
     const fromOpenAI = supplierFormat === "openai";
     const reported = fromOpenAI ? fromOpenAIUsage(body.usage) : fromAnthropicUsage(body.usage);
-    const message = fromOpenAI ? openAIToAnthropicMessage(body, exchange.model, NO_USAGE) : body;
+    const message = fromOpenAI
+      ? openAIToAnthropicMessage(body, exchange.model, NO_USAGE, request.body.stop_sequences)
+      : body;
     // a supplier that reports no usage is still billed: Lethe counts both sides itself and says so
     exchange.usage = reported ?? estimateUsage(request.body, message.content);
     if (reported === null) exchange.tokensEstimated = true;

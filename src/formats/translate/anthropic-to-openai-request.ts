@@ -88,6 +88,22 @@ function toolChoice(choice: unknown): unknown {
 }
 
 /**
+ * Anthropic's structured output (`output_config.format`, a JSON schema the answer must
+ * follow) as OpenAI's `response_format`, strict as Anthropic's is. A format Lethe does not
+ * know is refused: answering in free text would break a client that parses the answer.
+ */
+function responseFormat(outputConfig: unknown): Json | undefined {
+  if (!isObject(outputConfig) || outputConfig.format === undefined || outputConfig.format === null) return undefined;
+  const format = outputConfig.format;
+  if (!isObject(format) || format.type !== "json_schema" || !isObject(format.schema)) {
+    throw new LetheError("LETHE_INVALID_REQUEST", "This output format cannot be sent to this model's supplier.", {
+      param: "output_config.format",
+    });
+  }
+  return { type: "json_schema", json_schema: { name: "output", schema: format.schema, strict: true } };
+}
+
+/**
  * An Anthropic Messages request as an OpenAI Chat Completions request: `system`
  * becomes the first message, tool results become `tool` messages, `tool_use` blocks
  * become `tool_calls`, images become `image_url` parts.
@@ -130,6 +146,8 @@ export function anthropicToOpenAIRequest(
   if (isObject(body.tool_choice) && body.tool_choice.disable_parallel_tool_use === true) {
     out.parallel_tool_calls = false;
   }
+  const format = responseFormat(body.output_config);
+  if (format !== undefined) out.response_format = format;
   const metadata = body.metadata;
   if (isObject(metadata) && typeof metadata.user_id === "string") out.user = metadata.user_id;
   return out;

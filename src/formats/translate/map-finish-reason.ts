@@ -29,6 +29,17 @@ export function toOpenAIFinishReason(stopReason: unknown): string {
 }
 
 /**
+ * The stop sequence an OpenAI-compatible answer ended on, when its supplier says: vLLM and
+ * servers like it name the matched string in the choice's `stop_reason`. Only one of the
+ * request's own `stop_sequences` counts. OpenAI itself does not say which one matched, so
+ * its answers report `end_turn`.
+ */
+export function matchedStopSequence(finishReason: unknown, stopReason: unknown, stopSequences: unknown): string | null {
+  if (finishReason !== "stop" || typeof stopReason !== "string" || !Array.isArray(stopSequences)) return null;
+  return stopSequences.includes(stopReason) ? stopReason : null;
+}
+
+/**
  * Some OpenAI-compatible servers end an answer that calls tools with `finish_reason: stop`;
  * Anthropic clients (agent loops) act on tool calls only when `stop_reason` is `tool_use`.
  */

@@ -6,7 +6,7 @@ import type { WireEvent } from "../../suppliers/supplier.js";
 import { anthropicErrorEvent, anthropicEvent } from "../anthropic/anthropic-sse.js";
 import type { ClientRequest, StreamTranslator } from "../surface/client-surface.js";
 import { UsageFallback } from "../surface/usage-fallback.js";
-import { toAnthropicStopReason, toolUseStop } from "./map-finish-reason.js";
+import { matchedStopSequence, toAnthropicStopReason, toolUseStop } from "./map-finish-reason.js";
 
 type Json = Record<string, unknown>;
 type BlockKind = "text" | "thinking" | "tool_use";
@@ -23,6 +23,8 @@ export class OpenAIToAnthropicStream implements StreamTranslator {
   private blockKind: BlockKind | null = null;
   private readonly blockByToolIndex = new Map<number, number>();
   private stopReason = "end_turn";
+  /** The request's stop sequence that ended the answer, when the supplier named it. */
+  private stopSequence: string | null = null;
   private readonly fallback = new UsageFallback();
 
   constructor(
@@ -56,7 +58,14 @@ export class OpenAIToAnthropicStream implements StreamTranslator {
     }
     const calls = (delta.tool_calls as Json[] | undefined) ?? [];
     for (let position = 0; position < calls.length; position++) out += this.toolCall(calls[position] as Json, position);
-    if (typeof choice?.finish_reason === "string") this.stopReason = toAnthropicStopReason(choice.finish_reason);
+    if (typeof choice?.finish_reason === "string") {
+      this.stopReason = toAnthropicStopReason(choice.finish_reason);
+      this.stopSequence = matchedStopSequence(
+        choice.finish_reason,
+        choice.stop_reason,
+        this.request.body.stop_sequences,
+      );
+    }
     return out === "" ? null : out;
   }
 
@@ -141,7 +150,10 @@ export class OpenAIToAnthropicStream implements StreamTranslator {
       this.close() +
       anthropicEvent("message_delta", {
         type: "message_delta",
-        delta: { stop_reason: toolUseStop(this.stopReason, this.blockByToolIndex.size > 0), stop_sequence: null },
+        delta:
+          this.stopSequence !== null
+            ? { stop_reason: "stop_sequence", stop_sequence: this.stopSequence }
+            : { stop_reason: toolUseStop(this.stopReason, this.blockByToolIndex.size > 0), stop_sequence: null },
         usage: toAnthropicUsage(usage),
       }) +
       anthropicEvent("message_stop", { type: "message_stop" })

@@ -2,7 +2,7 @@ import type { ModelId } from "../../config/ids.js";
 import { toAnthropicUsage } from "../../metering/anthropic-usage.js";
 import { type TokenUsage, toOpenAIUsage } from "../../metering/token-usage.js";
 import { nestsTooDeep } from "../validation/json-depth.js";
-import { toAnthropicStopReason, toOpenAIFinishReason, toolUseStop } from "./map-finish-reason.js";
+import { matchedStopSequence, toAnthropicStopReason, toOpenAIFinishReason, toolUseStop } from "./map-finish-reason.js";
 
 type Json = Record<string, unknown>;
 
@@ -18,8 +18,16 @@ function parseArguments(text: unknown): unknown {
   }
 }
 
-/** An OpenAI `chat.completion` as an Anthropic `message` (first choice). */
-export function openAIToAnthropicMessage(completion: Json, model: ModelId, usage: TokenUsage): Json {
+/**
+ * An OpenAI `chat.completion` as an Anthropic `message` (first choice); `stopSequences` are
+ * the request's, to tell which one ended the answer when the supplier names it.
+ */
+export function openAIToAnthropicMessage(
+  completion: Json,
+  model: ModelId,
+  usage: TokenUsage,
+  stopSequences?: unknown,
+): Json {
   const choice = ((completion.choices as Json[] | undefined) ?? [])[0] ?? {};
   const message = (choice.message ?? {}) as Json;
   const content: Json[] = [];
@@ -37,17 +45,21 @@ export function openAIToAnthropicMessage(completion: Json, model: ModelId, usage
     content.push({ type: "tool_use", id: call.id, name: fn.name, input: parseArguments(fn.arguments) });
   }
   const id = typeof completion.id === "string" ? completion.id : "";
+  const stopSequence = matchedStopSequence(choice.finish_reason, choice.stop_reason, stopSequences);
   return {
     id: id.startsWith("msg_") ? id : `msg_${id.replace(/^chatcmpl-/, "")}`,
     type: "message",
     role: "assistant",
     model,
     content,
-    stop_reason: toolUseStop(
-      toAnthropicStopReason(choice.finish_reason),
-      content.some((block) => block.type === "tool_use"),
-    ),
-    stop_sequence: null,
+    stop_reason:
+      stopSequence !== null
+        ? "stop_sequence"
+        : toolUseStop(
+            toAnthropicStopReason(choice.finish_reason),
+            content.some((block) => block.type === "tool_use"),
+          ),
+    stop_sequence: stopSequence,
     usage: toAnthropicUsage(usage),
   };
 }
