@@ -2,6 +2,7 @@ import Anthropic from "@anthropic-ai/sdk";
 import OpenAI from "openai";
 import { afterAll, beforeAll, describe, expect, it } from "vitest";
 import type { Reservation } from "../src/billing/credit-guard.js";
+import { IMAGE_INPUT_TOKENS_BOUND } from "../src/billing/estimate-cost.js";
 import type { AccountId } from "../src/config/ids.js";
 import { costMicros } from "../src/metering/cost.js";
 import type { MetadataRecord } from "../src/metering/metadata-record.js";
@@ -364,6 +365,24 @@ describe("billing through the gateway", () => {
       max_completion_tokens: 100,
     });
     expect(completionTokens.status).toBe(200);
+    expect(rig.openAIFake.clearQueue()).toBe(0);
+  });
+
+  it("reserves an image sent by URL at the most a supplier counts one, though it is a few bytes of the body", async () => {
+    const account = await rig.account("pictured", { credits: 2_000 });
+    const text = { type: "text", text: "what is this?" };
+    const image = { type: "image_url", image_url: { url: "https://example.invalid/cat.png" } };
+    const body = (content: object[]) => ({
+      model: BILLED.gpt,
+      max_tokens: 10,
+      messages: [{ role: "user", content }],
+    });
+    // the text alone fits the 2,000 micro-units; one image is held at 2,700 input tokens (5,400)
+    expect(IMAGE_INPUT_TOKENS_BOUND * ROUTE_PRICE.inputPerMtok).toBeGreaterThan(2_000);
+    const refused = await rig.post("/v1/chat/completions", account.key, body([text, image]));
+    expect(refused.status).toBe(402);
+    rig.openAIFake.enqueue(behaviour.ok({ usage: { prompt: 3, completion: 5, cached: 0, reasoning: 0 } }));
+    expect((await rig.post("/v1/chat/completions", account.key, body([text]))).status).toBe(200);
     expect(rig.openAIFake.clearQueue()).toBe(0);
   });
 

@@ -26,6 +26,42 @@ function dearest(routes: readonly RouteConfig[]): { input: number; output: numbe
 }
 
 /**
+ * The most input tokens one image is counted at by the suppliers Lethe speaks to: Anthropic
+ * counts about 1,600 for its largest images (width × height / 750), OpenAI's patch-counted
+ * models up to 1,536 patches times a model multiplier of at most 1.72 (2,642), its
+ * tile-counted ones 1,105. An image sent by URL is a few bytes of the body, so the body's
+ * size does not bound it, and the tokenizer sees no text in it: without this bound an
+ * account short of credit could send images for nearly nothing reserved.
+ */
+export const IMAGE_INPUT_TOKENS_BOUND = 2_700;
+
+const IMAGE_PARTS = new Set(["image_url", "image", "input_image"]);
+
+/** Image parts in the messages (OpenAI `image_url`, Anthropic `image`, tool results' images included). */
+function countImages(messages: unknown): number {
+  if (!Array.isArray(messages)) return 0;
+  let images = 0;
+  for (const message of messages) {
+    const content = (message as { content?: unknown } | null)?.content;
+    // most messages are a string: one check each
+    if (Array.isArray(content)) images += imagesIn(content);
+  }
+  return images;
+}
+
+function imagesIn(parts: unknown[]): number {
+  let images = 0;
+  for (const part of parts) {
+    if (typeof part !== "object" || part === null) continue;
+    const { type, content } = part as { type?: unknown; content?: unknown };
+    if (typeof type === "string" && IMAGE_PARTS.has(type)) images++;
+    // an Anthropic tool_result holds blocks of its own
+    else if (type === "tool_result" && Array.isArray(content)) images += imagesIn(content);
+  }
+  return images;
+}
+
+/**
  * Estimates a request's cost before it is forwarded: its input tokens plus
  * `max_tokens` (or the configured cap when the client set none) for each of the
  * `choices` answers it asks for (OpenAI's `n`; a supplier bounds each by `max_tokens`).
@@ -41,12 +77,15 @@ export function estimateCost(
   const asked = typeof limit === "number" && limit > 0 ? limit * choices : 0;
   const output = asked > 0 ? asked : defaultOutputTokens * choices;
   const price = dearest(routes);
-  // a token is at least one byte of text, so the body's size bounds the input from above
+  // a token of text is at least one byte, so the body's size bounds the text from above;
+  // images are counted apart, at the most a supplier counts one
   const bytes = bodyBytes;
+  const imageTokens = countImages(request.body.messages) * IMAGE_INPUT_TOKENS_BOUND;
   return {
-    tokens: Math.ceil(bytes / 4) + output,
+    tokens: Math.ceil(bytes / 4) + imageTokens + output,
     askedOutputTokens: asked,
-    upperBoundMicros: Math.ceil(bytes * price.input + output * price.output),
-    exactMicros: () => Math.ceil(estimateInputTokens(request.body) * price.input + output * price.output),
+    upperBoundMicros: Math.ceil((bytes + imageTokens) * price.input + output * price.output),
+    exactMicros: () =>
+      Math.ceil((estimateInputTokens(request.body) + imageTokens) * price.input + output * price.output),
   };
 }
