@@ -131,7 +131,7 @@ export async function readMemory(pid) {
  */
 export function letheServeArgs(extra = [], checkout = null, nodeFlags = []) {
   const start = JSON.parse(readFileSync(path.join(REPO_ROOT, "package.json"), "utf8")).scripts.start;
-  const match = /^node\s+(.*?)\s*bin\/lethe\.js serve$/.exec(start);
+  const match = /^(?:exec\s+)?node\s+(.*?)\s*bin\/lethe\.js serve$/.exec(start);
   if (match === null) throw new Error(`unexpected start script: ${start}`);
   const flags = match[1].split(/\s+/).filter((flag) => flag !== "");
   // `checkout`: another copy of the repo (compare-builds.mjs runs two builds side by side)
