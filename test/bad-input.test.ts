@@ -1,4 +1,5 @@
 import { gzipSync } from "node:zlib";
+import OpenAI from "openai";
 import { afterAll, beforeAll, describe, expect, it } from "vitest";
 import { DEFAULT_CONFIG_FILE } from "../src/config/load-config.js";
 import { findCanaries, makeCanary } from "./support/canary.js";
@@ -137,6 +138,25 @@ describe("bad input on the OpenAI surface", () => {
     const content = `${secret} ${"x".repeat(8192)}`;
     const result = await post(JSON.stringify({ model: "lethe-demo", messages: [{ role: "user", content }] }));
     expectError(result, 413, "LETHE_BODY_TOO_LARGE");
+  });
+
+  it("answers 413 to the OpenAI SDK every time, however far past the limit its body runs", async () => {
+    // the SDK sends its whole body before it reads the answer: a connection closed with the
+    // rest unread is reset, and the 413 was lost with it (APIConnectionError instead)
+    const client = new OpenAI({ apiKey: gateway.key, baseURL: gateway.baseURL, maxRetries: 0 });
+    const secret = makeCanary("huge-sdk");
+    canaries.push(secret);
+    for (let attempt = 0; attempt < 3; attempt++) {
+      const content = `${secret} ${"y".repeat(8 * 1024 * 1024)}`;
+      const error = await client.chat.completions
+        .create({ model: "lethe-demo", messages: [{ role: "user", content }] })
+        .then(
+          () => null,
+          (thrown: unknown) => thrown,
+        );
+      expect(error).toBeInstanceOf(OpenAI.APIError);
+      expect(error).toMatchObject({ status: 413, code: "LETHE_BODY_TOO_LARGE" });
+    }
   });
 
   it("reads a body sent without a JSON content type (curl -d) as JSON", async () => {
