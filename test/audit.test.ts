@@ -147,6 +147,26 @@ describe("lethe audit on the command line", () => {
     expect(result.out).toBe("");
   });
 
+  it("is inconclusive, exit code 1, when the target's limits refused the audit's key on some paths", async () => {
+    // three requests a minute: most paths' canaries are turned away at the gate and prove nothing
+    const limited = await startTestGateway({ config: { ...(DEFAULT_CONFIG_FILE as object), limits: { rpm: 3 } } });
+    try {
+      const result = await runCli(["audit", "--target", limited.url, "--key", limited.key, "--json"], {
+        LETHE_DATA_DIR: limited.dataDir,
+      });
+      expect(result.code).toBe(1);
+      const report = JSON.parse(result.out) as AuditReport;
+      expect(report.pass).toBe(false);
+      expect(report.figures.pathsRefused).toBeGreaterThan(10);
+      expect(report.verdict).toMatch(/^INCONCLUSIVE: no canary found, but the gateway refused the audit's key/);
+      const refused = report.paths.filter((path) => path.outcome === "refused by limits");
+      expect(refused[0]?.notes.join(" ")).toContain("LETHE_RATE_LIMITED");
+    } finally {
+      await limited.close();
+      await removeDataDir(limited);
+    }
+  }, 60_000);
+
   it("refuses a key the target does not accept, without printing it", async () => {
     const wrong = `sk-lethe-${"w".repeat(38)}`;
     const result = await runCli(["audit", "--target", target.url, "--key", wrong], {});

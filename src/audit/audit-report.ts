@@ -79,6 +79,7 @@ export function buildReport(input: {
     pathsDriven: paths.filter((path) => path.outcome !== "not applicable").length,
     pathsNotApplicable: paths.filter((path) => path.outcome === "not applicable").length,
     pathsNotAsDesigned: paths.filter((path) => path.outcome === "not as designed").length,
+    pathsRefused: paths.filter((path) => path.outcome === "refused by limits").length,
     storesScanned: storeReports.filter((store) => store.scanned).length,
     canaries: registry.count,
     hits,
@@ -88,6 +89,10 @@ export function buildReport(input: {
   if (hits > 0) {
     const where = storeReports.filter((store) => store.hits > 0).map((store) => `${store.store} (${store.hits})`);
     verdict = `FAIL: ${hits} canary hit(s), content was retained in: ${where.join(", ")}`;
+  } else if (figures.pathsRefused > 0) {
+    verdict =
+      `INCONCLUSIVE: no canary found, but the gateway refused the audit's key on ${figures.pathsRefused} path(s) ` +
+      "(rate limit, credit or draining) before their canaries reached it: audit with a key whose account has no rpm/tpm limit and enough credit";
   } else if (figures.pathsNotAsDesigned > 0) {
     verdict = `FAIL: no canary found, but ${figures.pathsNotAsDesigned} path(s) did not run as designed and prove nothing`;
   } else {
@@ -100,7 +105,7 @@ export function buildReport(input: {
     stores: storeReports,
     encodings: { families: [...ENCODING_FAMILIES], variants: encodingVariants() },
     figures,
-    pass: hits === 0 && figures.pathsNotAsDesigned === 0,
+    pass: hits === 0 && figures.pathsNotAsDesigned === 0 && figures.pathsRefused === 0,
     verdict,
   };
 }
@@ -109,6 +114,7 @@ const RESULT_LABELS: Record<PathRun["outcome"], string> = {
   driven: "driven",
   "not applicable": "n/a",
   "not as designed": "FAILED",
+  "refused by limits": "LIMIT",
 };
 
 function cell(text: string, width: number): string {
@@ -154,7 +160,14 @@ export function renderReport(report: AuditReport): string {
       else lines.push(`  ${reason}:`, ...names.map((name) => `    ${name}`));
     }
   }
-  const noted = report.paths.filter((path) => path.outcome !== "not applicable" && path.notes.length > 0);
+  const refused = report.paths.filter((path) => path.outcome === "refused by limits");
+  if (refused.length > 0) {
+    lines.push("", "Refused by the gateway's limits (these paths prove nothing):");
+    for (const path of refused) lines.push(`  ${path.name}: ${path.notes.join("; ")}`);
+  }
+  const noted = report.paths.filter(
+    (path) => path.outcome !== "not applicable" && path.outcome !== "refused by limits" && path.notes.length > 0,
+  );
   if (noted.length > 0) {
     lines.push(
       "",

@@ -10,11 +10,26 @@ import {
   PathNotApplicable,
 } from "./paths/audit-path.js";
 
-/** How one path went. `notes` never hold content: only the path's own wording and numbers. */
+/**
+ * How one path went. `notes` never hold content: only the path's own wording and numbers.
+ * "refused by limits": the gateway turned the audit's own key away (its rate limit, its
+ * credit, a draining gateway) before the path's canaries reached the content plane, so the
+ * path proves nothing.
+ */
 export interface PathRun {
   name: string;
-  outcome: "driven" | "not applicable" | "not as designed";
+  outcome: "driven" | "not applicable" | "not as designed" | "refused by limits";
   notes: string[];
+}
+
+/** The refusals of a key's limits (not of the request itself): the canaries went no further than the gate. */
+const LIMIT_REFUSAL =
+  /"code":"(LETHE_RATE_LIMITED|LETHE_AUTH_THROTTLED|LETHE_INSUFFICIENT_CREDIT|LETHE_SHUTTING_DOWN|LETHE_METERING_UNAVAILABLE)"/;
+
+/** The refused code of a response the audit's own key got, or null. */
+function limitRefusal(response: AuditResponse): string | null {
+  if (response.status !== 429 && response.status !== 402 && response.status !== 503) return null;
+  return LIMIT_REFUSAL.exec(response.text)?.[1] ?? null;
 }
 
 /** Everything the paths run against. */
@@ -47,24 +62,38 @@ function callHeaders(client: ClientFormat, key: string, options: CallOptions): R
   return { ...headers, ...options.headers };
 }
 
-function contextFor(environment: PathEnvironment, pathIndex: number, notes: string[]): PathContext {
+function contextFor(
+  environment: PathEnvironment,
+  pathIndex: number,
+  notes: string[],
+  refusals: Set<string>,
+): PathContext {
   const { client, registry } = environment;
+  // only the audit's own key counts: paths that use another key mean to be refused
+  const watched = async (sent: Promise<AuditResponse>, ownKey: boolean): Promise<AuditResponse> => {
+    const response = await sent;
+    const refused = ownKey ? limitRefusal(response) : null;
+    if (refused !== null) refusals.add(refused);
+    return response;
+  };
   return {
     setting: environment.setting,
     fakes: environment.fakes,
     keys: environment.keys,
     canary: (form) => registry.mint(pathIndex, form),
     call(format, body, options = {}): Promise<AuditResponse> {
-      return client.send({
+      const sent = client.send({
         method: "POST",
         path: options.endpoint ?? inferenceEndpoint(format),
         body,
         headers: callHeaders(format, environment.key, options),
         ...(options.abortWhen !== undefined && { abortWhen: options.abortWhen }),
       });
+      return watched(sent, options.auth === undefined);
     },
     send: (request) => client.send(request),
-    get: (format, path) => client.send({ method: "GET", path, headers: callHeaders(format, environment.key, {}) }),
+    get: (format, path) =>
+      watched(client.send({ method: "GET", path, headers: callHeaders(format, environment.key, {}) }), true),
     expect(condition, what) {
       if (!condition) notes.push(what);
     },
@@ -83,9 +112,10 @@ export async function drivePaths(paths: AuditPath[], environment: PathEnvironmen
       continue;
     }
     const notes: string[] = [];
+    const refusals = new Set<string>();
     let outcome: PathRun["outcome"] = "driven";
     try {
-      await path.run(contextFor(environment, index, notes));
+      await path.run(contextFor(environment, index, notes, refusals));
       // a deployment may answer differently (a model without images, a stricter limit): a remark there
       if (notes.length > 0 && environment.setting.embedded) outcome = "not as designed";
     } catch (thrown) {
@@ -97,6 +127,10 @@ export async function drivePaths(paths: AuditPath[], environment: PathEnvironmen
         // the kind only: an error's message could quote what the path sent
         notes.push(`failed (${thrown instanceof Error ? thrown.name : "unknown error"})`);
       }
+    }
+    if (refusals.size > 0 && outcome !== "not applicable") {
+      outcome = "refused by limits";
+      notes.push(`the audit's key was refused (${[...refusals].join(", ")}): its canaries did not reach the gateway`);
     }
     // a behaviour no request used (the gateway refused first) must not leak into the next path
     environment.fakes?.openai.reset();

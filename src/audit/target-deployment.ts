@@ -56,6 +56,11 @@ export async function connectTarget(url: string, key: string): Promise<TargetDep
         `${shown} refused the key (HTTP ${response.status}): pass a valid, active key with --key`,
       );
     }
+    if (response.status === 429) {
+      throw new AuditInputError(
+        `${shown} rate-limited the key (HTTP 429): wait, or pass a key whose account has no rpm/tpm limit`,
+      );
+    }
     if (response.status !== 200) {
       throw new AuditInputError(`${shown} answered HTTP ${response.status} to GET /v1/models: is it a Lethe gateway?`);
     }
