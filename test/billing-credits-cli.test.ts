@@ -37,6 +37,23 @@ describe("lethe credits add|show", () => {
     expect(await rig.gateway.running.gateway.store.ledger.sum(account?.id as never)).toBe(1_000_000_012_500_000);
   });
 
+  it("refuses a top-up that would take the balance past what a JavaScript number keeps exact, adding nothing", async () => {
+    expect((await runCli(["accounts", "create", "vault"], env)).code).toBe(0);
+    // nine top-ups of the largest amount reach 8,999,999,999.999991; a tenth would pass 2^53 micro-units
+    for (let index = 0; index < 9; index++) {
+      expect((await runCli(["credits", "add", "--account", "vault", "999999999.999999"], env)).code).toBe(0);
+    }
+    const over = await runCli(["credits", "add", "--account", "vault", "999999999.999999"], env);
+    expect(over.code).toBe(2);
+    expect(over.err).toBe(
+      "lethe: This top-up would put the balance above 9007199254.740991, the most Lethe keeps exact.",
+    );
+    const shown = await runCli(["credits", "show", "--account", "vault"], env);
+    expect(shown.out.split("\n")[0]).toBe("balance 8999999999.999991");
+    // a top-up that stays within it still goes through
+    expect((await runCli(["credits", "add", "--account", "vault", "7199254.740991"], env)).code).toBe(0);
+  });
+
   it.each([
     ["negative (after --)", ["--", "-5"]],
     ["zero", ["0"]],

@@ -38,6 +38,8 @@ export interface AuditReport {
     pathsDriven: number;
     pathsNotApplicable: number;
     pathsNotAsDesigned: number;
+    /** Paths whose canaries the target's limits turned away at the gate (its rate limit, credit). */
+    pathsRefused: number;
     storesScanned: number;
     canaries: number;
     hits: number;

@@ -1,4 +1,5 @@
 import { ConfigError } from "../config/load-config.js";
+import { LetheError } from "../errors/lethe-error.js";
 import { CliError, type CliIo, processIo } from "./cli-io.js";
 
 /** System errors an operator can act on, by code. */
@@ -7,7 +8,7 @@ const SYSTEM_ERRORS: Record<string, string> = {
   EADDRNOTAVAIL: "LETHE_HOST is not an address of this machine",
   EACCES: "permission denied (a port below 1024, or the data dir)",
   ECONNREFUSED: "a database or Redis refused the connection (LETHE_DATABASE_URL, LETHE_REDIS_URL)",
-  ENOTFOUND: "a host name in LETHE_DATABASE_URL or LETHE_REDIS_URL could not be resolved",
+  ENOTFOUND: "a host name (LETHE_HOST, or the host of LETHE_DATABASE_URL or LETHE_REDIS_URL) could not be resolved",
   ETIMEDOUT: "a database or Redis did not answer in time",
 };
 
@@ -70,7 +71,8 @@ export async function main(argv: string[], io: CliIo = processIo): Promise<numbe
         throw new CliError(`unknown command '${command}'; run 'lethe help'`);
     }
   } catch (error) {
-    if (error instanceof CliError || error instanceof ConfigError) {
+    // a LetheError's message is Lethe's own wording, never input (a top-up past the exact balance, say)
+    if (error instanceof CliError || error instanceof ConfigError || error instanceof LetheError) {
       io.err(`lethe: ${error.message}`);
       return 2;
     }

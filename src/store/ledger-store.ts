@@ -1,5 +1,6 @@
 import { type Kysely, sql } from "kysely";
 import { type AccountId, mintedId, type RequestId } from "../config/ids.js";
+import { LetheError } from "../errors/lethe-error.js";
 import type { ChangeFeed } from "./change-feed.js";
 import { mintId } from "./mint-id.js";
 import type { Database } from "./schema.js";
@@ -62,7 +63,17 @@ export class LedgerStore {
         .select("balance_micros")
         .where("id", "=", accountId)
         .executeTakeFirstOrThrow();
-      return Number(row.balance_micros);
+      const balance = Number(row.balance_micros);
+      // the database keeps it exactly, but every reader of the balance is a JavaScript
+      // number: past 2^53 micro-units sums go inexact, so such a top-up is undone
+      if (balance > Number.MAX_SAFE_INTEGER) {
+        throw new LetheError(
+          "LETHE_INVALID_REQUEST",
+          "This top-up would put the balance above 9007199254.740991, the most Lethe keeps exact.",
+          { param: "amount" },
+        );
+      }
+      return balance;
     });
     await this.feed.announce();
     return balance;
