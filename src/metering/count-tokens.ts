@@ -32,8 +32,8 @@ const LONG_RUN = /\S{129,}|\s{129,}/g;
  * Counting is linear past the slicing above, but a body of tens of megabytes would still
  * hold the event loop for seconds.
  */
-const MAX_COUNTED_CHARACTERS = 1 << 18;
-const CHARACTERS_PER_TOKEN = 4;
+export const MAX_COUNTED_CHARACTERS = 1 << 18;
+export const CHARACTERS_PER_TOKEN = 4;
 
 /** Tokens in a piece of text, by the o200k tokenizer: an estimate for non-OpenAI models. */
 export function countTextTokens(text: string): number {

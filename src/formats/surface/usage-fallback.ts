@@ -1,4 +1,9 @@
-import { countTextsTokens, estimateInputTokens } from "../../metering/count-tokens.js";
+import {
+  CHARACTERS_PER_TOKEN,
+  countTextsTokens,
+  estimateInputTokens,
+  MAX_COUNTED_CHARACTERS,
+} from "../../metering/count-tokens.js";
 import type { Exchange } from "../../metering/exchange.js";
 
 /**
@@ -9,6 +14,13 @@ import type { Exchange } from "../../metering/exchange.js";
  */
 export class UsageFallback {
   private readonly parts: string[] = [];
+  /** Characters kept in `parts`: the tokenizer reads no more than MAX_COUNTED_CHARACTERS of them. */
+  private kept = 0;
+  /**
+   * Characters past those, counted and not kept: a stream that never reports usage (a broken
+   * or hostile supplier) held every delta until the gateway ran out of memory.
+   */
+  private beyond = 0;
   /** The supplier's final counts arrived. */
   private reported = false;
   /** The supplier counted the input already (Anthropic's `message_start`); output is still to come. */
@@ -27,10 +39,20 @@ export class UsageFallback {
   markReported(): void {
     this.reported = true;
     this.parts.length = 0;
+    this.kept = 0;
   }
 
   add(text: string): void {
-    if (!this.reported) this.parts.push(text);
+    if (this.reported) return;
+    if (this.kept + text.length <= MAX_COUNTED_CHARACTERS) {
+      this.parts.push(text);
+      this.kept += text.length;
+    } else this.beyond += text.length;
+  }
+
+  /** Characters of output held for the count (tests: it stays bounded). */
+  get heldCharacters(): number {
+    return this.kept;
   }
 
   /**
@@ -40,7 +62,8 @@ export class UsageFallback {
    */
   settle(exchange: Exchange, requestBody: Record<string, unknown>): boolean {
     if (this.reported) return false;
-    const output = countTextsTokens(this.parts);
+    // what the tokenizer would not have read anyway is estimated as it would have been
+    const output = countTextsTokens(this.parts) + Math.ceil(this.beyond / CHARACTERS_PER_TOKEN);
     this.parts.length = 0;
     const counted = this.inputReported ? exchange.usage : null;
     exchange.usage =

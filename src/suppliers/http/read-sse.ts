@@ -8,15 +8,25 @@ import type { UpstreamResponse } from "./supplier-http-client.js";
  * and pulling is what reads the socket, so backpressure reaches the supplier.
  * Stopping early (the client left) aborts the upstream request.
  *
- * A stream may run as long as its events keep coming, but what the parser holds of
- * one unfinished event may not outgrow the supplier's max_response_bytes (counted in
- * characters): a supplier that never ends an event must not fill the gateway's memory.
+ * A stream may run as long as its events keep coming, but one unfinished event may not
+ * outgrow the supplier's max_response_bytes: a supplier that never ends an event must not
+ * fill the gateway's memory. The parser's own bound counts characters of the event's data,
+ * and an event of many short `data:` lines costs the parser about 30 times its size in
+ * heap (each line joins a new string): so the bytes fed since the last event are counted here.
  */
 export async function* readSse(response: UpstreamResponse): AsyncGenerator<EventSourceMessage> {
   const pending: EventSourceMessage[] = [];
   let tooLarge = false;
+  let sinceEvent = 0;
   const parser = createParser({
-    onEvent: (message) => pending.push(message),
+    onEvent: (message) => {
+      pending.push(message);
+      sinceEvent = 0;
+    },
+    // a keep-alive comment is complete too
+    onComment: () => {
+      sinceEvent = 0;
+    },
     onError: (error) => {
       if (error.type === "max-buffer-size-exceeded") tooLarge = true;
     },
@@ -24,7 +34,10 @@ export async function* readSse(response: UpstreamResponse): AsyncGenerator<Event
   });
   const decoder = new TextDecoder();
   for await (const chunk of response.stream()) {
+    // each event the chunk ends sets the count back to zero: what stays is what came since
+    sinceEvent += chunk.length;
     parser.feed(decoder.decode(chunk, { stream: true }));
+    if (sinceEvent > response.maxBytes) tooLarge = true;
     // leaving the loop ends response.stream(), which aborts the upstream request
     if (tooLarge) throw badUpstreamResponse("The supplier sent a stream event larger than this gateway accepts.");
     for (let index = 0; index < pending.length; index++) yield pending[index] as EventSourceMessage;

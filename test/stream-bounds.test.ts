@@ -1,0 +1,55 @@
+import { describe, expect, it } from "vitest";
+import type { RequestId } from "../src/config/ids.js";
+import { LetheError } from "../src/errors/lethe-error.js";
+import { UsageFallback } from "../src/formats/surface/usage-fallback.js";
+import { countTextsTokens, MAX_COUNTED_CHARACTERS } from "../src/metering/count-tokens.js";
+import { Exchange } from "../src/metering/exchange.js";
+import { readSse } from "../src/suppliers/http/read-sse.js";
+import type { UpstreamResponse } from "../src/suppliers/http/supplier-http-client.js";
+
+/**
+ * What a broken or hostile supplier's stream may make the gateway hold: bounded per stream,
+ * whatever it sends and for however long (each of these once ran the gateway out of heap).
+ */
+describe("stream memory bounds", () => {
+  it("keeps at most the tokenizer's share of a stream's output while no usage comes, and counts the rest", () => {
+    const fallback = new UsageFallback();
+    const piece = "word ".repeat(200);
+    const pieces: string[] = [];
+    for (let index = 0; index < 4_000; index++) {
+      fallback.add(piece);
+      pieces.push(piece);
+    }
+    // 4 M characters relayed, a quarter of a million kept
+    expect(fallback.heldCharacters).toBeLessThanOrEqual(MAX_COUNTED_CHARACTERS);
+    const exchange = new Exchange("req_bounds" as RequestId, "/v1/chat/completions", "openai");
+    expect(fallback.settle(exchange, { messages: [{ role: "user", content: "hi" }] })).toBe(true);
+    const whole = countTextsTokens(pieces);
+    // the same count, but for rounding: the characters past the tokenizer's share are estimated either way
+    expect(Math.abs((exchange.usage?.output ?? 0) - whole)).toBeLessThanOrEqual(whole / 1000);
+  });
+
+  it("ends a stream whose event never ends once the bytes since the last event pass max_response_bytes", async () => {
+    let sent = 0;
+    const line = Buffer.from("data:\n");
+    const response = {
+      maxBytes: 6_000,
+      async *stream() {
+        // an event of empty data lines that never ends: one character each to the parser's own bound
+        for (let index = 0; index < 100_000; index++) {
+          sent += line.length;
+          yield line;
+        }
+      },
+    } as unknown as UpstreamResponse;
+    const read = async () => {
+      for await (const _ of readSse(response)) {
+        // no event ever ends
+      }
+    };
+    await expect(read()).rejects.toBeInstanceOf(LetheError);
+    await expect(read()).rejects.toMatchObject({ code: "LETHE_UPSTREAM_BAD_RESPONSE" });
+    // cut at the byte bound, not after six times as many bytes (the parser counted characters of data)
+    expect(sent).toBeLessThanOrEqual(2 * (6_000 + line.length));
+  });
+});
