@@ -10,7 +10,8 @@ import { readSse } from "../src/suppliers/http/read-sse.js";
 import { isRejection, SupplierHttpClient, type UpstreamResponse } from "../src/suppliers/http/supplier-http-client.js";
 
 const CHUNK = Buffer.alloc(16 * 1024, "x");
-const CHUNKS = 256;
+// 64 MiB in all: more than loopback buffers hold, even with a 32 MiB receive buffer (tcp_rmem on newer kernels)
+const CHUNKS = 4096;
 
 /** A loopback server whose handler the test sets; it reports how far each streamed answer got. */
 async function startServer(handler: (request: IncomingMessage, response: ServerResponse) => void): Promise<Server> {
