@@ -177,6 +177,13 @@ describe("lethe serve --workers 2 on PostgreSQL and Redis", () => {
       return pids.length === 2 && !pids.includes(victim) ? pids : undefined;
     });
     expect(replaced).toContain(workers[1]);
+    // a forked worker is not yet listening: the next test signals the processes and counts each
+    // worker's server_stopped, which one still starting never logs (it failed one run in four)
+    await waitUntil(
+      "the replacement worker to listen",
+      () => (serve.output().match(/"event":"server_started"/g) ?? []).length >= 3,
+      30_000,
+    );
     const atReplacement = answered.length;
     // the new worker serves too: keep the load on until plenty more were answered
     await waitUntil("load after the replacement", () => answered.length >= atReplacement + 300, 45_000);
