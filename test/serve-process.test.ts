@@ -2,6 +2,7 @@ import { mkdtemp, rm } from "node:fs/promises";
 import os from "node:os";
 import path from "node:path";
 import OpenAI from "openai";
+import { request } from "undici";
 import { afterAll, beforeAll, describe, expect, it } from "vitest";
 import { findCanaries, makeCanary } from "./support/canary.js";
 import { runCli, type ServeProcess, spawnServe } from "./support/run-cli.js";
@@ -170,5 +171,44 @@ describe("a start that cannot listen", () => {
     expect(failed.output()).toContain("already in use");
     expect(failed.output()).not.toContain("worker_replaced");
     expect(failed.output()).not.toContain("sk-lethe-");
+  });
+});
+
+describe("a refusal while the client is still sending its body", () => {
+  let cwd: string;
+  let serve: ServeProcess;
+  let url: string;
+  let key: string;
+
+  beforeAll(async () => {
+    cwd = await mkdtemp(path.join(os.tmpdir(), "lethe-serve-drain-"));
+    serve = spawnServe({ LETHE_PORT: "0", LETHE_DATA_DIR: path.join(cwd, ".lethe") }, cwd);
+    [, url = ""] = await serve.waitFor(/listening on (http:\/\/127\.0\.0\.1:\d+)/);
+    [, key = ""] = await serve.waitFor(/Bearer (sk-lethe-[0-9A-Za-z]{38})/);
+  });
+
+  afterAll(async () => {
+    await serve.stop();
+    await rm(cwd, { recursive: true, force: true });
+  });
+
+  // only a gateway in a process of its own shows it: the answer went out, the connection closed
+  // with the rest of the body unread, and the kernel's reset lost the answer (EPIPE, ECONNRESET)
+  it.each([
+    ["413 to a body past the 32 MiB limit", () => key, 413],
+    ["401 to a wrong key with a large body", () => `sk-lethe-${"w".repeat(38)}`, 401],
+  ])("answers %s after reading the body, every time", async (_, callerKey, status) => {
+    const body = `{"model":"lethe-demo","messages":[],"padding":"${"x".repeat(40 * 1024 * 1024)}"}`;
+    for (let attempt = 0; attempt < 4; attempt++) {
+      const answer = await request(`${url}/v1/chat/completions`, {
+        method: "POST",
+        headers: { authorization: `Bearer ${callerKey()}`, "content-type": "application/json" },
+        body,
+      }).then(
+        async (response) => ({ status: response.statusCode, text: await response.body.text() }),
+        (thrown: { code?: string }) => ({ status: 0, text: thrown.code ?? "error" }),
+      );
+      expect(answer.status, answer.text).toBe(status);
+    }
   });
 });

@@ -6,6 +6,7 @@ import { after, type MaybePromise } from "../lang/maybe-promise.js";
 import { Exchange, mintRequestId } from "../metering/exchange.js";
 import type { ClientFormat, Endpoint } from "../metering/metadata-record.js";
 import { authenticate } from "./authenticate-caller.js";
+import { answerAfterBody } from "./drain-body.js";
 import { renderFailure, toFailure } from "./error-handler.js";
 import { finishExchange, type Gateway } from "./gateway.js";
 import { bodyText, parseJsonText } from "./parse-json-body.js";
@@ -91,8 +92,9 @@ export class MeteredCall {
   /**
    * Refuses a request before its body is read (no key, a revoked one, a limit). Node reads
    * and drops an unread body to keep the connection, however large it is: that is left to
-   * it only for a declared length within the body limit; a chunked or larger body closes
-   * the connection, so a caller without a key cannot send without end.
+   * it only for a declared length within the body limit; a chunked or larger body is read
+   * and dropped up to a bound before the answer, then the connection closes (drain-body.ts),
+   * so a caller without a key cannot send without end.
    */
   private refuse(thrown: unknown): void {
     const request = this.request;
@@ -215,6 +217,15 @@ export class MeteredCall {
     const { status, body } = renderFailure(this.format, failure);
     headers.push("content-type", "application/json; charset=utf-8", "content-length", Buffer.byteLength(body));
     if (closeConnection) headers.push("connection", "close");
+    // a body still on its way is read and dropped first, or the client loses the answer (drain-body.ts)
+    if (closeConnection && !this.request.complete && !this.request.destroyed) {
+      answerAfterBody(this.request, 2 * this.gateway.config.limits.maxBodyBytes, () => {
+        if (response.headersSent || response.destroyed) return;
+        response.writeHead(status, headers);
+        response.end(body);
+      });
+      return;
+    }
     response.writeHead(status, headers);
     response.end(body);
   }

@@ -1,0 +1,37 @@
+import type { IncomingMessage } from "node:http";
+
+/** How long a refused body is read before the answer goes anyway. */
+const DRAIN_MS = 5_000;
+
+/**
+ * Answers a request refused before its body was read (too large, no key, a compressed body)
+ * once the rest of that body has been read and dropped. Closing a connection with input
+ * still unread makes the kernel reset it, and a client still sending, as the SDKs and curl
+ * do, then gets EPIPE or ECONNRESET instead of the answer: so the answer waits for the
+ * body's end. Bounded: past `maxBytes` more, or DRAIN_MS, it goes at once and the
+ * connection closes behind it, so a caller cannot keep the gateway reading. What is read
+ * is dropped chunk by chunk, never kept.
+ */
+export function answerAfterBody(request: IncomingMessage, maxBytes: number, answer: () => void): void {
+  let dropped = 0;
+  let answered = false;
+  const finish = () => {
+    if (answered) return;
+    answered = true;
+    clearTimeout(timer);
+    request.off("data", onData);
+    request.off("end", finish);
+    request.off("error", finish);
+    answer();
+  };
+  const onData = (chunk: Buffer) => {
+    dropped += chunk.length;
+    if (dropped > maxBytes) finish();
+  };
+  const timer = setTimeout(finish, DRAIN_MS);
+  timer.unref();
+  request.on("data", onData);
+  request.once("end", finish);
+  request.once("error", finish);
+  request.resume();
+}
