@@ -159,6 +159,26 @@ describe("the admin API under /admin/v1", () => {
     expect(audit.find((event) => event.action === "account_create")?.amount_micros).toBe(12_500_000);
   });
 
+  it("sets whether an account requires ZDR, at creation and later; its next request follows", async () => {
+    const created = await admin("POST", "/accounts", { name: "lenient", zdr_required: false });
+    expect(created.status).toBe(201);
+    expect(created.body.zdr_required).toBe(false);
+    expect((await admin("GET", "/accounts/acme")).body.zdr_required).toBe(true);
+    const key = (await admin("POST", "/accounts/lenient/keys", {})).body.key as string;
+    const ask = () =>
+      rig.post("/v1/chat/completions", key, { model: BILLED.free, messages: [{ role: "user", content: "hi" }] });
+    expect((await ask()).headers.get("x-lethe-zdr")).toBe("off");
+
+    const strict = await admin("PATCH", "/accounts/lenient", { zdr_required: true });
+    expect(strict.body.zdr_required).toBe(true);
+    // the cached view of the key is dropped with the change
+    expect((await ask()).headers.get("x-lethe-zdr")).toBe("enforced");
+
+    const wrongType = await admin("PATCH", "/accounts/lenient", { zdr_required: "no" });
+    expect(wrongType.status).toBe(400);
+    expect(wrongType.body.error?.param).toBe("zdr_required");
+  });
+
   it("creates, lists and revokes keys; a revoked key stops working on the next request", async () => {
     await admin("POST", "/accounts", { name: "keyed", credits: "1" });
     const created = await admin("POST", "/accounts/keyed/keys", { label: "ci runner", rpm: 30 });

@@ -2,6 +2,8 @@ import { mkdtemp, rm } from "node:fs/promises";
 import os from "node:os";
 import path from "node:path";
 import { afterAll, beforeAll, describe, expect, it } from "vitest";
+import { resolveConfig } from "../src/config/load-config.js";
+import { openStore } from "../src/store/open-store.js";
 import { runCli } from "./support/run-cli.js";
 
 describe("lethe CLI: accounts, keys, usage", () => {
@@ -49,6 +51,22 @@ describe("lethe CLI: accounts, keys, usage", () => {
     expect((await runCli(["keys", "list", "--account", "acme"], env)).out).toContain("revoked ");
   });
 
+  it("creates an account that does not require ZDR with --zdr optional; every other account requires it", async () => {
+    const lenient = await runCli(["accounts", "create", "lenient", "--zdr", "optional"], env);
+    expect(lenient.code).toBe(0);
+    expect(lenient.out).toMatch(/^created account lenient \(acct_[0-9a-z]{20}\), ZDR optional$/);
+    const strict = await runCli(["accounts", "create", "strict", "--zdr", "required"], env);
+    expect(strict.out).not.toContain("ZDR optional");
+    const store = await openStore(resolveConfig({}, env, null));
+    try {
+      expect((await store.findAccountByName("lenient"))?.zdrRequired).toBe(false);
+      expect((await store.findAccountByName("strict"))?.zdrRequired).toBe(true);
+      expect((await store.findAccountByName("acme"))?.zdrRequired).toBe(true);
+    } finally {
+      await store.close();
+    }
+  });
+
   it("prints usage per day and model (empty for a new account)", async () => {
     const usage = await runCli(["usage", "--account", "acme"], env);
     expect(usage.code).toBe(0);
@@ -65,6 +83,7 @@ describe("lethe CLI: accounts, keys, usage", () => {
     [["accounts", "create", "deleted-acct_x"], /may not start with 'deleted-'/],
     [["keys", "create", "--account", "deleted-acct_x"], /may not start with 'deleted-'/],
     [["accounts", "create", "x", "--bogus"], /Unknown option '--bogus'/],
+    [["accounts", "create", "x", "--zdr", "maybe"], /--zdr takes 'required' \(the default\) or 'optional'/],
     [["keys", "create"], /--account is required/],
     [["keys", "create", "--account", "nobody"], /no account named 'nobody'/],
     [["keys", "revoke"], /usage: lethe keys revoke/],

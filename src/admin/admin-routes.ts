@@ -29,6 +29,7 @@ function accountView(account: AccountRecord) {
     created_at: new Date(account.createdAt).toISOString(),
     rpm: account.rpm,
     tpm: account.tpm,
+    zdr_required: account.zdrRequired,
     balance: formatMicros(account.balanceMicros),
   };
 }
@@ -76,7 +77,13 @@ export function registerAdminRoutes(app: FastifyInstance, gateway: Gateway, hash
         if (await store.findAccountByName(body.name))
           throw new LetheError("LETHE_CONFLICT", "An account with this name exists.");
         const created = await store
-          .createAccount({ name: body.name, email: body.email ?? null, rpm: body.rpm ?? null, tpm: body.tpm ?? null })
+          .createAccount({
+            name: body.name,
+            email: body.email ?? null,
+            rpm: body.rpm ?? null,
+            tpm: body.tpm ?? null,
+            zdrRequired: body.zdr_required ?? true,
+          })
           .catch(async (error: unknown) => {
             // two creations of one name at once: the database's unique name settles which one won
             if (await store.findAccountByName(body.name))
@@ -104,8 +111,12 @@ export function registerAdminRoutes(app: FastifyInstance, gateway: Gateway, hash
       admin.patch("/accounts/:name", async (request) => {
         const target = await account(name(request));
         const body = validateBody(updateAccountSchema, request.body);
-        await store.accountAdmin.updateLimits(target.id, body);
-        // limits are read at authentication: drop the cached view of this account's keys
+        await store.accountAdmin.updateLimits(target.id, {
+          ...(body.rpm !== undefined && { rpm: body.rpm }),
+          ...(body.tpm !== undefined && { tpm: body.tpm }),
+          ...(body.zdr_required !== undefined && { zdrRequired: body.zdr_required }),
+        });
+        // limits and the ZDR setting are read at authentication: drop the cached view of this account's keys
         gateway.authenticator.invalidate();
         await audit(request, "account_update", { accountId: target.id });
         return accountView((await store.findAccountById(target.id)) as AccountRecord);

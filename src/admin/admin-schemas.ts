@@ -26,11 +26,14 @@ export const createAccountSchema = z
     rpm: limit.optional(),
     tpm: limit.optional(),
     credits: amount.optional(),
+    zdr_required: z.boolean().optional(),
   })
   .strict();
 
 /** `PATCH /admin/v1/accounts/:name`. */
-export const updateAccountSchema = z.object({ rpm: limit.optional(), tpm: limit.optional() }).strict();
+export const updateAccountSchema = z
+  .object({ rpm: limit.optional(), tpm: limit.optional(), zdr_required: z.boolean().optional() })
+  .strict();
 
 /** `POST /admin/v1/accounts/:name/keys`. */
 export const createKeySchema = z

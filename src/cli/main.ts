@@ -16,7 +16,7 @@ const HELP = `lethe: a zero-data-retention LLM gateway
 
 Usage:
   lethe serve [--config FILE] [--workers N] [--dev]
-  lethe accounts create NAME [--credits AMOUNT] [--rpm N] [--tpm N] [--email ADDRESS]
+  lethe accounts create NAME [--credits AMOUNT] [--rpm N] [--tpm N] [--email ADDRESS] [--zdr required|optional]
   lethe accounts export NAME
   lethe accounts delete NAME
   lethe credits add --account NAME AMOUNT

@@ -19,11 +19,18 @@ export class AccountAdminStore {
     return this.db.selectFrom("accounts").select(["id", "name"]).orderBy("created_at").execute();
   }
 
-  /** Changes an account's limits; null restores the configured default. */
-  async updateLimits(accountId: AccountId, limits: { rpm?: number | null; tpm?: number | null }): Promise<void> {
-    const changes: { rpm?: number | null; tpm?: number | null } = {};
+  /**
+   * Changes an account's limits (null restores the configured default) and whether its
+   * requests require ZDR suppliers (required unless the operator says otherwise).
+   */
+  async updateLimits(
+    accountId: AccountId,
+    limits: { rpm?: number | null; tpm?: number | null; zdrRequired?: boolean },
+  ): Promise<void> {
+    const changes: { rpm?: number | null; tpm?: number | null; zdr_required?: number } = {};
     if (limits.rpm !== undefined) changes.rpm = limits.rpm;
     if (limits.tpm !== undefined) changes.tpm = limits.tpm;
+    if (limits.zdrRequired !== undefined) changes.zdr_required = limits.zdrRequired ? 1 : 0;
     if (Object.keys(changes).length === 0) return;
     await this.db.updateTable("accounts").set(changes).where("id", "=", accountId).execute();
     await this.feed.announce();

@@ -91,6 +91,7 @@ export class KyselyStore implements Store {
     rpm?: number | null;
     tpm?: number | null;
     email?: string | null;
+    zdrRequired?: boolean;
   }): Promise<AccountRecord> {
     const row: AccountsTable = {
       id: mintId("acct"),
@@ -98,7 +99,8 @@ export class KyselyStore implements Store {
       created_at: Date.now(),
       rpm: input.rpm ?? null,
       tpm: input.tpm ?? null,
-      zdr_required: 1,
+      // every account requires ZDR suppliers unless its operator says otherwise
+      zdr_required: input.zdrRequired === false ? 0 : 1,
       balance_micros: 0,
       email: input.email ?? null,
       deleted_at: null,

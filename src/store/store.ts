@@ -62,6 +62,8 @@ export interface Store {
     rpm?: number | null;
     tpm?: number | null;
     email?: string | null;
+    /** Whether its requests require ZDR suppliers; true when not given. */
+    zdrRequired?: boolean;
   }): Promise<AccountRecord>;
   findAccountByName(name: string): Promise<AccountRecord | undefined>;
   findAccountById(id: AccountId): Promise<AccountRecord | undefined>;

@@ -1,7 +1,6 @@
 import { once } from "node:events";
 import { createServer } from "node:net";
 import { performance } from "node:perf_hooks";
-import type { Kysely } from "kysely";
 import type { MetadataRecord } from "../../src/metering/metadata-record.js";
 import { type CanaryHit, findCanaries, makeCanary } from "./canary.js";
 import { type FakeOpenAISupplier, startFakeOpenAISupplier } from "./fake-openai-supplier.js";
@@ -55,15 +54,14 @@ export function openAISupplier(
 /** The environment the gateway needs for the suppliers above. */
 export const ROUTING_ENV = { ROUTING_SUPPLIER_KEY };
 
-/**
- * A key of a new account that does not require ZDR. No command sets that yet, so the
- * account row is changed directly, before the key is first used (and cached).
- */
+/** A key of a new account that does not require ZDR (`zdr_required: false`, as the admin API sets it). */
 export async function keyOfAccountWithoutZdr(gateway: TestGateway, accountName: string): Promise<string> {
   const { key } = await gateway.createKey(accountName);
-  type AccountsDb = Kysely<{ accounts: { name: string; zdr_required: number } }>;
-  const db = (gateway.running.gateway.store as unknown as { db: AccountsDb }).db;
-  await db.updateTable("accounts").set({ zdr_required: 0 }).where("name", "=", accountName).execute();
+  const store = gateway.running.gateway.store;
+  const account = await store.findAccountByName(accountName);
+  if (account === undefined) throw new Error(`no account ${accountName}`);
+  await store.accountAdmin.updateLimits(account.id, { zdrRequired: false });
+  gateway.running.gateway.authenticator.invalidate();
   return key;
 }
 

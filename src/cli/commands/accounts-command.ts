@@ -3,9 +3,14 @@ import { positiveAmount, validAccountName, validEmail } from "../arguments.js";
 import { CliError, type CliIo, parseCommand, positiveInt, withStore } from "../cli-io.js";
 import { accountDataCommand } from "./account-data-command.js";
 
-const CREATE_USAGE = "usage: lethe accounts create NAME [--credits AMOUNT] [--rpm N] [--tpm N] [--email ADDRESS]";
+const CREATE_USAGE =
+  "usage: lethe accounts create NAME [--credits AMOUNT] [--rpm N] [--tpm N] [--email ADDRESS] [--zdr required|optional]";
 
-/** `lethe accounts create NAME [--credits AMOUNT] [--rpm N] [--tpm N] [--email ADDRESS]`. */
+/**
+ * `lethe accounts create NAME [--credits AMOUNT] [--rpm N] [--tpm N] [--email ADDRESS] [--zdr required|optional]`.
+ * `--zdr optional` lets the account's requests reach suppliers that are not ZDR-qualified
+ * (a request can still ask for ZDR with `x-lethe-zdr: required`); every account requires it otherwise.
+ */
 export async function accountsCommand(args: string[], io: CliIo): Promise<number> {
   const [sub, ...rest] = args;
   if (sub === "export" || sub === "delete") return accountDataCommand(sub, rest, io);
@@ -15,6 +20,7 @@ export async function accountsCommand(args: string[], io: CliIo): Promise<number
     tpm: { type: "string" },
     credits: { type: "string" },
     email: { type: "string" },
+    zdr: { type: "string" },
   });
   if (positionals.length !== 1) throw new CliError(CREATE_USAGE);
   const name = validAccountName(positionals[0]);
@@ -22,11 +28,18 @@ export async function accountsCommand(args: string[], io: CliIo): Promise<number
   const tpm = positiveInt(values.tpm, "tpm");
   const credits = values.credits === undefined ? 0 : positiveAmount(String(values.credits));
   const email = typeof values.email === "string" ? validEmail(values.email) : null;
+  if (values.zdr !== undefined && values.zdr !== "required" && values.zdr !== "optional") {
+    throw new CliError("--zdr takes 'required' (the default) or 'optional'");
+  }
+  const zdrRequired = values.zdr !== "optional";
   return withStore(io, values.config, async (store) => {
     if (await store.findAccountByName(name)) throw new CliError(`account '${name}' already exists`);
-    const account = await store.createAccount({ name, rpm, tpm, email });
+    const account = await store.createAccount({ name, rpm, tpm, email, zdrRequired });
     if (credits > 0) await store.ledger.credit(account.id, credits, "top_up");
-    io.out(`created account ${name} (${account.id})${credits > 0 ? ` with ${formatMicros(credits)} credit` : ""}`);
+    const zdr = zdrRequired ? "" : ", ZDR optional";
+    io.out(
+      `created account ${name} (${account.id})${credits > 0 ? ` with ${formatMicros(credits)} credit` : ""}${zdr}`,
+    );
     return 0;
   });
 }
