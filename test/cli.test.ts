@@ -1,4 +1,4 @@
-import { mkdtemp, rm } from "node:fs/promises";
+import { mkdtemp, rm, writeFile } from "node:fs/promises";
 import os from "node:os";
 import path from "node:path";
 import { afterAll, beforeAll, describe, expect, it } from "vitest";
@@ -65,6 +65,16 @@ describe("lethe CLI: accounts, keys, usage", () => {
     } finally {
       await store.close();
     }
+  });
+
+  it("refuses to serve a config file that defines no models, with one line and exit 2", async () => {
+    const file = path.join(dataDir, "empty.yaml");
+    await writeFile(file, "suppliers: []\nmodels: []\n");
+    const result = await runCli(["serve", "--config", file], { ...env, LETHE_PORT: "0" });
+    expect(result.code).toBe(2);
+    expect(result.err).toBe(
+      "lethe: the config file defines no models: add at least one under `models:` (see the README)",
+    );
   });
 
   it("prints usage per day and model (empty for a new account)", async () => {

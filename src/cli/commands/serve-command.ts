@@ -37,7 +37,7 @@ function printWelcome(
   const shape = workers > 1 ? `, ${workers} workers` : "";
   io.out(`Lethe is listening on ${url} (${config.models.size} model(s)${shape}, data in ${config.dataDir})`);
   if (firstStartKey === null) return;
-  const firstModel = [...config.models.keys()][0] ?? "lethe-demo";
+  const firstModel = [...config.models.keys()][0] as string;
   io.out("");
   io.out("First start: created account 'demo' with this API key. It is shown once and never again:");
   io.out("");
@@ -72,6 +72,10 @@ export async function serveCommand(args: string[], io: CliIo): Promise<number> {
   const { values, positionals } = parseCommand(args, { dev: { type: "boolean" }, workers: { type: "string" } });
   if (positionals.length > 0) throw new CliError(USAGE);
   const config = await loadConfig(io.env, typeof values.config === "string" ? values.config : undefined);
+  // a config file replaces the demo: one that names no model would serve nothing but 404s
+  if (config.models.size === 0) {
+    throw new CliError("the config file defines no models: add at least one under `models:` (see the README)");
+  }
   // without Redis each worker counts rate limits in its own memory: N workers would admit
   // N times every account's limits, so more than one is only the default when they share them
   const shared = config.databaseUrl !== null && config.redisUrl !== null;
