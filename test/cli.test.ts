@@ -1,10 +1,12 @@
+import { spawn } from "node:child_process";
+import { once } from "node:events";
 import { mkdtemp, rm, writeFile } from "node:fs/promises";
 import os from "node:os";
 import path from "node:path";
 import { afterAll, beforeAll, describe, expect, it } from "vitest";
 import { resolveConfig } from "../src/config/load-config.js";
 import { openStore } from "../src/store/open-store.js";
-import { runCli } from "./support/run-cli.js";
+import { LETHE_BIN, runCli } from "./support/run-cli.js";
 
 describe("lethe CLI: accounts, keys, usage", () => {
   let dataDir: string;
@@ -75,6 +77,23 @@ describe("lethe CLI: accounts, keys, usage", () => {
     expect(result.err).toBe(
       "lethe: the config file defines no models: add at least one under `models:` (see the README)",
     );
+  });
+
+  it("ends quietly when its reader closes the pipe early (`| head -1`), with no stack trace", async () => {
+    expect((await runCli(["accounts", "create", "piped", "--credits", "5"], env)).code).toBe(0);
+    const child = spawn(process.execPath, [LETHE_BIN, "credits", "show", "--account", "piped"], {
+      env: { PATH: process.env.PATH ?? "", ...env },
+      stdio: ["ignore", "pipe", "pipe"],
+    });
+    // the reader is gone before the first line is written
+    child.stdout.destroy();
+    let stderr = "";
+    child.stderr.on("data", (chunk: Buffer) => {
+      stderr += chunk.toString("utf8");
+    });
+    const [code] = await once(child, "exit");
+    expect(stderr).toBe("");
+    expect(code).toBe(0);
   });
 
   it("prints usage per day and model (empty for a new account)", async () => {
