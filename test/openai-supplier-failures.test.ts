@@ -280,6 +280,9 @@ describe("supplier failures on the OpenAI-compatible path", () => {
           code: "LETHE_UPSTREAM_UNAVAILABLE",
         },
       });
+      // the failure names the supplier tried and the ZDR rule, as an answer does
+      expect(result.headers.get("x-lethe-supplier")).toBe("fake-openai-down");
+      expect(result.headers.get("x-lethe-zdr")).toBe("enforced");
       const record = await recordOf(rig, result.headers.get("x-request-id"));
       expect(record).toMatchObject({
         model: "down-chat",

@@ -209,8 +209,16 @@ export class MeteredCall {
     const response = this.response;
     if (response.headersSent || response.destroyed) return;
     const headers = this.headers;
+    // a failure after a supplier was tried says which, how often, and under which ZDR rule, as an answer does
     if (exchange.attempts > 0 && exchange.supplier !== null) {
-      headers.push("x-lethe-supplier", exchange.supplier, "x-lethe-attempts", exchange.attempts);
+      headers.push(
+        "x-lethe-supplier",
+        exchange.supplier,
+        "x-lethe-attempts",
+        exchange.attempts,
+        "x-lethe-zdr",
+        exchange.zdrEnforced ? "enforced" : "off",
+      );
     }
     if (error instanceof RateLimitedError) addRateLimitHeaders(headers, this.format, error.limitKind, error.limit);
     if (error.retryAfterSeconds !== null) headers.push("retry-after", Math.ceil(error.retryAfterSeconds));
