@@ -274,6 +274,15 @@ describe("the admin API under /admin/v1", () => {
     expect((await admin("GET", "/accounts/ok-name")).status).toBe(404);
   });
 
+  it("names the accepted fields, never the unknown one, when a body has a field the route does not take", async () => {
+    const response = await admin("POST", "/accounts", { name: "ok-name", ownerCanary: "x" });
+    expect(response.status).toBe(400);
+    expect(response.body.error?.message).toBe(
+      "The request body has a field that is not accepted here; the accepted fields are: name, email, rpm, tpm, credits, zdr_required.",
+    );
+    expect(response.text).not.toContain("ownerCanary");
+  });
+
   it("refuses malformed JSON, non-object bodies and bad limit updates", async () => {
     for (const body of ['{"name": "broken"', "[]", '"acme"', "null", "42"]) {
       const response = await admin("POST", "/accounts", body);

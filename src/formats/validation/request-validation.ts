@@ -57,5 +57,17 @@ export function validateBody<Schema extends z.ZodType>(schema: Schema, body: unk
   if (result.success) return result.data;
   const issue = result.error.issues[0] as z.core.$ZodIssue;
   const param = formatPath(issue.path);
-  throw new LetheError("LETHE_INVALID_REQUEST", describe(issue, param, body), { param: param === "" ? null : param });
+  const message = issue.code === "unrecognized_keys" ? unknownFields(schema, param) : describe(issue, param, body);
+  throw new LetheError("LETHE_INVALID_REQUEST", message, { param: param === "" ? null : param });
+}
+
+/**
+ * A field the (strict) schema does not know: the field's name is the client's text, so the
+ * message lists the accepted ones instead, from the schema, when the object is the body itself.
+ */
+function unknownFields(schema: z.ZodType, param: string): string {
+  const where = param === "" ? "The request body" : `'${param}'`;
+  const shape = param === "" ? (schema as { shape?: Record<string, unknown> }).shape : undefined;
+  if (shape === undefined) return `${where} has a field that is not accepted here.`;
+  return `${where} has a field that is not accepted here; the accepted fields are: ${Object.keys(shape).join(", ")}.`;
 }
