@@ -1,4 +1,4 @@
-import { mkdtemp, rm } from "node:fs/promises";
+import { mkdtemp, readFile, rm } from "node:fs/promises";
 import os from "node:os";
 import path from "node:path";
 import OpenAI from "openai";
@@ -209,6 +209,32 @@ describe("a refusal while the client is still sending its body", () => {
         (thrown: { code?: string }) => ({ status: 0, text: thrown.code ?? "error" }),
       );
       expect(answer.status, answer.text).toBe(status);
+    }
+  });
+});
+
+describe("LETHE_SECRET on a data dir that already holds a generated secret", () => {
+  it("warns that the keys issued under the generated one will be refused, and only then", async () => {
+    const cwd = await mkdtemp(path.join(os.tmpdir(), "lethe-secret-"));
+    const env = { LETHE_PORT: "0", LETHE_DATA_DIR: path.join(cwd, ".lethe") };
+    const warning = /LETHE_SECRET differs from the secret generated in the data dir/;
+    try {
+      const first = spawnServe(env, cwd);
+      await first.waitFor(/listening on/);
+      await first.stop();
+      const generated = (await readFile(path.join(env.LETHE_DATA_DIR, "secret"), "utf8")).trim();
+      for (const [secret, warned] of [
+        ["another-secret-0123456789", true],
+        [generated, false],
+      ] as const) {
+        const serve = spawnServe({ ...env, LETHE_SECRET: secret }, cwd);
+        await serve.waitFor(/listening on/);
+        await serve.stop();
+        expect(warning.test(serve.output())).toBe(warned);
+        expect(serve.output()).not.toContain(secret);
+      }
+    } finally {
+      await rm(cwd, { recursive: true, force: true });
     }
   });
 });

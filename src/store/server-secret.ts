@@ -27,3 +27,18 @@ export async function loadServerSecret(dataDir: string, fromEnv: string | null):
   });
   return (await readFile(file, "utf8")).trim();
 }
+
+/**
+ * Whether LETHE_SECRET is set and differs from a secret generated into the data dir
+ * earlier: every key and operator token issued under that one is then refused (they are
+ * stored as HMACs under the secret). Only says so; neither secret is ever shown.
+ */
+export async function secretDiffersFromGenerated(dataDir: string, fromEnv: string | null): Promise<boolean> {
+  if (fromEnv === null) return false;
+  try {
+    const generated = (await readFile(path.join(dataDir, SECRET_FILE), "utf8")).trim();
+    return generated.length >= 16 && generated !== fromEnv;
+  } catch {
+    return false;
+  }
+}

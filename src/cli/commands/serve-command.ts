@@ -6,6 +6,7 @@ import { HardeningError, hardenProcess } from "../../process/harden-process.js";
 import { bootstrapDemoAccount, prepareStore } from "../../server/bootstrap.js";
 import { announceListening, runPrimary } from "../../server/cluster-primary.js";
 import { type RunningGateway, startGateway } from "../../server/start-gateway.js";
+import { secretDiffersFromGenerated } from "../../store/server-secret.js";
 import { CliError, type CliIo, parseCommand, positiveInt } from "../cli-io.js";
 
 const USAGE = "usage: lethe serve [--config FILE] [--workers N] [--dev]";
@@ -72,6 +73,11 @@ export async function serveCommand(args: string[], io: CliIo): Promise<number> {
   const { values, positionals } = parseCommand(args, { dev: { type: "boolean" }, workers: { type: "string" } });
   if (positionals.length > 0) throw new CliError(USAGE);
   const config = await loadConfig(io.env, typeof values.config === "string" ? values.config : undefined);
+  if (!cluster.isWorker && (await secretDiffersFromGenerated(config.dataDir, config.secret))) {
+    io.err(
+      "lethe: warning: LETHE_SECRET differs from the secret generated in the data dir earlier: keys and operator tokens issued under that one will be refused",
+    );
+  }
   // a config file replaces the demo: one that names no model would serve nothing but 404s
   if (config.models.size === 0) {
     throw new CliError("the config file defines no models: add at least one under `models:` (see the README)");
