@@ -52,4 +52,27 @@ describe("stream memory bounds", () => {
     // cut at the byte bound, not after six times as many bytes (the parser counted characters of data)
     expect(sent).toBeLessThanOrEqual(2 * (6_000 + line.length));
   });
+
+  it("counts an unfinished event's bytes across the comments between its lines", async () => {
+    let sent = 0;
+    // a comment after every data line: comments take nothing off what the event itself holds
+    const lines = Buffer.from("data:\n:\n");
+    const response = {
+      maxBytes: 6_000,
+      async *stream() {
+        for (let index = 0; index < 100_000; index++) {
+          sent += lines.length;
+          yield lines;
+        }
+      },
+    } as unknown as UpstreamResponse;
+    await expect(
+      (async () => {
+        for await (const _ of readSse(response)) {
+          // no event ever ends
+        }
+      })(),
+    ).rejects.toMatchObject({ code: "LETHE_UPSTREAM_BAD_RESPONSE" });
+    expect(sent).toBeLessThanOrEqual(2 * 6_000);
+  });
 });

@@ -82,8 +82,11 @@ export async function main(argv: string[], io: CliIo = processIo): Promise<numbe
       io.err(`lethe: ${command ?? ""} failed: ${SYSTEM_ERRORS[code]} (${code})`);
       return 1;
     }
-    // an unexpected failure: report its kind only, never a message that might quote input
-    io.err(`lethe: ${command ?? ""} failed (${error instanceof Error ? error.name : "unknown error"})`);
+    // an unexpected failure: report its kind (and a database driver's code) only, never a
+    // message that might quote input
+    const driverCode = (error as { driverCode?: unknown } | null)?.driverCode;
+    const detail = typeof driverCode === "string" && /^[A-Z0-9_]{1,40}$/.test(driverCode) ? `, ${driverCode}` : "";
+    io.err(`lethe: ${command ?? ""} failed (${error instanceof Error ? error.name : "unknown error"}${detail})`);
     return 1;
   }
 }

@@ -183,5 +183,10 @@ export async function migrateToLatest(db: Kysely<unknown>, schema?: string): Pro
     ...(schema !== undefined && { migrationTableSchema: schema }),
   });
   const { error } = await migrator.migrateToLatest();
-  if (error) throw new Error(`database migration failed: ${error instanceof Error ? error.message : "unknown error"}`);
+  if (error) {
+    const failure = new Error(`database migration failed: ${error instanceof Error ? error.message : "unknown error"}`);
+    // the driver's code (SQLITE_BUSY, a PostgreSQL SQLSTATE) is what the CLI may print of it
+    const code = (error as { code?: unknown }).code;
+    throw Object.assign(failure, { name: "MigrationError", ...(typeof code === "string" && { driverCode: code }) });
+  }
 }

@@ -23,9 +23,10 @@ export async function* readSse(response: UpstreamResponse): AsyncGenerator<Event
       pending.push(message);
       sinceEvent = 0;
     },
-    // a keep-alive comment is complete too
-    onComment: () => {
-      sinceEvent = 0;
+    // a keep-alive comment leaves nothing in the parser: its own bytes (":", the text, the
+    // newline) are taken off, but not what came before it, which may be half an event
+    onComment: (comment) => {
+      sinceEvent = Math.max(0, sinceEvent - Buffer.byteLength(comment) - 2);
     },
     onError: (error) => {
       if (error.type === "max-buffer-size-exceeded") tooLarge = true;
