@@ -66,6 +66,25 @@ describe("metered endpoints on Node's own request and response", () => {
     });
   }
 
+  it("serves nothing pipelined behind a refusal whose answer closes the connection (it could never be read)", async () => {
+    const socket = await open();
+    const before = (await gateway.records()).length;
+    const body = chatBody("pipelined");
+    // a chunked body without a key, then a valid request on the same connection at once
+    socket.write(
+      "POST /v1/chat/completions HTTP/1.1\r\nhost: x\r\ncontent-type: application/json\r\n" +
+        "transfer-encoding: chunked\r\n\r\n2\r\n{}\r\n0\r\n\r\n" +
+        `POST /v1/chat/completions HTTP/1.1\r\nhost: x\r\nauthorization: Bearer ${gateway.key}\r\n` +
+        `content-type: application/json\r\ncontent-length: ${Buffer.byteLength(body)}\r\n\r\n${body}`,
+    );
+    const { text, closed } = await readUntil(socket, () => false);
+    expect(closed).toBe(true);
+    expect(text.match(/HTTP\/1\.1 \d+/g)).toEqual(["HTTP/1.1 401"]);
+    // the refusal is metered; the request behind it was neither served nor billed
+    const records = (await gateway.records()).slice(before);
+    expect(records.map((record) => record.status)).toEqual([401]);
+  });
+
   it("refuses a chunked body that grows past the limit with 413 and closes the connection", async () => {
     const socket = await open();
     const secret = makeCanary("chunked");

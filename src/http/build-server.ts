@@ -7,6 +7,7 @@ import { openAIChatSurface } from "../formats/openai/openai-surface.js";
 import type { AuthContext } from "../keys/authenticator.js";
 import { mintRequestId } from "../metering/exchange.js";
 import { answerClientError } from "./client-error.js";
+import { closesAfterAnswer } from "./drain-body.js";
 import { errorHandler, sendError } from "./error-handler.js";
 import type { Gateway } from "./gateway.js";
 import { MeteredCall, type MeteredEndpoint } from "./metered-call.js";
@@ -55,6 +56,11 @@ function meteredEndpointAt(url: string): MeteredEndpoint | undefined {
 function gatewayServer(gateway: Gateway) {
   return (fastifyHandler: (request: IncomingMessage, response: ServerResponse) => void) => {
     const server = createServer((request, response) => {
+      // pipelined behind a refusal whose answer closes the connection: never answered, so not served
+      if (closesAfterAnswer(request)) {
+        request.resume();
+        return;
+      }
       const endpoint = meteredEndpointOf(request);
       if (endpoint === undefined) fastifyHandler(request, response);
       else new MeteredCall(gateway, endpoint, request, response).start();

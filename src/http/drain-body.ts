@@ -1,7 +1,20 @@
 import type { IncomingMessage } from "node:http";
+import type { Socket } from "node:net";
 
 /** How long a refused body is read before the answer goes anyway. */
 const DRAIN_MS = 5_000;
+
+/** Connections that close behind a drained refusal's answer: nothing that follows on them is served. */
+const closing = new WeakSet<Socket>();
+
+/**
+ * Whether a request came on a connection that closes once an earlier refusal is answered:
+ * a client that pipelined it would never read its answer (the connection closes first), so
+ * it must not be served, nor billed.
+ */
+export function closesAfterAnswer(request: IncomingMessage): boolean {
+  return closing.has(request.socket);
+}
 
 /**
  * Answers a request refused before its body was read (too large, no key, a compressed body)
@@ -13,6 +26,7 @@ const DRAIN_MS = 5_000;
  * is dropped chunk by chunk, never kept.
  */
 export function answerAfterBody(request: IncomingMessage, maxBytes: number, answer: () => void): void {
+  closing.add(request.socket);
   let dropped = 0;
   let answered = false;
   const finish = () => {
