@@ -2,7 +2,7 @@ import Anthropic from "@anthropic-ai/sdk";
 import OpenAI from "openai";
 import { afterAll, beforeAll, describe, expect, it } from "vitest";
 import type { Reservation } from "../src/billing/credit-guard.js";
-import { IMAGE_INPUT_TOKENS_BOUND } from "../src/billing/estimate-cost.js";
+import { DOCUMENT_INPUT_TOKENS_BOUND, IMAGE_INPUT_TOKENS_BOUND } from "../src/billing/estimate-cost.js";
 import type { AccountId } from "../src/config/ids.js";
 import { costMicros } from "../src/metering/cost.js";
 import type { MetadataRecord } from "../src/metering/metadata-record.js";
@@ -384,6 +384,22 @@ describe("billing through the gateway", () => {
     rig.openAIFake.enqueue(behaviour.ok({ usage: { prompt: 3, completion: 5, cached: 0, reasoning: 0 } }));
     expect((await rig.post("/v1/chat/completions", account.key, body([text]))).status).toBe(200);
     expect(rig.openAIFake.clearQueue()).toBe(0);
+  });
+
+  it("reserves a document sent by URL at the most a supplier reads of one", async () => {
+    const account = await rig.account("documented", { credits: 100_000 });
+    const text = { type: "text", text: "summarise this" };
+    const document = { type: "document", source: { type: "url", url: "https://example.invalid/report.pdf" } };
+    const body = (content: object[]) => ({
+      model: BILLED.claude,
+      max_tokens: 10,
+      messages: [{ role: "user", content }],
+    });
+    expect(DOCUMENT_INPUT_TOKENS_BOUND * ROUTE_PRICE.inputPerMtok).toBeGreaterThan(100_000);
+    expect((await rig.post("/v1/messages", account.key, body([text, document]))).status).toBe(402);
+    rig.anthropicFake.enqueue(anthropicBehaviour.ok());
+    expect((await rig.post("/v1/messages", account.key, body([text]))).status).toBe(200);
+    expect(rig.anthropicFake.clearQueue()).toBe(0);
   });
 
   it("sees a top-up from the admin side at once: 402, then 200", async () => {

@@ -35,30 +35,45 @@ function dearest(routes: readonly RouteConfig[]): { input: number; output: numbe
  */
 export const IMAGE_INPUT_TOKENS_BOUND = 2_700;
 
-const IMAGE_PARTS = new Set(["image_url", "image", "input_image"]);
+/**
+ * The most input tokens a document sent by reference (Anthropic's `document` block with a
+ * `url` or `file` source) is counted at: Anthropic reads PDFs of up to 100 pages at about
+ * 2,000 tokens a page (text and page image). An inline document is in the body, whose size
+ * bounds it already.
+ */
+export const DOCUMENT_INPUT_TOKENS_BOUND = 200_000;
 
-/** Image parts in the messages (OpenAI `image_url`, Anthropic `image`, tool results' images included). */
-function countImages(messages: unknown): number {
+const IMAGE_PARTS = new Set(["image_url", "image", "input_image"]);
+const REFERENCED_SOURCES = new Set(["url", "file"]);
+
+/**
+ * Input tokens of what the body's size does not bound: image parts (OpenAI `image_url`,
+ * Anthropic `image`), documents sent by reference, tool results' own blocks included.
+ */
+function mediaInputTokens(messages: unknown): number {
   if (!Array.isArray(messages)) return 0;
-  let images = 0;
+  let tokens = 0;
   for (const message of messages) {
     const content = (message as { content?: unknown } | null)?.content;
     // most messages are a string: one check each
-    if (Array.isArray(content)) images += imagesIn(content);
+    if (Array.isArray(content)) tokens += mediaIn(content);
   }
-  return images;
+  return tokens;
 }
 
-function imagesIn(parts: unknown[]): number {
-  let images = 0;
+function mediaIn(parts: unknown[]): number {
+  let tokens = 0;
   for (const part of parts) {
     if (typeof part !== "object" || part === null) continue;
-    const { type, content } = part as { type?: unknown; content?: unknown };
-    if (typeof type === "string" && IMAGE_PARTS.has(type)) images++;
+    const { type, content, source } = part as { type?: unknown; content?: unknown; source?: { type?: unknown } };
+    if (typeof type === "string" && IMAGE_PARTS.has(type)) tokens += IMAGE_INPUT_TOKENS_BOUND;
+    else if (type === "document" && REFERENCED_SOURCES.has(source?.type as string)) {
+      tokens += DOCUMENT_INPUT_TOKENS_BOUND;
+    }
     // an Anthropic tool_result holds blocks of its own
-    else if (type === "tool_result" && Array.isArray(content)) images += imagesIn(content);
+    else if (type === "tool_result" && Array.isArray(content)) tokens += mediaIn(content);
   }
-  return images;
+  return tokens;
 }
 
 /**
@@ -78,9 +93,9 @@ export function estimateCost(
   const output = asked > 0 ? asked : defaultOutputTokens * choices;
   const price = dearest(routes);
   // a token of text is at least one byte, so the body's size bounds the text from above;
-  // images are counted apart, at the most a supplier counts one
+  // images and referenced documents are counted apart, at the most a supplier counts one
   const bytes = bodyBytes;
-  const imageTokens = countImages(request.body.messages) * IMAGE_INPUT_TOKENS_BOUND;
+  const imageTokens = mediaInputTokens(request.body.messages);
   return {
     tokens: Math.ceil(bytes / 4) + imageTokens + output,
     askedOutputTokens: asked,
