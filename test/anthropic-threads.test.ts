@@ -1,10 +1,10 @@
 import Anthropic, { APIError } from "@anthropic-ai/sdk";
 import OpenAI from "openai";
-import { afterAll, afterEach, beforeAll, describe, expect, it } from "vitest";
+import { describe, expect, it } from "vitest";
 import { anthropicBehaviour } from "./support/fake-anthropic-supplier.js";
 import { behaviour } from "./support/fake-openai-supplier.js";
 import { keyOfAccountWithoutZdr } from "./support/routing-rig.js";
-import { closeTranslationRig, MODELS, startTranslationRig, type TranslationRig } from "./support/translation-rig.js";
+import { MODELS, useTranslationRig } from "./support/translation-rig.js";
 
 /**
  * Anthropic's message threads ask the supplier to keep the conversation: refused wherever
@@ -13,20 +13,7 @@ import { closeTranslationRig, MODELS, startTranslationRig, type TranslationRig }
  * its `param`) reaches the caller, whose data it is.
  */
 
-let rig: TranslationRig;
-
-beforeAll(async () => {
-  rig = await startTranslationRig();
-});
-
-afterAll(async () => {
-  expect(await closeTranslationRig(rig)).toEqual([]);
-});
-
-afterEach(() => {
-  expect(rig.openAIFake.clearQueue()).toBe(0);
-  expect(rig.anthropicFake.clearQueue()).toBe(0);
-});
+const rig = useTranslationRig();
 
 /** What an SDK call throws (either SDK's APIError), so a test can look at it. */
 async function thrownBy(promise: Promise<unknown>): Promise<APIError> {

@@ -1,5 +1,6 @@
 import Anthropic from "@anthropic-ai/sdk";
 import OpenAI from "openai";
+import { afterAll, afterEach, beforeAll, expect } from "vitest";
 import type { MetadataRecord } from "../../src/metering/metadata-record.js";
 import { type CanaryHit, findCanaries, makeCanary } from "./canary.js";
 import { type FakeAnthropicSupplier, startFakeAnthropicSupplier } from "./fake-anthropic-supplier.js";
@@ -185,4 +186,24 @@ export function parseSse(text: string): SseEvent[] {
       }
       return { event, data: data === "[DONE]" ? "[DONE]" : (JSON.parse(data) as Record<string, unknown>) };
     });
+}
+
+/**
+ * The rig's lifecycle as a test file's hooks: started before its tests, checked for stray
+ * fake behaviours after each, closed (and scanned for canaries) after all. The rig only
+ * exists once `beforeAll` ran, so what this returns forwards to it.
+ */
+export function useTranslationRig(): TranslationRig {
+  let rig: TranslationRig | undefined;
+  beforeAll(async () => {
+    rig = await startTranslationRig();
+  });
+  afterEach(() => {
+    expect(rig?.openAIFake.clearQueue()).toBe(0);
+    expect(rig?.anthropicFake.clearQueue()).toBe(0);
+  });
+  afterAll(async () => {
+    if (rig !== undefined) expect(await closeTranslationRig(rig)).toEqual([]);
+  });
+  return new Proxy({} as TranslationRig, { get: (_, key) => Reflect.get(rig as TranslationRig, key) });
 }
