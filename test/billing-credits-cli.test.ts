@@ -89,7 +89,11 @@ describe("lethe credits add|show", () => {
     ["an unknown subcommand", ["credits", "take", "--account", "wallet", "5"], /usage: lethe credits/],
     ["negative initial credits", ["accounts", "create", "fresh", "--credits=-1"], /AMOUNT must be/],
     ["over-precise initial credits", ["accounts", "create", "fresh", "--credits", "1.0000001"], /AMOUNT must be/],
-    ["an initial credit read as an option", ["accounts", "create", "fresh", "--credits", "-1"], /'--credits'/],
+    [
+      "an initial credit read as an option",
+      ["accounts", "create", "fresh", "--credits", "-1"],
+      /--credits needs a value/,
+    ],
   ])("refuses %s with one line and exit 2", async (_what, args, message) => {
     const result = await runCli(args, env);
     expect(result.code).toBe(2);

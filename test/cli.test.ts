@@ -112,6 +112,14 @@ describe("lethe CLI: accounts, keys, usage", () => {
     [["accounts", "create", "deleted-acct_x"], /may not start with 'deleted-'/],
     [["keys", "create", "--account", "deleted-acct_x"], /may not start with 'deleted-'/],
     [["accounts", "create", "x", "--bogus"], /Unknown option '--bogus'/],
+    [
+      ["accounts", "create", "x", "--credits", "-3"],
+      /^lethe: --credits needs a value; one starting with '-' is written --credits=VALUE$/,
+    ],
+    [
+      ["accounts", "frobnicate", "x"],
+      /^lethe: unknown command 'accounts frobnicate' \(create, export or delete\); usage:/,
+    ],
     [["accounts", "create", "x", "--zdr", "maybe"], /--zdr takes 'required' \(the default\) or 'optional'/],
     [["keys", "create"], /--account is required/],
     [["keys", "create", "--account", "nobody"], /no account named 'nobody'/],

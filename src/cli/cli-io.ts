@@ -33,8 +33,22 @@ export function parseCommand<Options extends OptionSpec>(args: string[], options
       strict: true,
     });
   } catch (error) {
-    throw new CliError(error instanceof Error ? (error.message.split("\n")[0] ?? "bad arguments") : "bad arguments");
+    throw new CliError(argumentsProblem(error));
   }
+}
+
+/** Node's parseArgs errors, in a line an operator can act on (its own wording is several lines). */
+function argumentsProblem(error: unknown): string {
+  const code = (error as { code?: unknown } | null)?.code;
+  const message = error instanceof Error ? error.message : "";
+  const option = /'(-[^']*)'/.exec(message)?.[1];
+  if (code === "ERR_PARSE_ARGS_UNKNOWN_OPTION" && option !== undefined) {
+    return `Unknown option '${option}'; run 'lethe help' for the options (a value starting with '-' goes after '--')`;
+  }
+  if (code === "ERR_PARSE_ARGS_INVALID_OPTION_VALUE" && option !== undefined) {
+    return `${option} needs a value; one starting with '-' is written ${option}=VALUE`;
+  }
+  return message.split("\n")[0] || "bad arguments";
 }
 
 /** Reads a positive whole number option, or null when absent. */

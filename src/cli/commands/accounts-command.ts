@@ -14,7 +14,11 @@ const CREATE_USAGE =
 export async function accountsCommand(args: string[], io: CliIo): Promise<number> {
   const [sub, ...rest] = args;
   if (sub === "export" || sub === "delete") return accountDataCommand(sub, rest, io);
-  if (sub !== "create") throw new CliError(CREATE_USAGE);
+  if (sub !== "create") {
+    // the operator's own typo, printed back on their terminal only
+    const what = sub === undefined ? "" : `unknown command 'accounts ${sub}' (create, export or delete); `;
+    throw new CliError(`${what}${CREATE_USAGE}`);
+  }
   const { values, positionals } = parseCommand(rest, {
     rpm: { type: "string" },
     tpm: { type: "string" },
