@@ -152,6 +152,15 @@ describe("lethe CLI: accounts, keys, usage", () => {
   it("reports a broken config file as one line", async () => {
     const result = await runCli(["keys", "list", "--account", "acme", "--config", "/nonexistent/lethe.yaml"], env);
     expect(result.code).toBe(2);
-    expect(result.err).toBe("lethe: cannot read config file /nonexistent/lethe.yaml");
+    expect(result.err).toBe("lethe: cannot read config file /nonexistent/lethe.yaml (ENOENT)");
+    const directory = await runCli(["keys", "list", "--account", "acme", "--config", dataDir], env);
+    expect(directory.err).toBe(`lethe: cannot read config file ${dataDir} (EISDIR)`);
+    // where the YAML breaks, by line, and never the text of that line
+    const file = path.join(dataDir, "broken.yaml");
+    await writeFile(file, "suppliers:\n  - id: secret-value-here\n    type: [unclosed\n");
+    const broken = await runCli(["keys", "list", "--account", "acme", "--config", file], env);
+    expect(broken.code).toBe(2);
+    expect(broken.err).toMatch(/^lethe: config file \S+broken\.yaml is not valid YAML \(line \d+\)$/);
+    expect(broken.err).not.toContain("secret-value-here");
   });
 });

@@ -309,14 +309,19 @@ export async function loadConfig(env: Env = process.env, explicitPath?: string):
   let text: string;
   try {
     text = await readFile(configPath, "utf8");
-  } catch {
-    throw new ConfigError(`cannot read config file ${configPath}`);
+  } catch (error) {
+    // the code says why (ENOENT, EISDIR, EACCES); the operator's own path is named
+    const code = (error as { code?: unknown } | null)?.code;
+    throw new ConfigError(`cannot read config file ${configPath}${typeof code === "string" ? ` (${code})` : ""}`);
   }
   let document: unknown;
   try {
     document = parseYaml(text);
-  } catch {
-    throw new ConfigError(`config file ${configPath} is not valid YAML`);
+  } catch (error) {
+    // where the parser stopped, never the text there: a line may hold a key's value
+    const line = (error as { linePos?: { line?: unknown }[] } | null)?.linePos?.[0]?.line;
+    const where = typeof line === "number" ? ` (line ${line})` : "";
+    throw new ConfigError(`config file ${configPath} is not valid YAML${where}`);
   }
   return resolveConfig(document, env, configPath);
 }
