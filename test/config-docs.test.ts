@@ -21,7 +21,13 @@ describe("the README's config example", () => {
       "acme-openai/llama-3.1-8b",
       "acme-anthropic/claude-haiku",
     ]);
-    expect(config.limits).toEqual({ rpm: 600, tpm: 1_000_000, maxBodyBytes: 33_554_432, authFailuresPerMinute: 20 });
+    expect(config.limits).toEqual({
+      rpm: 600,
+      tpm: 1_000_000,
+      maxBodyBytes: 33_554_432,
+      authFailuresPerMinute: 20,
+      maxConnections: 10_000,
+    });
     expect(config.server.trustedProxies).toEqual([]);
     expect(config.shutdown).toEqual({ drainDelayMs: 0, deadlineMs: 30_000 });
   });

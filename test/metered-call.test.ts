@@ -251,3 +251,35 @@ describe("a shutdown step that fails", () => {
     await removeDataDir(gateway);
   });
 });
+
+describe("limits.max_connections", () => {
+  it("closes a connection past the bound at once, and serves those within it", async () => {
+    const gateway = await startTestGateway({
+      config: { ...(DEFAULT_CONFIG_FILE as object), limits: { max_connections: 2 } },
+    });
+    const port = Number(new URL(gateway.url).port);
+    const sockets: Socket[] = [];
+    try {
+      const open = () =>
+        new Promise<Socket>((resolve, reject) => {
+          const socket = connect(port, "127.0.0.1", () => resolve(socket));
+          socket.once("error", reject);
+          sockets.push(socket);
+        });
+      const [first, second] = [await open(), await open()];
+      const third = await open();
+      // the server closes the third as it accepts it, before any request
+      const refused = await readUntil(third, () => false);
+      expect(refused).toEqual({ text: "", closed: true });
+      for (const socket of [first, second] as Socket[]) {
+        socket.write(`GET /healthz HTTP/1.1\r\nhost: x\r\n\r\n`);
+        const { text } = await readUntil(socket, wholeResponse);
+        expect(text).toMatch(/^HTTP\/1\.1 200/);
+      }
+    } finally {
+      for (const socket of sockets) socket.destroy();
+      await gateway.close();
+      await removeDataDir(gateway);
+    }
+  });
+});

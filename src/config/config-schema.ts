@@ -122,6 +122,8 @@ export const configSchema = z
           .positive()
           .default(32 * 1024 * 1024),
         auth_failures_per_minute: z.number().int().positive().default(20),
+        // client connections one process holds open at once; past it, a new one is closed at accept
+        max_connections: z.number().int().positive().default(10_000),
       })
       .strict()
       .prefault({}),

@@ -101,7 +101,7 @@ export interface LetheConfig {
   configPath: string | null;
   suppliers: Map<SupplierId, SupplierConfig>;
   models: Map<string, ModelConfig>;
-  limits: { rpm: number; tpm: number; maxBodyBytes: number; authFailuresPerMinute: number };
+  limits: { rpm: number; tpm: number; maxBodyBytes: number; authFailuresPerMinute: number; maxConnections: number };
   /** Reserve for requests without max_tokens; how long a database credit hold outlives a dead replica. */
   billing: { defaultOutputReserveTokens: number; holdTtlMs: number };
   routing: RoutingSettings;
@@ -268,6 +268,7 @@ export function resolveConfig(document: unknown, env: Env, configPath: string | 
       tpm: file.limits.tpm,
       maxBodyBytes: file.limits.max_body_bytes,
       authFailuresPerMinute: file.limits.auth_failures_per_minute,
+      maxConnections: file.limits.max_connections,
     },
     billing: {
       defaultOutputReserveTokens: file.billing.default_output_reserve_tokens,

@@ -66,6 +66,9 @@ function gatewayServer(gateway: Gateway) {
       else new MeteredCall(gateway, endpoint, request, response).start();
     });
     server.keepAliveTimeout = KEEP_ALIVE_TIMEOUT_MS;
+    // bounded below the process's open-file limit, which every client connection and every
+    // pooled supplier connection counts against: past it, accept() itself fails (EMFILE)
+    server.maxConnections = gateway.config.limits.maxConnections;
     return server;
   };
 }
