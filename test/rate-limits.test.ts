@@ -236,7 +236,7 @@ describe("rate limits through the gateway", () => {
     const before = await rig.post("/v1/chat/completions", account.key, CHAT);
     expect(before.headers.get("x-ratelimit-limit-requests")).toBe("10");
     const gateway = rig.gateway.running.gateway;
-    await gateway.store.accountAdmin.updateLimits(account.id, { rpm: 20, tpm: null });
+    await gateway.store.accountAdmin.updateSettings(account.id, { rpm: 20, tpm: null });
     gateway.authenticator.invalidate();
     const after = await rig.post("/v1/chat/completions", account.key, CHAT);
     expect(after.headers.get("x-ratelimit-limit-requests")).toBe("20");

@@ -266,7 +266,7 @@ describe.each(factories)("the store contract on $name", (factory) => {
     const key = await store.createKey({ accountId: account.id, keyHash: "hash-leaving", display: "d", label: "mine" });
     await store.ledger.credit(account.id, 900, "top_up");
     await store.insertMetadata([record({ account: account.id, key_id: key.id })]);
-    await store.accountAdmin.updateLimits(account.id, { rpm: 7 });
+    await store.accountAdmin.updateSettings(account.id, { rpm: 7 });
     expect((await store.findAccountById(account.id))?.rpm).toBe(7);
     const now = Date.now();
     await store.accountAdmin.erase(account.id, now);

@@ -111,10 +111,10 @@ export function registerAdminRoutes(app: FastifyInstance, gateway: Gateway, hash
       admin.patch("/accounts/:name", async (request) => {
         const target = await account(name(request));
         const body = validateBody(updateAccountSchema, request.body);
-        await store.accountAdmin.updateLimits(target.id, {
-          ...(body.rpm !== undefined && { rpm: body.rpm }),
-          ...(body.tpm !== undefined && { tpm: body.tpm }),
-          ...(body.zdr_required !== undefined && { zdrRequired: body.zdr_required }),
+        await store.accountAdmin.updateSettings(target.id, {
+          rpm: body.rpm,
+          tpm: body.tpm,
+          zdrRequired: body.zdr_required,
         });
         // limits and the ZDR setting are read at authentication: drop the cached view of this account's keys
         gateway.authenticator.invalidate();

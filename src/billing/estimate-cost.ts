@@ -95,12 +95,12 @@ export function estimateCost(
   // a token of text is at least one byte, so the body's size bounds the text from above;
   // images and referenced documents are counted apart, at the most a supplier counts one
   const bytes = bodyBytes;
-  const imageTokens = mediaInputTokens(request.body.messages);
+  const mediaTokens = mediaInputTokens(request.body.messages);
   return {
-    tokens: Math.ceil(bytes / 4) + imageTokens + output,
+    tokens: Math.ceil(bytes / 4) + mediaTokens + output,
     askedOutputTokens: asked,
-    upperBoundMicros: Math.ceil((bytes + imageTokens) * price.input + output * price.output),
+    upperBoundMicros: Math.ceil((bytes + mediaTokens) * price.input + output * price.output),
     exactMicros: () =>
-      Math.ceil((estimateInputTokens(request.body) + imageTokens) * price.input + output * price.output),
+      Math.ceil((estimateInputTokens(request.body) + mediaTokens) * price.input + output * price.output),
   };
 }

@@ -4,7 +4,7 @@ import type { ChangeFeed } from "./change-feed.js";
 import type { Database, UsageDailyTable } from "./schema.js";
 
 /**
- * Operator-side account operations that touch several tables: limit changes, the
+ * Operator-side account operations that touch several tables: limit and ZDR changes, the
  * erasure of an account's personal data, and what an export needs beyond the
  * account row.
  */
@@ -23,9 +23,9 @@ export class AccountAdminStore {
    * Changes an account's limits (null restores the configured default) and whether its
    * requests require ZDR suppliers (required unless the operator says otherwise).
    */
-  async updateLimits(
+  async updateSettings(
     accountId: AccountId,
-    limits: { rpm?: number | null; tpm?: number | null; zdrRequired?: boolean },
+    limits: { rpm?: number | null | undefined; tpm?: number | null | undefined; zdrRequired?: boolean | undefined },
   ): Promise<void> {
     const changes: { rpm?: number | null; tpm?: number | null; zdr_required?: number } = {};
     if (limits.rpm !== undefined) changes.rpm = limits.rpm;

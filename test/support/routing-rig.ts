@@ -60,7 +60,7 @@ export async function keyOfAccountWithoutZdr(gateway: TestGateway, accountName: 
   const store = gateway.running.gateway.store;
   const account = await store.findAccountByName(accountName);
   if (account === undefined) throw new Error(`no account ${accountName}`);
-  await store.accountAdmin.updateLimits(account.id, { zdrRequired: false });
+  await store.accountAdmin.updateSettings(account.id, { zdrRequired: false });
   gateway.running.gateway.authenticator.invalidate();
   return key;
 }

@@ -1,6 +1,6 @@
 import type { ErrorKind, LetheError } from "../../errors/lethe-error.js";
 import type { SupplierSaid } from "../../suppliers/supplier.js";
-import { withSupplierMessage } from "../openai/openai-error.js";
+import { withSupplierMessage } from "../surface/supplier-message.js";
 
 const ANTHROPIC_TYPES: Record<ErrorKind, string> = {
   invalid_request: "invalid_request_error",

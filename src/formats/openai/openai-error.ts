@@ -1,5 +1,6 @@
 import type { ErrorKind, LetheError } from "../../errors/lethe-error.js";
 import type { SupplierSaid } from "../../suppliers/supplier.js";
+import { withSupplierMessage } from "../surface/supplier-message.js";
 
 const OPENAI_TYPES: Record<ErrorKind, string> = {
   invalid_request: "invalid_request_error",
@@ -28,9 +29,4 @@ export function renderOpenAIError(error: LetheError, detail?: SupplierSaid): str
       code: error.code,
     },
   });
-}
-
-/** Lethe's message, followed by the supplier's when it said one. */
-export function withSupplierMessage(message: string, detail: SupplierSaid | undefined): string {
-  return detail?.message === undefined ? message : `${message} Supplier said: ${detail.message}`;
 }

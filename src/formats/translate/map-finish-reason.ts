@@ -29,20 +29,32 @@ export function toOpenAIFinishReason(stopReason: unknown): string {
 }
 
 /**
- * The stop sequence an OpenAI-compatible answer ended on, when its supplier says: vLLM and
- * servers like it name the matched string in the choice's `stop_reason`. Only one of the
- * request's own `stop_sequences` counts. OpenAI itself does not say which one matched, so
- * its answers report `end_turn`.
+ * Anthropic's `stop_reason` and `stop_sequence` for how an OpenAI-compatible answer ended.
+ * vLLM and servers like it name the matched stop string in the choice's `stop_reason`;
+ * only one of the request's own `stop_sequences` counts. OpenAI itself does not say which
+ * one matched, so its answers report `end_turn`.
  */
-export function matchedStopSequence(finishReason: unknown, stopReason: unknown, stopSequences: unknown): string | null {
-  if (finishReason !== "stop" || typeof stopReason !== "string" || !Array.isArray(stopSequences)) return null;
-  return stopSequences.includes(stopReason) ? stopReason : null;
+export function anthropicStop(
+  choice: { finish_reason?: unknown; stop_reason?: unknown },
+  stopSequences: unknown,
+  calledTools: boolean,
+): { stop_reason: string; stop_sequence: string | null } {
+  const matched = choice.stop_reason;
+  if (
+    choice.finish_reason === "stop" &&
+    typeof matched === "string" &&
+    Array.isArray(stopSequences) &&
+    stopSequences.includes(matched)
+  ) {
+    return { stop_reason: "stop_sequence", stop_sequence: matched };
+  }
+  return { stop_reason: toolUseStop(toAnthropicStopReason(choice.finish_reason), calledTools), stop_sequence: null };
 }
 
 /**
  * Some OpenAI-compatible servers end an answer that calls tools with `finish_reason: stop`;
  * Anthropic clients (agent loops) act on tool calls only when `stop_reason` is `tool_use`.
  */
-export function toolUseStop(stopReason: string, calledTools: boolean): string {
+function toolUseStop(stopReason: string, calledTools: boolean): string {
   return calledTools && stopReason === "end_turn" ? "tool_use" : stopReason;
 }

@@ -6,7 +6,7 @@ import type { WireEvent } from "../../suppliers/supplier.js";
 import { anthropicErrorEvent, anthropicEvent } from "../anthropic/anthropic-sse.js";
 import type { ClientRequest, StreamTranslator } from "../surface/client-surface.js";
 import { UsageFallback } from "../surface/usage-fallback.js";
-import { matchedStopSequence, toAnthropicStopReason, toolUseStop } from "./map-finish-reason.js";
+import { anthropicStop } from "./map-finish-reason.js";
 
 type Json = Record<string, unknown>;
 type BlockKind = "text" | "thinking" | "tool_use";
@@ -22,9 +22,8 @@ export class OpenAIToAnthropicStream implements StreamTranslator {
   private blockIndex = -1;
   private blockKind: BlockKind | null = null;
   private readonly blockByToolIndex = new Map<number, number>();
-  private stopReason = "end_turn";
-  /** The request's stop sequence that ended the answer, when the supplier named it. */
-  private stopSequence: string | null = null;
+  /** How the answer ended: the finish reason, and vLLM's matched stop string, once they came. */
+  private finish: { finish_reason?: unknown; stop_reason?: unknown } = {};
   private readonly fallback = new UsageFallback();
 
   constructor(
@@ -58,13 +57,9 @@ export class OpenAIToAnthropicStream implements StreamTranslator {
     }
     const calls = (delta.tool_calls as Json[] | undefined) ?? [];
     for (let position = 0; position < calls.length; position++) out += this.toolCall(calls[position] as Json, position);
+    // the two fields only: the chunk itself (its delta) is not kept past this event
     if (typeof choice?.finish_reason === "string") {
-      this.stopReason = toAnthropicStopReason(choice.finish_reason);
-      this.stopSequence = matchedStopSequence(
-        choice.finish_reason,
-        choice.stop_reason,
-        this.request.body.stop_sequences,
-      );
+      this.finish = { finish_reason: choice.finish_reason, stop_reason: choice.stop_reason };
     }
     return out === "" ? null : out;
   }
@@ -150,10 +145,7 @@ export class OpenAIToAnthropicStream implements StreamTranslator {
       this.close() +
       anthropicEvent("message_delta", {
         type: "message_delta",
-        delta:
-          this.stopSequence !== null
-            ? { stop_reason: "stop_sequence", stop_sequence: this.stopSequence }
-            : { stop_reason: toolUseStop(this.stopReason, this.blockByToolIndex.size > 0), stop_sequence: null },
+        delta: anthropicStop(this.finish, this.request.body.stop_sequences, this.blockByToolIndex.size > 0),
         usage: toAnthropicUsage(usage),
       }) +
       anthropicEvent("message_stop", { type: "message_stop" })

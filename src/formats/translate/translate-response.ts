@@ -2,7 +2,7 @@ import type { ModelId } from "../../config/ids.js";
 import { toAnthropicUsage } from "../../metering/anthropic-usage.js";
 import { type TokenUsage, toOpenAIUsage } from "../../metering/token-usage.js";
 import { nestsTooDeep } from "../validation/json-depth.js";
-import { matchedStopSequence, toAnthropicStopReason, toOpenAIFinishReason, toolUseStop } from "./map-finish-reason.js";
+import { anthropicStop, toOpenAIFinishReason } from "./map-finish-reason.js";
 
 type Json = Record<string, unknown>;
 
@@ -45,21 +45,17 @@ export function openAIToAnthropicMessage(
     content.push({ type: "tool_use", id: call.id, name: fn.name, input: parseArguments(fn.arguments) });
   }
   const id = typeof completion.id === "string" ? completion.id : "";
-  const stopSequence = matchedStopSequence(choice.finish_reason, choice.stop_reason, stopSequences);
   return {
     id: id.startsWith("msg_") ? id : `msg_${id.replace(/^chatcmpl-/, "")}`,
     type: "message",
     role: "assistant",
     model,
     content,
-    stop_reason:
-      stopSequence !== null
-        ? "stop_sequence"
-        : toolUseStop(
-            toAnthropicStopReason(choice.finish_reason),
-            content.some((block) => block.type === "tool_use"),
-          ),
-    stop_sequence: stopSequence,
+    ...anthropicStop(
+      choice,
+      stopSequences,
+      content.some((block) => block.type === "tool_use"),
+    ),
     usage: toAnthropicUsage(usage),
   };
 }
