@@ -29,16 +29,16 @@ describe("stream memory bounds", () => {
     expect(Math.abs((exchange.usage?.output ?? 0) - whole)).toBeLessThanOrEqual(whole / 1000);
   });
 
-  it("ends a stream whose event never ends once the bytes since the last event pass max_response_bytes", async () => {
+  /** A supplier's stream that repeats `piece` and never ends an event; `sent()` is what it wrote so far. */
+  function endlessEvent(piece: string) {
     let sent = 0;
-    const line = Buffer.from("data:\n");
+    const chunk = Buffer.from(piece);
     const response = {
       maxBytes: 6_000,
       async *stream() {
-        // an event of empty data lines that never ends: one character each to the parser's own bound
         for (let index = 0; index < 100_000; index++) {
-          sent += line.length;
-          yield line;
+          sent += chunk.length;
+          yield chunk;
         }
       },
     } as unknown as UpstreamResponse;
@@ -47,32 +47,22 @@ describe("stream memory bounds", () => {
         // no event ever ends
       }
     };
-    await expect(read()).rejects.toBeInstanceOf(LetheError);
-    await expect(read()).rejects.toMatchObject({ code: "LETHE_UPSTREAM_BAD_RESPONSE" });
+    return { read, sent: () => sent, size: chunk.length };
+  }
+
+  it("ends a stream whose event never ends once the bytes since the last event pass max_response_bytes", async () => {
+    // an event of empty data lines that never ends: one character each to the parser's own bound
+    const stream = endlessEvent("data:\n");
+    await expect(stream.read()).rejects.toBeInstanceOf(LetheError);
+    await expect(stream.read()).rejects.toMatchObject({ code: "LETHE_UPSTREAM_BAD_RESPONSE" });
     // cut at the byte bound, not after six times as many bytes (the parser counted characters of data)
-    expect(sent).toBeLessThanOrEqual(2 * (6_000 + line.length));
+    expect(stream.sent()).toBeLessThanOrEqual(2 * (6_000 + stream.size));
   });
 
   it("counts an unfinished event's bytes across the comments between its lines", async () => {
-    let sent = 0;
     // a comment after every data line: comments take nothing off what the event itself holds
-    const lines = Buffer.from("data:\n:\n");
-    const response = {
-      maxBytes: 6_000,
-      async *stream() {
-        for (let index = 0; index < 100_000; index++) {
-          sent += lines.length;
-          yield lines;
-        }
-      },
-    } as unknown as UpstreamResponse;
-    await expect(
-      (async () => {
-        for await (const _ of readSse(response)) {
-          // no event ever ends
-        }
-      })(),
-    ).rejects.toMatchObject({ code: "LETHE_UPSTREAM_BAD_RESPONSE" });
-    expect(sent).toBeLessThanOrEqual(2 * 6_000);
+    const stream = endlessEvent("data:\n:\n");
+    await expect(stream.read()).rejects.toMatchObject({ code: "LETHE_UPSTREAM_BAD_RESPONSE" });
+    expect(stream.sent()).toBeLessThanOrEqual(2 * 6_000);
   });
 });
