@@ -3,7 +3,7 @@ import { resolveConfig } from "../src/config/load-config.js";
 import { anthropicMessagesSurface } from "../src/formats/anthropic/anthropic-surface.js";
 import { CircuitBreaker } from "../src/routing/circuit-breaker.js";
 import { planRoutes } from "../src/routing/plan-routes.js";
-import { RouteStats } from "../src/routing/route-stats.js";
+import { type AnswerTimings, RouteStats } from "../src/routing/route-stats.js";
 import { Router } from "../src/routing/router.js";
 import { behaviour, type FakeOpenAISupplier } from "./support/fake-openai-supplier.js";
 import { startTestGateway, type TestGateway } from "./support/gateway-harness.js";
@@ -120,12 +120,17 @@ describe("CircuitBreaker", () => {
   });
 });
 
+/** A successful answer that came whole (no stream), after `latencyMs`, with no output tokens. */
+function json(latencyMs: number): AnswerTimings {
+  return { latencyMs, ttftMs: null, outputTokens: 0 };
+}
+
 describe("RouteStats", () => {
   it("reports the recent error rate and the median TTFT", () => {
     const stats = new RouteStats({ failureThreshold: 1000, windowMs: 1000, cooldownMs: 1000 });
     expect(stats.errorRate()).toBe(0);
     expect(stats.ttftP50Ms()).toBeNull();
-    for (const ttft of [30, 10, 20]) stats.recordSuccess(ttft, 50);
+    for (const ttft of [30, 10, 20]) stats.recordSuccess(0, { latencyMs: ttft + 100, ttftMs: ttft, outputTokens: 5 });
     stats.recordFailure(0);
     expect(stats.errorRate()).toBe(0.25);
     expect(stats.ttftP50Ms()).toBe(20);
@@ -134,9 +139,9 @@ describe("RouteStats", () => {
   it("forgets outcomes beyond the last hundred", () => {
     const stats = new RouteStats({ failureThreshold: 1000, windowMs: 1000, cooldownMs: 1000 });
     for (let index = 0; index < 100; index++) stats.recordFailure(index);
-    for (let index = 0; index < 50; index++) stats.recordSuccess(5, null);
+    for (let index = 0; index < 50; index++) stats.recordSuccess(0, json(5));
     expect(stats.errorRate()).toBe(0.5);
-    for (let index = 0; index < 100; index++) stats.recordSuccess(5, null);
+    for (let index = 0; index < 100; index++) stats.recordSuccess(0, json(5));
     expect(stats.errorRate()).toBe(0);
     stats.recordFailure(0);
     expect(stats.errorRate()).toBe(0.01);
@@ -144,11 +149,12 @@ describe("RouteStats", () => {
 
   it("takes the median TTFT over the last hundred samples only", () => {
     const stats = new RouteStats({ failureThreshold: 1000, windowMs: 1000, cooldownMs: 1000 });
-    for (let index = 0; index < 100; index++) stats.recordSuccess(1000 + index, null);
+    for (let index = 0; index < 100; index++) stats.recordSuccess(0, json(1000 + index));
     expect(stats.ttftP50Ms()).toBe(1049);
-    for (let index = 0; index < 60; index++) stats.recordSuccess(5, null);
+    for (let index = 0; index < 60; index++) stats.recordSuccess(0, json(5));
     expect(stats.ttftP50Ms()).toBe(5);
-    stats.recordSuccess(null, 10);
+    // a JSON answer's first token arrives with the whole of it: its latency is its TTFT here
+    stats.recordSuccess(0, json(1));
     expect(stats.ttftP50Ms()).toBe(5);
   });
 });
@@ -193,7 +199,7 @@ describe("Router with a clock under test control", () => {
     // one request takes the probe: the others see the route as unavailable until it reports
     expect(router.statsFor(first).breaker.tryAcquire(clock)).toBe(true);
     expect(keys()).toEqual(["b/x"]);
-    router.statsFor(first).recordSuccess(12, null);
+    router.statsFor(first).recordSuccess(clock, json(12));
     expect(keys()).toEqual(["a/x", "b/x"]);
     expect(router.statsFor(first).breaker.state(clock)).toBe("closed");
   });

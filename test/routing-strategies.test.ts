@@ -1,6 +1,7 @@
 import { afterAll, beforeAll, describe, expect, it } from "vitest";
 import { type ModelConfig, resolveConfig } from "../src/config/load-config.js";
 import { planRoutes, type RoutePlan } from "../src/routing/plan-routes.js";
+import { type AnswerTimings, STALE_AFTER_MS } from "../src/routing/route-stats.js";
 import { type ExpectedTokens, Router } from "../src/routing/router.js";
 import { behaviour, type FakeOpenAISupplier } from "./support/fake-openai-supplier.js";
 import { startTestGateway, type TestGateway } from "./support/gateway-harness.js";
@@ -38,7 +39,11 @@ interface RouteSpec {
 }
 
 /** A plan for one model with the given strategy and routes (suppliers named after the routes). */
-function planOf(strategy: ModelConfig["strategy"], routes: RouteSpec[]): { plan: RoutePlan; router: Router } {
+function planOf(
+  strategy: ModelConfig["strategy"],
+  routes: RouteSpec[],
+  now: () => number = () => 0,
+): { plan: RoutePlan; router: Router } {
   const config = resolveConfig(
     {
       suppliers: routes.map((route) => ({
@@ -53,7 +58,7 @@ function planOf(strategy: ModelConfig["strategy"], routes: RouteSpec[]): { plan:
     {},
     null,
   );
-  return { plan: planRoutes(config, "m", true), router: new Router(config.routing, () => 0, mulberry32(7)) };
+  return { plan: planRoutes(config, "m", true), router: new Router(config.routing, now, mulberry32(7)) };
 }
 
 const NO_TOKENS: ExpectedTokens = { input: 0, output: 0 };
@@ -171,15 +176,26 @@ describe("lowest-price", () => {
   });
 });
 
+/** A stream's timings: first token after `ttftMs`, then `tokens` tokens at `msPerToken` each. */
+function streamed(ttftMs: number, tokens: number, msPerToken: number): AnswerTimings {
+  return { latencyMs: ttftMs + tokens * msPerToken, ttftMs, outputTokens: tokens };
+}
+
+/** An answer that came whole (JSON) after `latencyMs`. */
+function whole(latencyMs: number, tokens = 0): AnswerTimings {
+  return { latencyMs, ttftMs: null, outputTokens: tokens };
+}
+
 describe("lowest-latency", () => {
   it("tries unmeasured routes first, then prefers the lower TTFT plus generation time", () => {
     const { plan, router } = planOf("lowest-latency", [{ supplier: "a" }, { supplier: "b" }]);
     const [a, b] = plan.routes as [RoutePlan["routes"][number], RoutePlan["routes"][number]];
     const expected = { input: 100, output: 100 };
-    router.statsFor(a).recordSuccess(50, 100);
+    expect(suppliersOf(router.order(plan, expected))).toEqual(["a", "b"]);
+    router.statsFor(a).recordSuccess(0, streamed(50, 100, 10));
     expect(suppliersOf(router.order(plan, expected))).toEqual(["b", "a"]);
     // b answers sooner but generates far slower: 100 tokens at 10/s is a whole 10 s
-    router.statsFor(b).recordSuccess(20, 10);
+    router.statsFor(b).recordSuccess(0, streamed(20, 100, 100));
     expect(suppliersOf(router.order(plan, expected))).toEqual(["a", "b"]);
   });
 
@@ -187,17 +203,72 @@ describe("lowest-latency", () => {
     const { plan, router } = planOf("lowest-latency", [{ supplier: "a" }, { supplier: "b" }]);
     const [a, b] = plan.routes as [RoutePlan["routes"][number], RoutePlan["routes"][number]];
     for (let index = 0; index < 10; index++) {
-      router.statsFor(a).recordSuccess(10, null);
-      router.statsFor(b).recordSuccess(30, null);
+      router.statsFor(a).recordSuccess(0, whole(10));
+      router.statsFor(b).recordSuccess(0, whole(30));
     }
     expect(suppliersOf(router.order(plan, NO_TOKENS))[0]).toBe("a");
     let slowAnswers = 0;
     while (suppliersOf(router.order(plan, NO_TOKENS))[0] === "a" && slowAnswers < 100) {
-      router.statsFor(a).recordSuccess(200, null);
+      router.statsFor(a).recordSuccess(0, whole(200));
       slowAnswers++;
     }
     // a moving average: one slow answer is enough here, and it takes more than none
     expect(slowAnswers).toBe(1);
+  });
+
+  it("compares a route measured by whole answers with one measured by streams like with like", () => {
+    const { plan, router } = planOf("lowest-latency", [{ supplier: "json" }, { supplier: "streams" }]);
+    const [json, streams] = plan.routes as [RoutePlan["routes"][number], RoutePlan["routes"][number]];
+    const expected = { input: 100, output: 100 };
+    // 100 tokens whole after 1,000 ms, against a stream of them done after 300 + 800 ms
+    router.statsFor(json).recordSuccess(0, whole(1000, 100));
+    router.statsFor(streams).recordSuccess(0, streamed(300, 100, 8));
+    // a whole answer's wait is not counted twice (as TTFT, then again spread over its tokens)
+    expect(suppliersOf(router.order(plan, expected))).toEqual(["json", "streams"]);
+    // a whole answer from a route that also streams: its latency less the generation its streams showed
+    router.statsFor(streams).recordSuccess(0, whole(1100, 100));
+    expect(router.statsFor(streams).ttftEwmaMs).toBe(300);
+    expect(router.statsFor(streams).msPerTokenEwma).toBe(8);
+  });
+
+  it("sends one request at a time to measure a route that never answered", () => {
+    const { plan, router } = planOf("lowest-latency", [{ supplier: "a" }, { supplier: "b" }]);
+    const [a] = plan.routes as [RoutePlan["routes"][number]];
+    router.statsFor(a).recordSuccess(0, whole(10));
+    expect(suppliersOf(router.order(plan, NO_TOKENS))).toEqual(["b", "a"]);
+    // b's measuring request is out: the requests beside it go to the measured route
+    expect(suppliersOf(router.order(plan, NO_TOKENS))).toEqual(["a", "b"]);
+    expect(suppliersOf(router.order(plan, NO_TOKENS))).toEqual(["a", "b"]);
+  });
+
+  it("measures a stale route again while the model has traffic, and its answer replaces the old figures", () => {
+    let clock = 0;
+    const { plan, router } = planOf("lowest-latency", [{ supplier: "fast" }, { supplier: "slow" }], () => clock);
+    const [fast, slow] = plan.routes as [RoutePlan["routes"][number], RoutePlan["routes"][number]];
+    router.statsFor(fast).recordSuccess(clock, whole(10));
+    router.statsFor(slow).recordSuccess(clock, whole(500));
+    clock = STALE_AFTER_MS - 1;
+    router.statsFor(fast).recordSuccess(clock, whole(10));
+    expect(suppliersOf(router.order(plan, NO_TOKENS))).toEqual(["fast", "slow"]);
+    clock = STALE_AFTER_MS;
+    // slow's figures are a minute old: one request measures it, the others stay on fast
+    expect(suppliersOf(router.order(plan, NO_TOKENS))).toEqual(["slow", "fast"]);
+    expect(suppliersOf(router.order(plan, NO_TOKENS))).toEqual(["fast", "slow"]);
+    // it recovered: the new answer replaces its stale average rather than nudging it
+    router.statsFor(slow).recordSuccess(clock, whole(5));
+    expect(router.statsFor(slow).ttftEwmaMs).toBe(5);
+    expect(suppliersOf(router.order(plan, NO_TOKENS))).toEqual(["slow", "fast"]);
+  });
+
+  it("keeps stale figures when the model has had no traffic, rather than spend its rare requests measuring", () => {
+    let clock = 0;
+    const { plan, router } = planOf("lowest-latency", [{ supplier: "fast" }, { supplier: "slow" }], () => clock);
+    const [fast, slow] = plan.routes as [RoutePlan["routes"][number], RoutePlan["routes"][number]];
+    router.statsFor(slow).recordSuccess(clock, whole(500));
+    router.statsFor(fast).recordSuccess(clock, whole(10));
+    clock = 10 * STALE_AFTER_MS;
+    expect(suppliersOf(router.order(plan, NO_TOKENS))).toEqual(["fast", "slow"]);
+    expect(suppliersOf(router.order(plan, NO_TOKENS))).toEqual(["fast", "slow"]);
   });
 });
 

@@ -4,14 +4,40 @@ const EWMA_WEIGHT = 0.2;
 const SAMPLES = 100;
 
 /**
- * What Lethe knows about one route's recent behaviour: its circuit breaker, moving
- * averages of time to first token and throughput, and a ring of recent outcomes and
- * TTFT samples for the error rate and p50 shown in `lethe routes` and /metrics.
+ * How long a route's latency figures stand without a new answer. Past it they are
+ * stale: lowest-latency sends one request to measure the route again (router.ts), and
+ * the next answer replaces the old figures instead of being averaged into them.
+ */
+export const STALE_AFTER_MS = 60_000;
+
+/** How a successful answer went, as the exchange measured it. */
+export interface AnswerTimings {
+  latencyMs: number;
+  /** Time to the first token of a stream; null for an answer that came whole (JSON). */
+  ttftMs: number | null;
+  outputTokens: number;
+}
+
+function average(current: number | null, sample: number, weight: number): number {
+  return current === null ? sample : current + weight * (sample - current);
+}
+
+/**
+ * What Lethe knows about one route's recent behaviour: its circuit breaker, a model of
+ * its latency (time to the first token, then milliseconds per output token) as moving
+ * averages, and a ring of recent outcomes and TTFT samples for the error rate and p50
+ * shown in `lethe routes` and /metrics.
  */
 export class RouteStats {
   readonly breaker: CircuitBreaker;
+  /** Estimated ms from the request to the first token. */
   ttftEwmaMs: number | null = null;
-  tokensPerSecondEwma: number | null = null;
+  /** Estimated ms per output token once generating; only streams show it. */
+  msPerTokenEwma: number | null = null;
+  /** When the route last answered successfully (the router's clock); null before its first answer. */
+  lastAnswerAt: number | null = null;
+  /** When lowest-latency last sent a request to measure this route, until its answer. */
+  probeSentAt: number | null = null;
   /** The last SAMPLES outcomes, 1 for a failure, written round the ring (no shifting per request). */
   private readonly outcomes = new Uint8Array(SAMPLES);
   private outcomeCount = 0;
@@ -25,28 +51,51 @@ export class RouteStats {
     this.breaker = new CircuitBreaker(settings);
   }
 
-  /** A successful answer: feeds the breaker and the latency figures. */
-  recordSuccess(ttftMs: number | null, tokensPerSecond: number | null): void {
+  /**
+   * A successful answer: feeds the breaker and the latency model. A stream shows both
+   * parts, its time to the first token and its generation time per token. An answer that
+   * came whole shows only their sum: its latency, less the generation time this route's
+   * streams showed (none known: all of it), is what it says about the first token. It
+   * never feeds the per-token figure, which would count its wait for the first token
+   * twice (once as TTFT, once spread over its tokens).
+   */
+  recordSuccess(now: number, answer: AnswerTimings): void {
     this.breaker.onSuccess();
     this.pushOutcome(true);
-    if (ttftMs !== null) {
-      this.ttftEwmaMs = this.ttftEwmaMs === null ? ttftMs : this.ttftEwmaMs + EWMA_WEIGHT * (ttftMs - this.ttftEwmaMs);
-      this.ttftSamples[this.ttftNext] = ttftMs;
-      this.ttftNext = (this.ttftNext + 1) % SAMPLES;
-      if (this.ttftCount < SAMPLES) this.ttftCount++;
+    const weight = this.isStale(now) ? 1 : EWMA_WEIGHT;
+    this.lastAnswerAt = now;
+    this.probeSentAt = null;
+    if (answer.ttftMs !== null) {
+      this.pushTtft(answer.ttftMs);
+      this.ttftEwmaMs = average(this.ttftEwmaMs, answer.ttftMs, weight);
+      const generationMs = answer.latencyMs - answer.ttftMs;
+      if (answer.outputTokens > 0 && generationMs > 0) {
+        this.msPerTokenEwma = average(this.msPerTokenEwma, generationMs / answer.outputTokens, weight);
+      }
+      return;
     }
-    if (tokensPerSecond !== null && tokensPerSecond > 0) {
-      this.tokensPerSecondEwma =
-        this.tokensPerSecondEwma === null
-          ? tokensPerSecond
-          : this.tokensPerSecondEwma + EWMA_WEIGHT * (tokensPerSecond - this.tokensPerSecondEwma);
-    }
+    // the whole answer is the client's first token: the p50 shown counts it as such
+    this.pushTtft(answer.latencyMs);
+    const generationMs = this.msPerTokenEwma === null ? 0 : answer.outputTokens * this.msPerTokenEwma;
+    this.ttftEwmaMs = average(this.ttftEwmaMs, Math.max(0, answer.latencyMs - generationMs), weight);
   }
 
   /** A failure the route is to blame for (refused, timed out, 429, 5xx, broken stream). */
   recordFailure(now: number): void {
     this.breaker.onFailure(now);
     this.pushOutcome(false);
+    // the measuring request got its answer; the breaker decides what a failing route gets next
+    this.probeSentAt = null;
+  }
+
+  /** True when the route has not answered within STALE_AFTER_MS (or never has). */
+  isStale(now: number): boolean {
+    return this.lastAnswerAt === null || now - this.lastAnswerAt >= STALE_AFTER_MS;
+  }
+
+  /** True when a request sent to measure the route is still out (for less than STALE_AFTER_MS). */
+  isProbing(now: number): boolean {
+    return this.probeSentAt !== null && now - this.probeSentAt < STALE_AFTER_MS;
   }
 
   /** Share of failures among the last outcomes, 0 when none. */
@@ -60,6 +109,12 @@ export class RouteStats {
     // a typed array sorts numerically; the ring's order does not matter for a median
     const sorted = this.ttftSamples.slice(0, this.ttftCount).sort();
     return sorted[Math.floor((this.ttftCount - 1) / 2)] as number;
+  }
+
+  private pushTtft(ms: number): void {
+    this.ttftSamples[this.ttftNext] = ms;
+    this.ttftNext = (this.ttftNext + 1) % SAMPLES;
+    if (this.ttftCount < SAMPLES) this.ttftCount++;
   }
 
   private pushOutcome(success: boolean): void {

@@ -44,7 +44,7 @@ export class Router {
       case "lowest-price":
         return stableSort(available, (route) => estimatedCost(route, expected));
       case "lowest-latency":
-        return stableSort(available, (route) => this.latencyScore(route, expected));
+        return this.byLatency(available, expected, now);
       default:
         return available;
     }
@@ -60,12 +60,36 @@ export class Router {
     return keyed.map((entry) => entry.route);
   }
 
-  /** Expected milliseconds to the whole answer; routes never measured score 0 so they get tried. */
-  private latencyScore(route: RouteConfig, expected: ExpectedTokens): number {
-    const stats = this.statsFor(route);
-    const ttft = stats.ttftEwmaMs ?? 0;
-    const generation = stats.tokensPerSecondEwma === null ? 0 : (expected.output * 1000) / stats.tokensPerSecondEwma;
-    return ttft + generation;
+  /**
+   * Routes by the expected time to the whole answer, with one exception: a route to be
+   * measured goes first, so one slow spell does not exile a route for good. That is a
+   * route that never answered, and, while the model has traffic (some route answered
+   * within STALE_AFTER_MS), one whose figures are older than that. It gets one request
+   * at a time: once sent, an unmeasured route waits at the back and a stale one keeps its
+   * old figures until the answer comes. With no recent traffic, old figures are all
+   * there is, and measuring would cost the few requests there are.
+   */
+  private byLatency(routes: RouteConfig[], expected: ExpectedTokens, now: number): RouteConfig[] {
+    const traffic = routes.some((route) => !this.statsFor(route).isStale(now));
+    const ordered = stableSort(routes, (route) => this.latencyScore(this.statsFor(route), expected, now, traffic));
+    const first = ordered[0];
+    if (first !== undefined) {
+      const stats = this.statsFor(first);
+      if (this.wantsMeasuring(stats, now, traffic)) stats.probeSentAt = now;
+    }
+    return ordered;
+  }
+
+  private wantsMeasuring(stats: RouteStats, now: number, traffic: boolean): boolean {
+    if (stats.isProbing(now)) return false;
+    return stats.ttftEwmaMs === null || (traffic && stats.isStale(now));
+  }
+
+  /** Expected milliseconds to the whole answer: time to the first token, then the expected output at the route's pace. */
+  private latencyScore(stats: RouteStats, expected: ExpectedTokens, now: number, traffic: boolean): number {
+    if (this.wantsMeasuring(stats, now, traffic)) return -1;
+    if (stats.ttftEwmaMs === null) return Number.POSITIVE_INFINITY;
+    return stats.ttftEwmaMs + (stats.msPerTokenEwma ?? 0) * expected.output;
   }
 }
 

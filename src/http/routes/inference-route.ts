@@ -37,8 +37,12 @@ function recordOutcome(gateway: Gateway, attempted: Attempted, exchange: Exchang
     if (attempted.probe) stats.breaker.release();
   } else if (errorCode !== null) stats.recordFailure(gateway.router.now());
   else {
-    const record = exchange.timings();
-    stats.recordSuccess(record.ttftMs ?? record.latencyMs, record.outputTokensPerSecond);
+    const timings = exchange.timings();
+    stats.recordSuccess(gateway.router.now(), {
+      latencyMs: timings.latencyMs,
+      ttftMs: timings.ttftMs,
+      outputTokens: exchange.usage?.output ?? 0,
+    });
   }
 }
 
