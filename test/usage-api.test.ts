@@ -176,6 +176,14 @@ describe("GET /v1/usage", () => {
     expect(total(byKey.body.data)).toBe(total(byDay.body.data) - 24_000);
   });
 
+  it("counts a rolled-up day at its start: windows that meet within it count it once", async () => {
+    const noon = encodeURIComponent(new Date(at(longAgo, 12)).toISOString());
+    const before = await usage(`?from=${daysBefore(Date.parse(`${longAgo}T00:00:00Z`), 1)}&to=${noon}`);
+    const after = await usage(`?from=${noon}&to=${daysBefore(now, 110)}`);
+    expect(before.body.data.map((group) => [group.group, group.requests])).toEqual([[longAgo, 40]]);
+    expect(after.body.data).toEqual([]);
+  });
+
   it("shows each account only its own usage", async () => {
     const { body } = await usage(`?from=${threeDaysAgo}&to=${today}&group_by=model`, other.key);
     expect(body.data).toHaveLength(1);

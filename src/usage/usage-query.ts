@@ -46,7 +46,8 @@ export interface UsageResponse {
 
 /**
  * Answers `?from=&to=&group_by=` for an account: from defaults to 30 days ago, to
- * to now (a bare `to` date includes that whole day), group_by to day.
+ * to now (a bare `to` date includes that whole day), group_by to day. Days rolled up by
+ * retention count at their start (00:00 UTC): a window from mid-day leaves that day out.
  */
 export async function usageForAccount(
   store: Store,
@@ -66,7 +67,10 @@ export async function usageForAccount(
   }
   const grouping = params.group_by ?? "day";
   const rows = await store.usage.rawRows(accountId, from, to);
-  const aggregates = await store.usage.dailyRows(accountId, utcDay(from), utcDay(to - 1));
+  // a rolled-up day keeps no times: it counts where it starts, at 00:00 UTC, so two windows
+  // that meet within it count it once, not both (the first day that starts at or after
+  // `from`, through the last that starts before `to`)
+  const aggregates = await store.usage.dailyRows(accountId, utcDay(from + DAY_MS - 1), utcDay(to - 1));
   return {
     object: "usage",
     from: new Date(from).toISOString(),
