@@ -3,6 +3,7 @@ import { KeyHasher } from "../keys/api-key.js";
 import { issueKey } from "../keys/issue-key.js";
 import { openStore } from "../store/open-store.js";
 import { loadServerSecret } from "../store/server-secret.js";
+import { loadSigningKey } from "../store/signing-key.js";
 import type { AccountRecord, Store } from "../store/store.js";
 
 /** On a store with no account yet, creates `demo` and returns its first key (to be shown once); else null. */
@@ -20,13 +21,15 @@ export async function createDemoAccountIfEmpty(store: Store, hasher: KeyHasher):
 }
 
 /**
- * Runs the store's migrations and makes the server secret before any worker starts, so
- * workers starting together on a fresh data dir do not race to do either.
+ * Runs the store's migrations and makes the server secret and the statement-signing key
+ * before any worker starts, so workers starting together on a fresh data dir do not race
+ * to do any of it (createOnce makes such a race safe; this makes it rare).
  */
 export async function prepareStore(config: LetheConfig): Promise<void> {
   const store = await openStore(config);
   try {
     await loadServerSecret(config.dataDir, config.secret);
+    await loadSigningKey(config.dataDir);
   } finally {
     await store.close();
   }

@@ -1,6 +1,8 @@
 import { randomBytes } from "node:crypto";
-import { mkdir, readFile, writeFile } from "node:fs/promises";
+import { readFile } from "node:fs/promises";
 import path from "node:path";
+import { ConfigError } from "../config/load-config.js";
+import { createOnce } from "./create-once.js";
 
 const SECRET_FILE = "secret";
 
@@ -14,18 +16,21 @@ export async function loadServerSecret(dataDir: string, fromEnv: string | null):
     return fromEnv;
   }
   const file = path.join(dataDir, SECRET_FILE);
+  let secret: string;
   try {
-    const existing = (await readFile(file, "utf8")).trim();
-    if (existing.length >= 16) return existing;
-  } catch {
-    // no secret yet: generate it below
+    secret = (await readFile(file, "utf8")).trim();
+  } catch (error) {
+    if ((error as NodeJS.ErrnoException).code !== "ENOENT") throw error;
+    // another process may create it at the same moment: then theirs is the secret
+    secret = (await createOnce(file, `${randomBytes(32).toString("base64url")}\n`)).trim();
   }
-  await mkdir(dataDir, { recursive: true, mode: 0o700 });
-  const secret = randomBytes(32).toString("base64url");
-  await writeFile(file, `${secret}\n`, { mode: 0o600, flag: "wx" }).catch(async () => {
-    // another process created it first: use theirs
-  });
-  return (await readFile(file, "utf8")).trim();
+  // keys hashed under a short or empty secret would be guessable from their HMACs
+  if (secret.length < 16) {
+    throw new ConfigError(
+      `the data dir's ${SECRET_FILE} file holds no valid secret: restore it (every key and operator token is stored under it), or set LETHE_SECRET`,
+    );
+  }
+  return secret;
 }
 
 /**

@@ -1,6 +1,8 @@
 import { createPrivateKey, createPublicKey, generateKeyPairSync, type KeyObject } from "node:crypto";
-import { mkdir, readFile, writeFile } from "node:fs/promises";
+import { readFile } from "node:fs/promises";
 import path from "node:path";
+import { ConfigError } from "../config/load-config.js";
+import { createOnce } from "./create-once.js";
 
 const KEY_FILE = "zdr-signing-key.pem";
 
@@ -16,18 +18,22 @@ export interface SigningKey {
  */
 export async function loadSigningKey(dataDir: string): Promise<SigningKey> {
   const file = path.join(dataDir, KEY_FILE);
+  let pem: string;
   try {
-    const privateKey = createPrivateKey(await readFile(file, "utf8"));
-    return { privateKey, publicKey: createPublicKey(privateKey) };
-  } catch {
-    // no key yet (or unreadable): generate one below
+    pem = await readFile(file, "utf8");
+  } catch (error) {
+    if ((error as NodeJS.ErrnoException).code !== "ENOENT") throw error;
+    // another process may create it at the same moment: then theirs is the key
+    const generated = generateKeyPairSync("ed25519").privateKey;
+    pem = await createOnce(file, generated.export({ type: "pkcs8", format: "pem" }).toString());
   }
-  await mkdir(dataDir, { recursive: true, mode: 0o700 });
-  const { privateKey } = generateKeyPairSync("ed25519");
-  const pem = privateKey.export({ type: "pkcs8", format: "pem" }).toString();
-  await writeFile(file, pem, { mode: 0o600, flag: "wx" }).catch(() => {
-    // another process wrote it first: use theirs
-  });
-  const stored = createPrivateKey(await readFile(file, "utf8"));
-  return { privateKey: stored, publicKey: createPublicKey(stored) };
+  let privateKey: KeyObject;
+  try {
+    privateKey = createPrivateKey(pem);
+  } catch {
+    throw new ConfigError(
+      `the data dir's ${KEY_FILE} holds no valid private key: restore it, or remove it to have a new one generated (statements are then signed with the new key)`,
+    );
+  }
+  return { privateKey, publicKey: createPublicKey(privateKey) };
 }

@@ -1,0 +1,28 @@
+import { randomBytes } from "node:crypto";
+import { link, mkdir, readFile, rm, writeFile } from "node:fs/promises";
+import path from "node:path";
+
+/**
+ * Creates `file` in the data dir with `contents` (mode 0600) unless it exists, and
+ * returns what the file holds then: ours, or what another process created first.
+ *
+ * The file appears whole or not at all. `writeFile` with the `wx` flag would create it
+ * empty and fill it after: a second process starting at that moment (a cluster's
+ * workers, replicas sharing a data dir) read it empty and failed to start, and a crash
+ * in between left an empty file that every later start refused. Here the contents go
+ * to a file of this call's own first, and `link` gives it the real name only if that
+ * name is free: atomic, and never replacing what another process put there.
+ */
+export async function createOnce(file: string, contents: string): Promise<string> {
+  await mkdir(path.dirname(file), { recursive: true, mode: 0o700 });
+  const draft = `${file}.${process.pid}.${randomBytes(6).toString("hex")}.tmp`;
+  await writeFile(draft, contents, { mode: 0o600, flag: "wx" });
+  try {
+    await link(draft, file);
+  } catch (error) {
+    if ((error as NodeJS.ErrnoException).code !== "EEXIST") throw error;
+  } finally {
+    await rm(draft, { force: true });
+  }
+  return readFile(file, "utf8");
+}

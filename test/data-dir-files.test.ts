@@ -1,0 +1,86 @@
+import { spawn } from "node:child_process";
+import { mkdtemp, readdir, rm, stat, writeFile } from "node:fs/promises";
+import os from "node:os";
+import path from "node:path";
+import { afterAll, describe, expect, it } from "vitest";
+import { ConfigError } from "../src/config/load-config.js";
+import { createOnce } from "../src/store/create-once.js";
+import { loadServerSecret } from "../src/store/server-secret.js";
+import { loadSigningKey } from "../src/store/signing-key.js";
+
+const directories: string[] = [];
+
+async function freshDir(): Promise<string> {
+  const directory = await mkdtemp(path.join(os.tmpdir(), "lethe-data-dir-files-"));
+  directories.push(directory);
+  return directory;
+}
+
+afterAll(async () => {
+  await Promise.all(directories.map((directory) => rm(directory, { recursive: true, force: true })));
+});
+
+const DIST = path.resolve(import.meta.dirname, "../dist/store");
+
+/** A process that loads the secret and the signing key from `dataDir`, as a starting gateway does, and prints their digests. */
+function startingProcess(dataDir: string): Promise<string> {
+  const script = `
+    import { createHash } from "node:crypto";
+    import { loadServerSecret } from ${JSON.stringify(`${DIST}/server-secret.js`)};
+    import { loadSigningKey } from ${JSON.stringify(`${DIST}/signing-key.js`)};
+    const [secret, key] = await Promise.all([loadServerSecret(process.argv[1], null), loadSigningKey(process.argv[1])]);
+    const digest = (data) => createHash("sha256").update(data).digest("hex").slice(0, 16);
+    process.stdout.write(digest(secret) + " " + digest(key.publicKey.export({ type: "spki", format: "der" })));`;
+  return new Promise((resolve) => {
+    const child = spawn(process.execPath, ["--input-type=module", "-e", script, dataDir], {
+      stdio: ["ignore", "pipe", "pipe"],
+    });
+    let out = "";
+    child.stdout.on("data", (chunk: Buffer) => {
+      out += chunk.toString("utf8");
+    });
+    child.on("exit", (code) => resolve(code === 0 ? out : `exit ${code}`));
+  });
+}
+
+describe("files generated into the data dir (secret, signing key)", () => {
+  it("gives processes that start together on a fresh data dir the same secret and key", async () => {
+    for (let round = 0; round < 4; round++) {
+      const dataDir = await freshDir();
+      const seen = await Promise.all(Array.from({ length: 6 }, () => startingProcess(dataDir)));
+      expect(new Set(seen).size, seen.join(", ")).toBe(1);
+      expect(seen[0]).toMatch(/^[0-9a-f]{16} [0-9a-f]{16}$/);
+    }
+  });
+
+  it("creates a file whole or not at all: concurrent creators all read the first one's contents", async () => {
+    for (let round = 0; round < 20; round++) {
+      const file = path.join(await freshDir(), "nested", "file");
+      const contents = Array.from({ length: 8 }, (_, index) => `${index}`.repeat(100_000));
+      const read = await Promise.all(contents.map((text) => createOnce(file, text)));
+      expect(new Set(read).size).toBe(1);
+      expect(contents).toContain(read[0]);
+      // mode 0600, and no draft left behind
+      expect((await stat(file)).mode & 0o777).toBe(0o600);
+      expect(await readdir(path.dirname(file))).toEqual(["file"]);
+    }
+  });
+
+  it("refuses a damaged secret file rather than hash keys under what is left of it", async () => {
+    const dataDir = await freshDir();
+    await writeFile(path.join(dataDir, "secret"), "\n", { mode: 0o600 });
+    const failure = await loadServerSecret(dataDir, null).catch((error: unknown) => error);
+    expect(failure).toBeInstanceOf(ConfigError);
+    expect((failure as Error).message).toMatch(/secret file holds no valid secret/);
+    // LETHE_SECRET does not need the file
+    expect(await loadServerSecret(dataDir, "a-secret-of-sixteen+")).toBe("a-secret-of-sixteen+");
+  });
+
+  it("refuses a damaged signing key, saying how to get a new one", async () => {
+    const dataDir = await freshDir();
+    await writeFile(path.join(dataDir, "zdr-signing-key.pem"), "", { mode: 0o600 });
+    const failure = await loadSigningKey(dataDir).catch((error: unknown) => error);
+    expect(failure).toBeInstanceOf(ConfigError);
+    expect((failure as Error).message).toMatch(/remove it to have a new one generated/);
+  });
+});
