@@ -56,6 +56,25 @@ describe("the hardened serving process", () => {
     expect(dangerousFlags(["--abort-on-uncaught-exception"], "--max-old-space-size=100")).toEqual([
       "--abort-on-uncaught-exception",
     ]);
+    // trace events write to a file; node.http's hold every request URL
+    expect(dangerousFlags(["--trace-event-categories=node.http"], "--trace_events_enabled")).toEqual([
+      "--trace-event-categories",
+      "--trace-events-enabled",
+    ]);
+  });
+
+  it("refuses to serve with trace events on, by a flag or by a preloaded module", async () => {
+    const viaFlag = await run(["--trace-event-categories=node.http", LETHE_BIN, "serve"], env, cwd);
+    expect(viaFlag.code).toBe(2);
+    expect(viaFlag.output).toContain("lethe: refusing to serve with --trace-event-categories enabled");
+    const preload = path.join(cwd, "trace-on.mjs");
+    await writeFile(
+      preload,
+      `import { createTracing } from "node:trace_events"; createTracing({ categories: ["node.http"] }).enable();\n`,
+    );
+    const viaModule = await run(["--import", preload, LETHE_BIN, "serve"], env, cwd);
+    expect(viaModule.code).toBe(2);
+    expect(viaModule.output).toContain("lethe: refusing to serve with trace events enabled");
   });
 
   it("refuses to serve with the inspector on, unless --dev says it is a development run", async () => {
@@ -94,6 +113,27 @@ describe("the hardened serving process", () => {
     } finally {
       await serve.stop();
     }
+  });
+
+  it("logs a process warning by its kind and code, never its message", async () => {
+    const secret = makeCanary("warning");
+    const script = path.join(cwd, "warn.mjs");
+    await writeFile(
+      script,
+      `import { hardenProcess } from ${JSON.stringify(DIST_HARDEN)};
+import { createEventLog } from ${JSON.stringify(DIST_LOG)};
+await hardenProcess({ allowInspector: false, log: createEventLog() });
+process.emitWarning("the prompt was: ${secret}", { type: "DeprecationWarning", code: "DEP0999" });
+process.emitWarning("and again: ${secret}", { type: "${secret}" });
+setTimeout(() => process.exit(0), 50);
+`,
+    );
+    const result = await run([script], {}, cwd);
+    expect(result.code).toBe(0);
+    expect(result.output).toMatch(/"kind":"DeprecationWarning","code":"DEP0999","event":"node_warning"/);
+    expect(result.output).toMatch(/"kind":"other","event":"node_warning"/);
+    expect(result.output).not.toContain(secret);
+    expect(result.output).not.toContain("the prompt was");
   });
 
   it("logs an uncaught exception by its code only, never its message, and exits", async () => {

@@ -32,7 +32,22 @@ export interface EventFields {
   limits_per_worker: { workers: number };
   /** Someone sent the signal that opens Node's debugger; it was not opened. */
   signal_ignored: { signal: "SIGUSR1" };
+  /** A process warning, by its kind and deprecation code; never its message (harden-process.ts). */
+  node_warning: { kind: WarningKind; code: string | null };
 }
+
+/** The kinds of process warning Node and libraries emit; any other is `other`. */
+export const WARNING_KINDS = [
+  "DeprecationWarning",
+  "ExperimentalWarning",
+  "MaxListenersExceededWarning",
+  "TimeoutOverflowWarning",
+  "TimeoutNegativeWarning",
+  "UnhandledPromiseRejectionWarning",
+  "Warning",
+  "other",
+] as const;
+export type WarningKind = (typeof WARNING_KINDS)[number];
 
 export type EventName = keyof EventFields;
 export type StoreKind = "sqlite" | "postgres";
@@ -75,6 +90,7 @@ const LEVELS: Record<EventName, Level> = {
   process_hardened: "info",
   signal_ignored: "warn",
   limits_per_worker: "warn",
+  node_warning: "warn",
 };
 
 /** The one logger Lethe uses: `log.event(name, fields)`. */

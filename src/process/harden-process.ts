@@ -1,8 +1,9 @@
 import { execFile } from "node:child_process";
 import { readFile } from "node:fs/promises";
 import inspector from "node:inspector";
+import { getEnabledCategories } from "node:trace_events";
 import { toLetheError } from "../errors/lethe-error.js";
-import type { EventLog } from "../logging/event-log.js";
+import { type EventLog, WARNING_KINDS, type WarningKind } from "../logging/event-log.js";
 
 /** What hardening achieved; `lethe serve` prints it and docs/zdr.md explains each line. */
 export interface HardeningReport {
@@ -16,10 +17,13 @@ export class HardeningError extends Error {
   override name = "HardeningError";
 }
 
-// flags that open the heap to a debugger, write it (or a report of it) to disk, or print
-// an uncaught error's message past the crash handler; matched on the flag's name with
-// `_` read as `-`, as Node and V8 read them
+// flags that open the heap to a debugger, write it (or a report of it, or trace events,
+// whose node.http category holds every request URL) to disk, or print an uncaught
+// error's message past the crash handler; matched on the flag's name with `_` read as
+// `-`, as Node and V8 read them
 const DANGEROUS_FLAGS = [
+  /^--trace-event/,
+  /^--trace-events-enabled$/,
   /^--inspect/,
   /^--debug/,
   /^--heapsnapshot-signal$/,
@@ -74,6 +78,21 @@ export function dangerousFlags(execArgv: readonly string[], nodeOptions: string 
   return found;
 }
 
+/**
+ * Node prints a process warning's message as it is: Lethe's own and its libraries' carry
+ * no input that anyone has found, but a message is free text, and a library's next
+ * version may quote what it was handed. Node's printer is replaced by an allow-listed
+ * event: the warning's kind, from a closed set, and a deprecation code (DEP0040, say).
+ */
+function printWarningsAsEvents(log: EventLog): void {
+  process.removeAllListeners("warning");
+  process.on("warning", (warning: Error & { code?: unknown }) => {
+    const kind = (WARNING_KINDS as readonly string[]).includes(warning.name) ? (warning.name as WarningKind) : "other";
+    const code = typeof warning.code === "string" && /^DEP\d{4}$/.test(warning.code) ? warning.code : null;
+    log.event("node_warning", { kind, code });
+  });
+}
+
 /** Sets this process's core-file limit to 0 (soft and hard) with util-linux prlimit; Node has no setrlimit. */
 async function disableCoreDumps(): Promise<boolean> {
   await new Promise<void>((resolve) => {
@@ -95,11 +114,16 @@ async function disableCoreDumps(): Promise<boolean> {
  */
 export async function hardenProcess(options: { allowInspector: boolean; log: EventLog }): Promise<HardeningReport> {
   const flags = dangerousFlags(process.execArgv, process.env.NODE_OPTIONS);
+  // trace events switched on by any other means (a preloaded module) write to disk just the same
+  if (getEnabledCategories() !== undefined && !flags.some((flag) => flag.startsWith("--trace-event"))) {
+    flags.push("trace events");
+  }
   if (!options.allowInspector && (inspector.url() !== undefined || flags.length > 0)) {
     throw new HardeningError(
-      `refusing to serve with ${flags.length > 0 ? flags.join(", ") : "the inspector"} enabled: it exposes request content in memory (use --dev for a development run)`,
+      `refusing to serve with ${flags.length > 0 ? flags.join(", ") : "the inspector"} enabled: it exposes request content in memory or on disk (use --dev for a development run)`,
     );
   }
+  printWarningsAsEvents(options.log);
   process.report.reportOnFatalError = false;
   process.report.reportOnSignal = false;
   process.report.reportOnUncaughtException = false;
