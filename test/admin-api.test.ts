@@ -1,3 +1,4 @@
+import { connect } from "node:net";
 import { afterAll, beforeAll, describe, expect, it } from "vitest";
 import { mintApiKey, OPERATOR_TOKEN_PREFIX } from "../src/keys/api-key.js";
 import { BILLED, type BillingRig, closeBillingRig, startBillingRig } from "./support/billing-rig.js";
@@ -356,6 +357,30 @@ describe("the admin API under /admin/v1", () => {
     const query = await admin("GET", `/accounts/payg/usage?from=${rig.canary("adminquery")}`);
     expect(query.status).toBe(400);
     // the scan itself runs when the rig closes (data dir, log, metrics)
+  });
+
+  it("logs no internal failure for an operator's upload that is cut off", async () => {
+    const port = Number(new URL(rig.gateway.url).port);
+    const before = rig.gateway.logText().split("request_failed").length;
+    await new Promise<void>((resolve, reject) => {
+      const socket = connect(port, "127.0.0.1", () => {
+        socket.write(
+          `POST /admin/v1/accounts HTTP/1.1\r\nhost: x\r\nauthorization: Bearer ${token}\r\n` +
+            'content-type: application/json\r\ncontent-length: 1000\r\n\r\n{"name":',
+        );
+        // once the body is being read, the client goes
+        setTimeout(() => {
+          socket.destroy();
+          resolve();
+        }, 200);
+      });
+      socket.once("error", reject);
+    });
+    // the gateway still serves, and logged nothing of it as its own failure (the cut-off
+    // body fails its request on the next turns of the event loop: give those a moment)
+    expect((await fetch(`${rig.gateway.url}/healthz`)).status).toBe(200);
+    await new Promise((resolve) => setTimeout(resolve, 100));
+    expect(rig.gateway.logText().split("request_failed").length).toBe(before);
   });
 
   it("throttles an address that keeps presenting bad operator tokens", async () => {

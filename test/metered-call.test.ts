@@ -283,3 +283,62 @@ describe("limits.max_connections", () => {
     }
   });
 });
+
+describe("requests for no route, and clients that send slowly", () => {
+  let gateway: TestGateway;
+  const canary = makeCanary("unrouted");
+
+  beforeAll(async () => {
+    gateway = await startTestGateway({
+      config: { ...(DEFAULT_CONFIG_FILE as object), limits: { request_timeout_ms: 1000 } },
+    });
+  });
+
+  afterAll(async () => {
+    await gateway.close();
+    expect(await findCanaries([canary], { dataDir: gateway.dataDir, texts: { log: gateway.logText() } })).toEqual([]);
+    await removeDataDir(gateway);
+  });
+
+  const port = () => Number(new URL(gateway.url).port);
+  const open = () =>
+    new Promise<Socket>((resolve, reject) => {
+      const socket = connect(port(), "127.0.0.1", () => resolve(socket));
+      socket.once("error", reject);
+    });
+
+  it("answers 404 without reading a body for no route into memory or parsing it", async () => {
+    // not JSON: parsed, it would have been refused as such (400) rather than found missing
+    const response = await fetch(`${gateway.url}/v1/nowhere`, { method: "POST", body: `{"prompt": "${canary}` });
+    expect(response.status).toBe(404);
+    expect(((await response.json()) as { error: { code: string } }).error.code).toBe("LETHE_NOT_FOUND");
+    // another method on a metered endpoint says which one it takes, body or not
+    const wrongMethod = await fetch(`${gateway.url}/v1/chat/completions`, { method: "PUT", body: canary });
+    expect(wrongMethod.status).toBe(405);
+    expect(wrongMethod.headers.get("allow")).toBe("POST");
+  });
+
+  it("drops a long body for no route unread past a bound, then answers and closes", async () => {
+    const socket = await open();
+    const size = 8 * 1024 * 1024;
+    socket.write(`POST /v1/nowhere HTTP/1.1\r\nhost: x\r\ncontent-length: ${size}\r\n\r\n`);
+    // 2 MiB of it: past the bound the answer goes without waiting for the rest
+    socket.write(Buffer.alloc(2 * 1024 * 1024, "[{}]"));
+    const { text, closed } = await readUntil(socket, () => false);
+    socket.destroy();
+    expect(text).toMatch(/^HTTP\/1\.1 404/);
+    expect(text).toMatch(/connection: close/i);
+    expect(closed).toBe(true);
+  });
+
+  it("closes a connection whose request does not arrive within request_timeout_ms", async () => {
+    const slowHeaders = await open();
+    slowHeaders.write("POST /v1/chat/completions HTTP/1.1\r\nhost: x\r\n");
+    const slowBody = await open();
+    slowBody.write("POST /v1/chat/completions HTTP/1.1\r\nhost: x\r\ncontent-length: 1000\r\n\r\n{");
+    const [headers, body] = await Promise.all([readUntil(slowHeaders, () => false), readUntil(slowBody, () => false)]);
+    expect(headers.closed).toBe(true);
+    expect(body.closed).toBe(true);
+    expect(headers.text).toMatch(/^HTTP\/1\.1 408/);
+  });
+});

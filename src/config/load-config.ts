@@ -101,7 +101,14 @@ export interface LetheConfig {
   configPath: string | null;
   suppliers: Map<SupplierId, SupplierConfig>;
   models: Map<string, ModelConfig>;
-  limits: { rpm: number; tpm: number; maxBodyBytes: number; authFailuresPerMinute: number; maxConnections: number };
+  limits: {
+    rpm: number;
+    tpm: number;
+    maxBodyBytes: number;
+    authFailuresPerMinute: number;
+    maxConnections: number;
+    requestTimeoutMs: number;
+  };
   /** Reserve for requests without max_tokens; how long a database credit hold outlives a dead replica. */
   billing: { defaultOutputReserveTokens: number; holdTtlMs: number };
   routing: RoutingSettings;
@@ -269,6 +276,7 @@ export function resolveConfig(document: unknown, env: Env, configPath: string | 
       maxBodyBytes: file.limits.max_body_bytes,
       authFailuresPerMinute: file.limits.auth_failures_per_minute,
       maxConnections: file.limits.max_connections,
+      requestTimeoutMs: file.limits.request_timeout_ms,
     },
     billing: {
       defaultOutputReserveTokens: file.billing.default_output_reserve_tokens,

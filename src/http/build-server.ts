@@ -1,5 +1,5 @@
 import { createServer, type IncomingMessage, type ServerResponse } from "node:http";
-import Fastify, { type FastifyInstance, type FastifyReply } from "fastify";
+import Fastify, { type FastifyInstance, type FastifyReply, type FastifyRequest } from "fastify";
 import { registerAdminRoutes } from "../admin/admin-routes.js";
 import { LetheError } from "../errors/lethe-error.js";
 import { anthropicMessagesSurface } from "../formats/anthropic/anthropic-surface.js";
@@ -7,7 +7,7 @@ import { openAIChatSurface } from "../formats/openai/openai-surface.js";
 import type { AuthContext } from "../keys/authenticator.js";
 import { mintRequestId } from "../metering/exchange.js";
 import { answerClientError } from "./client-error.js";
-import { closesAfterAnswer } from "./drain-body.js";
+import { answerAfterBody, closesAfterAnswer } from "./drain-body.js";
 import { errorHandler, sendError } from "./error-handler.js";
 import type { Gateway } from "./gateway.js";
 import { MeteredCall, type MeteredEndpoint } from "./metered-call.js";
@@ -27,6 +27,18 @@ declare module "fastify" {
 }
 
 const KEEP_ALIVE_TIMEOUT_MS = 72_000;
+/** At most this long for a request's headers (within limits.request_timeout_ms). */
+const HEADERS_TIMEOUT_MS = 20_000;
+/** How often Node looks for requests past those timeouts (its default is 30 s). */
+const TIMEOUT_CHECK_MS = 5_000;
+
+/**
+ * Bodies for the routes Fastify serves (the admin API's small JSON objects): the metered
+ * endpoints, which take prompts, read theirs themselves under limits.max_body_bytes.
+ */
+const FASTIFY_BODY_LIMIT = 1024 * 1024;
+/** A request for no route is answered once this much more of its body has been dropped, or the connection closes. */
+const NOT_FOUND_DRAIN_BYTES = 1024 * 1024;
 
 /** The metered endpoints, by path: every one is a POST. */
 const METERED = new Map<string, MeteredEndpoint>(
@@ -55,7 +67,9 @@ function meteredEndpointAt(url: string): MeteredEndpoint | undefined {
  */
 function gatewayServer(gateway: Gateway) {
   return (fastifyHandler: (request: IncomingMessage, response: ServerResponse) => void) => {
-    const server = createServer((request, response) => {
+    const requestTimeoutMs = gateway.config.limits.requestTimeoutMs;
+    const checkEvery = Math.min(TIMEOUT_CHECK_MS, Math.max(250, requestTimeoutMs / 2));
+    const server = createServer({ connectionsCheckingInterval: checkEvery }, (request, response) => {
       // pipelined behind a refusal whose answer closes the connection: never answered, so not served
       if (closesAfterAnswer(request)) {
         request.resume();
@@ -66,6 +80,9 @@ function gatewayServer(gateway: Gateway) {
       else new MeteredCall(gateway, endpoint, request, response).start();
     });
     server.keepAliveTimeout = KEEP_ALIVE_TIMEOUT_MS;
+    // a client that sends slowly (or not at all) holds a connection only this long
+    server.requestTimeout = requestTimeoutMs;
+    server.headersTimeout = Math.min(HEADERS_TIMEOUT_MS, requestTimeoutMs);
     // bounded below the process's open-file limit, which every client connection and every
     // pooled supplier connection counts against: past it, accept() itself fails (EMFILE)
     server.maxConnections = gateway.config.limits.maxConnections;
@@ -79,12 +96,29 @@ function sendRequestId(reply: FastifyReply, id: string): void {
   reply.header("request-id", id);
 }
 
+/** True when a request announces a body (a length above zero, or chunks). */
+function hasBody(request: IncomingMessage): boolean {
+  const length = request.headers["content-length"];
+  return request.headers["transfer-encoding"] !== undefined || (length !== undefined && length !== "0");
+}
+
+/** The answer for a request no route serves: 405 on a metered endpoint asked with another method, else 404. */
+function answerNotFound(request: FastifyRequest, reply: FastifyReply): void {
+  // a metered endpoint asked with another method (GET /v1/chat/completions): say which one it takes
+  if (meteredEndpointAt(request.url) !== undefined) {
+    reply.header("allow", "POST");
+    sendError(request, reply, new LetheError("LETHE_METHOD_NOT_ALLOWED", "This endpoint takes POST requests."));
+    return;
+  }
+  sendError(request, reply, new LetheError("LETHE_NOT_FOUND", "No such endpoint."));
+}
+
 /** Builds the HTTP server with every route; it is not listening yet. */
 export function buildServer(gateway: Gateway): FastifyInstance {
   const app = Fastify({
     // Fastify's logger would serialise requests and errors: Lethe logs allow-listed events only
     logger: false,
-    bodyLimit: gateway.config.limits.maxBodyBytes,
+    bodyLimit: FASTIFY_BODY_LIMIT,
     // while draining, requests reach our own handler and get LETHE_SHUTTING_DOWN in their format
     return503OnClosing: false,
     serverFactory: gatewayServer(gateway),
@@ -108,6 +142,15 @@ export function buildServer(gateway: Gateway): FastifyInstance {
   // a callback hook, not an async one: no promise per request for two headers
   app.addHook("onRequest", (request, reply, done) => {
     sendRequestId(reply, request.id);
+    // a request for no route is answered before its body is read: Fastify would read it
+    // whole and parse it first (up to its body limit, for anyone, without a key)
+    if (request.is404 && hasBody(request.raw)) {
+      answerAfterBody(request.raw, NOT_FOUND_DRAIN_BYTES, () => {
+        reply.header("connection", "close");
+        answerNotFound(request, reply);
+      });
+      return;
+    }
     done();
   });
   app.removeAllContentTypeParsers();
@@ -120,15 +163,7 @@ export function buildServer(gateway: Gateway): FastifyInstance {
   registerHealthRoutes(app, gateway);
   registerZdrRoutes(app, gateway);
 
-  app.setNotFoundHandler((request, reply) => {
-    // a metered endpoint asked with another method (GET /v1/chat/completions): say which one it takes
-    if (meteredEndpointAt(request.url) !== undefined) {
-      reply.header("allow", "POST");
-      sendError(request, reply, new LetheError("LETHE_METHOD_NOT_ALLOWED", "This endpoint takes POST requests."));
-      return;
-    }
-    sendError(request, reply, new LetheError("LETHE_NOT_FOUND", "No such endpoint."));
-  });
+  app.setNotFoundHandler(answerNotFound);
   app.setErrorHandler(errorHandler(gateway));
   return app;
 }

@@ -68,6 +68,12 @@ export function sendError(request: FastifyRequest, reply: FastifyReply, error: L
  */
 export function errorHandler(gateway: Gateway) {
   return (thrown: unknown, request: FastifyRequest, reply: FastifyReply): void => {
+    // a client that left mid-body (an aborted upload) is not Lethe failing: no error event,
+    // or anyone could fill the log with "internal" failures and set off alerts
+    if (request.raw.readableAborted) {
+      reply.raw.destroy();
+      return;
+    }
     const { error } = toFailure(thrown);
     if (error.code === "LETHE_INTERNAL")
       gateway.log.event("request_failed", { status: error.status, code: error.code });
