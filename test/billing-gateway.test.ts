@@ -5,6 +5,7 @@ import type { Reservation } from "../src/billing/credit-guard.js";
 import { DOCUMENT_INPUT_TOKENS_BOUND, IMAGE_INPUT_TOKENS_BOUND } from "../src/billing/estimate-cost.js";
 import type { AccountId } from "../src/config/ids.js";
 import { costMicros } from "../src/metering/cost.js";
+import { countTextsTokens, MAX_COUNTED_CHARACTERS } from "../src/metering/count-tokens.js";
 import type { MetadataRecord } from "../src/metering/metadata-record.js";
 import {
   BILLED,
@@ -400,6 +401,19 @@ describe("billing through the gateway", () => {
     rig.anthropicFake.enqueue(anthropicBehaviour.ok());
     expect((await rig.post("/v1/messages", account.key, body([text]))).status).toBe(200);
     expect(rig.anthropicFake.clearQueue()).toBe(0);
+  });
+
+  it("counts a prompt past what the tokenizer reads at a token a byte when credit is tight, not four characters a token", async () => {
+    // 400,000 CJK characters: o200k (and a supplier) count about one token each; the
+    // tokenizer reads the first 262,144, and four characters a token for the rest would
+    // hold 296,614 tokens where a supplier bills 400,006: admitted, an overdraw
+    const prompt = "漢".repeat(400_000);
+    expect(countTextsTokens([prompt.slice(0, MAX_COUNTED_CHARACTERS)])).toBe(MAX_COUNTED_CHARACTERS);
+    const account = await rig.account("cjk", { credits: 700_000 });
+    const body = { model: BILLED.gpt, max_tokens: 10, messages: [{ role: "user", content: prompt }] };
+    const refused = await rig.post("/v1/chat/completions", account.key, body);
+    expect(refused.status).toBe(402);
+    expect(rig.openAIFake.clearQueue()).toBe(0);
   });
 
   it("sees a top-up from the admin side at once: 402, then 200", async () => {

@@ -100,7 +100,9 @@ export function estimateCost(
     tokens: Math.ceil(bytes / 4) + mediaTokens + output,
     askedOutputTokens: asked,
     upperBoundMicros: Math.ceil((bytes + mediaTokens) * price.input + output * price.output),
+    // the text past what the tokenizer reads is counted at a token a byte: this decides
+    // admission when credit is tight, where an estimate that falls short is an overdraw
     exactMicros: () =>
-      Math.ceil((estimateInputTokens(request.body) + mediaTokens) * price.input + output * price.output),
+      Math.ceil((estimateInputTokens(request.body, "bound") + mediaTokens) * price.input + output * price.output),
   };
 }

@@ -41,17 +41,30 @@ export function countTextTokens(text: string): number {
 }
 
 /**
+ * How the text past the tokenizer's MAX_COUNTED_CHARACTERS is counted: `estimate`, at
+ * CHARACTERS_PER_TOKEN (metering a supplier's answer that came without usage); `bound`,
+ * a token per byte, which no tokenizer exceeds (a credit reservation, which must not
+ * fall short: four characters a token is a quarter of what a supplier counts for CJK).
+ */
+export type UncountedText = "estimate" | "bound";
+
+/**
  * Tokens in several pieces of text (a request's messages, a stream's deltas), the
  * tokenizer reading at most MAX_COUNTED_CHARACTERS of them all.
  */
-export function countTextsTokens(texts: readonly string[]): number {
+export function countTextsTokens(texts: readonly string[], uncounted: UncountedText = "estimate"): number {
   let budget = MAX_COUNTED_CHARACTERS;
   let total = 0;
   for (const text of texts) {
     if (text === "") continue;
     const counted = text.length > budget ? text.slice(0, budget) : text;
     budget -= counted.length;
-    total += Math.ceil((text.length - counted.length) / CHARACTERS_PER_TOKEN);
+    if (counted.length < text.length) {
+      total +=
+        uncounted === "bound"
+          ? Buffer.byteLength(text.slice(counted.length), "utf8")
+          : Math.ceil((text.length - counted.length) / CHARACTERS_PER_TOKEN);
+    }
     if (counted !== "") total += countSliced(counted);
   }
   return total;
@@ -105,7 +118,7 @@ const TOKENS_PER_MESSAGE = 3;
 const TOKENS_PER_REPLY = 3;
 
 /** Estimates the input tokens of an OpenAI or Anthropic request body (messages, system, tools). */
-export function estimateInputTokens(body: Record<string, unknown>): number {
+export function estimateInputTokens(body: Record<string, unknown>, uncounted: UncountedText = "estimate"): number {
   const texts: string[] = [];
   let framing = TOKENS_PER_REPLY;
   collectText(body.system, texts);
@@ -118,5 +131,5 @@ export function estimateInputTokens(body: Record<string, unknown>): number {
     if (Array.isArray(record.tool_calls)) texts.push(JSON.stringify(record.tool_calls));
   }
   if (Array.isArray(body.tools)) texts.push(JSON.stringify(body.tools));
-  return framing + countTextsTokens(texts);
+  return framing + countTextsTokens(texts, uncounted);
 }
