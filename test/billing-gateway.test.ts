@@ -189,6 +189,38 @@ describe("billing through the gateway", () => {
     expect(records.some((record) => record.error_code === "LETHE_CLIENT_CLOSED" && record.streamed)).toBe(true);
   });
 
+  it("charges the input of a request its client abandoned while the supplier worked on it", async () => {
+    const account = await rig.account("abandoning", { credits: 1_000_000_000 });
+    const startedWith = rig.finishedCount();
+    const body = { model: BILLED.gpt, max_tokens: 50, messages: [{ role: "user", content: rig.canary("abandoned") }] };
+    for (const stream of [false, true]) {
+      rig.openAIFake.enqueue(behaviour.slowFirstByte(60_000));
+      const arrived = rig.openAIFake.nextRequest();
+      const controller = new AbortController();
+      const response = rig.post(
+        "/v1/chat/completions",
+        account.key,
+        { ...body, stream },
+        { signal: controller.signal },
+      );
+      await arrived;
+      controller.abort();
+      await response.catch(() => null);
+    }
+    await rig.finished(startedWith + 2);
+    const records = (await rig.records()).filter((record) => record.account === account.id);
+    const ledger = await ledgerOf(rig, account.id);
+    expect(records).toHaveLength(2);
+    for (const record of records) {
+      // the supplier read the prompt (and bills the operator for it): counted by Lethe, billed, marked estimated
+      expect(record).toMatchObject({ error_code: "LETHE_CLIENT_CLOSED", output_tokens: 0, tokens_estimated: true });
+      expect(record.input_tokens).toBeGreaterThan(0);
+      expect(record.cost_micros).toBe(tokensCost(record));
+      expect(record.cost_micros).toBeGreaterThan(0);
+      expect(ledger.debits.get(record.request_id)).toBe(record.cost_micros);
+    }
+  });
+
   it("bills the output an Anthropic stream relayed before it was cut, not message_start's placeholder count", async () => {
     const account = await rig.account("cut-anthropic-streams", { credits: 100_000_000 });
     // the fake echoes the prompt a word per delta: 40 words, of which the cut streams relay 24

@@ -139,7 +139,8 @@ describe("supplier HTTP calls (undici dispatch handler)", () => {
     const call = client.post("/chat", "{}", {}, cancellation);
     await waitUntil(() => reached);
     cancellation.abort();
-    await expect(call).rejects.toMatchObject({ code: "LETHE_CLIENT_CLOSED" });
+    // the supplier has the request: it reads (and bills) the prompt whatever happens next
+    await expect(call).rejects.toMatchObject({ code: "LETHE_CLIENT_CLOSED", sent: true });
   });
 
   it("fails a request still waiting for a busy pool's socket at once when its client leaves or time runs out", async () => {
@@ -153,13 +154,16 @@ describe("supplier HTTP calls (undici dispatch handler)", () => {
     const cancellation = new Cancellation();
     const queued = client.post("/queued", "{}", {}, cancellation);
     cancellation.abort();
-    await expect(queued).rejects.toMatchObject({ code: "LETHE_CLIENT_CLOSED" });
+    await expect(queued).rejects.toMatchObject({ code: "LETHE_CLIENT_CLOSED", sent: false });
     const late = client.post("/late", "{}", {}, new Cancellation(), { firstByteMs: 5000, idleMs: 5000, totalMs: 50 });
     await expect(late).rejects.toMatchObject({ code: "LETHE_UPSTREAM_TIMEOUT" });
     // a client already gone sends nothing at all
     const gone = new Cancellation();
     gone.abort();
-    await expect(client.post("/gone", "{}", {}, gone)).rejects.toMatchObject({ code: "LETHE_CLIENT_CLOSED" });
+    await expect(client.post("/gone", "{}", {}, gone)).rejects.toMatchObject({
+      code: "LETHE_CLIENT_CLOSED",
+      sent: false,
+    });
     expect(reached).toEqual(["/v1/busy", "/v1/busy", "/v1/busy", "/v1/busy"]);
     void busy;
   });

@@ -96,11 +96,19 @@ export class UpstreamError extends LetheError {
   /** HTTP status the supplier answered with, or 0 when no response arrived. */
   readonly upstreamStatus: number;
   readonly retryable: boolean;
+  /** False only when the request never left Lethe (the client went while it waited for a connection). */
+  readonly sent: boolean;
 
   constructor(
     code: ErrorCode,
     message: string,
-    options: { upstreamStatus: number; retryable: boolean; status?: number; retryAfterSeconds?: number | null },
+    options: {
+      upstreamStatus: number;
+      retryable: boolean;
+      status?: number;
+      retryAfterSeconds?: number | null;
+      sent?: boolean;
+    },
   ) {
     super(code, message, {
       ...(options.status !== undefined && { status: options.status }),
@@ -109,6 +117,7 @@ export class UpstreamError extends LetheError {
     this.name = "UpstreamError";
     this.upstreamStatus = options.upstreamStatus;
     this.retryable = options.retryable;
+    this.sent = options.sent ?? true;
   }
 }
 

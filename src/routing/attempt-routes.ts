@@ -2,6 +2,7 @@ import type { RouteConfig } from "../config/load-config.js";
 import { LetheError, UpstreamError } from "../errors/lethe-error.js";
 import type { ClientRequest, ClientSurface } from "../formats/surface/client-surface.js";
 import type { Gateway } from "../http/gateway.js";
+import { estimateInputTokens } from "../metering/count-tokens.js";
 import type { Exchange } from "../metering/exchange.js";
 import type { Cancellation } from "../suppliers/cancellation.js";
 import type { Supplier, SupplierResult, SupplierSaid, WireEvent } from "../suppliers/supplier.js";
@@ -41,6 +42,19 @@ function expectedTokens(request: ClientRequest, plan: RoutePlan): ExpectedTokens
   // about four characters a token: good enough to rank routes, and no tokenizer on the hot path
   const input = Math.ceil(JSON.stringify(request.body.messages ?? "").length / 4);
   return { input, output: typeof limit === "number" ? limit : DEFAULT_EXPECTED_OUTPUT };
+}
+
+/**
+ * A client that left while a supplier worked on its request: the supplier read the
+ * prompt all the same, and bills the operator for it. The record carries that input,
+ * counted here (and marked estimated), so the client pays for it too: otherwise leaving
+ * before the answer would be free prefill at the operator's expense. What the supplier
+ * may have generated after is not known, and not charged.
+ */
+function chargeAbandonedInput(exchange: Exchange, request: ClientRequest): void {
+  if (exchange.usage !== null) return;
+  exchange.usage = { input: estimateInputTokens(request.body), output: 0, cachedInput: 0, reasoning: 0 };
+  exchange.tokensEstimated = true;
 }
 
 /** The route the operator-enabled `x-lethe-route` header pins, matched against the plan only. */
@@ -188,6 +202,7 @@ export async function attemptRoutes(
       // release must not free a probe that some other request holds
       if (!(thrown instanceof UpstreamError) || thrown.code === "LETHE_CLIENT_CLOSED") {
         if (probe) stats.breaker.release();
+        if (thrown instanceof UpstreamError && thrown.sent) chargeAbandonedInput(exchange, request);
         throw thrown;
       }
       gateway.metrics.upstreamError(supplier.id, thrown.code);

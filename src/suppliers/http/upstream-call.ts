@@ -158,7 +158,8 @@ export class UpstreamCall implements Dispatcher.DispatchHandler {
   onError(error: Error): void {
     // already failed when Lethe aborted a request that had no socket yet
     if (this.failure !== null) return;
-    this.failure = upstreamFailure(error, this.cause, this.started);
+    // undici hands over the abort once the request has a socket: before that, it never left
+    this.failure = upstreamFailure(error, this.cause, this.started, this.abortRequest !== null);
     this.settle();
     const onStartFailure = this.onStartFailure;
     this.onStart = null;

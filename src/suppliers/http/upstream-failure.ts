@@ -7,7 +7,12 @@ export type AbortCause = "client-closed" | "total-timeout" | "deadline" | "too-l
  * Maps whatever undici threw into an UpstreamError by its code alone; the thrown
  * error's message and cause are dropped here and never go further.
  */
-export function upstreamFailure(error: unknown, abortedBecause: AbortCause | null, midAnswer = false): UpstreamError {
+export function upstreamFailure(
+  error: unknown,
+  abortedBecause: AbortCause | null,
+  midAnswer = false,
+  sent = true,
+): UpstreamError {
   if (error instanceof UpstreamError) return error;
   if (abortedBecause === "total-timeout") {
     return new UpstreamError("LETHE_UPSTREAM_TIMEOUT", "The supplier did not finish within the total time allowed.", {
@@ -25,6 +30,7 @@ export function upstreamFailure(error: unknown, abortedBecause: AbortCause | nul
     return new UpstreamError("LETHE_CLIENT_CLOSED", "The client closed the connection.", {
       upstreamStatus: 0,
       retryable: false,
+      sent,
     });
   }
   if (abortedBecause === "too-large") {
