@@ -27,6 +27,7 @@ describe("the README's config example", () => {
       maxBodyBytes: 33_554_432,
       authFailuresPerMinute: 20,
       maxConnections: 10_000,
+      requestTimeoutMs: 60_000,
     });
     expect(config.server.trustedProxies).toEqual([]);
     expect(config.shutdown).toEqual({ drainDelayMs: 0, deadlineMs: 30_000 });

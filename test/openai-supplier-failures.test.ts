@@ -458,11 +458,14 @@ describe("supplier failures on the OpenAI-compatible path", () => {
       const record = await waitForRecord(
         (candidate) => candidate.model === "patient-chat" && candidate.status === 499 && !candidate.streamed,
       );
+      // the supplier read the prompt: its input is counted by Lethe and billed, nothing more
       expect(record).toMatchObject({
         supplier: "fake-openai-patient",
         error_code: "LETHE_CLIENT_CLOSED",
-        ...NOTHING_METERED,
+        output_tokens: 0,
+        tokens_estimated: true,
       });
+      expect(record.input_tokens).toBeGreaterThan(0);
       expect(record.latency_ms).toBeLessThan(5000);
     });
   });
