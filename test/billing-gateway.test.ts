@@ -27,6 +27,7 @@ function tokensCost(record: MetadataRecord): number {
       input: record.input_tokens,
       output: record.output_tokens,
       cachedInput: record.cached_input_tokens,
+      cacheWrite: 0,
       reasoning: record.reasoning_tokens,
     },
     ROUTE_PRICE,
@@ -266,7 +267,7 @@ describe("billing through the gateway", () => {
     async (n) => {
       // the supplier reports what the request was reserved for at most: 5 input tokens, max_tokens output per choice
       const usage = { prompt: 5, completion: 50 * n, cached: 0, reasoning: 0 };
-      const cost = costMicros({ input: 5, output: 50 * n, cachedInput: 0, reasoning: 0 }, ROUTE_PRICE);
+      const cost = costMicros({ input: 5, output: 50 * n, cachedInput: 0, cacheWrite: 0, reasoning: 0 }, ROUTE_PRICE);
       const account = await rig.account(`burst-${n}`, { credits: 50 * cost });
       rig.openAIFake.setBehaviour(behaviour.ok({ usage }));
       const startedWith = rig.finishedCount();
@@ -309,7 +310,7 @@ describe("billing through the gateway", () => {
   it("bounds the overdraw by what requests in flight cost beyond their reservation when a supplier ignores max_tokens", async () => {
     // the supplier produces 4× what was asked for: every request costs more than it reserved
     const usage = { prompt: 5, completion: 200, cached: 0, reasoning: 0 };
-    const cost = costMicros({ input: 5, output: 200, cachedInput: 0, reasoning: 0 }, ROUTE_PRICE);
+    const cost = costMicros({ input: 5, output: 200, cachedInput: 0, cacheWrite: 0, reasoning: 0 }, ROUTE_PRICE);
     const guard = rig.gateway.running.gateway.credits;
     const account = await rig.account("overrun", { credits: 50 * cost });
     // watch the guard: how many of this account's requests are in flight at each admission

@@ -14,9 +14,9 @@ import { type SeededRandom, seededRandom } from "./support/seeded-random.js";
 
 // Prices per million tokens: tokens × price is exactly the cost in micro-units.
 const PRICES: RoutePrice[] = [
-  { inputPerMtok: 1, outputPerMtok: 2, cachedInputPerMtok: 0.5 },
-  { inputPerMtok: 3, outputPerMtok: 15, cachedInputPerMtok: 0.3 },
-  { inputPerMtok: 0.1, outputPerMtok: 0.2, cachedInputPerMtok: 0.05 },
+  { inputPerMtok: 1, outputPerMtok: 2, cachedInputPerMtok: 0.5, cacheWritePerMtok: 1 },
+  { inputPerMtok: 3, outputPerMtok: 15, cachedInputPerMtok: 0.3, cacheWritePerMtok: 3 },
+  { inputPerMtok: 0.1, outputPerMtok: 0.2, cachedInputPerMtok: 0.05, cacheWritePerMtok: 0.1 },
 ];
 
 type Outcome = "success" | "overrun" | "error" | "abort" | "stream-cut";
@@ -64,7 +64,7 @@ function meteredCost(random: SeededRandom, request: InFlight, outcome: Outcome):
         : // aborted or cut short: part of the answer was produced, and it is billed
           random.int(0, Math.floor(request.maxOutput / 2));
   const cachedInput = random.int(0, request.input);
-  return costMicros({ input: request.input, output, cachedInput, reasoning: 0 }, request.price);
+  return costMicros({ input: request.input, output, cachedInput, cacheWrite: 0, reasoning: 0 }, request.price);
 }
 
 describe("CreditGuard over a real SQLite ledger, randomised", () => {

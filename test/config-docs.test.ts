@@ -29,6 +29,10 @@ describe("the README's config example", () => {
       maxConnections: 10_000,
       requestTimeoutMs: 60_000,
     });
+    expect(config.models.get("fast-chat")?.routes.map((route) => route.price)).toEqual([
+      { inputPerMtok: 0.1, outputPerMtok: 0.2, cachedInputPerMtok: 0.05, cacheWritePerMtok: 0.1 },
+      { inputPerMtok: 0.8, outputPerMtok: 4, cachedInputPerMtok: 0.8, cacheWritePerMtok: 1 },
+    ]);
     expect(config.server.trustedProxies).toEqual([]);
     expect(config.shutdown).toEqual({ drainDelayMs: 0, deadlineMs: 30_000 });
   });

@@ -134,7 +134,7 @@ describe("OpenAIToAnthropicStream", () => {
       },
       { type: "message_stop" },
     ]);
-    expect(exchange.usage).toEqual({ input: 30, output: 12, cachedInput: 10, reasoning: 4 });
+    expect(exchange.usage).toEqual({ input: 30, output: 12, cachedInput: 10, cacheWrite: 0, reasoning: 4 });
     expect(exchange.firstTokenAt).not.toBeNull();
     expect(exchange.tokensEstimated).toBe(false);
 
@@ -196,7 +196,7 @@ describe("OpenAIToAnthropicStream", () => {
       const whole = openAIToAnthropicMessage(
         { id: "x", choices: [{ message: { content: "so" }, finish_reason: "stop", stop_reason: stopReason }] },
         "unit-model" as ModelId,
-        { input: 1, output: 1, cachedInput: 0, reasoning: 0 },
+        { input: 1, output: 1, cachedInput: 0, cacheWrite: 0, reasoning: 0 },
         ["END", "HALT"],
       );
       expect({ stop_reason: whole.stop_reason, stop_sequence: whole.stop_sequence }).toEqual(expected);
@@ -236,7 +236,7 @@ describe("OpenAIToAnthropicStream", () => {
         ],
       },
       "unit-model" as ModelId,
-      { input: 1, output: 1, cachedInput: 0, reasoning: 0 },
+      { input: 1, output: 1, cachedInput: 0, cacheWrite: 0, reasoning: 0 },
     );
     expect(whole.stop_reason).toBe("tool_use");
   });
@@ -260,7 +260,7 @@ describe("OpenAIToAnthropicStream", () => {
         choices: [{ message: { role: "assistant", content: null, refusal: "No." }, finish_reason: "stop" }],
       },
       "unit-model" as ModelId,
-      { input: 1, output: 1, cachedInput: 0, reasoning: 0 },
+      { input: 1, output: 1, cachedInput: 0, cacheWrite: 0, reasoning: 0 },
     );
     expect(message.content).toEqual([{ type: "text", text: "No." }]);
   });
@@ -390,7 +390,7 @@ describe("AnthropicToOpenAIStream", () => {
         completion_tokens_details: { reasoning_tokens: 3 },
       },
     });
-    expect(exchange.usage).toEqual({ input: 15, output: 7, cachedInput: 5, reasoning: 3 });
+    expect(exchange.usage).toEqual({ input: 15, output: 7, cachedInput: 5, cacheWrite: 0, reasoning: 3 });
     expect(exchange.firstTokenAt).not.toBeNull();
 
     const completion = await ChatCompletionStream.fromReadableStream(asReadable(events)).finalChatCompletion();
@@ -455,7 +455,7 @@ describe("AnthropicStreamRelay", () => {
     ((expected[0] as Json).message as Json).model = "unit-model";
     expect(events.map(jsonOf)).toEqual(expected);
     for (const event of events) expect(jsonOf(event).type).toBe(event.event);
-    expect(exchange.usage).toEqual({ input: 15, output: 7, cachedInput: 5, reasoning: 3 });
+    expect(exchange.usage).toEqual({ input: 15, output: 7, cachedInput: 5, cacheWrite: 0, reasoning: 3 });
     expect(exchange.tokensEstimated).toBe(false);
     expect(exchange.firstTokenAt).not.toBeNull();
 

@@ -452,11 +452,18 @@ describe("usage semantics", () => {
   };
 
   it("counts Anthropic's cache reads and writes into Lethe's input, and keeps the reads as cached", () => {
-    expect(fromAnthropicUsage(anthropicUsage)).toEqual({ input: 1000, output: 250, cachedInput: 400, reasoning: 50 });
+    expect(fromAnthropicUsage(anthropicUsage)).toEqual({
+      input: 1000,
+      output: 250,
+      cachedInput: 400,
+      cacheWrite: 0,
+      reasoning: 50,
+    });
     expect(fromAnthropicUsage({ input_tokens: 7, output_tokens: 2 })).toEqual({
       input: 7,
       output: 2,
       cachedInput: 0,
+      cacheWrite: 0,
       reasoning: 0,
     });
     expect(fromAnthropicUsage(null)).toBeNull();
@@ -470,11 +477,11 @@ describe("usage semantics", () => {
         prompt_tokens_details: { cached_tokens: 400 },
         completion_tokens_details: { reasoning_tokens: 50 },
       }),
-    ).toEqual({ input: 1000, output: 250, cachedInput: 400, reasoning: 50 });
+    ).toEqual({ input: 1000, output: 250, cachedInput: 400, cacheWrite: 0, reasoning: 50 });
   });
 
   it("writes each format's usage back from Lethe's counters", () => {
-    const usage = { input: 1000, output: 250, cachedInput: 400, reasoning: 50 };
+    const usage = { input: 1000, output: 250, cachedInput: 400, cacheWrite: 0, reasoning: 50 };
     expect(toAnthropicUsage(usage)).toEqual({
       input_tokens: 600,
       output_tokens: 250,
@@ -493,7 +500,7 @@ describe("usage semantics", () => {
 });
 
 describe("openAIToAnthropicMessage", () => {
-  const usage = { input: 1000, output: 250, cachedInput: 400, reasoning: 0 };
+  const usage = { input: 1000, output: 250, cachedInput: 400, cacheWrite: 0, reasoning: 0 };
 
   it("turns reasoning, text and tool calls into thinking, text and tool_use blocks", () => {
     const message = openAIToAnthropicMessage(
@@ -563,7 +570,7 @@ describe("anthropicToOpenAICompletion", () => {
         stop_reason: "tool_use",
       },
       MODEL,
-      { input: 1000, output: 250, cachedInput: 400, reasoning: 50 },
+      { input: 1000, output: 250, cachedInput: 400, cacheWrite: 0, reasoning: 50 },
     );
     expect(completion).toMatchObject({
       id: "chatcmpl-abc",
@@ -589,7 +596,7 @@ describe("anthropicToOpenAICompletion", () => {
     const completion = anthropicToOpenAICompletion(
       { id: "msg_1", content: [{ type: "tool_use", id: "t1", name: "f", input: {} }], stop_reason: "tool_use" },
       MODEL,
-      { input: 1, output: 1, cachedInput: 0, reasoning: 0 },
+      { input: 1, output: 1, cachedInput: 0, cacheWrite: 0, reasoning: 0 },
     );
     expect((completion.choices as Json[])[0]).toMatchObject({ message: { content: null } });
   });
@@ -654,7 +661,7 @@ describe("the Anthropic surface's JSON answers", () => {
       "anthropic",
       metered,
     );
-    expect(metered.usage).toEqual({ input: 5, output: 1, cachedInput: 2, reasoning: 0 });
+    expect(metered.usage).toEqual({ input: 5, output: 1, cachedInput: 2, cacheWrite: 0, reasoning: 0 });
     expect(metered.tokensEstimated).toBe(false);
   });
 });

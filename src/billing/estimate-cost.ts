@@ -14,12 +14,15 @@ export interface CostEstimate {
   exactMicros(): number;
 }
 
-/** The most a route costs per input and per output token: reservations assume the dearest route. */
+/**
+ * The most a route costs per input and per output token: reservations assume the dearest
+ * route, and any input token may be a cache write (dearer than plain input at Anthropic).
+ */
 function dearest(routes: readonly RouteConfig[]): { input: number; output: number } {
   let input = 0;
   let output = 0;
   for (const route of routes) {
-    input = Math.max(input, route.price.inputPerMtok);
+    input = Math.max(input, route.price.inputPerMtok, route.price.cacheWritePerMtok);
     output = Math.max(output, route.price.outputPerMtok);
   }
   return { input, output };

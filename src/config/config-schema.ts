@@ -12,6 +12,9 @@ const price = z
     input_per_mtok: z.number().nonnegative().default(0),
     output_per_mtok: z.number().nonnegative().default(0),
     cached_input_per_mtok: z.number().nonnegative().optional(),
+    // Anthropic bills writes to its prompt cache above the input price (1.25× for five
+    // minutes, 2× for an hour): without this, they are billed as plain input
+    cache_write_per_mtok: z.number().nonnegative().optional(),
   })
   .strict()
   // credit reservations bound a request's input at the input price: a dearer cached price

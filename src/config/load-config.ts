@@ -42,6 +42,8 @@ export interface RoutePrice {
   inputPerMtok: number;
   outputPerMtok: number;
   cachedInputPerMtok: number;
+  /** Input tokens written to a prompt cache (Anthropic's cache_creation_input_tokens). */
+  cacheWritePerMtok: number;
 }
 
 /** Timeouts of one attempt on a route: the route's own, else its supplier's. */
@@ -247,6 +249,7 @@ export function resolveConfig(document: unknown, env: Env, configPath: string | 
           inputPerMtok: route.price.input_per_mtok,
           outputPerMtok: route.price.output_per_mtok,
           cachedInputPerMtok: route.price.cached_input_per_mtok ?? route.price.input_per_mtok,
+          cacheWritePerMtok: route.price.cache_write_per_mtok ?? route.price.input_per_mtok,
         },
       };
     });

@@ -8,11 +8,13 @@ export function fromAnthropicUsage(usage: unknown): TokenUsage | null {
   if (typeof usage !== "object" || usage === null) return null;
   const record = usage as Record<string, unknown>;
   const cacheRead = count(record.cache_read_input_tokens);
+  const cacheWrite = count(record.cache_creation_input_tokens);
   const details = record.output_tokens_details as Record<string, unknown> | null | undefined;
   return {
-    input: count(record.input_tokens) + cacheRead + count(record.cache_creation_input_tokens),
+    input: count(record.input_tokens) + cacheRead + cacheWrite,
     output: count(record.output_tokens),
     cachedInput: cacheRead,
+    cacheWrite,
     reasoning: count(details?.thinking_tokens),
   };
 }
@@ -20,9 +22,9 @@ export function fromAnthropicUsage(usage: unknown): TokenUsage | null {
 /** Anthropic's `usage` object for Lethe's counters (the reverse of fromAnthropicUsage). */
 export function toAnthropicUsage(usage: TokenUsage): Record<string, number> {
   return {
-    input_tokens: Math.max(0, usage.input - usage.cachedInput),
+    input_tokens: Math.max(0, usage.input - usage.cachedInput - usage.cacheWrite),
     output_tokens: usage.output,
     cache_read_input_tokens: usage.cachedInput,
-    cache_creation_input_tokens: 0,
+    cache_creation_input_tokens: usage.cacheWrite,
   };
 }

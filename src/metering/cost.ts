@@ -6,8 +6,11 @@ import type { TokenUsage } from "./token-usage.js";
  * tokens × price-per-million is exactly the cost in micro-units.
  */
 export function costMicros(usage: TokenUsage, price: RoutePrice): number {
-  const uncached = Math.max(0, usage.input - usage.cachedInput);
+  const plain = Math.max(0, usage.input - usage.cachedInput - usage.cacheWrite);
   return Math.round(
-    uncached * price.inputPerMtok + usage.cachedInput * price.cachedInputPerMtok + usage.output * price.outputPerMtok,
+    plain * price.inputPerMtok +
+      usage.cachedInput * price.cachedInputPerMtok +
+      usage.cacheWrite * price.cacheWritePerMtok +
+      usage.output * price.outputPerMtok,
   );
 }

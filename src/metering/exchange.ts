@@ -7,7 +7,9 @@ import type { ErrorCode } from "../errors/lethe-error.js";
 import type { AuthContext } from "../keys/authenticator.js";
 import { costMicros } from "./cost.js";
 import type { ClientFormat, Endpoint, MetadataRecord } from "./metadata-record.js";
-import type { TokenUsage } from "./token-usage.js";
+import { noTokens, type TokenUsage } from "./token-usage.js";
+
+const NO_TOKENS: TokenUsage = Object.freeze(noTokens());
 
 /**
  * The metadata of one request while it runs: timings, the route taken, token
@@ -58,7 +60,7 @@ export class Exchange {
 
   /** Builds the record for this request, ending it now with `status` and `errorCode`. */
   toRecord(status: number, errorCode: ErrorCode | null): MetadataRecord {
-    const usage = this.usage ?? { input: 0, output: 0, cachedInput: 0, reasoning: 0 };
+    const usage = this.usage ?? NO_TOKENS;
     const timings = this.timings();
     const keyId: KeyId | null = this.auth?.keyId ?? null;
     return {

@@ -1,13 +1,20 @@
 /**
  * Token counters of one request. `input` counts every input token, cached ones
- * included; `cachedInput` is the part read from a prompt cache. `output` includes
- * reasoning tokens; `reasoning` is that part.
+ * included; `cachedInput` is the part read from a prompt cache, `cacheWrite` the part
+ * written to one (Anthropic prices those apart). `output` includes reasoning tokens;
+ * `reasoning` is that part.
  */
 export interface TokenUsage {
   input: number;
   output: number;
   cachedInput: number;
+  cacheWrite: number;
   reasoning: number;
+}
+
+/** A request that used no tokens: its counters before any are known. */
+export function noTokens(): TokenUsage {
+  return { input: 0, output: 0, cachedInput: 0, cacheWrite: 0, reasoning: 0 };
 }
 
 /** A token counter from a supplier's JSON: a non-negative whole number, 0 when absent or odd. */
@@ -26,6 +33,7 @@ export function fromOpenAIUsage(usage: unknown): TokenUsage | null {
     input: tokenCount(field(usage, "prompt_tokens")),
     output: tokenCount(field(usage, "completion_tokens")),
     cachedInput: tokenCount(field(field(usage, "prompt_tokens_details"), "cached_tokens")),
+    cacheWrite: 0,
     reasoning: tokenCount(field(field(usage, "completion_tokens_details"), "reasoning_tokens")),
   };
 }

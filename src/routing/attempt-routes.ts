@@ -4,6 +4,7 @@ import type { ClientRequest, ClientSurface } from "../formats/surface/client-sur
 import type { Gateway } from "../http/gateway.js";
 import { estimateInputTokens } from "../metering/count-tokens.js";
 import type { Exchange } from "../metering/exchange.js";
+import { noTokens } from "../metering/token-usage.js";
 import type { Cancellation } from "../suppliers/cancellation.js";
 import type { Supplier, SupplierResult, SupplierSaid, WireEvent } from "../suppliers/supplier.js";
 import { backoffMs, wait } from "./backoff.js";
@@ -53,7 +54,7 @@ function expectedTokens(request: ClientRequest, plan: RoutePlan): ExpectedTokens
  */
 function chargeAbandonedInput(exchange: Exchange, request: ClientRequest): void {
   if (exchange.usage !== null) return;
-  exchange.usage = { input: estimateInputTokens(request.body), output: 0, cachedInput: 0, reasoning: 0 };
+  exchange.usage = { ...noTokens(), input: estimateInputTokens(request.body) };
   exchange.tokensEstimated = true;
 }
 

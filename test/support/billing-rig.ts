@@ -14,7 +14,12 @@ import { startTestGateway, type TestGateway } from "./gateway-harness.js";
 /** Route prices per million tokens, as the config file writes them: whole micro-units per token. */
 export const PRICE = { input_per_mtok: 2, output_per_mtok: 8, cached_input_per_mtok: 1 };
 /** The same price as the gateway holds it, for computing expected costs. */
-export const ROUTE_PRICE: RoutePrice = { inputPerMtok: 2, outputPerMtok: 8, cachedInputPerMtok: 1 };
+export const ROUTE_PRICE: RoutePrice = {
+  inputPerMtok: 2,
+  outputPerMtok: 8,
+  cachedInputPerMtok: 1,
+  cacheWritePerMtok: 2,
+};
 
 /** Configured model ids. */
 export const BILLED = {

@@ -4,7 +4,7 @@ import { LetheError } from "../../errors/lethe-error.js";
 import { fromAnthropicUsage, toAnthropicUsage } from "../../metering/anthropic-usage.js";
 import { collectText, countTextsTokens, estimateInputTokens } from "../../metering/count-tokens.js";
 import type { Exchange } from "../../metering/exchange.js";
-import { fromOpenAIUsage, type TokenUsage } from "../../metering/token-usage.js";
+import { fromOpenAIUsage, noTokens, type TokenUsage } from "../../metering/token-usage.js";
 import type { JsonAnswer, WireFormat } from "../../suppliers/supplier.js";
 import type { ClientRequest, ClientSurface, StreamTranslator, UpstreamBody } from "../surface/client-surface.js";
 import { sentBody, spliceModel, spliceRequest } from "../surface/splice-model.js";
@@ -29,13 +29,13 @@ export function anthropicHeaders(headers: IncomingHttpHeaders): Record<string, s
   return out;
 }
 
-const NO_USAGE: TokenUsage = { input: 0, output: 0, cachedInput: 0, reasoning: 0 };
+const NO_USAGE: TokenUsage = noTokens();
 
 /** Usage counted locally: the request's input, and the answer's content blocks as output. */
 function estimateUsage(requestBody: Record<string, unknown>, content: unknown): TokenUsage {
   const texts: string[] = [];
   collectText(content, texts);
-  return { input: estimateInputTokens(requestBody), output: countTextsTokens(texts), cachedInput: 0, reasoning: 0 };
+  return { ...noTokens(), input: estimateInputTokens(requestBody), output: countTextsTokens(texts) };
 }
 
 /** Checks what the schema cannot: the conversation starts with a user turn. */

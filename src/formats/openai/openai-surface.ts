@@ -3,7 +3,7 @@ import type { RouteConfig } from "../../config/load-config.js";
 import { fromAnthropicUsage } from "../../metering/anthropic-usage.js";
 import { collectText, countTextsTokens, estimateInputTokens } from "../../metering/count-tokens.js";
 import type { Exchange } from "../../metering/exchange.js";
-import { fromOpenAIUsage } from "../../metering/token-usage.js";
+import { fromOpenAIUsage, noTokens } from "../../metering/token-usage.js";
 import type { JsonAnswer, WireFormat } from "../../suppliers/supplier.js";
 import type { ClientRequest, ClientSurface, StreamTranslator, UpstreamBody } from "../surface/client-surface.js";
 import { sentBody, spliceModel, spliceRequest } from "../surface/splice-model.js";
@@ -56,10 +56,9 @@ export const openAIChatSurface: ClientSurface = {
       const usage = fromAnthropicUsage(body.usage);
       if (usage === null) exchange.tokensEstimated = true;
       exchange.usage = usage ?? {
+        ...noTokens(),
         input: estimateInputTokens(request.body),
         output: estimateAnthropicOutput(body),
-        cachedInput: 0,
-        reasoning: 0,
       };
       return JSON.stringify(anthropicToOpenAICompletion(body, exchange.model, exchange.usage));
     }
@@ -67,10 +66,9 @@ export const openAIChatSurface: ClientSurface = {
     if (usage !== null) exchange.usage = usage;
     else {
       exchange.usage = {
+        ...noTokens(),
         input: estimateInputTokens(request.body),
         output: estimateOpenAIOutput(body),
-        cachedInput: 0,
-        reasoning: 0,
       };
       exchange.tokensEstimated = true;
     }

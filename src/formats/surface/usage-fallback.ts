@@ -5,6 +5,7 @@ import {
   MAX_COUNTED_CHARACTERS,
 } from "../../metering/count-tokens.js";
 import type { Exchange } from "../../metering/exchange.js";
+import { noTokens } from "../../metering/token-usage.js";
 
 /**
  * Keeps a stream's output text (in memory, for this stream only) until the supplier's
@@ -69,7 +70,7 @@ export class UsageFallback {
     exchange.usage =
       counted !== null
         ? { ...counted, output: Math.max(counted.output, output) }
-        : { input: estimateInputTokens(requestBody), output, cachedInput: 0, reasoning: 0 };
+        : { ...noTokens(), input: estimateInputTokens(requestBody), output };
     exchange.tokensEstimated = true;
     this.reported = true;
     return true;

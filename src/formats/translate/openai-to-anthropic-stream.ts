@@ -1,7 +1,7 @@
 import type { LetheError } from "../../errors/lethe-error.js";
 import { toAnthropicUsage } from "../../metering/anthropic-usage.js";
 import type { Exchange } from "../../metering/exchange.js";
-import { fromOpenAIUsage } from "../../metering/token-usage.js";
+import { fromOpenAIUsage, noTokens } from "../../metering/token-usage.js";
 import type { WireEvent } from "../../suppliers/supplier.js";
 import { anthropicErrorEvent, anthropicEvent } from "../anthropic/anthropic-sse.js";
 import type { ClientRequest, StreamTranslator } from "../surface/client-surface.js";
@@ -139,7 +139,7 @@ export class OpenAIToAnthropicStream implements StreamTranslator {
 
   end(): string {
     this.fallback.settle(this.exchange, this.request.body);
-    const usage = this.exchange.usage ?? { input: 0, output: 0, cachedInput: 0, reasoning: 0 };
+    const usage = this.exchange.usage ?? noTokens();
     return (
       this.start(undefined) +
       this.close() +
