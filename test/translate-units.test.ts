@@ -451,12 +451,12 @@ describe("usage semantics", () => {
     output_tokens_details: { thinking_tokens: 50 },
   };
 
-  it("counts Anthropic's cache reads and writes into Lethe's input, and keeps the reads as cached", () => {
+  it("counts Anthropic's cache reads and writes into Lethe's input, and keeps each part apart", () => {
     expect(fromAnthropicUsage(anthropicUsage)).toEqual({
       input: 1000,
       output: 250,
       cachedInput: 400,
-      cacheWrite: 0,
+      cacheWrite: 100,
       reasoning: 50,
     });
     expect(fromAnthropicUsage({ input_tokens: 7, output_tokens: 2 })).toEqual({
@@ -481,12 +481,12 @@ describe("usage semantics", () => {
   });
 
   it("writes each format's usage back from Lethe's counters", () => {
-    const usage = { input: 1000, output: 250, cachedInput: 400, cacheWrite: 0, reasoning: 50 };
+    const usage = { input: 1000, output: 250, cachedInput: 400, cacheWrite: 100, reasoning: 50 };
     expect(toAnthropicUsage(usage)).toEqual({
-      input_tokens: 600,
+      input_tokens: 500,
       output_tokens: 250,
       cache_read_input_tokens: 400,
-      cache_creation_input_tokens: 0,
+      cache_creation_input_tokens: 100,
     });
     expect(toOpenAIUsage(usage)).toEqual({
       prompt_tokens: 1000,
@@ -495,7 +495,11 @@ describe("usage semantics", () => {
       prompt_tokens_details: { cached_tokens: 400 },
       completion_tokens_details: { reasoning_tokens: 50 },
     });
-    expect(fromAnthropicUsage(toAnthropicUsage(usage))).toMatchObject({ input: 1000, cachedInput: 400 });
+    expect(fromAnthropicUsage(toAnthropicUsage(usage))).toMatchObject({
+      input: 1000,
+      cachedInput: 400,
+      cacheWrite: 100,
+    });
   });
 });
 
