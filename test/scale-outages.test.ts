@@ -1,6 +1,9 @@
 import { afterAll, beforeAll, describe, expect, it } from "vitest";
+import { openPostgresStore } from "../src/store/postgres/open-postgres-store.js";
+import type { Store } from "../src/store/store.js";
 import { findCanaries, makeCanary } from "./support/canary.js";
 import { GATED_USAGE, type GatedOpenAISupplier, startGatedOpenAISupplier } from "./support/gated-openai-supplier.js";
+import { metadataRecord } from "./support/metadata-records.js";
 import {
   chat,
   deleteRedisKeys,
@@ -456,5 +459,43 @@ describe("credit while PostgreSQL cannot take a hold", () => {
     }
     expect(await writtenBalance("spent-in-memory")).toBe(0);
     expect((await ask()).status).toBe(402);
+  });
+});
+
+describe("a PostgreSQL connection that goes silent under a write", () => {
+  const schema = uniqueName("pg_silent");
+  let proxy: TcpProxy;
+  let store: Store;
+
+  beforeAll(async () => {
+    const url = new URL(POSTGRES_URL);
+    proxy = await startTcpProxy(url.hostname, Number(url.port || 5432));
+    store = await openPostgresStore(schemaUrl(schema, withPort(POSTGRES_URL, proxy.port)), 500);
+  });
+
+  afterAll(async () => {
+    proxy?.thaw();
+    await store?.close();
+    await proxy?.close();
+    await dropSchema(schema);
+  });
+
+  it("is given up after database.query_timeout_ms, and the next write goes through on a new connection", async () => {
+    await store.insertMetadata([metadataRecord({ account: null, ts: Date.now() })]);
+    // the connection open now goes silent, as behind a dropped firewall entry; new ones pass
+    proxy.freeze({ existingOnly: true });
+    const stuck = new Promise<string>((resolve) => setTimeout(() => resolve("stuck"), 5_000).unref());
+    const outcome = await Promise.race([
+      store.insertMetadata([metadataRecord({ account: null, ts: Date.now() })]).then(
+        () => "written",
+        () => "failed",
+      ),
+      stuck,
+    ]);
+    // it waited on the silent socket for good before: the meter's only flush with it
+    expect(outcome).toBe("failed");
+    await store.insertMetadata([metadataRecord({ account: null, ts: Date.now() })]);
+    const [rows] = await querySchema<{ count: string }>(schema, "SELECT count(*) FROM request_metadata");
+    expect(Number(rows?.count)).toBe(2);
   });
 });

@@ -60,6 +60,8 @@ export class CreditGuard {
   private readonly accounts = new Map<AccountId, AccountCredit>();
   private queue: Debit[] = [];
   private timer: NodeJS.Timeout | null = null;
+  /** A write failed and its retry timer is armed: nothing else writes before it. */
+  private retrying = false;
   private flushing: Promise<void> | null = null;
   private flushSoon = false;
   /** Charges in the batch being written. */
@@ -260,8 +262,9 @@ export class CreditGuard {
     this.scheduleFlush();
   }
 
-  /** A full batch is written at once, anything less within the flush interval. */
+  /** A full batch is written at once, anything less within the flush interval; after a failed write, only its retry (as the meter's). */
   private scheduleFlush(): void {
+    if (this.retrying) return;
     if (this.queue.length >= this.flushBatch) {
       if (!this.flushSoon) {
         this.flushSoon = true;
@@ -288,6 +291,7 @@ export class CreditGuard {
 
   /** Writes queued charges to the ledger; a failed write keeps them for the next try. */
   async flush(): Promise<void> {
+    this.retrying = false;
     if (this.timer !== null) {
       clearTimeout(this.timer);
       this.timer = null;
@@ -318,6 +322,7 @@ export class CreditGuard {
       .catch(() => {
         this.log.event("ledger_flush_failed", { records: batch.length });
         this.queue = batch.concat(this.queue);
+        this.retrying = true;
         this.timer ??= setTimeout(() => void this.flush(), this.flushIntervalMs);
         this.timer.unref();
       })

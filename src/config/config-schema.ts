@@ -177,6 +177,14 @@ export const configSchema = z
       })
       .strict()
       .prefault({}),
+    database: z
+      .object({
+        // PostgreSQL: a query whose connection stays silent this long is given up and the
+        // connection closed (a dropped firewall entry would otherwise hold it for good)
+        query_timeout_ms: z.number().int().min(100).default(60_000),
+      })
+      .strict()
+      .prefault({}),
   })
   .strict();
 

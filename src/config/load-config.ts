@@ -120,6 +120,8 @@ export interface LetheConfig {
   shutdown: { drainDelayMs: number; deadlineMs: number };
   retention: { metadataDays: number; aggregateDays: number };
   metering: { flushIntervalMs: number; batchSize: number; maxBuffered: number };
+  /** PostgreSQL: how long a query's connection may stay silent before it is given up. */
+  database: { queryTimeoutMs: number };
 }
 
 /** A config problem, reported to the operator as one line. */
@@ -305,6 +307,7 @@ export function resolveConfig(document: unknown, env: Env, configPath: string | 
       batchSize: file.metering.batch_size,
       maxBuffered: file.metering.max_buffered,
     },
+    database: { queryTimeoutMs: file.database.query_timeout_ms },
   };
 }
 

@@ -23,6 +23,8 @@ const WRITE_CHUNK = 1_000;
 export class Meter {
   private buffer: MetadataRecord[] = [];
   private timer: NodeJS.Timeout | null = null;
+  /** A write failed and its retry timer is armed: nothing else writes before it. */
+  private retrying = false;
   private flushing: Promise<void> | null = null;
   private immediate = false;
   private written = 0;
@@ -45,8 +47,13 @@ export class Meter {
     this.scheduleFlush();
   }
 
-  /** A full batch is written at once, anything less within the flush interval. */
+  /**
+   * A full batch is written at once, anything less within the flush interval. After a
+   * failed write, nothing is written before its retry: a database that is away would
+   * otherwise get a new connection attempt for every record past a batch.
+   */
   private scheduleFlush(): void {
+    if (this.retrying) return;
     if (this.buffer.length >= this.options.batchSize) {
       if (!this.immediate) {
         this.immediate = true;
@@ -73,6 +80,7 @@ export class Meter {
 
   /** Writes everything buffered now; concurrent calls share one flush. */
   async flush(): Promise<void> {
+    this.retrying = false;
     if (this.timer !== null) {
       clearTimeout(this.timer);
       this.timer = null;
@@ -113,6 +121,7 @@ export class Meter {
       this.log.event("meter_flush_failed", { records: unwritten.length, code: "LETHE_INTERNAL" });
       // everything buffered was accepted by `record`: keep it all for the next try
       this.buffer = unwritten.concat(this.buffer);
+      this.retrying = true;
       if (this.timer === null) {
         this.timer = setTimeout(() => void this.flush(), this.options.flushIntervalMs);
         this.timer.unref();

@@ -9,7 +9,7 @@ import type { Store } from "./store.js";
 export async function openStore(config: LetheConfig): Promise<Store> {
   if (config.databaseUrl !== null) {
     const { openPostgresStore } = await import("./postgres/open-postgres-store.js");
-    return openPostgresStore(config.databaseUrl);
+    return openPostgresStore(config.databaseUrl, config.database.queryTimeoutMs);
   }
   return openSqliteStore(config.dataDir);
 }

@@ -233,8 +233,12 @@ export interface TcpProxy {
   port: number;
   cut(): Promise<void>;
   restore(): Promise<void>;
-  /** Stops forwarding with every connection left open: the server seems to stop answering. */
-  freeze(): void;
+  /**
+   * Stops forwarding with every connection left open: the server seems to stop answering.
+   * With `existingOnly`, connections made afterwards still pass: a peer that vanished from
+   * under the connections open at the time (a dropped firewall entry), not a dead server.
+   */
+  freeze(options?: { existingOnly?: boolean }): void;
   thaw(): void;
   close(): Promise<void>;
 }
@@ -242,10 +246,15 @@ export interface TcpProxy {
 /** Starts a TCP proxy on a free loopback port forwarding to `targetHost:targetPort`. */
 export async function startTcpProxy(targetHost: string, targetPort: number): Promise<TcpProxy> {
   const pairs = new Set<[Socket, Socket]>();
+  const frozenPairs = new Set<[Socket, Socket]>();
   let frozen = false;
-  const join = ([client, upstream]: [Socket, Socket]) => {
+  const joined = new WeakSet<[Socket, Socket]>();
+  const isJoined = (pair: [Socket, Socket]) => joined.has(pair) && !frozenPairs.has(pair);
+  const join = (pair: [Socket, Socket]) => {
+    const [client, upstream] = pair;
     client.pipe(upstream);
     upstream.pipe(client);
+    joined.add(pair);
   };
   const listen = async (port: number): Promise<Server> => {
     const server = createServer((client) => {
@@ -280,18 +289,21 @@ export async function startTcpProxy(targetHost: string, targetPort: number): Pro
     async restore() {
       server ??= await listen(port);
     },
-    freeze() {
-      frozen = true;
-      for (const [client, upstream] of pairs) {
+    freeze(options = {}) {
+      if (options.existingOnly !== true) frozen = true;
+      for (const pair of pairs) {
+        const [client, upstream] = pair;
         client.unpipe(upstream);
         upstream.unpipe(client);
         client.pause();
         upstream.pause();
+        frozenPairs.add(pair);
       }
     },
     thaw() {
       frozen = false;
-      for (const pair of pairs) join(pair);
+      for (const pair of pairs) if (frozenPairs.has(pair) || !isJoined(pair)) join(pair);
+      frozenPairs.clear();
     },
     close: stop,
   };

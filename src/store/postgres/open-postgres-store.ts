@@ -1,4 +1,5 @@
 import { Kysely, PostgresDialect } from "kysely";
+import type { Socket } from "node:net";
 import pg from "pg";
 import type { ChangeFeed } from "../change-feed.js";
 import { KyselyStore } from "../kysely-store.js";
@@ -93,12 +94,35 @@ class PostgresChangeFeed implements ChangeFeed {
   }
 }
 
+/** The socket under a pg client (pg keeps it as `connection.stream`). */
+function socketOf(client: pg.PoolClient): Socket | undefined {
+  return (client as unknown as { connection?: { stream?: Socket } }).connection?.stream;
+}
+
+/**
+ * Bounds how long a checked-out connection may stay silent: past `timeoutMs` with nothing
+ * received or sent, it is closed, the query on it fails, and the pool drops it. A peer
+ * that vanished without a reset (a dropped firewall or load-balancer entry) otherwise
+ * holds the query until the kernel gives up retransmitting, a quarter of an hour, and
+ * with it the meter's and the ledger's only flush. Idle connections are not bounded: the
+ * pool closes those itself.
+ */
+function boundSilence(pool: pg.Pool, timeoutMs: number): void {
+  pool.on("acquire", (client) => {
+    const socket = socketOf(client);
+    socket?.setTimeout(timeoutMs, () => socket.destroy(new Error("the database connection stayed silent")));
+  });
+  pool.on("release", (_error: Error | undefined, client: pg.PoolClient) => socketOf(client)?.setTimeout(0));
+}
+
 /** Opens the PostgreSQL store, creating its schema and running migrations (safe when replicas start together). */
-export async function openPostgresStore(url: string): Promise<Store> {
+export async function openPostgresStore(url: string, queryTimeoutMs = 60_000): Promise<Store> {
   const { connectionString, schema } = parseDatabaseUrl(url);
   const clientConfig: pg.ClientConfig = {
     connectionString,
     connectionTimeoutMillis: 5_000,
+    // keep-alive probes find a peer gone while a connection idles (the change feed's, mostly)
+    keepAlive: true,
     ...(schema !== null && { options: `-c search_path=${schema}` }),
   };
   if (schema !== null) {
@@ -120,6 +144,8 @@ export async function openPostgresStore(url: string): Promise<Store> {
   const db = new Kysely<Database>({ dialect: new PostgresDialect({ pool }) });
   await migrateToLatest(db as Kysely<unknown>, schema ?? "public");
   await installHoldFunction(pool);
+  // after the migrations, which may rewrite a large table in one silent statement
+  boundSilence(pool, queryTimeoutMs);
   const feed = new PostgresChangeFeed(clientConfig, pool);
   await feed.start();
   return new KyselyStore("postgres", db, feed, () => feed.close(), undefined, new PostgresCreditHoldStore(db, pool));
