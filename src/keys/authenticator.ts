@@ -35,10 +35,20 @@ const MAX_CACHED_KEYS = 50_000;
  */
 const STORE_WAIT_MS = 2_000;
 
-/** `promise`'s outcome, or `fallback` if it has not settled within `ms`. */
-function answerWithin<T>(promise: Promise<T>, ms: number, fallback: T): Promise<T> {
+/**
+ * After a re-check went unanswered for STORE_WAIT_MS, how long cached keys serve without
+ * one: a database that is gone would otherwise cost every request the whole wait (one
+ * request per interval asks again, and finds it back).
+ */
+const UNANSWERED_BACKOFF_MS = 10_000;
+
+/** `promise`'s outcome, or `fallback` (and `onTimeout` is called) if it has not settled within `ms`. */
+function answerWithin<T>(promise: Promise<T>, ms: number, fallback: T, onTimeout: () => void): Promise<T> {
   return new Promise((resolve, reject) => {
-    const timer = setTimeout(() => resolve(fallback), ms);
+    const timer = setTimeout(() => {
+      onTimeout();
+      resolve(fallback);
+    }, ms);
     promise.then(
       (value) => {
         clearTimeout(timer);
@@ -81,6 +91,8 @@ export function extractApiKey(headers: IncomingHttpHeaders): string {
  */
 export class Authenticator {
   private readonly cache = new Map<string, CacheEntry>();
+  /** Until when cached keys serve without a re-check (Date.now() ms): the last one went unanswered. */
+  private unansweredUntil = 0;
   /**
    * The last credential headers each connection sent and its key's HMAC: a client on a
    * kept-alive connection sends the same header every time, and HMAC-SHA256 is the
@@ -121,8 +133,13 @@ export class Authenticator {
     ) {
       return cached.context;
     }
+    if (cached !== undefined && this.unansweredUntil !== 0 && Date.now() < this.unansweredUntil) return cached.context;
     const lookUp = this.lookUp(keyHash, counter, cached);
-    return cached === undefined ? lookUp : answerWithin(lookUp, STORE_WAIT_MS, cached.context);
+    return cached === undefined
+      ? lookUp
+      : answerWithin(lookUp, STORE_WAIT_MS, cached.context, () => {
+          this.unansweredUntil = Date.now() + UNANSWERED_BACKOFF_MS;
+        });
   }
 
   private async lookUp(keyHash: string, counter: number, cached: CacheEntry | undefined): Promise<AuthContext> {

@@ -1,5 +1,5 @@
-import { Kysely, PostgresDialect } from "kysely";
 import type { Socket } from "node:net";
+import { Kysely, PostgresDialect } from "kysely";
 import pg from "pg";
 import type { ChangeFeed } from "../change-feed.js";
 import { KyselyStore } from "../kysely-store.js";

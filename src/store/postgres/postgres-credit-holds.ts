@@ -12,6 +12,13 @@ import type { Database } from "../schema.js";
  */
 const HOLD_LOCK_TIMEOUT_MS = 3_000;
 const HOLD_QUERY_TIMEOUT_MS = 5_000;
+/**
+ * After a hold went unanswered, how long holds for accounts the database answered for
+ * before fail at once (the replica then holds in memory against what it last said): every
+ * request would otherwise wait the whole HOLD_QUERY_TIMEOUT_MS for a database that is gone.
+ * An account never answered for still asks: memory knows nothing to hold it against.
+ */
+const UNANSWERED_BACKOFF_MS = 10_000;
 
 /**
  * Takes a hold in one call, inside the database: the account row stays locked only
@@ -67,6 +74,11 @@ export async function installHoldFunction(pool: pg.Pool): Promise<void> {
 
 /** Credit holds on PostgreSQL through `lethe_take_hold`: one round trip per hold. */
 export class PostgresCreditHoldStore extends CreditHoldStore {
+  /** Until when holds fail without asking (Date.now() ms): the last one got no answer. */
+  private unansweredUntil = 0;
+  /** Accounts the database has answered a hold for: the fallback has something to go on. */
+  private readonly answeredFor = new Set<AccountId>();
+
   constructor(
     db: Kysely<Database>,
     private readonly pool: pg.Pool,
@@ -81,6 +93,9 @@ export class PostgresCreditHoldStore extends CreditHoldStore {
     now: number,
     ttlMs: number,
   ): Promise<{ holdId: string; amount: number; available: number } | null> {
+    if (this.unansweredUntil !== 0 && Date.now() < this.unansweredUntil && this.answeredFor.has(accountId)) {
+      throw new Error("the database did not answer the last hold");
+    }
     const take = async (amount: number) => {
       const holdId = mintId("hold");
       // node-postgres reads query_timeout from a query's config; its types leave it out
@@ -89,15 +104,26 @@ export class PostgresCreditHoldStore extends CreditHoldStore {
         values: [accountId, holdId, Math.ceil(amount), now, now + ttlMs],
         query_timeout: HOLD_QUERY_TIMEOUT_MS,
       };
-      const result = await this.pool.query<{ taken: boolean; available: string | number; balance: string | number }>(
-        query,
-      );
+      const result = await this.pool
+        .query<{ taken: boolean; available: string | number; balance: string | number }>(query)
+        .catch((error: unknown) => {
+          // waited out with no answer from the server at all (its answers, a lock timeout
+          // among them, carry a SQLSTATE; a refused connection fails at once): the next holds
+          // need not wait for one
+          const code = (error as { code?: unknown } | null)?.code;
+          const answered = typeof code === "string" && /^[0-9A-Z]{5}$/.test(code);
+          if (!answered && error instanceof Error && /timeout/i.test(error.message)) {
+            this.unansweredUntil = Date.now() + UNANSWERED_BACKOFF_MS;
+          }
+          throw error;
+        });
       const row = result.rows[0];
       return row === undefined
         ? null
         : { holdId, taken: row.taken, available: Number(row.available), balance: Number(row.balance) };
     };
     const first = await take(upperBound);
+    this.answeredFor.add(accountId);
     if (first === null) return null;
     if (first.taken) return { holdId: first.holdId, amount: Math.ceil(upperBound), available: first.available };
     // the generous estimate did not fit: count the input exactly, and try once more if that might
