@@ -441,6 +441,11 @@ describe("credit while PostgreSQL cannot take a hold", () => {
         expect((await ask()).status).toBe(200);
         expect(Date.now() - started).toBeLessThan(1_500);
       }
+      // readiness probes answer within their own bound, one query between them, rather than hang
+      const probed = Date.now();
+      const probes = await Promise.all([readyz(replica.url), readyz(replica.url)]);
+      expect(Date.now() - probed).toBeLessThan(3_000);
+      expect(probes.map((probe) => probe.status)).toEqual([503, 503]);
     } finally {
       proxy.thaw();
     }

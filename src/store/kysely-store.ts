@@ -58,8 +58,14 @@ const COUNTED_COLUMNS = [
   "cost_micros",
 ] as const;
 
+/** How long a probe of the database may wait for its answer. */
+const PING_WAIT_MS = 2_000;
+
 /** The query layer shared by every SQL dialect Lethe supports. */
 export class KyselyStore implements Store {
+  /** The database probe in flight, shared by every caller until it answers. */
+  private pinging: Promise<boolean> | null = null;
+
   readonly ledger: LedgerStore;
   readonly accountAdmin: AccountAdminStore;
   readonly usage: UsageStore;
@@ -261,13 +267,29 @@ export class KyselyStore implements Store {
       : sql<string>`to_char(to_timestamp(ts / 1000.0) at time zone 'UTC', 'YYYY-MM-DD')`;
   }
 
-  async ping(): Promise<boolean> {
-    try {
-      await sql`select 1`.execute(this.db);
-      return true;
-    } catch {
-      return false;
-    }
+  /**
+   * Whether the database answers, within PING_WAIT_MS: a probe (readyz, metrics) must not
+   * hang on a database that stopped answering. One query at a time: probes arriving
+   * while one is out share it, rather than each leave a stuck query holding a connection.
+   */
+  ping(): Promise<boolean> {
+    this.pinging ??= sql`select 1`
+      .execute(this.db)
+      .then(
+        () => true,
+        () => false,
+      )
+      .finally(() => {
+        this.pinging = null;
+      });
+    const answer = this.pinging;
+    return new Promise((resolve) => {
+      const timer = setTimeout(() => resolve(false), PING_WAIT_MS);
+      void answer.then((up) => {
+        clearTimeout(timer);
+        resolve(up);
+      });
+    });
   }
 
   async close(): Promise<void> {
