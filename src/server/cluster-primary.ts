@@ -13,6 +13,16 @@ export function announceListening(url: string): void {
 }
 
 /**
+ * How long the primary waits before replacing a worker, after `failedStarts` replacements
+ * in a row died before they listened (the database away, say): none after a worker that
+ * served, then 250 ms doubling to 10 s. Each start costs about a core for seconds; a
+ * replacement that cannot start would otherwise be forked again at once, for ever.
+ */
+export function replacementDelayMs(failedStarts: number): number {
+  return failedStarts === 0 ? 0 : Math.min(10_000, 250 * 2 ** (failedStarts - 1));
+}
+
+/**
  * The primary of `lethe serve --workers N`: forks N workers sharing the port,
  * replaces a worker that dies, and on SIGTERM/SIGINT asks every worker to shut down
  * gracefully, exiting once all have (or after `deadlineMs`).
@@ -30,6 +40,8 @@ export function runPrimary(
     finish = resolve;
   });
   const listening = new WeakSet<Worker>();
+  /** Replacements in a row that died before they listened. */
+  let failedStarts = 0;
   const fork = (): Worker => {
     const worker = cluster.fork();
     worker.on("message", (message: ListeningMessage) => {
@@ -52,9 +64,16 @@ export function runPrimary(
       finish(1);
       return;
     }
-    // a crashed or killed worker is replaced; what it had buffered is lost (bounded by one flush interval)
+    // a crashed or killed worker is replaced; what it had buffered is lost (one flush interval,
+    // or, while the database is away, all it buffered since)
     log.event("worker_replaced", { exit_code: code ?? -1, killed: signal !== null });
-    fork();
+    failedStarts = listening.has(worker) ? 0 : failedStarts + 1;
+    const delay = replacementDelayMs(failedStarts);
+    if (delay === 0) fork();
+    else
+      setTimeout(() => {
+        if (!stopping) fork();
+      }, delay);
   });
   for (let index = 0; index < workers; index++) fork();
   const stop = () => {
