@@ -62,8 +62,9 @@ export async function startGateway(config: LetheConfig, options: StartOptions = 
       ? null
       : new (await import("../shared-state/redis-link.js")).RedisLink(config.redisUrl, config.redisPrefix);
   const shared = redis === null ? null : { client: redis.client, prefix: redis.prefix };
-  // caches of keys and balances drop on a change notice from the database or from Redis
-  const changes = redis === null ? () => store.changeCounter() : () => store.changeCounter() + redis.counter();
+  // caches of keys and balances drop on a change notice from the database (PostgreSQL's
+  // NOTIFY between replicas, SQLite's revision within a data dir)
+  const changes = () => store.changeCounter();
   const gateway: Gateway = {
     config,
     store,

@@ -5,15 +5,12 @@ const COMMAND_TIMEOUT_MS = 1_000;
 const WATCHDOG_INTERVAL_MS = 1_000;
 
 /**
- * Lethe's connection to Redis, shared by rate limits, the auth throttle and the change
- * channel. Every key Lethe writes starts with `prefix`. Redis holds counters and
- * hashes only, never content.
+ * Lethe's connection to Redis, shared by rate limits and the auth throttle (change
+ * notices between replicas travel by PostgreSQL's NOTIFY). Every key Lethe writes starts
+ * with `prefix`. Redis holds counters and hashes only, never content.
  */
 export class RedisLink {
   readonly client: Redis;
-  private readonly subscriber: Redis;
-  private changes = 0;
-  private readonly channel: string;
   private readonly watchdog: NodeJS.Timeout;
 
   constructor(
@@ -24,18 +21,8 @@ export class RedisLink {
     // a Redis that stops answering without closing the connection (a frozen host, a partition
     // that drops packets) would otherwise hold every command, and every request, for hours
     this.client = new Redis(url, { ...options, commandTimeout: COMMAND_TIMEOUT_MS });
-    this.subscriber = new Redis(url, { ...options, enableOfflineQueue: true, maxRetriesPerRequest: null });
     // ioredis reconnects by itself; without a listener an outage would crash the process
     this.client.on("error", () => {});
-    this.subscriber.on("error", () => {});
-    this.channel = `${prefix}changes`;
-    this.subscriber.on("message", () => {
-      this.changes++;
-    });
-    this.subscriber.on("ready", () => {
-      this.changes++;
-      void this.subscriber.subscribe(this.channel).catch(() => {});
-    });
     this.watchdog = setInterval(() => this.checkAnswers(), WATCHDOG_INTERVAL_MS);
     this.watchdog.unref();
   }
@@ -58,21 +45,8 @@ export class RedisLink {
     return this.client.status === "ready";
   }
 
-  /** Moves whenever another replica announced a change, and on every read while Redis is away. */
-  counter(): number {
-    if (this.subscriber.status !== "ready") this.changes++;
-    return this.changes;
-  }
-
-  /** Tells every replica that keys, limits or balances changed. */
-  async announce(): Promise<void> {
-    if (!this.ready) return;
-    await this.client.publish(this.channel, "1").catch(() => {});
-  }
-
   async close(): Promise<void> {
     clearInterval(this.watchdog);
     this.client.disconnect();
-    this.subscriber.disconnect();
   }
 }
