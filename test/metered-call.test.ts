@@ -252,6 +252,34 @@ describe("a shutdown step that fails", () => {
   });
 });
 
+describe("a shutdown whose buffered records cannot be written", () => {
+  it("gives the flush as long as the deadline, says which step did not finish, and ends", async () => {
+    const gateway = await startTestGateway({
+      config: { ...(DEFAULT_CONFIG_FILE as object), shutdown: { deadline_ms: 300 } },
+    });
+    const response = await fetch(`${gateway.baseURL}/chat/completions`, {
+      method: "POST",
+      headers: { authorization: `Bearer ${gateway.key}`, "content-type": "application/json" },
+      body: JSON.stringify({ model: "lethe-demo", messages: [{ role: "user", content: "hi" }] }),
+    });
+    expect(response.status).toBe(200);
+    // a database that stopped answering: the write never settles
+    const store = gateway.running.gateway.store;
+    store.insertMetadata = () => new Promise<void>(() => {});
+    const started = Date.now();
+    await expect(gateway.close()).rejects.toThrow(/did not complete/);
+    expect(Date.now() - started).toBeLessThan(5_000);
+    const events = gateway
+      .logText()
+      .trim()
+      .split("\n")
+      .map((line) => JSON.parse(line) as Record<string, unknown>);
+    expect(events).toContainEqual(expect.objectContaining({ event: "server_stop_failed", step: "metadata" }));
+    expect(events.at(-1)).toMatchObject({ event: "server_stopped", flushed_records: 0 });
+    await removeDataDir(gateway);
+  });
+});
+
 describe("limits.max_connections", () => {
   it("closes a connection past the bound at once, and serves those within it", async () => {
     const gateway = await startTestGateway({

@@ -45,6 +45,23 @@ export interface StartOptions {
   configureServer?: (app: FastifyInstance, gateway: Gateway) => void;
 }
 
+/** `work`, or a rejection once `ms` have passed without it settling. */
+function settledWithin(work: Promise<unknown>, ms: number): Promise<unknown> {
+  return new Promise((resolve, reject) => {
+    const timer = setTimeout(() => reject(new Error("out of time")), ms);
+    work.then(
+      (value) => {
+        clearTimeout(timer);
+        resolve(value);
+      },
+      (error: unknown) => {
+        clearTimeout(timer);
+        reject(error);
+      },
+    );
+  });
+}
+
 function waitFor(ms: number): Promise<void> {
   return ms <= 0 ? Promise.resolve() : new Promise((resolve) => setTimeout(resolve, ms));
 }
@@ -155,15 +172,16 @@ export async function startGateway(config: LetheConfig, options: StartOptions = 
         };
         await step("http", () => app.close());
         clearTimeout(deadline);
-        let written = 0;
-        await step("metadata", async () => {
-          written = await gateway.meter.drain();
-        });
-        await step("ledger", () => gateway.credits.drain());
+        // what is buffered gets as long again to be written: a database that is away must not
+        // hold the process for ever (what is left is lost, as on a crash, and the step says so)
+        const flushBy = Date.now() + config.shutdown.deadlineMs;
+        const inTime = (work: Promise<unknown>) => settledWithin(work, Math.max(0, flushBy - Date.now()));
+        await step("metadata", () => inTime(gateway.meter.drain()));
+        await step("ledger", () => inTime(gateway.credits.drain()));
         await step("suppliers", () => gateway.suppliers.close());
         await step("redis", async () => redis?.close());
         await step("store", () => store.close());
-        log.event("server_stopped", { flushed_records: written });
+        log.event("server_stopped", { flushed_records: gateway.meter.writtenCount });
         await new Promise<void>((resolve) => log.flush(resolve));
         if (failed) throw new Error("the shutdown did not complete; see server_stop_failed");
       })();
