@@ -1,4 +1,7 @@
+import { once } from "node:events";
+import { type AddressInfo, createServer } from "node:net";
 import { afterAll, beforeAll, describe, expect, it } from "vitest";
+import { ConfigError } from "../src/config/load-config.js";
 import { openPostgresStore } from "../src/store/postgres/open-postgres-store.js";
 import type { Store } from "../src/store/store.js";
 import { findCanaries, makeCanary } from "./support/canary.js";
@@ -508,5 +511,23 @@ describe("a PostgreSQL connection that goes silent under a write", () => {
     await store.insertMetadata([metadataRecord({ account: null, ts: Date.now() })]);
     const [rows] = await querySchema<{ count: string }>(schema, "SELECT count(*) FROM request_metadata");
     expect(Number(rows?.count)).toBe(2);
+  });
+});
+
+describe("PostgreSQL that accepts connections and never answers, at start", () => {
+  it("is refused with a message that says so, not a bare error", async () => {
+    const silent = createServer(() => {});
+    silent.listen(0, "127.0.0.1");
+    await once(silent, "listening");
+    const port = (silent.address() as AddressInfo).port;
+    try {
+      const failure = await openPostgresStore(`postgres://postgres@127.0.0.1:${port}/test`).catch(
+        (error: unknown) => error,
+      );
+      expect(failure).toBeInstanceOf(ConfigError);
+      expect((failure as Error).message).toMatch(/did not answer at LETHE_DATABASE_URL/);
+    } finally {
+      silent.close();
+    }
   });
 });

@@ -1,6 +1,7 @@
 import type { Socket } from "node:net";
 import { Kysely, PostgresDialect } from "kysely";
 import pg from "pg";
+import { ConfigError } from "../../config/load-config.js";
 import type { ChangeFeed } from "../change-feed.js";
 import { KyselyStore } from "../kysely-store.js";
 import { migrateToLatest } from "../migrations.js";
@@ -117,6 +118,22 @@ function boundSilence(pool: pg.Pool, timeoutMs: number): void {
 
 /** Opens the PostgreSQL store, creating its schema and running migrations (safe when replicas start together). */
 export async function openPostgresStore(url: string, queryTimeoutMs = 60_000): Promise<Store> {
+  try {
+    return await openStore(url, queryTimeoutMs);
+  } catch (error) {
+    // node-postgres's timeouts carry no code, and its message may name the host: the CLI
+    // would print only "failed (Error)"
+    const code = (error as { code?: unknown } | null)?.code;
+    if (code === undefined && error instanceof Error && /timeout|terminated/i.test(error.message)) {
+      throw new ConfigError(
+        "PostgreSQL did not answer at LETHE_DATABASE_URL within 5 s: the server is unreachable, or accepts connections and stays silent",
+      );
+    }
+    throw error;
+  }
+}
+
+async function openStore(url: string, queryTimeoutMs: number): Promise<Store> {
   const { connectionString, schema } = parseDatabaseUrl(url);
   const clientConfig: pg.ClientConfig = {
     connectionString,
