@@ -52,8 +52,13 @@ export type UncountedText = "estimate" | "bound";
  * Tokens in several pieces of text (a request's messages, a stream's deltas), the
  * tokenizer reading at most MAX_COUNTED_CHARACTERS of them all.
  */
-export function countTextsTokens(texts: readonly string[], uncounted: UncountedText = "estimate"): number {
-  let budget = MAX_COUNTED_CHARACTERS;
+export function countTextsTokens(
+  texts: readonly string[],
+  uncounted: UncountedText = "estimate",
+  /** Characters the tokenizer reads at most; 0 estimates everything without loading it. */
+  tokenizerBudget = MAX_COUNTED_CHARACTERS,
+): number {
+  let budget = tokenizerBudget;
   let total = 0;
   for (const text of texts) {
     if (text === "") continue;
@@ -118,7 +123,11 @@ const TOKENS_PER_MESSAGE = 3;
 const TOKENS_PER_REPLY = 3;
 
 /** Estimates the input tokens of an OpenAI or Anthropic request body (messages, system, tools). */
-export function estimateInputTokens(body: Record<string, unknown>, uncounted: UncountedText = "estimate"): number {
+export function estimateInputTokens(
+  body: Record<string, unknown>,
+  uncounted: UncountedText = "estimate",
+  tokenizerBudget = MAX_COUNTED_CHARACTERS,
+): number {
   const texts: string[] = [];
   let framing = TOKENS_PER_REPLY;
   collectText(body.system, texts);
@@ -131,5 +140,5 @@ export function estimateInputTokens(body: Record<string, unknown>, uncounted: Un
     if (Array.isArray(record.tool_calls)) texts.push(JSON.stringify(record.tool_calls));
   }
   if (Array.isArray(body.tools)) texts.push(JSON.stringify(body.tools));
-  return framing + countTextsTokens(texts, uncounted);
+  return framing + countTextsTokens(texts, uncounted, tokenizerBudget);
 }

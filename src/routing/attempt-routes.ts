@@ -48,13 +48,15 @@ function expectedTokens(request: ClientRequest, plan: RoutePlan): ExpectedTokens
 /**
  * A client that left while a supplier worked on its request: the supplier read the
  * prompt all the same, and bills the operator for it. The record carries that input,
- * counted here (and marked estimated), so the client pays for it too: otherwise leaving
- * before the answer would be free prefill at the operator's expense. What the supplier
+ * estimated here at four characters a token (and marked estimated), so the client pays
+ * for it too: otherwise leaving before the answer would be free prefill at the
+ * operator's expense. Not by the tokenizer: its tables cost about 80 MB once loaded, and
+ * every load run that ends, every impatient client, would load them. What the supplier
  * may have generated after is not known, and not charged.
  */
 function chargeAbandonedInput(exchange: Exchange, request: ClientRequest): void {
   if (exchange.usage !== null) return;
-  exchange.usage = { ...noTokens(), input: estimateInputTokens(request.body) };
+  exchange.usage = { ...noTokens(), input: estimateInputTokens(request.body, "estimate", 0) };
   exchange.tokensEstimated = true;
 }
 
