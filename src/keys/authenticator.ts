@@ -1,6 +1,7 @@
 import type { IncomingHttpHeaders } from "node:http";
 import type { AccountId, KeyId } from "../config/ids.js";
 import { LetheError } from "../errors/lethe-error.js";
+import { boundInTime } from "../lang/bound-in-time.js";
 import type { MaybePromise } from "../lang/maybe-promise.js";
 import type { AccountRecord, KeyRecord, Store } from "../store/store.js";
 import { isWellFormedKey, KeyHasher } from "./api-key.js";
@@ -41,26 +42,6 @@ const STORE_WAIT_MS = 2_000;
  * request per interval asks again, and finds it back).
  */
 const UNANSWERED_BACKOFF_MS = 10_000;
-
-/** `promise`'s outcome, or `fallback` (and `onTimeout` is called) if it has not settled within `ms`. */
-function answerWithin<T>(promise: Promise<T>, ms: number, fallback: T, onTimeout: () => void): Promise<T> {
-  return new Promise((resolve, reject) => {
-    const timer = setTimeout(() => {
-      onTimeout();
-      resolve(fallback);
-    }, ms);
-    promise.then(
-      (value) => {
-        clearTimeout(timer);
-        resolve(value);
-      },
-      (error: unknown) => {
-        clearTimeout(timer);
-        reject(error);
-      },
-    );
-  });
-}
 
 /**
  * Reads the caller's key from `Authorization: Bearer` or `x-api-key`. An Authorization
@@ -137,8 +118,9 @@ export class Authenticator {
     const lookUp = this.lookUp(keyHash, counter, cached);
     return cached === undefined
       ? lookUp
-      : answerWithin(lookUp, STORE_WAIT_MS, cached.context, () => {
+      : boundInTime(lookUp, STORE_WAIT_MS, () => {
           this.unansweredUntil = Date.now() + UNANSWERED_BACKOFF_MS;
+          return cached.context;
         });
   }
 

@@ -9,6 +9,7 @@ import type { Gateway } from "../http/gateway.js";
 import { KeyHasher } from "../keys/api-key.js";
 import { AuthThrottle } from "../keys/auth-throttle.js";
 import { Authenticator } from "../keys/authenticator.js";
+import { boundInTime } from "../lang/bound-in-time.js";
 import { createEventLog, type EventLog, type ShutdownStep } from "../logging/event-log.js";
 import { Meter } from "../metering/meter.js";
 import { GatewayMetrics } from "../metering/metrics.js";
@@ -43,23 +44,6 @@ export interface StartOptions {
   retention?: boolean;
   /** Adds to the server before it listens (the audit's seeded-leak self-test uses it). */
   configureServer?: (app: FastifyInstance, gateway: Gateway) => void;
-}
-
-/** `work`, or a rejection once `ms` have passed without it settling. */
-function settledWithin(work: Promise<unknown>, ms: number): Promise<unknown> {
-  return new Promise((resolve, reject) => {
-    const timer = setTimeout(() => reject(new Error("out of time")), ms);
-    work.then(
-      (value) => {
-        clearTimeout(timer);
-        resolve(value);
-      },
-      (error: unknown) => {
-        clearTimeout(timer);
-        reject(error);
-      },
-    );
-  });
 }
 
 function waitFor(ms: number): Promise<void> {
@@ -175,7 +159,10 @@ export async function startGateway(config: LetheConfig, options: StartOptions = 
         // what is buffered gets as long again to be written: a database that is away must not
         // hold the process for ever (what is left is lost, as on a crash, and the step says so)
         const flushBy = Date.now() + config.shutdown.deadlineMs;
-        const inTime = (work: Promise<unknown>) => settledWithin(work, Math.max(0, flushBy - Date.now()));
+        const inTime = (work: Promise<unknown>) =>
+          boundInTime(work, Math.max(0, flushBy - Date.now()), () => {
+            throw new Error("out of time");
+          });
         await step("metadata", () => inTime(gateway.meter.drain()));
         await step("ledger", () => inTime(gateway.credits.drain()));
         await step("suppliers", () => gateway.suppliers.close());

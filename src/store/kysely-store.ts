@@ -1,5 +1,6 @@
 import { type Kysely, sql } from "kysely";
 import { type AccountId, type KeyId, mintedId } from "../config/ids.js";
+import { boundInTime } from "../lang/bound-in-time.js";
 import type { StoreKind } from "../logging/event-log.js";
 import type { MetadataRecord } from "../metering/metadata-record.js";
 import { AccountAdminStore } from "./account-admin-store.js";
@@ -282,14 +283,7 @@ export class KyselyStore implements Store {
       .finally(() => {
         this.pinging = null;
       });
-    const answer = this.pinging;
-    return new Promise((resolve) => {
-      const timer = setTimeout(() => resolve(false), PING_WAIT_MS);
-      void answer.then((up) => {
-        clearTimeout(timer);
-        resolve(up);
-      });
-    });
+    return boundInTime(this.pinging, PING_WAIT_MS, () => false);
   }
 
   async close(): Promise<void> {
