@@ -260,6 +260,22 @@ describe("lowest-latency", () => {
     expect(suppliersOf(router.order(plan, NO_TOKENS))).toEqual(["slow", "fast"]);
   });
 
+  it("does not measure a route again right after its measuring request failed", () => {
+    let clock = 0;
+    const { plan, router } = planOf("lowest-latency", [{ supplier: "fast" }, { supplier: "down" }], () => clock);
+    const [fast, down] = plan.routes as [RoutePlan["routes"][number], RoutePlan["routes"][number]];
+    router.statsFor(fast).recordSuccess(clock, whole(10));
+    router.statsFor(down).recordSuccess(clock, whole(20));
+    clock = STALE_AFTER_MS;
+    router.statsFor(fast).recordSuccess(clock, whole(10));
+    expect(suppliersOf(router.order(plan, NO_TOKENS))).toEqual(["down", "fast"]);
+    router.statsFor(down).recordFailure(clock);
+    // still counted as being measured: with a breaker slower to open than this plan's (one
+    // failure), every request would otherwise try it first again until it opened
+    expect(router.statsFor(down).isProbing(clock + 1)).toBe(true);
+    expect(suppliersOf(router.order(plan, NO_TOKENS))).toEqual(["fast"]);
+  });
+
   it("keeps stale figures when the model has had no traffic, rather than spend its rare requests measuring", () => {
     let clock = 0;
     const { plan, router } = planOf("lowest-latency", [{ supplier: "fast" }, { supplier: "slow" }], () => clock);

@@ -72,7 +72,7 @@ export class CreditGuard {
     private readonly store: Store,
     private readonly log: EventLog,
     private readonly flushIntervalMs: number,
-    /** Moves when another process changed balances (the store's feed, Redis's channel). */
+    /** Moves when another process changed balances (the store's feed: PostgreSQL's NOTIFY, SQLite's revision). */
     private readonly changes: () => number = () => store.changeCounter(),
     private readonly shared: SharedHolds | null = null,
     /**

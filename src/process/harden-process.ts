@@ -22,8 +22,8 @@ export class HardeningError extends Error {
 // error's message past the crash handler; matched on the flag's name with `_` read as
 // `-`, as Node and V8 read them
 const DANGEROUS_FLAGS = [
+  // --trace-event-categories, --trace-event-file-pattern, --trace-events-enabled
   /^--trace-event/,
-  /^--trace-events-enabled$/,
   /^--inspect/,
   /^--debug/,
   /^--heapsnapshot-signal$/,

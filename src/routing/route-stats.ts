@@ -84,8 +84,8 @@ export class RouteStats {
   recordFailure(now: number): void {
     this.breaker.onFailure(now);
     this.pushOutcome(false);
-    // the measuring request got its answer; the breaker decides what a failing route gets next
-    this.probeSentAt = null;
+    // a measuring request that failed leaves probeSentAt set: the route is not measured again
+    // before STALE_AFTER_MS (every request would otherwise try it first until its breaker opened)
   }
 
   /** True when the route has not answered within STALE_AFTER_MS (or never has). */

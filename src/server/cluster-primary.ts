@@ -42,6 +42,8 @@ export function runPrimary(
   const listening = new WeakSet<Worker>();
   /** Replacements in a row that died before they listened. */
   let failedStarts = 0;
+  /** A replacement waiting out its back-off; a stop cancels it. */
+  let pendingFork: NodeJS.Timeout | null = null;
   const fork = (): Worker => {
     const worker = cluster.fork();
     worker.on("message", (message: ListeningMessage) => {
@@ -71,7 +73,8 @@ export function runPrimary(
     const delay = replacementDelayMs(failedStarts);
     if (delay === 0) fork();
     else
-      setTimeout(() => {
+      pendingFork = setTimeout(() => {
+        pendingFork = null;
         if (!stopping) fork();
       }, delay);
   });
@@ -79,6 +82,7 @@ export function runPrimary(
   const stop = () => {
     if (stopping) return;
     stopping = true;
+    if (pendingFork !== null) clearTimeout(pendingFork);
     const alive = Object.values(cluster.workers ?? {}).filter((worker): worker is Worker => worker !== undefined);
     if (alive.length === 0) finish(0);
     let remaining = alive.length;

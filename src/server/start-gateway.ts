@@ -163,8 +163,9 @@ export async function startGateway(config: LetheConfig, options: StartOptions = 
           boundInTime(work, Math.max(0, flushBy - Date.now()), () => {
             throw new Error("out of time");
           });
-        await step("metadata", () => inTime(gateway.meter.drain()));
+        // charges first: money before metadata, should the time run out
         await step("ledger", () => inTime(gateway.credits.drain()));
+        await step("metadata", () => inTime(gateway.meter.drain()));
         await step("suppliers", () => gateway.suppliers.close());
         await step("redis", async () => redis?.close());
         await step("store", () => store.close());

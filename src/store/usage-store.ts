@@ -59,7 +59,7 @@ const POSTGRES_ROLL_UP = rollUpStatements((n) => `$${n}`);
  * moments: the runs take turns on an advisory lock, and the second finds the day gone (two
  * that read the same rows apart from their writes would each store their totals).
  */
-function postgresRollUpDay(db: Kysely<Database>): RollUpDay {
+export function postgresRollUpDay(db: Kysely<Database>): RollUpDay {
   return (cutoffMs) =>
     db.transaction().execute(async (trx) => {
       await sql`SELECT pg_advisory_xact_lock(hashtext('lethe_retention'))`.execute(trx);

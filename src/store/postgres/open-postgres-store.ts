@@ -7,6 +7,7 @@ import { KyselyStore } from "../kysely-store.js";
 import { migrateToLatest } from "../migrations.js";
 import type { Database } from "../schema.js";
 import type { Store } from "../store.js";
+import { postgresRollUpDay, UsageStore } from "../usage-store.js";
 import { installHoldFunction, PostgresCreditHoldStore } from "./postgres-credit-holds.js";
 
 const CHANNEL = "lethe_changes";
@@ -109,9 +110,16 @@ function socketOf(client: pg.PoolClient): Socket | undefined {
  * pool closes those itself.
  */
 function boundSilence(pool: pg.Pool, timeoutMs: number): void {
+  const watched = new WeakSet<Socket>();
   pool.on("acquire", (client) => {
     const socket = socketOf(client);
-    socket?.setTimeout(timeoutMs, () => socket.destroy(new Error("the database connection stayed silent")));
+    if (socket === undefined) return;
+    // one listener per connection: setTimeout with a callback would add one per query
+    if (!watched.has(socket)) {
+      watched.add(socket);
+      socket.on("timeout", () => socket.destroy(new Error("the database connection stayed silent")));
+    }
+    socket.setTimeout(timeoutMs);
   });
   pool.on("release", (_error: Error | undefined, client: pg.PoolClient) => socketOf(client)?.setTimeout(0));
 }
@@ -119,7 +127,7 @@ function boundSilence(pool: pg.Pool, timeoutMs: number): void {
 /** Opens the PostgreSQL store, creating its schema and running migrations (safe when replicas start together). */
 export async function openPostgresStore(url: string, queryTimeoutMs = 60_000): Promise<Store> {
   try {
-    return await openStore(url, queryTimeoutMs);
+    return await connectPostgresStore(url, queryTimeoutMs);
   } catch (error) {
     // node-postgres's timeouts carry no code, and its message may name the host: the CLI
     // would print only "failed (Error)"
@@ -133,13 +141,15 @@ export async function openPostgresStore(url: string, queryTimeoutMs = 60_000): P
   }
 }
 
-async function openStore(url: string, queryTimeoutMs: number): Promise<Store> {
+async function connectPostgresStore(url: string, queryTimeoutMs: number): Promise<Store> {
   const { connectionString, schema } = parseDatabaseUrl(url);
   const clientConfig: pg.ClientConfig = {
     connectionString,
     connectionTimeoutMillis: 5_000,
-    // keep-alive probes find a peer gone while a connection idles (the change feed's, mostly)
+    // keep-alive probes find a peer gone while a connection idles (the change feed's, mostly),
+    // from 10 s of quiet on (the operating system's default is two hours)
     keepAlive: true,
+    keepAliveInitialDelayMillis: 10_000,
     ...(schema !== null && { options: `-c search_path=${schema}` }),
   };
   if (schema !== null) {
@@ -165,5 +175,23 @@ async function openStore(url: string, queryTimeoutMs: number): Promise<Store> {
   boundSilence(pool, queryTimeoutMs);
   const feed = new PostgresChangeFeed(clientConfig, pool);
   await feed.start();
-  return new KyselyStore("postgres", db, feed, () => feed.close(), undefined, new PostgresCreditHoldStore(db, pool));
+  // retention's roll-up sorts a whole day in one statement, and waits on another replica's
+  // roll-up under an advisory lock: silent for minutes on a large deployment, and not
+  // dead. It gets a connection of its own, outside the silence bound
+  const retentionPool = new pg.Pool({ ...clientConfig, max: 1, idleTimeoutMillis: 30_000 });
+  retentionPool.on("error", () => {});
+  retentionPool.on("connect", (client) => client.on("error", () => {}));
+  const retentionDb = new Kysely<Database>({ dialect: new PostgresDialect({ pool: retentionPool }) });
+  return new KyselyStore(
+    "postgres",
+    db,
+    feed,
+    async () => {
+      await feed.close();
+      await retentionDb.destroy();
+    },
+    undefined,
+    new PostgresCreditHoldStore(db, pool),
+    new UsageStore(db, postgresRollUpDay(retentionDb)),
+  );
 }
