@@ -20,7 +20,13 @@ export async function createOnce(file: string, contents: string): Promise<string
   try {
     await link(draft, file);
   } catch (error) {
-    if ((error as NodeJS.ErrnoException).code !== "EEXIST") throw error;
+    const code = (error as NodeJS.ErrnoException).code;
+    // a file system without hard links (SMB, vfat): create it in place, as before, racy but working
+    if (code === "EPERM" || code === "ENOTSUP" || code === "EOPNOTSUPP" || code === "ENOSYS") {
+      await writeFile(file, contents, { mode: 0o600, flag: "wx" }).catch((failure: NodeJS.ErrnoException) => {
+        if (failure.code !== "EEXIST") throw failure;
+      });
+    } else if (code !== "EEXIST") throw error;
   } finally {
     await rm(draft, { force: true });
   }
