@@ -122,7 +122,7 @@ describe("CircuitBreaker", () => {
 
 /** A successful answer that came whole (no stream), after `latencyMs`, with no output tokens. */
 function json(latencyMs: number): AnswerTimings {
-  return { latencyMs, ttftMs: null, outputTokens: 0 };
+  return { latency_ms: latencyMs, ttft_ms: null, output_tokens: 0 };
 }
 
 describe("RouteStats", () => {
@@ -130,7 +130,8 @@ describe("RouteStats", () => {
     const stats = new RouteStats({ failureThreshold: 1000, windowMs: 1000, cooldownMs: 1000 });
     expect(stats.errorRate()).toBe(0);
     expect(stats.ttftP50Ms()).toBeNull();
-    for (const ttft of [30, 10, 20]) stats.recordSuccess(0, { latencyMs: ttft + 100, ttftMs: ttft, outputTokens: 5 });
+    for (const ttft of [30, 10, 20])
+      stats.recordSuccess(0, { latency_ms: ttft + 100, ttft_ms: ttft, output_tokens: 5 });
     stats.recordFailure(0);
     expect(stats.errorRate()).toBe(0.25);
     expect(stats.ttftP50Ms()).toBe(20);

@@ -228,23 +228,34 @@ describe("metered endpoints on Node's own request and response", () => {
   });
 });
 
+/** A gateway that has served one demo answer, its record still buffered. */
+async function gatewayAfterOneAnswer(config?: object): Promise<TestGateway> {
+  const gateway = await startTestGateway(config === undefined ? {} : { config });
+  const response = await fetch(`${gateway.baseURL}/chat/completions`, {
+    method: "POST",
+    headers: { authorization: `Bearer ${gateway.key}`, "content-type": "application/json" },
+    body: JSON.stringify({ model: "lethe-demo", messages: [{ role: "user", content: "hi" }] }),
+  });
+  expect(response.status).toBe(200);
+  return gateway;
+}
+
+/** Every event the gateway logged, parsed. */
+function logEvents(gateway: TestGateway): Record<string, unknown>[] {
+  return gateway
+    .logText()
+    .trim()
+    .split("\n")
+    .map((line) => JSON.parse(line) as Record<string, unknown>);
+}
+
 describe("a shutdown step that fails", () => {
   it("is logged by name, the remaining steps still run, and close() rejects", async () => {
-    const gateway = await startTestGateway();
-    const response = await fetch(`${gateway.baseURL}/chat/completions`, {
-      method: "POST",
-      headers: { authorization: `Bearer ${gateway.key}`, "content-type": "application/json" },
-      body: JSON.stringify({ model: "lethe-demo", messages: [{ role: "user", content: "hi" }] }),
-    });
-    expect(response.status).toBe(200);
+    const gateway = await gatewayAfterOneAnswer();
     const suppliers = gateway.running.gateway.suppliers;
     suppliers.close = () => Promise.reject(new Error("a supplier pool that will not close"));
     await expect(gateway.close()).rejects.toThrow(/did not complete/);
-    const events = gateway
-      .logText()
-      .trim()
-      .split("\n")
-      .map((line) => JSON.parse(line) as Record<string, unknown>);
+    const events = logEvents(gateway);
     expect(events).toContainEqual(expect.objectContaining({ event: "server_stop_failed", step: "suppliers" }));
     // the metadata was flushed before the failing step, and the shutdown went on to its end
     expect(events.at(-1)).toMatchObject({ event: "server_stopped", flushed_records: 1 });
@@ -254,26 +265,14 @@ describe("a shutdown step that fails", () => {
 
 describe("a shutdown whose buffered records cannot be written", () => {
   it("gives the flush as long as the deadline, says which step did not finish, and ends", async () => {
-    const gateway = await startTestGateway({
-      config: { ...(DEFAULT_CONFIG_FILE as object), shutdown: { deadline_ms: 300 } },
-    });
-    const response = await fetch(`${gateway.baseURL}/chat/completions`, {
-      method: "POST",
-      headers: { authorization: `Bearer ${gateway.key}`, "content-type": "application/json" },
-      body: JSON.stringify({ model: "lethe-demo", messages: [{ role: "user", content: "hi" }] }),
-    });
-    expect(response.status).toBe(200);
+    const gateway = await gatewayAfterOneAnswer({ ...(DEFAULT_CONFIG_FILE as object), shutdown: { deadline_ms: 300 } });
     // a database that stopped answering: the write never settles
     const store = gateway.running.gateway.store;
     store.insertMetadata = () => new Promise<void>(() => {});
     const started = Date.now();
     await expect(gateway.close()).rejects.toThrow(/did not complete/);
     expect(Date.now() - started).toBeLessThan(5_000);
-    const events = gateway
-      .logText()
-      .trim()
-      .split("\n")
-      .map((line) => JSON.parse(line) as Record<string, unknown>);
+    const events = logEvents(gateway);
     expect(events).toContainEqual(expect.objectContaining({ event: "server_stop_failed", step: "metadata" }));
     expect(events.at(-1)).toMatchObject({ event: "server_stopped", flushed_records: 0 });
     await removeDataDir(gateway);

@@ -178,12 +178,12 @@ describe("lowest-price", () => {
 
 /** A stream's timings: first token after `ttftMs`, then `tokens` tokens at `msPerToken` each. */
 function streamed(ttftMs: number, tokens: number, msPerToken: number): AnswerTimings {
-  return { latencyMs: ttftMs + tokens * msPerToken, ttftMs, outputTokens: tokens };
+  return { latency_ms: ttftMs + tokens * msPerToken, ttft_ms: ttftMs, output_tokens: tokens };
 }
 
 /** An answer that came whole (JSON) after `latencyMs`. */
 function whole(latencyMs: number, tokens = 0): AnswerTimings {
-  return { latencyMs, ttftMs: null, outputTokens: tokens };
+  return { latency_ms: latencyMs, ttft_ms: null, output_tokens: tokens };
 }
 
 describe("lowest-latency", () => {

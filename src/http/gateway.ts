@@ -51,6 +51,7 @@ export function finishExchange(
   if (exchange.finished) return;
   exchange.finished = true;
   const record = exchange.toRecord(status, errorCode);
+  exchange.record = record;
   gateway.meter.record(record);
   gateway.metrics.observe(record);
   // bill what the supplier produced, on errors and aborts too, and free what was held

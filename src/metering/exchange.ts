@@ -33,6 +33,8 @@ export class Exchange {
   reservation: Reservation | null = null;
   /** Tokens held against TPM limits, corrected when it ends. */
   tokenHold: TokenHold | null = null;
+  /** The record it ended with (finishExchange); the route's health reads its figures. */
+  record: MetadataRecord | null = null;
   finished = false;
 
   constructor(
@@ -47,7 +49,7 @@ export class Exchange {
   }
 
   /** Latency, TTFT and throughput as of now, in milliseconds and tokens per second. */
-  timings(): { latencyMs: number; ttftMs: number | null; outputTokensPerSecond: number | null } {
+  private timings(): { latencyMs: number; ttftMs: number | null; outputTokensPerSecond: number | null } {
     const endedAt = performance.now();
     const output = this.usage?.output ?? 0;
     const generationMs = endedAt - (this.streamed && this.firstTokenAt !== null ? this.firstTokenAt : this.startedAt);

@@ -1,3 +1,4 @@
+import type { MetadataRecord } from "../metering/metadata-record.js";
 import { type BreakerSettings, CircuitBreaker } from "./circuit-breaker.js";
 
 const EWMA_WEIGHT = 0.2;
@@ -10,13 +11,11 @@ const SAMPLES = 100;
  */
 export const STALE_AFTER_MS = 60_000;
 
-/** How a successful answer went, as the exchange measured it. */
-export interface AnswerTimings {
-  latencyMs: number;
-  /** Time to the first token of a stream; null for an answer that came whole (JSON). */
-  ttftMs: number | null;
-  outputTokens: number;
-}
+/**
+ * How a successful answer went: its metadata record's figures (`ttft_ms` is null for an
+ * answer that came whole), so the route learns from what was measured once, not again.
+ */
+export type AnswerTimings = Pick<MetadataRecord, "latency_ms" | "ttft_ms" | "output_tokens">;
 
 function average(current: number | null, sample: number, weight: number): number {
   return current === null ? sample : current + weight * (sample - current);
@@ -65,19 +64,19 @@ export class RouteStats {
     const weight = this.isStale(now) ? 1 : EWMA_WEIGHT;
     this.lastAnswerAt = now;
     this.probeSentAt = null;
-    if (answer.ttftMs !== null) {
-      this.pushTtft(answer.ttftMs);
-      this.ttftEwmaMs = average(this.ttftEwmaMs, answer.ttftMs, weight);
-      const generationMs = answer.latencyMs - answer.ttftMs;
-      if (answer.outputTokens > 0 && generationMs > 0) {
-        this.msPerTokenEwma = average(this.msPerTokenEwma, generationMs / answer.outputTokens, weight);
+    if (answer.ttft_ms !== null) {
+      this.pushTtft(answer.ttft_ms);
+      this.ttftEwmaMs = average(this.ttftEwmaMs, answer.ttft_ms, weight);
+      const generationMs = answer.latency_ms - answer.ttft_ms;
+      if (answer.output_tokens > 0 && generationMs > 0) {
+        this.msPerTokenEwma = average(this.msPerTokenEwma, generationMs / answer.output_tokens, weight);
       }
       return;
     }
     // the whole answer is the client's first token: the p50 shown counts it as such
-    this.pushTtft(answer.latencyMs);
-    const generationMs = this.msPerTokenEwma === null ? 0 : answer.outputTokens * this.msPerTokenEwma;
-    this.ttftEwmaMs = average(this.ttftEwmaMs, Math.max(0, answer.latencyMs - generationMs), weight);
+    this.pushTtft(answer.latency_ms);
+    const generationMs = this.msPerTokenEwma === null ? 0 : answer.output_tokens * this.msPerTokenEwma;
+    this.ttftEwmaMs = average(this.ttftEwmaMs, Math.max(0, answer.latency_ms - generationMs), weight);
   }
 
   /** A failure the route is to blame for (refused, timed out, 429, 5xx, broken stream). */

@@ -32,3 +32,17 @@ export async function createOnce(file: string, contents: string): Promise<string
   }
   return readFile(file, "utf8");
 }
+
+/**
+ * What `file` holds, creating it with `make()`'s contents when absent (another process
+ * may create it at the same moment: then theirs is what it holds). Any other read
+ * failure is the caller's to see.
+ */
+export async function readOrCreate(file: string, make: () => string): Promise<string> {
+  try {
+    return await readFile(file, "utf8");
+  } catch (error) {
+    if ((error as NodeJS.ErrnoException).code !== "ENOENT") throw error;
+    return createOnce(file, make());
+  }
+}

@@ -2,7 +2,7 @@ import { randomBytes } from "node:crypto";
 import { readFile } from "node:fs/promises";
 import path from "node:path";
 import { ConfigError } from "../config/load-config.js";
-import { createOnce } from "./create-once.js";
+import { readOrCreate } from "./create-once.js";
 
 const SECRET_FILE = "secret";
 
@@ -16,14 +16,7 @@ export async function loadServerSecret(dataDir: string, fromEnv: string | null):
     return fromEnv;
   }
   const file = path.join(dataDir, SECRET_FILE);
-  let secret: string;
-  try {
-    secret = (await readFile(file, "utf8")).trim();
-  } catch (error) {
-    if ((error as NodeJS.ErrnoException).code !== "ENOENT") throw error;
-    // another process may create it at the same moment: then theirs is the secret
-    secret = (await createOnce(file, `${randomBytes(32).toString("base64url")}\n`)).trim();
-  }
+  const secret = (await readOrCreate(file, () => `${randomBytes(32).toString("base64url")}\n`)).trim();
   // keys hashed under a short or empty secret would be guessable from their HMACs
   if (secret.length < 16) {
     throw new ConfigError(

@@ -1,8 +1,7 @@
 import { createPrivateKey, createPublicKey, generateKeyPairSync, type KeyObject } from "node:crypto";
-import { readFile } from "node:fs/promises";
 import path from "node:path";
 import { ConfigError } from "../config/load-config.js";
-import { createOnce } from "./create-once.js";
+import { readOrCreate } from "./create-once.js";
 
 const KEY_FILE = "zdr-signing-key.pem";
 
@@ -18,15 +17,9 @@ export interface SigningKey {
  */
 export async function loadSigningKey(dataDir: string): Promise<SigningKey> {
   const file = path.join(dataDir, KEY_FILE);
-  let pem: string;
-  try {
-    pem = await readFile(file, "utf8");
-  } catch (error) {
-    if ((error as NodeJS.ErrnoException).code !== "ENOENT") throw error;
-    // another process may create it at the same moment: then theirs is the key
-    const generated = generateKeyPairSync("ed25519").privateKey;
-    pem = await createOnce(file, generated.export({ type: "pkcs8", format: "pem" }).toString());
-  }
+  const pem = await readOrCreate(file, () =>
+    generateKeyPairSync("ed25519").privateKey.export({ type: "pkcs8", format: "pem" }).toString(),
+  );
   let privateKey: KeyObject;
   try {
     privateKey = createPrivateKey(pem);

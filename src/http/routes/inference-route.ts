@@ -36,14 +36,8 @@ function recordOutcome(gateway: Gateway, attempted: Attempted, exchange: Exchang
   if (errorCode === "LETHE_CLIENT_CLOSED" || errorCode === "LETHE_INTERNAL") {
     if (attempted.probe) stats.breaker.release();
   } else if (errorCode !== null) stats.recordFailure(gateway.router.now());
-  else {
-    const timings = exchange.timings();
-    stats.recordSuccess(gateway.router.now(), {
-      latencyMs: timings.latencyMs,
-      ttftMs: timings.ttftMs,
-      outputTokens: exchange.usage?.output ?? 0,
-    });
-  }
+  // a success has always been finished: its record holds the figures, timed once
+  else if (exchange.record !== null) stats.recordSuccess(gateway.router.now(), exchange.record);
 }
 
 /** OpenAI's `n`: how many answers the supplier writes, each up to `max_tokens` (validated as a positive integer). */

@@ -141,6 +141,16 @@ export async function openPostgresStore(url: string, queryTimeoutMs = 60_000): P
   }
 }
 
+/** A pool of `max` connections whose failures reach the queries using them, never the process. */
+function quietPool(clientConfig: pg.ClientConfig, max: number): pg.Pool {
+  const pool = new pg.Pool({ ...clientConfig, max, idleTimeoutMillis: 30_000 });
+  // a pooled client failing while idle must not crash the process
+  pool.on("error", () => {});
+  // nor while checked out (pg-pool removes its idle listener then): the query in flight rejects anyway
+  pool.on("connect", (client) => client.on("error", () => {}));
+  return pool;
+}
+
 async function connectPostgresStore(url: string, queryTimeoutMs: number): Promise<Store> {
   const { connectionString, schema } = parseDatabaseUrl(url);
   const clientConfig: pg.ClientConfig = {
@@ -163,11 +173,7 @@ async function connectPostgresStore(url: string, queryTimeoutMs: number): Promis
       await setup.end();
     }
   }
-  const pool = new pg.Pool({ ...clientConfig, max: 10, idleTimeoutMillis: 30_000 });
-  // a pooled client failing while idle must not crash the process
-  pool.on("error", () => {});
-  // nor while checked out (pg-pool removes its idle listener then): the query in flight rejects anyway
-  pool.on("connect", (client) => client.on("error", () => {}));
+  const pool = quietPool(clientConfig, 10);
   const db = new Kysely<Database>({ dialect: new PostgresDialect({ pool }) });
   await migrateToLatest(db as Kysely<unknown>, schema ?? "public");
   await installHoldFunction(pool);
@@ -178,10 +184,7 @@ async function connectPostgresStore(url: string, queryTimeoutMs: number): Promis
   // retention's roll-up sorts a whole day in one statement, and waits on another replica's
   // roll-up under an advisory lock: silent for minutes on a large deployment, and not
   // dead. It gets a connection of its own, outside the silence bound
-  const retentionPool = new pg.Pool({ ...clientConfig, max: 1, idleTimeoutMillis: 30_000 });
-  retentionPool.on("error", () => {});
-  retentionPool.on("connect", (client) => client.on("error", () => {}));
-  const retentionDb = new Kysely<Database>({ dialect: new PostgresDialect({ pool: retentionPool }) });
+  const retentionDb = new Kysely<Database>({ dialect: new PostgresDialect({ pool: quietPool(clientConfig, 1) }) });
   return new KyselyStore(
     "postgres",
     db,
