@@ -22,11 +22,12 @@ interface AnthropicErrorBody {
 }
 
 const MAX_BODY_BYTES = 16 * 1024;
+const MAX_JSON_VALUES = 500;
 
 let rig: TranslationRig;
 
 beforeAll(async () => {
-  rig = await startTranslationRig({ maxBodyBytes: MAX_BODY_BYTES });
+  rig = await startTranslationRig({ maxBodyBytes: MAX_BODY_BYTES, maxJsonValues: MAX_JSON_VALUES });
 });
 
 afterAll(async () => {
@@ -158,6 +159,20 @@ describe("invalid Messages requests", () => {
       messagesBody({ messages: [{ role: "user", content: `${secret} ${"x".repeat(MAX_BODY_BYTES)}` }] }),
       { status: 413, type: "request_too_large", code: "LETHE_BODY_TOO_LARGE" },
     );
+  });
+
+  it("refuses a body of more JSON values than limits.max_json_values with 413 request_too_large", async () => {
+    const secret = rig.canary("many-values");
+    const { body } = await expectRejected(
+      "/v1/messages",
+      messagesBody({
+        messages: [{ role: "user", content: secret }],
+        metadata: { user_id: "u" },
+        stop_sequences: Array.from({ length: MAX_JSON_VALUES }, () => "s"),
+      }),
+      { status: 413, type: "request_too_large", code: "LETHE_BODY_TOO_LARGE" },
+    );
+    expect(body.error.message).toContain(`${MAX_JSON_VALUES} JSON values`);
   });
 
   it("refuses a compressed body with 415 in Anthropic's shape", async () => {

@@ -16,7 +16,7 @@ describe("bad input on the OpenAI surface", () => {
 
   beforeAll(async () => {
     gateway = await startTestGateway({
-      config: { ...(DEFAULT_CONFIG_FILE as object), limits: { max_body_bytes: 4096 } },
+      config: { ...(DEFAULT_CONFIG_FILE as object), limits: { max_body_bytes: 4096, max_json_values: 1000 } },
     });
   });
 
@@ -117,6 +117,45 @@ describe("bad input on the OpenAI surface", () => {
     );
     expectError(nestedParts, 400, "LETHE_INVALID_REQUEST");
     expect(JSON.stringify(tooDeep.body)).not.toContain(secret);
+  });
+
+  it("refuses a body of more than limits.max_json_values values with 413 before parsing it, and serves one at the limit", async () => {
+    const secret = makeCanary("values");
+    canaries.push(secret);
+    // the root, its three members, the one message and its two members: 7 values besides the items
+    const withItems = (items: number) =>
+      JSON.stringify({
+        model: "lethe-demo",
+        messages: [{ role: "user", content: secret }],
+        extra: Array(items).fill(0),
+      });
+    const atLimit = await fetch(`${gateway.baseURL}/chat/completions`, {
+      method: "POST",
+      headers: { authorization: `Bearer ${gateway.key}`, "content-type": "application/json" },
+      body: withItems(993),
+    });
+    expect(atLimit.status).toBe(200);
+    await atLimit.text();
+    const over = await post(withItems(994));
+    expectError(over, 413, "LETHE_BODY_TOO_LARGE");
+    expect(over.body.error.message).toBe(
+      "The request body holds more than 1000 JSON values, more than this gateway accepts.",
+    );
+    expect(JSON.stringify(over.body)).not.toContain(secret);
+    // empty objects are values too; commas and brackets inside strings are not
+    const emptyObjects = await post(`{"model":"lethe-demo","messages":[],"extra":[${"{},".repeat(1000)}{}]}`);
+    expectError(emptyObjects, 413, "LETHE_BODY_TOO_LARGE");
+    // 1,200 commas and closing brackets, behind an escaped quote: counted, they would break the limit
+    const prose = `${secret} "quoted\\" ${",[{]}".repeat(600)}`;
+    const inString = await fetch(`${gateway.baseURL}/chat/completions`, {
+      method: "POST",
+      headers: { authorization: `Bearer ${gateway.key}`, "content-type": "application/json" },
+      body: JSON.stringify({ model: "lethe-demo", messages: [{ role: "user", content: prose }] }),
+    });
+    expect(inString.status).toBe(200);
+    await inString.text();
+    const last = (await gateway.records()).at(-1);
+    expect(last?.status).toBe(200);
   });
 
   it("rejects an unknown model with 404 without echoing the name", async () => {

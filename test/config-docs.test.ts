@@ -25,6 +25,7 @@ describe("the README's config example", () => {
       rpm: 600,
       tpm: 1_000_000,
       maxBodyBytes: 33_554_432,
+      maxJsonValues: 200_000,
       authFailuresPerMinute: 20,
       maxConnections: 10_000,
       requestTimeoutMs: 60_000,

@@ -124,6 +124,8 @@ export const configSchema = z
           .int()
           .positive()
           .default(32 * 1024 * 1024),
+        // objects, arrays and items a body may hold: its parsing cost is in these, not its bytes
+        max_json_values: z.number().int().positive().default(200_000),
         auth_failures_per_minute: z.number().int().positive().default(20),
         // client connections one process holds open at once; past it, a new one is closed at accept
         max_connections: z.number().int().positive().default(10_000),

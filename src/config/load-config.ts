@@ -107,6 +107,8 @@ export interface LetheConfig {
     rpm: number;
     tpm: number;
     maxBodyBytes: number;
+    /** Values (objects, arrays, items) a request body may hold, counted before it is parsed. */
+    maxJsonValues: number;
     authFailuresPerMinute: number;
     maxConnections: number;
     requestTimeoutMs: number;
@@ -279,6 +281,7 @@ export function resolveConfig(document: unknown, env: Env, configPath: string | 
       rpm: file.limits.rpm,
       tpm: file.limits.tpm,
       maxBodyBytes: file.limits.max_body_bytes,
+      maxJsonValues: file.limits.max_json_values,
       authFailuresPerMinute: file.limits.auth_failures_per_minute,
       maxConnections: file.limits.max_connections,
       requestTimeoutMs: file.limits.request_timeout_ms,

@@ -164,7 +164,7 @@ export class MeteredCall {
     if (chunks.length > 1) for (const chunk of chunks) chunk.fill(0);
     try {
       this.bodyText = bodyText(buffer);
-      this.body = parseJsonText(this.bodyText);
+      this.body = parseJsonText(this.bodyText, this.gateway.config.limits.maxJsonValues);
     } catch (thrown) {
       this.fail(thrown);
       return;

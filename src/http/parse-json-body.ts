@@ -1,14 +1,21 @@
 import type { FastifyRequest } from "fastify";
 import { LetheError } from "../errors/lethe-error.js";
-import { MAX_JSON_DEPTH, nestsTooDeep } from "../formats/validation/json-depth.js";
+import { MAX_JSON_DEPTH } from "../formats/validation/json-depth.js";
+import { jsonTextShape } from "../formats/validation/json-text-shape.js";
+
+/**
+ * Values in a body Fastify reads (the admin API's small objects, at most 1 MiB): the
+ * metered endpoints use limits.max_json_values.
+ */
+const ADMIN_MAX_JSON_VALUES = 10_000;
 
 /**
  * Parses a request body as JSON, then zero-fills the buffer it came in, so the raw
  * bytes do not linger in memory after parsing (JavaScript strings cannot be wiped;
  * see docs/zdr.md).
  */
-export function parseJsonBuffer(buffer: Buffer): unknown {
-  return parseJsonText(bodyText(buffer));
+export function parseJsonBuffer(buffer: Buffer, maxValues: number): unknown {
+  return parseJsonText(bodyText(buffer), maxValues);
 }
 
 /** A request body's text, after which the buffer it came in is zero-filled. */
@@ -23,19 +30,30 @@ export function bodyText(buffer: Buffer): string {
   }
 }
 
-/** Parses a request body's text as JSON, or throws LETHE_INVALID_JSON (LETHE_INVALID_REQUEST when it nests too deep). */
-export function parseJsonText(text: string): unknown {
+/**
+ * Parses a request body's text as JSON, or throws LETHE_INVALID_JSON (LETHE_INVALID_REQUEST
+ * when it nests too deep, LETHE_BODY_TOO_LARGE when it holds more than `maxValues` values).
+ * Both bounds are checked on the text, before JSON.parse builds anything (json-text-shape.ts).
+ */
+export function parseJsonText(text: string, maxValues: number): unknown {
+  const shape = jsonTextShape(text, maxValues);
+  if (shape === "too-deep") {
+    throw new LetheError(
+      "LETHE_INVALID_REQUEST",
+      `The request body nests objects and arrays more than ${MAX_JSON_DEPTH} levels deep.`,
+    );
+  }
+  if (shape === "too-many-values") {
+    throw new LetheError(
+      "LETHE_BODY_TOO_LARGE",
+      `The request body holds more than ${maxValues} JSON values, more than this gateway accepts.`,
+    );
+  }
   let value: unknown;
   try {
     value = JSON.parse(text);
   } catch {
     throw new LetheError("LETHE_INVALID_JSON", "The request body is not valid JSON.");
-  }
-  if (nestsTooDeep(value)) {
-    throw new LetheError(
-      "LETHE_INVALID_REQUEST",
-      `The request body nests objects and arrays more than ${MAX_JSON_DEPTH} levels deep.`,
-    );
   }
   return value;
 }
@@ -48,7 +66,7 @@ export function parseJsonBody(
 ): void {
   let value: unknown;
   try {
-    value = parseJsonBuffer(typeof body === "string" ? Buffer.from(body) : body);
+    value = parseJsonBuffer(typeof body === "string" ? Buffer.from(body) : body, ADMIN_MAX_JSON_VALUES);
   } catch (error) {
     done(error as Error);
     return;

@@ -50,8 +50,10 @@ export interface TranslationRig {
 
 const TIMEOUTS = { first_byte_ms: 5000, idle_ms: 5000, connect_ms: 1000, total_ms: 10_000 };
 
-/** Starts both fakes and a gateway on them; `maxBodyBytes` lowers the body limit for 413 tests. */
-export async function startTranslationRig(options: { maxBodyBytes?: number } = {}): Promise<TranslationRig> {
+/** Starts both fakes and a gateway on them; `maxBodyBytes` and `maxJsonValues` lower the body limits for 413 tests. */
+export async function startTranslationRig(
+  options: { maxBodyBytes?: number; maxJsonValues?: number } = {},
+): Promise<TranslationRig> {
   const openAIFake = await startFakeOpenAISupplier();
   const anthropicFake = await startFakeAnthropicSupplier();
   const gateway = await startTestGateway({
@@ -93,7 +95,10 @@ export async function startTranslationRig(options: { maxBodyBytes?: number } = {
       ],
       // one attempt and a breaker that never opens: each test sees exactly what its fake did
       routing: { max_attempts: 1, breaker: { failure_threshold: 1_000_000 } },
-      ...(options.maxBodyBytes !== undefined && { limits: { max_body_bytes: options.maxBodyBytes } }),
+      limits: {
+        ...(options.maxBodyBytes !== undefined && { max_body_bytes: options.maxBodyBytes }),
+        ...(options.maxJsonValues !== undefined && { max_json_values: options.maxJsonValues }),
+      },
     },
     env: { FAKE_OPENAI_KEY: OPENAI_SUPPLIER_KEY, FAKE_ANTHROPIC_KEY: ANTHROPIC_SUPPLIER_KEY },
   });
