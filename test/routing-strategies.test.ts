@@ -316,6 +316,14 @@ describe("through a running gateway", () => {
               { supplier: "b", model: "quick-b" },
             ],
           },
+          // a first route that times out: its fallback's figures must not count the wait
+          {
+            id: "fallback",
+            routes: [
+              { supplier: "a", model: "fb-a", timeouts: { first_byte_ms: 400 } },
+              { supplier: "b", model: "fb-b" },
+            ],
+          },
           // opens the connections to both suppliers, so no cold start weighs on `quick`'s averages
           {
             id: "warm-up",
@@ -350,6 +358,26 @@ describe("through a running gateway", () => {
     // a prompt of about 10,000 tokens and max_tokens 1: the input price decides
     expect(await servedBy({ ...chatBody("priced", `${content} ${"word ".repeat(8000)}`), max_tokens: 1 })).toBe("a");
     expect(fakes.a.requests.at(-1)?.body).toMatchObject({ model: "input-cheap" });
+  });
+
+  it("times a fallback route from when it was tried, not from the request's start", async () => {
+    const { content } = canaryPrompt(canaries, "fallback");
+    fakes.a.setBehaviour(behaviour.slowFirstByte(5_000));
+    try {
+      const json = await postRaw(gateway, "/v1/chat/completions", chatBody("fallback", content));
+      expect(json.status).toBe(200);
+      expect(json.headers.get("x-lethe-attempts")).toBe("2");
+      const stream = await postRaw(gateway, "/v1/chat/completions", { ...chatBody("fallback", content), stream: true });
+      expect(stream.status).toBe(200);
+      expect(stream.headers.get("x-lethe-attempts")).toBe("2");
+    } finally {
+      fakes.a.setBehaviour(behaviour.ok());
+    }
+    const records = (await gateway.records()).slice(-2);
+    // the client waited out a's first-byte timeout both times; b itself answered at once
+    for (const record of records) expect(record.latency_ms).toBeGreaterThanOrEqual(400);
+    const stats = new Map(gateway.running.gateway.router.allStats()).get("b/fb-b");
+    expect(stats?.ttftEwmaMs).toBeLessThan(200);
   });
 
   it("lowest-latency moves traffic away from a supplier that becomes slow", async () => {

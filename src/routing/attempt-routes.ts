@@ -1,3 +1,4 @@
+import { performance } from "node:perf_hooks";
 import type { RouteConfig } from "../config/load-config.js";
 import { LetheError, UpstreamError } from "../errors/lethe-error.js";
 import type { ClientRequest, ClientSurface } from "../formats/surface/client-surface.js";
@@ -30,6 +31,11 @@ export interface Attempted {
   stats: RouteStats;
   /** This request still holds the route's half-open probe: only then may it release it without a verdict. */
   probe: boolean;
+  /**
+   * When the answering attempt was sent, in ms after the request began: a fallback's
+   * figures start there, not with the failed attempts before it (route-stats.ts).
+   */
+  sentAfterMs: number;
 }
 
 const DEFAULT_EXPECTED_OUTPUT = 512;
@@ -159,6 +165,7 @@ export async function attemptRoutes(
     exchange.supplier = supplier.id;
     exchange.price = route.price;
     const remaining = deadline - router.now();
+    const sentAfterMs = performance.now() - exchange.startedAt;
     try {
       const result = await supplier.send({
         body: upstream.body,
@@ -177,9 +184,9 @@ export async function attemptRoutes(
         // the route answers: a half-open breaker closes now, not when a stream that may run
         // for minutes ends (its probe would keep the route from everyone else until then)
         stats.breaker.onSuccess();
-        return { result: { kind: "stream", events }, route, supplier, stats, probe: false };
+        return { result: { kind: "stream", events }, route, supplier, stats, probe: false, sentAfterMs };
       }
-      if (result.kind === "json") return { result, route, supplier, stats, probe };
+      if (result.kind === "json") return { result, route, supplier, stats, probe, sentAfterMs };
       gateway.metrics.upstreamError(supplier.id, result.error.code);
       gateway.log.event("upstream_error", {
         supplier: supplier.id,

@@ -58,15 +58,18 @@ export class RouteStats {
    * never feeds the per-token figure, which would count its wait for the first token
    * twice (once as TTFT, once spread over its tokens).
    */
-  recordSuccess(now: number, answer: AnswerTimings): void {
+  recordSuccess(now: number, answer: AnswerTimings, sentAfterMs = 0): void {
     this.breaker.onSuccess();
     this.pushOutcome(true);
     const weight = this.isStale(now) ? 1 : EWMA_WEIGHT;
     this.lastAnswerAt = now;
     this.probeSentAt = null;
+    // the record times the whole request: the route is timed from when it was sent
+    const latencyMs = Math.max(0, answer.latency_ms - sentAfterMs);
     if (answer.ttft_ms !== null) {
-      this.pushTtft(answer.ttft_ms);
-      this.ttftEwmaMs = average(this.ttftEwmaMs, answer.ttft_ms, weight);
+      const ttftMs = Math.max(0, answer.ttft_ms - sentAfterMs);
+      this.pushTtft(ttftMs);
+      this.ttftEwmaMs = average(this.ttftEwmaMs, ttftMs, weight);
       const generationMs = answer.latency_ms - answer.ttft_ms;
       if (answer.output_tokens > 0 && generationMs > 0) {
         this.msPerTokenEwma = average(this.msPerTokenEwma, generationMs / answer.output_tokens, weight);
@@ -74,9 +77,9 @@ export class RouteStats {
       return;
     }
     // the whole answer is the client's first token: the p50 shown counts it as such
-    this.pushTtft(answer.latency_ms);
+    this.pushTtft(latencyMs);
     const generationMs = this.msPerTokenEwma === null ? 0 : answer.output_tokens * this.msPerTokenEwma;
-    this.ttftEwmaMs = average(this.ttftEwmaMs, Math.max(0, answer.latency_ms - generationMs), weight);
+    this.ttftEwmaMs = average(this.ttftEwmaMs, Math.max(0, latencyMs - generationMs), weight);
   }
 
   /** A failure the route is to blame for (refused, timed out, 429, 5xx, broken stream). */

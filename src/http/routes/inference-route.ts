@@ -37,7 +37,7 @@ function recordOutcome(gateway: Gateway, attempted: Attempted, exchange: Exchang
     if (attempted.probe) stats.breaker.release();
   } else if (errorCode !== null) stats.recordFailure(gateway.router.now());
   // a success has always been finished: its record holds the figures, timed once
-  else if (exchange.record !== null) stats.recordSuccess(gateway.router.now(), exchange.record);
+  else if (exchange.record !== null) stats.recordSuccess(gateway.router.now(), exchange.record, attempted.sentAfterMs);
 }
 
 /** OpenAI's `n`: how many answers the supplier writes, each up to `max_tokens` (validated as a positive integer). */
