@@ -117,6 +117,9 @@ export class KyselyStore implements Store {
   }
 
   async findAccountByName(name: string): Promise<AccountRecord | undefined> {
+    // PostgreSQL's text cannot hold a NUL, and refuses a query that compares with one (a 500
+    // for an admin lookup of /accounts/%00): no account has such a name, on either database
+    if (name.includes("\u0000")) return undefined;
     const row = await this.db.selectFrom("accounts").selectAll().where("name", "=", name).executeTakeFirst();
     return row && toAccount(row);
   }
