@@ -1,5 +1,5 @@
 import { spawn } from "node:child_process";
-import { mkdtemp, readdir, rm, stat, writeFile } from "node:fs/promises";
+import { mkdtemp, readdir, rm, stat, utimes, writeFile } from "node:fs/promises";
 import os from "node:os";
 import path from "node:path";
 import { afterAll, describe, expect, it } from "vitest";
@@ -64,6 +64,25 @@ describe("files generated into the data dir (secret, signing key)", () => {
       expect((await stat(file)).mode & 0o777).toBe(0o600);
       expect(await readdir(path.dirname(file))).toEqual(["file"]);
     }
+  });
+
+  it("removes a draft of the secret that a crash left behind, once no starting process can still want it", async () => {
+    const dataDir = await freshDir();
+    const secret = await loadServerSecret(dataDir, null);
+    // what a process killed between writing its draft and removing it leaves
+    const stale = path.join(dataDir, "secret.4242.0123456789ab.tmp");
+    const fresh = path.join(dataDir, "secret.4243.ba9876543210.tmp");
+    await writeFile(stale, "an older secret\n", { mode: 0o600 });
+    await writeFile(fresh, "a secret being created\n", { mode: 0o600 });
+    const twoMinutesAgo = new Date(Date.now() - 120_000);
+    await utimes(stale, twoMinutesAgo, twoMinutesAgo);
+    await writeFile(path.join(dataDir, "secret.notes.tmp"), "the operator's own file");
+    expect(await loadServerSecret(dataDir, null)).toEqual(secret);
+    const left = await readdir(dataDir);
+    expect(left).not.toContain("secret.4242.0123456789ab.tmp");
+    // a draft a process may be about to link, and files that are not drafts, stay
+    expect(left).toContain("secret.4243.ba9876543210.tmp");
+    expect(left).toContain("secret.notes.tmp");
   });
 
   it("refuses a damaged secret file rather than hash keys under what is left of it", async () => {

@@ -1,5 +1,5 @@
 import { randomBytes } from "node:crypto";
-import { link, mkdir, readFile, rm, writeFile } from "node:fs/promises";
+import { link, mkdir, readdir, readFile, rm, stat, writeFile } from "node:fs/promises";
 import path from "node:path";
 
 /**
@@ -33,12 +33,43 @@ export async function createOnce(file: string, contents: string): Promise<string
   return readFile(file, "utf8");
 }
 
+/** A draft this old was left by a process that died between writing it and removing it. */
+const STALE_DRAFT_MS = 60_000;
+
+/**
+ * Removes drafts of `file` that a crash left behind (`createOnce` removes its own): a copy
+ * of a secret outliving the file it was for (an operator who deletes `secret` to start
+ * over would still have the old one in the data dir). A draft is removed only once it is
+ * old enough that no process still starting can be about to link it.
+ */
+async function removeStaleDrafts(file: string): Promise<void> {
+  const directory = path.dirname(file);
+  const prefix = `${path.basename(file)}.`;
+  let names: string[];
+  try {
+    names = await readdir(directory);
+  } catch {
+    return;
+  }
+  const staleBefore = Date.now() - STALE_DRAFT_MS;
+  for (const name of names) {
+    if (!name.startsWith(prefix) || !/^\d+\.[0-9a-f]{12}\.tmp$/.test(name.slice(prefix.length))) continue;
+    const draft = path.join(directory, name);
+    const modified = await stat(draft).then(
+      (found) => found.mtimeMs,
+      () => null,
+    );
+    if (modified !== null && modified < staleBefore) await rm(draft, { force: true });
+  }
+}
+
 /**
  * What `file` holds, creating it with `make()`'s contents when absent (another process
  * may create it at the same moment: then theirs is what it holds). Any other read
- * failure is the caller's to see.
+ * failure is the caller's to see. Drafts a crash left of it are removed.
  */
 export async function readOrCreate(file: string, make: () => string): Promise<string> {
+  await removeStaleDrafts(file);
   try {
     return await readFile(file, "utf8");
   } catch (error) {
