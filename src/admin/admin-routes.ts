@@ -4,7 +4,6 @@ import { formatMicros, parseAmountMicros } from "../billing/money.js";
 import { type KeyId, mintedId } from "../config/ids.js";
 import { LetheError } from "../errors/lethe-error.js";
 import { validateBody } from "../formats/validation/request-validation.js";
-import { clientAddress } from "../http/authenticate-caller.js";
 import type { Gateway } from "../http/gateway.js";
 import type { KeyHasher } from "../keys/api-key.js";
 import { issueKey } from "../keys/issue-key.js";
@@ -13,7 +12,7 @@ import type { OperatorRecord } from "../store/operator-store.js";
 import type { AccountRecord } from "../store/store.js";
 import { usageForAccount } from "../usage/usage-query.js";
 import { addCreditsSchema, createAccountSchema, createKeySchema, updateAccountSchema } from "./admin-schemas.js";
-import { authenticateOperator } from "./operator-auth.js";
+import { authenticateThrottledOperator } from "./operator-auth.js";
 
 declare module "fastify" {
   interface FastifyRequest {
@@ -60,16 +59,7 @@ export function registerAdminRoutes(app: FastifyInstance, gateway: Gateway, hash
     async (admin) => {
       admin.decorateRequest("operator", null);
       admin.addHook("onRequest", async (request) => {
-        // operator tokens can be guessed at like keys: the same per-address throttle applies
-        const address = clientAddress(gateway, request.headers, request.raw.socket);
-        await gateway.authThrottle.check(address);
-        try {
-          request.operator = await authenticateOperator(request, store.operators, hasher);
-        } catch (error) {
-          if (error instanceof LetheError && error.kind === "authentication")
-            await gateway.authThrottle.recordFailure(address);
-          throw error;
-        }
+        request.operator = await authenticateThrottledOperator(request, gateway);
       });
 
       admin.post("/accounts", async (request, reply) => {

@@ -1,5 +1,7 @@
 import type { FastifyRequest } from "fastify";
 import { LetheError } from "../errors/lethe-error.js";
+import { clientAddress } from "../http/authenticate-caller.js";
+import type { Gateway } from "../http/gateway.js";
 import { isWellFormedKey, type KeyHasher, OPERATOR_TOKEN_PREFIX } from "../keys/api-key.js";
 import type { OperatorRecord, OperatorStore } from "../store/operator-store.js";
 
@@ -19,4 +21,24 @@ export async function authenticateOperator(
     throw new LetheError("LETHE_INVALID_OPERATOR_TOKEN", "The operator token is not valid.");
   }
   return operator;
+}
+
+/**
+ * `authenticateOperator` behind the per-address throttle that customer keys get: operator
+ * tokens can be guessed at like keys. Used by the admin API and, when
+ * `server.metrics_auth` is `operator`, by `/metrics`.
+ */
+export async function authenticateThrottledOperator(
+  request: FastifyRequest,
+  gateway: Gateway,
+): Promise<OperatorRecord> {
+  const address = clientAddress(gateway, request.headers, request.raw.socket);
+  await gateway.authThrottle.check(address);
+  try {
+    return await authenticateOperator(request, gateway.store.operators, gateway.hasher);
+  } catch (error) {
+    if (error instanceof LetheError && error.kind === "authentication")
+      await gateway.authThrottle.recordFailure(address);
+    throw error;
+  }
 }

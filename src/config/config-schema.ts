@@ -154,6 +154,9 @@ export const configSchema = z
           )
           .max(1_000)
           .default([]),
+        // who may read GET /metrics (supplier ids, upstream model names, volumes): anyone who
+        // reaches the port, or only a caller with an operator token (as Prometheus' bearer token)
+        metrics_auth: z.enum(["open", "operator"]).default("open"),
       })
       .strict()
       .prefault({}),

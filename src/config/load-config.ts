@@ -117,7 +117,7 @@ export interface LetheConfig {
   billing: { defaultOutputReserveTokens: number; holdTtlMs: number };
   routing: RoutingSettings;
   /** Reverse proxies (addresses and CIDR ranges) whose X-Forwarded-For is believed. */
-  server: { trustedProxies: string[] };
+  server: { trustedProxies: string[]; metricsAuth: "open" | "operator" };
   /** SIGTERM: how long readyz reads unready before the socket closes, and how long in-flight work may run. */
   shutdown: { drainDelayMs: number; deadlineMs: number };
   retention: { metadataDays: number; aggregateDays: number };
@@ -291,7 +291,7 @@ export function resolveConfig(document: unknown, env: Env, configPath: string | 
       holdTtlMs: file.billing.hold_ttl_ms,
     },
     shutdown: { drainDelayMs: file.shutdown.drain_delay_ms, deadlineMs: file.shutdown.deadline_ms },
-    server: { trustedProxies: file.server.trusted_proxies },
+    server: { trustedProxies: file.server.trusted_proxies, metricsAuth: file.server.metrics_auth },
     routing: {
       maxAttempts: file.routing.max_attempts,
       deadlineMs: file.routing.deadline_ms,

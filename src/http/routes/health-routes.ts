@@ -1,4 +1,5 @@
 import type { FastifyInstance } from "fastify";
+import { authenticateThrottledOperator } from "../../admin/operator-auth.js";
 import type { Gateway } from "../gateway.js";
 
 /** `GET /healthz` (the process is alive), `GET /readyz` (it should get traffic), `GET /metrics`. */
@@ -19,7 +20,8 @@ export function registerHealthRoutes(app: FastifyInstance, gateway: Gateway): vo
     });
   });
 
-  app.get("/metrics", async (_request, reply) => {
+  app.get("/metrics", async (request, reply) => {
+    if (gateway.config.server.metricsAuth === "operator") await authenticateThrottledOperator(request, gateway);
     const text = await gateway.metrics.registry.metrics();
     return reply.type(gateway.metrics.registry.contentType).send(text);
   });

@@ -1,0 +1,54 @@
+import { afterAll, beforeAll, describe, expect, it } from "vitest";
+import { DEFAULT_CONFIG_FILE } from "../src/config/load-config.js";
+import { removeDataDir, startTestGateway, type TestGateway } from "./support/gateway-harness.js";
+import { runCli } from "./support/run-cli.js";
+
+/** `server.metrics_auth: operator`: /metrics (supplier ids, model names, volumes) only for operator tokens. */
+describe("GET /metrics behind an operator token", () => {
+  let gateway: TestGateway;
+  let token: string;
+
+  beforeAll(async () => {
+    gateway = await startTestGateway({
+      config: { ...(DEFAULT_CONFIG_FILE as object), server: { metrics_auth: "operator" } },
+    });
+    const created = await runCli(["operators", "create", "prometheus"], { LETHE_DATA_DIR: gateway.dataDir });
+    expect(created.code).toBe(0);
+    token = /token:\s+(\S+)/.exec(created.out)?.[1] ?? "";
+  });
+
+  afterAll(async () => {
+    await gateway.close();
+    await removeDataDir(gateway);
+  });
+
+  const scrape = async (authorization?: string) => {
+    const response = await fetch(`${gateway.url}/metrics`, {
+      headers: authorization === undefined ? {} : { authorization },
+    });
+    return { status: response.status, text: await response.text(), type: response.headers.get("content-type") };
+  };
+
+  it("refuses a scrape without a token, or with a customer's API key, with 401 and a code", async () => {
+    for (const authorization of [undefined, `Bearer ${gateway.key}`, "Bearer sk-lethe-op-not-a-real-token"]) {
+      const refused = await scrape(authorization);
+      expect(refused.status).toBe(401);
+      expect(JSON.parse(refused.text).error.code).toBe("LETHE_INVALID_OPERATOR_TOKEN");
+      expect(refused.text).not.toContain("lethe_requests_total");
+    }
+  });
+
+  it("serves the metrics to an operator token, and stops once it is revoked", async () => {
+    const served = await scrape(`Bearer ${token}`);
+    expect(served.status).toBe(200);
+    expect(served.type).toMatch(/^text\/plain/);
+    expect(served.text).toContain("# TYPE lethe_requests_total counter");
+    expect((await runCli(["operators", "revoke", "prometheus"], { LETHE_DATA_DIR: gateway.dataDir })).code).toBe(0);
+    expect((await scrape(`Bearer ${token}`)).status).toBe(401);
+  });
+
+  it("leaves /healthz and /readyz open for probes", async () => {
+    expect((await fetch(`${gateway.url}/healthz`)).status).toBe(200);
+    expect((await fetch(`${gateway.url}/readyz`)).status).toBe(200);
+  });
+});
