@@ -2,6 +2,7 @@ import type { AccountId, RequestId } from "../config/ids.js";
 import { LetheError } from "../errors/lethe-error.js";
 import type { MaybePromise } from "../lang/maybe-promise.js";
 import type { EventLog } from "../logging/event-log.js";
+import { BatchWriter } from "../store/batch-writer.js";
 import type { CreditHoldStore } from "../store/credit-hold-store.js";
 import type { Debit } from "../store/ledger-store.js";
 import type { Store } from "../store/store.js";
@@ -58,20 +59,13 @@ function insufficient(): LetheError {
  */
 export class CreditGuard {
   private readonly accounts = new Map<AccountId, AccountCredit>();
-  private queue: Debit[] = [];
-  private timer: NodeJS.Timeout | null = null;
-  /** A write failed and its retry timer is armed: nothing else writes before it. */
-  private retrying = false;
-  private flushing: Promise<void> | null = null;
-  private flushSoon = false;
-  /** Charges in the batch being written. */
-  private writingCount = 0;
+  private readonly ledger: BatchWriter<Debit>;
   private seenCounter: number;
 
   constructor(
     private readonly store: Store,
-    private readonly log: EventLog,
-    private readonly flushIntervalMs: number,
+    log: EventLog,
+    flushIntervalMs: number,
     /** Moves when another process changed balances (the store's feed: PostgreSQL's NOTIFY, SQLite's revision). */
     private readonly changes: () => number = () => store.changeCounter(),
     private readonly shared: SharedHolds | null = null,
@@ -80,9 +74,18 @@ export class CreditGuard {
      * then lives a few milliseconds instead of up to the interval: short-lived objects
      * die in V8's young generation instead of filling the old one (RSS).
      */
-    private readonly flushBatch = Number.POSITIVE_INFINITY,
+    flushBatch = Number.POSITIVE_INFINITY,
   ) {
     this.seenCounter = changes();
+    this.ledger = new BatchWriter<Debit>({
+      flushIntervalMs,
+      batchSize: flushBatch,
+      // one transaction per batch: the balances must move with their entries
+      chunkSize: Number.POSITIVE_INFINITY,
+      write: (batch) => store.ledger.debit(batch),
+      onWritten: (batch) => this.written(batch),
+      onFailed: (unwritten) => log.event("ledger_flush_failed", { records: unwritten }),
+    });
   }
 
   private credit(accountId: AccountId): AccountCredit {
@@ -252,95 +255,50 @@ export class CreditGuard {
     if (costMicros <= 0) return;
     credit.pending += costMicros;
     if (this.shared !== null && reservation.holdId === null) credit.sharedPending += costMicros;
-    this.queue.push({
+    this.ledger.add({
       accountId: reservation.accountId,
       amountMicros: costMicros,
       requestId,
       ts: Date.now(),
       holdId: reservation.holdId,
     });
-    this.scheduleFlush();
   }
 
-  /** A full batch is written at once, anything less within the flush interval; after a failed write, only its retry (as the meter's). */
-  private scheduleFlush(): void {
-    if (this.retrying) return;
-    if (this.queue.length >= this.flushBatch) {
-      if (!this.flushSoon) {
-        this.flushSoon = true;
-        setImmediate(() => {
-          this.flushSoon = false;
-          void this.flush();
-        });
+  /** Charges in the ledger now: no longer pending against their accounts. */
+  private written(batch: Debit[]): void {
+    for (const debit of batch) {
+      const credit = this.credit(debit.accountId);
+      credit.pending -= debit.amountMicros;
+      // read the balance again rather than lower it: a read made between the commit and this
+      // answer (SQLite's writer thread, PostgreSQL's pool) already counts these charges
+      credit.stored = null;
+      if (credit.known !== null) credit.known -= debit.amountMicros;
+      // a charge held in memory during an outage, now in the balance: no longer pending, and
+      // not in the database's last word on what was left either
+      if (this.shared !== null && debit.holdId === null) {
+        credit.sharedPending -= debit.amountMicros;
+        if (credit.sharedAvailable !== null) credit.sharedAvailable -= debit.amountMicros;
       }
-    } else if (this.timer === null) {
-      this.timer = setTimeout(() => void this.flush(), this.flushIntervalMs);
-      this.timer.unref();
     }
   }
 
   /** Charges settled but not yet written, the batch being written included. */
   get pendingCount(): number {
-    return this.queue.length + this.writingCount;
+    return this.ledger.pending;
   }
 
   /** Whether a batch of charges is being written now. */
   get writing(): boolean {
-    return this.flushing !== null;
+    return this.ledger.writing;
   }
 
   /** Writes queued charges to the ledger; a failed write keeps them for the next try. */
-  async flush(): Promise<void> {
-    this.retrying = false;
-    if (this.timer !== null) {
-      clearTimeout(this.timer);
-      this.timer = null;
-    }
-    if (this.flushing !== null) return this.flushing;
-    if (this.queue.length === 0) return;
-    const batch = this.queue;
-    this.queue = [];
-    this.writingCount = batch.length;
-    this.flushing = this.store.ledger
-      .debit(batch)
-      .then(() => {
-        for (const debit of batch) {
-          const credit = this.credit(debit.accountId);
-          credit.pending -= debit.amountMicros;
-          // read the balance again rather than lower it: a read made between the commit and this
-          // answer (SQLite's writer thread, PostgreSQL's pool) already counts these charges
-          credit.stored = null;
-          if (credit.known !== null) credit.known -= debit.amountMicros;
-          // a charge held in memory during an outage, now in the balance: no longer pending, and
-          // not in the database's last word on what was left either
-          if (this.shared !== null && debit.holdId === null) {
-            credit.sharedPending -= debit.amountMicros;
-            if (credit.sharedAvailable !== null) credit.sharedAvailable -= debit.amountMicros;
-          }
-        }
-      })
-      .catch(() => {
-        this.log.event("ledger_flush_failed", { records: batch.length });
-        this.queue = batch.concat(this.queue);
-        this.retrying = true;
-        this.timer ??= setTimeout(() => void this.flush(), this.flushIntervalMs);
-        this.timer.unref();
-      })
-      .finally(() => {
-        this.flushing = null;
-        this.writingCount = 0;
-        // charges settled during the write found it busy (their timer or batch flush returned
-        // early): without this they would wait for the next request. A failed write armed its
-        // retry timer already.
-        if (this.queue.length > 0 && this.timer === null) this.scheduleFlush();
-      });
-    return this.flushing;
+  flush(): Promise<void> {
+    return this.ledger.flush();
   }
 
   /** Flushes until nothing is queued (or writing keeps failing); used on shutdown. */
-  async drain(): Promise<void> {
-    for (let attempt = 0; (this.queue.length > 0 || this.flushing !== null) && attempt < 50; attempt++) {
-      await (this.flushing ?? this.flush());
-    }
+  drain(): Promise<void> {
+    return this.ledger.drain();
   }
 }
