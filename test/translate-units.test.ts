@@ -78,7 +78,8 @@ describe("openAIToAnthropicRequest", () => {
         role: "user",
         content: [
           { type: "tool_result", tool_use_id: "a", content: "A" },
-          { type: "tool_result", tool_use_id: "b", content: "B" },
+          // parts stay blocks: several are not run together into one string
+          { type: "tool_result", tool_use_id: "b", content: [{ type: "text", text: "B" }] },
           { type: "text", text: "so?" },
         ],
       },
@@ -162,10 +163,20 @@ describe("openAIToAnthropicRequest", () => {
   ])("maps tool_choice %j with parallel_tool_calls %j to %j", (choice, parallel, expected) => {
     const out = toAnthropic({
       messages: [{ role: "user", content: "hi" }],
+      tools: [{ type: "function", function: { name: "f" } }],
       ...(choice !== undefined && { tool_choice: choice }),
       ...(parallel !== undefined && { parallel_tool_calls: parallel }),
     });
     expect(out.tool_choice).toEqual(expected);
+  });
+
+  it("sends no tool_choice without tools (Anthropic refuses one), whatever the client set", () => {
+    const out = toAnthropic({
+      messages: [{ role: "user", content: "hi" }],
+      tool_choice: "auto",
+      parallel_tool_calls: false,
+    });
+    expect(out).not.toHaveProperty("tool_choice");
   });
 
   it("sends function tools with their schema, or an empty object schema when they have none", () => {
@@ -200,6 +211,38 @@ describe("openAIToAnthropicRequest", () => {
       { type: "image", source: { type: "url", url: "https://example.com/a.png" } },
       { type: "image", source: { type: "url", url: "https://example.com/b.png" } },
     ]);
+  });
+
+  it("carries a json_schema response_format over as Anthropic's structured output, and refuses json_object", () => {
+    const schema = { type: "object", properties: { name: { type: "string" } }, required: ["name"] };
+    const out = toAnthropic({
+      messages: [{ role: "user", content: "hi" }],
+      response_format: { type: "json_schema", json_schema: { name: "person", schema, strict: true } },
+    });
+    expect(out.output_config).toEqual({ format: { type: "json_schema", schema } });
+    expect(() =>
+      toAnthropic({ messages: [{ role: "user", content: "hi" }], response_format: { type: "json_object" } }),
+    ).toThrow(expect.objectContaining({ code: "LETHE_INVALID_REQUEST", param: "response_format" }));
+    expect(() =>
+      toAnthropic({
+        messages: [{ role: "user", content: "hi" }],
+        response_format: { type: "json_schema", json_schema: { name: "no-schema" } },
+      }),
+    ).toThrow(expect.objectContaining({ param: "response_format" }));
+  });
+
+  it("reads null tools, tool_choice and user as not given", () => {
+    const out = toAnthropic({
+      messages: [{ role: "user", content: "hi", name: null, tool_calls: null }],
+      tools: null,
+      tool_choice: null,
+      user: null,
+    });
+    expect(out).toEqual({
+      model: "upstream",
+      messages: [{ role: "user", content: [{ type: "text", text: "hi" }] }],
+      max_tokens: DEFAULT_ANTHROPIC_MAX_TOKENS,
+    });
   });
 
   it("maps user to metadata.user_id and stream to stream, and leaves OpenAI-only fields behind", () => {
@@ -267,12 +310,35 @@ describe("anthropicToOpenAIRequest", () => {
     ]);
     const blocks = toOpenAI({
       system: [
-        { type: "text", text: "one ", cache_control: { type: "ephemeral" } },
+        { type: "text", text: "one", cache_control: { type: "ephemeral" } },
         { type: "text", text: "two" },
       ],
       messages: [{ role: "user", content: "hi" }],
     });
-    expect((blocks.messages as Json[])[0]).toEqual({ role: "system", content: "one two" });
+    // separate passages, not run together word to word
+    expect((blocks.messages as Json[])[0]).toEqual({ role: "system", content: "one\n\ntwo" });
+  });
+
+  it("joins a tool result's text blocks as passages, and refuses one holding an image rather than drop it", () => {
+    const result = (content: unknown) =>
+      toOpenAI({
+        messages: [
+          { role: "user", content: "q" },
+          { role: "assistant", content: [{ type: "tool_use", id: "t1", name: "f", input: {} }] },
+          { role: "user", content: [{ type: "tool_result", tool_use_id: "t1", content }] },
+        ],
+      });
+    const texts = result([
+      { type: "text", text: "first" },
+      { type: "text", text: "second" },
+    ]);
+    expect((texts.messages as Json[])[2]).toEqual({ role: "tool", tool_call_id: "t1", content: "first\n\nsecond" });
+    expect(() =>
+      result([
+        { type: "text", text: "here" },
+        { type: "image", source: { type: "base64", media_type: "image/png", data: "iVBORw0KGgo=" } },
+      ]),
+    ).toThrow(expect.objectContaining({ code: "LETHE_INVALID_REQUEST", param: "messages" }));
   });
 
   it("splits tool results out of a user turn into tool messages, ahead of the rest of the turn", () => {
@@ -362,6 +428,15 @@ describe("anthropicToOpenAIRequest", () => {
     });
     expect(out.tool_choice).toEqual(expected);
     expect(out.parallel_tool_calls).toBe(parallel);
+  });
+
+  it("sends neither tool_choice nor parallel_tool_calls without tools (OpenAI refuses them)", () => {
+    const out = toOpenAI({
+      messages: [{ role: "user", content: "hi" }],
+      tool_choice: { type: "auto", disable_parallel_tool_use: true },
+    });
+    expect(out).not.toHaveProperty("tool_choice");
+    expect(out).not.toHaveProperty("parallel_tool_calls");
   });
 
   it("maps stop_sequences, metadata.user_id and stream, asking for stream usage, and leaves top_k behind", () => {

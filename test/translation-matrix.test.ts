@@ -227,7 +227,29 @@ describe.each([false, true])("stream: %s", (stream) => {
       expect(lastAnthropicUpstream().body).toMatchObject({ max_tokens: 2 });
     });
 
-    it("refuses what Anthropic cannot do as asked (n, logprobs, a JSON format) with 400, sending nothing", async () => {
+    it("sends a json_schema response_format (chat.completions.parse's) as Anthropic's output_config.format", async () => {
+      const schema = {
+        type: "object",
+        properties: { name: { type: "string" } },
+        required: ["name"],
+        additionalProperties: false,
+      };
+      const { completion } = await askOpenAI(
+        {
+          model: MODELS.claude,
+          messages: [{ role: "user", content: "alpha" }],
+          response_format: { type: "json_schema", json_schema: { name: "person", schema, strict: true } },
+        },
+        stream,
+      );
+      expect(completion.choices[0]?.message.content).toContain("alpha");
+      expect(lastAnthropicUpstream().body).toMatchObject({
+        output_config: { format: { type: "json_schema", schema } },
+      });
+      expect(lastAnthropicUpstream().body).not.toHaveProperty("response_format");
+    });
+
+    it("refuses what Anthropic cannot do as asked (n, logprobs, JSON of no set shape) with 400, sending nothing", async () => {
       const before = rig.anthropicFake.requests.length;
       const asks: [string, object][] = [
         ["n", { n: 3 }],
@@ -386,7 +408,7 @@ describe.each([false, true])("stream: %s", (stream) => {
           max_tokens: 1024,
           system: [
             { type: "text", text: `Context. ${system}`, cache_control: { type: "ephemeral" } },
-            { type: "text", text: " Be brief." },
+            { type: "text", text: "Be brief." },
           ],
           messages: [{ role: "user", content: `Say ${user}` }],
           metadata: { user_id: userId },
@@ -413,7 +435,7 @@ describe.each([false, true])("stream: %s", (stream) => {
       expect(upstream.body).toEqual({
         model: "upstream-gpt",
         messages: [
-          { role: "system", content: `Context. ${system} Be brief.` },
+          { role: "system", content: `Context. ${system}\n\nBe brief.` },
           { role: "user", content: `Say ${user}` },
         ],
         max_tokens: 1024,

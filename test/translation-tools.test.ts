@@ -360,7 +360,7 @@ describe("parallel tool calls", () => {
         role: "user",
         content: [
           { type: "tool_result", tool_use_id: "call_a", content: `A is ${resultA}` },
-          { type: "tool_result", tool_use_id: "call_b", content: `B is ${resultB}` },
+          { type: "tool_result", tool_use_id: "call_b", content: [{ type: "text", text: `B is ${resultB}` }] },
           { type: "text", text: "Which is bigger?" },
         ],
       },

@@ -15,9 +15,9 @@ const toolCall = z.looseObject({
 const message = z.looseObject({
   role: z.enum(["system", "developer", "user", "assistant", "tool", "function"]),
   content,
-  name: z.string().optional(),
-  tool_calls: z.array(toolCall).optional(),
-  tool_call_id: z.string().optional(),
+  name: z.string().nullable().optional(),
+  tool_calls: z.array(toolCall).nullable().optional(),
+  tool_call_id: z.string().nullable().optional(),
 });
 
 const positiveInt = z.number().int().positive();
@@ -40,9 +40,16 @@ export const chatRequestSchema = z.looseObject({
     .union([z.string(), z.array(z.string()).max(4)])
     .nullable()
     .optional(),
-  tools: z.array(z.looseObject({ type: z.string() })).optional(),
-  tool_choice: z.union([z.string(), z.looseObject({ type: z.string() })]).optional(),
-  user: z.string().optional(),
+  // null is "not given", as OpenAI's own API reads it (clients that serialise every field send it)
+  tools: z
+    .array(z.looseObject({ type: z.string() }))
+    .nullable()
+    .optional(),
+  tool_choice: z
+    .union([z.string(), z.looseObject({ type: z.string() })])
+    .nullable()
+    .optional(),
+  user: z.string().nullable().optional(),
 });
 
 export type ChatRequest = z.infer<typeof chatRequestSchema>;

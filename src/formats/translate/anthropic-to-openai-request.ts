@@ -23,10 +23,21 @@ function imagePart(block: Json): Json {
   });
 }
 
-function textOf(content: unknown): string {
-  return blocksOf(content)
-    .map((block) => (typeof block.text === "string" ? block.text : ""))
-    .join("");
+/**
+ * The text of text blocks (a system prompt, a tool result) as one string for an OpenAI
+ * message. Blocks are separate passages (a client splits them where its prompt cache
+ * breaks): joined with a blank line, not run into each other word to word.
+ */
+function textOf(content: unknown, refuseOther?: string): string {
+  let text = "";
+  for (const block of blocksOf(content)) {
+    if (block.type !== "text" || typeof block.text !== "string") {
+      if (refuseOther !== undefined) throw unsupported(refuseOther);
+      continue;
+    }
+    text = text === "" ? block.text : `${text}\n\n${block.text}`;
+  }
+  return text;
 }
 
 function unsupported(what: string): LetheError {
@@ -41,7 +52,9 @@ function userMessages(content: unknown): Json[] {
   const parts: Json[] = [];
   for (const block of blocksOf(content)) {
     if (block.type === "tool_result") {
-      toolMessages.push({ role: "tool", tool_call_id: block.tool_use_id, content: textOf(block.content) });
+      // an OpenAI tool message holds text only: an image or document in a result is refused, not dropped
+      const content = textOf(block.content, "A tool result with content other than text");
+      toolMessages.push({ role: "tool", tool_call_id: block.tool_use_id, content });
     } else if (block.type === "text") parts.push({ type: "text", text: block.text });
     else if (block.type === "image") parts.push(imagePart(block));
     else if (block.type === "document") throw unsupported("A document block");
@@ -141,9 +154,10 @@ export function anthropicToOpenAIRequest(
       };
     });
   }
-  const choice = toolChoice(body.tool_choice);
+  // OpenAI refuses tool_choice and parallel_tool_calls without tools
+  const choice = Array.isArray(body.tools) ? toolChoice(body.tool_choice) : undefined;
   if (choice !== undefined) out.tool_choice = choice;
-  if (isObject(body.tool_choice) && body.tool_choice.disable_parallel_tool_use === true) {
+  if (choice !== undefined && isObject(body.tool_choice) && body.tool_choice.disable_parallel_tool_use === true) {
     out.parallel_tool_calls = false;
   }
   const format = responseFormat(body.output_config);

@@ -86,8 +86,8 @@ function toolChoice(choice: unknown, parallel: unknown): Json | undefined {
 
 /**
  * Refuses what an Anthropic model cannot do as asked, rather than answering something
- * else: several choices, log probabilities, a JSON response format. Dropped silently, a
- * client would get one choice for three, or free text where it parses JSON.
+ * else: several choices, log probabilities. Dropped silently, a client would get one
+ * choice for three.
  */
 function refuseUntranslatable(body: Json): void {
   const refuse = (param: string) => {
@@ -96,8 +96,30 @@ function refuseUntranslatable(body: Json): void {
   if (typeof body.n === "number" && body.n > 1) refuse("n");
   if (body.logprobs === true) refuse("logprobs");
   if (typeof body.top_logprobs === "number" && body.top_logprobs > 0) refuse("top_logprobs");
-  const format = body.response_format;
-  if (isObject(format) && format.type !== undefined && format.type !== "text") refuse("response_format");
+}
+
+/**
+ * OpenAI's `response_format` as Anthropic's structured output (`output_config.format`): a
+ * JSON schema carries over (Anthropic's is always strict, as OpenAI's strict mode is);
+ * `json_object`, JSON of no set shape, has no counterpart and is refused rather than
+ * answered in free text, which a client that parses the answer would choke on.
+ */
+function outputFormat(format: unknown): Json | undefined {
+  if (!isObject(format) || format.type === undefined || format.type === "text") return undefined;
+  const jsonSchema = format.json_schema;
+  if (format.type === "json_schema" && isObject(jsonSchema) && isObject(jsonSchema.schema)) {
+    return { type: "json_schema", schema: jsonSchema.schema };
+  }
+  throw new LetheError("LETHE_INVALID_REQUEST", "'response_format' cannot be honoured by this model's supplier.", {
+    param: "response_format",
+  });
+}
+
+/** A tool message's content as a tool_result's: text as it is, parts as blocks (images included). */
+function toolResultContent(content: unknown): string | Json[] {
+  if (typeof content === "string") return content;
+  const blocks = contentBlocks(content);
+  return blocks.length === 0 ? "" : blocks;
 }
 
 /**
@@ -129,9 +151,12 @@ export function openAIToAnthropicRequest(body: Json, upstreamModel: string): Jso
       }
       case "tool":
       case "function": {
-        const text = contentBlocks(message.content).map((block) => block.text ?? "");
         pushTurn(turns, "user", [
-          { type: "tool_result", tool_use_id: message.tool_call_id ?? message.name, content: text.join("") },
+          {
+            type: "tool_result",
+            tool_use_id: message.tool_call_id ?? message.name,
+            content: toolResultContent(message.content),
+          },
         ]);
         break;
       }
@@ -159,8 +184,11 @@ export function openAIToAnthropicRequest(body: Json, upstreamModel: string): Jso
       };
     });
   }
-  const choice = toolChoice(body.tool_choice, body.parallel_tool_calls);
+  // Anthropic refuses a tool_choice without tools (OpenAI clients send parallel_tool_calls regardless)
+  const choice = Array.isArray(body.tools) ? toolChoice(body.tool_choice, body.parallel_tool_calls) : undefined;
   if (choice !== undefined) out.tool_choice = choice;
+  const format = outputFormat(body.response_format);
+  if (format !== undefined) out.output_config = { format };
   if (typeof body.user === "string") out.metadata = { user_id: body.user };
   return out;
 }
