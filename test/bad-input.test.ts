@@ -80,6 +80,24 @@ describe("bad input on the OpenAI surface", () => {
     expect(JSON.stringify(result.body)).not.toContain(secret);
   });
 
+  it("reads null optional fields as not given, as OpenAI does (clients that serialise every field send them)", async () => {
+    const response = await fetch(`${gateway.baseURL}/chat/completions`, {
+      method: "POST",
+      headers: { authorization: `Bearer ${gateway.key}`, "content-type": "application/json" },
+      body: JSON.stringify({
+        model: "lethe-demo",
+        messages: [{ role: "user", content: "hi", name: null, tool_calls: null, tool_call_id: null }],
+        user: null,
+        tools: null,
+        tool_choice: null,
+        stop: null,
+        max_tokens: null,
+      }),
+    });
+    expect(response.status).toBe(200);
+    await response.text();
+  });
+
   it("says which field is missing and which has the wrong type", async () => {
     const message = [{ role: "user", content: "hi" }];
     const missing = await post(JSON.stringify({ messages: message }));
