@@ -220,6 +220,13 @@ describe("the breaker in a running gateway", () => {
         suppliers: [
           openAISupplier("primary", fakes.primary.url, { timeouts: { first_byte_ms: 5000 } }),
           openAISupplier("secondary", fakes.secondary.url),
+          {
+            id: "claude",
+            type: "anthropic",
+            base_url: "http://127.0.0.1:9/v1",
+            api_key_env: "ROUTING_SUPPLIER_KEY",
+            zdr: true,
+          },
         ],
         models: [
           {
@@ -230,6 +237,15 @@ describe("the breaker in a running gateway", () => {
             ],
           },
           { id: "solo", routes: [{ supplier: "primary", model: "model-s" }] },
+          // only its OpenAI route can carry n > 1; the Anthropic one is never reached here
+          {
+            id: "mixed",
+            max_attempts: 1,
+            routes: [
+              { supplier: "primary", model: "model-m" },
+              { supplier: "claude", model: "model-c" },
+            ],
+          },
         ],
         routing: {
           backoff_base_ms: 10,
@@ -437,5 +453,20 @@ describe("the breaker in a running gateway", () => {
     // however that request ended, the route is probed again once a cooldown passed
     clock += COOLDOWN;
     expect(await ask("duo")).toMatchObject({ supplier: "primary", sent: [1, 0] });
+  });
+
+  it("answers 503 rather than 400 when the only route that could carry the request is kept out by its breaker", async () => {
+    const { content } = canaryPrompt(canaries, "carry");
+    const twoChoices = { ...chatBody("mixed", content), n: 2 };
+    expect((await postRaw(gateway, "/v1/chat/completions", twoChoices)).status).toBe(200);
+    fakes.primary.enqueue(behaviour.status(500), behaviour.status(500));
+    for (let index = 0; index < 2; index++) {
+      expect((await postRaw(gateway, "/v1/chat/completions", chatBody("mixed", content))).status).toBe(502);
+    }
+    expect(await stateGauge("primary/model-m")).toBe(2);
+    // the Anthropic route cannot give two choices; the OpenAI one could, once healthy: retry later
+    const refused = await postRaw(gateway, "/v1/chat/completions", twoChoices);
+    expect(refused.status).toBe(503);
+    expect(JSON.parse(refused.text).error.code).toBe("LETHE_NO_HEALTHY_ROUTE");
   });
 });

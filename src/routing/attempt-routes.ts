@@ -125,6 +125,16 @@ export async function attemptRoutes(
   // routes whose supplier cannot carry this request as asked (translation refused it), and why
   let cannotCarry: Set<RouteConfig> | null = null;
   let refusal: LetheError | null = null;
+  const anyOtherRouteCarries = () =>
+    plan.routes.some((route) => {
+      if (cannotCarry?.has(route)) return false;
+      try {
+        surface.upstreamBody(request, route, gateway.suppliers.get(route.supplier.id).format);
+        return true;
+      } catch {
+        return false;
+      }
+    });
   for (let turn = 0; exchange.attempts < plan.model.maxAttempts && skipped < candidates.length; turn++) {
     const route = candidates[turn % candidates.length] as RouteConfig;
     if (cannotCarry?.has(route)) {
@@ -228,7 +238,9 @@ export async function attemptRoutes(
     }
     if (router.now() >= deadline) break;
   }
-  if (refusal !== null && cannotCarry?.size === candidates.length) throw refusal;
+  // a refusal only when no route could carry the request: one whose breaker kept it out of
+  // `candidates` may, and then the model is unhealthy (503, retryable), not the request wrong
+  if (refusal !== null && cannotCarry?.size === candidates.length && !anyOtherRouteCarries()) throw refusal;
   if (cancellation.aborted)
     throw new UpstreamError("LETHE_CLIENT_CLOSED", "The client closed the connection.", {
       upstreamStatus: 0,
