@@ -128,8 +128,27 @@ describe("lethe audit on the command line", () => {
     expect(report.figures.pathsNotApplicable).toBeGreaterThan(0);
     expect(report.stores.find((store) => store.store === "data dir")?.scanned).toBe(true);
     expect(report.stores.find((store) => store.store === "log")?.detail).toMatch(/--log FILE/);
+    // a pass says which stores it could not look into
+    expect(report.verdict).toMatch(/^PASS: .*; not scanned: log$/);
     expect(result.out).not.toContain(target.key);
     expect(result.out).not.toMatch(CANARY_CORE);
+  }, 60_000);
+
+  it("looks for the data dir where the gateway keeps it by default (./.lethe) when LETHE_DATA_DIR is not set", async () => {
+    const cwd = process.cwd();
+    const elsewhere = await mkdtemp(path.join(os.tmpdir(), "lethe-audit-cwd-"));
+    process.chdir(elsewhere);
+    try {
+      const result = await runCli(["audit", "--target", target.url, "--key", target.key, "--json"], {});
+      const report = JSON.parse(result.out) as AuditReport;
+      const dataDir = report.stores.find((store) => store.store === "data dir");
+      expect(dataDir?.scanned).toBe(false);
+      expect(dataDir?.detail).toBe("the data dir does not exist");
+      expect(report.verdict).toMatch(/; not scanned: data dir, log$/);
+    } finally {
+      process.chdir(cwd);
+      await rm(elsewhere, { recursive: true, force: true });
+    }
   }, 60_000);
 
   it.each([

@@ -98,7 +98,11 @@ export function buildReport(input: {
   } else if (figures.pathsNotAsDesigned > 0) {
     verdict = `FAIL: no canary found, but ${figures.pathsNotAsDesigned} path(s) did not run as designed and prove nothing`;
   } else {
-    verdict = `PASS: no canary found in any store (${figures.canaries} canaries over ${figures.pathsDriven} paths, ${figures.storesScanned} stores scanned)`;
+    // a store that could not be scanned proves nothing either way: the verdict says which
+    const unscanned = stores.filter((store) => !store.scanned && store.inUse).map((store) => store.store);
+    verdict =
+      `PASS: no canary found in any store (${figures.canaries} canaries over ${figures.pathsDriven} paths, ${figures.storesScanned} stores scanned)` +
+      (unscanned.length === 0 ? "" : `; not scanned: ${unscanned.join(", ")}`);
   }
   return {
     mode: input.mode,

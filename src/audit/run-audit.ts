@@ -127,14 +127,15 @@ async function auditTarget(
       keys: { revoked: null, limited: null },
     });
     const metrics = await target.client.send({ path: "/metrics" });
-    const dataDir = env.LETHE_DATA_DIR ? path.resolve(env.LETHE_DATA_DIR) : null;
+    // the same default as every other command: a gateway started here without LETHE_DATA_DIR keeps ./.lethe
+    const dataDir = path.resolve(env.LETHE_DATA_DIR || ".lethe");
     await sweep.scan(dataDirStore(dataDir));
     await sweep.scan(
       options.logFile === undefined
         ? unscannable("log", "the deployment's log", "no log file given (--log FILE)")
         : logFileStore(options.logFile),
     );
-    await sweep.scan(tempDirStore(os.tmpdir(), since, dataDir === null ? [] : [dataDir]));
+    await sweep.scan(tempDirStore(os.tmpdir(), since, [dataDir]));
     await sweep.scan(
       metrics.status === 200
         ? textStore("metrics", METRICS_DESCRIPTION, () => metrics.text)

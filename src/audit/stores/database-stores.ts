@@ -22,13 +22,19 @@ export function databaseLocations(env: Record<string, string | undefined>): Data
 export function databaseStores(locations: DatabaseLocations): StoreScanner[] {
   const postgres = locations.databaseUrl
     ? postgresStore(locations.databaseUrl)
-    : unscannable("postgres", "every PostgreSQL table Lethe owns", "not configured (LETHE_DATABASE_URL is not set)");
+    : unscannable(
+        "postgres",
+        "every PostgreSQL table Lethe owns",
+        "not configured (LETHE_DATABASE_URL is not set)",
+        false,
+      );
   const redis = locations.redisUrl
     ? redisStore(locations.redisUrl, locations.redisPrefix)
     : unscannable(
         "redis",
         "every Redis key and value under Lethe's prefix",
         "not configured (LETHE_REDIS_URL is not set)",
+        false,
       );
   return [postgres, redis];
 }

@@ -23,17 +23,20 @@ export interface StoreScanner {
   readonly store: StoreName;
   /** What the report says the store is, e.g. "lethe.db and its WAL in the data dir". */
   readonly description: string;
+  /** False for a store the deployment does not use (no PostgreSQL configured): its absence proves nothing missing. */
+  readonly inUse?: boolean;
   /** Why this store cannot be scanned in this run, or null when it can. */
   unavailable(): Promise<string | null>;
   /** Feeds every source to a session from `open`; may run more than once (before and after shutdown). */
   scan(open: () => MatchSession): Promise<SourceCount>;
 }
 
-/** A store this run cannot scan, with the reason. */
-export function unscannable(store: StoreName, description: string, reason: string): StoreScanner {
+/** A store this run cannot scan, with the reason; `inUse: false` when the deployment has none. */
+export function unscannable(store: StoreName, description: string, reason: string, inUse = true): StoreScanner {
   return {
     store,
     description,
+    inUse,
     unavailable: async () => reason,
     scan: async () => ({ sources: 0, bytes: 0 }),
   };

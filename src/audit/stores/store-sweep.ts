@@ -6,6 +6,8 @@ export interface StoreResult {
   store: StoreName;
   description: string;
   scanned: boolean;
+  /** False for a store the deployment does not use (nothing to scan, nothing missed). */
+  inUse: boolean;
   /** How much was read, or why nothing was. */
   detail: string;
   /** Indexes (in the registry) of the canaries found in this store. */
@@ -14,6 +16,7 @@ export interface StoreResult {
 
 interface Entry {
   description: string;
+  inUse: boolean;
   reason: string | null;
   snapshots: number;
   sources: number;
@@ -44,6 +47,7 @@ export class StoreSweep {
     if (entry === undefined) {
       entry = {
         description: scanner.description,
+        inUse: scanner.inUse ?? true,
         reason: null,
         snapshots: 0,
         sources: 0,
@@ -77,6 +81,7 @@ export class StoreSweep {
           store,
           description: entry?.description ?? store,
           scanned: false,
+          inUse: entry?.inUse ?? false,
           detail: entry?.reason ?? "not looked at in this mode",
           canaries: new Set<number>(),
         };
@@ -87,6 +92,7 @@ export class StoreSweep {
         store,
         description: entry.description,
         scanned: true,
+        inUse: true,
         detail: `${entry.sources} source(s), ${formatBytes(entry.bytes)} read${snapshots}${notes}`,
         canaries: this.registry.canariesOf(entry.patterns),
       };
