@@ -79,6 +79,29 @@ describe("lethe CLI: accounts, keys, usage", () => {
     );
   });
 
+  it("runs store commands without the suppliers' API keys in the environment; serve still needs them", async () => {
+    const file = path.join(dataDir, "keyed.yaml");
+    await writeFile(
+      file,
+      [
+        "suppliers:",
+        '  - { id: s1, type: openai, base_url: "http://127.0.0.1:9/v1", api_key_env: LETHE_TEST_UNSET_KEY, zdr: true }',
+        "models:",
+        "  - { id: m1, routes: [{ supplier: s1, model: x }] }",
+        "",
+      ].join("\n"),
+    );
+    const keyed = { ...env, LETHE_CONFIG: file };
+    expect((await runCli(["accounts", "create", "keyless-ops"], keyed)).code).toBe(0);
+    const topUp = await runCli(["credits", "add", "--account", "keyless-ops", "2"], keyed);
+    expect(topUp.err).toBe("");
+    expect(topUp.out).toMatch(/balance 2\.000000/);
+    expect((await runCli(["keys", "list", "--account", "keyless-ops"], keyed)).code).toBe(0);
+    const serve = await runCli(["serve"], { ...keyed, LETHE_PORT: "0" });
+    expect(serve.code).toBe(2);
+    expect(serve.err).toBe('lethe: supplier "s1": environment variable LETHE_TEST_UNSET_KEY is not set');
+  });
+
   it("ends quietly when its reader closes the pipe early (`| head -1`), with no stack trace", async () => {
     expect((await runCli(["accounts", "create", "piped", "--credits", "5"], env)).code).toBe(0);
     const child = spawn(process.execPath, [LETHE_BIN, "credits", "show", "--account", "piped"], {

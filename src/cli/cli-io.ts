@@ -68,13 +68,13 @@ export function requiredString(value: string | boolean | undefined, name: string
   return value;
 }
 
-/** Loads config and opens the store for a one-shot command, closing it afterwards. */
+/** Loads config (suppliers' keys not needed: no supplier is called) and opens the store for a one-shot command, closing it afterwards. */
 export async function withStore<T>(
   io: CliIo,
   configPath: string | boolean | undefined,
   run: (store: Store, config: LetheConfig) => Promise<T>,
 ): Promise<T> {
-  const config = await loadConfig(io.env, typeof configPath === "string" ? configPath : undefined);
+  const config = await loadConfig(io.env, typeof configPath === "string" ? configPath : undefined, "not-needed");
   const store = await openStore(config);
   try {
     return await run(store, config);

@@ -192,8 +192,20 @@ function describeIssue(issue: { path: PropertyKey[]; message: string }): string 
   return where === "" ? issue.message : `${where}: ${issue.message}`;
 }
 
+/**
+ * Whether suppliers' API keys must be in the environment: `serve` calls suppliers; the
+ * store-only CLI commands (keys, credits, usage...) never do, and an operator topping up
+ * credit need not hold the suppliers' secrets.
+ */
+export type SupplierKeys = "required" | "not-needed";
+
 /** Validates a parsed config document and resolves it against the environment. */
-export function resolveConfig(document: unknown, env: Env, configPath: string | null): LetheConfig {
+export function resolveConfig(
+  document: unknown,
+  env: Env,
+  configPath: string | null,
+  supplierKeys: SupplierKeys = "required",
+): LetheConfig {
   const parsed = configSchema.safeParse(document ?? {});
   if (!parsed.success) {
     const first = parsed.error.issues[0];
@@ -209,7 +221,7 @@ export function resolveConfig(document: unknown, env: Env, configPath: string | 
     let apiKey: string | null = null;
     if (entry.api_key_env !== undefined) {
       apiKey = env[entry.api_key_env] ?? null;
-      if (apiKey === null || apiKey === "") {
+      if ((apiKey === null || apiKey === "") && supplierKeys === "required") {
         throw new ConfigError(`supplier "${entry.id}": environment variable ${entry.api_key_env} is not set`);
       }
     }
@@ -318,12 +330,16 @@ export function resolveConfig(document: unknown, env: Env, configPath: string | 
  * Loads the config named by `--config`, then LETHE_CONFIG, then ./lethe.config.yaml
  * when present; with none of them, the embedded demo default.
  */
-export async function loadConfig(env: Env = process.env, explicitPath?: string): Promise<LetheConfig> {
+export async function loadConfig(
+  env: Env = process.env,
+  explicitPath?: string,
+  supplierKeys: SupplierKeys = "required",
+): Promise<LetheConfig> {
   const named = explicitPath ?? env.LETHE_CONFIG;
   let configPath: string | null = null;
   if (named) configPath = path.resolve(named);
   else if (existsSync("lethe.config.yaml")) configPath = path.resolve("lethe.config.yaml");
-  if (configPath === null) return resolveConfig(DEFAULT_CONFIG_FILE, env, null);
+  if (configPath === null) return resolveConfig(DEFAULT_CONFIG_FILE, env, null, supplierKeys);
   let text: string;
   try {
     text = await readFile(configPath, "utf8");
@@ -341,5 +357,5 @@ export async function loadConfig(env: Env = process.env, explicitPath?: string):
     const where = typeof line === "number" ? ` (line ${line})` : "";
     throw new ConfigError(`config file ${configPath} is not valid YAML${where}`);
   }
-  return resolveConfig(document, env, configPath);
+  return resolveConfig(document, env, configPath, supplierKeys);
 }
