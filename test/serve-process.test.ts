@@ -1,4 +1,4 @@
-import { mkdtemp, readFile, rm } from "node:fs/promises";
+import { mkdtemp, readFile, rm, writeFile } from "node:fs/promises";
 import os from "node:os";
 import path from "node:path";
 import OpenAI from "openai";
@@ -37,6 +37,8 @@ describe("lethe serve as a process", () => {
     );
     expect(serve.output().match(/sk-lethe-/g)).toHaveLength(2);
     expect(serve.output()).toContain(`curl ${url}/v1/chat/completions`);
+    // the demo model is free: no word about credit
+    expect(serve.output()).not.toContain("credits add");
     const client = new OpenAI({ apiKey: key, baseURL: `${url}/v1`, maxRetries: 0 });
     const secret = makeCanary("process");
     canaries.push(secret);
@@ -82,6 +84,34 @@ describe("lethe serve as a process", () => {
     serve = spawnServe(env, cwd);
     await serve.waitFor(/listening on/);
     expect(serve.output()).not.toContain("sk-lethe-");
+  });
+
+  it("says how to add credit on a first start whose models are priced, before the curl line that would get 402", async () => {
+    const pricedDir = await mkdtemp(path.join(os.tmpdir(), "lethe-priced-"));
+    const config = path.join(pricedDir, "lethe.config.yaml");
+    await writeFile(
+      config,
+      [
+        "suppliers:",
+        "  - { id: demo, type: demo, zdr: true }",
+        "models:",
+        "  - { id: paid-demo, routes: [{ supplier: demo, model: lethe-demo, price: { input_per_mtok: 1, output_per_mtok: 2 } }] }",
+        "",
+      ].join("\n"),
+    );
+    const priced = spawnServe(
+      { LETHE_PORT: "0", LETHE_DATA_DIR: path.join(pricedDir, ".lethe"), LETHE_CONFIG: config },
+      pricedDir,
+    );
+    try {
+      await priced.waitFor(/curl \S+\/v1\/chat\/completions/);
+      const output = priced.output();
+      expect(output).toContain("npx lethe credits add --account demo 10");
+      expect(output.indexOf("credits add")).toBeLessThan(output.indexOf("curl "));
+    } finally {
+      await priced.stop();
+      await rm(pricedDir, { recursive: true, force: true });
+    }
   });
 });
 

@@ -44,6 +44,15 @@ function printWelcome(
   io.out("");
   io.out(`  ${firstStartKey}`);
   io.out("");
+  // a priced model answers 402 to an account without credit: say so before the curl line fails
+  const priced = config.models
+    .get(firstModel)
+    ?.routes.some((route) => route.price.inputPerMtok > 0 || route.price.outputPerMtok > 0);
+  if (priced) {
+    io.out("Its models are priced and 'demo' starts with no credit: add some first, e.g.");
+    io.out("  npx lethe credits add --account demo 10");
+    io.out("");
+  }
   io.out("Try it:");
   io.out(
     `  curl ${url}/v1/chat/completions -H "Authorization: Bearer ${firstStartKey}" -H "Content-Type: application/json" -d '{"model":"${firstModel}","messages":[{"role":"user","content":"Hello"}]}'`,
