@@ -305,6 +305,13 @@ describe("the admin API under /admin/v1", () => {
       const response = await admin("POST", "/accounts", body);
       expect(response.status, JSON.stringify(body)).toBe(400);
     }
+    // messages say what is expected, in words, not as a pattern or a vague bound
+    expect((await admin("PATCH", "/accounts/acme", { rpm: 0 })).body.error?.message).toBe(
+      "'rpm' must be greater than 0.",
+    );
+    expect((await admin("POST", "/accounts", { name: "mail", email: "not-an-address" })).body.error?.message).toBe(
+      "'email' has the wrong format: an email address, like ops@example.com.",
+    );
   });
 
   it("answers 404 for unknown accounts on every account route", async () => {

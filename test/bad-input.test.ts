@@ -109,6 +109,13 @@ describe("bad input on the OpenAI surface", () => {
     const wrongLimit = await post(JSON.stringify({ model: "lethe-demo", messages: message, max_tokens: "16" }));
     expect(wrongLimit.body.error.param).toBe("max_tokens");
     expect(wrongLimit.body.error.message).toBe("'max_tokens' must be of type number.");
+    // bounds say which bound, from the schema
+    const noMessages = await post(JSON.stringify({ model: "lethe-demo", messages: [] }));
+    expect(noMessages.body.error.message).toBe("'messages' must have at least 1 item.");
+    const zeroTokens = await post(JSON.stringify({ model: "lethe-demo", messages: message, max_tokens: 0 }));
+    expect(zeroTokens.body.error.message).toBe("'max_tokens' must be greater than 0.");
+    const hot = await post(JSON.stringify({ model: "lethe-demo", messages: message, temperature: 3 }));
+    expect(hot.body.error.message).toBe("'temperature' must be at most 2.");
   });
 
   it("refuses a body nested deeper than 128 levels with 400, and serves one nested 128 deep", async () => {

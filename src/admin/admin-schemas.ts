@@ -20,7 +20,7 @@ export const createAccountSchema = z
     email: z
       .string()
       .max(254)
-      .regex(/^[^\s@\p{Cc}]+@[^\s@\p{Cc}]+$/u)
+      .regex(/^[^\s@\p{Cc}]+@[^\s@\p{Cc}]+$/u, "an email address, like ops@example.com")
       .nullable()
       .optional(),
     rpm: limit.optional(),

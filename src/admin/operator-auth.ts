@@ -14,7 +14,10 @@ export async function authenticateOperator(
   const header = request.headers.authorization;
   const token = header === undefined ? undefined : /^Bearer\s+(\S+)\s*$/i.exec(header)?.[1];
   if (token === undefined || !isWellFormedKey(token, OPERATOR_TOKEN_PREFIX)) {
-    throw new LetheError("LETHE_INVALID_OPERATOR_TOKEN", "Admin routes need 'Authorization: Bearer <operator token>'.");
+    throw new LetheError(
+      "LETHE_INVALID_OPERATOR_TOKEN",
+      "This endpoint needs 'Authorization: Bearer <operator token>' (lethe operators create NAME).",
+    );
   }
   const operator = await operators.findByHash(hasher.hash(token));
   if (operator === undefined || operator.revokedAt !== null) {

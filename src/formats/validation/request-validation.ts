@@ -24,6 +24,18 @@ function isPresent(body: unknown, path: readonly PropertyKey[]): boolean {
   return value !== undefined;
 }
 
+/**
+ * A size bound from the schema, as a sentence: `must be at least 1`, `must have at most 4
+ * items`. The numbers are the schema's own, never the client's value.
+ */
+function bound(origin: string, limit: number | bigint, inclusive: boolean | undefined, side: "least" | "most"): string {
+  const value = Number(limit);
+  if (origin === "array" || origin === "set") return `must have at ${side} ${value} item${value === 1 ? "" : "s"}`;
+  if (origin === "string") return `must be at ${side} ${value} character${value === 1 ? "" : "s"} long`;
+  if (inclusive === false) return `must be ${side === "least" ? "greater" : "less"} than ${value}`;
+  return `must be at ${side} ${value}`;
+}
+
 /** A message Lethe wrote for a zod issue; it names the field and the expected type, never the value. */
 function describe(issue: z.core.$ZodIssue, param: string, body: unknown): string {
   const where = param === "" ? "The request body" : `'${param}'`;
@@ -33,9 +45,9 @@ function describe(issue: z.core.$ZodIssue, param: string, body: unknown): string
         ? `${where} is required.`
         : `${where} must be of type ${issue.expected}.`;
     case "too_small":
-      return `${where} is too small or has too few items.`;
+      return `${where} ${bound(issue.origin, issue.minimum, issue.inclusive, "least")}.`;
     case "too_big":
-      return `${where} is too large or has too many items.`;
+      return `${where} ${bound(issue.origin, issue.maximum, issue.inclusive, "most")}.`;
     case "invalid_value":
       return `${where} must be one of: ${issue.values.map((value) => JSON.stringify(value)).join(", ")}.`;
     case "invalid_format":
