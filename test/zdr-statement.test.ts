@@ -91,6 +91,12 @@ describe("the signed retention statement", () => {
     const wrongKey = await runCli(["zdr", "verify", gateway.url, "--key", Buffer.alloc(32, 1).toString("base64")], {});
     expect(wrongKey.code).toBe(1);
     expect(wrongKey.out).toMatch(/^INVALID: /);
+    // a key that is not a key at all is a usage error, not a forged statement
+    const notAKey = await runCli(["zdr", "verify", gateway.url, "--key", "notakey"], {});
+    expect(notAKey).toMatchObject({
+      code: 2,
+      err: "lethe: --key must be an ed25519 public key in base64 (44 characters), as GET /v1/zdr/key serves it",
+    });
 
     const unreachable = await runCli(["zdr", "verify", "http://127.0.0.1:9"], {});
     expect(unreachable).toMatchObject({ code: 2, err: "lethe: cannot reach http://127.0.0.1:9/v1/zdr" });

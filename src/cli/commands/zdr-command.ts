@@ -38,6 +38,10 @@ export async function zdrCommand(args: string[], io: CliIo): Promise<number> {
     throw new CliError(`${root}/v1/zdr is not a signed statement`);
   }
   let key = typeof values.key === "string" ? values.key : undefined;
+  // a key that is not one at all is the operator's typo, not a forged statement
+  if (key !== undefined && !/^[A-Za-z0-9+/]{43}=$/.test(key)) {
+    throw new CliError("--key must be an ed25519 public key in base64 (44 characters), as GET /v1/zdr/key serves it");
+  }
   if (key === undefined) {
     const served = (await fetchJson(`${root}/v1/zdr/key`)) as { public_key?: unknown };
     if (typeof served.public_key !== "string") throw new CliError(`${root}/v1/zdr/key has no public key`);
