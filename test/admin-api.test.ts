@@ -55,7 +55,9 @@ describe("the admin API under /admin/v1", () => {
     expect(createOutput).toMatch(/cannot show it again/);
     const again = await runCli(["operators", "create", "ops-alice"], { LETHE_DATA_DIR: rig.gateway.dataDir });
     expect(again.code).toBe(2);
-    expect(again.err).toBe("lethe: operator 'ops-alice' already exists");
+    expect(again.err).toBe(
+      "lethe: operator 'ops-alice' already exists (lethe operators rotate ops-alice gives it a new token)",
+    );
     expect(again.out).toBe("");
     const badName = await runCli(["operators", "create", "no spaces"], { LETHE_DATA_DIR: rig.gateway.dataDir });
     expect(badName.code).toBe(2);

@@ -102,6 +102,51 @@ describe("lethe CLI: accounts, keys, usage", () => {
     expect(serve.err).toBe('lethe: supplier "s1": environment variable LETHE_TEST_UNSET_KEY is not set');
   });
 
+  it("lists accounts, and writes the CLI's changes to the audit trail that `operators events` prints", async () => {
+    expect((await runCli(["accounts", "create", "listed", "--credits", "3", "--rpm", "7"], env)).code).toBe(0);
+    const list = await runCli(["accounts", "list"], env);
+    expect(list.code).toBe(0);
+    expect(list.out.split("\n")[0]).toBe("NAME\tACCOUNT ID\tBALANCE\tRPM\tTPM\tZDR\tCREATED");
+    expect(list.out).toMatch(/^listed\tacct_\w+\t3\.000000\t7\tdefault\trequired\t/m);
+    const created = await runCli(["keys", "create", "--account", "listed"], env);
+    const keyId = /key id: (\S+)/.exec(created.out)?.[1] ?? "";
+    expect((await runCli(["credits", "add", "--account", "listed", "1.5"], env)).code).toBe(0);
+    expect((await runCli(["keys", "revoke", keyId], env)).code).toBe(0);
+    const events = await runCli(["operators", "events", "--limit", "4"], env);
+    expect(events.code).toBe(0);
+    const rows = events.out
+      .split("\n")
+      .slice(1)
+      .map((row) => row.split("\t"));
+    // newest first, each by the CLI, naming account, key and amount, never a key or a label
+    expect(rows.map((row) => [row[1], row[2]])).toEqual([
+      ["key_revoke", "cli"],
+      ["credits_add", "cli"],
+      ["key_create", "cli"],
+      ["account_create", "cli"],
+    ]);
+    expect(rows[0]?.[4]).toBe(keyId);
+    expect(rows[1]?.[5]).toBe("1.500000");
+    expect(events.out).not.toContain("sk-lethe-");
+  });
+
+  it("lists operators, and rotates one's token: a new token each time, a revoked operator comes back", async () => {
+    const created = await runCli(["operators", "create", "scraper"], env);
+    const first = /token:\s+(\S+)/.exec(created.out)?.[1] ?? "";
+    expect((await runCli(["operators", "revoke", "scraper"], env)).code).toBe(0);
+    expect((await runCli(["operators", "list"], env)).out).toMatch(/^scraper\top_\w+\t\S+\trevoked /m);
+    const rotated = await runCli(["operators", "rotate", "scraper"], env);
+    expect(rotated.code).toBe(0);
+    const second = /token:\s+(\S+)/.exec(rotated.out)?.[1] ?? "";
+    expect(second).toMatch(/^lethe-op-/);
+    expect(second).not.toBe(first);
+    expect(rotated.out).toContain("The previous token no longer works.");
+    expect((await runCli(["operators", "list"], env)).out).toMatch(/^scraper\top_\w+\t\S+\tactive$/m);
+    expect((await runCli(["operators", "rotate", "nobody"], env)).err).toBe("lethe: no operator named 'nobody'");
+    const events = await runCli(["operators", "events", "--limit", "1"], env);
+    expect(events.out.split("\n")[1]?.split("\t")[1]).toBe("operator_rotate");
+  });
+
   it("ends quietly when its reader closes the pipe early (`| head -1`), with no stack trace", async () => {
     expect((await runCli(["accounts", "create", "piped", "--credits", "5"], env)).code).toBe(0);
     const child = spawn(process.execPath, [LETHE_BIN, "credits", "show", "--account", "piped"], {
@@ -141,7 +186,7 @@ describe("lethe CLI: accounts, keys, usage", () => {
     ],
     [
       ["accounts", "frobnicate", "x"],
-      /^lethe: unknown command 'accounts frobnicate' \(create, export or delete\); usage:/,
+      /^lethe: unknown command 'accounts frobnicate' \(create, list, export or delete\); usage:/,
     ],
     [["accounts", "create", "x", "--zdr", "maybe"], /--zdr takes 'required' \(the default\) or 'optional'/],
     [["keys", "create"], /--account is required/],

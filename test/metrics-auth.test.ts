@@ -45,6 +45,11 @@ describe("GET /metrics behind an operator token", () => {
     expect(served.text).toContain("# TYPE lethe_requests_total counter");
     expect((await runCli(["operators", "revoke", "prometheus"], { LETHE_DATA_DIR: gateway.dataDir })).code).toBe(0);
     expect((await scrape(`Bearer ${token}`)).status).toBe(401);
+    // rotating brings the operator back under a new token; the old one stays refused
+    const rotated = await runCli(["operators", "rotate", "prometheus"], { LETHE_DATA_DIR: gateway.dataDir });
+    const fresh = /token:\s+(\S+)/.exec(rotated.out)?.[1] ?? "";
+    expect((await scrape(`Bearer ${fresh}`)).status).toBe(200);
+    expect((await scrape(`Bearer ${token}`)).status).toBe(401);
   });
 
   it("leaves /healthz and /readyz open for probes", async () => {

@@ -61,7 +61,8 @@ export type AdminAction =
   | "key_revoke"
   | "credits_add"
   | "operator_create"
-  | "operator_revoke";
+  | "operator_revoke"
+  | "operator_rotate";
 export type SignalName = "SIGTERM" | "SIGINT" | "shutdown";
 /** The steps of a graceful shutdown, in order; one that fails is logged and the rest still run. */
 export type ShutdownStep = "http" | "metadata" | "ledger" | "suppliers" | "redis" | "store";

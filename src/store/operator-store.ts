@@ -38,6 +38,33 @@ export class OperatorStore {
     return operator;
   }
 
+  /**
+   * Gives an operator a new token (active again if it was revoked): the old one stops
+   * working on the next admin request. Undefined when there is no such operator.
+   */
+  async rotate(name: string, tokenHash: string): Promise<OperatorRecord | undefined> {
+    const operator = await this.findByName(name);
+    if (operator === undefined) return undefined;
+    await this.db
+      .updateTable("operators")
+      .set({ token_hash: tokenHash, revoked_at: null })
+      .where("id", "=", operator.id)
+      .execute();
+    return { ...operator, tokenHash, revokedAt: null };
+  }
+
+  /** Every operator, by name (tokens as hashes only). */
+  async list(): Promise<(OperatorRecord & { createdAt: number })[]> {
+    const rows = await this.db.selectFrom("operators").selectAll().orderBy("name").execute();
+    return rows.map((row) => ({
+      id: row.id,
+      name: row.name,
+      tokenHash: row.token_hash,
+      createdAt: Number(row.created_at),
+      revokedAt: row.revoked_at === null ? null : Number(row.revoked_at),
+    }));
+  }
+
   async findByName(name: string): Promise<OperatorRecord | undefined> {
     const row = await this.db.selectFrom("operators").selectAll().where("name", "=", name).executeTakeFirst();
     return (

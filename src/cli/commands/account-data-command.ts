@@ -11,10 +11,13 @@ export async function accountDataCommand(sub: "export" | "delete", args: string[
     const account = await store.findAccountByName(name);
     if (!account || account.deletedAt !== null) throw new CliError(`no account named '${name}'`);
     if (sub === "export") {
-      io.out(JSON.stringify(await exportAccountData(store, account), null, 2));
+      const exported = await exportAccountData(store, account);
+      await store.operators.recordEvent({ operatorId: null, action: "account_export", accountId: account.id });
+      io.out(JSON.stringify(exported, null, 2));
       return 0;
     }
     await deleteAccountData(store, account);
+    await store.operators.recordEvent({ operatorId: null, action: "account_delete", accountId: account.id });
     io.out(
       `deleted account ${name}: keys revoked, personal data erased, metadata unlinked (ledger kept as ${account.id})`,
     );

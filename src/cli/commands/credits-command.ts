@@ -18,6 +18,12 @@ export async function creditsCommand(args: string[], io: CliIo): Promise<number>
     if (!account || account.deletedAt !== null) throw new CliError(`no account named '${name}'`);
     if (sub === "add") {
       const balance = await store.ledger.credit(account.id, amount, "top_up");
+      await store.operators.recordEvent({
+        operatorId: null,
+        action: "credits_add",
+        accountId: account.id,
+        amountMicros: amount,
+      });
       io.out(`added ${formatMicros(amount)} to ${name}; balance ${formatMicros(balance)}`);
       return 0;
     }

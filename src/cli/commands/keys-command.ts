@@ -30,6 +30,12 @@ export async function keysCommand(args: string[], io: CliIo): Promise<number> {
         const hasher = new KeyHasher(await loadServerSecret(config.dataDir, config.secret));
         const limits = { rpm: positiveInt(values.rpm, "rpm"), tpm: positiveInt(values.tpm, "tpm") };
         const { key, record } = await issueKey(store, hasher, account.id, label, limits);
+        await store.operators.recordEvent({
+          operatorId: null,
+          action: "key_create",
+          accountId: account.id,
+          keyId: record.id,
+        });
         io.out(`key id: ${record.id}`);
         io.out(`key:    ${key}`);
         io.out("Store this key now: Lethe keeps only its hash and cannot show it again.");
@@ -66,6 +72,10 @@ export async function keysCommand(args: string[], io: CliIo): Promise<number> {
           if (!(await store.findKeyById(keyId))) throw new CliError("no such key");
         }
         const revoked = await store.revokeKey(keyId);
+        if (revoked) {
+          const accountId = (await store.findKeyById(keyId))?.accountId ?? null;
+          await store.operators.recordEvent({ operatorId: null, action: "key_revoke", accountId, keyId });
+        }
         io.out(revoked ? `revoked ${keyId}` : `${keyId} was already revoked`);
         return 0;
       }
