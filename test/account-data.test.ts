@@ -9,11 +9,18 @@ import { runCli } from "./support/run-cli.js";
 
 interface Export {
   exported_at: string;
-  account: { id: string; name: string; email: string | null; rpm: number | null; tpm: number | null };
-  keys: { id: string; key: string; label: string | null; revoked_at: string | null }[];
+  account: {
+    id: string;
+    name: string;
+    email: string | null;
+    rpm: number | null;
+    tpm: number | null;
+    zdr_required: boolean;
+  };
+  keys: { id: string; display: string; label: string | null; revoked_at: string | null }[];
   balance: string;
   ledger: { kind: string; amount: string; request_id: string | null }[];
-  usage: { day: string; model: string; requests: number; cost: string }[];
+  usage: { day: string; model: string; requests: number; input_tokens: number; cost: string }[];
   usage_aggregates: { day: string; model: string; requests: number }[];
 }
 
@@ -110,12 +117,18 @@ describe("account data rights: export and delete", () => {
     const result = await runCli(["accounts", "export", account.name], env);
     expect(result.code).toBe(0);
     const exported = JSON.parse(result.out) as Export;
-    expect(exported.account).toMatchObject({ id: account.id, name: account.name, email: account.email, rpm: 90 });
+    expect(exported.account).toMatchObject({
+      id: account.id,
+      name: account.name,
+      email: account.email,
+      rpm: 90,
+      zdr_required: true,
+    });
     expect(exported.keys.map((key) => key.label).sort()).toEqual([`${account.label} one`, `${account.label} two`]);
     // keys only in their display form: the export is not a way to recover a key
     for (const key of account.keys) {
       expect(result.out).not.toContain(key.key);
-      expect(exported.keys.find((entry) => entry.id === key.id)?.key).toBe(`sk-lethe-…${key.key.slice(-4)}`);
+      expect(exported.keys.find((entry) => entry.id === key.id)?.display).toBe(`sk-lethe-…${key.key.slice(-4)}`);
     }
     // the ledger: the top-up and one debit per billed request; the balance is their sum
     expect(exported.ledger.filter((entry) => entry.kind === "top_up").map((entry) => entry.amount)).toEqual([
@@ -126,6 +139,11 @@ describe("account data rights: export and delete", () => {
     const sum = exported.ledger.reduce((total, entry) => total + Math.round(Number(entry.amount) * 1e6), 0);
     expect(Math.round(Number(exported.balance) * 1e6)).toBe(sum);
     expect(exported.usage.reduce((total, row) => total + row.requests, 0)).toBe(2);
+    // every field snake_case, as in the rest of the export and the APIs
+    for (const row of exported.usage) {
+      expect(Object.keys(row).every((field) => /^[a-z_]+$/.test(field))).toBe(true);
+      expect(row.input_tokens).toBeGreaterThan(0);
+    }
     expect(exported.usage_aggregates).toHaveLength(1);
     expect(exported.usage_aggregates[0]).toMatchObject({ model: BILLED.gpt, requests: 1 });
     // content never reaches an export: it was never kept

@@ -21,11 +21,13 @@ export async function exportAccountData(store: Store, account: AccountRecord): P
       created_at: new Date(account.createdAt).toISOString(),
       rpm: account.rpm,
       tpm: account.tpm,
+      zdr_required: account.zdrRequired,
       deleted_at: account.deletedAt === null ? null : new Date(account.deletedAt).toISOString(),
     },
     keys: keys.map((key) => ({
       id: key.id,
-      key: key.display,
+      // named as the admin API's key listing names it: the key's display form, never the key
+      display: key.display,
       label: key.label,
       created_at: new Date(key.createdAt).toISOString(),
       revoked_at: key.revokedAt === null ? null : new Date(key.revokedAt).toISOString(),
@@ -37,7 +39,18 @@ export async function exportAccountData(store: Store, account: AccountRecord): P
       amount: formatMicros(entry.amountMicros),
       request_id: entry.requestId,
     })),
-    usage: usage.map((row) => ({ ...row, cost: formatMicros(row.costMicros) })),
+    // snake_case, as every other field of the export and of the APIs
+    usage: usage.map((row) => ({
+      day: row.day,
+      model: row.model,
+      requests: row.requests,
+      errors: row.errors,
+      input_tokens: row.inputTokens,
+      output_tokens: row.outputTokens,
+      cached_input_tokens: row.cachedInputTokens,
+      reasoning_tokens: row.reasoningTokens,
+      cost: formatMicros(row.costMicros),
+    })),
     usage_aggregates: aggregates,
   };
 }
