@@ -244,6 +244,8 @@ describe("supplier failures on the OpenAI-compatible path", () => {
       const result = await postChat(rig, body, headers);
 
       expect(result.status).toBe(status === 429 ? 429 : 502);
+      // the operator's setup is wrong: both SDKs are told not to retry, which would only refuse again
+      expect(result.headers.get("x-should-retry")).toBe(status === 401 || status === 404 ? "false" : null);
       const error = (JSON.parse(result.text) as OpenAIErrorBody).error;
       expect(error.message).not.toContain("Supplier said");
       expect(result.text).not.toContain("sk-fake");

@@ -1,7 +1,7 @@
 import type { IncomingMessage, ServerResponse } from "node:http";
 import { addRateLimitHeaders } from "../billing/rate-limit-headers.js";
 import { RateLimitedError } from "../billing/rate-limits.js";
-import { LetheError } from "../errors/lethe-error.js";
+import { LetheError, UpstreamError } from "../errors/lethe-error.js";
 import { after, type MaybePromise } from "../lang/maybe-promise.js";
 import { Exchange, mintRequestId } from "../metering/exchange.js";
 import type { ClientFormat, Endpoint } from "../metering/metadata-record.js";
@@ -222,6 +222,11 @@ export class MeteredCall {
     }
     if (error instanceof RateLimitedError) addRateLimitHeaders(headers, this.format, error.limitKind, error.limit);
     if (error.retryAfterSeconds !== null) headers.push("retry-after", Math.ceil(error.retryAfterSeconds));
+    // a supplier that refused Lethe's own credentials or model name refuses again: both SDKs
+    // would retry the 502 twice, each a wasted supplier call (they honour x-should-retry)
+    if (error instanceof UpstreamError && NOT_WORTH_RETRYING.has(error.upstreamStatus)) {
+      headers.push("x-should-retry", "false");
+    }
     const { status, body } = renderFailure(this.format, failure);
     headers.push("content-type", "application/json; charset=utf-8", "content-length", Buffer.byteLength(body));
     if (closeConnection) headers.push("connection", "close");
@@ -238,6 +243,9 @@ export class MeteredCall {
     response.end(body);
   }
 }
+
+/** Supplier statuses that say the operator's setup is wrong (key, permission, model name), not that it is busy. */
+const NOT_WORTH_RETRYING = new Set([401, 403, 404]);
 
 function tooLarge(): LetheError {
   return new LetheError("LETHE_BODY_TOO_LARGE", "The request body is larger than this gateway accepts.");
