@@ -170,6 +170,29 @@ describe("openAIToAnthropicRequest", () => {
     expect(out.tool_choice).toEqual(expected);
   });
 
+  it("carries a function's strict flag over as Anthropic's strict tool use, both ways", () => {
+    const parameters = { type: "object", properties: { x: { type: "number" } }, required: ["x"] };
+    const anthropic = toAnthropic({
+      messages: [{ role: "user", content: "hi" }],
+      tools: [
+        { type: "function", function: { name: "strict_one", parameters, strict: true } },
+        { type: "function", function: { name: "loose_one", parameters, strict: false } },
+      ],
+    });
+    expect(anthropic.tools).toEqual([
+      { name: "strict_one", input_schema: parameters, strict: true },
+      { name: "loose_one", input_schema: parameters },
+    ]);
+    const openai = anthropicToOpenAIRequest(
+      { max_tokens: 10, messages: [{ role: "user", content: "hi" }], tools: anthropic.tools },
+      "upstream",
+    );
+    expect(openai.tools).toEqual([
+      { type: "function", function: { name: "strict_one", parameters, strict: true } },
+      { type: "function", function: { name: "loose_one", parameters } },
+    ]);
+  });
+
   it("sends no tool_choice without tools (Anthropic refuses one), whatever the client set", () => {
     const out = toAnthropic({
       messages: [{ role: "user", content: "hi" }],

@@ -150,6 +150,7 @@ export function anthropicToOpenAIRequest(
           name: tool.name,
           ...(tool.description !== undefined && { description: tool.description }),
           parameters: tool.input_schema,
+          ...(tool.strict === true && { strict: true }),
         },
       };
     });

@@ -181,6 +181,8 @@ export function openAIToAnthropicRequest(body: Json, upstreamModel: string): Jso
         name: fn.name,
         ...(fn.description !== undefined && { description: fn.description }),
         input_schema: fn.parameters ?? { type: "object", properties: {} },
+        // strict tool use: the call's input must follow the schema, on both sides
+        ...(fn.strict === true && { strict: true }),
       };
     });
   }
