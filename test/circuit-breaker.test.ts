@@ -251,6 +251,7 @@ describe("the breaker in a running gateway", () => {
           backoff_base_ms: 10,
           backoff_max_ms: 20,
           breaker: { failure_threshold: 2, window_ms: 60_000, cooldown_ms: COOLDOWN },
+          allow_route_header: true,
         },
       },
       env: ROUTING_ENV,
@@ -468,5 +469,9 @@ describe("the breaker in a running gateway", () => {
     const refused = await postRaw(gateway, "/v1/chat/completions", twoChoices);
     expect(refused.status).toBe(503);
     expect(JSON.parse(refused.text).error.code).toBe("LETHE_NO_HEALTHY_ROUTE");
+    // pinned to the route that cannot carry it, the request itself is what cannot be served
+    const pinned = await postRaw(gateway, "/v1/chat/completions", twoChoices, { "x-lethe-route": "claude/model-c" });
+    expect(pinned.status).toBe(400);
+    expect(JSON.parse(pinned.text).error).toMatchObject({ code: "LETHE_INVALID_REQUEST", param: "n" });
   });
 });

@@ -52,9 +52,12 @@ describe("jsonTextShape", () => {
     expect(jsonTextShape('"\\\\\\"', 1)).toBe("ok");
   });
 
-  it("skips a long string by its quotes: a 24 MB prompt is not counted character by character", () => {
-    const prompt = "QUJD".repeat(6_000_000);
+  it("counts nothing inside a long string: 24 MB of commas and brackets in a prompt are text", () => {
+    const prompt = 'a,[{"b":1},]}\\'.repeat(2_000_000);
     const text = JSON.stringify({ model: "m", messages: [{ role: "user", content: prompt }] });
-    expect(jsonTextShape(text, 8)).toBe("ok");
+    expect(text.length).toBeGreaterThan(24_000_000);
+    // the root, model, messages, the message, role and content
+    expect(jsonTextShape(text, 6)).toBe("ok");
+    expect(jsonTextShape(text, 5)).toBe("too-many-values");
   });
 });

@@ -194,12 +194,27 @@ describe("openAIToAnthropicRequest", () => {
   });
 
   it("sends no tool_choice without tools (Anthropic refuses one), whatever the client set", () => {
-    const out = toAnthropic({
-      messages: [{ role: "user", content: "hi" }],
-      tool_choice: "auto",
-      parallel_tool_calls: false,
-    });
-    expect(out).not.toHaveProperty("tool_choice");
+    for (const tools of [undefined, []]) {
+      const out = toAnthropic({
+        messages: [{ role: "user", content: "hi" }],
+        ...(tools !== undefined && { tools }),
+        tool_choice: "auto",
+        parallel_tool_calls: false,
+      });
+      expect(out).not.toHaveProperty("tool_choice");
+      expect(out).not.toHaveProperty("tools");
+    }
+  });
+
+  it("refuses a tool message that names no tool call, rather than send Anthropic a null id", () => {
+    expect(() =>
+      toAnthropic({
+        messages: [
+          { role: "user", content: "hi" },
+          { role: "tool", tool_call_id: null, name: null, content: "result" },
+        ],
+      }),
+    ).toThrow(expect.objectContaining({ code: "LETHE_INVALID_REQUEST", param: "messages" }));
   });
 
   it("sends function tools with their schema, or an empty object schema when they have none", () => {
@@ -453,13 +468,17 @@ describe("anthropicToOpenAIRequest", () => {
     expect(out.parallel_tool_calls).toBe(parallel);
   });
 
-  it("sends neither tool_choice nor parallel_tool_calls without tools (OpenAI refuses them)", () => {
-    const out = toOpenAI({
-      messages: [{ role: "user", content: "hi" }],
-      tool_choice: { type: "auto", disable_parallel_tool_use: true },
-    });
-    expect(out).not.toHaveProperty("tool_choice");
-    expect(out).not.toHaveProperty("parallel_tool_calls");
+  it("sends neither tools, tool_choice nor parallel_tool_calls without tools (OpenAI refuses them, and an empty list)", () => {
+    for (const tools of [undefined, []]) {
+      const out = toOpenAI({
+        messages: [{ role: "user", content: "hi" }],
+        ...(tools !== undefined && { tools }),
+        tool_choice: { type: "auto", disable_parallel_tool_use: true },
+      });
+      expect(out).not.toHaveProperty("tools");
+      expect(out).not.toHaveProperty("tool_choice");
+      expect(out).not.toHaveProperty("parallel_tool_calls");
+    }
   });
 
   it("maps stop_sequences, metadata.user_id and stream, asking for stream usage, and leaves top_k behind", () => {

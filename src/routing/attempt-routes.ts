@@ -240,7 +240,10 @@ export async function attemptRoutes(
   }
   // a refusal only when no route could carry the request: one whose breaker kept it out of
   // `candidates` may, and then the model is unhealthy (503, retryable), not the request wrong
-  if (refusal !== null && cannotCarry?.size === candidates.length && !anyOtherRouteCarries()) throw refusal;
+  // (a pinned route is the only one the client allows: its refusal stands)
+  if (refusal !== null && cannotCarry?.size === candidates.length && (pinned !== null || !anyOtherRouteCarries())) {
+    throw refusal;
+  }
   if (cancellation.aborted)
     throw new UpstreamError("LETHE_CLIENT_CLOSED", "The client closed the connection.", {
       upstreamStatus: 0,

@@ -1,10 +1,5 @@
 import { LetheError } from "../../errors/lethe-error.js";
-
-type Json = Record<string, unknown>;
-
-function isObject(value: unknown): value is Json {
-  return typeof value === "object" && value !== null && !Array.isArray(value);
-}
+import { hasTools, isObject, type Json } from "./request-fields.js";
 
 function blocksOf(content: unknown): Json[] {
   if (typeof content === "string") return [{ type: "text", text: content }];
@@ -141,7 +136,7 @@ export function anthropicToOpenAIRequest(
   if (typeof body.temperature === "number") out.temperature = body.temperature;
   if (typeof body.top_p === "number") out.top_p = body.top_p;
   if (Array.isArray(body.stop_sequences)) out.stop = body.stop_sequences;
-  if (Array.isArray(body.tools)) {
+  if (hasTools(body.tools)) {
     out.tools = (body.tools as Json[]).map((tool) => {
       if (tool.input_schema === undefined) throw unsupported("A server tool");
       return {
@@ -156,7 +151,7 @@ export function anthropicToOpenAIRequest(
     });
   }
   // OpenAI refuses tool_choice and parallel_tool_calls without tools
-  const choice = Array.isArray(body.tools) ? toolChoice(body.tool_choice) : undefined;
+  const choice = hasTools(body.tools) ? toolChoice(body.tool_choice) : undefined;
   if (choice !== undefined) out.tool_choice = choice;
   if (choice !== undefined && isObject(body.tool_choice) && body.tool_choice.disable_parallel_tool_use === true) {
     out.parallel_tool_calls = false;

@@ -1,14 +1,9 @@
 import { LetheError } from "../../errors/lethe-error.js";
 import { MAX_JSON_DEPTH, nestsTooDeep } from "../validation/json-depth.js";
-
-type Json = Record<string, unknown>;
+import { hasTools, isObject, type Json } from "./request-fields.js";
 
 /** `max_tokens` sent to Anthropic when an OpenAI client set none (Anthropic requires one). */
 export const DEFAULT_ANTHROPIC_MAX_TOKENS = 4096;
-
-function isObject(value: unknown): value is Json {
-  return typeof value === "object" && value !== null && !Array.isArray(value);
-}
 
 /** An OpenAI `image_url` part as an Anthropic image block (base64 data URLs or plain URLs). */
 function imageBlock(part: Json): Json {
@@ -100,7 +95,9 @@ function refuseUntranslatable(body: Json): void {
 
 /**
  * OpenAI's `response_format` as Anthropic's structured output (`output_config.format`): a
- * JSON schema carries over (Anthropic's is always strict, as OpenAI's strict mode is);
+ * JSON schema carries over. Anthropic's structured output is always strict, whatever the
+ * client's `strict` said: a schema it cannot enforce (no `additionalProperties: false`,
+ * say) comes back from the supplier as a 400 the client reads, never as free text;
  * `json_object`, JSON of no set shape, has no counterpart and is refused rather than
  * answered in free text, which a client that parses the answer would choke on.
  */
@@ -151,10 +148,16 @@ export function openAIToAnthropicRequest(body: Json, upstreamModel: string): Jso
       }
       case "tool":
       case "function": {
+        const toolUseId = message.tool_call_id ?? message.name;
+        if (typeof toolUseId !== "string") {
+          throw new LetheError("LETHE_INVALID_REQUEST", "A tool message needs the tool_call_id it answers.", {
+            param: "messages",
+          });
+        }
         pushTurn(turns, "user", [
           {
             type: "tool_result",
-            tool_use_id: message.tool_call_id ?? message.name,
+            tool_use_id: toolUseId,
             content: toolResultContent(message.content),
           },
         ]);
@@ -174,7 +177,7 @@ export function openAIToAnthropicRequest(body: Json, upstreamModel: string): Jso
   if (typeof body.top_p === "number") out.top_p = body.top_p;
   if (typeof body.stop === "string") out.stop_sequences = [body.stop];
   else if (Array.isArray(body.stop)) out.stop_sequences = body.stop;
-  if (Array.isArray(body.tools)) {
+  if (hasTools(body.tools)) {
     out.tools = (body.tools as Json[]).map((tool) => {
       const fn = (tool.function ?? {}) as Json;
       return {
@@ -187,7 +190,7 @@ export function openAIToAnthropicRequest(body: Json, upstreamModel: string): Jso
     });
   }
   // Anthropic refuses a tool_choice without tools (OpenAI clients send parallel_tool_calls regardless)
-  const choice = Array.isArray(body.tools) ? toolChoice(body.tool_choice, body.parallel_tool_calls) : undefined;
+  const choice = hasTools(body.tools) ? toolChoice(body.tool_choice, body.parallel_tool_calls) : undefined;
   if (choice !== undefined) out.tool_choice = choice;
   const format = outputFormat(body.response_format);
   if (format !== undefined) out.output_config = { format };
