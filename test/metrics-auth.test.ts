@@ -52,6 +52,19 @@ describe("GET /metrics behind an operator token", () => {
     expect((await scrape(`Bearer ${token}`)).status).toBe(401);
   });
 
+  it("lets `lethe routes` read the route table with LETHE_OPERATOR_TOKEN, and says what is missing without it", async () => {
+    const rotated = await runCli(["operators", "rotate", "prometheus"], { LETHE_DATA_DIR: gateway.dataDir });
+    const current = /token:\s+(\S+)/.exec(rotated.out)?.[1] ?? "";
+    const without = await runCli(["routes", "--url", gateway.url], {});
+    expect(without.code).toBe(2);
+    expect(without.err).toBe(
+      `lethe: ${gateway.url}/metrics needs an operator token: set LETHE_OPERATOR_TOKEN (server.metrics_auth is operator)`,
+    );
+    const routes = await runCli(["routes", "--url", gateway.url], { LETHE_OPERATOR_TOKEN: current });
+    expect(routes.code).toBe(0);
+    expect(routes.out.split("\n")[0]).toBe("ROUTE\tSTATE\tERROR RATE\tTTFT P50");
+  });
+
   it("leaves /healthz and /readyz open for probes", async () => {
     expect((await fetch(`${gateway.url}/healthz`)).status).toBe(200);
     expect((await fetch(`${gateway.url}/readyz`)).status).toBe(200);

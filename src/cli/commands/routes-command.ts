@@ -40,15 +40,28 @@ export function parseRouteMetrics(text: string): Map<string, RouteRow> {
   return rows;
 }
 
-/** `lethe routes [--url URL]`: the running gateway's routes, their breaker state, error rate and TTFT p50. */
+/**
+ * `lethe routes [--url URL]`: the running gateway's routes, their breaker state, error rate
+ * and TTFT p50. With `server.metrics_auth: operator`, LETHE_OPERATOR_TOKEN is sent as the
+ * bearer token (from the environment, not a flag: a flag would show in `ps`).
+ */
 export async function routesCommand(args: string[], io: CliIo): Promise<number> {
   const { values, positionals } = parseCommand(args, { url: { type: "string" } });
   if (positionals.length > 0) throw new CliError("usage: lethe routes [--url URL]");
   const host = io.env.LETHE_HOST || "127.0.0.1";
   const base = typeof values.url === "string" ? values.url : `http://${host}:${io.env.LETHE_PORT || "8080"}`;
+  const token = io.env.LETHE_OPERATOR_TOKEN;
   let text: string;
   try {
-    const response = await fetch(`${base.replace(/\/+$/, "")}/metrics`, { signal: AbortSignal.timeout(5_000) });
+    const response = await fetch(`${base.replace(/\/+$/, "")}/metrics`, {
+      signal: AbortSignal.timeout(5_000),
+      ...(token && { headers: { authorization: `Bearer ${token}` } }),
+    });
+    if (response.status === 401) {
+      throw new CliError(
+        `${base}/metrics needs an operator token: set LETHE_OPERATOR_TOKEN (server.metrics_auth is operator)`,
+      );
+    }
     if (!response.ok) throw new CliError(`${base}/metrics answered ${response.status}`);
     text = await response.text();
   } catch (error) {
