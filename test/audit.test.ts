@@ -126,7 +126,10 @@ describe("lethe audit on the command line", () => {
     expect(report.pass).toBe(true);
     expect(report.figures.pathsDriven).toBeGreaterThanOrEqual(20);
     expect(report.figures.pathsNotApplicable).toBeGreaterThan(0);
-    expect(report.stores.find((store) => store.store === "data dir")?.scanned).toBe(true);
+    expect(report.stores.find((store) => store.store === "data dir")).toMatchObject({
+      scanned: true,
+      description: `every file in ${target.dataDir} (SQLite database, WAL, secrets)`,
+    });
     expect(report.stores.find((store) => store.store === "log")?.detail).toMatch(/--log FILE/);
     // a pass says which stores it could not look into
     expect(report.verdict).toMatch(/^PASS: .*; not scanned: log$/);
@@ -145,7 +148,8 @@ describe("lethe audit on the command line", () => {
       const report = JSON.parse(result.out) as AuditReport;
       const dataDir = report.stores.find((store) => store.store === "data dir");
       expect(dataDir?.scanned).toBe(false);
-      expect(dataDir?.detail).toBe("the data dir does not exist");
+      // the report names the data dir it looked for
+      expect(dataDir?.detail).toBe(`${path.join(elsewhere, ".lethe")} does not exist (set LETHE_DATA_DIR)`);
       expect(report.verdict).toMatch(/; not scanned: data dir, log$/);
     } finally {
       process.chdir(cwd);

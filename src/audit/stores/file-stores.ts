@@ -25,20 +25,20 @@ async function recentlyModified(files: string[], since: number): Promise<string[
 }
 
 /** Every file under the data dir: the SQLite database, its -wal and -shm files, the secrets. */
-export function dataDirStore(dataDir: string | null): StoreScanner {
+export function dataDirStore(dataDir: string): StoreScanner {
   return {
     store: "data dir",
-    description: dataDir === null ? "no data dir" : "every file in the data dir (SQLite database, WAL, secrets)",
+    // the path itself: a report must say which data dir it vouches for (LETHE_DATA_DIR, or ./.lethe)
+    description: `every file in ${dataDir} (SQLite database, WAL, secrets)`,
     async unavailable() {
-      if (dataDir === null) return "no data dir named (set LETHE_DATA_DIR)";
-      return existsSync(dataDir) ? null : "the data dir does not exist";
+      return existsSync(dataDir) ? null : `${dataDir} does not exist (set LETHE_DATA_DIR)`;
     },
     async scan(open) {
-      const { files } = await walkFiles(dataDir as string);
+      const { files } = await walkFiles(dataDir);
       let bytes = 0;
       for (const file of files) {
         // a file name is a place content could be written too
-        open().feed(Buffer.from(path.relative(dataDir as string, file)));
+        open().feed(Buffer.from(path.relative(dataDir, file)));
         bytes += await feedFile(file, open());
       }
       return { sources: files.length, bytes };
