@@ -92,7 +92,8 @@ describe("the signed retention statement", () => {
     expect(wrongKey.code).toBe(1);
     expect(wrongKey.out).toMatch(/^INVALID: /);
     // a key that is not a key at all is a usage error, not a forged statement
-    const notAKey = await runCli(["zdr", "verify", gateway.url, "--key", "notakey"], {});
+    // checked before anything is fetched: an unreachable URL does not hide the typo
+    const notAKey = await runCli(["zdr", "verify", "http://127.0.0.1:9", "--key", "notakey"], {});
     expect(notAKey).toMatchObject({
       code: 2,
       err: "lethe: --key must be an ed25519 public key in base64 (44 characters), as GET /v1/zdr/key serves it",

@@ -62,7 +62,8 @@ export type AdminAction =
   | "credits_add"
   | "operator_create"
   | "operator_revoke"
-  | "operator_rotate";
+  | "operator_rotate"
+  | "operator_reinstate";
 export type SignalName = "SIGTERM" | "SIGINT" | "shutdown";
 /** The steps of a graceful shutdown, in order; one that fails is logged and the rest still run. */
 export type ShutdownStep = "http" | "metadata" | "ledger" | "suppliers" | "redis" | "store";

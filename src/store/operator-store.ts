@@ -42,7 +42,7 @@ export class OperatorStore {
    * Gives an operator a new token (active again if it was revoked): the old one stops
    * working on the next admin request. Undefined when there is no such operator.
    */
-  async rotate(name: string, tokenHash: string): Promise<OperatorRecord | undefined> {
+  async rotate(name: string, tokenHash: string): Promise<(OperatorRecord & { wasRevoked: boolean }) | undefined> {
     const operator = await this.findByName(name);
     if (operator === undefined) return undefined;
     await this.db
@@ -50,7 +50,7 @@ export class OperatorStore {
       .set({ token_hash: tokenHash, revoked_at: null })
       .where("id", "=", operator.id)
       .execute();
-    return { ...operator, tokenHash, revokedAt: null };
+    return { ...operator, tokenHash, revokedAt: null, wasRevoked: operator.revokedAt !== null };
   }
 
   /** Every operator, by name (tokens as hashes only). */

@@ -45,15 +45,17 @@ export async function operatorsCommand(args: string[], io: CliIo): Promise<numbe
     if (sub === "rotate" && existing === undefined) throw new CliError(`no operator named '${name}'`);
     const hasher = new KeyHasher(await loadServerSecret(config.dataDir, config.secret));
     const token = mintApiKey(OPERATOR_TOKEN_PREFIX);
-    const operator =
-      sub === "create"
-        ? await store.operators.create(name, hasher.hash(token))
-        : await store.operators.rotate(name, hasher.hash(token));
+    let action: "operator_create" | "operator_rotate" | "operator_reinstate" = "operator_create";
+    let operator: { id: string } | undefined;
+    if (sub === "create") operator = await store.operators.create(name, hasher.hash(token));
+    else {
+      const rotated = await store.operators.rotate(name, hasher.hash(token));
+      // a revoked operator given a token again is a reinstatement: the trail says so
+      action = rotated?.wasRevoked ? "operator_reinstate" : "operator_rotate";
+      operator = rotated;
+    }
     if (operator === undefined) throw new CliError(`no operator named '${name}'`);
-    await store.operators.recordEvent({
-      operatorId: operator.id,
-      action: sub === "create" ? "operator_create" : "operator_rotate",
-    });
+    await store.operators.recordEvent({ operatorId: operator.id, action });
     io.out(`operator id: ${operator.id}`);
     io.out(`token:       ${token}`);
     io.out(

@@ -32,16 +32,16 @@ export async function zdrCommand(args: string[], io: CliIo): Promise<number> {
   } catch {
     throw new CliError("URL must be an http(s) URL, e.g. http://127.0.0.1:8080");
   }
+  // a key that is not one at all is the operator's typo, not a forged statement (checked before any fetch)
+  if (typeof values.key === "string" && !/^[A-Za-z0-9+/]{43}=$/.test(values.key)) {
+    throw new CliError("--key must be an ed25519 public key in base64 (44 characters), as GET /v1/zdr/key serves it");
+  }
   const root = base.href.replace(/\/+$/, "").replace(/\/v1(\/zdr)?$/, "");
   const signed = (await fetchJson(`${root}/v1/zdr`)) as SignedStatement;
   if (typeof signed?.signature !== "string" || typeof signed.statement !== "object") {
     throw new CliError(`${root}/v1/zdr is not a signed statement`);
   }
   let key = typeof values.key === "string" ? values.key : undefined;
-  // a key that is not one at all is the operator's typo, not a forged statement
-  if (key !== undefined && !/^[A-Za-z0-9+/]{43}=$/.test(key)) {
-    throw new CliError("--key must be an ed25519 public key in base64 (44 characters), as GET /v1/zdr/key serves it");
-  }
   if (key === undefined) {
     const served = (await fetchJson(`${root}/v1/zdr/key`)) as { public_key?: unknown };
     if (typeof served.public_key !== "string") throw new CliError(`${root}/v1/zdr/key has no public key`);
