@@ -65,6 +65,24 @@ describe("GET /metrics behind an operator token", () => {
     expect(routes.out.split("\n")[0]).toBe("ROUTE\tSTATE\tERROR RATE\tTTFT P50");
   });
 
+  it("lets `lethe audit --target` scan the metrics with LETHE_OPERATOR_TOKEN, and names what it lacks without it", async () => {
+    const rotated = await runCli(["operators", "rotate", "prometheus"], { LETHE_DATA_DIR: gateway.dataDir });
+    const current = /token:\s+(\S+)/.exec(rotated.out)?.[1] ?? "";
+    const audit = async (env: Record<string, string>) => {
+      const result = await runCli(["audit", "--target", gateway.url, "--key", gateway.key, "--json"], {
+        LETHE_DATA_DIR: gateway.dataDir,
+        ...env,
+      });
+      const report = JSON.parse(result.out) as { stores: { store: string; scanned: boolean; detail: string }[] };
+      return report.stores.find((store) => store.store === "metrics");
+    };
+    expect(await audit({})).toMatchObject({
+      scanned: false,
+      detail: "GET /metrics needs an operator token (set LETHE_OPERATOR_TOKEN)",
+    });
+    expect((await audit({ LETHE_OPERATOR_TOKEN: current }))?.scanned).toBe(true);
+  }, 60_000);
+
   it("leaves /healthz and /readyz open for probes", async () => {
     expect((await fetch(`${gateway.url}/healthz`)).status).toBe(200);
     expect((await fetch(`${gateway.url}/readyz`)).status).toBe(200);

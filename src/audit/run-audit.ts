@@ -126,7 +126,12 @@ async function auditTarget(
       fakes: null,
       keys: { revoked: null, limited: null },
     });
-    const metrics = await target.client.send({ path: "/metrics" });
+    // a deployment with server.metrics_auth: operator shows its metrics to an operator token only
+    const operatorToken = env.LETHE_OPERATOR_TOKEN;
+    const metrics = await target.client.send({
+      path: "/metrics",
+      ...(operatorToken && { headers: { authorization: `Bearer ${operatorToken}` } }),
+    });
     // the same default as every other command: a gateway started here without LETHE_DATA_DIR keeps ./.lethe
     const dataDir = path.resolve(env.LETHE_DATA_DIR || ".lethe");
     await sweep.scan(dataDirStore(dataDir));
@@ -139,7 +144,13 @@ async function auditTarget(
     await sweep.scan(
       metrics.status === 200
         ? textStore("metrics", METRICS_DESCRIPTION, () => metrics.text)
-        : unscannable("metrics", METRICS_DESCRIPTION, `GET /metrics answered HTTP ${metrics.status}`),
+        : unscannable(
+            "metrics",
+            METRICS_DESCRIPTION,
+            metrics.status === 401
+              ? "GET /metrics needs an operator token (set LETHE_OPERATOR_TOKEN)"
+              : `GET /metrics answered HTTP ${metrics.status}`,
+          ),
     );
     for (const scanner of databaseStores(databaseLocations(env))) await sweep.scan(scanner);
     return { runs, shown: target.shown };
