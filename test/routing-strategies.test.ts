@@ -231,13 +231,32 @@ describe("lowest-latency", () => {
     expect(router.statsFor(streams).msPerTokenEwma).toBe(8);
   });
 
+  /** Orders the plan's routes for one request and sends it on the first, as attemptRoutes does. */
+  function orderAndSend(router: Router, plan: RoutePlan): string[] {
+    const ordered = router.order(plan, NO_TOKENS);
+    if (ordered[0] !== undefined) router.sending(plan, ordered[0]);
+    return suppliersOf(ordered);
+  }
+
   it("sends one request at a time to measure a route that never answered", () => {
     const { plan, router } = planOf("lowest-latency", [{ supplier: "a" }, { supplier: "b" }]);
     const [a] = plan.routes as [RoutePlan["routes"][number]];
     router.statsFor(a).recordSuccess(0, whole(10));
-    expect(suppliersOf(router.order(plan, NO_TOKENS))).toEqual(["b", "a"]);
+    expect(orderAndSend(router, plan)).toEqual(["b", "a"]);
     // b's measuring request is out: the requests beside it go to the measured route
-    expect(suppliersOf(router.order(plan, NO_TOKENS))).toEqual(["a", "b"]);
+    expect(orderAndSend(router, plan)).toEqual(["a", "b"]);
+    expect(orderAndSend(router, plan)).toEqual(["a", "b"]);
+  });
+
+  it("keeps measuring a route first that was ordered first but passed over (its breaker, a format it cannot carry)", () => {
+    const { plan, router } = planOf("lowest-latency", [{ supplier: "a" }, { supplier: "b" }]);
+    const [a, b] = plan.routes as [RoutePlan["routes"][number], RoutePlan["routes"][number]];
+    router.statsFor(a).recordSuccess(0, whole(10));
+    // b comes first, but the request goes to a: b measured nothing and stays first
+    expect(suppliersOf(router.order(plan, NO_TOKENS))).toEqual(["b", "a"]);
+    router.sending(plan, a);
+    expect(suppliersOf(router.order(plan, NO_TOKENS))).toEqual(["b", "a"]);
+    router.sending(plan, b);
     expect(suppliersOf(router.order(plan, NO_TOKENS))).toEqual(["a", "b"]);
   });
 
@@ -252,8 +271,8 @@ describe("lowest-latency", () => {
     expect(suppliersOf(router.order(plan, NO_TOKENS))).toEqual(["fast", "slow"]);
     clock = STALE_AFTER_MS;
     // slow's figures are a minute old: one request measures it, the others stay on fast
-    expect(suppliersOf(router.order(plan, NO_TOKENS))).toEqual(["slow", "fast"]);
-    expect(suppliersOf(router.order(plan, NO_TOKENS))).toEqual(["fast", "slow"]);
+    expect(orderAndSend(router, plan)).toEqual(["slow", "fast"]);
+    expect(orderAndSend(router, plan)).toEqual(["fast", "slow"]);
     // it recovered: the new answer replaces its stale average rather than nudging it
     router.statsFor(slow).recordSuccess(clock, whole(5));
     expect(router.statsFor(slow).ttftEwmaMs).toBe(5);
@@ -268,7 +287,7 @@ describe("lowest-latency", () => {
     router.statsFor(down).recordSuccess(clock, whole(20));
     clock = STALE_AFTER_MS;
     router.statsFor(fast).recordSuccess(clock, whole(10));
-    expect(suppliersOf(router.order(plan, NO_TOKENS))).toEqual(["down", "fast"]);
+    expect(orderAndSend(router, plan)).toEqual(["down", "fast"]);
     router.statsFor(down).recordFailure(clock);
     // still counted as being measured: with a breaker slower to open than this plan's (one
     // failure), every request would otherwise try it first again until it opened

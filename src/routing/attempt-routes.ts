@@ -171,6 +171,7 @@ export async function attemptRoutes(
       continue;
     }
     skipped = 0;
+    router.sending(plan, route);
     exchange.attempts++;
     exchange.supplier = supplier.id;
     exchange.price = route.price;

@@ -70,14 +70,27 @@ export class Router {
    * there is, and measuring would cost the few requests there are.
    */
   private byLatency(routes: RouteConfig[], expected: ExpectedTokens, now: number): RouteConfig[] {
-    const traffic = routes.some((route) => !this.statsFor(route).isStale(now));
-    const ordered = stableSort(routes, (route) => this.latencyScore(this.statsFor(route), expected, now, traffic));
-    const first = ordered[0];
-    if (first !== undefined) {
-      const stats = this.statsFor(first);
-      if (this.wantsMeasuring(stats, now, traffic)) stats.probeSentAt = now;
-    }
-    return ordered;
+    const traffic = this.hasTraffic(routes, now);
+    return stableSort(routes, (route) => this.latencyScore(this.statsFor(route), expected, now, traffic));
+  }
+
+  /**
+   * A request is about to be sent on `route`: if it measures the route (lowest-latency),
+   * the route's next requests wait for its answer rather than measure it too. Noted at
+   * sending, not at ordering: a route ordered first but passed over (its breaker, a format
+   * it cannot carry) measured nothing.
+   */
+  sending(plan: RoutePlan, route: RouteConfig): void {
+    if (plan.model.strategy !== "lowest-latency") return;
+    const now = this.now();
+    const stats = this.statsFor(route);
+    const available = plan.routes.filter((candidate) => this.statsFor(candidate).breaker.isAvailable(now));
+    if (this.wantsMeasuring(stats, now, this.hasTraffic(available, now))) stats.probeSentAt = now;
+  }
+
+  /** Some route of the model answered within STALE_AFTER_MS. */
+  private hasTraffic(routes: RouteConfig[], now: number): boolean {
+    return routes.some((route) => !this.statsFor(route).isStale(now));
   }
 
   private wantsMeasuring(stats: RouteStats, now: number, traffic: boolean): boolean {
