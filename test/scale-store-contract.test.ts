@@ -142,6 +142,30 @@ describe.each(factories)("the store contract on $name", (factory) => {
     }
   });
 
+  it("moves the key counter on key and account changes, and on PostgreSQL not on balance moves", async () => {
+    const { store, location } = await open();
+    const account = await store.createAccount({ name: "split" });
+    const key = await store.createKey({ accountId: account.id, keyHash: "hash-split", display: "d", label: null });
+    const other = await location.open();
+    try {
+      const keysBefore = store.keyChangeCounter();
+      const anyBefore = store.changeCounter();
+      await other.ledger.credit(account.id, 5_000, "top_up");
+      await other.ledger.debit([
+        { accountId: account.id, amountMicros: 100, requestId: "req_split" as never, ts: 1, holdId: null },
+      ]);
+      await waitUntil("a balance notice", () => store.changeCounter() !== anyBefore, 5_000);
+      // PostgreSQL: the key cache keeps its keys through balance moves (every ledger flush of
+      // every replica announces one). SQLite has one revision for both, but its own writer's
+      // debits never move it (revision.ts): only another process's top-ups do, rarely
+      if (factory.name === "postgres") expect(store.keyChangeCounter()).toBe(keysBefore);
+      await other.revokeKey(key.id);
+      await waitUntil("a key notice", () => store.keyChangeCounter() !== keysBefore, 5_000);
+    } finally {
+      await other.close();
+    }
+  });
+
   it("sums the days retention rolled up with the raw ones, per UTC day and model (lethe usage)", async () => {
     const { store } = await open();
     const account = mintedId<AccountId>("acct_rolled");

@@ -88,7 +88,7 @@ export class Authenticator {
     private readonly store: Store,
     private readonly hasher: KeyHasher,
     /** Moves when another process changed keys or accounts (the store's feed: PostgreSQL's NOTIFY, SQLite's revision). */
-    private readonly changes: () => number = () => store.changeCounter(),
+    private readonly changes: () => number = () => store.keyChangeCounter(),
     /** How long a cached key is trusted without a change notice; short when replicas share a database. */
     private readonly maxAgeMs = Number.POSITIVE_INFINITY,
   ) {}

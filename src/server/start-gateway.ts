@@ -73,7 +73,8 @@ export async function startGateway(config: LetheConfig, options: StartOptions = 
     authenticator: new Authenticator(
       store,
       hasher,
-      changes,
+      // a balance move (every ledger flush) says nothing about keys
+      () => store.keyChangeCounter(),
       store.kind === "postgres" ? 1_000 : Number.POSITIVE_INFINITY,
     ),
     hasher,

@@ -33,7 +33,7 @@ export class AccountAdminStore {
     if (limits.zdrRequired !== undefined) changes.zdr_required = limits.zdrRequired ? 1 : 0;
     if (Object.keys(changes).length === 0) return;
     await this.db.updateTable("accounts").set(changes).where("id", "=", accountId).execute();
-    await this.feed.announce();
+    await this.feed.announce("keys");
   }
 
   /** The account's daily usage aggregates (rolled up from expired raw metadata). */
@@ -72,6 +72,6 @@ export class AccountAdminStore {
       // them into the database file (whose freed space secure_delete zeroes) and empty the WAL
       await sql`PRAGMA wal_checkpoint(TRUNCATE)`.execute(this.db);
     }
-    await this.feed.announce();
+    await this.feed.announce("keys");
   }
 }

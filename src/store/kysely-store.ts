@@ -93,6 +93,10 @@ export class KyselyStore implements Store {
     return this.feed.counter();
   }
 
+  keyChangeCounter(): number {
+    return this.feed.keysCounter();
+  }
+
   async createAccount(input: {
     name: string;
     rpm?: number | null;
@@ -187,7 +191,7 @@ export class KyselyStore implements Store {
       .where("id", "=", id)
       .where("revoked_at", "is", null)
       .executeTakeFirst();
-    await this.feed.announce();
+    await this.feed.announce("keys");
     return Number(result.numUpdatedRows) > 0;
   }
 

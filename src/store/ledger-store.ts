@@ -75,7 +75,7 @@ export class LedgerStore {
       }
       return balance;
     });
-    await this.feed.announce();
+    await this.feed.announce("balances");
     return balance;
   }
 
@@ -122,7 +122,7 @@ export class LedgerStore {
       if (holds.length > 0) await trx.deleteFrom("credit_holds").where("id", "in", holds).execute();
     });
     // other replicas cache balances: tell them these moved
-    await this.feed.announce();
+    await this.feed.announce("balances");
   }
 
   /** The account's balance as stored (settled charges only). */

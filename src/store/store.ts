@@ -53,10 +53,12 @@ export interface UsageRow {
 export interface Store {
   readonly kind: StoreKind;
   /**
-   * A number that changes whenever another process may have changed keys or accounts.
-   * Cheap and synchronous, so the auth cache can check it on every request.
+   * A number that changes whenever another process may have changed keys, accounts or
+   * balances. Cheap and synchronous, so the balance cache can check it on every request.
    */
   changeCounter(): number;
+  /** The same for keys and accounts only (not balance moves): what the auth cache checks. */
+  keyChangeCounter(): number;
   createAccount(input: {
     name: string;
     rpm?: number | null;

@@ -2,7 +2,7 @@ import type { Socket } from "node:net";
 import { Kysely, PostgresDialect } from "kysely";
 import pg from "pg";
 import { ConfigError } from "../../config/load-config.js";
-import type { ChangeFeed } from "../change-feed.js";
+import type { ChangeFeed, ChangeKind } from "../change-feed.js";
 import { KyselyStore } from "../kysely-store.js";
 import { migrateToLatest } from "../migrations.js";
 import type { Database } from "../schema.js";
@@ -34,6 +34,7 @@ export function parseDatabaseUrl(url: string): { connectionString: string; schem
  */
 class PostgresChangeFeed implements ChangeFeed {
   private value = 0;
+  private keysValue = 0;
   private listening = false;
   private client: pg.Client | null = null;
   private closed = false;
@@ -46,8 +47,10 @@ class PostgresChangeFeed implements ChangeFeed {
 
   async start(): Promise<void> {
     const client = new pg.Client(this.config);
-    client.on("notification", () => {
+    client.on("notification", (message) => {
       this.value++;
+      // a notice without a kind (an older replica's) may be about keys
+      if (message.payload !== "balances") this.keysValue++;
     });
     client.on("error", () => this.lost());
     client.on("end", () => this.lost());
@@ -57,6 +60,7 @@ class PostgresChangeFeed implements ChangeFeed {
       this.client = client;
       this.listening = true;
       this.value++;
+      this.keysValue++;
     } catch {
       this.lost();
     }
@@ -81,8 +85,13 @@ class PostgresChangeFeed implements ChangeFeed {
     return this.value;
   }
 
-  async announce(): Promise<void> {
-    await this.pool.query(`NOTIFY ${CHANNEL}`).catch(() => {});
+  keysCounter(): number {
+    if (!this.listening) this.keysValue++;
+    return this.keysValue;
+  }
+
+  async announce(kind: ChangeKind): Promise<void> {
+    await this.pool.query(`NOTIFY ${CHANNEL}, '${kind}'`).catch(() => {});
   }
 
   async close(): Promise<void> {
