@@ -488,6 +488,26 @@ describe("limits shared through Redis by two gateway processes", () => {
     expect(ttl).toBeGreaterThan(0);
     expect(ttl).toBeLessThanOrEqual(60_000);
   });
+
+  it("asks Redis once a second for a connection that does not fail, and on every request after a failure", async () => {
+    const one = new AuthThrottle("a-server-secret-of-enough-length", 2, { client: first, prefix });
+    const two = new AuthThrottle("a-server-secret-of-enough-length", 2, { client: second, prefix });
+    const asked = vi.spyOn((one as unknown as { shared: { get(key: string): Promise<unknown> } }).shared, "get");
+    const client = {};
+    await one.check("198.51.100.20", client);
+    // a good key's connection: cleared for a second, no round trip per request
+    for (let request = 0; request < 5; request++) expect(one.check("198.51.100.20", client)).toBeUndefined();
+    expect(asked).toHaveBeenCalledTimes(1);
+    // the other replica sees the address fail twice, then this connection fails once:
+    // from then on every request of it asks Redis, and is refused
+    await two.recordFailure("198.51.100.20");
+    await two.recordFailure("198.51.100.20");
+    await one.recordFailure("198.51.100.20", client);
+    await expect(one.check("198.51.100.20", client)).rejects.toMatchObject({ code: "LETHE_AUTH_THROTTLED" });
+    await expect(one.check("198.51.100.20", client)).rejects.toMatchObject({ code: "LETHE_AUTH_THROTTLED" });
+    // a new connection from the address asks at once
+    await expect(one.check("198.51.100.20", {})).rejects.toMatchObject({ code: "LETHE_AUTH_THROTTLED" });
+  });
 });
 
 describe("token limits while Redis is away", () => {

@@ -5,6 +5,19 @@ import { FixedWindows } from "../billing/fixed-windows.js";
 import { LetheError } from "../errors/lethe-error.js";
 
 const WINDOW_MS = 60_000;
+/**
+ * With Redis: how long a connection whose address Redis found under the limit skips asking
+ * again. Any failure on the connection ends it at once, so a guesser is checked on every
+ * request but its first; a client with a good key saves a Redis round trip per request.
+ */
+const SHARED_CLEAR_MS = 1_000;
+
+/** The last address a live connection asked about: its hash, and until when Redis said it was clear. */
+interface ConnectionAddress {
+  address: string;
+  key: string;
+  clearUntil: number;
+}
 
 /**
  * Slows down key guessing: failed authentications are counted per client address,
@@ -25,7 +38,7 @@ export class AuthThrottle {
   /** Failures per hashed address (memory mode). */
   private readonly failures = new FixedWindows(WINDOW_MS);
   /** The last address each live connection asked about, and its hash. */
-  private readonly connectionKeys = new WeakMap<object, { address: string; key: string }>();
+  private readonly connectionKeys = new WeakMap<object, ConnectionAddress>();
 
   constructor(
     serverSecret: string,
@@ -62,7 +75,11 @@ export class AuthThrottle {
    */
   check(address: string, connection?: object): Promise<void> | undefined {
     const shared = this.shared;
-    if (shared !== null) return this.lookUpShared(shared, this.addressKey(address, connection));
+    if (shared !== null) {
+      const seen = connection === undefined ? undefined : this.connectionAddress(address, connection);
+      if (seen !== undefined && seen.clearUntil > Date.now()) return undefined;
+      return this.lookUpShared(shared, seen?.key ?? this.hash(address), seen);
+    }
     if (this.failures.size === 0) return undefined;
     const now = Date.now();
     const window = this.failures.current(this.addressKey(address, connection), now);
@@ -73,6 +90,11 @@ export class AuthThrottle {
   /** Counts one failed authentication. */
   async recordFailure(address: string, connection?: object): Promise<void> {
     const key = this.addressKey(address, connection);
+    // the connection's next request asks Redis again
+    if (connection !== undefined) {
+      const seen = this.connectionKeys.get(connection);
+      if (seen !== undefined) seen.clearUntil = 0;
+    }
     if (this.shared === null) {
       this.failures.add(key, 1);
       return;
@@ -82,18 +104,31 @@ export class AuthThrottle {
     await this.shared.consume(key).catch(() => {});
   }
 
-  private async lookUpShared(shared: RateLimiterRedis, key: string): Promise<void> {
-    const result = await shared.get(key).catch(() => null);
+  private async lookUpShared(
+    shared: RateLimiterRedis,
+    key: string,
+    seen: ConnectionAddress | undefined,
+  ): Promise<void> {
+    let answered = true;
+    const result = await shared.get(key).catch(() => {
+      answered = false;
+      return null;
+    });
     if (result !== null && result.consumedPoints >= this.failuresPerMinute) throw throttled(result.msBeforeNext);
+    // no answer at all (Redis and the insurance limiter both failed) clears nothing: the next request asks again
+    if (seen !== undefined && answered) seen.clearUntil = Date.now() + SHARED_CLEAR_MS;
   }
 
   private addressKey(address: string, connection: object | undefined): string {
-    if (connection === undefined) return this.hash(address);
+    return connection === undefined ? this.hash(address) : this.connectionAddress(address, connection).key;
+  }
+
+  private connectionAddress(address: string, connection: object): ConnectionAddress {
     const cached = this.connectionKeys.get(connection);
-    if (cached !== undefined && cached.address === address) return cached.key;
-    const key = this.hash(address);
-    this.connectionKeys.set(connection, { address, key });
-    return key;
+    if (cached !== undefined && cached.address === address) return cached;
+    const entry = { address, key: this.hash(address), clearUntil: 0 };
+    this.connectionKeys.set(connection, entry);
+    return entry;
   }
 
   private hash(address: string): string {
