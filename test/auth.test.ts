@@ -1,7 +1,8 @@
 import OpenAI from "openai";
 import { Pool } from "undici";
-import { afterAll, beforeAll, describe, expect, it } from "vitest";
+import { afterAll, beforeAll, describe, expect, it, vi } from "vitest";
 import { displayKey, isWellFormedKey, KEY_PREFIX, KeyHasher, mintApiKey } from "../src/keys/api-key.js";
+import { Authenticator } from "../src/keys/authenticator.js";
 import { findCanaries, makeCanary } from "./support/canary.js";
 import { removeDataDir, startTestGateway, type TestGateway } from "./support/gateway-harness.js";
 
@@ -133,6 +134,31 @@ describe("authentication on /v1 routes", () => {
       expect(await send({ authorization: `Bearer ${key}` })).toEqual({ status: 401, code: "LETHE_REVOKED_API_KEY" });
     } finally {
       await connection.close();
+    }
+  });
+
+  it("shares one database look-up between the requests that find a key due for a re-check together", async () => {
+    const { store, hasher } = gateway.running.gateway;
+    let counter = 0;
+    const authenticator = new Authenticator(store, hasher, () => counter);
+    const lookUps = vi.spyOn(store, "findKeyByHash");
+    try {
+      const headers = { authorization: `Bearer ${gateway.key}` };
+      await authenticator.authenticate(headers);
+      expect(lookUps).toHaveBeenCalledTimes(1);
+      // a change notice: the cached key is checked again, once for all twenty requests
+      counter++;
+      await Promise.all(Array.from({ length: 20 }, () => authenticator.authenticate(headers)));
+      expect(lookUps).toHaveBeenCalledTimes(2);
+      // a change while a look-up is on its way needs a look-up of its own (it may be the revocation)
+      counter++;
+      const first = authenticator.authenticate(headers);
+      counter++;
+      const second = authenticator.authenticate(headers);
+      await Promise.all([first, second]);
+      expect(lookUps).toHaveBeenCalledTimes(4);
+    } finally {
+      lookUps.mockRestore();
     }
   });
 

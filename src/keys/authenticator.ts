@@ -72,6 +72,12 @@ export function extractApiKey(headers: IncomingHttpHeaders): string {
  */
 export class Authenticator {
   private readonly cache = new Map<string, CacheEntry>();
+  /**
+   * Look-ups on their way, by key hash and the change counter they started under: the
+   * requests that find a key due for a re-check at the same moment (every connection of a
+   * busy client, once a second on PostgreSQL) share one trip to the database.
+   */
+  private readonly pending = new Map<string, { counter: number; lookUp: Promise<AuthContext> }>();
   /** Until when cached keys serve without a re-check (Date.now() ms): the last one went unanswered. */
   private unansweredUntil = 0;
   /**
@@ -96,6 +102,8 @@ export class Authenticator {
   /** Drops every cached key; called after this process itself revokes or changes keys. */
   invalidate(): void {
     this.cache.clear();
+    // a look-up on its way may have read the key before the change
+    this.pending.clear();
   }
 
   /**
@@ -115,13 +123,27 @@ export class Authenticator {
       return cached.context;
     }
     if (cached !== undefined && this.unansweredUntil !== 0 && Date.now() < this.unansweredUntil) return cached.context;
-    const lookUp = this.lookUp(keyHash, counter, cached);
+    const lookUp = this.sharedLookUp(keyHash, counter, cached);
     return cached === undefined
       ? lookUp
       : boundInTime(lookUp, STORE_WAIT_MS, () => {
           this.unansweredUntil = Date.now() + UNANSWERED_BACKOFF_MS;
           return cached.context;
         });
+  }
+
+  /** One look-up per key and change counter at a time; a change since it started needs its own. */
+  private sharedLookUp(keyHash: string, counter: number, cached: CacheEntry | undefined): Promise<AuthContext> {
+    const pending = this.pending.get(keyHash);
+    if (pending !== undefined && pending.counter === counter) return pending.lookUp;
+    const lookUp = this.lookUp(keyHash, counter, cached);
+    const entry = { counter, lookUp };
+    this.pending.set(keyHash, entry);
+    const done = () => {
+      if (this.pending.get(keyHash) === entry) this.pending.delete(keyHash);
+    };
+    lookUp.then(done, done);
+    return lookUp;
   }
 
   private async lookUp(keyHash: string, counter: number, cached: CacheEntry | undefined): Promise<AuthContext> {
