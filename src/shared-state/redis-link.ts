@@ -17,13 +17,7 @@ export class RedisLink {
     url: string,
     readonly prefix: string,
   ) {
-    const options = {
-      maxRetriesPerRequest: 1,
-      enableOfflineQueue: false,
-      lazyConnect: false,
-      connectTimeout: 2_000,
-      enableAutoPipelining: true,
-    };
+    const options = { maxRetriesPerRequest: 1, enableOfflineQueue: false, lazyConnect: false, connectTimeout: 2_000 };
     // a Redis that stops answering without closing the connection (a frozen host, a partition
     // that drops packets) would otherwise hold every command, and every request, for hours
     this.client = new Redis(url, { ...options, commandTimeout: COMMAND_TIMEOUT_MS });
