@@ -162,6 +162,37 @@ describe("authentication on /v1 routes", () => {
     }
   });
 
+  it("does not cache what a look-up read before this process revoked the key (SQLite's counter does not move for it)", async () => {
+    const { store, hasher } = gateway.running.gateway;
+    const { key, keyId } = await gateway.createKey("racing");
+    const authenticator = new Authenticator(store, hasher, () => 0);
+    const headers = { authorization: `Bearer ${key}` };
+    // the look-up reads the key while it is valid, and answers only after the revocation
+    let release: () => void = () => {};
+    const gate = new Promise<void>((resolve) => {
+      release = resolve;
+    });
+    const read = store.findKeyByHash.bind(store);
+    const slow = vi.spyOn(store, "findKeyByHash").mockImplementationOnce(async (hash) => {
+      const found = await read(hash);
+      await gate;
+      return found;
+    });
+    try {
+      const racing = authenticator.authenticate(headers);
+      await store.revokeKey(keyId as never);
+      authenticator.invalidate();
+      release();
+      // that request was let in on what it read; the next one is not
+      await racing;
+      await expect(Promise.resolve(authenticator.authenticate(headers))).rejects.toMatchObject({
+        code: "LETHE_REVOKED_API_KEY",
+      });
+    } finally {
+      slow.mockRestore();
+    }
+  });
+
   it("protects GET /v1/models and lists models in OpenAI's shape", async () => {
     const denied = await fetch(`${gateway.baseURL}/models`);
     expect(denied.status).toBe(401);

@@ -508,6 +508,33 @@ describe("limits shared through Redis by two gateway processes", () => {
     // a new connection from the address asks at once
     await expect(one.check("198.51.100.20", {})).rejects.toMatchObject({ code: "LETHE_AUTH_THROTTLED" });
   });
+
+  it("ends every connection's pause at the first failure: many primed connections get one unchecked guess, not one each", async () => {
+    const throttle = new AuthThrottle("a-server-secret-of-enough-length", 3, { client: first, prefix });
+    const connections = Array.from({ length: 20 }, () => ({}));
+    // each connection first sends a good key: Redis finds the address clear
+    for (const connection of connections) await throttle.check("198.51.100.30", connection);
+    let unchecked = 0;
+    let refused = 0;
+    for (const connection of connections) {
+      const check = throttle.check("198.51.100.30", connection);
+      if (check === undefined) unchecked++;
+      else if (
+        await check.then(
+          () => false,
+          () => true,
+        )
+      ) {
+        refused++;
+        continue;
+      }
+      // the guess itself fails
+      await throttle.recordFailure("198.51.100.30", connection);
+    }
+    expect(unchecked).toBe(1);
+    // three failures are the limit: the fourth guess on is refused before its key is looked at
+    expect(refused).toBe(20 - 3);
+  });
 });
 
 describe("token limits while Redis is away", () => {

@@ -7,16 +7,20 @@ import { LetheError } from "../errors/lethe-error.js";
 const WINDOW_MS = 60_000;
 /**
  * With Redis: how long a connection whose address Redis found under the limit skips asking
- * again. Any failure on the connection ends it at once, so a guesser is checked on every
- * request but its first; a client with a good key saves a Redis round trip per request.
+ * again, while this process sees no failed authentication at all. Any failure, on any
+ * connection, ends every such pause: a guesser holding many connections primed with a
+ * good key gets one unchecked guess per replica, not one per connection. A client with a
+ * good key saves a Redis round trip per request.
  */
 const SHARED_CLEAR_MS = 1_000;
 
-/** The last address a live connection asked about: its hash, and until when Redis said it was clear. */
+/** The last address a live connection asked about: its hash, and until when (and as of which failure) Redis said it was clear. */
 interface ConnectionAddress {
   address: string;
   key: string;
   clearUntil: number;
+  /** The process's failure count when Redis said so: any failure since ends the pause. */
+  clearAtFailure: number;
 }
 
 /**
@@ -39,6 +43,8 @@ export class AuthThrottle {
   private readonly failures = new FixedWindows(WINDOW_MS);
   /** The last address each live connection asked about, and its hash. */
   private readonly connectionKeys = new WeakMap<object, ConnectionAddress>();
+  /** Failed authentications this process has counted: moving it ends every pause. */
+  private failuresSeen = 0;
 
   constructor(
     serverSecret: string,
@@ -71,13 +77,16 @@ export class AuthThrottle {
   /**
    * Refuses an address that failed too often in the window: undefined when it may go on,
    * a rejected promise when it may not. With Redis, other replicas' failures count too,
-   * so every check asks Redis.
+   * so a check asks Redis, unless the connection's address was found clear within
+   * SHARED_CLEAR_MS and this process has counted no failure since.
    */
   check(address: string, connection?: object): Promise<void> | undefined {
     const shared = this.shared;
     if (shared !== null) {
       const seen = connection === undefined ? undefined : this.connectionAddress(address, connection);
-      if (seen !== undefined && seen.clearUntil > Date.now()) return undefined;
+      if (seen !== undefined && seen.clearAtFailure === this.failuresSeen && seen.clearUntil > Date.now()) {
+        return undefined;
+      }
       return this.lookUpShared(shared, seen?.key ?? this.hash(address), seen);
     }
     if (this.failures.size === 0) return undefined;
@@ -90,11 +99,8 @@ export class AuthThrottle {
   /** Counts one failed authentication. */
   async recordFailure(address: string, connection?: object): Promise<void> {
     const key = this.addressKey(address, connection);
-    // the connection's next request asks Redis again
-    if (connection !== undefined) {
-      const seen = this.connectionKeys.get(connection);
-      if (seen !== undefined) seen.clearUntil = 0;
-    }
+    // every connection's next request asks Redis again
+    this.failuresSeen++;
     if (this.shared === null) {
       this.failures.add(key, 1);
       return;
@@ -109,6 +115,7 @@ export class AuthThrottle {
     key: string,
     seen: ConnectionAddress | undefined,
   ): Promise<void> {
+    const failuresBefore = this.failuresSeen;
     let answered = true;
     const result = await shared.get(key).catch(() => {
       answered = false;
@@ -116,7 +123,11 @@ export class AuthThrottle {
     });
     if (result !== null && result.consumedPoints >= this.failuresPerMinute) throw throttled(result.msBeforeNext);
     // no answer at all (Redis and the insurance limiter both failed) clears nothing: the next request asks again
-    if (seen !== undefined && answered) seen.clearUntil = Date.now() + SHARED_CLEAR_MS;
+    if (seen !== undefined && answered) {
+      seen.clearUntil = Date.now() + SHARED_CLEAR_MS;
+      // a failure counted while Redis answered is not in that answer
+      seen.clearAtFailure = failuresBefore;
+    }
   }
 
   private addressKey(address: string, connection: object | undefined): string {
@@ -126,7 +137,7 @@ export class AuthThrottle {
   private connectionAddress(address: string, connection: object): ConnectionAddress {
     const cached = this.connectionKeys.get(connection);
     if (cached !== undefined && cached.address === address) return cached;
-    const entry = { address, key: this.hash(address), clearUntil: 0 };
+    const entry = { address, key: this.hash(address), clearUntil: 0, clearAtFailure: -1 };
     this.connectionKeys.set(connection, entry);
     return entry;
   }

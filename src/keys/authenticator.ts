@@ -78,6 +78,8 @@ export class Authenticator {
    * busy client, once a second on PostgreSQL) share one trip to the database.
    */
   private readonly pending = new Map<string, { counter: number; lookUp: Promise<AuthContext> }>();
+  /** Moves on `invalidate()`: a look-up that started before keeps its answer out of the cache. */
+  private generation = 0;
   /** Until when cached keys serve without a re-check (Date.now() ms): the last one went unanswered. */
   private unansweredUntil = 0;
   /**
@@ -102,8 +104,10 @@ export class Authenticator {
   /** Drops every cached key; called after this process itself revokes or changes keys. */
   invalidate(): void {
     this.cache.clear();
-    // a look-up on its way may have read the key before the change
+    // a look-up on its way may have read the key before the change: it is not shared, and
+    // its answer is not cached (SQLite's counter does not move for this process's own writes)
     this.pending.clear();
+    this.generation++;
   }
 
   /**
@@ -147,6 +151,7 @@ export class Authenticator {
   }
 
   private async lookUp(keyHash: string, counter: number, cached: CacheEntry | undefined): Promise<AuthContext> {
+    const generation = this.generation;
     let record: KeyRecord | undefined;
     let account: AccountRecord | undefined;
     try {
@@ -169,6 +174,8 @@ export class Authenticator {
     if (account === undefined || account.deletedAt !== null)
       throw new LetheError("LETHE_INVALID_API_KEY", "The API key is not valid.");
     const context = toContext(record, account);
+    // read before this process changed keys or accounts: good for this request, not for the next
+    if (generation !== this.generation) return context;
     if (this.cache.size >= MAX_CACHED_KEYS) this.cache.clear();
     this.cache.set(keyHash, { key: record, context, cachedAt: Date.now(), counter });
     return context;
