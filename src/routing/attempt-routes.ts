@@ -38,6 +38,29 @@ export interface Attempted {
   sentAfterMs: number;
 }
 
+/**
+ * Whether a route of the plan outside `cannotCarry` can carry the request (its format
+ * takes it). Asked only on the rare path where every candidate refused it: no closure
+ * or look-up per request.
+ */
+function someRouteCarries(
+  gateway: Gateway,
+  surface: ClientSurface,
+  request: ClientRequest,
+  plan: RoutePlan,
+  cannotCarry: Set<RouteConfig>,
+): boolean {
+  return plan.routes.some((route) => {
+    if (cannotCarry.has(route)) return false;
+    try {
+      surface.upstreamBody(request, route, gateway.suppliers.get(route.supplier.id).format);
+      return true;
+    } catch {
+      return false;
+    }
+  });
+}
+
 const DEFAULT_EXPECTED_OUTPUT = 512;
 /** What the strategies that ignore tokens get: one shared object, not one per request. */
 const NO_EXPECTATION: ExpectedTokens = Object.freeze({ input: 0, output: 0 });
@@ -125,16 +148,6 @@ export async function attemptRoutes(
   // routes whose supplier cannot carry this request as asked (translation refused it), and why
   let cannotCarry: Set<RouteConfig> | null = null;
   let refusal: LetheError | null = null;
-  const anyOtherRouteCarries = () =>
-    plan.routes.some((route) => {
-      if (cannotCarry?.has(route)) return false;
-      try {
-        surface.upstreamBody(request, route, gateway.suppliers.get(route.supplier.id).format);
-        return true;
-      } catch {
-        return false;
-      }
-    });
   for (let turn = 0; exchange.attempts < plan.model.maxAttempts && skipped < candidates.length; turn++) {
     const route = candidates[turn % candidates.length] as RouteConfig;
     if (cannotCarry?.has(route)) {
@@ -242,7 +255,11 @@ export async function attemptRoutes(
   // a refusal only when no route could carry the request: one whose breaker kept it out of
   // `candidates` may, and then the model is unhealthy (503, retryable), not the request wrong
   // (a pinned route is the only one the client allows: its refusal stands)
-  if (refusal !== null && cannotCarry?.size === candidates.length && (pinned !== null || !anyOtherRouteCarries())) {
+  if (
+    refusal !== null &&
+    cannotCarry?.size === candidates.length &&
+    (pinned !== null || !someRouteCarries(gateway, surface, request, plan, cannotCarry))
+  ) {
     throw refusal;
   }
   if (cancellation.aborted)
