@@ -241,28 +241,35 @@ describe("OpenAIToAnthropicStream", () => {
     expect(whole.stop_reason).toBe("tool_use");
   });
 
-  it("relays a refusal as text, streamed and not", () => {
+  it("relays a refusal as text ending with stop_reason refusal, streamed and not (OpenAI ends it with stop)", () => {
     const events = parseSse(
       feed(new OpenAIToAnthropicStream(clientRequest(true), exchangeFor("anthropic")), [
         chunk({ role: "assistant", refusal: "" }),
         chunk({ refusal: "I can't " }),
         chunk({ refusal: "help with that." }),
-        chunk({}, "content_filter"),
+        chunk({}, "stop"),
       ]),
     ).map(jsonOf);
     expect(events.filter((event) => event.type === "content_block_delta").map((event) => event.delta)).toEqual([
       { type: "text_delta", text: "I can't " },
       { type: "text_delta", text: "help with that." },
     ]);
-    const message = openAIToAnthropicMessage(
-      {
-        id: "chatcmpl-r",
-        choices: [{ message: { role: "assistant", content: null, refusal: "No." }, finish_reason: "stop" }],
-      },
-      "unit-model" as ModelId,
-      { input: 1, output: 1, cachedInput: 0, cacheWrite: 0, reasoning: 0 },
-    );
-    expect(message.content).toEqual([{ type: "text", text: "No." }]);
+    expect(events.find((event) => event.type === "message_delta")?.delta).toEqual({
+      stop_reason: "refusal",
+      stop_sequence: null,
+    });
+    const refused = (message: Json) =>
+      openAIToAnthropicMessage(
+        { id: "chatcmpl-r", choices: [{ message: { role: "assistant", ...message }, finish_reason: "stop" }] },
+        "unit-model" as ModelId,
+        { input: 1, output: 1, cachedInput: 0, cacheWrite: 0, reasoning: 0 },
+      );
+    expect(refused({ content: null, refusal: "No." })).toMatchObject({
+      content: [{ type: "text", text: "No." }],
+      stop_reason: "refusal",
+    });
+    // an answer with content (refusal null, as OpenAI sends it) ends as it always did
+    expect(refused({ content: "Sure.", refusal: null })).toMatchObject({ stop_reason: "end_turn" });
   });
 
   it.each([

@@ -32,13 +32,18 @@ export function toOpenAIFinishReason(stopReason: unknown): string {
  * Anthropic's `stop_reason` and `stop_sequence` for how an OpenAI-compatible answer ended.
  * vLLM and servers like it name the matched stop string in the choice's `stop_reason`;
  * only one of the request's own `stop_sequences` counts. OpenAI itself does not say which
- * one matched, so its answers report `end_turn`.
+ * one matched, so its answers report `end_turn`. An answer that was only OpenAI's
+ * `refusal` (structured outputs) ends `finish_reason: stop`; Anthropic clients read a
+ * refusal from `stop_reason: refusal`, so `refused` says so.
  */
 export function anthropicStop(
   choice: { finish_reason?: unknown; stop_reason?: unknown },
   stopSequences: unknown,
   calledTools: boolean,
+  refused = false,
 ): { stop_reason: string; stop_sequence: string | null } {
+  if (refused && !calledTools && choice.finish_reason === "stop")
+    return { stop_reason: "refusal", stop_sequence: null };
   const matched = choice.stop_reason;
   if (
     choice.finish_reason === "stop" &&

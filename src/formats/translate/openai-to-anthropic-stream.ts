@@ -24,6 +24,8 @@ export class OpenAIToAnthropicStream implements StreamTranslator {
   private readonly blockByToolIndex = new Map<number, number>();
   /** How the answer ended: the finish reason, and vLLM's matched stop string, once they came. */
   private finish: { finish_reason?: unknown; stop_reason?: unknown } = {};
+  /** The answer's text was OpenAI's `refusal`, not `content`: it ends with `stop_reason: refusal`. */
+  private refused = false;
   private readonly fallback = new UsageFallback();
 
   constructor(
@@ -50,7 +52,11 @@ export class OpenAIToAnthropicStream implements StreamTranslator {
       out += this.deltaEvent({ type: "thinking_delta", thinking: reasoning }, reasoning);
     }
     // a refusal is the model's answer all the same: Anthropic has no field for it but text
-    const text = typeof delta.content === "string" && delta.content !== "" ? delta.content : delta.refusal;
+    let text = delta.content;
+    if (typeof text !== "string" || text === "") {
+      text = delta.refusal;
+      if (typeof text === "string" && text !== "") this.refused = true;
+    }
     if (typeof text === "string" && text !== "") {
       out += this.open("text", { type: "text", text: "" });
       out += this.deltaEvent({ type: "text_delta", text }, text);
@@ -145,7 +151,12 @@ export class OpenAIToAnthropicStream implements StreamTranslator {
       this.close() +
       anthropicEvent("message_delta", {
         type: "message_delta",
-        delta: anthropicStop(this.finish, this.request.body.stop_sequences, this.blockByToolIndex.size > 0),
+        delta: anthropicStop(
+          this.finish,
+          this.request.body.stop_sequences,
+          this.blockByToolIndex.size > 0,
+          this.refused,
+        ),
         usage: toAnthropicUsage(usage),
       }) +
       anthropicEvent("message_stop", { type: "message_stop" })

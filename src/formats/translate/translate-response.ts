@@ -31,14 +31,17 @@ export function openAIToAnthropicMessage(
   const choice = ((completion.choices as Json[] | undefined) ?? [])[0] ?? {};
   const message = (choice.message ?? {}) as Json;
   const content: Json[] = [];
+  let refused = false;
   const reasoning = message.reasoning_content ?? message.reasoning;
   if (typeof reasoning === "string" && reasoning !== "")
     content.push({ type: "thinking", thinking: reasoning, signature: "" });
   if (typeof message.content === "string" && message.content !== "")
     content.push({ type: "text", text: message.content });
   // a refusal is the model's answer all the same: Anthropic has no field for it but text
-  else if (typeof message.refusal === "string" && message.refusal !== "")
+  else if (typeof message.refusal === "string" && message.refusal !== "") {
     content.push({ type: "text", text: message.refusal });
+    refused = true;
+  }
   for (const call of (message.tool_calls as (Json | null)[] | undefined) ?? []) {
     if (call === null || typeof call !== "object") continue;
     const fn = (call.function ?? {}) as Json;
@@ -55,6 +58,7 @@ export function openAIToAnthropicMessage(
       choice,
       stopSequences,
       content.some((block) => block.type === "tool_use"),
+      refused,
     ),
     usage: toAnthropicUsage(usage),
   };
