@@ -168,8 +168,11 @@ describe("headers", () => {
     expect(upstream.headers["anthropic-version"]).toBe("2023-01-01");
     expect(upstream.headers["anthropic-beta"]).toBe("beta-one,beta-two");
     expect(upstream.headers["x-api-key"]).toBe(ANTHROPIC_SUPPLIER_KEY);
+    // answers are read as they come: a supplier must not compress them
+    expect(upstream.headers["accept-encoding"]).toBe("identity");
     expect(Object.keys(upstream.headers).sort()).toEqual([
       "accept",
+      "accept-encoding",
       "anthropic-beta",
       "anthropic-version",
       "connection",

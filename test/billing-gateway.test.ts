@@ -222,6 +222,52 @@ describe("billing through the gateway", () => {
     }
   });
 
+  it("counts the tokens itself when a supplier reports counts no model could reach, rather than drain the account", async () => {
+    const credits = 1_000_000_000;
+    const account = await rig.account("absurd-usage", { credits });
+    const startedWith = rig.finishedCount();
+    // -1 wrapped to 32 bits, and a float past any integer: billed as reported, either would
+    // leave the account thousands (or 1e294) below zero, for good
+    rig.openAIFake.setBehaviour(
+      behaviour.ok({ usage: { prompt: 4294967295, completion: 1e300, cached: 0, reasoning: 0 } }),
+    );
+    rig.anthropicFake.setBehaviour(
+      anthropicBehaviour.ok({ usage: { input: 4294967295, output: 12, cacheRead: 0, cacheCreation: 0, thinking: 0 } }),
+    );
+    try {
+      for (const model of [BILLED.gpt, BILLED.claude]) {
+        for (const stream of [false, true]) {
+          const path = model === BILLED.gpt ? "/v1/chat/completions" : "/v1/messages";
+          const response = await rig.post(path, account.key, {
+            model,
+            max_tokens: 50,
+            stream,
+            messages: [{ role: "user", content: "four short words" }],
+          });
+          expect(response.status).toBe(200);
+          await response.arrayBuffer();
+        }
+      }
+      await rig.finished(startedWith + 4);
+    } finally {
+      rig.openAIFake.setBehaviour(behaviour.ok());
+      rig.anthropicFake.setBehaviour(anthropicBehaviour.ok());
+    }
+    const records = (await rig.records()).filter((record) => record.account === account.id);
+    expect(records).toHaveLength(4);
+    for (const record of records) {
+      expect(record.tokens_estimated).toBe(true);
+      expect(record.input_tokens).toBeGreaterThan(0);
+      expect(record.input_tokens).toBeLessThan(100);
+      expect(record.output_tokens).toBeLessThan(100);
+      expect(record.cost_micros).toBe(tokensCost(record));
+    }
+    const ledger = await ledgerOf(rig, account.id);
+    const charged = records.reduce((sum, record) => sum + record.cost_micros, 0);
+    expect(ledger.balance).toBe(credits - charged);
+    expect(charged).toBeLessThan(credits / 1000);
+  });
+
   it("bills the output an Anthropic stream relayed before it was cut, not message_start's placeholder count", async () => {
     const account = await rig.account("cut-anthropic-streams", { credits: 100_000_000 });
     // the fake echoes the prompt a word per delta: 40 words, of which the cut streams relay 24

@@ -236,6 +236,8 @@ describe("supplier failures on the OpenAI-compatible path", () => {
         "rate_limit_exceeded",
       ],
       [500, "The server had an error processing your request (organization org-operator123).", "server_error"],
+      // a base_url answered by a redirect (http to https, a moved host): Lethe follows none
+      [307, "Moved to https://internal.example/org-operator123/upstream-model-1 for key sk-fake-s***6789", "moved"],
     ])("keeps the operator's details out of what a supplier's %i tells the caller", async (status, message, code) => {
       const { body, headers } = canaryChat(rig, "operatordetail");
       rig.fake.enqueue(
@@ -245,7 +247,7 @@ describe("supplier failures on the OpenAI-compatible path", () => {
 
       expect(result.status).toBe(status === 429 ? 429 : 502);
       // the operator's setup is wrong: both SDKs are told not to retry, which would only refuse again
-      expect(result.headers.get("x-should-retry")).toBe(status === 401 || status === 404 ? "false" : null);
+      expect(result.headers.get("x-should-retry")).toBe(status === 500 || status === 429 ? null : "false");
       const error = (JSON.parse(result.text) as OpenAIErrorBody).error;
       expect(error.message).not.toContain("Supplier said");
       expect(result.text).not.toContain("sk-fake");

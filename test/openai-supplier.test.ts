@@ -74,8 +74,11 @@ describe("chat completions through an OpenAI-compatible supplier", () => {
     expect(upstream.headers.authorization).toBe(`Bearer ${FAKE_SUPPLIER_KEY}`);
     expect(upstream.headers["content-type"]).toBe("application/json");
     expect(upstream.headers.accept).toBe(accept);
+    // answers are read as they come: without the header a supplier may compress them (RFC 9110)
+    expect(upstream.headers["accept-encoding"]).toBe("identity");
     expect(Object.keys(upstream.headers).sort()).toEqual([
       "accept",
+      "accept-encoding",
       "authorization",
       "connection",
       "content-length",

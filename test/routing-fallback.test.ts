@@ -115,6 +115,10 @@ describe("before the first byte: the next route serves", () => {
     // the operator's model mapping or key is wrong, not the caller's request
     ["a 404", false, () => behaviour.status(404)],
     ["a 200 that is not JSON", false, () => behaviour.notJson()],
+    ["a 200 of JSON in the wrong shape (choices: [null])", false, () => behaviour.wrongShape()],
+    // a redirect's body speaks of the operator's side: it is a failure of the route, never shown
+    ["a 307 redirect", false, () => behaviour.status(307, { error: "moved" }, { location: "http://127.0.0.1:9/" })],
+    ["a 301 redirect", true, () => behaviour.status(301, { error: "moved" }, { location: "http://127.0.0.1:9/" })],
     ["a 200 that is not an event stream", true, () => behaviour.notJson()],
     ["half a body, then a reset", false, () => behaviour.resetMidStream()],
     ["stream headers, then a reset", true, () => behaviour.resetMidStream(0)],
@@ -298,6 +302,8 @@ describe("after the first byte: never retried, an error event ends the stream", 
     ["a reset connection", () => behaviour.resetMidStream(), "LETHE_UPSTREAM_UNAVAILABLE"],
     ["a chunk that is garbage", () => behaviour.garbageChunk(), "LETHE_UPSTREAM_BAD_RESPONSE"],
     ["an error chunk that echoes the prompt", () => behaviour.streamErrorChunk(), "LETHE_UPSTREAM_ERROR"],
+    // valid JSON that Lethe cannot translate is the supplier's garbage, not Lethe's own failure
+    ["chunks of the wrong shape (null entries)", () => behaviour.wrongShape(), "LETHE_UPSTREAM_BAD_RESPONSE"],
   ])("%s", async (_name, failure, code) => {
     const { canary, content } = canaryPrompt(canaries, "midstream");
     fakes.primary.enqueue(failure(), failure(), failure());

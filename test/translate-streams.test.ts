@@ -436,6 +436,38 @@ describe("AnthropicToOpenAIStream", () => {
     expect((last.choices as Json[])[0]?.finish_reason).toBe(finishReason);
   });
 
+  it("leaves a server tool's input out of the client's tool calls (it has no OpenAI counterpart)", async () => {
+    const events = parseSse(
+      feed(new AnthropicToOpenAIStream(clientRequest(false), exchangeFor("openai")), [
+        ANTHROPIC_EVENTS[0] as Json,
+        {
+          type: "content_block_start",
+          index: 0,
+          content_block: { type: "server_tool_use", id: "srvtoolu_1", name: "web_search", input: {} },
+        },
+        { type: "content_block_delta", index: 0, delta: { type: "input_json_delta", partial_json: '{"query":"q"}' } },
+        { type: "content_block_stop", index: 0 },
+        {
+          type: "content_block_start",
+          index: 1,
+          content_block: { type: "tool_use", id: "toolu_1", name: "get_weather", input: {} },
+        },
+        {
+          type: "content_block_delta",
+          index: 1,
+          delta: { type: "input_json_delta", partial_json: '{"city":"Paris"}' },
+        },
+        { type: "content_block_stop", index: 1 },
+        { type: "message_delta", delta: { stop_reason: "tool_use" }, usage: { output_tokens: 9 } },
+        { type: "message_stop" },
+      ]),
+    );
+    const completion = await ChatCompletionStream.fromReadableStream(asReadable(events)).finalChatCompletion();
+    expect(completion.choices[0]?.message.tool_calls).toEqual([
+      { id: "toolu_1", type: "function", function: { name: "get_weather", arguments: '{"city":"Paris"}' } },
+    ]);
+  });
+
   it("ends a failed stream with an OpenAI error chunk and [DONE]", () => {
     const translator = new AnthropicToOpenAIStream(clientRequest(false), exchangeFor("openai"));
     translator.event({ event: "message_start", data: ANTHROPIC_EVENTS[0] as Json });
@@ -473,6 +505,28 @@ describe("AnthropicStreamRelay", () => {
       { type: "tool_use", id: "toolu_1", name: "f", input: { a: 1 } },
       { type: "tool_use", id: "toolu_2", name: "g", input: {} },
     ]);
+  });
+
+  it("drops an event whose type would break the client's framing (a line break in the event: line)", () => {
+    const text = feed(new AnthropicStreamRelay(clientRequest(true), exchangeFor("anthropic")), [
+      ANTHROPIC_EVENTS[0] as Json,
+      { type: "content_block_start", index: 0, content_block: { type: "text", text: "" } },
+      { type: "content_block_delta", index: 0, delta: { type: "text_delta", text: "real" } },
+      {
+        type: 'x\ndata: {"type":"content_block_delta","index":0,"delta":{"type":"text_delta","text":" FORGED"}}\n\nevent: y',
+        index: 0,
+      },
+      { type: "some_new_event", index: 0 },
+    ]);
+    const events = parseSse(text);
+    // the supplier's event types reach the client as they are, but none can frame an event of its own
+    expect(events.map((event) => event.event)).toEqual([
+      "message_start",
+      "content_block_start",
+      "content_block_delta",
+      "some_new_event",
+    ]);
+    expect(text).not.toContain("FORGED");
   });
 
   it("ends a failed stream with Anthropic's error event", () => {

@@ -11,7 +11,7 @@ import {
 import { anthropicToOpenAICompletion, openAIToAnthropicMessage } from "../src/formats/translate/translate-response.js";
 import { fromAnthropicUsage, toAnthropicUsage } from "../src/metering/anthropic-usage.js";
 import { Exchange } from "../src/metering/exchange.js";
-import { fromOpenAIUsage, toOpenAIUsage } from "../src/metering/token-usage.js";
+import { fromOpenAIUsage, MAX_PLAUSIBLE_TOKENS, toOpenAIUsage } from "../src/metering/token-usage.js";
 
 /** The translators as pure functions: requests both ways, answers both ways, reasons and usage. */
 
@@ -595,6 +595,19 @@ describe("usage semantics", () => {
         completion_tokens_details: { reasoning_tokens: 50 },
       }),
     ).toEqual({ input: 1000, output: 250, cachedInput: 400, cacheWrite: 0, reasoning: 50 });
+  });
+
+  it("reads counts past what any model could reach as no usage at all, in both formats", () => {
+    expect(fromOpenAIUsage({ prompt_tokens: MAX_PLAUSIBLE_TOKENS, completion_tokens: 1 })?.input).toBe(
+      MAX_PLAUSIBLE_TOKENS,
+    );
+    expect(fromOpenAIUsage({ prompt_tokens: 4294967295, completion_tokens: 1 })).toBeNull();
+    expect(fromOpenAIUsage({ prompt_tokens: 1, completion_tokens: 1e300 })).toBeNull();
+    expect(fromOpenAIUsage({ prompt_tokens: 1, completion_tokens_details: { reasoning_tokens: 2 ** 53 } })).toBeNull();
+    // Anthropic's input is the sum of three counts: the sum is what must be plausible
+    const half = MAX_PLAUSIBLE_TOKENS / 2 + 1;
+    expect(fromAnthropicUsage({ input_tokens: half, cache_read_input_tokens: half, output_tokens: 1 })).toBeNull();
+    expect(fromAnthropicUsage({ input_tokens: 10, output_tokens: 4294967295 })).toBeNull();
   });
 
   it("writes each format's usage back from Lethe's counters", () => {

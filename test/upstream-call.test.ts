@@ -25,6 +25,7 @@ function clientFor(
   server: Server,
   timeouts: Partial<SupplierConfig["timeouts"]> = {},
   maxResponseBytes = 64 * 1024 * 1024,
+  keepAliveMs = 4000,
 ): SupplierHttpClient {
   const { port } = server.address() as AddressInfo;
   return new SupplierHttpClient({
@@ -36,6 +37,7 @@ function clientFor(
     sendStoreFalse: false,
     maxTokensField: "max_tokens",
     maxConnections: 4,
+    keepAliveMs,
     maxResponseBytes,
     headers: {},
     timeouts: { connectMs: 1000, firstByteMs: 5000, idleMs: 5000, totalMs: 10_000, ...timeouts },
@@ -73,9 +75,10 @@ describe("supplier HTTP calls (undici dispatch handler)", () => {
     handler: (request: IncomingMessage, response: ServerResponse) => void,
     timeouts?: Partial<SupplierConfig["timeouts"]>,
     maxResponseBytes?: number,
+    keepAliveMs?: number,
   ) {
     const server = await startServer(handler);
-    const client = clientFor(server, timeouts, maxResponseBytes);
+    const client = clientFor(server, timeouts, maxResponseBytes, keepAliveMs);
     cleanups.push(async () => {
       await client.close();
       server.closeAllConnections();
@@ -302,5 +305,85 @@ describe("supplier HTTP calls (undici dispatch handler)", () => {
     };
     await expect(read()).rejects.toMatchObject({ code: "LETHE_UPSTREAM_BAD_RESPONSE" });
     expect(endless.aborted).toBe(true);
+  });
+
+  it("gives up on a failed answer's body that trickles, at idle_ms or 2 s, and moves on without it", async () => {
+    const client = await setUp((_request, response) => {
+      response.writeHead(503, { "content-type": "application/json" });
+      // a byte every 50 ms: never idle for idle_ms, never done
+      const timer = setInterval(() => response.write(" "), 50);
+      response.on("close", () => clearInterval(timer));
+    });
+    const started = Date.now();
+    const overloaded = await client.post("/chat", "{}", {}, new Cancellation(), {
+      firstByteMs: 5000,
+      idleMs: 300,
+      totalMs: 10_000,
+    });
+    expect(isRejection(overloaded) && overloaded.error.code).toBe("LETHE_UPSTREAM_OVERLOADED");
+    // the status decides; the body was given up after idle_ms, not at the 10 s total
+    expect(Date.now() - started).toBeLessThan(3000);
+  });
+
+  it("times a supplier that sends 1xx answers and never the real one out at first_byte_ms, not at the total", async () => {
+    const client = await setUp((_request, response) => {
+      // 103 Early Hints every 100 ms: undici starts its own first-byte timer again at each
+      const timer = setInterval(() => response.writeEarlyHints({ link: "</a.css>; rel=preload" }), 100);
+      response.on("close", () => clearInterval(timer));
+    });
+    const started = Date.now();
+    await expect(
+      client.post("/chat", "{}", {}, new Cancellation(), {
+        firstByteMs: 400,
+        idleMs: 5000,
+        totalMs: 10_000,
+      }),
+    ).rejects.toMatchObject({ code: "LETHE_UPSTREAM_TIMEOUT" });
+    expect(Date.now() - started).toBeLessThan(3000);
+  });
+
+  it("reads a stream whose lines end with a lone CR to its last event, and drops an event cut before its blank line", async () => {
+    const client = await setUp((request, response) => {
+      response.writeHead(200, { "content-type": "text/event-stream" });
+      if (request.url?.endsWith("cut") === true) response.end("data: 1\r\rdata: 2\r");
+      else response.end("event: a\rdata: 1\r\revent: b\rdata: 2\r\r");
+    });
+    const read = async (path: string) => {
+      const answer = (await client.post(path, "{}", {}, new Cancellation())) as UpstreamResponse;
+      const events = [];
+      for await (const event of readSse(answer)) events.push([event.event, event.data]);
+      return events;
+    };
+    expect(await read("/cr")).toEqual([
+      ["a", "1"],
+      ["b", "2"],
+    ]);
+    expect(await read("/cut")).toEqual([[undefined, "1"]]);
+  });
+
+  it("closes a pooled connection idle for keep_alive_ms, before a supplier that closes idle ones unannounced does", async () => {
+    const closedAfter: number[] = [];
+    let answeredAt = 0;
+    const server = await startServer((request, response) => {
+      request.socket.once("close", () => closedAfter.push(Date.now() - answeredAt));
+      answeredAt = Date.now();
+      // no Keep-Alive header (as uvicorn sends none): the pool's own keep_alive_ms decides
+      response.shouldKeepAlive = true;
+      response.writeHead(200, { "content-type": "application/json", connection: "keep-alive" });
+      response.end("{}");
+    });
+    server.keepAliveTimeout = 60_000;
+    const client = clientFor(server, {}, undefined, 200);
+    cleanups.push(async () => {
+      await client.close();
+      server.closeAllConnections();
+      server.close();
+    });
+    const answer = (await client.post("/chat", "{}", {}, new Cancellation())) as UpstreamResponse;
+    expect(await answer.text()).toBe("{}");
+    await waitUntil(() => closedAfter.length === 1);
+    // Lethe's side closed it after about keep_alive_ms; the server would have kept it a minute
+    expect(closedAfter[0]).toBeGreaterThanOrEqual(150);
+    expect(closedAfter[0]).toBeLessThan(1500);
   });
 });

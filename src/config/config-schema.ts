@@ -48,6 +48,11 @@ const supplier = z
     // refuse max_tokens; many OpenAI-compatible servers know only max_tokens
     max_tokens_field: z.enum(["max_tokens", "max_completion_tokens"]).optional(),
     max_connections: z.number().int().positive().default(128),
+    // an idle pooled connection is closed after this: below the 5 s after which many servers
+    // (uvicorn under vLLM, Node) close theirs without saying so, or a request sent on one
+    // just as the server closes it fails (undici's own default; a Keep-Alive header's
+    // timeout, when the supplier sends one, is honoured, less a second)
+    keep_alive_ms: z.number().int().positive().default(4_000),
     // a whole JSON answer, or one event of a stream (a stream itself may run on): a supplier
     // sending without end must not fill the gateway's memory
     max_response_bytes: z

@@ -17,6 +17,8 @@ export interface SupplierConfig {
   /** Where a translated request's output limit goes: `max_completion_tokens` for OpenAI itself, `max_tokens` elsewhere. */
   maxTokensField: "max_tokens" | "max_completion_tokens";
   maxConnections: number;
+  /** How long an idle pooled connection is kept, unless the supplier's Keep-Alive header says less. */
+  keepAliveMs: number;
   /** Bound on a whole JSON answer, and on one server-sent event of a stream. */
   maxResponseBytes: number;
   headers: Record<string, string>;
@@ -234,6 +236,7 @@ export function resolveConfig(
       sendStoreFalse: entry.send_store_false,
       maxTokensField: entry.max_tokens_field ?? defaultMaxTokensField(entry.base_url),
       maxConnections: entry.max_connections,
+      keepAliveMs: entry.keep_alive_ms,
       maxResponseBytes: entry.max_response_bytes,
       headers: entry.headers,
       timeouts: {

@@ -222,9 +222,10 @@ export class MeteredCall {
     }
     if (error instanceof RateLimitedError) addRateLimitHeaders(headers, this.format, error.limitKind, error.limit);
     if (error.retryAfterSeconds !== null) headers.push("retry-after", Math.ceil(error.retryAfterSeconds));
-    // a supplier that refused Lethe's own credentials or model name refuses again: both SDKs
-    // would retry the 502 twice, each a wasted supplier call (they honour x-should-retry)
-    if (error instanceof UpstreamError && NOT_WORTH_RETRYING.has(error.upstreamStatus)) {
+    // a supplier that refused Lethe's own credentials or model name, or redirected its base
+    // URL, does so again: both SDKs would retry the 502 twice, each a wasted supplier call
+    // (they honour x-should-retry)
+    if (error instanceof UpstreamError && notWorthRetrying(error.upstreamStatus)) {
       headers.push("x-should-retry", "false");
     }
     const { status, body } = renderFailure(this.format, failure);
@@ -244,8 +245,10 @@ export class MeteredCall {
   }
 }
 
-/** Supplier statuses that say the operator's setup is wrong (key, permission, model name), not that it is busy. */
-const NOT_WORTH_RETRYING = new Set([401, 403, 404]);
+/** Supplier statuses that say the operator's setup is wrong (base URL, key, permission, model name), not that it is busy. */
+function notWorthRetrying(status: number): boolean {
+  return (status >= 300 && status < 400) || status === 401 || status === 403 || status === 404;
+}
 
 function tooLarge(): LetheError {
   return new LetheError("LETHE_BODY_TOO_LARGE", "The request body is larger than this gateway accepts.");

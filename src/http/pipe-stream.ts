@@ -1,7 +1,8 @@
 import type { ServerResponse } from "node:http";
-import { type LetheError, toLetheError } from "../errors/lethe-error.js";
+import { LetheError, toLetheError } from "../errors/lethe-error.js";
 import type { StreamTranslator } from "../formats/surface/client-surface.js";
 import type { Exchange } from "../metering/exchange.js";
+import { unreadableAnswer } from "../suppliers/http/read-json.js";
 import type { WireEvent } from "../suppliers/supplier.js";
 import { finishExchange, type Gateway } from "./gateway.js";
 
@@ -16,6 +17,21 @@ function writable(response: ServerResponse): Promise<void> {
     response.on("drain", done);
     response.on("close", done);
   });
+}
+
+/**
+ * One supplier event in the client's format. An event that is JSON of the wrong shape
+ * (`message: null`, `choices: [null]`) can make a translator throw: the supplier's
+ * garbage, ending the stream as a bad response (and counted against the route), not as
+ * Lethe's own failure.
+ */
+function translate(translator: StreamTranslator, event: WireEvent): string | null {
+  try {
+    return translator.event(event);
+  } catch (thrown) {
+    if (thrown instanceof LetheError) throw thrown;
+    throw unreadableAnswer();
+  }
 }
 
 /**
@@ -37,7 +53,7 @@ export async function pipeStream(
   try {
     for await (const event of events) {
       if (response.destroyed) break;
-      const text = translator.event(event);
+      const text = translate(translator, event);
       if (text === null) continue;
       const room = response.write(text);
       if (!sentFirst) {

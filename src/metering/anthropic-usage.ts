@@ -1,8 +1,9 @@
-import { tokenCount as count, type TokenUsage } from "./token-usage.js";
+import { tokenCount as count, plausibleUsage, type TokenUsage } from "./token-usage.js";
 
 /**
  * Reads Anthropic's `usage`. Anthropic's `input_tokens` excludes cache reads and
- * cache writes; Lethe's `input` counts them all, with `cachedInput` the reads.
+ * cache writes; Lethe's `input` counts them all, with `cachedInput` the reads. Null when
+ * absent, or when a count is past what any model could reach (MAX_PLAUSIBLE_TOKENS).
  */
 export function fromAnthropicUsage(usage: unknown): TokenUsage | null {
   if (typeof usage !== "object" || usage === null) return null;
@@ -10,13 +11,13 @@ export function fromAnthropicUsage(usage: unknown): TokenUsage | null {
   const cacheRead = count(record.cache_read_input_tokens);
   const cacheWrite = count(record.cache_creation_input_tokens);
   const details = record.output_tokens_details as Record<string, unknown> | null | undefined;
-  return {
+  return plausibleUsage({
     input: count(record.input_tokens) + cacheRead + cacheWrite,
     output: count(record.output_tokens),
     cachedInput: cacheRead,
     cacheWrite,
     reasoning: count(details?.thinking_tokens),
-  };
+  });
 }
 
 /** Anthropic's `usage` object for Lethe's counters (the reverse of fromAnthropicUsage). */

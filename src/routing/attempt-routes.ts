@@ -7,6 +7,7 @@ import { estimateInputTokens } from "../metering/count-tokens.js";
 import type { Exchange } from "../metering/exchange.js";
 import { noTokens } from "../metering/token-usage.js";
 import type { Cancellation } from "../suppliers/cancellation.js";
+import { unreadableAnswer } from "../suppliers/http/read-json.js";
 import type { Supplier, SupplierResult, SupplierSaid, WireEvent } from "../suppliers/supplier.js";
 import { backoffMs, wait } from "./backoff.js";
 import type { RoutePlan } from "./plan-routes.js";
@@ -29,6 +30,8 @@ export interface Attempted {
   route: RouteConfig;
   supplier: Supplier;
   stats: RouteStats;
+  /** A JSON answer as the client gets it (rendered while another route could still serve); null for a stream. */
+  answer: string | null;
   /** This request still holds the route's half-open probe: only then may it release it without a verdict. */
   probe: boolean;
   /**
@@ -87,6 +90,30 @@ function chargeAbandonedInput(exchange: Exchange, request: ClientRequest): void 
   if (exchange.usage !== null) return;
   exchange.usage = { ...noTokens(), input: estimateInputTokens(request.body, "estimate", 0) };
   exchange.tokensEstimated = true;
+}
+
+/**
+ * A supplier's JSON answer rendered for the client, which meters its usage. An answer that is
+ * JSON of the wrong shape (`choices: [null]`, `content: [null]`) can make the rendering
+ * throw: that is the supplier's garbage, not Lethe's failure, so it is a bad response
+ * (retryable, counted against the route, the next route tried), not LETHE_INTERNAL.
+ */
+function renderAnswer(
+  surface: ClientSurface,
+  request: ClientRequest,
+  result: Extract<SupplierResult, { kind: "json" }>,
+  supplier: Supplier,
+  exchange: Exchange,
+): string {
+  try {
+    return surface.jsonResponse(request, result, supplier.format, exchange);
+  } catch (thrown) {
+    if (thrown instanceof LetheError) throw thrown;
+    // nothing of the unreadable answer is metered: a later route's answer, or none, is
+    exchange.usage = null;
+    exchange.tokensEstimated = false;
+    throw unreadableAnswer();
+  }
 }
 
 /** The route the operator-enabled `x-lethe-route` header pins, matched against the plan only. */
@@ -208,9 +235,12 @@ export async function attemptRoutes(
         // the route answers: a half-open breaker closes now, not when a stream that may run
         // for minutes ends (its probe would keep the route from everyone else until then)
         stats.breaker.onSuccess();
-        return { result: { kind: "stream", events }, route, supplier, stats, probe: false, sentAfterMs };
+        return { result: { kind: "stream", events }, answer: null, route, supplier, stats, probe: false, sentAfterMs };
       }
-      if (result.kind === "json") return { result, route, supplier, stats, probe, sentAfterMs };
+      if (result.kind === "json") {
+        const answer = renderAnswer(surface, request, result, supplier, exchange);
+        return { result, answer, route, supplier, stats, probe, sentAfterMs };
+      }
       gateway.metrics.upstreamError(supplier.id, result.error.code);
       gateway.log.event("upstream_error", {
         supplier: supplier.id,

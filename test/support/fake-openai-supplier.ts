@@ -32,7 +32,8 @@ export type FakeBehaviour =
   | { kind: "not-json" }
   | { kind: "oversized"; bytes: number }
   | { kind: "deeply-nested"; afterChunks: number }
-  | { kind: "hold-after-done" };
+  | { kind: "hold-after-done" }
+  | { kind: "wrong-shape"; afterChunks: number };
 
 /**
  * Builders for the fake's behaviours. Mid-stream failures strike after `afterChunks` data
@@ -92,6 +93,13 @@ export const behaviour = {
    */
   deeplyNested(afterChunks = 2): FakeBehaviour {
     return { kind: "deeply-nested", afterChunks };
+  },
+  /**
+   * Valid JSON of the wrong shape: a completion whose `choices` holds null (and no usage);
+   * streaming, after `afterChunks` chunks, a tool call that is null, then `choices: [null]`.
+   */
+  wrongShape(afterChunks = 2): FakeBehaviour {
+    return { kind: "wrong-shape", afterChunks };
   },
   /** A whole stream, [DONE] included, then the response held open until the caller gives up. */
   holdAfterDone(): FakeBehaviour {
@@ -387,6 +395,18 @@ export async function startFakeOpenAISupplier(): Promise<FakeOpenAISupplier> {
         } else {
           const body = completion(answer, PLAIN_ANSWER);
           response.writeHead(200, jsonHeaders).end(`${body.slice(0, -1)},"nested":${DEEP_NESTING}}`);
+        }
+        return;
+      case "wrong-shape":
+        if (stream) {
+          response.writeHead(200, sseHeaders);
+          for (const chunk of streamChunks(answer, PLAIN_ANSWER).slice(0, current.afterChunks)) {
+            response.write(`data: ${chunk}\n\n`);
+          }
+          response.write(`data: {"id":"${answer.id}","choices":[{"index":0,"delta":{"tool_calls":[null]}}]}\n\n`);
+          response.end(`data: {"id":"${answer.id}","choices":[null]}\n\ndata: [DONE]\n\n`);
+        } else {
+          response.writeHead(200, jsonHeaders).end(`{"id":"${answer.id}","object":"chat.completion","choices":[null]}`);
         }
         return;
       case "slow-first-byte": {

@@ -12,6 +12,9 @@ export function mergeAnthropicUsage(into: Record<string, unknown>, usage: unknow
   for (const [key, value] of Object.entries(usage)) if (value !== null && value !== undefined) into[key] = value;
 }
 
+/** An SSE event name that can stand on its `event:` line as it is. */
+const EVENT_NAME = /^[A-Za-z0-9_.-]{1,64}$/;
+
 /**
  * Relays an Anthropic supplier's events to an Anthropic client unchanged but for
  * `message.model` (the configured id), metering usage from `message_start` and
@@ -48,7 +51,10 @@ export class AnthropicStreamRelay implements StreamTranslator {
         this.meter(data.usage, true);
         break;
     }
-    return anthropicEvent(typeof data.type === "string" ? data.type : (event.event ?? "message"), data);
+    const name = typeof data.type === "string" ? data.type : (event.event ?? "message");
+    // the name is written raw into the `event:` line: one holding a line break would let the
+    // supplier frame events of its own in the client's stream; Anthropic's are snake_case
+    return EVENT_NAME.test(name) ? anthropicEvent(name, data) : null;
   }
 
   end(): string {
@@ -65,7 +71,10 @@ export class AnthropicStreamRelay implements StreamTranslator {
   private meter(usage: unknown, final: boolean): void {
     if (typeof usage !== "object" || usage === null) return;
     mergeAnthropicUsage(this.usage, usage);
-    this.exchange.usage = fromAnthropicUsage(this.usage);
+    const counted = fromAnthropicUsage(this.usage);
+    // counts no model could reach are not the supplier's to bill: the fallback counts instead
+    if (counted === null) return;
+    this.exchange.usage = counted;
     if (final) this.fallback.markReported();
     else this.fallback.markInputReported();
   }

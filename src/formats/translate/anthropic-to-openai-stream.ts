@@ -95,8 +95,12 @@ export class AnthropicToOpenAIStream implements StreamTranslator {
       text = delta.thinking;
       out = { reasoning_content: text };
     } else if (delta.type === "input_json_delta") {
+      const toolIndex = this.toolIndexByBlock.get(blockIndex);
+      // the input of a block that is no client tool call (a server tool's, say) has no
+      // OpenAI counterpart: added to tool call 0, it would corrupt that call's arguments
+      if (toolIndex === undefined) return null;
       text = delta.partial_json;
-      out = { tool_calls: [{ index: this.toolIndexByBlock.get(blockIndex) ?? 0, function: { arguments: text } }] };
+      out = { tool_calls: [{ index: toolIndex, function: { arguments: text } }] };
     } else return null;
     if (typeof text === "string") {
       if (text !== "") this.exchange.markFirstToken();
@@ -119,7 +123,10 @@ export class AnthropicToOpenAIStream implements StreamTranslator {
   private meter(usage: unknown, final: boolean): void {
     if (typeof usage !== "object" || usage === null) return;
     mergeAnthropicUsage(this.usage, usage);
-    this.exchange.usage = fromAnthropicUsage(this.usage);
+    const counted = fromAnthropicUsage(this.usage);
+    // counts no model could reach are not the supplier's to bill: the fallback counts instead
+    if (counted === null) return;
+    this.exchange.usage = counted;
     if (final) this.fallback.markReported();
     else this.fallback.markInputReported();
   }

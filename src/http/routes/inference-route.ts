@@ -97,7 +97,7 @@ async function relay(
   const headers: ResponseHeaders = call.headers;
 
   if (result.kind === "json") {
-    const text = surface.jsonResponse(request, result, supplier.format, exchange);
+    const text = attempted.answer as string;
     finishExchange(gateway, exchange, 200, null);
     recordOutcome(gateway, attempted, exchange, null);
     pushRouteHeaders(headers, exchange, supplier.id);

@@ -3,7 +3,12 @@ import type { SupplierConfig } from "../../config/load-config.js";
 import { UpstreamError } from "../../errors/lethe-error.js";
 import { badUpstreamResponse, parseStreamEvent, readJsonObject } from "../http/read-json.js";
 import { readSse } from "../http/read-sse.js";
-import { isRejection, SupplierHttpClient, type UpstreamResponse } from "../http/supplier-http-client.js";
+import {
+  BASE_REQUEST_HEADERS,
+  isRejection,
+  SupplierHttpClient,
+  type UpstreamResponse,
+} from "../http/supplier-http-client.js";
 import type { Supplier, SupplierCall, SupplierResult, WireEvent } from "../supplier.js";
 
 /** The API version Lethe speaks when the client named none. */
@@ -47,7 +52,7 @@ export class AnthropicSupplier implements Supplier {
     this.http = new SupplierHttpClient(config);
     // accept base URLs given with or without the /v1 suffix
     this.messagesPath = /\/v1\/?$/.test(new URL(config.baseUrl ?? "").pathname) ? "/messages" : "/v1/messages";
-    this.baseHeaders = { "content-type": "application/json", accept: "application/json", ...config.headers };
+    this.baseHeaders = { ...BASE_REQUEST_HEADERS, ...config.headers };
     if (config.apiKey !== null) this.baseHeaders["x-api-key"] = config.apiKey;
   }
 

@@ -9,6 +9,14 @@ export function badUpstreamResponse(message: string): UpstreamError {
 }
 
 /**
+ * A supplier's answer that parsed but that Lethe could not render for its client (an entry
+ * null where an object belongs): the supplier's garbage, retryable like any bad response.
+ */
+export function unreadableAnswer(): UpstreamError {
+  return badUpstreamResponse("The supplier's answer does not have the shape its format requires.");
+}
+
+/**
  * One stream event's data as a JSON object, or LETHE_UPSTREAM_BAD_RESPONSE; `unit` names
  * the event in the supplier's own terms ("chunk" for OpenAI, "event" for Anthropic).
  */

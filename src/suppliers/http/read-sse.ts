@@ -34,14 +34,24 @@ export async function* readSse(response: UpstreamResponse): AsyncGenerator<Event
     maxBufferSize: response.maxBytes,
   });
   const decoder = new TextDecoder();
+  let endsWithCR = false;
   for await (const chunk of response.stream()) {
     // each event the chunk ends sets the count back to zero: what stays is what came since
     sinceEvent += chunk.length;
-    parser.feed(decoder.decode(chunk, { stream: true }));
+    const text = decoder.decode(chunk, { stream: true });
+    if (text.length > 0) endsWithCR = text.charCodeAt(text.length - 1) === CR;
+    parser.feed(text);
     if (sinceEvent > response.maxBytes) tooLarge = true;
     // leaving the loop ends response.stream(), which aborts the upstream request
     if (tooLarge) throw badUpstreamResponse("The supplier sent a stream event larger than this gateway accepts.");
     for (let index = 0; index < pending.length; index++) yield pending[index] as EventSourceMessage;
     pending.length = 0;
   }
+  // SSE lines may end with a lone CR: the parser holds a final one back in case LF follows,
+  // and the body's end is that answer. Only then: an event the body cut off before its
+  // blank line is not dispatched, as the SSE spec says.
+  if (endsWithCR) parser.feed("\n");
+  for (let index = 0; index < pending.length; index++) yield pending[index] as EventSourceMessage;
 }
+
+const CR = 13;

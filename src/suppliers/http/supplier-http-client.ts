@@ -16,7 +16,25 @@ export interface UpstreamRejection {
   detail: SupplierSaid | undefined;
 }
 
+/**
+ * The headers every supplier request starts with (the supplier's own config headers come
+ * after them). `accept-encoding: identity`: without the header any coding is acceptable
+ * (RFC 9110), and Lethe reads answers as they come, uncompressed.
+ */
+export const BASE_REQUEST_HEADERS: Readonly<Record<string, string>> = Object.freeze({
+  "content-type": "application/json",
+  accept: "application/json",
+  "accept-encoding": "identity",
+});
+
 const MAX_ERROR_BODY_BYTES = 64 * 1024;
+/**
+ * How long a failed answer's body may take once its status came (or the route's idle_ms,
+ * when shorter). Only a rejection's body reaches the caller, and a supplier that trickles
+ * it (a byte a second) would otherwise hold the request, and its fallback to the next
+ * route, until the total timeout.
+ */
+const ERROR_BODY_WITHIN_MS = 2_000;
 
 /**
  * The HTTP side of every network supplier: one keep-alive undici pool per supplier,
@@ -33,7 +51,7 @@ export class SupplierHttpClient {
     this.pool = new Pool(url.origin, {
       connections: config.maxConnections,
       pipelining: 1,
-      keepAliveTimeout: 30_000,
+      keepAliveTimeout: config.keepAliveMs,
       connect: { timeout: config.timeouts.connectMs },
     });
   }
@@ -66,7 +84,7 @@ export class SupplierHttpClient {
     const error = upstreamStatusError(response.status, response.header("retry-after"));
     // only a rejection of the caller's own request is theirs to read; any other status talks
     // about the operator's account (a key fragment, an organisation, the upstream model name)
-    const text = await response.boundedText(MAX_ERROR_BODY_BYTES);
+    const text = await response.boundedText(MAX_ERROR_BODY_BYTES, Math.min(ERROR_BODY_WITHIN_MS, timeouts.idleMs));
     return { error, detail: error.code === "LETHE_UPSTREAM_REJECTED" ? supplierSaid(text) : undefined };
   }
 

@@ -69,7 +69,7 @@ export class UpstreamCall implements Dispatcher.DispatchHandler {
 
   constructor(
     cancellation: Cancellation,
-    timeouts: AttemptTimeouts,
+    private readonly timeouts: AttemptTimeouts,
     /** The supplier's max_response_bytes: bounds a body read whole, and (in readSse) one event. */
     readonly maxBytes: number,
     onStart: (call: UpstreamCall) => void,
@@ -120,8 +120,15 @@ export class UpstreamCall implements Dispatcher.DispatchHandler {
   }
 
   onHeaders(statusCode: number, rawHeaders: Buffer[], resume: () => void): boolean {
-    // 1xx informational answers come before the real one
-    if (statusCode < 200) return true;
+    // 1xx informational answers come before the real one; undici restarts its first-byte
+    // timeout at each, so a supplier sending 103 every few seconds would never time out:
+    // from the first one, the real answer has first_byte_ms more, once
+    if (statusCode < 200) {
+      if (this.answerTimer === null && !this.started) {
+        this.answerTimer = setTimeout(() => this.abort("deadline"), this.timeouts.firstByteMs);
+      }
+      return true;
+    }
     this.status = statusCode;
     // only a failure's headers are read (retry-after); the Buffers are views of a socket chunk
     if (statusCode >= 300) this.rawHeaders = rawHeaders;
@@ -191,14 +198,20 @@ export class UpstreamCall implements Dispatcher.DispatchHandler {
     return Buffer.concat(this.chunks, this.size).toString("utf8");
   }
 
-  /** The body as text if it ends within `limit` bytes; undefined when it is longer or breaks. */
-  async boundedText(limit: number): Promise<string | undefined> {
+  /**
+   * The body as text if it ends within `limit` bytes and `withinMs`; undefined when it is
+   * longer, slower or breaks (the request is aborted then, and its connection closed).
+   */
+  async boundedText(limit: number, withinMs: number): Promise<string | undefined> {
     this.limit = limit;
     if (this.size > limit) this.abort("too-large");
+    const timer = setTimeout(() => this.abort("slow-error-body"), withinMs);
     try {
       return await this.text();
     } catch {
       return undefined;
+    } finally {
+      clearTimeout(timer);
     }
   }
 

@@ -1,7 +1,7 @@
 import { UpstreamError } from "../../errors/lethe-error.js";
 
 /** Why Lethe itself aborted an upstream call, so the failure maps to the right error. */
-export type AbortCause = "client-closed" | "total-timeout" | "deadline" | "too-large";
+export type AbortCause = "client-closed" | "total-timeout" | "deadline" | "too-large" | "slow-error-body";
 
 /**
  * Maps whatever undici threw into an UpstreamError by its code alone; the thrown
@@ -31,6 +31,12 @@ export function upstreamFailure(
       upstreamStatus: 0,
       retryable: false,
       sent,
+    });
+  }
+  if (abortedBecause === "slow-error-body") {
+    return new UpstreamError("LETHE_UPSTREAM_TIMEOUT", "The supplier's error answer did not arrive in time.", {
+      upstreamStatus: 0,
+      retryable: true,
     });
   }
   if (abortedBecause === "too-large") {
@@ -112,6 +118,19 @@ export function upstreamStatusError(status: number, retryAfter: string | string[
       retryable: true,
       retryAfterSeconds,
     });
+  }
+  if (status < 400) {
+    // a redirect (or another status that is neither success nor failure): Lethe follows none,
+    // since a supplier's base_url is the operator's to set, and its body speaks of the
+    // operator's side (hosts, accounts), not of the caller's request
+    return new UpstreamError(
+      "LETHE_UPSTREAM_ERROR",
+      "The supplier answered with a redirect, which Lethe does not follow.",
+      {
+        upstreamStatus: status,
+        retryable: true,
+      },
+    );
   }
   if (status === 401 || status === 403 || status === 404) {
     // the operator's credentials or model mapping are wrong, not the caller's request

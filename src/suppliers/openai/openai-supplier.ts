@@ -3,7 +3,12 @@ import type { SupplierConfig } from "../../config/load-config.js";
 import { UpstreamError } from "../../errors/lethe-error.js";
 import { badUpstreamResponse, parseStreamEvent, readJsonObject } from "../http/read-json.js";
 import { readSse } from "../http/read-sse.js";
-import { isRejection, SupplierHttpClient, type UpstreamResponse } from "../http/supplier-http-client.js";
+import {
+  BASE_REQUEST_HEADERS,
+  isRejection,
+  SupplierHttpClient,
+  type UpstreamResponse,
+} from "../http/supplier-http-client.js";
 import type { JsonAnswer, Supplier, SupplierCall, SupplierResult, WireEvent } from "../supplier.js";
 
 function isObject(value: unknown): value is Record<string, unknown> {
@@ -34,7 +39,7 @@ export class OpenAICompatibleSupplier implements Supplier {
     this.id = config.id;
     this.sendStoreFalse = config.sendStoreFalse;
     this.http = new SupplierHttpClient(config);
-    this.jsonHeaders = { "content-type": "application/json", accept: "application/json", ...config.headers };
+    this.jsonHeaders = { ...BASE_REQUEST_HEADERS, ...config.headers };
     if (config.apiKey !== null) this.jsonHeaders.authorization = `Bearer ${config.apiKey}`;
     this.streamHeaders = { ...this.jsonHeaders, accept: "text/event-stream" };
   }
