@@ -1,5 +1,6 @@
 import { afterAll, beforeAll, beforeEach, describe, expect, it, vi } from "vitest";
 import { resolveConfig } from "../src/config/load-config.js";
+import { LetheError } from "../src/errors/lethe-error.js";
 import { anthropicMessagesSurface } from "../src/formats/anthropic/anthropic-surface.js";
 import { CircuitBreaker } from "../src/routing/circuit-breaker.js";
 import { planRoutes } from "../src/routing/plan-routes.js";
@@ -438,10 +439,10 @@ describe("the breaker in a running gateway", () => {
   it("does not lose the probe when Lethe fails to relay the probe's answer", async () => {
     await openPrimary();
     clock += COOLDOWN;
-    // Lethe's own relaying of the answer throws once (the translators tolerate any odd JSON,
-    // so the failure is injected)
+    // Lethe's own rendering of the answer fails once (injected; a TypeError there would be the
+    // supplier's odd JSON, a bad response of the route: routing-fallback.test.ts)
     const relay = vi.spyOn(anthropicMessagesSurface, "jsonResponse").mockImplementationOnce(() => {
-      throw new Error("relay failed");
+      throw new LetheError("LETHE_INTERNAL", "relay failed");
     });
     const broken = await ask("duo", "anthropic");
     relay.mockRestore();
