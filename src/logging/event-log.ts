@@ -27,6 +27,9 @@ export interface EventFields {
   worker_replaced: { exit_code: number; killed: boolean };
   uncaught_exception: { code: ErrorCode };
   config_loaded: { models: number; suppliers: number };
+  /** SIGHUP: the config file was read again and its routing applied; `restart_needed`: other sections changed too. */
+  config_reloaded: { models: number; suppliers: number; restart_needed: boolean };
+  config_reload_failed: { reason: ReloadFailure };
   process_hardened: { core_dumps_disabled: boolean; diagnostic_reports_disabled: boolean; development_run: boolean };
   /** Several workers without Redis: each counts rate limits (and the auth throttle) on its own. */
   limits_per_worker: { workers: number };
@@ -65,6 +68,8 @@ export type AdminAction =
   | "operator_rotate"
   | "operator_reinstate";
 export type SignalName = "SIGTERM" | "SIGINT" | "shutdown";
+/** Why a SIGHUP left the running config in place: the file did not load, or it names no model. */
+export type ReloadFailure = "invalid_config" | "no_models" | "failed";
 /** The steps of a graceful shutdown, in order; one that fails is logged and the rest still run. */
 export type ShutdownStep = "http" | "metadata" | "ledger" | "suppliers" | "redis" | "store";
 
@@ -89,6 +94,8 @@ const LEVELS: Record<EventName, Level> = {
   worker_replaced: "warn",
   uncaught_exception: "error",
   config_loaded: "info",
+  config_reloaded: "info",
+  config_reload_failed: "error",
   process_hardened: "info",
   signal_ignored: "warn",
   limits_per_worker: "warn",

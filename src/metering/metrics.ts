@@ -57,8 +57,11 @@ export class GatewayMetrics {
     this.upstreamErrors.inc({ supplier, code });
   }
 
-  /** Publishes each route's breaker state, recent error rate and TTFT p50, read at scrape time. */
-  watchRoutes(router: Router): void {
+  /**
+   * Publishes each route's breaker state, recent error rate and TTFT p50, read at scrape
+   * time from the router in use (a config reload replaces it, and drops removed routes).
+   */
+  watchRoutes(routerOf: () => Router): void {
     const states = { closed: 0, "half-open": 1, open: 2 } as const;
     new Gauge({
       name: "lethe_route_state",
@@ -66,6 +69,8 @@ export class GatewayMetrics {
       labelNames: ["route"] as const,
       registers: [this.registry],
       collect() {
+        const router = routerOf();
+        this.reset();
         for (const [route, stats] of router.allStats()) this.set({ route }, states[stats.breaker.state(router.now())]);
       },
     });
@@ -75,7 +80,8 @@ export class GatewayMetrics {
       labelNames: ["route"] as const,
       registers: [this.registry],
       collect() {
-        for (const [route, stats] of router.allStats()) this.set({ route }, stats.errorRate());
+        this.reset();
+        for (const [route, stats] of routerOf().allStats()) this.set({ route }, stats.errorRate());
       },
     });
     new Gauge({
@@ -84,7 +90,8 @@ export class GatewayMetrics {
       labelNames: ["route"] as const,
       registers: [this.registry],
       collect() {
-        for (const [route, stats] of router.allStats()) {
+        this.reset();
+        for (const [route, stats] of routerOf().allStats()) {
           const p50 = stats.ttftP50Ms();
           if (p50 !== null) this.set({ route }, p50 / 1000);
         }

@@ -29,6 +29,19 @@ export class Router {
     return stats;
   }
 
+  /**
+   * The router of a reloaded config whose routing settings changed. It keeps the health
+   * records of the routes still configured (a failing route stays failing, a measured one
+   * measured) when the breaker settings are the same, since each record's breaker holds them.
+   */
+  successor(settings: RoutingSettings, routeKeys: ReadonlySet<string>): Router {
+    const next = new Router(settings, this.now, this.random);
+    if (JSON.stringify(settings.breaker) === JSON.stringify(this.settings.breaker)) {
+      for (const [key, stats] of this.stats) if (routeKeys.has(key)) next.stats.set(key, stats);
+    }
+    return next;
+  }
+
   /** Every route with a health record, for /metrics and `lethe routes`. */
   allStats(): IterableIterator<[string, RouteStats]> {
     return this.stats.entries();

@@ -24,8 +24,9 @@ export function replacementDelayMs(failedStarts: number): number {
 
 /**
  * The primary of `lethe serve --workers N`: forks N workers sharing the port,
- * replaces a worker that dies, and on SIGTERM/SIGINT asks every worker to shut down
- * gracefully, exiting once all have (or after `deadlineMs`).
+ * replaces a worker that dies, passes SIGHUP (reload the config) on to every worker, and
+ * on SIGTERM/SIGINT asks every worker to shut down gracefully, exiting once all have (or
+ * after `deadlineMs`).
  */
 export function runPrimary(
   workers: number,
@@ -100,5 +101,10 @@ export function runPrimary(
   };
   process.on("SIGTERM", stop);
   process.on("SIGINT", stop);
+  // each worker reads the config file again itself (reload-config.ts); the primary only passes the signal on
+  process.on("SIGHUP", () => {
+    if (stopping) return;
+    for (const worker of Object.values(cluster.workers ?? {})) worker?.process.kill("SIGHUP");
+  });
   return finished;
 }

@@ -98,7 +98,7 @@ export async function startGateway(config: LetheConfig, options: StartOptions = 
     statement,
     draining: false,
   };
-  gateway.metrics.watchRoutes(gateway.router);
+  gateway.metrics.watchRoutes(() => gateway.router);
   gateway.metrics.watchDependencies(gateway);
   const app = buildServer(gateway);
   options.configureServer?.(app, gateway);

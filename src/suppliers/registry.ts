@@ -14,20 +14,47 @@ const FACTORIES: Record<SupplierConfig["type"], SupplierFactory> = {
   demo: (config) => new DemoSupplier(config),
 };
 
-/** Every configured supplier, built once at start-up. */
+/** Every configured supplier, built at start-up and again on a config reload. */
 export class SupplierRegistry {
   private readonly suppliers = new Map<SupplierId, Supplier>();
+  /** The config each supplier was built from, to tell on a reload which are unchanged. */
+  private readonly built = new Map<SupplierId, string>();
+  /**
+   * The previous registry's suppliers that this one replaced or dropped: a request routed
+   * before a reload may still ask for one on its next attempt (their pools are closing,
+   * so that attempt fails over like any unreachable route).
+   */
+  private retired: ReadonlyMap<SupplierId, Supplier> = new Map();
 
-  constructor(config: LetheConfig) {
+  constructor(config: LetheConfig, previous?: SupplierRegistry) {
     for (const supplierConfig of config.suppliers.values()) {
-      this.suppliers.set(supplierConfig.id, FACTORIES[supplierConfig.type](supplierConfig));
+      const id = supplierConfig.id;
+      const shape = JSON.stringify(supplierConfig);
+      // an unchanged supplier is kept, warm pool and all
+      const kept = previous?.built.get(id) === shape ? previous.suppliers.get(id) : undefined;
+      this.suppliers.set(id, kept ?? FACTORIES[supplierConfig.type](supplierConfig));
+      this.built.set(id, shape);
+    }
+    if (previous !== undefined) {
+      const retired = new Map<SupplierId, Supplier>();
+      for (const [id, supplier] of previous.suppliers)
+        if (this.suppliers.get(id) !== supplier) retired.set(id, supplier);
+      this.retired = retired;
     }
   }
 
   get(id: SupplierId): Supplier {
-    const supplier = this.suppliers.get(id);
+    const supplier = this.suppliers.get(id) ?? this.retired.get(id);
     if (supplier === undefined) throw new Error("supplier missing from registry");
     return supplier;
+  }
+
+  /**
+   * Closes the suppliers a reload replaced or dropped: their requests in flight finish
+   * (undici closes a pool gracefully), new ones are refused. Kept for `get` meanwhile.
+   */
+  async closeRetired(): Promise<void> {
+    await Promise.all([...this.retired.values()].map((supplier) => supplier.close()));
   }
 
   async close(): Promise<void> {

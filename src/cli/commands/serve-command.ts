@@ -1,10 +1,11 @@
 import cluster from "node:cluster";
 import os from "node:os";
-import { type LetheConfig, loadConfig } from "../../config/load-config.js";
+import { ConfigError, type LetheConfig, loadConfig } from "../../config/load-config.js";
 import { createEventLog, type EventLog } from "../../logging/event-log.js";
 import { HardeningError, hardenProcess } from "../../process/harden-process.js";
 import { bootstrapDemoAccount, prepareStore } from "../../server/bootstrap.js";
 import { announceListening, runPrimary } from "../../server/cluster-primary.js";
+import { reloadGateway } from "../../server/reload-config.js";
 import { type RunningGateway, startGateway } from "../../server/start-gateway.js";
 import { secretDiffersFromGenerated } from "../../store/server-secret.js";
 import { CliError, type CliIo, parseCommand, positiveInt } from "../cli-io.js";
@@ -60,6 +61,79 @@ function printWelcome(
   io.out("");
 }
 
+/**
+ * Reads the config file again on each SIGHUP and applies its routing to the running
+ * gateway (reload-config.ts); one reload at a time, and a signal during one runs another
+ * after it. A file that does not load leaves the running config in place, and says why.
+ */
+function reloadOnHangup(
+  io: CliIo,
+  configFlag: string | undefined,
+  running: RunningGateway,
+  log: EventLog,
+  hungUpEarly: boolean,
+): () => void {
+  let reloading: Promise<void> | null = null;
+  let again = false;
+  const reload = async () => {
+    try {
+      const next = await loadConfig(io.env, configFlag);
+      if (next.models.size === 0) {
+        log.event("config_reload_failed", { reason: "no_models" });
+        io.err("lethe: config not reloaded: the config file defines no models");
+        return;
+      }
+      const outcome = await reloadGateway(running.gateway, next);
+      log.event("config_reloaded", {
+        models: outcome.models,
+        suppliers: outcome.suppliers,
+        restart_needed: outcome.needRestart.length > 0,
+      });
+      if (outcome.needRestart.length > 0) {
+        io.err(`lethe: config reloaded; these changes take a restart: ${outcome.needRestart.join(", ")}`);
+      }
+    } catch (error) {
+      const invalid = error instanceof ConfigError;
+      log.event("config_reload_failed", { reason: invalid ? "invalid_config" : "failed" });
+      io.err(`lethe: config not reloaded: ${invalid ? error.message : "the reload failed"}`);
+    }
+  };
+  const onHangup = () => {
+    if (reloading !== null) {
+      again = true;
+      return;
+    }
+    reloading = (async () => {
+      do {
+        again = false;
+        await reload();
+      } while (again);
+      reloading = null;
+    })();
+  };
+  process.on("SIGHUP", onHangup);
+  if (hungUpEarly) onHangup();
+  return () => process.off("SIGHUP", onHangup);
+}
+
+/**
+ * Notes a SIGHUP that comes while the gateway starts, which would otherwise end the process
+ * (Node's default): the reload then runs once the gateway serves.
+ */
+function holdHangups(): { stop(): boolean } {
+  let hungUp = false;
+  const note = () => {
+    hungUp = true;
+  };
+  process.on("SIGHUP", note);
+  return {
+    stop() {
+      process.off("SIGHUP", note);
+      return hungUp;
+    },
+  };
+}
+
 /** Resolves on the first SIGTERM or SIGINT. */
 function untilSignal(): Promise<void> {
   return new Promise((resolve) => {
@@ -79,6 +153,15 @@ function untilSignal(): Promise<void> {
  * primary forks N workers that share the port.
  */
 export async function serveCommand(args: string[], io: CliIo): Promise<number> {
+  const hangups = holdHangups();
+  try {
+    return await serve(args, io, hangups);
+  } finally {
+    hangups.stop();
+  }
+}
+
+async function serve(args: string[], io: CliIo, hangups: { stop(): boolean }): Promise<number> {
   const { values, positionals } = parseCommand(args, { dev: { type: "boolean" }, workers: { type: "string" } });
   if (positionals.length > 0) throw new CliError(USAGE);
   const config = await loadConfig(io.env, typeof values.config === "string" ? values.config : undefined);
@@ -102,6 +185,8 @@ export async function serveCommand(args: string[], io: CliIo): Promise<number> {
   }
 
   if (workers > 1 && cluster.isPrimary) {
+    // the workers read the config file as they start: a hang-up before then asks for nothing more
+    hangups.stop();
     await prepareStore(config);
     // the demo account, and its key shown once, only once a worker serves
     return runPrimary(workers, log, config.shutdown.deadlineMs, (url) => {
@@ -119,9 +204,12 @@ export async function serveCommand(args: string[], io: CliIo): Promise<number> {
     cluster.worker?.disconnect();
     throw error;
   }
+  const configFlag = typeof values.config === "string" ? values.config : undefined;
+  const stopReloading = reloadOnHangup(io, configFlag, running, log, hangups.stop());
   if (cluster.isWorker) announceListening(running.url);
   else printWelcome(io, config, running.url, 1, running.firstStartKey);
   await untilSignal();
+  stopReloading();
   let code = 0;
   try {
     await running.close();

@@ -1,0 +1,93 @@
+import { mkdtemp, rm, writeFile } from "node:fs/promises";
+import { get } from "node:http";
+import os from "node:os";
+import path from "node:path";
+import { afterEach, describe, expect, it } from "vitest";
+import { type ServeProcess, spawnServe } from "./support/run-cli.js";
+
+/**
+ * `kill -HUP` on a running `lethe serve`: the config file is read again and its models
+ * served without a restart, in one process and in every worker of `--workers 2`. A file
+ * that does not load leaves the running config in place and says why.
+ */
+
+/** A config file of demo-backed models with these ids. */
+function configWith(models: string[], extra = ""): string {
+  const entries = models.map((id) => `  - id: ${id}\n    routes:\n      - supplier: demo\n        model: lethe-demo\n`);
+  return `suppliers:\n  - id: demo\n    type: demo\n    zdr: true\nmodels:\n${entries.join("")}${extra}`;
+}
+
+/** The model ids a fresh connection is told (each on its own connection: workers take turns). */
+function modelIds(url: string, key: string): Promise<string[]> {
+  return new Promise((resolve, reject) => {
+    get(`${url}/v1/models`, { agent: false, headers: { authorization: `Bearer ${key}` } }, (response) => {
+      let text = "";
+      response.setEncoding("utf8");
+      response.on("data", (part: string) => {
+        text += part;
+      });
+      response.on("end", () => resolve((JSON.parse(text) as { data: { id: string }[] }).data.map((model) => model.id)));
+    }).on("error", reject);
+  });
+}
+
+/** Asks until every one of `times` fresh connections lists `expected`, or a few seconds passed. */
+async function untilListed(url: string, key: string, expected: string[], times: number): Promise<string[][]> {
+  let seen: string[][] = [];
+  for (let turn = 0; turn < 100; turn++) {
+    seen = await Promise.all(Array.from({ length: times }, () => modelIds(url, key)));
+    if (seen.every((ids) => JSON.stringify(ids) === JSON.stringify(expected))) break;
+    await new Promise((resolve) => setTimeout(resolve, 50));
+  }
+  return seen;
+}
+
+describe("lethe serve reloads its config file on SIGHUP", () => {
+  let cwd = "";
+  let serve: ServeProcess | null = null;
+  afterEach(async () => {
+    await serve?.stop();
+    serve = null;
+    await rm(cwd, { recursive: true, force: true });
+  });
+
+  it.each([
+    ["one process", [] as string[], 1],
+    ["--workers 2", ["--workers", "2"], 2],
+  ])("%s", async (_name, args, workers) => {
+    cwd = await mkdtemp(path.join(os.tmpdir(), "lethe-reload-"));
+    const configPath = path.join(cwd, "lethe.config.yaml");
+    await writeFile(configPath, configWith(["first"]));
+    const env = { LETHE_PORT: "0", LETHE_DATA_DIR: path.join(cwd, ".lethe"), LETHE_CONFIG: configPath };
+    serve = spawnServe(env, cwd, args);
+    const [, url] = await serve.waitFor(/listening on (http:\/\/\S+)/);
+    const [key] = await serve.waitFor(/sk-lethe-\w+/);
+    const pid = serve.child.pid as number;
+    expect(await modelIds(url as string, key)).toEqual(["first"]);
+
+    await writeFile(configPath, configWith(["first", "second"]));
+    process.kill(pid, "SIGHUP");
+    // every worker reloaded: fresh connections, which the workers take in turn, all see it
+    const seen = await untilListed(url as string, key, ["first", "second"], 4 * workers);
+    expect(seen.every((ids) => ids.includes("second"))).toBe(true);
+
+    // a file that does not load: the running config stays, and the reason is printed
+    await writeFile(configPath, "models: [unclosed");
+    process.kill(pid, "SIGHUP");
+    await serve.waitFor(/config not reloaded: config file \S+ is not valid YAML/);
+    expect(await untilListed(url as string, key, ["first", "second"], 2 * workers)).toEqual(
+      Array.from({ length: 2 * workers }, () => ["first", "second"]),
+    );
+
+    // a change outside the routing is named as one that takes a restart
+    await writeFile(configPath, configWith(["second"], "limits:\n  rpm: 5\n"));
+    process.kill(pid, "SIGHUP");
+    await serve.waitFor(/these changes take a restart: limits/);
+    const after = await untilListed(url as string, key, ["second"], 4 * workers);
+    expect(after.every((ids) => JSON.stringify(ids) === '["second"]')).toBe(true);
+
+    expect(serve.child.exitCode).toBeNull();
+    expect(await serve.stop()).toBe(0);
+    serve = null;
+  });
+});
