@@ -48,6 +48,8 @@ export const ERROR_CODES = {
   LETHE_UPSTREAM_RATE_LIMITED: { status: 429, kind: "rate_limit" },
   LETHE_UPSTREAM_REJECTED: { status: 400, kind: "invalid_request" },
   LETHE_CLIENT_CLOSED: { status: 499, kind: "invalid_request" },
+  /** A streaming client read nothing for the route's idle_ms: Lethe closed its connection. */
+  LETHE_CLIENT_STALLED: { status: 499, kind: "timeout" },
   LETHE_SHUTTING_DOWN: { status: 503, kind: "overloaded" },
   LETHE_METERING_UNAVAILABLE: { status: 503, kind: "overloaded" },
   LETHE_INTERNAL: { status: 500, kind: "api_error" },

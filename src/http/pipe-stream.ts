@@ -6,17 +6,30 @@ import { unreadableAnswer } from "../suppliers/http/read-json.js";
 import type { WireEvent } from "../suppliers/supplier.js";
 import { finishExchange, type Gateway } from "./gateway.js";
 
-/** Resolves when the socket can take more, or when it closed. */
-function writable(response: ServerResponse): Promise<void> {
+/**
+ * Resolves true when the socket can take more or closed, false when it took nothing for
+ * `stallMs`: a client that stops reading would otherwise hold its stream, the supplier
+ * connection under it and the request's record for ever (the supplier's own idle timeout
+ * never fires while Lethe holds it back).
+ */
+function writable(response: ServerResponse, stallMs: number): Promise<boolean> {
   return new Promise((resolve) => {
-    const done = () => {
-      response.off("drain", done);
-      response.off("close", done);
-      resolve();
+    const done = (drained: boolean) => {
+      clearTimeout(timer);
+      response.off("drain", onDrain);
+      response.off("close", onDrain);
+      resolve(drained);
     };
-    response.on("drain", done);
-    response.on("close", done);
+    const onDrain = () => done(true);
+    const timer = setTimeout(() => done(false), stallMs);
+    response.on("drain", onDrain);
+    response.on("close", onDrain);
   });
+}
+
+/** How a stream ended for its client: as a client that left (499), not as a supplier failure. */
+function endedByClient(code: LetheError["code"] | null): boolean {
+  return code === "LETHE_CLIENT_CLOSED" || code === "LETHE_CLIENT_STALLED";
 }
 
 /**
@@ -47,6 +60,8 @@ export async function pipeStream(
   events: AsyncIterable<WireEvent>,
   translator: StreamTranslator,
   response: ServerResponse,
+  /** How long the client may read nothing before its connection is closed (the route's idle_ms). */
+  stallMs: number,
 ): Promise<LetheError["code"] | null> {
   let errorCode: LetheError["code"] | null = null;
   let sentFirst = false;
@@ -63,14 +78,20 @@ export async function pipeStream(
         // byte, and the events that arrived with it would otherwise wait for their relay
         response.uncork();
       }
-      if (!room) await writable(response);
+      if (room) continue;
+      if (!(await writable(response, stallMs))) {
+        errorCode = "LETHE_CLIENT_STALLED";
+        response.destroy();
+      }
+      // leaving the loop ends the supplier's stream, which aborts its request
+      if (response.destroyed) break;
     }
-    if (response.destroyed) errorCode = "LETHE_CLIENT_CLOSED";
+    if (response.destroyed) errorCode ??= "LETHE_CLIENT_CLOSED";
     else response.end(translator.end());
   } catch (thrown) {
     const error = toLetheError(thrown);
     if (response.destroyed || error.code === "LETHE_CLIENT_CLOSED") {
-      errorCode = "LETHE_CLIENT_CLOSED";
+      errorCode ??= "LETHE_CLIENT_CLOSED";
     } else {
       errorCode = error.code;
       if (exchange.supplier !== null) {
@@ -79,8 +100,9 @@ export async function pipeStream(
       response.end(translator.error(error));
     }
   } finally {
-    if (errorCode === "LETHE_CLIENT_CLOSED") translator.end();
-    finishExchange(gateway, exchange, errorCode === "LETHE_CLIENT_CLOSED" ? 499 : 200, errorCode);
+    // what the client was sent is billed: the translator counts it when the supplier's count never came
+    if (endedByClient(errorCode)) translator.end();
+    finishExchange(gateway, exchange, endedByClient(errorCode) ? 499 : 200, errorCode);
   }
   return errorCode;
 }

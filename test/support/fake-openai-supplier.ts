@@ -33,7 +33,8 @@ export type FakeBehaviour =
   | { kind: "oversized"; bytes: number }
   | { kind: "deeply-nested"; afterChunks: number }
   | { kind: "hold-after-done" }
-  | { kind: "wrong-shape"; afterChunks: number };
+  | { kind: "wrong-shape"; afterChunks: number }
+  | { kind: "long-stream"; chunks: number };
 
 /**
  * Builders for the fake's behaviours. Mid-stream failures strike after `afterChunks` data
@@ -100,6 +101,13 @@ export const behaviour = {
    */
   wrongShape(afterChunks = 2): FakeBehaviour {
     return { kind: "wrong-shape", afterChunks };
+  },
+  /**
+   * Streaming: `chunks` content chunks of about 16 KiB, written as fast as the caller reads
+   * them (more than socket buffers hold when the caller stops reading), then [DONE].
+   */
+  longStream(chunks: number): FakeBehaviour {
+    return { kind: "long-stream", chunks };
   },
   /** A whole stream, [DONE] included, then the response held open until the caller gives up. */
   holdAfterDone(): FakeBehaviour {
@@ -397,6 +405,24 @@ export async function startFakeOpenAISupplier(): Promise<FakeOpenAISupplier> {
           response.writeHead(200, jsonHeaders).end(`${body.slice(0, -1)},"nested":${DEEP_NESTING}}`);
         }
         return;
+      case "long-stream": {
+        response.writeHead(200, sseHeaders);
+        const piece = JSON.stringify({
+          id: answer.id,
+          object: "chat.completion.chunk",
+          choices: [{ index: 0, delta: { content: "lorem ipsum ".repeat(1365) }, finish_reason: null }],
+        });
+        for (let index = 0; index < current.chunks && !response.destroyed; index++) {
+          if (response.write(`data: ${piece}\n\n`)) continue;
+          // the caller may leave while this waits: close ends the wait too
+          await new Promise((resolve) => {
+            response.once("drain", resolve);
+            response.once("close", resolve);
+          });
+        }
+        if (!response.destroyed) response.end("data: [DONE]\n\n");
+        return;
+      }
       case "wrong-shape":
         if (stream) {
           response.writeHead(200, sseHeaders);

@@ -33,7 +33,7 @@ function cancelOnClientClose(response: ServerResponse): Cancellation {
 function recordOutcome(gateway: Gateway, attempted: Attempted, exchange: Exchange, errorCode: string | null): void {
   const stats = attempted.stats;
   // neither a client that left nor Lethe's own failure says anything about the route
-  if (errorCode === "LETHE_CLIENT_CLOSED" || errorCode === "LETHE_INTERNAL") {
+  if (errorCode === "LETHE_CLIENT_CLOSED" || errorCode === "LETHE_CLIENT_STALLED" || errorCode === "LETHE_INTERNAL") {
     if (attempted.probe) stats.breaker.release();
   } else if (errorCode !== null) stats.recordFailure(gateway.router.now());
   // a success has always been finished: its record holds the figures, timed once
@@ -120,7 +120,7 @@ async function relay(
     "no",
   );
   response.writeHead(200, headers);
-  const errorCode = await pipeStream(gateway, exchange, result.events, translator, response);
+  const errorCode = await pipeStream(gateway, exchange, result.events, translator, response, attempted.route.timeouts.idleMs);
   recordOutcome(gateway, attempted, exchange, errorCode);
 }
 

@@ -1,0 +1,90 @@
+import { connect } from "node:net";
+import { afterAll, beforeAll, describe, expect, it } from "vitest";
+import { behaviour, type FakeOpenAISupplier } from "./support/fake-openai-supplier.js";
+import { startTestGateway, type TestGateway } from "./support/gateway-harness.js";
+import {
+  canaryPrompt,
+  chatBody,
+  closeAndFindCanaries,
+  openAISupplier,
+  postRaw,
+  ROUTING_ENV,
+  recordOf,
+  startFakes,
+} from "./support/routing-rig.js";
+
+/**
+ * A streaming client that stops reading: without a bound it held its stream, the supplier
+ * connection under it (the supplier's idle timeout never fires while Lethe holds it back)
+ * and its record, until the client left, for ever if it never did. The client's silence
+ * is bounded by the route's idle_ms, as the supplier's is.
+ */
+
+let fakes: Record<"steady", FakeOpenAISupplier>;
+let gateway: TestGateway;
+const canaries: string[] = [];
+
+beforeAll(async () => {
+  fakes = await startFakes(["steady"]);
+  gateway = await startTestGateway({
+    config: {
+      // one pooled connection: a stalled stream that kept it would starve the next request
+      suppliers: [{ ...openAISupplier("steady", fakes.steady.url), max_connections: 1 }],
+      models: [{ id: "long", routes: [{ supplier: "steady", model: "steady-1" }] }],
+      routing: { max_attempts: 1 },
+    },
+    env: ROUTING_ENV,
+  });
+});
+
+afterAll(async () => {
+  expect(await closeAndFindCanaries([gateway], Object.values(fakes), canaries)).toEqual([]);
+});
+
+describe("a streaming client that stops reading", () => {
+  it("is cut off after idle_ms, the supplier's request aborted, and the request metered and billed", async () => {
+    const { content } = canaryPrompt(canaries, "stall");
+    // 64 MiB of chunks: far more than the sockets between here and the client hold
+    fakes.steady.enqueue(behaviour.longStream(4096));
+    const aborted = fakes.steady.nextAbort();
+    const body = JSON.stringify(chatBody("long", content, true));
+    const { port } = new URL(gateway.url);
+    const socket = connect(Number(port), "127.0.0.1");
+    let received = "";
+    let closed = false;
+    socket.once("data", (chunk: Buffer) => {
+      received = chunk.toString("latin1");
+      // reads the start, then nothing more
+      socket.pause();
+    });
+    socket.on("close", () => {
+      closed = true;
+    });
+    socket.write(
+      `POST /v1/chat/completions HTTP/1.1\r\nhost: lethe\r\nauthorization: Bearer ${gateway.key}\r\n` +
+        `content-type: application/json\r\ncontent-length: ${Buffer.byteLength(body)}\r\n\r\n${body}`,
+    );
+    const started = Date.now();
+    await aborted;
+    // well before the supplier's total_ms (5 s here): idle_ms is 300 ms
+    expect(Date.now() - started).toBeLessThan(4000);
+    expect(received.startsWith("HTTP/1.1 200")).toBe(true);
+    const requestId = /x-request-id: (\S+)/i.exec(received)?.[1] ?? null;
+    const record = await recordOf(gateway, requestId);
+    expect(record).toMatchObject({ status: 499, error_code: "LETHE_CLIENT_STALLED", supplier: "steady" });
+    // what was relayed is counted and billed
+    expect(record.output_tokens).toBeGreaterThan(0);
+    expect(record.cost_micros).toBeGreaterThanOrEqual(0);
+    socket.resume();
+    for (let turn = 0; turn < 100 && !closed; turn++) await new Promise((resolve) => setTimeout(resolve, 20));
+    expect(closed).toBe(true);
+
+    // the supplier's one connection is free again
+    const next = await postRaw(
+      gateway,
+      "/v1/chat/completions",
+      chatBody("long", canaryPrompt(canaries, "after").content),
+    );
+    expect(next.status).toBe(200);
+  });
+});
