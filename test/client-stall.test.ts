@@ -1,5 +1,6 @@
 import { connect } from "node:net";
 import { afterAll, beforeAll, describe, expect, it } from "vitest";
+import { findCanaries } from "./support/canary.js";
 import { behaviour, type FakeOpenAISupplier } from "./support/fake-openai-supplier.js";
 import { startTestGateway, type TestGateway } from "./support/gateway-harness.js";
 import {
@@ -86,5 +87,39 @@ describe("a streaming client that stops reading", () => {
       chatBody("long", canaryPrompt(canaries, "after").content),
     );
     expect(next.status).toBe(200);
+  });
+});
+
+describe("a stream cut at the shutdown deadline", () => {
+  it("is recorded before the process flushes and exits", async () => {
+    const own = await startFakes(["hanging"]);
+    const draining = await startTestGateway({
+      config: {
+        suppliers: [openAISupplier("hanging", own.hanging.url, { timeouts: { idle_ms: 10_000, total_ms: 20_000 } })],
+        models: [{ id: "slow", routes: [{ supplier: "hanging", model: "hanging-1" }] }],
+        shutdown: { drain_delay_ms: 0, deadline_ms: 300 },
+      },
+      env: ROUTING_ENV,
+    });
+    // the start of an answer, then silence: the stream is still open when the deadline cuts it
+    own.hanging.enqueue(behaviour.hangMidStream());
+    const { content } = canaryPrompt(canaries, "shutdown");
+    const response = await fetch(`${draining.url}/v1/chat/completions`, {
+      method: "POST",
+      headers: { authorization: `Bearer ${draining.key}`, "content-type": "application/json" },
+      body: JSON.stringify(chatBody("slow", content, true)),
+    });
+    expect(response.status).toBe(200);
+    const reading = response.text().catch(() => "cut");
+    await draining.running.close();
+    await reading;
+    const stopped = draining
+      .logText()
+      .split("\n")
+      .find((line) => line.includes('"server_stopped"'));
+    expect(stopped).toContain('"flushed_records":1');
+    await draining.close();
+    await own.hanging.close();
+    expect(await findCanaries(canaries, { dataDir: draining.dataDir, texts: { log: draining.logText() } })).toEqual([]);
   });
 });

@@ -39,6 +39,8 @@ export interface Gateway {
   statement: SignedStatement;
   /** Set when shutdown begins: readiness fails and new requests get 503. */
   draining: boolean;
+  /** Metered requests begun and not yet finished: shutdown flushes records once none is left. */
+  openExchanges: number;
 }
 
 /** Ends an exchange exactly once: its record goes to the meter and the metrics. */
@@ -50,6 +52,7 @@ export function finishExchange(
 ): void {
   if (exchange.finished) return;
   exchange.finished = true;
+  gateway.openExchanges--;
   const record = exchange.toRecord(status, errorCode);
   exchange.record = record;
   gateway.meter.record(record);

@@ -49,6 +49,7 @@ export class MeteredCall {
   ) {
     const requestId = mintRequestId();
     this.exchange = new Exchange(requestId, endpoint.path, endpoint.format);
+    gateway.openExchanges++;
     this.headers = ["x-request-id", requestId, "request-id", requestId];
   }
 

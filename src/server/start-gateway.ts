@@ -46,6 +46,12 @@ export interface StartOptions {
   configureServer?: (app: FastifyInstance, gateway: Gateway) => void;
 }
 
+/** Resolves once every metered request has finished (its record handed to the meter), or after `ms`. */
+async function exchangesFinished(gateway: Gateway, ms: number): Promise<void> {
+  const giveUpAt = Date.now() + ms;
+  while (gateway.openExchanges > 0 && Date.now() < giveUpAt) await waitFor(10);
+}
+
 function waitFor(ms: number): Promise<void> {
   return ms <= 0 ? Promise.resolve() : new Promise((resolve) => setTimeout(resolve, ms));
 }
@@ -97,6 +103,7 @@ export async function startGateway(config: LetheConfig, options: StartOptions = 
     log,
     statement,
     draining: false,
+    openExchanges: 0,
   };
   gateway.metrics.watchRoutes(() => gateway.router);
   gateway.metrics.watchDependencies(gateway);
@@ -157,6 +164,9 @@ export async function startGateway(config: LetheConfig, options: StartOptions = 
         };
         await step("http", () => app.close());
         clearTimeout(deadline);
+        // a request whose connection was cut at the deadline ends a few ticks later (its
+        // supplier call aborted, its stream settled): its record must be in the flush below
+        await step("http", () => exchangesFinished(gateway, config.shutdown.deadlineMs));
         // what is buffered gets as long again to be written: a database that is away must not
         // hold the process for ever (what is left is lost, as on a crash, and the step says so)
         const flushBy = Date.now() + config.shutdown.deadlineMs;
