@@ -358,6 +358,37 @@ describe("requests for no route, and clients that send slowly", () => {
     expect(closed).toBe(true);
   });
 
+  it.each([
+    ["GET /healthz", "GET", "/healthz", 200],
+    ["GET /v1/models without a key", "GET", "/v1/models", 401],
+    ["POST /admin/v1/accounts without a token", "POST", "/admin/v1/accounts", 401],
+  ])("reads no further than a bound of a body %s leaves unread, then closes", async (_name, method, path, status) => {
+    const socket = await open();
+    socket.write(`${method} ${path} HTTP/1.1\r\nhost: x\r\ntransfer-encoding: chunked\r\n\r\n`);
+    // an endless body, as fast as the gateway takes it: Node alone would read it until request_timeout_ms
+    let sent = 0;
+    const chunk = Buffer.from(`100000\r\n${"x".repeat(0x100000)}\r\n`);
+    let sending = true;
+    const send = () => {
+      while (sending && socket.writable) {
+        sent += chunk.length;
+        if (!socket.write(chunk)) return void socket.once("drain", send);
+      }
+    };
+    socket.once("error", () => {
+      sending = false;
+    });
+    send();
+    const { text, closed } = await readUntil(socket, () => false);
+    sending = false;
+    socket.destroy();
+    expect(text).toMatch(new RegExp(`^HTTP/1\\.1 ${status}`));
+    expect(text).toMatch(/connection: close/i);
+    expect(closed).toBe(true);
+    // closed once a few MiB were read (the answer's own wait, then the bound), not gigabytes later
+    expect(sent).toBeLessThan(64 * 1024 * 1024);
+  });
+
   it("closes a connection whose request does not arrive within request_timeout_ms", async () => {
     const slowHeaders = await open();
     slowHeaders.write("POST /v1/chat/completions HTTP/1.1\r\nhost: x\r\n");

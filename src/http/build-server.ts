@@ -7,7 +7,7 @@ import { openAIChatSurface } from "../formats/openai/openai-surface.js";
 import type { AuthContext } from "../keys/authenticator.js";
 import { mintRequestId } from "../metering/exchange.js";
 import { answerClientError } from "./client-error.js";
-import { answerAfterBody, closesAfterAnswer } from "./drain-body.js";
+import { answerAfterBody, closesAfterAnswer, dropRestOfBody } from "./drain-body.js";
 import { errorHandler, sendError } from "./error-handler.js";
 import type { Gateway } from "./gateway.js";
 import { MeteredCall, type MeteredEndpoint } from "./metered-call.js";
@@ -151,6 +151,17 @@ export function buildServer(gateway: Gateway): FastifyInstance {
       });
       return;
     }
+    done();
+  });
+  // a body its route left unread (a GET with one, a request refused before its body was
+  // parsed) is read no further than NOT_FOUND_DRAIN_BYTES after the answer, which closes
+  // the connection: Node would read it to the end, for as long as a caller keeps sending
+  app.addHook("onSend", (request, reply, payload, done) => {
+    if (!request.raw.complete) reply.header("connection", "close");
+    done(null, payload);
+  });
+  app.addHook("onResponse", (request, _reply, done) => {
+    if (!request.raw.complete && !request.raw.destroyed) dropRestOfBody(request.raw, NOT_FOUND_DRAIN_BYTES);
     done();
   });
   app.removeAllContentTypeParsers();

@@ -120,7 +120,14 @@ async function relay(
     "no",
   );
   response.writeHead(200, headers);
-  const errorCode = await pipeStream(gateway, exchange, result.events, translator, response, attempted.route.timeouts.idleMs);
+  const errorCode = await pipeStream(
+    gateway,
+    exchange,
+    result.events,
+    translator,
+    response,
+    attempted.route.timeouts.idleMs,
+  );
   recordOutcome(gateway, attempted, exchange, errorCode);
 }
 
