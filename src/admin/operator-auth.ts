@@ -10,6 +10,8 @@ export async function authenticateOperator(
   request: FastifyRequest,
   operators: OperatorStore,
   hasher: KeyHasher,
+  /** Called before a well-formed token is looked up; may refuse by rejecting (the throttle's reservation). */
+  admit?: () => Promise<void> | undefined,
 ): Promise<OperatorRecord> {
   const header = request.headers.authorization;
   const token = header === undefined ? undefined : /^Bearer\s+(\S+)\s*$/i.exec(header)?.[1];
@@ -19,6 +21,7 @@ export async function authenticateOperator(
       "This endpoint needs 'Authorization: Bearer <operator token>' (lethe operators create NAME).",
     );
   }
+  await admit?.();
   const operator = await operators.findByHash(hasher.hash(token));
   if (operator === undefined || operator.revokedAt !== null) {
     throw new LetheError("LETHE_INVALID_OPERATOR_TOKEN", "The operator token is not valid.");
@@ -35,13 +38,24 @@ export async function authenticateThrottledOperator(
   request: FastifyRequest,
   gateway: Gateway,
 ): Promise<OperatorRecord> {
+  const throttle = gateway.authThrottle;
   const address = clientAddress(gateway, request.headers, request.raw.socket);
-  await gateway.authThrottle.check(address);
+  await throttle.check(address);
+  // every look-up is counted as a failure before it starts (a burst would otherwise all pass
+  // the check first), and given back when the token was good
+  let reserved = false;
+  const admit = async () => {
+    await throttle.reserve(address);
+    reserved = true;
+  };
   try {
-    return await authenticateOperator(request, gateway.store.operators, gateway.hasher);
+    const operator = await authenticateOperator(request, gateway.store.operators, gateway.hasher, admit);
+    throttle.release(address);
+    return operator;
   } catch (error) {
     if (error instanceof LetheError && error.kind === "authentication")
-      await gateway.authThrottle.recordFailure(address);
+      await throttle.recordFailure(address, undefined, reserved);
+    else if (reserved) throttle.release(address);
     throw error;
   }
 }

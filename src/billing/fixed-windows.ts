@@ -43,6 +43,17 @@ export class FixedWindows {
     if (window !== undefined && window.endsAt > now) window.consumed -= amount;
   }
 
+  /**
+   * Takes back `amount` added in advance; a window that comes back to nothing is closed,
+   * so `size` drops to 0 again when nothing else is counted (callers skip work then).
+   */
+  giveBack(id: string, amount: number, now = Date.now()): void {
+    const window = this.windows.get(id);
+    if (window === undefined || window.endsAt <= now) return;
+    window.consumed -= amount;
+    if (window.consumed <= 0) this.windows.delete(id);
+  }
+
   /** The id's open window, if any; never opens one. */
   current(id: string, now = Date.now()): WindowCount | undefined {
     this.sweepIfDue(now);

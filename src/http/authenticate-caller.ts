@@ -28,25 +28,52 @@ export function clientAddress(gateway: Gateway, headers: IncomingHttpHeaders, so
 }
 
 function checkKey(gateway: Gateway, headers: IncomingHttpHeaders, socket: Socket): MaybePromise<AuthContext> {
-  let auth: MaybePromise<AuthContext>;
+  // nearly every request: a cached key, answered without building the look-up path below
+  let known: AuthContext | undefined;
   try {
     // the key's HMAC is reused per connection while the same header comes: safe behind a proxy too
-    auth = gateway.authenticator.authenticate(headers, socket);
+    known = gateway.authenticator.cachedContext(headers, socket);
   } catch (thrown) {
-    return countFailure(gateway, headers, socket, thrown);
+    return countFailure(gateway, headers, socket, thrown, false);
   }
-  return auth instanceof Promise
-    ? auth.catch((thrown: unknown) => countFailure(gateway, headers, socket, thrown))
-    : auth;
+  if (known !== undefined) return known;
+  let auth: MaybePromise<AuthContext>;
+  // a key the cache does not know is looked up only once the throttle counted it as a failure
+  let reserved = false;
+  const admit = () => {
+    const reserving = gateway.authThrottle.reserve(clientAddress(gateway, headers, socket), socket);
+    if (reserving === undefined) reserved = true;
+    else
+      return reserving.then(() => {
+        reserved = true;
+      });
+  };
+  try {
+    auth = gateway.authenticator.authenticate(headers, socket, admit);
+  } catch (thrown) {
+    return countFailure(gateway, headers, socket, thrown, false);
+  }
+  if (!(auth instanceof Promise)) return auth;
+  return auth.then(
+    (context) => {
+      if (reserved) gateway.authThrottle.release(clientAddress(gateway, headers, socket), socket);
+      return context;
+    },
+    (thrown: unknown) => countFailure(gateway, headers, socket, thrown, reserved),
+  );
 }
 
+/** Counts an authentication failure (a reserved one is counted already); any other failure gives a reservation back. */
 async function countFailure(
   gateway: Gateway,
   headers: IncomingHttpHeaders,
   socket: Socket,
   thrown: unknown,
+  reserved: boolean,
 ): Promise<never> {
+  const address = clientAddress(gateway, headers, socket);
   if (thrown instanceof LetheError && thrown.kind === "authentication")
-    await gateway.authThrottle.recordFailure(clientAddress(gateway, headers, socket), socket);
+    await gateway.authThrottle.recordFailure(address, socket, reserved);
+  else if (reserved) gateway.authThrottle.release(address, socket);
   throw thrown;
 }

@@ -1,6 +1,6 @@
 import { createHmac, hkdfSync } from "node:crypto";
 import type { Redis } from "ioredis";
-import { RateLimiterMemory, RateLimiterRedis } from "rate-limiter-flexible";
+import { RateLimiterMemory, RateLimiterRedis, RateLimiterRes } from "rate-limiter-flexible";
 import { FixedWindows } from "../billing/fixed-windows.js";
 import { LetheError } from "../errors/lethe-error.js";
 
@@ -96,11 +96,44 @@ export class AuthThrottle {
     return Promise.reject(throttled(window.endsAt - now));
   }
 
-  /** Counts one failed authentication. */
-  async recordFailure(address: string, connection?: object): Promise<void> {
+  /**
+   * Counts a failure in advance, before a key is looked up in the store: the look-ups of a
+   * burst of guesses are all on their way before the first fails, and each passed `check`.
+   * Refuses (throws, or rejects with Redis) when the address has none left; `release`
+   * gives the failure back when the key was good.
+   */
+  reserve(address: string, connection?: object): Promise<void> | undefined {
+    const key = this.addressKey(address, connection);
+    const shared = this.shared;
+    if (shared === null) {
+      const now = Date.now();
+      const window = this.failures.current(key, now);
+      if (window !== undefined && window.consumed >= this.failuresPerMinute) throw throttled(window.endsAt - now);
+      this.failures.add(key, 1, now);
+      return undefined;
+    }
+    return shared.consume(key).then(
+      () => undefined,
+      (refusal: unknown) => {
+        // over the limit: a refusal with the time left; Redis and its insurance both failing lets the look-up go
+        if (refusal instanceof RateLimiterRes) throw throttled(refusal.msBeforeNext);
+      },
+    );
+  }
+
+  /** Gives back a failure `reserve` counted: the key was good (or could not be checked). */
+  release(address: string, connection?: object): void {
+    const key = this.addressKey(address, connection);
+    if (this.shared === null) this.failures.giveBack(key, 1);
+    else this.shared.reward(key, 1).catch(() => {});
+  }
+
+  /** Counts one failed authentication; `reserved`: `reserve` counted it already. */
+  async recordFailure(address: string, connection?: object, reserved = false): Promise<void> {
     const key = this.addressKey(address, connection);
     // every connection's next request asks Redis again
     this.failuresSeen++;
+    if (reserved) return;
     if (this.shared === null) {
       this.failures.add(key, 1);
       return;

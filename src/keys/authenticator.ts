@@ -114,26 +114,49 @@ export class Authenticator {
    * Authenticates `headers`; `connection` (the socket) lets a kept-alive client skip
    * re-hashing its key. A cached key answers at once; otherwise the store is asked.
    */
-  authenticate(headers: IncomingHttpHeaders, connection?: object): MaybePromise<AuthContext> {
+  authenticate(
+    headers: IncomingHttpHeaders,
+    connection?: object,
+    /**
+     * Called before a key not in the cache is looked up (what guessing causes), and may
+     * refuse by throwing or rejecting: the auth throttle counts the look-up as a failure in
+     * advance, so a burst of guesses cannot all be in flight before any has failed.
+     */
+    admit?: () => MaybePromise<void>,
+  ): MaybePromise<AuthContext> {
     const keyHash = this.keyHashOf(headers, connection);
     const counter = this.changes();
     // the map is keyed by the hash itself, so a hit is an exact match
     const cached = this.cache.get(keyHash);
-    if (
-      cached !== undefined &&
+    if (cached !== undefined && this.isFresh(cached, counter)) return cached.context;
+    if (cached === undefined) {
+      const admitted = admit?.();
+      return admitted instanceof Promise
+        ? admitted.then(() => this.sharedLookUp(keyHash, counter, undefined))
+        : this.sharedLookUp(keyHash, counter, undefined);
+    }
+    if (this.unansweredUntil !== 0 && Date.now() < this.unansweredUntil) return cached.context;
+    const lookUp = this.sharedLookUp(keyHash, counter, cached);
+    return boundInTime(lookUp, STORE_WAIT_MS, () => {
+      this.unansweredUntil = Date.now() + UNANSWERED_BACKOFF_MS;
+      return cached.context;
+    });
+  }
+
+  /**
+   * The caller's context when its key is cached and needs no re-check: what `authenticate`
+   * answers at once, without the look-up path (callers skip building what that needs).
+   */
+  cachedContext(headers: IncomingHttpHeaders, connection?: object): AuthContext | undefined {
+    const cached = this.cache.get(this.keyHashOf(headers, connection));
+    return cached !== undefined && this.isFresh(cached, this.changes()) ? cached.context : undefined;
+  }
+
+  private isFresh(cached: CacheEntry, counter: number): boolean {
+    return (
       cached.counter === counter &&
       (this.maxAgeMs === Number.POSITIVE_INFINITY || Date.now() - cached.cachedAt < this.maxAgeMs)
-    ) {
-      return cached.context;
-    }
-    if (cached !== undefined && this.unansweredUntil !== 0 && Date.now() < this.unansweredUntil) return cached.context;
-    const lookUp = this.sharedLookUp(keyHash, counter, cached);
-    return cached === undefined
-      ? lookUp
-      : boundInTime(lookUp, STORE_WAIT_MS, () => {
-          this.unansweredUntil = Date.now() + UNANSWERED_BACKOFF_MS;
-          return cached.context;
-        });
+    );
   }
 
   /** One look-up per key and change counter at a time; a change since it started needs its own. */
