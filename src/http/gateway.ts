@@ -14,6 +14,7 @@ import type { RedisLink } from "../shared-state/redis-link.js";
 import type { Store } from "../store/store.js";
 import type { SupplierRegistry } from "../suppliers/registry.js";
 import type { SignedStatement } from "../zdr/retention-statement.js";
+import type { BodyBudget } from "./body-budget.js";
 import type { ClientAddresses } from "./client-address.js";
 
 /** Everything the HTTP layer needs, built once at start-up. */
@@ -41,6 +42,8 @@ export interface Gateway {
   draining: boolean;
   /** Metered requests begun and not yet finished: shutdown flushes records once none is left. */
   openExchanges: number;
+  /** Request bytes each account has in memory at once (large bodies only). */
+  bodies: BodyBudget;
 }
 
 /** Ends an exchange exactly once: its record goes to the meter and the metrics. */
@@ -53,6 +56,10 @@ export function finishExchange(
   if (exchange.finished) return;
   exchange.finished = true;
   gateway.openExchanges--;
+  if (exchange.heldBodyBytes > 0 && exchange.auth !== null) {
+    gateway.bodies.release(exchange.auth.accountId, exchange.heldBodyBytes);
+    exchange.heldBodyBytes = 0;
+  }
   const record = exchange.toRecord(status, errorCode);
   exchange.record = record;
   gateway.meter.record(record);

@@ -2,10 +2,12 @@ import type { IncomingMessage, ServerResponse } from "node:http";
 import { addRateLimitHeaders } from "../billing/rate-limit-headers.js";
 import { RateLimitedError } from "../billing/rate-limits.js";
 import { LetheError, UpstreamError } from "../errors/lethe-error.js";
+import type { AuthContext } from "../keys/authenticator.js";
 import { after, type MaybePromise } from "../lang/maybe-promise.js";
 import { Exchange, mintRequestId } from "../metering/exchange.js";
 import type { ClientFormat, Endpoint } from "../metering/metadata-record.js";
 import { authenticate } from "./authenticate-caller.js";
+import { FREE_BYTES_PER_BODY } from "./body-budget.js";
 import { answerAfterBody } from "./drain-body.js";
 import { renderFailure, toFailure } from "./error-handler.js";
 import { finishExchange, type Gateway } from "./gateway.js";
@@ -148,11 +150,27 @@ export class MeteredCall {
   }
 
   private readonly onData = (chunk: Buffer): void => {
+    const before = this.received;
     this.received += chunk.length;
     if (this.received > this.gateway.config.limits.maxBodyBytes) {
       this.dropBody();
       this.fail(tooLarge(), true);
       return;
+    }
+    // a large body counts against its account's bytes in memory (body-budget.ts)
+    if (this.received > FREE_BYTES_PER_BODY) {
+      const exchange = this.exchange;
+      try {
+        exchange.heldBodyBytes = this.gateway.bodies.grow(
+          (exchange.auth as AuthContext).accountId,
+          before,
+          this.received,
+        );
+      } catch (thrown) {
+        this.dropBody();
+        this.fail(thrown, true);
+        return;
+      }
     }
     this.chunks.push(chunk);
   };

@@ -33,6 +33,8 @@ export class Exchange {
   reservation: Reservation | null = null;
   /** Tokens held against TPM limits, corrected when it ends. */
   tokenHold: TokenHold | null = null;
+  /** Bytes of this request's body counted against its account's BodyBudget, given back when it ends. */
+  heldBodyBytes = 0;
   /** The record it ended with (finishExchange); the route's health reads its figures. */
   record: MetadataRecord | null = null;
   finished = false;

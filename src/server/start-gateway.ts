@@ -3,6 +3,7 @@ import type { DestinationStream } from "pino";
 import { CreditGuard } from "../billing/credit-guard.js";
 import { RateLimits } from "../billing/rate-limits.js";
 import type { LetheConfig } from "../config/load-config.js";
+import { BodyBudget } from "../http/body-budget.js";
 import { buildServer } from "../http/build-server.js";
 import { ClientAddresses } from "../http/client-address.js";
 import type { Gateway } from "../http/gateway.js";
@@ -104,6 +105,8 @@ export async function startGateway(config: LetheConfig, options: StartOptions = 
     statement,
     draining: false,
     openExchanges: 0,
+    // four bodies of the largest size at once per account, beyond every body's first MiB
+    bodies: new BodyBudget(4 * config.limits.maxBodyBytes),
   };
   gateway.metrics.watchRoutes(() => gateway.router);
   gateway.metrics.watchDependencies(gateway);
