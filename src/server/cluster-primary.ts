@@ -41,6 +41,8 @@ export function runPrimary(
     finish = resolve;
   });
   const listening = new WeakSet<Worker>();
+  /** Workers a SIGHUP came for while they were starting: they get it once they listen. */
+  const reloadWhenListening = new WeakSet<Worker>();
   /** Replacements in a row that died before they listened. */
   let failedStarts = 0;
   /** A replacement waiting out its back-off; a stop cancels it. */
@@ -50,6 +52,7 @@ export function runPrimary(
     worker.on("message", (message: ListeningMessage) => {
       if (message?.type !== "lethe-listening") return;
       listening.add(worker);
+      if (reloadWhenListening.delete(worker)) worker.process.kill("SIGHUP");
       if (!announced) {
         announced = true;
         onListening(message.url);
@@ -101,10 +104,16 @@ export function runPrimary(
   };
   process.on("SIGTERM", stop);
   process.on("SIGINT", stop);
-  // each worker reads the config file again itself (reload-config.ts); the primary only passes the signal on
+  // each worker reads the config file again itself (reload-config.ts); the primary only passes
+  // the signal on, to a starting worker once it listens (before it can take the signal, the
+  // signal would end it)
   process.on("SIGHUP", () => {
     if (stopping) return;
-    for (const worker of Object.values(cluster.workers ?? {})) worker?.process.kill("SIGHUP");
+    for (const worker of Object.values(cluster.workers ?? {})) {
+      if (worker === undefined) continue;
+      if (listening.has(worker)) worker.process.kill("SIGHUP");
+      else reloadWhenListening.add(worker);
+    }
   });
   return finished;
 }
