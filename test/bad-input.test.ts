@@ -1,3 +1,4 @@
+import { connect } from "node:net";
 import { gzipSync } from "node:zlib";
 import OpenAI from "openai";
 import { afterAll, beforeAll, describe, expect, it } from "vitest";
@@ -283,6 +284,27 @@ describe("bad input on the OpenAI surface", () => {
       expect(response.headers.get("connection")).toBe("close");
       expect(text).not.toContain(encoding);
     }
+    // a transfer coding before chunked compresses the body too (fetch cannot send one: a raw socket)
+    const compressed = gzipSync(JSON.stringify({ model: "lethe-demo", messages: [{ role: "user", content: secret }] }));
+    const raw = await new Promise<string>((resolve) => {
+      const socket = connect(Number(new URL(gateway.url).port), "127.0.0.1", () => {
+        socket.write(
+          `POST /v1/chat/completions HTTP/1.1\r\nhost: x\r\nauthorization: Bearer ${gateway.key}\r\n` +
+            "content-type: application/json\r\ntransfer-encoding: gzip, chunked\r\n\r\n",
+        );
+        socket.write(`${compressed.length.toString(16)}\r\n`);
+        socket.write(compressed);
+        socket.write("\r\n0\r\n\r\n");
+      });
+      let text = "";
+      socket.on("data", (chunk: Buffer) => {
+        text += chunk.toString("latin1");
+      });
+      socket.on("close", () => resolve(text));
+    });
+    responses.push(raw);
+    expect(raw).toMatch(/^HTTP\/1\.1 415/);
+    expect(raw).toContain('"code":"LETHE_UNSUPPORTED_ENCODING"');
     const records = await gateway.records();
     expect(records.at(-1)?.error_code).toBe("LETHE_UNSUPPORTED_ENCODING");
     // identity is no encoding at all

@@ -139,7 +139,12 @@ export class MeteredCall {
     }
     // a compressed body would be parsed as garbage: say so (the header's value is not repeated back)
     const encoding = headers["content-encoding"];
-    if (encoding !== undefined && encoding !== "" && encoding.toLowerCase() !== "identity") {
+    const transfer = headers["transfer-encoding"];
+    // a transfer coding before `chunked` (`gzip, chunked`) compresses the body just the same
+    if (
+      (encoding !== undefined && encoding !== "" && encoding.toLowerCase() !== "identity") ||
+      (transfer !== undefined && transfer.trim().toLowerCase() !== "chunked")
+    ) {
       const message = "Compressed request bodies are not accepted; send the JSON uncompressed (no content-encoding).";
       this.fail(new LetheError("LETHE_UNSUPPORTED_ENCODING", message), true);
       return;
