@@ -22,6 +22,11 @@ function hasFinishReason(chunk: Record<string, unknown>): boolean {
   return false;
 }
 
+/** The final chunk of a stream that asked for usage: the usage, and no choices. */
+function isUsageChunk(chunk: Record<string, unknown>): boolean {
+  return isObject(chunk.usage) && Array.isArray(chunk.choices) && chunk.choices.length === 0;
+}
+
 /**
  * Any OpenAI-compatible server (OpenAI, vLLM, Ollama, llama.cpp, Together, Groq…).
  * Subclasses for particular servers override only what they do differently.
@@ -73,25 +78,35 @@ export class OpenAICompatibleSupplier implements Supplier {
   /** Turns the SSE stream into parsed chunk events, ending at OpenAI's `[DONE]`. */
   protected async *readChunks(response: UpstreamResponse): AsyncGenerator<WireEvent> {
     let finished = false;
-    for await (const message of readSse(response)) {
-      // OpenAI ends every stream with a literal [DONE] event, which is not JSON. The client's
-      // stream ends here, even if the supplier holds its response open; the rest of the body
-      // is drained apart, so the connection stays reusable
-      if (message.data === "[DONE]") {
-        response.finishEarly();
-        return;
+    // the usage chunk (no choices) comes last, after every finish_reason: Lethe always asks for it
+    let whole = false;
+    try {
+      for await (const message of readSse(response)) {
+        // OpenAI ends every stream with a literal [DONE] event, which is not JSON. The client's
+        // stream ends here, even if the supplier holds its response open; the rest of the body
+        // is drained apart, so the connection stays reusable
+        if (message.data === "[DONE]") {
+          response.finishEarly();
+          return;
+        }
+        const data = parseStreamEvent(message.data, "chunk");
+        // some OpenAI-compatible servers report failures as an `error` chunk mid-stream
+        if (data.error !== undefined && data.error !== null) {
+          throw new UpstreamError("LETHE_UPSTREAM_ERROR", "The supplier reported an error during the stream.", {
+            upstreamStatus: 200,
+            // only ever retried when it is the very first event: nothing reached the client yet
+            retryable: true,
+          });
+        }
+        if (!finished && hasFinishReason(data)) finished = true;
+        else if (finished && isUsageChunk(data)) whole = true;
+        yield { event: message.event, data };
       }
-      const data = parseStreamEvent(message.data, "chunk");
-      // some OpenAI-compatible servers report failures as an `error` chunk mid-stream
-      if (data.error !== undefined && data.error !== null) {
-        throw new UpstreamError("LETHE_UPSTREAM_ERROR", "The supplier reported an error during the stream.", {
-          upstreamStatus: 200,
-          // only ever retried when it is the very first event: nothing reached the client yet
-          retryable: true,
-        });
-      }
-      if (!finished && hasFinishReason(data)) finished = true;
-      yield { event: message.event, data };
+    } catch (thrown) {
+      // the connection broke after the answer was whole (its finish reason and its final usage
+      // came): the client lacks only [DONE], which its stream gets from Lethe all the same
+      if (whole && thrown instanceof UpstreamError && thrown.code === "LETHE_UPSTREAM_UNAVAILABLE") return;
+      throw thrown;
     }
     // a stream that ended without [DONE] is complete only if a finish_reason arrived
     if (!finished && !response.aborted) {
