@@ -389,6 +389,35 @@ describe("requests for no route, and clients that send slowly", () => {
     expect(sent).toBeLessThan(64 * 1024 * 1024);
   });
 
+  it("says 100 Continue only to an admitted request, and answers a refused one at once without its body", async () => {
+    const refusedSocket = await open();
+    const started = Date.now();
+    refusedSocket.write(
+      "POST /v1/chat/completions HTTP/1.1\r\nhost: x\r\nauthorization: Bearer sk-lethe-wrong\r\n" +
+        "content-type: application/json\r\ncontent-length: 10000000\r\nexpect: 100-continue\r\n\r\n",
+    );
+    const refused = await readUntil(refusedSocket, () => false);
+    refusedSocket.destroy();
+    // no "continue", so no 10 MB upload: the 401 at once, and the connection closes
+    expect(refused.text).toMatch(/^HTTP\/1\.1 401/);
+    expect(refused.text).toMatch(/connection: close/i);
+    expect(refused.closed).toBe(true);
+    expect(Date.now() - started).toBeLessThan(3000);
+
+    const admittedSocket = await open();
+    const body = JSON.stringify({ model: "lethe-demo", messages: [{ role: "user", content: canary }] });
+    admittedSocket.write(
+      `POST /v1/chat/completions HTTP/1.1\r\nhost: x\r\nauthorization: Bearer ${gateway.key}\r\n` +
+        `content-type: application/json\r\ncontent-length: ${Buffer.byteLength(body)}\r\nexpect: 100-continue\r\n\r\n`,
+    );
+    const asked = await readUntil(admittedSocket, (text) => text.includes("\r\n\r\n"));
+    expect(asked.text).toBe("HTTP/1.1 100 Continue\r\n\r\n");
+    admittedSocket.write(body);
+    const answered = await readUntil(admittedSocket, wholeResponse);
+    admittedSocket.destroy();
+    expect(answered.text).toMatch(/^HTTP\/1\.1 200/);
+  });
+
   it("closes a connection whose request does not arrive within request_timeout_ms", async () => {
     const slowHeaders = await open();
     slowHeaders.write("POST /v1/chat/completions HTTP/1.1\r\nhost: x\r\n");

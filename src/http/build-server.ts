@@ -79,6 +79,19 @@ function gatewayServer(gateway: Gateway) {
       if (endpoint === undefined) fastifyHandler(request, response);
       else new MeteredCall(gateway, endpoint, request, response).start();
     });
+    // `Expect: 100-continue` (curl sends it for bodies over 1 MiB): Node would say "continue"
+    // at once, and a caller whose key or limit refuses it would upload its whole body first.
+    // A metered endpoint says it only once the request is admitted (MeteredCall); the other
+    // routes as Node would.
+    server.on("checkContinue", (request, response) => {
+      const endpoint = meteredEndpointOf(request);
+      if (endpoint !== undefined && !closesAfterAnswer(request)) {
+        new MeteredCall(gateway, endpoint, request, response).start();
+        return;
+      }
+      response.writeContinue();
+      server.emit("request", request, response);
+    });
     server.keepAliveTimeout = KEEP_ALIVE_TIMEOUT_MS;
     // a client that sends slowly (or not at all) holds a connection only this long
     server.requestTimeout = requestTimeoutMs;

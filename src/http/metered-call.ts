@@ -8,7 +8,7 @@ import { Exchange, mintRequestId } from "../metering/exchange.js";
 import type { ClientFormat, Endpoint } from "../metering/metadata-record.js";
 import { authenticate } from "./authenticate-caller.js";
 import { FREE_BYTES_PER_BODY } from "./body-budget.js";
-import { answerAfterBody } from "./drain-body.js";
+import { answerAfterBody, dropRestOfBody } from "./drain-body.js";
 import { renderFailure, toFailure } from "./error-handler.js";
 import { finishExchange, type Gateway } from "./gateway.js";
 import { bodyText, parseJsonText } from "./parse-json-body.js";
@@ -23,6 +23,18 @@ export interface MeteredEndpoint {
 }
 
 const NO_CHUNKS: readonly Buffer[] = Object.freeze([]);
+
+/** What is read of a body sent after all to a refusal that told the client not to (`Expect: 100-continue`). */
+const EXPECTED_BODY_DROP_BYTES = 1024 * 1024;
+
+/**
+ * The request asked whether to send its body (`Expect: 100-continue`, HTTP/1.1): Node then
+ * hands it to `checkContinue` rather than answering "continue" itself (build-server.ts).
+ */
+function expectsContinue(request: IncomingMessage): boolean {
+  const expect = request.headers.expect;
+  return expect !== undefined && request.httpVersion === "1.1" && /(?:^|\W)100-continue(?:$|\W)/i.test(expect);
+}
 
 /**
  * One request to a metered endpoint, on Node's own request and response: the request
@@ -42,6 +54,8 @@ export class MeteredCall {
   private bodyText = "";
   private chunks: Buffer[] = [];
   private received = 0;
+  /** `100 Continue` went to a client that asked whether to send its body. */
+  private continued = false;
 
   constructor(
     readonly gateway: Gateway,
@@ -152,6 +166,11 @@ export class MeteredCall {
     this.request.on("data", this.onData);
     this.request.on("end", this.onEnd);
     this.request.on("error", this.onError);
+    // admitted: the client waiting to send its body may now (build-server.ts, checkContinue)
+    if (expectsContinue(this.request)) {
+      this.continued = true;
+      this.response.writeContinue();
+    }
   }
 
   private readonly onData = (chunk: Buffer): void => {
@@ -255,6 +274,15 @@ export class MeteredCall {
     const { status, body } = renderFailure(this.format, failure);
     headers.push("content-type", "application/json; charset=utf-8", "content-length", Buffer.byteLength(body));
     if (closeConnection) headers.push("connection", "close");
+    // a client still waiting to be told to send its body sends none: the answer goes at once,
+    // and whatever it sends after all is dropped, bounded (drain-body.ts)
+    if (expectsContinue(this.request) && !this.continued && !this.request.complete && !this.request.destroyed) {
+      if (!closeConnection) headers.push("connection", "close");
+      response.writeHead(status, headers);
+      response.end(body);
+      dropRestOfBody(this.request, EXPECTED_BODY_DROP_BYTES);
+      return;
+    }
     // a body still on its way is read and dropped first, or the client loses the answer (drain-body.ts)
     if (closeConnection && !this.request.complete && !this.request.destroyed) {
       answerAfterBody(this.request, 2 * this.gateway.config.limits.maxBodyBytes, () => {
