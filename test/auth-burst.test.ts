@@ -2,7 +2,16 @@ import { afterAll, describe, expect, it } from "vitest";
 import { DEFAULT_CONFIG_FILE } from "../src/config/load-config.js";
 import { mintApiKey, OPERATOR_TOKEN_PREFIX } from "../src/keys/api-key.js";
 import { startTestGateway } from "./support/gateway-harness.js";
-import { deleteRedisKeys, dropSchema, REDIS_URL, schemaUrl, startReplica, uniqueName } from "./support/scale-rig.js";
+import { runCli } from "./support/run-cli.js";
+import {
+  deleteRedisKeys,
+  dropSchema,
+  REDIS_URL,
+  SHARED_SECRET,
+  schemaUrl,
+  startReplica,
+  uniqueName,
+} from "./support/scale-rig.js";
 
 /**
  * A burst of guesses from one address, all sent at once: each passed the throttle's check
@@ -74,6 +83,57 @@ describe("a burst of guessed keys and operator tokens", () => {
       await gateway.close();
     }
   });
+
+  it.each([
+    ["SQLite", "sqlite"],
+    ["PostgreSQL", "postgres"],
+    ["PostgreSQL and Redis", "redis"],
+  ])(
+    "serves a burst of one good key the cache lost, and of one operator token, without refusing any, on %s",
+    async (_name, mode) => {
+      const schema = uniqueName("goodburst");
+      const prefix = `${uniqueName("goodburst")}:`;
+      const env: Record<string, string> =
+        mode === "sqlite"
+          ? {}
+          : {
+              LETHE_DATABASE_URL: schemaUrl(schema),
+              ...(mode === "redis" && { LETHE_REDIS_URL: REDIS_URL, LETHE_REDIS_PREFIX: prefix }),
+            };
+      if (mode !== "sqlite") schemas.push(schema);
+      if (mode === "redis") prefixes.push(prefix);
+      const gateway = mode === "sqlite" ? await startTestGateway({ config: CONFIG }) : await startReplica(CONFIG, env);
+      try {
+        const redis = gateway.running.gateway.redis;
+        for (let turn = 0; turn < 200 && redis !== null && !redis.ready; turn++) {
+          await new Promise((resolve) => setTimeout(resolve, 10));
+        }
+        const { key } =
+          "createKey" in gateway ? await gateway.createKey("bursty") : await gateway.key("bursty", { credits: 0 });
+        const created = await runCli(["operators", "create", "ops-bursty"], {
+          LETHE_DATA_DIR: gateway.dataDir,
+          ...env,
+          ...(mode !== "sqlite" && { LETHE_SECRET: SHARED_SECRET }),
+        });
+        const token = /token:\s+(\S+)/.exec(created.out)?.[1] ?? "";
+        // ten times the allowance at once, twice: the second after an admin change emptied the key cache
+        for (let round = 0; round < 2; round++) {
+          gateway.running.gateway.authenticator.invalidate();
+          const keys = await burst(gateway.url, 10 * LIMIT, () => key, "/v1/models");
+          const tokens = await burst(gateway.url, 10 * LIMIT, () => token, "/admin/v1/accounts");
+          expect({ keys, tokens }).toEqual({
+            keys: { refused: 0, throttled: 0, other: Array(10 * LIMIT).fill(200) },
+            tokens: { refused: 0, throttled: 0, other: Array(10 * LIMIT).fill(200) },
+          });
+        }
+        // and the address's allowance is whole afterwards
+        const guesses = await burst(gateway.url, LIMIT + 2, () => mintApiKey(), "/v1/models");
+        expect(guesses).toEqual({ refused: LIMIT, throttled: 2, other: [] });
+      } finally {
+        await gateway.close();
+      }
+    },
+  );
 
   it("gives the counted failure back when the key was good: good keys never use up an address's allowance", async () => {
     const gateway = await startTestGateway({ config: CONFIG });

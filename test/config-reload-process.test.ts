@@ -14,7 +14,9 @@ import { type ServeProcess, spawnServe } from "./support/run-cli.js";
 /** A config file of demo-backed models with these ids. */
 function configWith(models: string[], extra = ""): string {
   const entries = models.map((id) => `  - id: ${id}\n    routes:\n      - supplier: demo\n        model: lethe-demo\n`);
-  return `suppliers:\n  - id: demo\n    type: demo\n    zdr: true\nmodels:\n${entries.join("")}${extra}`;
+  // a short drain, so the hang-up sent while shutting down lands in it
+  const shutdown = "shutdown:\n  drain_delay_ms: 300\n";
+  return `suppliers:\n  - id: demo\n    type: demo\n    zdr: true\n${shutdown}models:\n${entries.join("")}${extra}`;
 }
 
 /** The model ids a fresh connection is told (each on its own connection: workers take turns). */
@@ -91,7 +93,13 @@ describe("lethe serve reloads its config file on SIGHUP", () => {
     expect(after.every((ids) => JSON.stringify(ids) === '["second"]')).toBe(true);
 
     expect(serve.child.exitCode).toBeNull();
-    expect(await serve.stop()).toBe(0);
+    // a hang-up while shutting down neither reloads nor ends the process before its flush
+    const exited = new Promise<number | null>((resolve) => serve?.child.once("exit", (code) => resolve(code)));
+    process.kill(pid, "SIGTERM");
+    await new Promise((resolve) => setTimeout(resolve, 100));
+    process.kill(pid, "SIGHUP");
+    expect(await exited).toBe(0);
+    expect(serve.output()).toContain('"server_stopped"');
     serve = null;
   });
 });

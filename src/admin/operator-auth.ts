@@ -5,6 +5,39 @@ import type { Gateway } from "../http/gateway.js";
 import { isWellFormedKey, type KeyHasher, OPERATOR_TOKEN_PREFIX } from "../keys/api-key.js";
 import type { OperatorRecord, OperatorStore } from "../store/operator-store.js";
 
+/** Look-ups of operator tokens on their way, per store and token hash. */
+const pendingLookUps = new WeakMap<OperatorStore, Map<string, Promise<OperatorRecord | undefined>>>();
+
+/**
+ * One look-up per token at a time, and `admit` (the throttle's reservation) asked once for
+ * it: an admin script sending 50 calls at once with its token is one look-up, not 50
+ * reservations that would use up the address's failure allowance.
+ */
+function sharedLookUp(
+  operators: OperatorStore,
+  tokenHash: string,
+  admit: (() => Promise<void> | undefined) | undefined,
+): Promise<OperatorRecord | undefined> {
+  let pending = pendingLookUps.get(operators);
+  if (pending === undefined) {
+    pending = new Map();
+    pendingLookUps.set(operators, pending);
+  }
+  const joined = pending.get(tokenHash);
+  if (joined !== undefined) return joined;
+  const lookUp = (async () => {
+    await admit?.();
+    return operators.findByHash(tokenHash);
+  })();
+  const inFlight = pending;
+  const done = () => {
+    if (inFlight.get(tokenHash) === lookUp) inFlight.delete(tokenHash);
+  };
+  lookUp.then(done, done);
+  inFlight.set(tokenHash, lookUp);
+  return lookUp;
+}
+
 /** Checks the operator token of an admin request; customer keys are refused here. */
 export async function authenticateOperator(
   request: FastifyRequest,
@@ -21,8 +54,7 @@ export async function authenticateOperator(
       "This endpoint needs 'Authorization: Bearer <operator token>' (lethe operators create NAME).",
     );
   }
-  await admit?.();
-  const operator = await operators.findByHash(hasher.hash(token));
+  const operator = await sharedLookUp(operators, hasher.hash(token), admit);
   if (operator === undefined || operator.revokedAt !== null) {
     throw new LetheError("LETHE_INVALID_OPERATOR_TOKEN", "The operator token is not valid.");
   }
@@ -50,7 +82,7 @@ export async function authenticateThrottledOperator(
   };
   try {
     const operator = await authenticateOperator(request, gateway.store.operators, gateway.hasher, admit);
-    throttle.release(address);
+    if (reserved) throttle.release(address);
     return operator;
   } catch (error) {
     if (error instanceof LetheError && error.kind === "authentication")

@@ -115,8 +115,11 @@ export class AuthThrottle {
     return shared.consume(key).then(
       () => undefined,
       (refusal: unknown) => {
-        // over the limit: a refusal with the time left; Redis and its insurance both failing lets the look-up go
-        if (refusal instanceof RateLimiterRes) throw throttled(refusal.msBeforeNext);
+        // Redis and its insurance both failing lets the look-up go
+        if (!(refusal instanceof RateLimiterRes)) return;
+        // over the limit: the refusal counted a point all the same, which no failure earned
+        shared.reward(key, 1).catch(() => {});
+        throw throttled(refusal.msBeforeNext);
       },
     );
   }

@@ -129,12 +129,7 @@ export class Authenticator {
     // the map is keyed by the hash itself, so a hit is an exact match
     const cached = this.cache.get(keyHash);
     if (cached !== undefined && this.isFresh(cached, counter)) return cached.context;
-    if (cached === undefined) {
-      const admitted = admit?.();
-      return admitted instanceof Promise
-        ? admitted.then(() => this.sharedLookUp(keyHash, counter, undefined))
-        : this.sharedLookUp(keyHash, counter, undefined);
-    }
+    if (cached === undefined) return this.sharedLookUp(keyHash, counter, undefined, admit);
     if (this.unansweredUntil !== 0 && Date.now() < this.unansweredUntil) return cached.context;
     const lookUp = this.sharedLookUp(keyHash, counter, cached);
     return boundInTime(lookUp, STORE_WAIT_MS, () => {
@@ -159,11 +154,26 @@ export class Authenticator {
     );
   }
 
-  /** One look-up per key and change counter at a time; a change since it started needs its own. */
-  private sharedLookUp(keyHash: string, counter: number, cached: CacheEntry | undefined): Promise<AuthContext> {
+  /**
+   * One look-up per key and change counter at a time; a change since it started needs its own.
+   * `admit` is asked once per look-up, not per request that joins one: a burst of requests
+   * with one good key the cache lost (a restart, an admin change) is one look-up, one
+   * reservation of the auth throttle, and none of them refused for it.
+   */
+  private sharedLookUp(
+    keyHash: string,
+    counter: number,
+    cached: CacheEntry | undefined,
+    admit?: () => MaybePromise<void>,
+  ): Promise<AuthContext> {
     const pending = this.pending.get(keyHash);
     if (pending !== undefined && pending.counter === counter) return pending.lookUp;
-    const lookUp = this.lookUp(keyHash, counter, cached);
+    // a refusal thrown here (the throttle, synchronously) registers no look-up
+    const admitted = admit?.();
+    const lookUp =
+      admitted instanceof Promise
+        ? admitted.then(() => this.lookUp(keyHash, counter, cached))
+        : this.lookUp(keyHash, counter, cached);
     const entry = { counter, lookUp };
     this.pending.set(keyHash, entry);
     const done = () => {

@@ -71,7 +71,7 @@ function reloadOnHangup(
   configFlag: string | undefined,
   running: RunningGateway,
   log: EventLog,
-  hungUpEarly: boolean,
+  hangups: { stop(): boolean },
 ): () => void {
   let reloading: Promise<void> | null = null;
   let again = false;
@@ -112,7 +112,8 @@ function reloadOnHangup(
     })();
   };
   process.on("SIGHUP", onHangup);
-  if (hungUpEarly) onHangup();
+  // only now that this listener is in place: a moment with none would let the signal end the process
+  if (hangups.stop()) onHangup();
   return () => process.off("SIGHUP", onHangup);
 }
 
@@ -133,6 +134,8 @@ function holdHangups(): { stop(): boolean } {
     },
   };
 }
+
+function ignoreHangup(): void {}
 
 /** Resolves on the first SIGTERM or SIGINT. */
 function untilSignal(): Promise<void> {
@@ -185,16 +188,19 @@ async function serve(args: string[], io: CliIo, hangups: { stop(): boolean }): P
   }
 
   if (workers > 1 && cluster.isPrimary) {
-    // the workers read the config file as they start: a hang-up before then asks for nothing more
-    hangups.stop();
     await prepareStore(config);
     // the demo account, and its key shown once, only once a worker serves
-    return runPrimary(workers, log, config.shutdown.deadlineMs, (url) => {
+    const primary = runPrimary(workers, log, config.shutdown.deadlineMs, (url) => {
       bootstrapDemoAccount(config).then(
         (firstStartKey) => printWelcome(io, config, url, workers, firstStartKey),
         () => printWelcome(io, config, url, workers, null),
       );
     });
+    // the primary's own handler is in place (no moment without one, when the signal would end
+    // the process); the workers read the config file as they start, so a hang-up before then
+    // asks for nothing more
+    hangups.stop();
+    return primary;
   }
   let running: RunningGateway;
   try {
@@ -205,10 +211,12 @@ async function serve(args: string[], io: CliIo, hangups: { stop(): boolean }): P
     throw error;
   }
   const configFlag = typeof values.config === "string" ? values.config : undefined;
-  const stopReloading = reloadOnHangup(io, configFlag, running, log, hangups.stop());
+  const stopReloading = reloadOnHangup(io, configFlag, running, log, hangups);
   if (cluster.isWorker) announceListening(running.url);
   else printWelcome(io, config, running.url, 1, running.firstStartKey);
   await untilSignal();
+  // no reload while shutting down, and a hang-up then must not end the process before its flush
+  process.on("SIGHUP", ignoreHangup);
   stopReloading();
   let code = 0;
   try {
