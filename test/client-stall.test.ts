@@ -90,6 +90,39 @@ describe("a streaming client that stops reading", () => {
   });
 });
 
+describe("a streaming client that reads slowly but steadily", () => {
+  it("is not cut while one large event takes it longer than idle_ms to read", async () => {
+    const { content } = canaryPrompt(canaries, "steady");
+    // 2 MB in one event, read at about 1.3 MB/s: well over idle_ms (300 ms) for the whole event
+    fakes.steady.enqueue(behaviour.bigEvent(2_000_000));
+    const body = JSON.stringify(chatBody("long", content, true));
+    const { port } = new URL(gateway.url);
+    const socket = connect(Number(port), "127.0.0.1");
+    const parts: Buffer[] = [];
+    await new Promise<void>((resolve) => {
+      socket.on("data", (chunk: Buffer) => {
+        parts.push(chunk);
+        socket.pause();
+        setTimeout(() => socket.resume(), 50);
+        // the chunked body's last chunk: the stream is over
+        if (chunk.toString("latin1").endsWith("\r\n0\r\n\r\n")) resolve();
+      });
+      socket.on("close", () => resolve());
+      socket.write(
+        `POST /v1/chat/completions HTTP/1.1\r\nhost: lethe\r\nauthorization: Bearer ${gateway.key}\r\n` +
+          `content-type: application/json\r\ncontent-length: ${Buffer.byteLength(body)}\r\n\r\n${body}`,
+      );
+    });
+    socket.destroy();
+    const received = Buffer.concat(parts).toString("utf8");
+    expect(received).toContain("data: [DONE]\n\n");
+    // the slices were cut between whole characters: no replacement character anywhere
+    expect(received).not.toContain("\uFFFD");
+    const requestId = /x-request-id: (\S+)/i.exec(received)?.[1] ?? null;
+    expect(await recordOf(gateway, requestId)).toMatchObject({ status: 200, error_code: null });
+  });
+});
+
 describe("a stream cut at the shutdown deadline", () => {
   it("is recorded before the process flushes and exits", async () => {
     const own = await startFakes(["hanging"]);

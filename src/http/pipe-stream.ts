@@ -8,9 +8,10 @@ import { finishExchange, type Gateway } from "./gateway.js";
 
 /**
  * Resolves true when the socket can take more or closed, false when it took nothing for
- * `stallMs`: a client that stops reading would otherwise hold its stream, the supplier
- * connection under it and the request's record for ever (the supplier's own idle timeout
- * never fires while Lethe holds it back).
+ * `stallMs` (a large event is written in slices, so that is the client's own pace): a
+ * client that stops reading would otherwise hold its stream, the supplier connection
+ * under it and the request's record for ever (the supplier's own idle timeout never fires
+ * while Lethe holds it back).
  */
 function writable(response: ServerResponse, stallMs: number): Promise<boolean> {
   return new Promise((resolve) => {
@@ -25,6 +26,29 @@ function writable(response: ServerResponse, stallMs: number): Promise<boolean> {
     response.on("drain", onDrain);
     response.on("close", onDrain);
   });
+}
+
+/**
+ * An event longer than this is written a slice at a time, each once the client took the one
+ * before: the stall bound then measures the client's reading, not how long one large event
+ * (a tool call's arguments, an image) takes a slow but steady reader.
+ */
+const SLICE_CHARS = 64 * 1024;
+
+/** Writes a large event in slices; `room` as `write` says it, or "stalled" when the client took nothing for `stallMs`. */
+async function writeInSlices(response: ServerResponse, text: string, stallMs: number): Promise<boolean | "stalled"> {
+  let start = 0;
+  for (;;) {
+    let end = Math.min(text.length, start + SLICE_CHARS);
+    // never between the halves of a surrogate pair: each slice is encoded to UTF-8 on its own
+    const last = text.charCodeAt(end - 1);
+    if (end < text.length && last >= 0xd800 && last <= 0xdbff) end--;
+    const room = response.write(text.slice(start, end));
+    start = end;
+    if (start >= text.length) return room;
+    if (!room && !(await writable(response, stallMs))) return "stalled";
+    if (response.destroyed) return false;
+  }
 }
 
 /** How a stream ended for its client: as a client that left (499), not as a supplier failure. */
@@ -70,7 +94,7 @@ export async function pipeStream(
       if (response.destroyed) break;
       const text = translate(translator, event);
       if (text === null) continue;
-      const room = response.write(text);
+      const room = text.length <= SLICE_CHARS ? response.write(text) : await writeInSlices(response, text, stallMs);
       if (!sentFirst) {
         sentFirst = true;
         // Node holds a response's writes until the end of the tick, to send them together;
@@ -78,8 +102,8 @@ export async function pipeStream(
         // byte, and the events that arrived with it would otherwise wait for their relay
         response.uncork();
       }
-      if (room) continue;
-      if (!(await writable(response, stallMs))) {
+      if (room === true) continue;
+      if (room === "stalled" || !(await writable(response, stallMs))) {
         errorCode = "LETHE_CLIENT_STALLED";
         response.destroy();
       }

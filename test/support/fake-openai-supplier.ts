@@ -34,7 +34,8 @@ export type FakeBehaviour =
   | { kind: "deeply-nested"; afterChunks: number }
   | { kind: "hold-after-done" }
   | { kind: "wrong-shape"; afterChunks: number }
-  | { kind: "long-stream"; chunks: number };
+  | { kind: "long-stream"; chunks: number }
+  | { kind: "big-event"; bytes: number };
 
 /**
  * Builders for the fake's behaviours. Mid-stream failures strike after `afterChunks` data
@@ -108,6 +109,10 @@ export const behaviour = {
    */
   longStream(chunks: number): FakeBehaviour {
     return { kind: "long-stream", chunks };
+  },
+  /** Streaming: one content chunk of about `bytes`, then the usage chunk and [DONE]. */
+  bigEvent(bytes: number): FakeBehaviour {
+    return { kind: "big-event", bytes };
   },
   /** A whole stream, [DONE] included, then the response held open until the caller gives up. */
   holdAfterDone(): FakeBehaviour {
@@ -421,6 +426,17 @@ export async function startFakeOpenAISupplier(): Promise<FakeOpenAISupplier> {
           });
         }
         if (!response.destroyed) response.end("data: [DONE]\n\n");
+        return;
+      }
+      case "big-event": {
+        response.writeHead(200, sseHeaders);
+        // 15 UTF-16 units a round, a surrogate pair among them: slices of the event fall everywhere in it
+        const content = "é lorem ipsu 🙂".repeat(Math.ceil(current.bytes / 18));
+        response.write(`data: ${JSON.stringify({ id: answer.id, choices: [{ index: 0, delta: { content } }] })}\n\n`);
+        response.write(
+          `data: ${JSON.stringify({ id: answer.id, choices: [{ index: 0, delta: {}, finish_reason: "stop" }] })}\n\n`,
+        );
+        response.end("data: [DONE]\n\n");
         return;
       }
       case "wrong-shape":
