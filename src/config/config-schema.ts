@@ -51,7 +51,7 @@ const supplier = z
     // an idle pooled connection is closed after this: below the 5 s after which many servers
     // (uvicorn under vLLM, Node) close theirs without saying so, or a request sent on one
     // just as the server closes it fails (undici's own default; a Keep-Alive header's
-    // timeout, when the supplier sends one, is honoured, less a second)
+    // timeout, when the supplier sends one, is honoured, less undici's two-second margin)
     keep_alive_ms: z.number().int().positive().default(4_000),
     // a whole JSON answer, or one event of a stream (a stream itself may run on): a supplier
     // sending without end must not fill the gateway's memory

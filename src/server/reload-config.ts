@@ -48,8 +48,10 @@ const SECTION_NAMES: Partial<Record<keyof LetheConfig, string>> = {
  * serve from the next request on. Unchanged suppliers keep their connection pools;
  * replaced or removed ones finish the requests they carry, then close. Routes still
  * configured keep their health (breakers, latency). The signed retention statement is
- * signed again, since it lists the suppliers. The swap is synchronous: a request sees the
- * old config or the new one, never a mix.
+ * signed again, since it lists the suppliers. The swap is synchronous. A request routed
+ * before it keeps its plan (routes, upstream model names, prices); an attempt it makes
+ * after it uses the supplier then configured under the route's supplier id (a removed one
+ * is still found, its pool closing, and fails over like any unreachable route).
  */
 export async function reloadGateway(gateway: Gateway, next: LetheConfig): Promise<ReloadOutcome> {
   const running = gateway.config;

@@ -25,6 +25,8 @@ export class SupplierRegistry {
    * so that attempt fails over like any unreachable route).
    */
   private retired: ReadonlyMap<SupplierId, Supplier> = new Map();
+  /** The previous registry's suppliers this one replaced or dropped: `closeRetired` closes them. */
+  private readonly newlyRetired: Supplier[] = [];
 
   constructor(config: LetheConfig, previous?: SupplierRegistry) {
     for (const supplierConfig of config.suppliers.values()) {
@@ -37,8 +39,14 @@ export class SupplierRegistry {
     }
     if (previous !== undefined) {
       const retired = new Map<SupplierId, Supplier>();
-      for (const [id, supplier] of previous.suppliers)
-        if (this.suppliers.get(id) !== supplier) retired.set(id, supplier);
+      // those retired before stay findable too (a request may span two reloads); bounded by
+      // the ids ever removed, since a configured id is found among the live ones first
+      for (const [id, supplier] of previous.retired) if (!this.suppliers.has(id)) retired.set(id, supplier);
+      for (const [id, supplier] of previous.suppliers) {
+        if (this.suppliers.get(id) === supplier) continue;
+        retired.set(id, supplier);
+        this.newlyRetired.push(supplier);
+      }
       this.retired = retired;
     }
   }
@@ -54,7 +62,7 @@ export class SupplierRegistry {
    * (undici closes a pool gracefully), new ones are refused. Kept for `get` meanwhile.
    */
   async closeRetired(): Promise<void> {
-    await Promise.all([...this.retired.values()].map((supplier) => supplier.close()));
+    await Promise.all(this.newlyRetired.map((supplier) => supplier.close()));
   }
 
   async close(): Promise<void> {

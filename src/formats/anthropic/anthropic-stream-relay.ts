@@ -14,6 +14,17 @@ export function mergeAnthropicUsage(into: Record<string, unknown>, usage: unknow
 
 /** An SSE event name that can stand on its `event:` line as it is. */
 const EVENT_NAME = /^[A-Za-z0-9_.-]{1,64}$/;
+/** Anthropic's own event names: checked first, so the pattern runs only for others. */
+const KNOWN_EVENTS = new Set([
+  "message_start",
+  "content_block_start",
+  "content_block_delta",
+  "content_block_stop",
+  "message_delta",
+  "message_stop",
+  "ping",
+  "error",
+]);
 
 /**
  * Relays an Anthropic supplier's events to an Anthropic client unchanged but for
@@ -54,7 +65,7 @@ export class AnthropicStreamRelay implements StreamTranslator {
     const name = typeof data.type === "string" ? data.type : (event.event ?? "message");
     // the name is written raw into the `event:` line: one holding a line break would let the
     // supplier frame events of its own in the client's stream; Anthropic's are snake_case
-    return EVENT_NAME.test(name) ? anthropicEvent(name, data) : null;
+    return KNOWN_EVENTS.has(name) || EVENT_NAME.test(name) ? anthropicEvent(name, data) : null;
   }
 
   end(): string {
