@@ -47,11 +47,8 @@ describe("a burst of guessed keys and operator tokens", () => {
     for (const prefix of prefixes) await deleteRedisKeys(prefix);
   });
 
-  it.each([
-    ["SQLite", "sqlite"],
-    ["PostgreSQL", "postgres"],
-    ["PostgreSQL and Redis", "redis"],
-  ])("gets no more answers than the throttle allows, on %s", async (_name, mode) => {
+  /** A gateway on SQLite, on its own PostgreSQL schema, or on one with its own Redis prefix too; and its environment. */
+  async function startIn(mode: string) {
     const schema = uniqueName("burst");
     const prefix = `${uniqueName("burst")}:`;
     const env: Record<string, string> =
@@ -64,12 +61,21 @@ describe("a burst of guessed keys and operator tokens", () => {
     if (mode !== "sqlite") schemas.push(schema);
     if (mode === "redis") prefixes.push(prefix);
     const gateway = mode === "sqlite" ? await startTestGateway({ config: CONFIG }) : await startReplica(CONFIG, env);
+    // until its connection is up, a replica counts in its own memory (documented), which is not what these measure
+    const redis = gateway.running.gateway.redis;
+    for (let turn = 0; turn < 200 && redis !== null && !redis.ready; turn++) {
+      await new Promise((resolve) => setTimeout(resolve, 10));
+    }
+    return { gateway, env };
+  }
+
+  it.each([
+    ["SQLite", "sqlite"],
+    ["PostgreSQL", "postgres"],
+    ["PostgreSQL and Redis", "redis"],
+  ])("gets no more answers than the throttle allows, on %s", async (_name, mode) => {
+    const { gateway } = await startIn(mode);
     try {
-      // until its connection is up, a replica counts in its own memory (documented), which is not what this measures
-      const redis = gateway.running.gateway.redis;
-      for (let turn = 0; turn < 200 && redis !== null && !redis.ready; turn++) {
-        await new Promise((resolve) => setTimeout(resolve, 10));
-      }
       // well-formed guesses (their checksums hold): each one is looked up in the store
       const keys = await burst(gateway.url, 200, () => mintApiKey(), "/v1/models");
       expect(keys.other).toEqual([]);
@@ -91,23 +97,8 @@ describe("a burst of guessed keys and operator tokens", () => {
   ])(
     "serves a burst of one good key the cache lost, and of one operator token, without refusing any, on %s",
     async (_name, mode) => {
-      const schema = uniqueName("goodburst");
-      const prefix = `${uniqueName("goodburst")}:`;
-      const env: Record<string, string> =
-        mode === "sqlite"
-          ? {}
-          : {
-              LETHE_DATABASE_URL: schemaUrl(schema),
-              ...(mode === "redis" && { LETHE_REDIS_URL: REDIS_URL, LETHE_REDIS_PREFIX: prefix }),
-            };
-      if (mode !== "sqlite") schemas.push(schema);
-      if (mode === "redis") prefixes.push(prefix);
-      const gateway = mode === "sqlite" ? await startTestGateway({ config: CONFIG }) : await startReplica(CONFIG, env);
+      const { gateway, env } = await startIn(mode);
       try {
-        const redis = gateway.running.gateway.redis;
-        for (let turn = 0; turn < 200 && redis !== null && !redis.ready; turn++) {
-          await new Promise((resolve) => setTimeout(resolve, 10));
-        }
         const { key } =
           "createKey" in gateway ? await gateway.createKey("bursty") : await gateway.key("bursty", { credits: 0 });
         const created = await runCli(["operators", "create", "ops-bursty"], {
