@@ -7,7 +7,7 @@ import { openAIChatSurface } from "../formats/openai/openai-surface.js";
 import type { AuthContext } from "../keys/authenticator.js";
 import { mintRequestId } from "../metering/exchange.js";
 import { answerClientError } from "./client-error.js";
-import { answerAfterBody, closesAfterAnswer, dropRestOfBody } from "./drain-body.js";
+import { answerAfterBody, closesAfterAnswer, dropRestOfBody, UNREAD_BODY_BYTES } from "./drain-body.js";
 import { errorHandler, sendError } from "./error-handler.js";
 import type { Gateway } from "./gateway.js";
 import { MeteredCall, type MeteredEndpoint } from "./metered-call.js";
@@ -37,8 +37,6 @@ const TIMEOUT_CHECK_MS = 5_000;
  * endpoints, which take prompts, read theirs themselves under limits.max_body_bytes.
  */
 const FASTIFY_BODY_LIMIT = 1024 * 1024;
-/** A request for no route is answered once this much more of its body has been dropped, or the connection closes. */
-const NOT_FOUND_DRAIN_BYTES = 1024 * 1024;
 
 /** The metered endpoints, by path: every one is a POST. */
 const METERED = new Map<string, MeteredEndpoint>(
@@ -158,7 +156,7 @@ export function buildServer(gateway: Gateway): FastifyInstance {
     // a request for no route is answered before its body is read: Fastify would read it
     // whole and parse it first (up to its body limit, for anyone, without a key)
     if (request.is404 && hasBody(request.raw)) {
-      answerAfterBody(request.raw, NOT_FOUND_DRAIN_BYTES, () => {
+      answerAfterBody(request.raw, UNREAD_BODY_BYTES, () => {
         reply.header("connection", "close");
         answerNotFound(request, reply);
       });
@@ -167,14 +165,14 @@ export function buildServer(gateway: Gateway): FastifyInstance {
     done();
   });
   // a body its route left unread (a GET with one, a request refused before its body was
-  // parsed) is read no further than NOT_FOUND_DRAIN_BYTES after the answer, which closes
+  // parsed) is read no further than UNREAD_BODY_BYTES after the answer, which closes
   // the connection: Node would read it to the end, for as long as a caller keeps sending
   app.addHook("onSend", (request, reply, payload, done) => {
     if (!request.raw.complete) reply.header("connection", "close");
     done(null, payload);
   });
   app.addHook("onResponse", (request, _reply, done) => {
-    if (!request.raw.complete && !request.raw.destroyed) dropRestOfBody(request.raw, NOT_FOUND_DRAIN_BYTES);
+    if (!request.raw.complete && !request.raw.destroyed) dropRestOfBody(request.raw);
     done();
   });
   app.removeAllContentTypeParsers();

@@ -50,30 +50,18 @@ export function answerAfterBody(request: IncomingMessage, maxBytes: number, answ
   request.resume();
 }
 
+/** How much of a body its route left unread is read and dropped after the answer. */
+export const UNREAD_BODY_BYTES = 1024 * 1024;
+
 /**
  * Bounds what is read of a body its route answered without reading (a GET with a body, an
- * admin request refused before its body was parsed): Node would read and drop the rest
- * until the request timeout, gigabytes from a caller without a key. The answer went with
- * `connection: close`; past `maxBytes` more, or DRAIN_MS, the connection is closed.
+ * admin request refused before its body was parsed, a client told not to send it): Node
+ * would read and drop the rest until the request timeout, gigabytes from a caller without
+ * a key. The answer went with `connection: close`; past UNREAD_BODY_BYTES more, or
+ * DRAIN_MS, the connection is closed.
  */
-export function dropRestOfBody(request: IncomingMessage, maxBytes: number): void {
-  closing.add(request.socket);
-  let dropped = 0;
-  const stop = () => {
-    clearTimeout(timer);
-    request.off("data", onData);
-    request.socket.destroy();
-  };
-  const onData = (chunk: Buffer) => {
-    dropped += chunk.length;
-    if (dropped > maxBytes) stop();
-  };
-  const timer = setTimeout(stop, DRAIN_MS);
-  timer.unref();
-  request.on("data", onData);
-  request.once("end", () => {
-    clearTimeout(timer);
-    request.off("data", onData);
+export function dropRestOfBody(request: IncomingMessage): void {
+  answerAfterBody(request, UNREAD_BODY_BYTES, () => {
+    if (!request.complete) request.socket.destroy();
   });
-  request.resume();
 }

@@ -24,9 +24,6 @@ export interface MeteredEndpoint {
 
 const NO_CHUNKS: readonly Buffer[] = Object.freeze([]);
 
-/** What is read of a body sent after all to a refusal that told the client not to (`Expect: 100-continue`). */
-const EXPECTED_BODY_DROP_BYTES = 1024 * 1024;
-
 /**
  * The request asked whether to send its body (`Expect: 100-continue`, HTTP/1.1): Node then
  * hands it to `checkContinue` rather than answering "continue" itself (build-server.ts).
@@ -280,7 +277,7 @@ export class MeteredCall {
       if (!closeConnection) headers.push("connection", "close");
       response.writeHead(status, headers);
       response.end(body);
-      dropRestOfBody(this.request, EXPECTED_BODY_DROP_BYTES);
+      dropRestOfBody(this.request);
       return;
     }
     // a body still on its way is read and dropped first, or the client loses the answer (drain-body.ts)

@@ -90,10 +90,14 @@ export class AuthThrottle {
       return this.lookUpShared(shared, seen?.key ?? this.hash(address), seen);
     }
     if (this.failures.size === 0) return undefined;
-    const now = Date.now();
-    const window = this.failures.current(this.addressKey(address, connection), now);
-    if (window === undefined || window.consumed < this.failuresPerMinute) return undefined;
-    return Promise.reject(throttled(window.endsAt - now));
+    const refusal = this.refusalInMemory(this.addressKey(address, connection), Date.now());
+    return refusal === null ? undefined : Promise.reject(refusal);
+  }
+
+  /** In memory: the refusal for an address key whose window has no failure left, else null. */
+  private refusalInMemory(key: string, now: number): LetheError | null {
+    const window = this.failures.current(key, now);
+    return window === undefined || window.consumed < this.failuresPerMinute ? null : throttled(window.endsAt - now);
   }
 
   /**
@@ -107,8 +111,8 @@ export class AuthThrottle {
     const shared = this.shared;
     if (shared === null) {
       const now = Date.now();
-      const window = this.failures.current(key, now);
-      if (window !== undefined && window.consumed >= this.failuresPerMinute) throw throttled(window.endsAt - now);
+      const refusal = this.refusalInMemory(key, now);
+      if (refusal !== null) throw refusal;
       this.failures.add(key, 1, now);
       return undefined;
     }

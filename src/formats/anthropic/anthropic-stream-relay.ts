@@ -6,10 +6,27 @@ import type { ClientRequest, StreamTranslator } from "../surface/client-surface.
 import { UsageFallback } from "../surface/usage-fallback.js";
 import { anthropicErrorEvent, anthropicEvent } from "./anthropic-sse.js";
 
-/** Merges the usage counters an event carries into the running totals (Anthropic's are cumulative). */
-export function mergeAnthropicUsage(into: Record<string, unknown>, usage: unknown): void {
+/**
+ * Meters an Anthropic stream's usage as its events bring it: merges the counters an event
+ * carries into the stream's running `totals` (Anthropic's are cumulative) and sets the
+ * exchange's usage from them. `final`: `message_delta`'s counts, which end the stream;
+ * `message_start`'s output count is a placeholder. Counts no model could reach are not the
+ * supplier's to bill: the fallback counts instead.
+ */
+export function meterAnthropicUsage(
+  totals: Record<string, unknown>,
+  usage: unknown,
+  final: boolean,
+  exchange: Exchange,
+  fallback: UsageFallback,
+): void {
   if (typeof usage !== "object" || usage === null) return;
-  for (const [key, value] of Object.entries(usage)) if (value !== null && value !== undefined) into[key] = value;
+  for (const [key, value] of Object.entries(usage)) if (value !== null && value !== undefined) totals[key] = value;
+  const counted = fromAnthropicUsage(totals);
+  if (counted === null) return;
+  exchange.usage = counted;
+  if (final) fallback.markReported();
+  else fallback.markInputReported();
 }
 
 /** An SSE event name that can stand on its `event:` line as it is. */
@@ -78,15 +95,7 @@ export class AnthropicStreamRelay implements StreamTranslator {
     return anthropicErrorEvent(error);
   }
 
-  /** `final`: `message_delta`'s counts, which end the stream; `message_start`'s output count is a placeholder. */
   private meter(usage: unknown, final: boolean): void {
-    if (typeof usage !== "object" || usage === null) return;
-    mergeAnthropicUsage(this.usage, usage);
-    const counted = fromAnthropicUsage(this.usage);
-    // counts no model could reach are not the supplier's to bill: the fallback counts instead
-    if (counted === null) return;
-    this.exchange.usage = counted;
-    if (final) this.fallback.markReported();
-    else this.fallback.markInputReported();
+    meterAnthropicUsage(this.usage, usage, final, this.exchange, this.fallback);
   }
 }

@@ -1,9 +1,8 @@
 import type { LetheError } from "../../errors/lethe-error.js";
-import { fromAnthropicUsage } from "../../metering/anthropic-usage.js";
 import type { Exchange } from "../../metering/exchange.js";
 import { toOpenAIUsage } from "../../metering/token-usage.js";
 import type { WireEvent } from "../../suppliers/supplier.js";
-import { mergeAnthropicUsage } from "../anthropic/anthropic-stream-relay.js";
+import { meterAnthropicUsage } from "../anthropic/anthropic-stream-relay.js";
 import { renderOpenAIError } from "../openai/openai-error.js";
 import type { ClientRequest, StreamTranslator } from "../surface/client-surface.js";
 import { UsageFallback } from "../surface/usage-fallback.js";
@@ -119,15 +118,7 @@ export class AnthropicToOpenAIStream implements StreamTranslator {
     return `data: ${renderOpenAIError(error)}\n\ndata: [DONE]\n\n`;
   }
 
-  /** `final`: `message_delta`'s counts, which end the stream; `message_start`'s output count is a placeholder. */
   private meter(usage: unknown, final: boolean): void {
-    if (typeof usage !== "object" || usage === null) return;
-    mergeAnthropicUsage(this.usage, usage);
-    const counted = fromAnthropicUsage(this.usage);
-    // counts no model could reach are not the supplier's to bill: the fallback counts instead
-    if (counted === null) return;
-    this.exchange.usage = counted;
-    if (final) this.fallback.markReported();
-    else this.fallback.markInputReported();
+    meterAnthropicUsage(this.usage, usage, final, this.exchange, this.fallback);
   }
 }

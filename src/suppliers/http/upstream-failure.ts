@@ -1,6 +1,10 @@
 import { UpstreamError } from "../../errors/lethe-error.js";
 
-/** Why Lethe itself aborted an upstream call, so the failure maps to the right error. */
+/**
+ * Why Lethe itself aborted an upstream call, so the failure maps to the right error.
+ * `slow-error-body` ends the read of a failed answer's body, whose status already decided
+ * the error (`boundedText`): its own failure is never surfaced.
+ */
 export type AbortCause = "client-closed" | "total-timeout" | "deadline" | "too-large" | "slow-error-body";
 
 /**
@@ -31,12 +35,6 @@ export function upstreamFailure(
       upstreamStatus: 0,
       retryable: false,
       sent,
-    });
-  }
-  if (abortedBecause === "slow-error-body") {
-    return new UpstreamError("LETHE_UPSTREAM_TIMEOUT", "The supplier's error answer did not arrive in time.", {
-      upstreamStatus: 0,
-      retryable: true,
     });
   }
   if (abortedBecause === "too-large") {
