@@ -639,6 +639,55 @@ describe("supplier failures after the stream started", () => {
   });
 });
 
+describe("a supplier connection that breaks once the answer is whole", () => {
+  it("ends the stream cleanly for both clients when only message_stop is missing", async () => {
+    const secret = rig.canary("whole-then-reset");
+    // every event but message_stop, then the socket is destroyed
+    rig.anthropicFake.enqueue(anthropicBehaviour.resetMidStream(-1));
+    const stream = rig.anthropic.messages.stream({
+      model: MODELS.claude,
+      max_tokens: 50,
+      messages: [{ role: "user", content: secret }],
+    });
+    const message = await stream.finalMessage();
+    expect(message.stop_reason).toBe("end_turn");
+    expect(message.content[0]).toMatchObject({ type: "text" });
+    const { response } = await stream.withResponse();
+    const record = await rig.recordOf(response.headers.get("request-id"));
+    expect(record).toMatchObject({ status: 200, error_code: null, tokens_estimated: false });
+
+    rig.anthropicFake.enqueue(anthropicBehaviour.resetMidStream(-1));
+    const raw = await postRaw(rig, "/v1/chat/completions", {
+      model: MODELS.claude,
+      stream: true,
+      messages: [{ role: "user", content: secret }],
+    });
+    const events = parseSse(raw.text);
+    expect(events.at(-1)?.data).toBe("[DONE]");
+    expect(events.some((event) => event.data !== "[DONE]" && event.data.error !== undefined)).toBe(false);
+    expect(
+      events.some(
+        (event) =>
+          event.data !== "[DONE]" &&
+          (event.data.choices as { finish_reason?: unknown }[])?.[0]?.finish_reason === "stop",
+      ),
+    ).toBe(true);
+    const translated = await rig.recordOf(raw.headers.get("request-id"));
+    expect(translated).toMatchObject({ status: 200, error_code: null, client_format: "openai" });
+  });
+
+  it("still fails a stream cut before its message_delta", async () => {
+    // everything up to the last content_block_stop: the stop reason never came
+    rig.anthropicFake.enqueue(anthropicBehaviour.resetMidStream(-2));
+    const error = await thrownBy(
+      rig.anthropic.messages
+        .stream({ model: MODELS.claude, max_tokens: 50, messages: [{ role: "user", content: rig.canary("cut") }] })
+        .finalMessage(),
+    );
+    expect(error.type).toBe("api_error");
+  });
+});
+
 describe("structured output to an OpenAI-format supplier", () => {
   it("sends output_config.format (what messages.parse asks with) upstream as a strict json_schema response_format", async () => {
     const schema = {

@@ -115,20 +115,31 @@ export class AnthropicSupplier implements Supplier {
     return { kind: "json", body };
   }
 
-  /** Parses Anthropic's event stream; it is complete only once `message_stop` arrived. */
+  /**
+   * Parses Anthropic's event stream; it is complete once `message_stop` arrived, or once a
+   * `message_delta` with its stop reason did (the answer is whole: a stream cut after it lacks
+   * only `message_stop`, which the client gets from Lethe all the same).
+   */
   private async *readEvents(response: UpstreamResponse): AsyncGenerator<WireEvent> {
-    for await (const message of readSse(response)) {
-      const data = parseStreamEvent(message.data, "event");
-      if (data.type === "error" || message.event === "error") throw streamError(data);
-      yield { event: message.event, data };
-      if (data.type === "message_stop") {
-        // the client's stream ends here, even if the supplier holds its response open; the
-        // rest of the body is drained apart, so the connection stays reusable
-        response.finishEarly();
-        return;
+    let whole = false;
+    try {
+      for await (const message of readSse(response)) {
+        const data = parseStreamEvent(message.data, "event");
+        if (data.type === "error" || message.event === "error") throw streamError(data);
+        yield { event: message.event, data };
+        if (data.type === "message_stop") {
+          // the client's stream ends here, even if the supplier holds its response open; the
+          // rest of the body is drained apart, so the connection stays reusable
+          response.finishEarly();
+          return;
+        }
+        if (data.type === "message_delta") whole = isObject(data.delta) && typeof data.delta.stop_reason === "string";
       }
+    } catch (thrown) {
+      if (!(whole && thrown instanceof UpstreamError && thrown.code === "LETHE_UPSTREAM_UNAVAILABLE")) throw thrown;
     }
-    if (!response.aborted) throw badUpstreamResponse("The supplier's stream ended before it was complete.");
+    if (whole) yield { event: "message_stop", data: { type: "message_stop" } };
+    else if (!response.aborted) throw badUpstreamResponse("The supplier's stream ended before it was complete.");
   }
 
   async close(): Promise<void> {
