@@ -418,6 +418,34 @@ describe("requests for no route, and clients that send slowly", () => {
     expect(answered.text).toMatch(/^HTTP\/1\.1 200/);
   });
 
+  it.each([
+    ["chat completions, the caller's own format", "POST /v1/chat/completions", "openai"],
+    ["messages, the caller's own format", "POST /v1/messages", "anthropic"],
+    ["any other route", "GET /v1/models", "both"],
+  ])(
+    "refuses an Expect other than 100-continue with a coded 417 on %s, sending no body for it",
+    async (_name, line, shape) => {
+      const socket = await open();
+      const body = JSON.stringify({ model: "lethe-demo", messages: [{ role: "user", content: canary }] });
+      socket.write(
+        `${line} HTTP/1.1\r\nhost: x\r\nauthorization: Bearer ${gateway.key}\r\n` +
+          `content-type: application/json\r\ncontent-length: ${Buffer.byteLength(body)}\r\nexpect: 200-ok\r\n\r\n`,
+      );
+      const { text, closed } = await readUntil(socket, () => false);
+      socket.destroy();
+      expect(text).toMatch(/^HTTP\/1\.1 417/);
+      expect(text).toMatch(/connection: close/i);
+      expect(text).toMatch(/x-request-id: req_/i);
+      expect(closed).toBe(true);
+      const answer = JSON.parse(text.slice(text.indexOf("\r\n\r\n") + 4)) as Record<string, Record<string, unknown>>;
+      if (shape === "openai")
+        expect(answer.error).toMatchObject({ code: "LETHE_EXPECTATION_FAILED", type: "invalid_request_error" });
+      else expect(answer).toMatchObject({ type: "error", error: { type: "invalid_request_error" } });
+      if (shape !== "openai") expect(JSON.stringify(answer)).toContain("LETHE_EXPECTATION_FAILED");
+      expect(text).not.toContain("200-ok");
+    },
+  );
+
   it("closes a connection whose request does not arrive within request_timeout_ms", async () => {
     const slowHeaders = await open();
     slowHeaders.write("POST /v1/chat/completions HTTP/1.1\r\nhost: x\r\n");

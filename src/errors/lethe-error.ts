@@ -23,6 +23,8 @@ export const ERROR_CODES = {
   LETHE_INVALID_REQUEST: { status: 400, kind: "invalid_request" },
   LETHE_BODY_TOO_LARGE: { status: 413, kind: "request_too_large" },
   LETHE_UNSUPPORTED_ENCODING: { status: 415, kind: "invalid_request" },
+  /** An `Expect` header other than `100-continue`: no other expectation is defined. */
+  LETHE_EXPECTATION_FAILED: { status: 417, kind: "invalid_request" },
   LETHE_HEADERS_TOO_LARGE: { status: 431, kind: "request_too_large" },
   LETHE_REQUEST_TIMEOUT: { status: 408, kind: "timeout" },
   LETHE_MISSING_API_KEY: { status: 401, kind: "authentication" },

@@ -6,7 +6,7 @@ import { anthropicMessagesSurface } from "../formats/anthropic/anthropic-surface
 import { openAIChatSurface } from "../formats/openai/openai-surface.js";
 import type { AuthContext } from "../keys/authenticator.js";
 import { mintRequestId } from "../metering/exchange.js";
-import { answerClientError } from "./client-error.js";
+import { answerClientError, answerExpectationFailed } from "./client-error.js";
 import { answerAfterBody, closesAfterAnswer, dropRestOfBody, UNREAD_BODY_BYTES } from "./drain-body.js";
 import { errorHandler, sendError } from "./error-handler.js";
 import type { Gateway } from "./gateway.js";
@@ -89,6 +89,16 @@ function gatewayServer(gateway: Gateway) {
       }
       response.writeContinue();
       server.emit("request", request, response);
+    });
+    // any other expectation: none is defined, and Node's own 417 had no code and no request id
+    server.on("checkExpectation", (request, response) => {
+      if (closesAfterAnswer(request)) {
+        request.resume();
+        return;
+      }
+      const endpoint = meteredEndpointOf(request);
+      if (endpoint !== undefined) new MeteredCall(gateway, endpoint, request, response).refuseExpectation();
+      else answerExpectationFailed(request, response);
     });
     server.keepAliveTimeout = KEEP_ALIVE_TIMEOUT_MS;
     // a client that sends slowly (or not at all) holds a connection only this long

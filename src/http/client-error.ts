@@ -1,8 +1,16 @@
+import type { IncomingMessage, ServerResponse } from "node:http";
 import type { Duplex } from "node:stream";
 import { ERROR_CODES, type ErrorCode } from "../errors/lethe-error.js";
 import { mintRequestId } from "../metering/exchange.js";
+import { dropRestOfBody } from "./drain-body.js";
 
-const REFUSALS: Record<string, { code: ErrorCode; reason: string; message: string }> = {
+interface Refusal {
+  code: ErrorCode;
+  reason: string;
+  message: string;
+}
+
+const REFUSALS: Record<string, Refusal> = {
   HPE_HEADER_OVERFLOW: {
     code: "LETHE_HEADERS_TOO_LARGE",
     reason: "Request Header Fields Too Large",
@@ -19,7 +27,7 @@ const MALFORMED = {
   code: "LETHE_INVALID_REQUEST",
   reason: "Bad Request",
   message: "The HTTP request could not be parsed.",
-} as const satisfies (typeof REFUSALS)[string];
+} as const satisfies Refusal;
 
 /**
  * Answers a request Node's HTTP parser refused (a malformed header, conflicting
@@ -36,12 +44,7 @@ export function answerClientError(error: Error & { code?: string }, socket: Dupl
   if (socket.writable && inProgress?.headersSent !== true) {
     const code = error.code;
     const refusal = (code !== undefined && Object.hasOwn(REFUSALS, code) && REFUSALS[code]) || MALFORMED;
-    const { status, kind } = ERROR_CODES[refusal.code];
-    const type = kind === "timeout" ? "timeout_error" : "invalid_request_error";
-    const body = JSON.stringify({
-      type: "error",
-      error: { type, message: refusal.message, param: null, code: refusal.code },
-    });
+    const { status, body } = refusalOf(refusal);
     const id = mintRequestId();
     socket.write(
       `HTTP/1.1 ${status} ${refusal.reason}\r\ncontent-type: application/json; charset=utf-8\r\n` +
@@ -50,4 +53,45 @@ export function answerClientError(error: Error & { code?: string }, socket: Dupl
     );
   }
   socket.destroy();
+}
+
+/** A refusal's status and body, in the shape both SDKs read. */
+function refusalOf(refusal: Refusal): { status: number; body: string } {
+  const { status, kind } = ERROR_CODES[refusal.code];
+  const type = kind === "timeout" ? "timeout_error" : "invalid_request_error";
+  const body = JSON.stringify({
+    type: "error",
+    error: { type, message: refusal.message, param: null, code: refusal.code },
+  });
+  return { status, body };
+}
+
+const EXPECTATION_FAILED: Refusal = {
+  code: "LETHE_EXPECTATION_FAILED",
+  reason: "Expectation Failed",
+  message: "The only expectation this gateway meets is 100-continue.",
+};
+
+/**
+ * Answers a request to a route other than the metered endpoints whose `Expect` names
+ * something other than `100-continue` (Node's `checkExpectation`; the metered endpoints
+ * answer in their caller's format, MeteredCall). Node's own answer was a bare 417.
+ */
+export function answerExpectationFailed(request: IncomingMessage, response: ServerResponse): void {
+  const { status, body } = refusalOf(EXPECTATION_FAILED);
+  const id = mintRequestId();
+  response.writeHead(status, [
+    "content-type",
+    "application/json; charset=utf-8",
+    "content-length",
+    Buffer.byteLength(body),
+    "x-request-id",
+    id,
+    "request-id",
+    id,
+    "connection",
+    "close",
+  ]);
+  response.end(body);
+  if (!request.complete) dropRestOfBody(request);
 }

@@ -53,6 +53,8 @@ export class MeteredCall {
   private received = 0;
   /** `100 Continue` went to a client that asked whether to send its body. */
   private continued = false;
+  /** The request's `Expect` was refused: its body, if any, was never asked for. */
+  private expectationRefused = false;
 
   constructor(
     readonly gateway: Gateway,
@@ -115,6 +117,17 @@ export class MeteredCall {
     const declared = request.headers["content-length"];
     const bounded = declared !== undefined && Number(declared) <= this.gateway.config.limits.maxBodyBytes;
     this.fail(thrown, !request.complete && !bounded);
+  }
+
+  /**
+   * Refuses a request whose `Expect` names something other than `100-continue` (Node's
+   * `checkExpectation`), before its key or body: HTTP defines no other expectation. The
+   * caller may be waiting to send its body: it is answered at once, as a refused
+   * 100-continue is.
+   */
+  refuseExpectation(): void {
+    this.expectationRefused = true;
+    this.fail(new LetheError("LETHE_EXPECTATION_FAILED", "The only expectation this gateway meets is 100-continue."));
   }
 
   private admit(): MaybePromise<void> {
@@ -273,7 +286,8 @@ export class MeteredCall {
     if (closeConnection) headers.push("connection", "close");
     // a client still waiting to be told to send its body sends none: the answer goes at once,
     // and whatever it sends after all is dropped, bounded (drain-body.ts)
-    if (expectsContinue(this.request) && !this.continued && !this.request.complete && !this.request.destroyed) {
+    const unasked = this.expectationRefused || (expectsContinue(this.request) && !this.continued);
+    if (unasked && !this.request.complete && !this.request.destroyed) {
       if (!closeConnection) headers.push("connection", "close");
       response.writeHead(status, headers);
       response.end(body);
