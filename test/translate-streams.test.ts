@@ -241,6 +241,55 @@ describe("OpenAIToAnthropicStream", () => {
     expect(whole.stop_reason).toBe("tool_use");
   });
 
+  it("tells calls without an index apart by id, one whole call a chunk (Gemini's way)", async () => {
+    const sse = parseSse(
+      feed(new OpenAIToAnthropicStream(clientRequest(true), exchangeFor("anthropic")), [
+        chunk({
+          tool_calls: [{ id: "call_1", type: "function", function: { name: "f", arguments: '{"city":"Sydney"}' } }],
+        }),
+        chunk({ tool_calls: [{ id: "call_2", type: "function", function: { name: "g", arguments: '{"tz":' } }] }),
+        // a delta without id or index continues the last call
+        chunk({ tool_calls: [{ function: { arguments: '"UTC"}' } }] }),
+        chunk({}, "tool_calls"),
+      ]),
+    );
+    const message = await MessageStream.fromReadableStream(asReadable(sse)).finalMessage();
+    expect(message.content).toEqual([
+      { type: "tool_use", id: "call_1", name: "f", input: { city: "Sydney" } },
+      { type: "tool_use", id: "call_2", name: "g", input: { tz: "UTC" } },
+    ]);
+  });
+
+  it("gives a call the supplier named no id a unique one, streamed and not", async () => {
+    const ids: unknown[] = [];
+    for (let turn = 0; turn < 2; turn++) {
+      const sse = parseSse(
+        feed(new OpenAIToAnthropicStream(clientRequest(true), exchangeFor("anthropic")), [
+          chunk({ tool_calls: [{ index: 0, type: "function", function: { name: "f", arguments: "{}" } }] }),
+          chunk({}, "tool_calls"),
+        ]),
+      );
+      const message = await MessageStream.fromReadableStream(asReadable(sse)).finalMessage();
+      ids.push((message.content[0] as { id: string }).id);
+      const whole = openAIToAnthropicMessage(
+        {
+          id: "chatcmpl-t",
+          choices: [
+            {
+              message: { role: "assistant", content: null, tool_calls: [{ function: { name: "f", arguments: "{}" } }] },
+              finish_reason: "tool_calls",
+            },
+          ],
+        },
+        "unit-model" as ModelId,
+        { input: 1, output: 1, cachedInput: 0, cacheWrite: 0, reasoning: 0 },
+      );
+      ids.push((whole.content as Json[])[0]?.id);
+    }
+    expect(ids.every((id) => typeof id === "string" && id.startsWith("toolu_"))).toBe(true);
+    expect(new Set(ids).size).toBe(4);
+  });
+
   it("relays a refusal as text ending with stop_reason refusal, streamed and not (OpenAI ends it with stop)", () => {
     const events = parseSse(
       feed(new OpenAIToAnthropicStream(clientRequest(true), exchangeFor("anthropic")), [
@@ -410,6 +459,44 @@ describe("AnthropicToOpenAIStream", () => {
       ],
     });
     expect(completion.usage?.prompt_tokens).toBe(15);
+  });
+
+  it("closes a tool call that got no input with {} arguments, which the SDK's stream helper parses", async () => {
+    const events: Json[] = [
+      ANTHROPIC_EVENTS[0] as Json,
+      {
+        type: "content_block_start",
+        index: 0,
+        content_block: { type: "tool_use", id: "toolu_a", name: "now", input: {} },
+      },
+      { type: "content_block_delta", index: 0, delta: { type: "input_json_delta", partial_json: "" } },
+      { type: "content_block_stop", index: 0 },
+      // no delta at all
+      {
+        type: "content_block_start",
+        index: 1,
+        content_block: { type: "tool_use", id: "toolu_b", name: "today", input: {} },
+      },
+      { type: "content_block_stop", index: 1 },
+      // the input whole in the start, as some servers send it
+      {
+        type: "content_block_start",
+        index: 2,
+        content_block: { type: "tool_use", id: "toolu_c", name: "at", input: { tz: "UTC" } },
+      },
+      { type: "content_block_stop", index: 2 },
+      { type: "message_delta", delta: { stop_reason: "tool_use", stop_sequence: null }, usage: { output_tokens: 7 } },
+      { type: "message_stop" },
+    ];
+    const sse = parseSse(feed(new AnthropicToOpenAIStream(clientRequest(false), exchangeFor("openai")), events));
+    const completion = await ChatCompletionStream.fromReadableStream(asReadable(sse)).finalChatCompletion();
+    expect(completion.choices[0]?.message.tool_calls?.map((call) => call.type === "function" && call.function)).toEqual(
+      [
+        { name: "now", arguments: "{}" },
+        { name: "today", arguments: "{}" },
+        { name: "at", arguments: '{"tz":"UTC"}' },
+      ],
+    );
   });
 
   it("leaves usage out entirely when the client did not ask for it", () => {

@@ -20,6 +20,8 @@ export class AnthropicToOpenAIStream implements StreamTranslator {
   private readonly created = Math.floor(Date.now() / 1000);
   private readonly usage: Json = {};
   private readonly toolIndexByBlock = new Map<number, number>();
+  /** Tool blocks whose input has not begun: they are closed with `{}`. */
+  private readonly argumentless = new Set<number>();
   private readonly fallback = new UsageFallback();
 
   constructor(
@@ -52,14 +54,29 @@ export class AnthropicToOpenAIStream implements StreamTranslator {
         const block = (data.content_block ?? {}) as Json;
         if (block.type !== "tool_use") return null;
         const toolIndex = this.toolIndexByBlock.size;
-        this.toolIndexByBlock.set(Number(data.index), toolIndex);
+        const blockIndex = Number(data.index);
+        this.toolIndexByBlock.set(blockIndex, toolIndex);
         this.exchange.markFirstToken();
         this.fallback.add(String(block.name ?? ""));
+        // Anthropic's block starts with `input: {}` and streams the input as JSON deltas; a
+        // server that puts it whole in the start is passed on as the first arguments
+        const input = block.input;
+        const whole = typeof input === "object" && input !== null && Object.keys(input).length > 0;
+        const args = whole ? JSON.stringify(input) : "";
+        if (!whole) this.argumentless.add(blockIndex);
         return this.chunk({
           tool_calls: [
-            { index: toolIndex, id: block.id, type: "function", function: { name: block.name, arguments: "" } },
+            { index: toolIndex, id: block.id, type: "function", function: { name: block.name, arguments: args } },
           ],
         });
+      }
+      case "content_block_stop": {
+        // a tool without parameters gets no JSON delta (or an empty one): its arguments would add
+        // up to "", which no JSON parser reads (the SDKs' stream helpers throw); the JSON answer says {}
+        const blockIndex = Number(data.index);
+        if (!this.argumentless.delete(blockIndex)) return null;
+        const toolIndex = this.toolIndexByBlock.get(blockIndex) as number;
+        return this.chunk({ tool_calls: [{ index: toolIndex, function: { arguments: "{}" } }] });
       }
       case "content_block_delta":
         return this.delta(Number(data.index), (data.delta ?? {}) as Json);
@@ -79,7 +96,7 @@ export class AnthropicToOpenAIStream implements StreamTranslator {
         return `data: ${JSON.stringify({ ...chunk, choices: [], usage: toOpenAIUsage(this.exchange.usage) })}\n\n`;
       }
       default:
-        // ping and content_block_stop have no OpenAI counterpart
+        // ping has no OpenAI counterpart
         return null;
     }
   }
@@ -99,6 +116,7 @@ export class AnthropicToOpenAIStream implements StreamTranslator {
       // OpenAI counterpart: added to tool call 0, it would corrupt that call's arguments
       if (toolIndex === undefined) return null;
       text = delta.partial_json;
+      if (typeof text === "string" && text !== "") this.argumentless.delete(blockIndex);
       out = { tool_calls: [{ index: toolIndex, function: { arguments: text } }] };
     } else return null;
     if (typeof text === "string") {

@@ -7,6 +7,7 @@ import { anthropicErrorEvent, anthropicEvent } from "../anthropic/anthropic-sse.
 import type { ClientRequest, StreamTranslator } from "../surface/client-surface.js";
 import { UsageFallback } from "../surface/usage-fallback.js";
 import { anthropicStop } from "./map-finish-reason.js";
+import { mintToolUseId } from "./tool-use-id.js";
 
 type Json = Record<string, unknown>;
 type BlockKind = "text" | "thinking" | "tool_use";
@@ -22,6 +23,9 @@ export class OpenAIToAnthropicStream implements StreamTranslator {
   private blockIndex = -1;
   private blockKind: BlockKind | null = null;
   private readonly blockByToolIndex = new Map<number, number>();
+  /** For servers that send tool calls without `index`: the index given to each id, and the last one. */
+  private unindexedById: Map<string, number> | undefined;
+  private lastUnindexed: number | undefined;
   /** How the answer ended: the finish reason, and vLLM's matched stop string, once they came. */
   private finish: { finish_reason?: unknown; stop_reason?: unknown } = {};
   /** The answer's text was OpenAI's `refusal`, not `content`: it ends with `stop_reason: refusal`. */
@@ -120,15 +124,34 @@ export class OpenAIToAnthropicStream implements StreamTranslator {
     return anthropicEvent("content_block_delta", { type: "content_block_delta", index, delta });
   }
 
-  /** `position`: the call's place in its chunk, for servers that leave out `index` (several calls in one chunk stay apart). */
+  /**
+   * The call's index. Servers that leave `index` out tell calls apart by id (Gemini's sends
+   * each call whole, with its own id, in a chunk of its own): a new id is a new call, a
+   * delta without one continues the last; without either, the call's place in its chunk.
+   */
+  private toolIndexOf(call: Json, position: number): number {
+    if (typeof call.index === "number") return call.index;
+    const id = call.id;
+    if (typeof id !== "string" || id === "") return this.lastUnindexed ?? position;
+    let index = this.unindexedById?.get(id);
+    if (index === undefined) {
+      index = this.blockByToolIndex.size;
+      while (this.blockByToolIndex.has(index)) index++;
+      this.unindexedById ??= new Map();
+      this.unindexedById.set(id, index);
+    }
+    this.lastUnindexed = index;
+    return index;
+  }
+
   private toolCall(call: Json, position: number): string {
-    const toolIndex = typeof call.index === "number" ? call.index : position;
+    const toolIndex = this.toolIndexOf(call, position);
     const fn = (call.function ?? {}) as Json;
     let out = "";
     if (!this.blockByToolIndex.has(toolIndex)) {
       out += this.open("tool_use", {
         type: "tool_use",
-        id: call.id ?? `toolu_${toolIndex}`,
+        id: typeof call.id === "string" && call.id !== "" ? call.id : mintToolUseId(),
         name: fn.name ?? "",
         input: {},
       });

@@ -3,6 +3,7 @@ import { toAnthropicUsage } from "../../metering/anthropic-usage.js";
 import { type TokenUsage, toOpenAIUsage } from "../../metering/token-usage.js";
 import { nestsTooDeep } from "../validation/json-depth.js";
 import { anthropicStop, toOpenAIFinishReason } from "./map-finish-reason.js";
+import { mintToolUseId } from "./tool-use-id.js";
 
 type Json = Record<string, unknown>;
 
@@ -45,7 +46,9 @@ export function openAIToAnthropicMessage(
   for (const call of (message.tool_calls as (Json | null)[] | undefined) ?? []) {
     if (call === null || typeof call !== "object") continue;
     const fn = (call.function ?? {}) as Json;
-    content.push({ type: "tool_use", id: call.id, name: fn.name, input: parseArguments(fn.arguments) });
+    // a call without an id could not be answered with a tool_result
+    const id = typeof call.id === "string" && call.id !== "" ? call.id : mintToolUseId();
+    content.push({ type: "tool_use", id, name: fn.name, input: parseArguments(fn.arguments) });
   }
   const id = typeof completion.id === "string" ? completion.id : "";
   return {
