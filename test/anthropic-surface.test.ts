@@ -122,7 +122,13 @@ describe("the SSE event sequence", () => {
     expect(dataOf(events[7])).toEqual({
       type: "message_delta",
       delta: { stop_reason: "end_turn", stop_sequence: null },
-      usage: { input_tokens: 600, output_tokens: 250, cache_read_input_tokens: 400, cache_creation_input_tokens: 0 },
+      usage: {
+        input_tokens: 600,
+        output_tokens: 250,
+        cache_read_input_tokens: 400,
+        cache_creation_input_tokens: 0,
+        output_tokens_details: { thinking_tokens: 50 },
+      },
     });
   });
 

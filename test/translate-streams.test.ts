@@ -130,7 +130,14 @@ describe("OpenAIToAnthropicStream", () => {
       {
         type: "message_delta",
         delta: { stop_reason: "tool_use", stop_sequence: null },
-        usage: { input_tokens: 20, output_tokens: 12, cache_read_input_tokens: 10, cache_creation_input_tokens: 0 },
+        usage: {
+          input_tokens: 20,
+          output_tokens: 12,
+          cache_read_input_tokens: 10,
+          cache_creation_input_tokens: 0,
+          // the supplier's reasoning tokens, as Anthropic reports thinking
+          output_tokens_details: { thinking_tokens: 4 },
+        },
       },
       { type: "message_stop" },
     ]);
@@ -145,7 +152,12 @@ describe("OpenAIToAnthropicStream", () => {
       { type: "tool_use", id: "call_2", name: "g", input: {} },
     ]);
     expect(message.stop_reason).toBe("tool_use");
-    expect(message.usage).toMatchObject({ input_tokens: 20, output_tokens: 12, cache_read_input_tokens: 10 });
+    expect(message.usage).toMatchObject({
+      input_tokens: 20,
+      output_tokens: 12,
+      cache_read_input_tokens: 10,
+      output_tokens_details: { thinking_tokens: 4 },
+    });
   });
 
   it("opens a thinking block for reasoning, then a text block; the SDK reads a signature on it", async () => {

@@ -617,7 +617,9 @@ describe("usage semantics", () => {
       output_tokens: 250,
       cache_read_input_tokens: 400,
       cache_creation_input_tokens: 100,
+      output_tokens_details: { thinking_tokens: 50 },
     });
+    expect(toAnthropicUsage({ ...usage, reasoning: 0 })).not.toHaveProperty("output_tokens_details");
     expect(toOpenAIUsage(usage)).toEqual({
       prompt_tokens: 1000,
       completion_tokens: 250,

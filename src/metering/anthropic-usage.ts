@@ -20,12 +20,17 @@ export function fromAnthropicUsage(usage: unknown): TokenUsage | null {
   });
 }
 
-/** Anthropic's `usage` object for Lethe's counters (the reverse of fromAnthropicUsage). */
-export function toAnthropicUsage(usage: TokenUsage): Record<string, number> {
-  return {
+/**
+ * Anthropic's `usage` object for Lethe's counters (the reverse of fromAnthropicUsage);
+ * reasoning, when there was any, as Anthropic's `output_tokens_details.thinking_tokens`.
+ */
+export function toAnthropicUsage(usage: TokenUsage): Record<string, unknown> {
+  const anthropic: Record<string, unknown> = {
     input_tokens: Math.max(0, usage.input - usage.cachedInput - usage.cacheWrite),
     output_tokens: usage.output,
     cache_read_input_tokens: usage.cachedInput,
     cache_creation_input_tokens: usage.cacheWrite,
   };
+  if (usage.reasoning > 0) anthropic.output_tokens_details = { thinking_tokens: usage.reasoning };
+  return anthropic;
 }
