@@ -206,6 +206,65 @@ describe("openAIToAnthropicRequest", () => {
     }
   });
 
+  it("narrows the tools to an allowed_tools choice, and maps its mode", () => {
+    const tool = (name: string) => ({ type: "function", function: { name, parameters: { type: "object" } } });
+    const out = toAnthropic({
+      messages: [{ role: "user", content: "hi" }],
+      tools: [tool("read_file"), tool("delete_files")],
+      tool_choice: {
+        type: "allowed_tools",
+        allowed_tools: { mode: "required", tools: [{ type: "function", function: { name: "read_file" } }] },
+      },
+    });
+    expect((out.tools as Json[]).map((each) => each.name)).toEqual(["read_file"]);
+    expect(out.tool_choice).toEqual({ type: "any" });
+    const auto = toAnthropic({
+      messages: [{ role: "user", content: "hi" }],
+      tools: [tool("read_file")],
+      tool_choice: {
+        type: "allowed_tools",
+        allowed_tools: { mode: "auto", tools: [{ type: "function", function: { name: "read_file" } }] },
+      },
+    });
+    expect(auto.tool_choice).toEqual({ type: "auto" });
+  });
+
+  it.each([
+    ["frequency_penalty", { frequency_penalty: 0.5 }],
+    ["presence_penalty", { presence_penalty: -1 }],
+    ["logit_bias", { logit_bias: { "50256": -100 } }],
+    ["web_search_options", { web_search_options: {} }],
+    ["audio", { modalities: ["text", "audio"], audio: { voice: "alloy", format: "wav" } }],
+    ["functions", { functions: [{ name: "f", parameters: {} }], function_call: "auto" }],
+    ["tools", { tools: [{ type: "custom", custom: { name: "grep" } }] }],
+    [
+      "tool_choice",
+      {
+        tools: [{ type: "function", function: { name: "f" } }],
+        tool_choice: { type: "custom", custom: { name: "f" } },
+      },
+    ],
+  ])("refuses %s, which an Anthropic model cannot honour as asked, rather than drop it", (param, fields) => {
+    const refused = thrownBy(() => toAnthropic({ messages: [{ role: "user", content: "hi" }], ...fields }));
+    expect(refused).toMatchObject({ code: "LETHE_INVALID_REQUEST", param });
+  });
+
+  it("leaves defaults and what only tunes the answer behind; safety_identifier is the end user's id", () => {
+    const out = toAnthropic({
+      messages: [{ role: "user", content: "hi" }],
+      frequency_penalty: 0,
+      presence_penalty: 0,
+      logit_bias: {},
+      web_search_options: null,
+      seed: 7,
+      reasoning_effort: "low",
+      safety_identifier: "user-hash",
+    });
+    expect(out.metadata).toEqual({ user_id: "user-hash" });
+    for (const field of ["frequency_penalty", "presence_penalty", "logit_bias", "seed", "reasoning_effort"])
+      expect(out).not.toHaveProperty(field);
+  });
+
   it("refuses a tool message that names no tool call, rather than send Anthropic a null id", () => {
     expect(() =>
       toAnthropic({
@@ -531,6 +590,16 @@ describe("anthropicToOpenAIRequest", () => {
     expect(thrownBy(() => toOpenAI({ messages: [{ role: "user", content: [fileImage] }] })).code).toBe(
       "LETHE_INVALID_REQUEST",
     );
+    // a block OpenAI has no part for is refused, not left out of the prompt
+    const searchResult = {
+      type: "search_result",
+      source: "https://example.test",
+      title: "t",
+      content: [{ type: "text", text: "the answer" }],
+    };
+    expect(
+      thrownBy(() => toOpenAI({ messages: [{ role: "user", content: [searchResult, { type: "text", text: "q" }] }] })),
+    ).toMatchObject({ code: "LETHE_INVALID_REQUEST", param: "messages" });
   });
 });
 

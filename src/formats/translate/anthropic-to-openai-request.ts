@@ -53,6 +53,9 @@ function userMessages(content: unknown): Json[] {
     } else if (block.type === "text") parts.push({ type: "text", text: block.text });
     else if (block.type === "image") parts.push(imagePart(block));
     else if (block.type === "document") throw unsupported("A document block");
+    // a block OpenAI has no part for (a search result, say) is refused, not left out: the
+    // answer would be to a prompt missing what the client sent
+    else throw unsupported("A content block of this type");
   }
   if (parts.length === 0) return toolMessages;
   const only = parts.length === 1 ? parts[0] : undefined;

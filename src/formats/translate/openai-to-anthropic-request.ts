@@ -72,6 +72,10 @@ function toolChoice(choice: unknown, parallel: unknown): Json | undefined {
   else if (choice === "none") out = { type: "none" };
   else if (choice === "required") out = { type: "any" };
   else if (isObject(choice) && isObject(choice.function)) out = { type: "tool", name: choice.function.name };
+  else if (isObject(choice) && choice.type === "allowed_tools" && isObject(choice.allowed_tools)) {
+    // the tools it may call are the tools it is sent (allowedToolNames filters them)
+    out = { type: choice.allowed_tools.mode === "required" ? "any" : "auto" };
+  } else if (choice !== undefined && choice !== null) refuse("tool_choice");
   // Anthropic's `none` choice takes no other field: parallelism is moot when no tool may be called
   if (parallel === false && out?.type !== "none") {
     out = { ...(out ?? { type: "auto" }), disable_parallel_tool_use: true };
@@ -79,18 +83,48 @@ function toolChoice(choice: unknown, parallel: unknown): Json | undefined {
   return out;
 }
 
+function refuse(param: string): never {
+  throw new LetheError("LETHE_INVALID_REQUEST", `'${param}' cannot be honoured by this model's supplier.`, { param });
+}
+
+/** A number set to something else than OpenAI's default of 0. */
+function isSet(value: unknown): boolean {
+  return typeof value === "number" && value !== 0;
+}
+
 /**
  * Refuses what an Anthropic model cannot do as asked, rather than answering something
- * else: several choices, log probabilities. Dropped silently, a client would get one
- * choice for three.
+ * else: several choices, log probabilities, sampling penalties and biases, web search,
+ * audio output, the legacy `functions`. Dropped silently, a client would get one choice
+ * for three, or an answer that never searched. What only tunes an answer that comes all
+ * the same (`seed`, `reasoning_effort`, `service_tier`, `prediction`…) is left behind.
  */
 function refuseUntranslatable(body: Json): void {
-  const refuse = (param: string) => {
-    throw new LetheError("LETHE_INVALID_REQUEST", `'${param}' cannot be honoured by this model's supplier.`, { param });
-  };
   if (typeof body.n === "number" && body.n > 1) refuse("n");
   if (body.logprobs === true) refuse("logprobs");
   if (typeof body.top_logprobs === "number" && body.top_logprobs > 0) refuse("top_logprobs");
+  if (isSet(body.frequency_penalty)) refuse("frequency_penalty");
+  if (isSet(body.presence_penalty)) refuse("presence_penalty");
+  if (isObject(body.logit_bias) && Object.keys(body.logit_bias).length > 0) refuse("logit_bias");
+  if (body.web_search_options !== undefined && body.web_search_options !== null) refuse("web_search_options");
+  if (
+    (body.audio !== undefined && body.audio !== null) ||
+    (Array.isArray(body.modalities) && body.modalities.includes("audio"))
+  )
+    refuse("audio");
+  if (hasTools(body.functions) || (body.function_call !== undefined && body.function_call !== null))
+    refuse("functions");
+  // OpenAI's custom tools take free text, not JSON arguments: Anthropic has no such tool
+  if (Array.isArray(body.tools) && body.tools.some((tool) => !isObject(tool) || tool.type !== "function"))
+    refuse("tools");
+}
+
+/** The tools an `allowed_tools` choice lets the model call, by name; undefined when all of them. */
+function allowedToolNames(choice: unknown): Set<unknown> | undefined {
+  if (!isObject(choice) || choice.type !== "allowed_tools" || !isObject(choice.allowed_tools)) return undefined;
+  const allowed = choice.allowed_tools.tools;
+  if (!Array.isArray(allowed)) refuse("tool_choice");
+  return new Set(allowed.map((tool) => (isObject(tool) && isObject(tool.function) ? tool.function.name : undefined)));
 }
 
 /**
@@ -177,8 +211,13 @@ export function openAIToAnthropicRequest(body: Json, upstreamModel: string): Jso
   if (typeof body.top_p === "number") out.top_p = body.top_p;
   if (typeof body.stop === "string") out.stop_sequences = [body.stop];
   else if (Array.isArray(body.stop)) out.stop_sequences = body.stop;
-  if (hasTools(body.tools)) {
-    out.tools = (body.tools as Json[]).map((tool) => {
+  const allowed = allowedToolNames(body.tool_choice);
+  const tools =
+    allowed === undefined || !Array.isArray(body.tools)
+      ? body.tools
+      : (body.tools as Json[]).filter((tool) => isObject(tool.function) && allowed.has(tool.function.name));
+  if (hasTools(tools)) {
+    out.tools = (tools as Json[]).map((tool) => {
       const fn = (tool.function ?? {}) as Json;
       return {
         name: fn.name,
@@ -190,10 +229,12 @@ export function openAIToAnthropicRequest(body: Json, upstreamModel: string): Jso
     });
   }
   // Anthropic refuses a tool_choice without tools (OpenAI clients send parallel_tool_calls regardless)
-  const choice = hasTools(body.tools) ? toolChoice(body.tool_choice, body.parallel_tool_calls) : undefined;
+  const choice = hasTools(tools) ? toolChoice(body.tool_choice, body.parallel_tool_calls) : undefined;
   if (choice !== undefined) out.tool_choice = choice;
   const format = outputFormat(body.response_format);
   if (format !== undefined) out.output_config = { format };
-  if (typeof body.user === "string") out.metadata = { user_id: body.user };
+  // OpenAI's `safety_identifier` is what `user` was for: an end user's stable id
+  const user = typeof body.user === "string" ? body.user : body.safety_identifier;
+  if (typeof user === "string") out.metadata = { user_id: user };
   return out;
 }
