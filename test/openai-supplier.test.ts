@@ -118,7 +118,8 @@ describe("chat completions through an OpenAI-compatible supplier", () => {
       error_code: null,
       streamed: false,
       ttft_ms: null,
-      cache_hit: false,
+      // the supplier said 400 prompt tokens came from its cache
+      cache_hit: true,
       ...METERED_USAGE,
     });
     expect(record.latency_ms).toBeGreaterThan(0);

@@ -629,6 +629,14 @@ describe("stop and finish reasons", () => {
 });
 
 describe("usage semantics", () => {
+  it("marks a record cache_hit when the supplier read part of the prompt from its cache", () => {
+    const exchange = new Exchange("req_cache" as RequestId, "/v1/chat/completions", "openai");
+    exchange.usage = { input: 100, output: 5, cachedInput: 0, cacheWrite: 40, reasoning: 0 };
+    expect(exchange.toRecord(200, null).cache_hit).toBe(false);
+    exchange.usage = { input: 100, output: 5, cachedInput: 60, cacheWrite: 0, reasoning: 0 };
+    expect(exchange.toRecord(200, null).cache_hit).toBe(true);
+  });
+
   const anthropicUsage = {
     input_tokens: 500,
     cache_read_input_tokens: 400,

@@ -86,7 +86,8 @@ export class Exchange {
       ttft_ms: timings.ttftMs,
       output_tokens_per_s: timings.outputTokensPerSecond,
       streamed: this.streamed,
-      cache_hit: false,
+      // the supplier read part of the prompt from its prompt cache; Lethe caches no answers (it keeps no content)
+      cache_hit: usage.cachedInput > 0,
       cost_micros: this.price === null ? 0 : costMicros(usage, this.price),
       tokens_estimated: this.tokensEstimated,
       attempts: this.attempts,
