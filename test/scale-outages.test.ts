@@ -476,6 +476,59 @@ describe("credit while PostgreSQL cannot take a hold", () => {
   });
 });
 
+describe("a shutdown while PostgreSQL stops answering", () => {
+  const schema = uniqueName("pg_stop");
+  const prefix = `${uniqueName("pg_stop")}:`;
+  let proxy: TcpProxy;
+  let supplier: GatedOpenAISupplier;
+
+  beforeAll(async () => {
+    const url = new URL(POSTGRES_URL);
+    proxy = await startTcpProxy(url.hostname, Number(url.port || 5432));
+    supplier = await startGatedOpenAISupplier();
+  });
+
+  afterAll(async () => {
+    proxy?.thaw();
+    await supplier?.close();
+    await proxy?.close();
+    await dropSchema(schema);
+    await deleteRedisKeys(prefix);
+  });
+
+  it("ends within its deadlines, saying which steps did not finish, not at the query timeout", async () => {
+    const deadlineMs = 1_000;
+    const replica = await startReplica(
+      { ...config(supplier.url, { flush_interval_ms: 50 }), shutdown: { drain_delay_ms: 0, deadline_ms: deadlineMs } },
+      {
+        LETHE_DATABASE_URL: schemaUrl(schema, withPort(POSTGRES_URL, proxy.port)),
+        LETHE_REDIS_URL: REDIS_URL,
+        LETHE_REDIS_PREFIX: prefix,
+        GATED_KEY: "sk-gated-0123456789",
+      },
+    );
+    const { key } = await replica.key("stopping", { credits: 1_000_000_000 });
+    const ask = () =>
+      chat(replica.url, key, { model: "priced-chat", max_tokens: 20, messages: [{ role: "user", content: "hi" }] });
+    expect((await ask()).status).toBe(200);
+    // the database goes silent with a connection checked out: its query waits for the
+    // silence bound (database.query_timeout_ms, 60 s) while records and charges queue
+    proxy.freeze();
+    const served = await ask();
+    expect(served.status).toBe(200);
+    const started = Date.now();
+    const outcome = await replica.close().then(
+      () => "closed",
+      () => "failed",
+    );
+    // the flush gets as long again as the deadline, the store at least a second more; it took
+    // the query timeout before, as the write retries and the pool's close waited on the silence
+    expect(Date.now() - started).toBeLessThan(3 * deadlineMs + 2_500);
+    expect(outcome).toBe("failed");
+    expect(replica.logText()).toMatch(/"step":"(ledger|metadata)","event":"server_stop_failed"/);
+  });
+});
+
 describe("a PostgreSQL connection that goes silent under a write", () => {
   const schema = uniqueName("pg_silent");
   let proxy: TcpProxy;

@@ -297,8 +297,8 @@ export class CreditGuard {
     return this.ledger.flush();
   }
 
-  /** Flushes until nothing is queued (or writing keeps failing); used on shutdown. */
-  drain(): Promise<void> {
-    return this.ledger.drain();
+  /** Flushes until nothing is queued (or writing keeps failing, or `until` passed); used on shutdown. */
+  drain(until?: number): Promise<void> {
+    return this.ledger.drain(until);
   }
 }

@@ -61,9 +61,9 @@ export class Meter {
     return this.writer.flush();
   }
 
-  /** Flushes until the buffer is empty (or flushing keeps failing); used on shutdown. */
-  async drain(): Promise<number> {
-    await this.writer.drain();
+  /** Flushes until the buffer is empty (or flushing keeps failing, or `until` passed); used on shutdown. */
+  async drain(until?: number): Promise<number> {
+    await this.writer.drain(until);
     return this.writer.written;
   }
 }

@@ -24,6 +24,9 @@ import { letheVersion } from "../zdr/lethe-version.js";
 import { buildStatement, signStatement } from "../zdr/retention-statement.js";
 import { createDemoAccountIfEmpty } from "./bootstrap.js";
 
+/** The least time the store gets to close its connections, when the flush took all of its own. */
+const STORE_CLOSE_MS = 1_000;
+
 /** A running gateway: where it listens, and how to stop it. */
 export interface RunningGateway {
   url: string;
@@ -178,11 +181,17 @@ export async function startGateway(config: LetheConfig, options: StartOptions = 
             throw new Error("out of time");
           });
         // charges first: money before metadata, should the time run out
-        await step("ledger", () => inTime(gateway.credits.drain()));
-        await step("metadata", () => inTime(gateway.meter.drain()));
+        await step("ledger", () => inTime(gateway.credits.drain(flushBy)));
+        await step("metadata", () => inTime(gateway.meter.drain(flushBy)));
         await step("suppliers", () => gateway.suppliers.close());
         await step("redis", async () => redis?.close());
-        await step("store", () => store.close());
+        // closing the pool waits for its connections' queries: one stuck on a database that
+        // stopped answering would hold the exit until the silence bound (60 s) cut it
+        await step("store", () =>
+          boundInTime(store.close(), Math.max(STORE_CLOSE_MS, flushBy - Date.now()), () => {
+            throw new Error("out of time");
+          }),
+        );
         log.event("server_stopped", { flushed_records: gateway.meter.writtenCount });
         await new Promise<void>((resolve) => log.flush(resolve));
         if (failed) throw new Error("the shutdown did not complete; see server_stop_failed");

@@ -131,9 +131,17 @@ export class BatchWriter<T> {
     }
   }
 
-  /** Writes until nothing is left (or writing keeps failing); used on shutdown. */
-  async drain(): Promise<void> {
-    for (let attempt = 0; (this.queue.length > 0 || this.flushing !== null) && attempt < 50; attempt++) {
+  /**
+   * Writes until nothing is left, or writing keeps failing, or `until` (a `Date.now()`
+   * time) has passed; used on shutdown, whose deadline must also end the retries, not
+   * only the wait for them.
+   */
+  async drain(until = Number.POSITIVE_INFINITY): Promise<void> {
+    for (
+      let attempt = 0;
+      (this.queue.length > 0 || this.flushing !== null) && attempt < 50 && Date.now() < until;
+      attempt++
+    ) {
       await (this.flushing ?? this.flush());
     }
   }

@@ -218,13 +218,14 @@ async function serve(args: string[], io: CliIo, hangups: { stop(): boolean }): P
   // no reload while shutting down, and a hang-up then must not end the process before its flush
   process.on("SIGHUP", ignoreHangup);
   stopReloading();
-  let code = 0;
   try {
     await running.close();
   } catch {
-    code = 1;
+    // the shutdown ran out of time (it logged which step): what is left is lost, as on a crash,
+    // and a connection still stuck on a silent database must not hold the exit for its timeout
+    process.exit(1);
   }
   // a worker's IPC channel to the primary would keep it alive after a clean shutdown
   cluster.worker?.disconnect();
-  return code;
+  return 0;
 }
