@@ -1,5 +1,6 @@
 import { once } from "node:events";
 import { type AddressInfo, createServer } from "node:net";
+import pg from "pg";
 import { afterAll, beforeAll, describe, expect, it } from "vitest";
 import { ConfigError } from "../src/config/load-config.js";
 import { openPostgresStore } from "../src/store/postgres/open-postgres-store.js";
@@ -526,6 +527,87 @@ describe("a shutdown while PostgreSQL stops answering", () => {
     expect(Date.now() - started).toBeLessThan(3 * deadlineMs + 2_500);
     expect(outcome).toBe("failed");
     expect(replica.logText()).toMatch(/"step":"(ledger|metadata)","event":"server_stop_failed"/);
+  });
+});
+
+describe("an account row locked by something else", () => {
+  const schema = uniqueName("pg_locked");
+  const prefix = `${uniqueName("pg_locked")}:`;
+  let supplier: GatedOpenAISupplier;
+  let replica: Replica;
+  let locker: pg.Client | null = null;
+
+  beforeAll(async () => {
+    supplier = await startGatedOpenAISupplier();
+    replica = await startReplica(config(supplier.url, { flush_interval_ms: 50 }), {
+      LETHE_DATABASE_URL: schemaUrl(schema),
+      LETHE_REDIS_URL: REDIS_URL,
+      LETHE_REDIS_PREFIX: prefix,
+      GATED_KEY: "sk-gated-0123456789",
+    });
+  });
+
+  afterAll(async () => {
+    await locker?.end().catch(() => {});
+    await replica?.close();
+    await supplier?.close();
+    await dropSchema(schema);
+    await deleteRedisKeys(prefix);
+  });
+
+  const balanceOf = async (name: string) => {
+    const [row] = await querySchema<{ balance_micros: string }>(
+      schema,
+      "SELECT balance_micros FROM accounts WHERE name = $1",
+      [name],
+    );
+    return Number(row?.balance_micros);
+  };
+
+  it("stalls neither the other accounts' debits nor its own requests for each hold's lock wait", async () => {
+    const credits = 1_000 * COST;
+    const locked = await replica.key("z-locked", { credits });
+    const free = await replica.key("a-free", { credits });
+    const ask = (key: string) =>
+      chat(replica.url, key, {
+        model: "priced-chat",
+        max_tokens: GATED_USAGE.completion,
+        messages: [{ role: "user", content: "hi" }],
+      });
+    expect((await ask(locked.key)).status).toBe(200);
+    expect((await ask(free.key)).status).toBe(200);
+    await waitUntil("the first charges to be written", async () => (await balanceOf("a-free")) === credits - COST);
+
+    // an operator's session (or one orphaned by a network partition) holds the row
+    locker = new pg.Client({ connectionString: POSTGRES_URL });
+    await locker.connect();
+    await locker.query(`SET search_path TO ${schema}`);
+    await locker.query("BEGIN");
+    await locker.query("SELECT id FROM accounts WHERE name = 'z-locked' FOR UPDATE");
+    try {
+      // the first hold waits out its lock bound and falls back on memory; the next do not wait again
+      expect((await ask(locked.key)).status).toBe(200);
+      const started = Date.now();
+      expect((await ask(locked.key)).status).toBe(200);
+      expect(Date.now() - started).toBeLessThan(1_500);
+      // the free account's charges, batched with the locked one's, are written all the same
+      for (let index = 0; index < 3; index++) expect((await ask(free.key)).status).toBe(200);
+      await waitUntil(
+        "the free account's charges to be written",
+        async () => (await balanceOf("a-free")) === credits - 4 * COST,
+        15_000,
+      );
+      expect(await balanceOf("z-locked")).toBe(credits - COST);
+    } finally {
+      await locker.query("ROLLBACK");
+    }
+    // once the row is free, the locked account's charges follow, each once
+    await waitUntil(
+      "the locked account's charges to be written",
+      async () => (await balanceOf("z-locked")) === credits - 3 * COST,
+      15_000,
+    );
+    expect(await balanceOf("a-free")).toBe(credits - 4 * COST);
   });
 });
 

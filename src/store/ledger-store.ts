@@ -28,15 +28,31 @@ export interface Debit {
   holdId?: string | null;
 }
 
+/** PostgreSQL's "lock not available" (lock_timeout passed). */
+function isLockTimeout(error: unknown): boolean {
+  return (error as { code?: unknown } | null)?.code === "55P03";
+}
+
+/** How long PostgreSQL lets a ledger transaction sit idle (its client gone) before ending it. */
+const IDLE_IN_TRANSACTION_MS = 30_000;
+
 /**
  * The credit ledger. Every change of a balance is an entry plus the matching update
  * of `accounts.balance_micros`, in one transaction, so the balance always equals the
  * sum of the entries.
  */
 export class LedgerStore {
+  /**
+   * `lockTimeoutMs` (PostgreSQL): how long a batch of debits waits for an account row's
+   * lock. A row held by something else (an orphaned session, an operator's open
+   * transaction) would otherwise hold the batch, and with it the locks it took on every
+   * other account's row, which every replica's credit holds then wait on. The batch fails
+   * and is retried a flush interval later; meanwhile the other rows are free.
+   */
   constructor(
     private readonly db: Kysely<Database>,
     private readonly feed: ChangeFeed,
+    private readonly lockTimeoutMs: number | null = null,
   ) {}
 
   /** Appends a top-up or adjustment; returns the new balance. */
@@ -86,8 +102,42 @@ export class LedgerStore {
    */
   async debit(debits: readonly Debit[]): Promise<void> {
     if (debits.length === 0) return;
+    try {
+      await this.writeDebits(debits);
+    } catch (error) {
+      // one account's row locked by something else fails the whole batch: the other
+      // accounts' debits are written on their own, so their balances move on. The batch is
+      // still retried whole; what was written here is skipped then (one debit per request)
+      if (!isLockTimeout(error)) throw error;
+      const byAccount = new Map<AccountId, Debit[]>();
+      for (const debit of debits) {
+        const own = byAccount.get(debit.accountId);
+        if (own === undefined) byAccount.set(debit.accountId, [debit]);
+        else own.push(debit);
+      }
+      if (byAccount.size === 1) throw error;
+      let failed: unknown = null;
+      for (const own of byAccount.values()) await this.writeDebits(own).catch((thrown: unknown) => (failed ??= thrown));
+      await this.feed.announce("balances");
+      if (failed !== null) throw failed;
+      return;
+    }
+    // other replicas cache balances: tell them these moved
+    await this.feed.announce("balances");
+  }
+
+  /** One transaction: the debit entries, the balances they lower, the holds they replace. */
+  private async writeDebits(debits: readonly Debit[]): Promise<void> {
     const chunk = 400;
     await this.db.transaction().execute(async (trx) => {
+      if (this.lockTimeoutMs !== null) {
+        // this transaction only; a session left idle inside it (its replica gone mid-batch)
+        // is ended by the server rather than holding the rows until TCP notices, hours later
+        const ms = String(this.lockTimeoutMs);
+        await sql`SELECT set_config('lock_timeout', ${ms}, true), set_config('idle_in_transaction_session_timeout', ${String(IDLE_IN_TRANSACTION_MS)}, true)`.execute(
+          trx,
+        );
+      }
       const perAccount = new Map<string, number>();
       for (let start = 0; start < debits.length; start += chunk) {
         const written = await trx
@@ -110,7 +160,9 @@ export class LedgerStore {
           perAccount.set(entry.account_id, (perAccount.get(entry.account_id) ?? 0) - Number(entry.amount_micros));
         }
       }
-      for (const [accountId, total] of perAccount) {
+      // in one order on every replica: two batches locking the same rows in opposite orders deadlock
+      const accounts = [...perAccount].sort(([a], [b]) => (a < b ? -1 : a > b ? 1 : 0));
+      for (const [accountId, total] of accounts) {
         await trx
           .updateTable("accounts")
           .set((eb) => ({ balance_micros: eb("balance_micros", "-", total) }))
@@ -121,8 +173,6 @@ export class LedgerStore {
       const holds = debits.flatMap((debit) => (debit.holdId ? [debit.holdId] : []));
       if (holds.length > 0) await trx.deleteFrom("credit_holds").where("id", "in", holds).execute();
     });
-    // other replicas cache balances: tell them these moved
-    await this.feed.announce("balances");
   }
 
   /** The account's balance as stored (settled charges only). */

@@ -4,6 +4,7 @@ import pg from "pg";
 import { ConfigError } from "../../config/load-config.js";
 import type { ChangeFeed, ChangeKind } from "../change-feed.js";
 import { KyselyStore } from "../kysely-store.js";
+import { LedgerStore } from "../ledger-store.js";
 import { migrateToLatest } from "../migrations.js";
 import type { Database } from "../schema.js";
 import type { Store } from "../store.js";
@@ -11,6 +12,12 @@ import { postgresRollUpDay, UsageStore } from "../usage-store.js";
 import { installHoldFunction, PostgresCreditHoldStore } from "./postgres-credit-holds.js";
 
 const CHANNEL = "lethe_changes";
+/**
+ * How long a batch of ledger debits waits for an account row's lock: longer than any
+ * credit hold keeps one (microseconds), shorter than the holds' own wait (3 s), so a row
+ * locked by something else fails the batch before it stalls other accounts' holds.
+ */
+const LEDGER_LOCK_TIMEOUT_MS = 2_000;
 
 // bigint and numeric come back as strings by default; every such column Lethe has fits a double
 pg.types.setTypeParser(pg.types.builtins.INT8, (value) => Number(value));
@@ -202,7 +209,7 @@ async function connectPostgresStore(url: string, queryTimeoutMs: number): Promis
       await feed.close();
       await retentionDb.destroy();
     },
-    undefined,
+    new LedgerStore(db, feed, LEDGER_LOCK_TIMEOUT_MS),
     new PostgresCreditHoldStore(db, pool),
     new UsageStore(db, postgresRollUpDay(retentionDb)),
   );

@@ -19,6 +19,13 @@ const HOLD_QUERY_TIMEOUT_MS = 5_000;
  * An account never answered for still asks: memory knows nothing to hold it against.
  */
 const UNANSWERED_BACKOFF_MS = 10_000;
+/**
+ * After a hold waited out HOLD_LOCK_TIMEOUT_MS on its account's row (something else holds
+ * it), how long that account's holds fail at once: each would wait the 3 s again.
+ */
+const LOCKED_BACKOFF_MS = 5_000;
+/** PostgreSQL's SQLSTATE for a lock not granted within lock_timeout. */
+const LOCK_NOT_AVAILABLE = "55P03";
 
 /**
  * Takes a hold in one call, inside the database: the account row stays locked only
@@ -83,6 +90,8 @@ export class PostgresCreditHoldStore extends CreditHoldStore {
   private unansweredUntil = 0;
   /** Accounts the database has answered a hold for: the fallback has something to go on. */
   private readonly answeredFor = new Set<AccountId>();
+  /** Accounts whose row was found locked by something else, until when (Date.now() ms). */
+  private readonly lockedUntil = new Map<AccountId, number>();
 
   constructor(
     db: Kysely<Database>,
@@ -101,6 +110,13 @@ export class PostgresCreditHoldStore extends CreditHoldStore {
     if (this.unansweredUntil !== 0 && Date.now() < this.unansweredUntil && this.answeredFor.has(accountId)) {
       throw new Error("the database did not answer the last hold");
     }
+    if (this.lockedUntil.size > 0) {
+      const until = this.lockedUntil.get(accountId);
+      if (until !== undefined) {
+        if (Date.now() < until) throw new Error("the account's row was locked at the last hold");
+        this.lockedUntil.delete(accountId);
+      }
+    }
     const take = async (amount: number) => {
       const holdId = mintId("hold");
       // node-postgres reads query_timeout from a query's config; its types leave it out
@@ -116,6 +132,7 @@ export class PostgresCreditHoldStore extends CreditHoldStore {
           // among them, carry a SQLSTATE; a refused connection fails at once): the next holds
           // need not wait for one
           const code = (error as { code?: unknown } | null)?.code;
+          if (code === LOCK_NOT_AVAILABLE) this.lockedUntil.set(accountId, Date.now() + LOCKED_BACKOFF_MS);
           const answered = typeof code === "string" && /^[0-9A-Z]{5}$/.test(code);
           if (!answered && error instanceof Error && /timeout/i.test(error.message)) {
             this.unansweredUntil = Date.now() + UNANSWERED_BACKOFF_MS;
