@@ -75,6 +75,33 @@ describe("writes while the database is away", () => {
     expect(tries.metadata).toBe(51);
   });
 
+  it("logs the refusals it drops past the bound as one count a second, not a line each", async () => {
+    const { store: away } = failingWrites(store);
+    const events: { name: string; fields: Record<string, unknown> }[] = [];
+    const log = {
+      ...silentLog,
+      event: (name: string, fields: Record<string, unknown>) => events.push({ name, fields }),
+    };
+    const meter = new Meter(away, log as typeof silentLog, {
+      flushIntervalMs: 60_000,
+      batchSize: 1_000,
+      maxBuffered: 2,
+    });
+    meter.record(metadataRecord({ account: null }));
+    meter.record(metadataRecord({ account: null }));
+    for (let index = 0; index < 500; index++)
+      meter.record(metadataRecord({ account: null, status: 503, error_code: "LETHE_METERING_UNAVAILABLE" }));
+    expect(events.filter((event) => event.name === "meter_dropped")).toEqual([]);
+    await new Promise((resolve) => setTimeout(resolve, 1_100));
+    meter.record(metadataRecord({ account: null, status: 503, error_code: "LETHE_METERING_UNAVAILABLE" }));
+    // the shutdown's drain logs what the last second dropped
+    await meter.drain(Date.now());
+    expect(events.filter((event) => event.name === "meter_dropped").map((event) => event.fields)).toEqual([
+      { records: 500 },
+      { records: 1 },
+    ]);
+  });
+
   it("retries the ledger's failed write once per flush interval, not once per charge past a batch", async () => {
     const { store: away, tries } = failingWrites(store);
     const account = await store.createAccount({ name: "away" });

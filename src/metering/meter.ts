@@ -14,6 +14,9 @@ const REFUSALS = new Set<ErrorCode | null>(["LETHE_METERING_UNAVAILABLE", "LETHE
  */
 const WRITE_CHUNK = 1_000;
 
+/** Dropped records are logged as one count per this long. */
+const DROP_LOG_INTERVAL_MS = 1_000;
+
 /**
  * Writes metadata records to the store in batches, off the request path (BatchWriter):
  * `record` only queues. Requests are refused (503) while `maxBuffered` records wait, so
@@ -40,11 +43,29 @@ export class Meter {
     // a request admitted below the bound was served and is metered whatever the buffer holds
     // (the excess is bounded by the requests in flight then); only refusals are dropped past it
     if (this.writer.queued >= this.options.maxBuffered && REFUSALS.has(record.error_code)) {
-      this.log.event("meter_dropped", { records: 1 });
+      this.dropped(1);
       return;
     }
     this.writer.add(record);
   }
+
+  /**
+   * Counts dropped refusals, logged once a second with their number: during an outage
+   * every refused request drops one, and a line each flooded the log (8,000 in 20 s).
+   */
+  private dropped(records: number): void {
+    this.droppedUnlogged += records;
+    if (this.dropLogTimer !== null) return;
+    this.dropLogTimer = setTimeout(() => {
+      this.dropLogTimer = null;
+      this.log.event("meter_dropped", { records: this.droppedUnlogged });
+      this.droppedUnlogged = 0;
+    }, DROP_LOG_INTERVAL_MS);
+    this.dropLogTimer.unref();
+  }
+
+  private droppedUnlogged = 0;
+  private dropLogTimer: NodeJS.Timeout | null = null;
 
   /** Records waiting to be written, the batch being written included. */
   get pending(): number {
@@ -63,6 +84,13 @@ export class Meter {
 
   /** Flushes until the buffer is empty (or flushing keeps failing, or `until` passed); used on shutdown. */
   async drain(until?: number): Promise<number> {
+    // the count of the last second goes out now, not with a timer the exit may never run
+    if (this.dropLogTimer !== null) {
+      clearTimeout(this.dropLogTimer);
+      this.dropLogTimer = null;
+      this.log.event("meter_dropped", { records: this.droppedUnlogged });
+      this.droppedUnlogged = 0;
+    }
     await this.writer.drain(until);
     return this.writer.written;
   }
