@@ -73,4 +73,50 @@ describe("the README's config example", () => {
       "max_completion_tokens",
     );
   });
+
+  it("refuses configs that contradict themselves or could not work, with a reason that quotes no stray input", () => {
+    const load = (document: Record<string, unknown>) => () =>
+      resolveConfig(
+        {
+          suppliers: [{ id: "s", type: "openai", base_url: "http://127.0.0.1:8000/v1", zdr: true }],
+          models: [{ id: "m", routes: [{ supplier: "s", model: "x" }] }],
+          ...document,
+        },
+        { LETHE_DATA_DIR: "/tmp/unused" },
+        null,
+      );
+    expect(load({ suppliers: [{ id: "s", type: "openai", base_url: "ftp://files.example/v1", zdr: true }] })).toThrow(
+      /base_url: must be an http:\/\/ or https:\/\/ URL/,
+    );
+    expect(load({ retention: { metadata_days: 500, aggregate_days: 10 } })).toThrow(
+      /metadata_days cannot be more than aggregate_days/,
+    );
+    expect(
+      load({
+        models: [
+          {
+            id: "m",
+            routes: [
+              { supplier: "s", model: "x" },
+              { supplier: "s", model: "x", weight: 2 },
+            ],
+          },
+        ],
+      }),
+    ).toThrow(/route s\/x is listed twice/);
+    expect(load({ colour: "blue" })).toThrow(/unknown field "colour"/);
+    // a file that is no config at all (`--config /etc/shadow`): its lines are not repeated back
+    const shadow = "root:$y$j9T$abcdefghijklmnop:19000:0:99999:7:::";
+    const refused = (() => {
+      try {
+        load({ [shadow]: null })();
+      } catch (error) {
+        return error as Error;
+      }
+      throw new Error("expected a refusal");
+    })();
+    expect(refused).toBeInstanceOf(ConfigError);
+    expect(refused.message).toMatch(/1 unknown field \(not shown/);
+    expect(refused.message).not.toContain("root:");
+  });
 });

@@ -94,8 +94,10 @@ describe("lethe serve as a process", () => {
       [
         "suppliers:",
         "  - { id: demo, type: demo, zdr: true }",
+        "  - { id: loose, type: demo }",
         "models:",
         "  - { id: paid-demo, routes: [{ supplier: demo, model: lethe-demo, price: { input_per_mtok: 1, output_per_mtok: 2 } }] }",
+        "  - { id: loose-demo, routes: [{ supplier: loose, model: lethe-demo }] }",
         "",
       ].join("\n"),
     );
@@ -108,6 +110,9 @@ describe("lethe serve as a process", () => {
       const output = priced.output();
       expect(output).toContain("npx lethe credits add --account demo 10");
       expect(output.indexOf("credits add")).toBeLessThan(output.indexOf("curl "));
+      // a model only a supplier without ZDR serves is refused to every default account: said at start
+      expect(output).toMatch(/warning: model "loose-demo" has no ZDR supplier/);
+      expect(output).not.toMatch(/model "paid-demo" has no ZDR/);
     } finally {
       await priced.stop();
       await rm(pricedDir, { recursive: true, force: true });

@@ -37,7 +37,12 @@ const supplier = z
   .object({
     id,
     type: z.enum(["openai", "anthropic", "demo"]),
-    base_url: z.string().url().optional(),
+    // undici speaks HTTP only: another scheme failed at start with no word of the config
+    base_url: z
+      .string()
+      .url()
+      .refine((url) => /^https?:\/\//i.test(url), "must be an http:// or https:// URL")
+      .optional(),
     api_key_env: z
       .string()
       .regex(/^[A-Za-z_][A-Za-z0-9_]*$/)
@@ -178,6 +183,12 @@ export const configSchema = z
         aggregate_days: z.number().int().positive().default(400),
       })
       .strict()
+      // aggregates are made from raw records as they expire: raw records kept longer than the
+      // aggregates would keep the account linked past what the signed statement says
+      .refine((value) => value.metadata_days <= value.aggregate_days, {
+        message: "metadata_days cannot be more than aggregate_days",
+        path: ["metadata_days"],
+      })
       .prefault({}),
     metering: z
       .object({

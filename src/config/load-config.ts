@@ -189,9 +189,23 @@ function parsePort(raw: string | undefined): number {
   return port;
 }
 
-function describeIssue(issue: { path: PropertyKey[]; message: string }): string {
-  const where = issue.path.map(String).join(".");
-  return where === "" ? issue.message : `${where}: ${issue.message}`;
+/** A key that can be repeated back: the file may not be a Lethe config at all (`--config /etc/shadow`). */
+const NAMEABLE_KEY = /^[A-Za-z_][A-Za-z0-9_-]{0,63}$/;
+
+function describeIssue(issue: { path: PropertyKey[]; message: string; code?: string; keys?: string[] }): string {
+  const where = issue.path
+    .map((part) => (typeof part === "string" && !NAMEABLE_KEY.test(part) ? "…" : String(part)))
+    .join(".");
+  let message = issue.message;
+  // zod lists unknown keys in its message; only ones shaped like field names are repeated
+  if (issue.code === "unrecognized_keys" && issue.keys !== undefined) {
+    const keys = issue.keys;
+    message =
+      keys.every((key) => NAMEABLE_KEY.test(key)) && keys.length <= 5
+        ? `unknown field${keys.length === 1 ? "" : "s"} ${keys.map((key) => `"${key}"`).join(", ")}`
+        : `${keys.length} unknown field${keys.length === 1 ? "" : "s"} (not shown: the file may not be a Lethe config)`;
+  }
+  return where === "" ? message : `${where}: ${message}`;
 }
 
 /**
@@ -251,11 +265,16 @@ export function resolveConfig(
   const models = new Map<string, ModelConfig>();
   for (const entry of file.models) {
     if (models.has(entry.id)) throw new ConfigError(`model "${entry.id}" is defined twice`);
+    const routeKeys = new Set<string>();
     const routes = entry.routes.map((route): RouteConfig => {
       const supplier = suppliers.get(configuredId<SupplierId>(route.supplier));
       if (!supplier) throw new ConfigError(`model "${entry.id}": route names unknown supplier "${route.supplier}"`);
+      // routes are told apart by supplier and model (breakers, metrics, latency figures)
+      const routeKey = `${supplier.id}/${route.model}`;
+      if (routeKeys.has(routeKey)) throw new ConfigError(`model "${entry.id}": route ${routeKey} is listed twice`);
+      routeKeys.add(routeKey);
       return {
-        key: `${supplier.id}/${route.model}`,
+        key: routeKey,
         supplier,
         upstreamModel: route.model,
         weight: route.weight,

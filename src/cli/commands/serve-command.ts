@@ -177,6 +177,7 @@ async function serve(args: string[], io: CliIo, hangups: { stop(): boolean }): P
   if (config.models.size === 0) {
     throw new CliError("the config file defines no models: add at least one under `models:` (see the README)");
   }
+  if (!cluster.isWorker) for (const warning of zdrWarnings(config)) io.err(`lethe: warning: ${warning}`);
   // without Redis each worker counts rate limits in its own memory: N workers would admit
   // N times every account's limits, so more than one is only the default when they share them
   const shared = config.databaseUrl !== null && config.redisUrl !== null;
@@ -228,4 +229,20 @@ async function serve(args: string[], io: CliIo, hangups: { stop(): boolean }): P
   // a worker's IPC channel to the primary would keep it alive after a clean shutdown
   cluster.worker?.disconnect();
   return 0;
+}
+
+/**
+ * Models no ZDR-qualified supplier serves: every account requires ZDR unless told
+ * otherwise, so their requests are refused (fail closed), which an operator should hear
+ * at start rather than from customers.
+ */
+function zdrWarnings(config: LetheConfig): string[] {
+  const warnings: string[] = [];
+  for (const model of config.models.values()) {
+    if (model.routes.some((route) => route.supplier.zdr)) continue;
+    warnings.push(
+      `model "${model.id}" has no ZDR supplier (zdr: true): accounts that require ZDR, the default, are refused it with 403 LETHE_ZDR_UNAVAILABLE`,
+    );
+  }
+  return warnings;
 }
