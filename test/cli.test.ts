@@ -238,4 +238,14 @@ describe("lethe CLI: accounts, keys, usage", () => {
     expect(broken.err).toMatch(/^lethe: config file \S+broken\.yaml is not valid YAML \(line \d+\)$/);
     expect(broken.err).not.toContain("secret-value-here");
   });
+
+  it("says a data dir through a file is not a directory, in one line", async () => {
+    const file = path.join(dataDir, "not-a-dir");
+    await writeFile(file, "");
+    const result = await runCli(["accounts", "list"], { ...env, LETHE_DATA_DIR: path.join(file, "data") });
+    expect(result.code).toBe(1);
+    expect(result.err).toMatch(
+      /^lethe: accounts failed: a path \(LETHE_DATA_DIR.* where a directory should be \(ENOTDIR\)$/,
+    );
+  });
 });

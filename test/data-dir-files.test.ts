@@ -1,5 +1,5 @@
 import { spawn } from "node:child_process";
-import { mkdtemp, readdir, rm, stat, utimes, writeFile } from "node:fs/promises";
+import { chmod, mkdir, mkdtemp, readdir, rm, stat, utimes, writeFile } from "node:fs/promises";
 import os from "node:os";
 import path from "node:path";
 import { afterAll, describe, expect, it } from "vitest";
@@ -7,6 +7,7 @@ import { ConfigError } from "../src/config/load-config.js";
 import { createOnce } from "../src/store/create-once.js";
 import { loadServerSecret } from "../src/store/server-secret.js";
 import { loadSigningKey } from "../src/store/signing-key.js";
+import { openSqliteStore } from "../src/store/sqlite/open-sqlite-store.js";
 
 const directories: string[] = [];
 
@@ -51,6 +52,20 @@ describe("files generated into the data dir (secret, signing key)", () => {
       expect(new Set(seen).size, seen.join(", ")).toBe(1);
       expect(seen[0]).toMatch(/^[0-9a-f]{16} [0-9a-f]{16}$/);
     }
+  });
+
+  it("makes a data dir that exists with wider permissions owner-only before writing into it", async () => {
+    const dataDir = path.join(await freshDir(), "shared");
+    await mkdir(dataDir, { mode: 0o777 });
+    await chmod(dataDir, 0o777);
+    await loadServerSecret(dataDir, null);
+    expect((await stat(dataDir)).mode & 0o777).toBe(0o700);
+    const store = await openSqliteStore(dataDir);
+    await store.close();
+    await chmod(dataDir, 0o755);
+    const again = await openSqliteStore(dataDir);
+    await again.close();
+    expect((await stat(dataDir)).mode & 0o777).toBe(0o700);
   });
 
   it("creates a file whole or not at all: concurrent creators all read the first one's contents", async () => {
