@@ -212,6 +212,13 @@ describe("the admin API under /admin/v1", () => {
     expect(refused.status).toBe(401);
     expect(((await refused.json()) as { error: { code: string } }).error.code).toBe("LETHE_REVOKED_API_KEY");
     expect((await admin("DELETE", `/keys/${created.body.id as string}`)).body).toMatchObject({ already_revoked: true });
+    // clients that send a JSON content type on every request send it on a DELETE with no body
+    const typed = await admin("DELETE", `/keys/${created.body.id as string}`, undefined, {
+      authorization: `Bearer ${token}`,
+      "content-type": "application/json",
+    });
+    expect(typed.status).toBe(200);
+    expect(typed.body).toMatchObject({ already_revoked: true });
     expect((await admin("DELETE", "/keys/key_00000000000000000000")).status).toBe(404);
     expect((await admin("DELETE", "/keys/not-an-id")).body.error?.code).toBe("LETHE_UNKNOWN_KEY");
     expect((await admin("POST", "/accounts/keyed/keys", { label: "x".repeat(101) })).status).toBe(400);
