@@ -2,7 +2,7 @@ import { mkdtemp, readFile, rm } from "node:fs/promises";
 import os from "node:os";
 import path from "node:path";
 import { afterAll, afterEach, beforeEach, describe, expect, it, vi } from "vitest";
-import { type AccountId, mintedId } from "../src/config/ids.js";
+import { type AccountId, mintedId, type RequestId } from "../src/config/ids.js";
 import { DEFAULT_CONFIG_FILE, resolveConfig } from "../src/config/load-config.js";
 import type { EventFields, EventLog, EventName } from "../src/logging/event-log.js";
 import type { MetadataRecord } from "../src/metering/metadata-record.js";
@@ -180,8 +180,55 @@ describe.each(["sqlite", "postgres"] as const)("retention (%s)", (kind) => {
     });
 
     // a second run at the same time has nothing left to do
-    expect(await runRetention(store, WINDOWS, NOW)).toEqual({ rolledUp: 0, aggregates: 0, unlinked: 0 });
+    expect(await runRetention(store, WINDOWS, NOW)).toEqual({
+      rolledUp: 0,
+      aggregates: 0,
+      debitsCollapsed: 0,
+      unlinked: 0,
+    });
     expect(await aggregates()).toHaveLength(linked.length);
+  });
+
+  it("folds the ledger's per-request debits of expired days into one debit per account and day", async () => {
+    await store.ledger.credit(alpha, 10_000_000, "top_up");
+    await store.ledger.credit(beta, 10_000_000, "top_up");
+    const dayOne = Date.parse("2025-03-01T00:00:00Z");
+    const dayTwo = Date.parse("2025-03-05T00:00:00Z");
+    const debit = (account: AccountId, ts: number, amountMicros: number) => ({
+      accountId: account,
+      ts,
+      amountMicros,
+      requestId: mintedId(`req_${Math.random().toString(36).slice(2)}`) as RequestId,
+    });
+    await store.ledger.debit([
+      debit(alpha, dayOne + 1_000, 100),
+      debit(alpha, dayOne + 50_000, 250),
+      debit(alpha, dayOne + 80_000_000, 5),
+      debit(alpha, dayTwo + 3_600_000, 40),
+      debit(alpha, dayTwo + 7_200_000, 60),
+      debit(beta, dayOne + 9_000, 7),
+      // inside the window: kept as it is
+      debit(alpha, NOW - 10 * DAY, 1_000),
+    ]);
+    const balances = [await store.ledger.balance(alpha), await store.ledger.balance(beta)];
+    const result = await runRetention(store, WINDOWS, NOW);
+    expect(result.debitsCollapsed).toBe(6);
+    // the balances, the sums of the entries, are what they were
+    expect([await store.ledger.balance(alpha), await store.ledger.balance(beta)]).toEqual(balances);
+    expect([await store.ledger.sum(alpha), await store.ledger.sum(beta)]).toEqual(balances);
+    const debitsOf = async (account: AccountId) =>
+      (await store.ledger.recent(account, 100))
+        .filter((entry) => entry.kind === "debit")
+        .map((entry) => [entry.ts, entry.amountMicros, entry.requestId === null ? null : "request"])
+        .sort((a, b) => Number(a[0]) - Number(b[0]));
+    expect(await debitsOf(alpha)).toEqual([
+      [dayOne, -355, null],
+      [dayTwo, -100, null],
+      [NOW - 10 * DAY, -1_000, "request"],
+    ]);
+    expect(await debitsOf(beta)).toEqual([[dayOne, -7, null]]);
+    // a second run finds nothing left to fold
+    expect((await runRetention(store, WINDOWS, NOW)).debitsCollapsed).toBe(0);
   });
 
   it("keeps a record exactly at the cutoff, rolls up the one a millisecond before", async () => {
@@ -256,13 +303,13 @@ describe.each(["sqlite", "postgres"] as const)("retention (%s)", (kind) => {
     let next = ran();
     const stop = scheduleRetention(store, WINDOWS, log, 3_600_000, () => clock);
     await next;
-    expect(runs).toEqual([{ rolled_up: 1, aggregates: 1, unlinked: 0 }]);
+    expect(runs).toEqual([{ rolled_up: 1, aggregates: 1, debits_collapsed: 0, unlinked: 0 }]);
     // an hour later the clock says a month has passed: the second record is now past the window
     clock = NOW + 31 * DAY;
     next = ran();
     vi.advanceTimersByTime(3_600_000);
     await next;
-    expect(runs[1]).toEqual({ rolled_up: 1, aggregates: 1, unlinked: 0 });
+    expect(runs[1]).toEqual({ rolled_up: 1, aggregates: 1, debits_collapsed: 0, unlinked: 0 });
     stop();
     expect(await rawCount()).toBe(0);
   });

@@ -21,7 +21,7 @@ export interface EventFields {
   meter_dropped: { records: number };
   ledger_flush_failed: { records: number };
   rate_limit_degraded: { dependency: "redis" };
-  retention_ran: { rolled_up: number; aggregates: number; unlinked: number };
+  retention_ran: { rolled_up: number; aggregates: number; debits_collapsed: number; unlinked: number };
   retention_failed: { code: ErrorCode };
   admin_action: { action: AdminAction };
   worker_replaced: { exit_code: number; killed: boolean };

@@ -14,22 +14,25 @@ export interface RetentionWindows {
 export interface RetentionResult {
   rolledUp: number;
   aggregates: number;
+  /** Per-request ledger debits folded into one debit per account and day. */
+  debitsCollapsed: number;
   unlinked: number;
 }
 
 /**
  * One retention pass at `now`: raw records older than the metadata window (whole UTC
- * days) become daily aggregates per account, model and supplier and are deleted; the
+ * days) become daily aggregates per account, model and supplier and are deleted, and the
+ * ledger's per-request debits of those days become one debit per account and day; the
  * account pseudonym is dropped from aggregates older than the aggregate window.
  */
 export async function runRetention(store: Store, windows: RetentionWindows, now: number): Promise<RetentionResult> {
   const todayStart = Date.parse(`${utcDay(now)}T00:00:00Z`);
   const cutoff = todayStart - windows.metadataDays * DAY_MS;
-  const { rolledUp, aggregates } = await store.usage.rollUp(cutoff);
+  const { rolledUp, aggregates, debitsCollapsed } = await store.usage.rollUp(cutoff);
   const unlinked = await store.usage.dropPseudonyms(utcDay(todayStart - windows.aggregateDays * DAY_MS));
   // credit holds left by replicas that died before charging them
   await store.creditHolds.purgeExpired(now);
-  return { rolledUp, aggregates, unlinked };
+  return { rolledUp, aggregates, debitsCollapsed, unlinked };
 }
 
 /** Runs retention at start-up and then every `intervalMs`; returns a stop function. */
@@ -46,6 +49,7 @@ export function scheduleRetention(
         log.event("retention_ran", {
           rolled_up: result.rolledUp,
           aggregates: result.aggregates,
+          debits_collapsed: result.debitsCollapsed,
           unlinked: result.unlinked,
         }),
       () => log.event("retention_failed", { code: "LETHE_INTERNAL" }),

@@ -20,13 +20,23 @@ const PERCENTILES = /** @type {const} */ ([
 
 const SUMMED = ["input_tokens", "output_tokens", "cached_input_tokens", "reasoning_tokens", "cost_micros"];
 
-/** @typedef {{ rolledUp: number, aggregates: number }} RolledUp raw rows rolled up (and deleted), aggregates written */
+/**
+ * @typedef {{ rolledUp: number, aggregates: number, debitsCollapsed: number }} RolledUp raw rows
+ * rolled up (and deleted), aggregates written, per-request ledger debits folded into daily totals
+ */
 
 /**
- * @typedef {{ oldest: string, insert: string, remove: string }} RollUpStatements
- * oldest(cutoff) → the oldest expired ts; insert(day, from, to) → aggregates written;
- * remove(from, to) → raw rows deleted
+ * @typedef {{ oldest: string, insert: string, remove: string, debitTotals: string,
+ *   removeDebits: string, insertDebitTotal: string }} RollUpStatements
+ * oldest(cutoff, cutoff) → the oldest expired ts of raw rows and per-request debits;
+ * insert(day, from, to) → aggregates written; remove(from, to) → raw rows deleted;
+ * debitTotals(from, to) → each account's per-request debits of the day, summed;
+ * removeDebits(from, to) → those debits deleted; insertDebitTotal(id, account, ts, amount)
  */
+
+// a per-request debit: its request id ties an account to a request's time to the millisecond,
+// which the raw metadata window bounds; the day's total per account is the billing record left
+const PER_REQUEST_DEBITS = "kind = 'debit' AND request_id IS NOT NULL";
 
 /**
  * The roll-up's statements; `param(n)` spells the n-th (1-based) parameter of a statement:
@@ -52,9 +62,17 @@ FROM (
 ) ranked
 GROUP BY ${group}`;
   return {
-    oldest: `SELECT MIN(ts) AS oldest FROM request_metadata WHERE ts < ${param(1)}`,
+    oldest: `SELECT MIN(oldest) AS oldest FROM (
+  SELECT MIN(ts) AS oldest FROM request_metadata WHERE ts < ${param(1)}
+  UNION ALL SELECT MIN(ts) AS oldest FROM ledger_entries WHERE ${PER_REQUEST_DEBITS} AND ts < ${param(2)}
+) expired`,
     insert,
     remove: `DELETE FROM request_metadata WHERE ts >= ${param(1)} AND ts < ${param(2)}`,
+    debitTotals: `SELECT account_id, SUM(amount_micros) AS amount_micros FROM ledger_entries
+WHERE ${PER_REQUEST_DEBITS} AND ts >= ${param(1)} AND ts < ${param(2)} GROUP BY account_id`,
+    removeDebits: `DELETE FROM ledger_entries WHERE ${PER_REQUEST_DEBITS} AND ts >= ${param(1)} AND ts < ${param(2)}`,
+    insertDebitTotal: `INSERT INTO ledger_entries (id, account_id, ts, kind, amount_micros, request_id)
+VALUES (${param(1)}, ${param(2)}, ${param(3)}, 'debit', ${param(4)}, NULL)`,
   };
 }
 

@@ -1,5 +1,6 @@
 import { CompiledQuery, type Kysely, sql } from "kysely";
 import type { AccountId } from "../config/ids.js";
+import { mintId } from "./mint-id.js";
 import type { RolledUp } from "./roll-up-day.js";
 import { dayToRollUp, rollUpStatements } from "./roll-up-day.js";
 import type { Database, RequestMetadataTable, UsageDailyTable } from "./schema.js";
@@ -64,14 +65,32 @@ export function postgresRollUpDay(db: Kysely<Database>): RollUpDay {
     db.transaction().execute(async (trx) => {
       await sql`SELECT pg_advisory_xact_lock(hashtext('lethe_retention'))`.execute(trx);
       const oldest = await trx.executeQuery<{ oldest: string | number | null }>(
-        CompiledQuery.raw(POSTGRES_ROLL_UP.oldest, [cutoffMs]),
+        CompiledQuery.raw(POSTGRES_ROLL_UP.oldest, [cutoffMs, cutoffMs]),
       );
       const oldestTs = oldest.rows[0]?.oldest;
-      if (oldestTs === null || oldestTs === undefined) return { rolledUp: 0, aggregates: 0 };
+      if (oldestTs === null || oldestTs === undefined) return { rolledUp: 0, aggregates: 0, debitsCollapsed: 0 };
       const { day, from, to } = dayToRollUp(Number(oldestTs), cutoffMs);
       const inserted = await trx.executeQuery(CompiledQuery.raw(POSTGRES_ROLL_UP.insert, [day, from, to]));
       const deleted = await trx.executeQuery(CompiledQuery.raw(POSTGRES_ROLL_UP.remove, [from, to]));
-      return { rolledUp: Number(deleted.numAffectedRows ?? 0), aggregates: Number(inserted.numAffectedRows ?? 0) };
+      const totals = await trx.executeQuery<{ account_id: string; amount_micros: string | number }>(
+        CompiledQuery.raw(POSTGRES_ROLL_UP.debitTotals, [from, to]),
+      );
+      const collapsed = await trx.executeQuery(CompiledQuery.raw(POSTGRES_ROLL_UP.removeDebits, [from, to]));
+      for (const total of totals.rows) {
+        await trx.executeQuery(
+          CompiledQuery.raw(POSTGRES_ROLL_UP.insertDebitTotal, [
+            mintId("le"),
+            total.account_id,
+            from,
+            Number(total.amount_micros),
+          ]),
+        );
+      }
+      return {
+        rolledUp: Number(deleted.numAffectedRows ?? 0),
+        aggregates: Number(inserted.numAffectedRows ?? 0),
+        debitsCollapsed: Number(collapsed.numAffectedRows ?? 0),
+      };
     });
 }
 
@@ -132,15 +151,18 @@ export class UsageStore {
 
   /**
    * Rolls the raw rows older than `cutoffMs` up into daily aggregates (per account, model and
-   * supplier) and deletes them, a day per transaction, oldest first, until none is left.
+   * supplier) and deletes them, and folds that day's per-request ledger debits into one
+   * debit per account (the balance, their sum, is unchanged), a day per transaction, oldest
+   * first, until none is left.
    */
   async rollUp(cutoffMs: number): Promise<RolledUp> {
-    const total = { rolledUp: 0, aggregates: 0 };
+    const total = { rolledUp: 0, aggregates: 0, debitsCollapsed: 0 };
     for (;;) {
       const day = await this.rollUpDay(cutoffMs);
-      if (day.rolledUp === 0) return total;
+      if (day.rolledUp === 0 && day.debitsCollapsed === 0) return total;
       total.rolledUp += day.rolledUp;
       total.aggregates += day.aggregates;
+      total.debitsCollapsed += day.debitsCollapsed;
     }
   }
 

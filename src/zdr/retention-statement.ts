@@ -11,6 +11,7 @@ export interface RetentionStatement {
   content_retained: "none";
   metadata: { fields: readonly string[]; retention_days: number };
   aggregates: { description: string; account_unlinked_after_days: number };
+  ledger: { description: string; per_request_debits_days: number };
   response_cache: { enabled: boolean; window_seconds: number };
   logs: string;
   zdr_required_by_default: boolean;
@@ -64,6 +65,11 @@ export function buildStatement(config: LetheConfig, version: string, now = new D
     aggregates: {
       description: "daily counts, token sums, cost and latency percentiles per account, model and supplier",
       account_unlinked_after_days: config.retention.aggregateDays,
+    },
+    ledger: {
+      description:
+        "the billing record: top-ups and adjustments, and each request's debit, which after the metadata window is folded into one debit per account and UTC day",
+      per_request_debits_days: config.retention.metadataDays,
     },
     response_cache: { enabled: false, window_seconds: 0 },
     logs: "allow-listed events of numbers, booleans and closed-set values; no request or response content",

@@ -138,16 +138,24 @@ const rollUp = rollUpStatements(() => "?");
 const oldestExpired = database.prepare(rollUp.oldest).pluck();
 const insertAggregates = database.prepare(rollUp.insert);
 const deleteRolledUp = database.prepare(rollUp.remove);
+const debitTotals = database.prepare(rollUp.debitTotals);
+const deleteDebits = database.prepare(rollUp.removeDebits);
+const insertDebitTotal = database.prepare(rollUp.insertDebitTotal);
 
 // immediate: it takes the write lock before it reads, so another process's retention run
 // (a second gateway on the same file) waits for it and then finds the day gone
 const rollUpDay = database.transaction(
   /** @param {number} cutoffMs @returns {RolledUp} */ (cutoffMs) => {
-    const oldest = oldestExpired.get(cutoffMs);
-    if (oldest === null || oldest === undefined) return { rolledUp: 0, aggregates: 0 };
+    const oldest = oldestExpired.get(cutoffMs, cutoffMs);
+    if (oldest === null || oldest === undefined) return { rolledUp: 0, aggregates: 0, debitsCollapsed: 0 };
     const { day, from, to } = dayToRollUp(Number(oldest), cutoffMs);
     const aggregates = insertAggregates.run(day, from, to).changes;
-    return { rolledUp: deleteRolledUp.run(from, to).changes, aggregates };
+    const rolledUp = deleteRolledUp.run(from, to).changes;
+    const totals = /** @type {{ account_id: string, amount_micros: number }[]} */ (debitTotals.all(from, to));
+    const debitsCollapsed = deleteDebits.run(from, to).changes;
+    const ids = mintEntryIds(totals.length);
+    totals.forEach((total, index) => insertDebitTotal.run(ids[index], total.account_id, from, total.amount_micros));
+    return { rolledUp, aggregates, debitsCollapsed };
   },
 );
 

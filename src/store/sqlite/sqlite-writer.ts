@@ -46,7 +46,7 @@ export class SqliteWriter {
   /** Rolls the oldest UTC day of raw metadata before `cutoffMs` up, in one transaction (roll-up-day.js). */
   async rollUpDay(cutoffMs: number): Promise<RolledUp> {
     const reply = await this.send((id) => ({ id, kind: "rollUpDay", cutoffMs }));
-    return reply.rolledUp ?? { rolledUp: 0, aggregates: 0 };
+    return reply.rolledUp ?? { rolledUp: 0, aggregates: 0, debitsCollapsed: 0 };
   }
 
   /** Waits for every write sent, then stops the thread (closing its connection). */
