@@ -361,6 +361,28 @@ describe("supplier HTTP calls (undici dispatch handler)", () => {
     expect(await read("/cut")).toEqual([[undefined, "1"]]);
   });
 
+  it("closes a pooled connection idle for keep_alive_ms even when the supplier's Keep-Alive hint says longer", async () => {
+    const closedAfter: number[] = [];
+    let answeredAt = 0;
+    const server = await startServer((request, response) => {
+      request.socket.once("close", () => closedAfter.push(Date.now() - answeredAt));
+      answeredAt = Date.now();
+      response.writeHead(200, { "content-type": "application/json", "keep-alive": "timeout=120" });
+      response.end("{}");
+    });
+    server.keepAliveTimeout = 120_000;
+    const client = clientFor(server, {}, undefined, 200);
+    cleanups.push(async () => {
+      await client.close();
+      server.closeAllConnections();
+      server.close();
+    });
+    const answer = (await client.post("/chat", "{}", {}, new Cancellation())) as UpstreamResponse;
+    expect(await answer.text()).toBe("{}");
+    await waitUntil(() => closedAfter.length === 1);
+    expect(closedAfter[0]).toBeLessThan(1500);
+  });
+
   it("closes a pooled connection idle for keep_alive_ms, before a supplier that closes idle ones unannounced does", async () => {
     const closedAfter: number[] = [];
     let answeredAt = 0;

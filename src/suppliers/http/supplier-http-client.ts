@@ -52,6 +52,10 @@ export class SupplierHttpClient {
       connections: config.maxConnections,
       pipelining: 1,
       keepAliveTimeout: config.keepAliveMs,
+      // a supplier's `Keep-Alive: timeout=N` hint replaces keepAliveTimeout, capped by this
+      // (600 s by default): a load balancer in front may close idle connections sooner than
+      // the server behind it says, so keep_alive_ms is the most a connection idles whatever the hint
+      keepAliveMaxTimeout: config.keepAliveMs,
       connect: { timeout: config.timeouts.connectMs },
     });
   }
