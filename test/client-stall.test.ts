@@ -90,6 +90,44 @@ describe("a streaming client that stops reading", () => {
   });
 });
 
+describe("a client that never reads a large JSON answer", () => {
+  it("is cut off after idle_ms rather than holding its connection and the answer", async () => {
+    const { content } = canaryPrompt(canaries, "json-stall");
+    // 40 MB of answer: far more than the loopback sockets between here and the client hold
+    fakes.steady.enqueue(behaviour.oversized(40_000_000));
+    const body = JSON.stringify(chatBody("long", content));
+    const { port } = new URL(gateway.url);
+    const socket = connect(Number(port), "127.0.0.1");
+    let received = 0;
+    let head = "";
+    let closed = false;
+    socket.on("data", (chunk: Buffer) => {
+      if (received === 0) {
+        head = chunk.toString("latin1", 0, 200);
+        // reads the start, then nothing more for a while
+        socket.pause();
+      }
+      received += chunk.length;
+    });
+    socket.on("close", () => {
+      closed = true;
+    });
+    socket.write(
+      `POST /v1/chat/completions HTTP/1.1\r\nhost: lethe\r\nauthorization: Bearer ${gateway.key}\r\n` +
+        `content-type: application/json\r\ncontent-length: ${Buffer.byteLength(body)}\r\n\r\n${body}`,
+    );
+    // idle_ms is 300 ms: long past it, the client reads what reached its socket
+    await new Promise((resolve) => setTimeout(resolve, 2_500));
+    socket.resume();
+    for (let turn = 0; turn < 150 && !closed; turn++) await new Promise((resolve) => setTimeout(resolve, 20));
+    socket.destroy();
+    expect(head.startsWith("HTTP/1.1 200")).toBe(true);
+    // the gateway closed the connection: the client got only what was in flight
+    expect(closed).toBe(true);
+    expect(received).toBeLessThan(40_000_000);
+  });
+});
+
 describe("a streaming client that reads slowly but steadily", () => {
   it("is not cut while one large event takes it longer than idle_ms to read", async () => {
     const { content } = canaryPrompt(canaries, "steady");

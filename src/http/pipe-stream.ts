@@ -51,6 +51,42 @@ async function writeInSlices(response: ServerResponse, text: string, stallMs: nu
   }
 }
 
+/**
+ * Ends a response with a whole JSON answer under the same stall bound as a stream: a client
+ * that asks for a large answer and never reads it would otherwise hold its connection and
+ * the answer in memory for ever (Node's sockets have no write timeout). A large answer goes
+ * in slices; whatever is left queued once it is all handed over (past the socket's buffer)
+ * is watched until it is sent. The answer was served and is metered as such.
+ */
+export async function endAnswer(response: ServerResponse, text: string, stallMs: number): Promise<void> {
+  if (text.length > SLICE_CHARS) {
+    const room = await writeInSlices(response, text, stallMs);
+    if (room === "stalled" || (room === false && !(await writable(response, stallMs)))) {
+      response.destroy();
+      return;
+    }
+    response.end();
+  } else response.end(text);
+  // what is still queued waits for a reader: only then is a timer worth arming
+  if (response.socket?.writableNeedDrain === true && !(await finished(response, stallMs))) response.destroy();
+}
+
+/** Resolves true once the response is sent (or closed), false when `stallMs` passed first. */
+function finished(response: ServerResponse, stallMs: number): Promise<boolean> {
+  return new Promise((resolve) => {
+    const done = (sent: boolean) => {
+      clearTimeout(timer);
+      response.off("finish", onDone);
+      response.off("close", onDone);
+      resolve(sent);
+    };
+    const onDone = () => done(true);
+    const timer = setTimeout(() => done(false), stallMs);
+    response.on("finish", onDone);
+    response.on("close", onDone);
+  });
+}
+
 /** How a stream ended for its client: as a client that left (499), not as a supplier failure. */
 function endedByClient(code: LetheError["code"] | null): boolean {
   return code === "LETHE_CLIENT_CLOSED" || code === "LETHE_CLIENT_STALLED";

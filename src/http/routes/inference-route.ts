@@ -12,7 +12,7 @@ import { Cancellation } from "../../suppliers/cancellation.js";
 import { zdrRequiredByHeader } from "../../zdr/zdr-header.js";
 import { finishExchange, type Gateway } from "../gateway.js";
 import type { MeteredCall, MeteredEndpoint } from "../metered-call.js";
-import { pipeStream } from "../pipe-stream.js";
+import { endAnswer, pipeStream } from "../pipe-stream.js";
 import type { ResponseHeaders } from "../response-headers.js";
 
 /** Cancels the upstream call when the client goes away before the response is complete. */
@@ -103,7 +103,7 @@ async function relay(
     pushRouteHeaders(headers, exchange, supplier.id);
     headers.push("content-type", "application/json; charset=utf-8", "content-length", Buffer.byteLength(text));
     response.writeHead(200, headers);
-    response.end(text);
+    await endAnswer(response, text, attempted.route.timeouts.idleMs);
     return;
   }
   const translator = surface.streamTranslator(request, supplier.format, exchange);
