@@ -331,7 +331,7 @@ describe.each(factories)("the store contract on $name", (factory) => {
       record({ account, ts: now - 1_000 }),
     ]);
     const result = await runRetention(store, { metadataDays: 7, aggregateDays: 60 }, now);
-    expect(result).toEqual({ rolledUp: 3, aggregates: 2, unlinked: 1 });
+    expect(result).toEqual({ rolledUp: 3, aggregates: 2, debitsCollapsed: 0, unlinked: 1 });
     const daily = await store.usage.dailyRows(account, "2031-01-01", "2031-12-31");
     expect(daily).toHaveLength(1);
     expect(daily[0]).toMatchObject({ day: "2031-06-01", requests: 2, errors: 1, latency_p50_ms: 10 });
@@ -340,6 +340,7 @@ describe.each(factories)("the store contract on $name", (factory) => {
     expect(await runRetention(store, { metadataDays: 7, aggregateDays: 60 }, now)).toEqual({
       rolledUp: 0,
       aggregates: 0,
+      debitsCollapsed: 0,
       unlinked: 0,
     });
   });
