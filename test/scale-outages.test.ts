@@ -414,6 +414,7 @@ describe("credit while PostgreSQL cannot take a hold", () => {
     supplier.closeGate();
     const streams = Array.from({ length: 5 }, () => ask(true));
     await supplier.whenHeld(5);
+    expect(await metric(replica.url, "lethe_open_requests")).toBe(5);
     expect((await ask(false)).status).toBe(402);
 
     await proxy.cut();
@@ -428,6 +429,7 @@ describe("credit while PostgreSQL cannot take a hold", () => {
     }
     expect((await Promise.all(streams)).map((answer) => answer.status)).toEqual([200, 200, 200, 200, 200]);
     expect(await writtenBalance("five-answers")).toBe(0);
+    expect(await metric(replica.url, "lethe_open_requests")).toBe(0);
   });
 
   it("falls back within its bounds when PostgreSQL stops answering without closing its connections", async () => {

@@ -14,6 +14,8 @@ export interface DependencyState {
   redis: RedisLink | null;
   credits: CreditGuard;
   meter: Meter;
+  /** Metered requests begun and not yet finished (Gateway's count). */
+  readonly openExchanges: number;
 }
 
 /**
@@ -117,6 +119,14 @@ export class GatewayMetrics {
       registers: [this.registry],
       collect() {
         this.set(state.credits.pendingCount);
+      },
+    });
+    new Gauge({
+      name: "lethe_open_requests",
+      help: "Metered requests in progress (their body being read, waiting on a supplier, or relaying its answer).",
+      registers: [this.registry],
+      collect() {
+        this.set(state.openExchanges);
       },
     });
     new Gauge({
