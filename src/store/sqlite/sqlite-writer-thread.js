@@ -154,7 +154,10 @@ const rollUpDay = database.transaction(
     const totals = /** @type {{ account_id: string, amount_micros: number }[]} */ (debitTotals.all(from, to));
     const debitsCollapsed = deleteDebits.run(from, to).changes;
     const ids = mintEntryIds(totals.length);
-    totals.forEach((total, index) => insertDebitTotal.run(ids[index], total.account_id, from, total.amount_micros));
+    for (let index = 0; index < totals.length; index++) {
+      const total = /** @type {{ account_id: string, amount_micros: number }} */ (totals[index]);
+      insertDebitTotal.run(ids[index], total.account_id, from, total.amount_micros);
+    }
     return { rolledUp, aggregates, debitsCollapsed };
   },
 );
