@@ -2,7 +2,7 @@ import { ENCODING_FAMILIES, encodingVariants } from "./canaries.js";
 import type { CanaryRegistry } from "./canary-registry.js";
 import type { PathRun } from "./drive-paths.js";
 import { STORE_NAMES, type StoreName } from "./stores/store-scanner.js";
-import type { StoreResult } from "./stores/store-sweep.js";
+import type { StoreCoverage, StoreResult } from "./stores/store-sweep.js";
 
 /** One path in the report: how it went and how many of its canaries each store held. */
 export interface PathReport {
@@ -19,8 +19,17 @@ export interface StoreReport {
   store: StoreName;
   description: string;
   scanned: boolean;
+  /** Only "complete" and "not in use" stores leave a plain PASS possible. */
+  coverage: StoreCoverage;
   detail: string;
   hits: number;
+}
+
+/** The models a target lists, and those the audit drove (all of them unless `--model` chose some). */
+export interface ModelCoverage {
+  listed: string[];
+  driven: string[];
+  notDriven: string[];
 }
 
 /**
@@ -33,6 +42,8 @@ export interface AuditReport {
   target: string | null;
   paths: PathReport[];
   stores: StoreReport[];
+  /** Target mode only: which of the models the target lists were driven. */
+  models: ModelCoverage | null;
   encodings: { families: string[]; variants: string[] };
   figures: {
     pathsDriven: number;
@@ -45,8 +56,41 @@ export interface AuditReport {
     hits: number;
     durationMs: number;
   };
+  /**
+   * The exit status: true for a PASS, and for a qualified PASS, where only what the
+   * operator excluded on purpose (`--no-log`, `--model`) went unsearched; `excluded` says what.
+   */
   pass: boolean;
+  /** What the operator excluded; both empty for a plain PASS. */
+  excluded: { stores: StoreName[]; models: string[] };
   verdict: string;
+}
+
+/** At most this many names in a verdict line; the JSON report has them all. */
+const NAMES_IN_VERDICT = 10;
+
+function nameList(names: string[]): string {
+  const shown = names.slice(0, NAMES_IN_VERDICT).join(", ");
+  return names.length > NAMES_IN_VERDICT ? `${shown} and ${names.length - NAMES_IN_VERDICT} more` : shown;
+}
+
+/** The stores in use that were not searched in full, each with why. */
+function storeGaps(stores: StoreResult[]): string | null {
+  const gaps = stores.filter((store) => store.coverage === "not scanned" || store.coverage === "incomplete");
+  if (gaps.length === 0) return null;
+  const each = gaps.map((store) => `${store.store} (${store.gap ?? store.coverage})`);
+  return `${gaps.length} store(s) in use were not searched in full: ${each.join(", ")}`;
+}
+
+/** What the operator excluded, for a qualified verdict. */
+function exclusions(stores: StoreResult[], models: ModelCoverage | null): string | null {
+  const parts = [
+    ...stores.filter((store) => store.coverage === "excluded").map((store) => `${store.store} (${store.gap})`),
+    ...(models !== null && models.notDriven.length > 0
+      ? [`model(s) ${nameList(models.notDriven)} (not chosen with --model)`]
+      : []),
+  ];
+  return parts.length === 0 ? null : `not searched, as the operator chose: ${parts.join(", ")}`;
 }
 
 /** Puts the path runs and the store results together, with the figures and the verdict. */
@@ -56,6 +100,7 @@ export function buildReport(input: {
   runs: PathRun[];
   stores: StoreResult[];
   registry: CanaryRegistry;
+  models?: ModelCoverage | null;
   durationMs: number;
 }): AuditReport {
   const { runs, stores, registry } = input;
@@ -73,6 +118,7 @@ export function buildReport(input: {
     store: store.store,
     description: store.description,
     scanned: store.scanned,
+    coverage: store.coverage,
     detail: store.detail,
     hits: store.canaries.size,
   }));
@@ -87,31 +133,47 @@ export function buildReport(input: {
     hits,
     durationMs: input.durationMs,
   };
+  const models = input.models ?? null;
+  const gaps = storeGaps(stores);
+  const excluded = exclusions(stores, models);
+  const refused =
+    figures.pathsRefused === 0
+      ? null
+      : `the gateway refused the audit's key on ${figures.pathsRefused} path(s) ` +
+        "(rate limit, credit or draining) before their canaries reached it: audit with a key whose account has no rpm/tpm limit and enough credit";
+  const searched = `${figures.canaries} canaries over ${figures.pathsDriven} paths, ${figures.storesScanned} stores scanned`;
   let verdict: string;
   if (hits > 0) {
     const where = storeReports.filter((store) => store.hits > 0).map((store) => `${store.store} (${store.hits})`);
     verdict = `FAIL: ${hits} canary hit(s), content was retained in: ${where.join(", ")}`;
-  } else if (figures.pathsRefused > 0) {
-    verdict =
-      `INCONCLUSIVE: no canary found, but the gateway refused the audit's key on ${figures.pathsRefused} path(s) ` +
-      "(rate limit, credit or draining) before their canaries reached it: audit with a key whose account has no rpm/tpm limit and enough credit";
+  } else if (refused !== null) {
+    verdict = `INCONCLUSIVE: no canary found, but ${[refused, gaps].filter((part) => part !== null).join("; and ")}`;
   } else if (figures.pathsNotAsDesigned > 0) {
     verdict = `FAIL: no canary found, but ${figures.pathsNotAsDesigned} path(s) did not run as designed and prove nothing`;
+  } else if (gaps !== null) {
+    // a store the deployment uses that was not searched proves nothing either way
+    verdict = `INCONCLUSIVE: no canary found, but ${gaps}`;
+  } else if (excluded !== null) {
+    verdict = `PASS (qualified): no canary found in any store searched (${searched}); ${excluded}`;
   } else {
-    // a store that could not be scanned proves nothing either way: the verdict says which
-    const unscanned = stores.filter((store) => !store.scanned && store.inUse).map((store) => store.store);
-    verdict =
-      `PASS: no canary found in any store (${figures.canaries} canaries over ${figures.pathsDriven} paths, ${figures.storesScanned} stores scanned)` +
-      (unscanned.length === 0 ? "" : `; not scanned: ${unscanned.join(", ")}`);
+    verdict = `PASS: no canary found in any store (${searched})`;
   }
+  const pass = hits === 0 && figures.pathsNotAsDesigned === 0 && refused === null && gaps === null;
+  // a qualified PASS names the exclusions already; any other verdict still says what it left out on purpose
+  if (!pass && excluded !== null) verdict += `; ${excluded}`;
   return {
     mode: input.mode,
     target: input.target,
     paths,
     stores: storeReports,
+    models,
     encodings: { families: [...ENCODING_FAMILIES], variants: encodingVariants() },
     figures,
-    pass: hits === 0 && figures.pathsNotAsDesigned === 0 && figures.pathsRefused === 0,
+    pass,
+    excluded: {
+      stores: stores.filter((store) => store.coverage === "excluded").map((store) => store.store),
+      models: models?.notDriven ?? [],
+    },
     verdict,
   };
 }
@@ -150,8 +212,13 @@ export function renderReport(report: AuditReport): string {
   }
   lines.push("", "Stores:");
   for (const store of report.stores) {
-    const state = store.scanned ? `${store.hits} hit(s); ${store.detail}` : `not scanned: ${store.detail}`;
+    const state = store.scanned ? `${store.hits} hit(s); ${store.detail}` : `${store.coverage}: ${store.detail}`;
     lines.push(`  ${cell(store.store, 9)} ${state} [${store.description}]`);
+  }
+  if (report.models !== null) {
+    const { listed, driven, notDriven } = report.models;
+    lines.push("", `Models: ${listed.length} listed by GET /v1/models, ${driven.length} driven`);
+    if (notDriven.length > 0) lines.push(`  not driven (not chosen with --model): ${notDriven.join(", ")}`);
   }
   const notApplicable = new Map<string, string[]>();
   for (const path of report.paths) {

@@ -4,7 +4,7 @@ import os from "node:os";
 import path from "node:path";
 import { performance } from "node:perf_hooks";
 import { AuditClient } from "./audit-client.js";
-import { type AuditReport, buildReport } from "./audit-report.js";
+import { type AuditReport, buildReport, type ModelCoverage } from "./audit-report.js";
 import { CanaryRegistry } from "./canary-registry.js";
 import { drivePaths, type PathRun } from "./drive-paths.js";
 import { startEmbedded } from "./embedded-deployment.js";
@@ -17,7 +17,7 @@ import { dropSchema } from "./stores/postgres-store.js";
 import { deleteRedisKeys } from "./stores/redis-store.js";
 import { textStore, unscannable } from "./stores/store-scanner.js";
 import { StoreSweep } from "./stores/store-sweep.js";
-import { AuditInputError, connectTarget } from "./target-deployment.js";
+import { AuditInputError, connectTarget, type TargetDeployment } from "./target-deployment.js";
 
 /** What to audit. Without `target`, Lethe itself, started against the audit's own fake suppliers. */
 export interface AuditOptions {
@@ -25,6 +25,14 @@ export interface AuditOptions {
   target?: { url: string; key: string };
   /** The deployment's log file, scanned as the log store in target mode. */
   logFile?: string;
+  /**
+   * Target mode: the operator says the deployment's log cannot be given to the audit
+   * (`--no-log`). The log is then excluded, and the best verdict is a qualified PASS that
+   * says so; without `logFile` or `noLog`, the unsearched log makes the audit INCONCLUSIVE.
+   */
+  noLog?: boolean;
+  /** Target mode: drive only these of the models the target lists (`--model`); every one by default. */
+  models?: string[];
   /** Names the data dir (target mode) and the PostgreSQL and Redis stores; process.env by default. */
   env?: Record<string, string | undefined>;
   /**
@@ -104,6 +112,29 @@ async function auditEmbedded(registry: CanaryRegistry, sweep: StoreSweep, option
   }
 }
 
+/** The models to drive: every one the target lists, or those `--model` chose (each must be listed). */
+function chooseModels(target: TargetDeployment, chosen: string[] | undefined): ModelCoverage {
+  const listed = target.models;
+  if (chosen === undefined || chosen.length === 0) return { listed, driven: listed, notDriven: [] };
+  const unknown = chosen.filter((model) => !listed.includes(model));
+  if (unknown.length > 0) {
+    throw new AuditInputError(
+      `--model ${unknown[0]} is not one of the ${listed.length} model(s) ${target.shown} lists`,
+    );
+  }
+  const driven = listed.filter((model) => chosen.includes(model));
+  return { listed, driven, notDriven: listed.filter((model) => !driven.includes(model)) };
+}
+
+/** The deployment's log: the file given, excluded by `--no-log`, or a gap that leaves the audit INCONCLUSIVE. */
+function logStore(options: AuditOptions) {
+  if (options.logFile !== undefined) return logFileStore(options.logFile);
+  const description = "the deployment's log";
+  if (options.noLog)
+    return unscannable("log", description, "--no-log: the operator said it cannot be read", "excluded");
+  return unscannable("log", description, "no log file given: pass --log FILE, or --no-log if it cannot be had");
+}
+
 /** Drives the paths a running deployment allows, then scans the local stores the environment names. */
 async function auditTarget(
   registry: CanaryRegistry,
@@ -114,9 +145,10 @@ async function auditTarget(
   const env = options.env ?? process.env;
   const target = await connectTarget(options.target.url, options.target.key);
   try {
+    const models = chooseModels(target, options.models);
     const setting: AuditSetting = {
       embedded: false,
-      routes: [{ label: "target model", model: target.model, format: null }],
+      routes: models.driven.map((model) => ({ label: `model ${model}`, model, format: null })),
     };
     const runs = await drivePaths(auditPaths(setting), {
       setting,
@@ -135,11 +167,7 @@ async function auditTarget(
     // the same default as every other command: a gateway started here without LETHE_DATA_DIR keeps ./.lethe
     const dataDir = path.resolve(env.LETHE_DATA_DIR || ".lethe");
     await sweep.scan(dataDirStore(dataDir));
-    await sweep.scan(
-      options.logFile === undefined
-        ? unscannable("log", "the deployment's log", "no log file given (--log FILE)")
-        : logFileStore(options.logFile),
-    );
+    await sweep.scan(logStore(options));
     await sweep.scan(tempDirStore(os.tmpdir(), since, [dataDir]));
     await sweep.scan(
       metrics.status === 200
@@ -153,7 +181,7 @@ async function auditTarget(
           ),
     );
     for (const scanner of databaseStores(databaseLocations(env))) await sweep.scan(scanner);
-    return { runs, shown: target.shown };
+    return { runs, shown: target.shown, models };
   } finally {
     await target.client.close();
   }
@@ -167,6 +195,7 @@ async function auditTarget(
 export async function runAudit(options: AuditOptions = {}): Promise<AuditReport> {
   const started = performance.now();
   const since = Date.now();
+  if (options.logFile !== undefined && options.noLog) throw new AuditInputError("--log FILE and --no-log contradict");
   if (options.logFile !== undefined && !existsSync(options.logFile)) {
     throw new AuditInputError(`cannot read the log file ${options.logFile}`);
   }
@@ -174,14 +203,21 @@ export async function runAudit(options: AuditOptions = {}): Promise<AuditReport>
   const sweep = new StoreSweep(registry);
   let runs: PathRun[];
   let target: string | null = null;
+  let models: ModelCoverage | null = null;
   if (options.target === undefined) runs = await auditEmbedded(registry, sweep, options, since);
-  else ({ runs, shown: target } = await auditTarget(registry, sweep, { ...options, target: options.target }, since));
+  else
+    ({
+      runs,
+      shown: target,
+      models,
+    } = await auditTarget(registry, sweep, { ...options, target: options.target }, since));
   return buildReport({
     mode: target === null ? "embedded" : "target",
     target,
     runs,
     stores: sweep.results(),
     registry,
+    models,
     durationMs: performance.now() - started,
   });
 }

@@ -5,12 +5,13 @@ export class AuditInputError extends Error {
   override name = "AuditInputError";
 }
 
-/** A running deployment the audit may drive: its root URL, a model it serves, and a client. */
+/** A running deployment the audit may drive: its root URL, the models it lists, and a client. */
 export interface TargetDeployment {
   root: string;
   /** What the report shows: the origin, never credentials or the key. */
   shown: string;
-  model: string;
+  /** Every model id `GET /v1/models` lists, in its order. */
+  models: string[];
   client: AuditClient;
 }
 
@@ -18,15 +19,15 @@ function isObject(value: unknown): value is Record<string, unknown> {
   return typeof value === "object" && value !== null && !Array.isArray(value);
 }
 
-/** The first model of a `GET /v1/models` answer, or null. */
-function firstModel(text: string): string | null {
+/** The model ids of a `GET /v1/models` answer, each once. */
+function listedModels(text: string): string[] {
   try {
     const parsed: unknown = JSON.parse(text);
-    const data = isObject(parsed) && Array.isArray(parsed.data) ? parsed.data : [];
-    const first: unknown = data[0];
-    return isObject(first) && typeof first.id === "string" ? first.id : null;
+    const data: unknown[] = isObject(parsed) && Array.isArray(parsed.data) ? parsed.data : [];
+    const ids = data.flatMap((entry) => (isObject(entry) && typeof entry.id === "string" ? [entry.id] : []));
+    return [...new Set(ids)];
   } catch {
-    return null;
+    return [];
   }
 }
 
@@ -64,9 +65,9 @@ export async function connectTarget(url: string, key: string): Promise<TargetDep
     if (response.status !== 200) {
       throw new AuditInputError(`${shown} answered HTTP ${response.status} to GET /v1/models: is it a Lethe gateway?`);
     }
-    const model = firstModel(response.text);
-    if (model === null) throw new AuditInputError(`${shown} serves no models to audit`);
-    return { root, shown, model, client };
+    const models = listedModels(response.text);
+    if (models.length === 0) throw new AuditInputError(`${shown} serves no models to audit`);
+    return { root, shown, models, client };
   } catch (thrown) {
     await client.close();
     throw thrown;

@@ -30,7 +30,7 @@ Usage:
   lethe operators revoke NAME
   lethe routes [--url URL]
   lethe zdr verify URL [--key PUBLIC_KEY_BASE64]
-  lethe audit [--target URL --key KEY] [--log FILE] [--json]
+  lethe audit [--target URL --key KEY [--log FILE | --no-log] [--model ID]...] [--json]
 
 Environment: LETHE_HOST, LETHE_PORT, LETHE_DATA_DIR, LETHE_CONFIG, LETHE_SECRET,
 LETHE_DATABASE_URL, LETHE_REDIS_URL, LETHE_REDIS_PREFIX.`;

@@ -18,13 +18,26 @@ export interface AuditRoute {
 /** Where the audit runs: against its own gateway and fakes, or a deployment it cannot steer. */
 export interface AuditSetting {
   embedded: boolean;
-  /** One route per supplier format in embedded mode; the target's model otherwise. */
+  /** One route per supplier format in embedded mode; one per model driven against a target. */
   routes: AuditRoute[];
 }
 
-/** The route to a supplier of `format`; in target mode, the target's one route whatever the format. */
+/**
+ * The route a model-independent path uses (auth failures, malformed input: the gateway
+ * refuses them before any model matters), so it runs once, not once per model.
+ */
 export function routeFor(setting: AuditSetting, format: "openai" | "anthropic"): AuditRoute {
   return setting.routes.find((route) => route.format === format) ?? (setting.routes[0] as AuditRoute);
+}
+
+/**
+ * The routes a content path runs on, so every supplier behind them sees its canaries:
+ * the one to a supplier of `format` in embedded mode; every model against a target,
+ * whose supplier formats the audit cannot know.
+ */
+export function routesFor(setting: AuditSetting, format: "openai" | "anthropic"): AuditRoute[] {
+  const routes = setting.routes.filter((route) => route.format === format || route.format === null);
+  return routes.length > 0 ? routes : [routeFor(setting, format)];
 }
 
 /** How a call authenticates: the audit's key by default, another value, or none at all. */

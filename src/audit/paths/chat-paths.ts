@@ -9,6 +9,7 @@ import {
   NEEDS_FAKES,
   type PathContext,
   routeFor,
+  routesFor,
 } from "./audit-path.js";
 import { chatBody } from "./request-bodies.js";
 
@@ -83,28 +84,33 @@ function embeddedModelPath(name: string, client: ClientFormat, model: string, sh
 export function chatPaths(setting: AuditSetting): AuditPath[] {
   const paths: AuditPath[] = [];
   for (const client of CLIENT_FORMATS) for (const route of setting.routes) paths.push(...pairPaths(client, route));
-  const anthropic = routeFor(setting, "anthropic");
-  const openai = routeFor(setting, "openai");
-  paths.push(
-    {
-      name: `anthropic client -> ${anthropic.label}: extended thinking`,
-      run: (context) => converse(context, "anthropic", anthropic.model, { thinking: true }),
-    },
-    {
-      name: `anthropic client -> ${anthropic.label}: extended thinking streamed`,
-      run: (context) => converse(context, "anthropic", anthropic.model, { thinking: true, stream: true }),
-    },
-    {
+  for (const anthropic of routesFor(setting, "anthropic")) {
+    paths.push(
+      {
+        name: `anthropic client -> ${anthropic.label}: extended thinking`,
+        run: (context) => converse(context, "anthropic", anthropic.model, { thinking: true }),
+      },
+      {
+        name: `anthropic client -> ${anthropic.label}: extended thinking streamed`,
+        run: (context) => converse(context, "anthropic", anthropic.model, { thinking: true, stream: true }),
+      },
+    );
+  }
+  for (const openai of routesFor(setting, "openai")) {
+    paths.push({
       name: `openai client -> ${openai.label}: reasoning streamed`,
       run: (context) => converse(context, "openai", openai.model, { reasoning: true, stream: true }),
-    },
+    });
+  }
+  const toOpenAI = routeFor(setting, "openai");
+  paths.push(
     {
       name: "anthropic client -> openai supplier: reasoning streamed back as thinking",
       embeddedOnly: NEEDS_FAKES,
       async run(context) {
         // Lethe does not carry `thinking` to OpenAI-format suppliers; reasoning still flows back
         context.fakes?.openai.next("ok-reasoning");
-        await converse(context, "anthropic", openai.model, { thinking: true, stream: true });
+        await converse(context, "anthropic", toOpenAI.model, { thinking: true, stream: true });
       },
     },
     ...setting.routes.map(countTokensPath),

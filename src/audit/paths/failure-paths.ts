@@ -2,6 +2,7 @@ import { mentions } from "../canaries.js";
 import type { FakeBehaviour } from "../fakes/fake-supplier.js";
 import {
   type AuditPath,
+  type AuditRoute,
   type AuditSetting,
   type ClientFormat,
   expectEcho,
@@ -9,6 +10,7 @@ import {
   NEEDS_FAKES,
   type PathContext,
   routeFor,
+  routesFor,
 } from "./audit-path.js";
 import { chatBody } from "./request-bodies.js";
 
@@ -53,12 +55,12 @@ function supplierFailure(
 }
 
 /** Hangs up in the middle of a stream, once the prompt has come back (embedded) or any byte arrived (target). */
-function clientAbort(client: ClientFormat, supplier: SupplierFormat, setting: AuditSetting): AuditPath {
-  const route = routeFor(setting, supplier);
+function clientAbort(client: ClientFormat, route: AuditRoute): AuditPath {
+  const supplier = route.format;
   return {
     name: `${client} client -> ${route.label}: client abort mid-stream`,
     async run(context) {
-      context.fakes?.[supplier].next("hang-mid-stream");
+      if (supplier !== null) context.fakes?.[supplier].next("hang-mid-stream");
       const user = context.canary();
       const body = chatBody(client, route.model, { system: context.canary(), user, stream: true });
       const embedded = context.setting.embedded;
@@ -172,9 +174,9 @@ export function failurePaths(setting: AuditSetting): AuditPath[] {
       { status: 504 },
       "audit-stall-first-byte",
     ),
-    clientAbort("openai", "openai", setting),
-    clientAbort("anthropic", "anthropic", setting),
-    clientAbort("anthropic", "openai", setting),
+    ...routesFor(setting, "openai").map((route) => clientAbort("openai", route)),
+    ...routesFor(setting, "anthropic").map((route) => clientAbort("anthropic", route)),
+    ...routesFor(setting, "openai").map((route) => clientAbort("anthropic", route)),
     embeddedModel("openai client -> unreachable supplier", "audit-unreachable", 502),
     embeddedModel("openai client -> first route 500, fallback route answers", "audit-fallback", 200, (context) =>
       context.fakes?.openai.next({ status: 500 }),

@@ -1,5 +1,6 @@
 import {
   type AuditPath,
+  type AuditRoute,
   type AuditSetting,
   CLIENT_FORMATS,
   type ClientFormat,
@@ -7,6 +8,7 @@ import {
   expectStatus,
   NEEDS_FAKES,
   routeFor,
+  routesFor,
 } from "./audit-path.js";
 import { chatBody } from "./request-bodies.js";
 
@@ -71,39 +73,44 @@ function badInputPaths(client: ClientFormat, setting: AuditSetting): AuditPath[]
         expectStatus(context, response, 400);
       },
     },
-    {
-      name: `${client} client: canaries in headers and the query string`,
-      async run(context) {
-        const user = context.canary();
-        const header = () => context.canary("header").text;
-        const headers: Record<string, string> = {
-          "user-agent": header(),
-          "x-request-id": header(),
-          "x-audit-unknown": header(),
-          "openai-organization": header(),
-          // forwarded to Anthropic-format suppliers; must still never be logged or kept
-          "anthropic-beta": header(),
-        };
-        const query = encodeURIComponent(context.canary().text);
-        const body = chatBody(client, model, { user });
-        const response = await context.call(client, body, {
-          headers,
-          endpoint: `${endpointOf(client)}?trace=${query}`,
-        });
-        expectStatus(context, response, 200);
-        expectEcho(context, response, user);
-      },
-    },
   ];
+}
+
+/** Canaries in request headers and the query string, which the gateway takes to the model's supplier. */
+function headerPath(client: ClientFormat, route: AuditRoute): AuditPath {
+  return {
+    name: `${client} client -> ${route.label}: canaries in headers and the query string`,
+    async run(context) {
+      const user = context.canary();
+      const header = () => context.canary("header").text;
+      const headers: Record<string, string> = {
+        "user-agent": header(),
+        "x-request-id": header(),
+        "x-audit-unknown": header(),
+        "openai-organization": header(),
+        // forwarded to Anthropic-format suppliers; must still never be logged or kept
+        "anthropic-beta": header(),
+      };
+      const query = encodeURIComponent(context.canary().text);
+      const body = chatBody(client, route.model, { user });
+      const response = await context.call(client, body, {
+        headers,
+        endpoint: `${endpointOf(client)}?trace=${query}`,
+      });
+      expectStatus(context, response, 200);
+      expectEcho(context, response, user);
+    },
+  };
 }
 
 /** Malformed and oversized bodies, validation failures, unknown models, canaries in fields and headers. */
 export function inputPaths(setting: AuditSetting): AuditPath[] {
-  const paths = CLIENT_FORMATS.flatMap((client) => badInputPaths(client, setting));
-  const toAnthropic = routeFor(setting, "anthropic");
-  const toOpenAI = routeFor(setting, "openai");
-  paths.push(
-    {
+  const paths = CLIENT_FORMATS.flatMap((client) => [
+    ...badInputPaths(client, setting),
+    ...routesFor(setting, client).map((route) => headerPath(client, route)),
+  ]);
+  for (const toAnthropic of routesFor(setting, "anthropic")) {
+    paths.push({
       name: `openai client -> ${toAnthropic.label}: canary in the user field`,
       async run(context) {
         const user = context.canary();
@@ -112,8 +119,10 @@ export function inputPaths(setting: AuditSetting): AuditPath[] {
         expectStatus(context, response, 200);
         expectEcho(context, response, user);
       },
-    },
-    {
+    });
+  }
+  for (const toOpenAI of routesFor(setting, "openai")) {
+    paths.push({
       name: `anthropic client -> ${toOpenAI.label}: canary in metadata.user_id`,
       async run(context) {
         const user = context.canary();
@@ -122,7 +131,10 @@ export function inputPaths(setting: AuditSetting): AuditPath[] {
         expectStatus(context, response, 200);
         expectEcho(context, response, user);
       },
-    },
+    });
+  }
+  const toOpenAI = routeFor(setting, "openai");
+  paths.push(
     {
       name: "anthropic client -> openai supplier: content the supplier format cannot take",
       embeddedOnly: NEEDS_FAKES,

@@ -26,7 +26,7 @@ export function databaseStores(locations: DatabaseLocations): StoreScanner[] {
         "postgres",
         "every PostgreSQL table Lethe owns",
         "not configured (LETHE_DATABASE_URL is not set)",
-        false,
+        "not in use",
       );
   const redis = locations.redisUrl
     ? redisStore(locations.redisUrl, locations.redisPrefix)
@@ -34,7 +34,7 @@ export function databaseStores(locations: DatabaseLocations): StoreScanner[] {
         "redis",
         "every Redis key and value under Lethe's prefix",
         "not configured (LETHE_REDIS_URL is not set)",
-        false,
+        "not in use",
       );
   return [postgres, redis];
 }

@@ -1,7 +1,7 @@
 import { existsSync } from "node:fs";
 import path from "node:path";
 import { feedFile, modifiedAt, walkFiles } from "./file-sources.js";
-import type { StoreScanner } from "./store-scanner.js";
+import type { SourceCount, StoreScanner } from "./store-scanner.js";
 
 /** Cap on what is read of one temp file: big unrelated files there would only slow the audit. */
 const TEMP_FILE_MAX_BYTES = 64 * 1024 * 1024;
@@ -24,6 +24,15 @@ async function recentlyModified(files: string[], since: number): Promise<string[
   return recent;
 }
 
+/** The reason a set of files was searched only in part, or undefined when every byte was. */
+function gapsOf(unreadable: number, partial: number, partialWhat: string): string | undefined {
+  const gaps = [
+    ...(unreadable > 0 ? [`${unreadable} file(s) or folder(s) could not be read (audit as the gateway's user)`] : []),
+    ...(partial > 0 ? [`${partial} file(s) ${partialWhat}`] : []),
+  ];
+  return gaps.length > 0 ? gaps.join(", ") : undefined;
+}
+
 /** Every file under the data dir: the SQLite database, its -wal and -shm files, the secrets. */
 export function dataDirStore(dataDir: string): StoreScanner {
   return {
@@ -33,48 +42,75 @@ export function dataDirStore(dataDir: string): StoreScanner {
     async unavailable() {
       return existsSync(dataDir) ? null : `${dataDir} does not exist (set LETHE_DATA_DIR)`;
     },
-    async scan(open) {
-      const { files } = await walkFiles(dataDir);
+    async scan(open): Promise<SourceCount> {
+      const { files, unreadableDirs } = await walkFiles(dataDir);
       let bytes = 0;
+      let unreadable = unreadableDirs;
+      let partial = 0;
       for (const file of files) {
         // a file name is a place content could be written too
         open().feed(Buffer.from(path.relative(dataDir, file)));
-        bytes += await feedFile(file, open());
+        const read = await feedFile(file, open);
+        bytes += read.bytes;
+        if (read.unreadable) unreadable++;
+        if (read.partial) partial++;
       }
-      return { sources: files.length, bytes };
+      const incomplete = gapsOf(unreadable, partial, "inflated past the audit's cap");
+      return { sources: files.length, bytes, ...(incomplete !== undefined && { incomplete }) };
     },
   };
 }
 
-/** Files in the OS temp dir written since the audit began, outside the directories scanned as other stores. */
+/**
+ * Files in the OS temp dir written since the audit began, outside the directories
+ * scanned as other stores. Directories the audit cannot list (other users' private
+ * temp dirs) are counted in a note, not as a gap: on a shared host there always are
+ * some, and the report says how many.
+ */
 export function tempDirStore(tempDir: string, since: number, exclude: readonly string[]): StoreScanner {
   return {
     store: "temp dir",
     description: `files in ${tempDir} written since the audit began`,
     unavailable: async () => (existsSync(tempDir) ? null : "the temp dir does not exist"),
-    async scan(open) {
-      const { files, looked } = await walkFiles(tempDir, { exclude, maxEntries: TEMP_MAX_ENTRIES });
+    async scan(open): Promise<SourceCount> {
+      const { files, looked, unreadableDirs } = await walkFiles(tempDir, { exclude, maxEntries: TEMP_MAX_ENTRIES });
       let sources = 0;
       let bytes = 0;
+      let unreadable = 0;
+      let partial = 0;
       for (const file of await recentlyModified(files, since - CLOCK_SLACK_MS)) {
         sources++;
         open().feed(Buffer.from(path.relative(tempDir, file)));
-        bytes += await feedFile(file, open(), TEMP_FILE_MAX_BYTES);
+        const read = await feedFile(file, open, TEMP_FILE_MAX_BYTES);
+        bytes += read.bytes;
+        if (read.unreadable) unreadable++;
+        if (read.partial) partial++;
       }
-      if (looked < TEMP_MAX_ENTRIES) return { sources, bytes };
-      return { sources, bytes, note: `incomplete: stopped after ${TEMP_MAX_ENTRIES} entries` };
+      const unread = gapsOf(unreadable, partial, `read only up to ${TEMP_FILE_MAX_BYTES / 1024 / 1024} MiB`);
+      const gaps = [
+        ...(looked >= TEMP_MAX_ENTRIES ? [`stopped after ${TEMP_MAX_ENTRIES} entries`] : []),
+        ...(unread === undefined ? [] : [unread]),
+      ];
+      return {
+        sources,
+        bytes,
+        ...(unreadableDirs > 0 && { note: `${unreadableDirs} folder(s) of other users skipped` }),
+        ...(gaps.length > 0 && { incomplete: gaps.join(", ") }),
+      };
     },
   };
 }
 
-/** A log file Lethe wrote (the --log FILE of a --target audit). */
+/** A log file Lethe wrote (the --log FILE of a --target audit); gzip-compressed ones are inflated. */
 export function logFileStore(file: string): StoreScanner {
   return {
     store: "log",
     description: `the log file ${path.basename(file)}`,
     unavailable: async () => (existsSync(file) ? null : "the log file does not exist"),
-    async scan(open) {
-      return { sources: 1, bytes: await feedFile(file, open()) };
+    async scan(open): Promise<SourceCount> {
+      const read = await feedFile(file, open);
+      const incomplete = gapsOf(read.unreadable ? 1 : 0, read.partial ? 1 : 0, "inflated past the audit's cap");
+      return { sources: 1, bytes: read.bytes, ...(incomplete !== undefined && { incomplete }) };
     },
   };
 }

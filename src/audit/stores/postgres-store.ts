@@ -1,6 +1,30 @@
 import pg from "pg";
 import { parseDatabaseUrl } from "../../store/postgres/open-postgres-store.js";
-import type { StoreScanner } from "./store-scanner.js";
+import type { MatchSession } from "../pattern-matcher.js";
+import type { SourceCount, StoreScanner } from "./store-scanner.js";
+
+/** Rows fetched per round trip from a table's cursor: memory stays flat whatever the table's size. */
+const BATCH_ROWS = 500;
+
+/**
+ * The relations holding rows in the schema: tables (partitions included, not their
+ * parents, which would read them twice) and populated materialized views. With no
+ * schema in the URL, Lethe keeps its migration bookkeeping in `public` ($2).
+ */
+const RELATIONS = `
+  SELECT n.nspname AS schema, c.relname AS name
+  FROM pg_class c JOIN pg_namespace n ON n.oid = c.relnamespace
+  WHERE (c.relkind = 'r' OR (c.relkind = 'm' AND c.relispopulated))
+    AND (n.nspname = $1 OR ($2 AND n.nspname = 'public' AND c.relname IN ('lethe_migrations', 'lethe_migration_lock')))
+  ORDER BY 1, 2`;
+
+/** Every comment on the schema and on what it holds: relations and their columns, functions. */
+const COMMENTS = `
+  SELECT d.description FROM pg_description d, pg_namespace n
+  WHERE n.nspname = $1 AND (
+    (d.classoid = 'pg_namespace'::regclass AND d.objoid = n.oid)
+    OR (d.classoid = 'pg_class'::regclass AND d.objoid IN (SELECT oid FROM pg_class WHERE relnamespace = n.oid))
+    OR (d.classoid = 'pg_proc'::regclass AND d.objoid IN (SELECT oid FROM pg_proc WHERE pronamespace = n.oid)))`;
 
 /** Where a PostgreSQL URL points, without its password. */
 function shown(url: string): string {
@@ -12,14 +36,36 @@ function shown(url: string): string {
   }
 }
 
+function feedText(session: MatchSession, text: string): number {
+  const buffer = Buffer.from(text, "utf8");
+  session.feed(buffer);
+  return buffer.length;
+}
+
+/** Reads one relation through a cursor, a batch of rows at a time, each row as JSON text. */
+async function feedRelation(client: pg.Client, relation: string, session: MatchSession, batchRows: number) {
+  let bytes = 0;
+  await client.query(`DECLARE audit_rows NO SCROLL CURSOR FOR SELECT row_to_json(t)::text AS row FROM ${relation} t`);
+  for (;;) {
+    const batch = await client.query<{ row: string }>(`FETCH ${batchRows} FROM audit_rows`);
+    for (const { row } of batch.rows) bytes += feedText(session, row);
+    if (batch.rows.length < batchRows) break;
+  }
+  await client.query("CLOSE audit_rows");
+  return bytes;
+}
+
 /**
- * Every table Lethe owns in its PostgreSQL schema (the schema named in the URL, or
- * `public`): each row is read as text (`row_to_json`) and fed to the matcher, the
- * migration bookkeeping tables included.
+ * Every table and materialized view in Lethe's PostgreSQL schema, and every comment on
+ * what the schema holds. The schema is the one the URL names, or else the one Lethe's
+ * tables land in: the role's current_schema(), the first existing schema of its
+ * search_path. Rows are read as text (`row_to_json`) through a cursor in one read-only
+ * snapshot. `batchRows` is for tests.
  */
-export function postgresStore(url: string): StoreScanner {
+export function postgresStore(url: string, options: { batchRows?: number } = {}): StoreScanner {
   const { connectionString, schema } = parseDatabaseUrl(url);
-  const schemaName = schema ?? "public";
+  const batchRows = options.batchRows ?? BATCH_ROWS;
+  let schemaName = schema;
   const connect = async () => {
     const client = new pg.Client({ connectionString, connectionTimeoutMillis: 3_000 });
     client.on("error", () => {});
@@ -28,35 +74,51 @@ export function postgresStore(url: string): StoreScanner {
   };
   return {
     store: "postgres",
-    description: `every table in schema ${schemaName} at ${shown(url)}`,
+    get description() {
+      const where =
+        schemaName === null
+          ? "the role's current schema"
+          : `schema ${schemaName}${schema === null ? " (the role's current_schema(): the URL names none)" : ""}`;
+      return `every table, materialized view and comment in ${where} at ${shown(url)}`;
+    },
     async unavailable() {
+      let client: pg.Client;
       try {
-        await (await connect()).end();
-        return null;
+        client = await connect();
       } catch {
         return `cannot reach PostgreSQL at ${shown(url)}`;
       }
+      try {
+        schemaName ??=
+          (await client.query<{ name: string | null }>("SELECT current_schema() AS name")).rows[0]?.name ?? null;
+      } finally {
+        await client.end();
+      }
+      return schemaName === null
+        ? "the role's search_path names no existing schema: where Lethe writes is unknown"
+        : null;
     },
-    async scan(open) {
+    async scan(open): Promise<SourceCount> {
       const client = await connect();
       let sources = 0;
       let bytes = 0;
       try {
-        const tables = await client.query<{ table_name: string }>(
-          "SELECT table_name FROM information_schema.tables WHERE table_schema = $1 AND table_type = 'BASE TABLE'",
-          [schemaName],
-        );
-        for (const { table_name: table } of tables.rows) {
+        // one snapshot: rows cannot move between batches, and nothing is written
+        await client.query("BEGIN ISOLATION LEVEL REPEATABLE READ READ ONLY");
+        const relations = await client.query<{ schema: string; name: string }>(RELATIONS, [
+          schemaName,
+          schema === null,
+        ]);
+        for (const relation of relations.rows) {
           sources++;
-          const session = open();
-          const identifier = `${client.escapeIdentifier(schemaName)}.${client.escapeIdentifier(table)}`;
-          const rows = await client.query<{ row: string }>(`SELECT row_to_json(t)::text AS row FROM ${identifier} t`);
-          for (const { row } of rows.rows) {
-            const buffer = Buffer.from(row, "utf8");
-            bytes += buffer.length;
-            session.feed(buffer);
-          }
+          const identifier = `${client.escapeIdentifier(relation.schema)}.${client.escapeIdentifier(relation.name)}`;
+          bytes += await feedRelation(client, identifier, open(), batchRows);
         }
+        const comments = await client.query<{ description: string }>(COMMENTS, [schemaName]);
+        sources++;
+        const session = open();
+        for (const { description } of comments.rows) bytes += feedText(session, `${description}\n`);
+        await client.query("COMMIT");
       } finally {
         await client.end();
       }

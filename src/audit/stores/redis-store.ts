@@ -1,8 +1,9 @@
 import { Redis } from "ioredis";
 import type { MatchSession } from "../pattern-matcher.js";
-import type { StoreScanner } from "./store-scanner.js";
+import type { SourceCount, StoreScanner } from "./store-scanner.js";
 
-const MAX_KEYS = 200_000;
+/** Keys asked for per SCAN, and members read per HSCAN/SSCAN/ZSCAN/LRANGE/XRANGE: memory stays bounded. */
+const BATCH = 1_000;
 
 /** Where a Redis URL points, without its password. */
 function shown(url: string): string {
@@ -39,39 +40,85 @@ function prefixPattern(prefix: string): string {
   return `${prefix.replace(/[*?[\]\\]/g, (character) => `\\${character}`)}*`;
 }
 
-/** Feeds one key's value, whatever its type, to a session; returns the bytes fed. */
-async function feedValue(client: Redis, key: string, session: MatchSession): Promise<number> {
-  let parts: Buffer[] = [];
-  switch (await client.type(key)) {
-    case "string":
-      parts = [(await client.getBuffer(key)) ?? Buffer.alloc(0)];
-      break;
-    case "hash":
-      parts = Object.entries(await client.hgetallBuffer(key)).flatMap(([field, value]) => [Buffer.from(field), value]);
-      break;
-    case "list":
-      parts = await client.lrangeBuffer(key, 0, -1);
-      break;
-    case "set":
-      parts = await client.smembersBuffer(key);
-      break;
-    case "zset":
-      parts = await client.zrangeBuffer(key, 0, -1, "WITHSCORES");
-      break;
-    case "stream":
-      parts = [Buffer.from(JSON.stringify(await client.xrange(key, "-", "+")))];
-      break;
-  }
+/** The results of a pipeline, failing on the first command that failed. */
+async function results<T>(pipeline: ReturnType<Redis["pipeline"]>): Promise<T[]> {
+  const answers = (await pipeline.exec()) ?? [];
+  return answers.map(([error, value]) => {
+    if (error) throw error;
+    return value as T;
+  });
+}
+
+/** Feeds the parts of a collection, read a batch at a time through a *SCAN-style cursor. */
+async function feedCursor(
+  read: (cursor: string) => Promise<[Buffer | string, Buffer[]]>,
+  session: MatchSession,
+): Promise<number> {
   let bytes = 0;
-  for (const part of parts) {
-    bytes += part.length;
-    session.feed(part);
-  }
+  let cursor = "0";
+  do {
+    const [next, parts] = await read(cursor);
+    cursor = next.toString();
+    for (const part of parts) {
+      bytes += part.length;
+      session.feed(part);
+    }
+  } while (cursor !== "0");
   return bytes;
 }
 
-/** Every Redis key under Lethe's prefix, and every value they hold. */
-export function redisStore(url: string, prefix: string): StoreScanner {
+/** Feeds one collection key's value, whatever its type, in batches; returns the bytes fed. */
+async function feedCollection(client: Redis, key: Buffer, type: string, session: MatchSession): Promise<number> {
+  switch (type) {
+    case "hash":
+      return feedCursor((cursor) => client.hscanBuffer(key, cursor, "COUNT", BATCH), session);
+    case "set":
+      return feedCursor((cursor) => client.sscanBuffer(key, cursor, "COUNT", BATCH), session);
+    case "zset":
+      // ZSCAN answers members and their scores
+      return feedCursor((cursor) => client.zscanBuffer(key, cursor, "COUNT", BATCH), session);
+    case "list": {
+      let bytes = 0;
+      for (let start = 0; ; start += BATCH) {
+        const parts = await client.lrangeBuffer(key, start, start + BATCH - 1);
+        for (const part of parts) {
+          bytes += part.length;
+          session.feed(part);
+        }
+        if (parts.length < BATCH) return bytes;
+      }
+    }
+    case "stream": {
+      let bytes = 0;
+      let from = "-";
+      for (;;) {
+        const entries = await client.xrangeBuffer(key, from, "+", "COUNT", BATCH);
+        for (const [id, fields] of entries) {
+          for (const part of [id, ...fields]) {
+            bytes += part.length;
+            session.feed(part);
+          }
+        }
+        const last = entries.at(-1);
+        if (entries.length < BATCH || last === undefined) return bytes;
+        // exclusive range start: the next batch begins after the last id read
+        from = `(${last[0].toString()}`;
+      }
+    }
+    default:
+      // "none": expired since the SCAN
+      return 0;
+  }
+}
+
+/**
+ * Every Redis key under Lethe's prefix, and every value they hold, read a batch of keys
+ * at a time (SCAN, then one MGET per batch, and TYPE for the keys that hold no string), so neither the key list
+ * nor a large collection is ever held whole. `maxKeys` bounds the scan for tests: when
+ * it stops there, it reports itself incomplete.
+ */
+export function redisStore(url: string, prefix: string, options: { maxKeys?: number } = {}): StoreScanner {
+  const maxKeys = options.maxKeys ?? Number.POSITIVE_INFINITY;
   return {
     store: "redis",
     description: `every Redis key and value under ${prefix} at ${shown(url)}`,
@@ -83,21 +130,36 @@ export function redisStore(url: string, prefix: string): StoreScanner {
         return `cannot reach Redis at ${shown(url)}`;
       }
     },
-    async scan(open) {
+    async scan(open): Promise<SourceCount> {
       const client = await connect(url);
       let sources = 0;
       let bytes = 0;
       try {
         let cursor = "0";
         do {
-          const [next, keys] = await client.scan(cursor, "MATCH", prefixPattern(prefix), "COUNT", 1_000);
-          cursor = next;
-          for (const key of keys) {
+          if (sources >= maxKeys) return { sources, bytes, incomplete: `stopped after ${sources} keys` };
+          const [next, keys] = await client.scanBuffer(cursor, "MATCH", prefixPattern(prefix), "COUNT", BATCH);
+          cursor = next.toString();
+          if (keys.length === 0) continue;
+          // MGET answers nil for a key that holds no string: only those need their type asked
+          const values = await client.mgetBuffer(...keys);
+          const others = keys.filter((_, index) => values[index] === null);
+          const typing = client.pipeline();
+          for (const key of others) typing.type(key);
+          const types = await results<string>(typing);
+          for (const [index, key] of keys.entries()) {
             sources++;
-            open().feed(Buffer.from(key));
-            bytes += await feedValue(client, key, open());
+            open().feed(key);
+            const value = values[index];
+            if (value !== null && value !== undefined) {
+              bytes += value.length;
+              open().feed(value);
+            }
           }
-        } while (cursor !== "0" && sources < MAX_KEYS);
+          for (const [index, key] of others.entries()) {
+            bytes += await feedCollection(client, key, types[index] as string, open());
+          }
+        } while (cursor !== "0");
       } finally {
         client.disconnect();
       }
@@ -112,8 +174,8 @@ export async function deleteRedisKeys(url: string, prefix: string): Promise<void
   try {
     let cursor = "0";
     do {
-      const [next, keys] = await client.scan(cursor, "MATCH", prefixPattern(prefix), "COUNT", 1_000);
-      cursor = next;
+      const [next, keys] = await client.scanBuffer(cursor, "MATCH", prefixPattern(prefix), "COUNT", 1_000);
+      cursor = next.toString();
       if (keys.length > 0) await client.del(...keys);
     } while (cursor !== "0");
   } finally {

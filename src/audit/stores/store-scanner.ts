@@ -5,13 +5,23 @@ export const STORE_NAMES = ["data dir", "log", "temp dir", "metrics", "postgres"
 
 export type StoreName = (typeof STORE_NAMES)[number];
 
+/**
+ * Whether a store counts towards the verdict. "in use": the deployment writes there, so
+ * a PASS needs it searched in full. "not in use": it has none (no PostgreSQL configured).
+ * "excluded": the operator said the audit cannot read it (`--no-log`): the verdict is a
+ * qualified pass at best, naming it.
+ */
+export type StoreUsage = "in use" | "not in use" | "excluded";
+
 /** How much of a store was read. */
 export interface SourceCount {
   /** Files, log lines or tables read. */
   sources: number;
   bytes: number;
-  /** Anything the report must say about the scan, e.g. that it stopped early. */
+  /** Anything the report must say about the scan that does not weaken it. */
   note?: string;
+  /** Why the scan did not read the whole store (stopped early, unreadable parts): the verdict cannot be PASS. */
+  incomplete?: string;
 }
 
 /**
@@ -21,22 +31,27 @@ export interface SourceCount {
  */
 export interface StoreScanner {
   readonly store: StoreName;
-  /** What the report says the store is, e.g. "lethe.db and its WAL in the data dir". */
+  /** What the report says the store is, e.g. "lethe.db and its WAL in the data dir"; read again after a scan. */
   readonly description: string;
-  /** False for a store the deployment does not use (no PostgreSQL configured): its absence proves nothing missing. */
-  readonly inUse?: boolean;
+  /** "in use" unless said otherwise. */
+  readonly usage?: StoreUsage;
   /** Why this store cannot be scanned in this run, or null when it can. */
   unavailable(): Promise<string | null>;
   /** Feeds every source to a session from `open`; may run more than once (before and after shutdown). */
   scan(open: () => MatchSession): Promise<SourceCount>;
 }
 
-/** A store this run cannot scan, with the reason; `inUse: false` when the deployment has none. */
-export function unscannable(store: StoreName, description: string, reason: string, inUse = true): StoreScanner {
+/** A store this run cannot scan, with the reason and whether the deployment uses it. */
+export function unscannable(
+  store: StoreName,
+  description: string,
+  reason: string,
+  usage: StoreUsage = "in use",
+): StoreScanner {
   return {
     store,
     description,
-    inUse,
+    usage,
     unavailable: async () => reason,
     scan: async () => ({ sources: 0, bytes: 0 }),
   };
