@@ -5,6 +5,7 @@ import path from "node:path";
 import { afterAll, describe, expect, it } from "vitest";
 import { ConfigError } from "../src/config/load-config.js";
 import { createOnce } from "../src/store/create-once.js";
+import { writableByOthers } from "../src/store/private-dir.js";
 import { loadServerSecret } from "../src/store/server-secret.js";
 import { loadSigningKey } from "../src/store/signing-key.js";
 import { openSqliteStore } from "../src/store/sqlite/open-sqlite-store.js";
@@ -54,18 +55,19 @@ describe("files generated into the data dir (secret, signing key)", () => {
     }
   });
 
-  it("makes a data dir that exists with wider permissions owner-only before writing into it", async () => {
-    const dataDir = path.join(await freshDir(), "shared");
-    await mkdir(dataDir, { mode: 0o777 });
-    await chmod(dataDir, 0o777);
-    await loadServerSecret(dataDir, null);
-    expect((await stat(dataDir)).mode & 0o777).toBe(0o700);
-    const store = await openSqliteStore(dataDir);
+  it("creates the data dir owner-only, leaves an existing one's mode alone and says when others can write there", async () => {
+    const created = path.join(await freshDir(), "new");
+    const store = await openSqliteStore(created);
     await store.close();
-    await chmod(dataDir, 0o755);
-    const again = await openSqliteStore(dataDir);
-    await again.close();
-    expect((await stat(dataDir)).mode & 0o777).toBe(0o700);
+    expect((await stat(created)).mode & 0o777).toBe(0o700);
+    expect(await writableByOthers(created)).toBeNull();
+    // a shared volume (a group-writable dir owned by another user) must still work: not chmod-ed
+    const shared = path.join(await freshDir(), "shared");
+    await mkdir(shared);
+    await chmod(shared, 0o2775);
+    await loadServerSecret(shared, null);
+    expect((await stat(shared)).mode & 0o7777).toBe(0o2775);
+    expect(await writableByOthers(shared)).toBe(0o2775);
   });
 
   it("creates a file whole or not at all: concurrent creators all read the first one's contents", async () => {

@@ -10,6 +10,7 @@ const SYSTEM_ERRORS: Record<string, string> = {
   ECONNREFUSED: "a database or Redis refused the connection (LETHE_DATABASE_URL, LETHE_REDIS_URL)",
   ENOTFOUND: "a host name (LETHE_HOST, or the host of LETHE_DATABASE_URL or LETHE_REDIS_URL) could not be resolved",
   ETIMEDOUT: "a database or Redis did not answer in time",
+  EPERM: "operation not permitted (the data dir, or a file in it, belongs to another user)",
   ENOTDIR: "a path (LETHE_DATA_DIR, LETHE_CONFIG or --config) runs through a file where a directory should be",
 };
 

@@ -1,7 +1,6 @@
 import { randomBytes } from "node:crypto";
-import { link, readdir, readFile, rm, stat, writeFile } from "node:fs/promises";
+import { link, mkdir, readdir, readFile, rm, stat, writeFile } from "node:fs/promises";
 import path from "node:path";
-import { ensurePrivateDir } from "./private-dir.js";
 
 /**
  * Creates `file` in the data dir with `contents` (mode 0600) unless it exists, and
@@ -15,7 +14,7 @@ import { ensurePrivateDir } from "./private-dir.js";
  * name is free: atomic, and never replacing what another process put there.
  */
 export async function createOnce(file: string, contents: string): Promise<string> {
-  await ensurePrivateDir(path.dirname(file));
+  await mkdir(path.dirname(file), { recursive: true, mode: 0o700 });
   const draft = `${file}.${process.pid}.${randomBytes(6).toString("hex")}.tmp`;
   await writeFile(draft, contents, { mode: 0o600, flag: "wx" });
   try {

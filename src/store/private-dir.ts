@@ -1,13 +1,12 @@
-import { chmod, mkdir, stat } from "node:fs/promises";
+import { stat } from "node:fs/promises";
 
 /**
- * Makes the data dir (created when missing) readable and writable by its owner only.
- * `mkdir`'s mode applies only to a directory it creates: one that existed with wider
- * permissions (0777 from an image, say) would let another local user replace the server
- * secret, the signing key or the database under a running gateway.
+ * The data dir's mode when other users may write into it (group or other write bit), else
+ * null. Anyone who can write there can replace the server secret, the signing key or the
+ * database under a running gateway. Lethe creates the directory owner-only, but one that
+ * existed is left as it is (a shared volume may need its group bits): serve warns instead.
  */
-export async function ensurePrivateDir(dir: string): Promise<void> {
-  await mkdir(dir, { recursive: true, mode: 0o700 });
-  const { mode } = await stat(dir);
-  if ((mode & 0o077) !== 0) await chmod(dir, mode & 0o700);
+export async function writableByOthers(dir: string): Promise<number | null> {
+  const { mode } = await stat(dir).catch(() => ({ mode: 0 }));
+  return (mode & 0o022) !== 0 ? mode & 0o7777 : null;
 }

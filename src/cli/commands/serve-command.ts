@@ -7,6 +7,7 @@ import { bootstrapDemoAccount, prepareStore } from "../../server/bootstrap.js";
 import { announceListening, runPrimary } from "../../server/cluster-primary.js";
 import { reloadGateway } from "../../server/reload-config.js";
 import { type RunningGateway, startGateway } from "../../server/start-gateway.js";
+import { writableByOthers } from "../../store/private-dir.js";
 import { secretDiffersFromGenerated } from "../../store/server-secret.js";
 import { CliError, type CliIo, parseCommand, positiveInt } from "../cli-io.js";
 
@@ -177,7 +178,15 @@ async function serve(args: string[], io: CliIo, hangups: { stop(): boolean }): P
   if (config.models.size === 0) {
     throw new CliError("the config file defines no models: add at least one under `models:` (see the README)");
   }
-  if (!cluster.isWorker) for (const warning of zdrWarnings(config)) io.err(`lethe: warning: ${warning}`);
+  if (!cluster.isWorker) {
+    for (const warning of zdrWarnings(config)) io.err(`lethe: warning: ${warning}`);
+    const mode = await writableByOthers(config.dataDir);
+    if (mode !== null) {
+      io.err(
+        `lethe: warning: the data dir ${config.dataDir} is writable by other users (mode ${mode.toString(8)}): they could replace the server secret, the signing key or the database; make it owner-only (chmod 700)`,
+      );
+    }
+  }
   // without Redis each worker counts rate limits in its own memory: N workers would admit
   // N times every account's limits, so more than one is only the default when they share them
   const shared = config.databaseUrl !== null && config.redisUrl !== null;

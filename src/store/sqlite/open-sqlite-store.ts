@@ -1,4 +1,4 @@
-import { open } from "node:fs/promises";
+import { mkdir, open } from "node:fs/promises";
 import path from "node:path";
 import BetterSqlite3 from "better-sqlite3";
 import { Kysely, SqliteDialect } from "kysely";
@@ -8,7 +8,6 @@ import { type ChangeFeed, quietFeed } from "../change-feed.js";
 import { KyselyStore } from "../kysely-store.js";
 import { type Debit, LedgerStore } from "../ledger-store.js";
 import { migrateToLatest } from "../migrations.js";
-import { ensurePrivateDir } from "../private-dir.js";
 import type { Database } from "../schema.js";
 import type { Store } from "../store.js";
 import { UsageStore } from "../usage-store.js";
@@ -156,7 +155,7 @@ function turnCachedCounter(read: () => number): () => number {
 
 /** Opens (creating and migrating when needed) the embedded SQLite store in `dataDir`. */
 export async function openSqliteStore(dataDir: string): Promise<Store> {
-  await ensurePrivateDir(dataDir);
+  await mkdir(dataDir, { recursive: true, mode: 0o700 });
   const file = path.join(dataDir, SQLITE_FILE);
   // create the file owner-only before SQLite opens it; its -wal and -shm files copy the mode
   await (await open(file, "a", 0o600)).close();
