@@ -194,6 +194,7 @@ describe.each(["sqlite", "postgres"] as const)("retention (%s)", (kind) => {
     await store.ledger.credit(beta, 10_000_000, "top_up");
     const dayOne = Date.parse("2025-03-01T00:00:00Z");
     const dayTwo = Date.parse("2025-03-05T00:00:00Z");
+    const lastDay = Date.parse("2025-06-15T00:00:00Z") - 91 * DAY;
     const debit = (account: AccountId, ts: number, amountMicros: number) => ({
       accountId: account,
       ts,
@@ -209,6 +210,8 @@ describe.each(["sqlite", "postgres"] as const)("retention (%s)", (kind) => {
       debit(beta, dayOne + 9_000, 7),
       // inside the window: kept as it is
       debit(alpha, NOW - 10 * DAY, 1_000),
+      // the day before the cutoff: its raw records go, its debits a day later (a charge may still be retried)
+      debit(alpha, lastDay + 3_600_000, 9),
     ]);
     const balances = [await store.ledger.balance(alpha), await store.ledger.balance(beta)];
     const result = await runRetention(store, WINDOWS, NOW);
@@ -224,11 +227,15 @@ describe.each(["sqlite", "postgres"] as const)("retention (%s)", (kind) => {
     expect(await debitsOf(alpha)).toEqual([
       [dayOne, -355, null],
       [dayTwo, -100, null],
+      [lastDay + 3_600_000, -9, "request"],
       [NOW - 10 * DAY, -1_000, "request"],
     ]);
     expect(await debitsOf(beta)).toEqual([[dayOne, -7, null]]);
-    // a second run finds nothing left to fold
+    // a second run finds nothing left to fold; the next day's folds the day before the cutoff
     expect((await runRetention(store, WINDOWS, NOW)).debitsCollapsed).toBe(0);
+    expect((await runRetention(store, WINDOWS, NOW + DAY)).debitsCollapsed).toBe(1);
+    expect((await debitsOf(alpha))[2]).toEqual([lastDay, -9, null]);
+    expect(await store.ledger.sum(alpha)).toBe(balances[0]);
   });
 
   it("keeps a record exactly at the cutoff, rolls up the one a millisecond before", async () => {

@@ -370,6 +370,7 @@ describe("PostgreSQL start-up", () => {
         "0003_billing",
         "0004_credit_holds",
         "0005_debit_once",
+        "0006_debit_fold",
       ]);
       expect(await schemaTables(schema)).toEqual(
         expect.arrayContaining([

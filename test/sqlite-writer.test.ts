@@ -318,7 +318,8 @@ describe("SQLite writer thread", () => {
     // the state before migration 0005: no unique index, and a retried batch's second debit
     const old = new BetterSqlite3(file);
     old.exec("DROP INDEX ledger_entries_debit_request");
-    old.exec("DELETE FROM lethe_migrations WHERE name = '0005_debit_once'");
+    old.exec("DROP INDEX ledger_entries_request_debit_ts");
+    old.exec("DELETE FROM lethe_migrations WHERE name IN ('0005_debit_once', '0006_debit_fold')");
     old
       .prepare(
         "INSERT INTO ledger_entries (id, account_id, ts, kind, amount_micros, request_id) VALUES (?, ?, 2, 'debit', -700, 'req_twice')",

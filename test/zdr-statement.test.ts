@@ -42,7 +42,7 @@ describe("the signed retention statement", () => {
     expect(statement.metadata.retention_days).toBe(30);
     expect(statement.aggregates.account_unlinked_after_days).toBe(200);
     expect(statement.response_cache).toEqual({ enabled: false, window_seconds: 0 });
-    expect(statement.ledger.per_request_debits_days).toBe(statement.metadata.retention_days);
+    expect(statement.ledger.per_request_debits_days).toBe(statement.metadata.retention_days + 1);
     expect(statement.suppliers).toEqual([
       { id: "demo", type: "demo", zdr: true },
       { id: "keeps-data", type: "openai", zdr: false },

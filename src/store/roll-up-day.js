@@ -27,11 +27,14 @@ const SUMMED = ["input_tokens", "output_tokens", "cached_input_tokens", "reasoni
 
 /**
  * @typedef {{ oldest: string, insert: string, remove: string, debitTotals: string,
- *   removeDebits: string, insertDebitTotal: string }} RollUpStatements
- * oldest(cutoff, cutoff) → the oldest expired ts of raw rows and per-request debits;
+ *   removeDebits: string, foldDebits: string, insertDebitTotal: string }} RollUpStatements
+ * oldest(cutoff, debitCutoff) → the oldest expired ts of raw rows and per-request debits;
  * insert(day, from, to) → aggregates written; remove(from, to) → raw rows deleted;
  * debitTotals(from, to) → each account's per-request debits of the day, summed;
- * removeDebits(from, to) → those debits deleted; insertDebitTotal(id, account, ts, amount)
+ * removeDebits(from, to) → those debits deleted (SQLite: the two in one IMMEDIATE transaction);
+ * foldDebits(from, to) → both in one statement, for PostgreSQL, where a debit committed
+ * between two statements would be deleted without being summed;
+ * insertDebitTotal(id, account, ts, amount)
  */
 
 // a per-request debit: its request id ties an account to a request's time to the millisecond,
@@ -71,9 +74,23 @@ GROUP BY ${group}`;
     debitTotals: `SELECT account_id, SUM(amount_micros) AS amount_micros FROM ledger_entries
 WHERE ${PER_REQUEST_DEBITS} AND ts >= ${param(1)} AND ts < ${param(2)} GROUP BY account_id`,
     removeDebits: `DELETE FROM ledger_entries WHERE ${PER_REQUEST_DEBITS} AND ts >= ${param(1)} AND ts < ${param(2)}`,
+    foldDebits: `WITH folded AS (
+  DELETE FROM ledger_entries WHERE ${PER_REQUEST_DEBITS} AND ts >= ${param(1)} AND ts < ${param(2)}
+  RETURNING account_id, amount_micros
+) SELECT account_id, SUM(amount_micros) AS amount_micros, COUNT(*) AS debits FROM folded GROUP BY account_id`,
     insertDebitTotal: `INSERT INTO ledger_entries (id, account_id, ts, kind, amount_micros, request_id)
 VALUES (${param(1)}, ${param(2)}, ${param(3)}, 'debit', ${param(4)}, NULL)`,
   };
+}
+
+/**
+ * Per-request debits are folded a day later than raw rows are rolled up: a folded debit no
+ * longer names its request, so a charge still being retried then (a lost COMMIT, a backlog)
+ * would be written again. A charge waits that long only through a ledger outage of days.
+ * @param {number} cutoffMs
+ */
+export function debitCutoff(cutoffMs) {
+  return cutoffMs - DAY_MS;
 }
 
 /**

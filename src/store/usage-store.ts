@@ -2,7 +2,7 @@ import { CompiledQuery, type Kysely, sql } from "kysely";
 import type { AccountId } from "../config/ids.js";
 import { mintId } from "./mint-id.js";
 import type { RolledUp } from "./roll-up-day.js";
-import { dayToRollUp, rollUpStatements } from "./roll-up-day.js";
+import { dayToRollUp, debitCutoff, rollUpStatements } from "./roll-up-day.js";
 import type { Database, RequestMetadataTable, UsageDailyTable } from "./schema.js";
 
 /** The columns usage reports read from raw metadata. */
@@ -65,31 +65,37 @@ export function postgresRollUpDay(db: Kysely<Database>): RollUpDay {
     db.transaction().execute(async (trx) => {
       await sql`SELECT pg_advisory_xact_lock(hashtext('lethe_retention'))`.execute(trx);
       const oldest = await trx.executeQuery<{ oldest: string | number | null }>(
-        CompiledQuery.raw(POSTGRES_ROLL_UP.oldest, [cutoffMs, cutoffMs]),
+        CompiledQuery.raw(POSTGRES_ROLL_UP.oldest, [cutoffMs, debitCutoff(cutoffMs)]),
       );
       const oldestTs = oldest.rows[0]?.oldest;
       if (oldestTs === null || oldestTs === undefined) return { rolledUp: 0, aggregates: 0, debitsCollapsed: 0 };
       const { day, from, to } = dayToRollUp(Number(oldestTs), cutoffMs);
       const inserted = await trx.executeQuery(CompiledQuery.raw(POSTGRES_ROLL_UP.insert, [day, from, to]));
       const deleted = await trx.executeQuery(CompiledQuery.raw(POSTGRES_ROLL_UP.remove, [from, to]));
-      const totals = await trx.executeQuery<{ account_id: string; amount_micros: string | number }>(
-        CompiledQuery.raw(POSTGRES_ROLL_UP.debitTotals, [from, to]),
-      );
-      const collapsed = await trx.executeQuery(CompiledQuery.raw(POSTGRES_ROLL_UP.removeDebits, [from, to]));
-      for (const total of totals.rows) {
-        await trx.executeQuery(
-          CompiledQuery.raw(POSTGRES_ROLL_UP.insertDebitTotal, [
-            mintId("le"),
-            total.account_id,
-            from,
-            Number(total.amount_micros),
-          ]),
-        );
+      let debitsCollapsed = 0;
+      if (to <= debitCutoff(cutoffMs)) {
+        // one statement: the sums are of exactly the debits it deleted, whatever commits meanwhile
+        const folded = await trx.executeQuery<{
+          account_id: string;
+          amount_micros: string | number;
+          debits: string | number;
+        }>(CompiledQuery.raw(POSTGRES_ROLL_UP.foldDebits, [from, to]));
+        for (const total of folded.rows) {
+          debitsCollapsed += Number(total.debits);
+          await trx.executeQuery(
+            CompiledQuery.raw(POSTGRES_ROLL_UP.insertDebitTotal, [
+              mintId("le"),
+              total.account_id,
+              from,
+              Number(total.amount_micros),
+            ]),
+          );
+        }
       }
       return {
         rolledUp: Number(deleted.numAffectedRows ?? 0),
         aggregates: Number(inserted.numAffectedRows ?? 0),
-        debitsCollapsed: Number(collapsed.numAffectedRows ?? 0),
+        debitsCollapsed,
       };
     });
 }

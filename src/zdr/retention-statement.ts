@@ -68,8 +68,8 @@ export function buildStatement(config: LetheConfig, version: string, now = new D
     },
     ledger: {
       description:
-        "the billing record: top-ups and adjustments, and each request's debit, which after the metadata window is folded into one debit per account and UTC day",
-      per_request_debits_days: config.retention.metadataDays,
+        "the billing record: top-ups and adjustments, and each request's debit, which a day after the metadata window is folded into one debit per account and UTC day",
+      per_request_debits_days: config.retention.metadataDays + 1,
     },
     response_cache: { enabled: false, window_seconds: 0 },
     logs: "allow-listed events of numbers, booleans and closed-set values; no request or response content",

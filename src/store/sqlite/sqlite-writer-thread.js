@@ -12,7 +12,7 @@ import { readlinkSync } from "node:fs";
 import { setPriority } from "node:os";
 import { parentPort, workerData } from "node:worker_threads";
 import BetterSqlite3 from "better-sqlite3";
-import { dayToRollUp, rollUpStatements } from "../roll-up-day.js";
+import { dayToRollUp, debitCutoff, rollUpStatements } from "../roll-up-day.js";
 
 const ALPHABET = "0123456789abcdefghijklmnopqrstuvwxyz";
 const ID_LENGTH = 20;
@@ -146,11 +146,13 @@ const insertDebitTotal = database.prepare(rollUp.insertDebitTotal);
 // (a second gateway on the same file) waits for it and then finds the day gone
 const rollUpDay = database.transaction(
   /** @param {number} cutoffMs @returns {RolledUp} */ (cutoffMs) => {
-    const oldest = oldestExpired.get(cutoffMs, cutoffMs);
+    const oldest = oldestExpired.get(cutoffMs, debitCutoff(cutoffMs));
     if (oldest === null || oldest === undefined) return { rolledUp: 0, aggregates: 0, debitsCollapsed: 0 };
     const { day, from, to } = dayToRollUp(Number(oldest), cutoffMs);
     const aggregates = insertAggregates.run(day, from, to).changes;
     const rolledUp = deleteRolledUp.run(from, to).changes;
+    if (to > debitCutoff(cutoffMs)) return { rolledUp, aggregates, debitsCollapsed: 0 };
+    // one IMMEDIATE transaction on the only writer: nothing is debited between the sum and the delete
     const totals = /** @type {{ account_id: string, amount_micros: number }[]} */ (debitTotals.all(from, to));
     const debitsCollapsed = deleteDebits.run(from, to).changes;
     const ids = mintEntryIds(totals.length);
