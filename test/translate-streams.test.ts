@@ -272,6 +272,26 @@ describe("OpenAIToAnthropicStream", () => {
     ]);
   });
 
+  it("sends id-less deltas of several calls in one chunk to the calls named together before, by place", async () => {
+    const sse = parseSse(
+      feed(new OpenAIToAnthropicStream(clientRequest(true), exchangeFor("anthropic")), [
+        chunk({
+          tool_calls: [
+            { id: "call_a", type: "function", function: { name: "f", arguments: "" } },
+            { id: "call_b", type: "function", function: { name: "g", arguments: "" } },
+          ],
+        }),
+        chunk({ tool_calls: [{ function: { arguments: '{"x":1}' } }, { function: { arguments: '{"y":2}' } }] }),
+        chunk({}, "tool_calls"),
+      ]),
+    );
+    const message = await MessageStream.fromReadableStream(asReadable(sse)).finalMessage();
+    expect(message.content).toEqual([
+      { type: "tool_use", id: "call_a", name: "f", input: { x: 1 } },
+      { type: "tool_use", id: "call_b", name: "g", input: { y: 2 } },
+    ]);
+  });
+
   it("gives a call the supplier named no id a unique one, streamed and not", async () => {
     const ids: unknown[] = [];
     for (let turn = 0; turn < 2; turn++) {

@@ -26,6 +26,8 @@ export class OpenAIToAnthropicStream implements StreamTranslator {
   /** For servers that send tool calls without `index`: the index given to each id, and the last one. */
   private unindexedById: Map<string, number> | undefined;
   private lastUnindexed: number | undefined;
+  /** The indices of the calls the last chunk naming several by id held, by place. */
+  private namedTogether: number[] | undefined;
   /** How the answer ended: the finish reason, and vLLM's matched stop string, once they came. */
   private finish: { finish_reason?: unknown; stop_reason?: unknown } = {};
   /** The answer's text was OpenAI's `refusal`, not `content`: it ends with `stop_reason: refusal`. */
@@ -66,7 +68,9 @@ export class OpenAIToAnthropicStream implements StreamTranslator {
       out += this.deltaEvent({ type: "text_delta", text }, text);
     }
     const calls = (delta.tool_calls as Json[] | undefined) ?? [];
-    for (let position = 0; position < calls.length; position++) out += this.toolCall(calls[position] as Json, position);
+    for (let position = 0; position < calls.length; position++) {
+      out += this.toolCall(calls[position] as Json, position, calls.length);
+    }
     // the two fields only: the chunk itself (its delta) is not kept past this event
     if (typeof choice?.finish_reason === "string") {
       this.finish = { finish_reason: choice.finish_reason, stop_reason: choice.stop_reason };
@@ -127,12 +131,16 @@ export class OpenAIToAnthropicStream implements StreamTranslator {
   /**
    * The call's index. Servers that leave `index` out tell calls apart by id (Gemini's sends
    * each call whole, with its own id, in a chunk of its own): a new id is a new call, a
-   * delta without one continues the last; without either, the call's place in its chunk.
+   * lone delta without one continues the last; several in one chunk go by their places, as
+   * the last chunk that named several had them (or, without one, as the places themselves).
    */
-  private toolIndexOf(call: Json, position: number): number {
+  private toolIndexOf(call: Json, position: number, count: number): number {
     if (typeof call.index === "number") return call.index;
     const id = call.id;
-    if (typeof id !== "string" || id === "") return this.lastUnindexed ?? position;
+    if (typeof id !== "string" || id === "") {
+      if (count > 1) return this.namedTogether?.[position] ?? position;
+      return this.lastUnindexed ?? position;
+    }
     let index = this.unindexedById?.get(id);
     if (index === undefined) {
       index = this.blockByToolIndex.size;
@@ -140,12 +148,16 @@ export class OpenAIToAnthropicStream implements StreamTranslator {
       this.unindexedById ??= new Map();
       this.unindexedById.set(id, index);
     }
+    if (count > 1) {
+      if (position === 0 || this.namedTogether === undefined) this.namedTogether = [];
+      this.namedTogether[position] = index;
+    }
     this.lastUnindexed = index;
     return index;
   }
 
-  private toolCall(call: Json, position: number): string {
-    const toolIndex = this.toolIndexOf(call, position);
+  private toolCall(call: Json, position: number, count: number): string {
+    const toolIndex = this.toolIndexOf(call, position, count);
     const fn = (call.function ?? {}) as Json;
     let out = "";
     if (!this.blockByToolIndex.has(toolIndex)) {
