@@ -431,6 +431,20 @@ describe("supplier failures on the OpenAI-compatible path", () => {
     expect(record).toMatchObject({ status: 200, error_code: null, tokens_estimated: false, output_tokens: 250 });
   });
 
+  it("ends a stream cleanly when the supplier goes silent after the whole answer and its usage, before [DONE]", async () => {
+    const { body, headers } = canaryChat(rig, "silentafterusage");
+    // every chunk, the usage chunk last, then silence past idle_ms (300 ms) where [DONE] would be
+    rig.fake.enqueue(behaviour.hangMidStream(10_000));
+    const { data: stream, response } = await rig.client.chat.completions
+      .create({ ...body, stream: true, stream_options: { include_usage: true } }, { headers })
+      .withResponse();
+    let usage: unknown = null;
+    for await (const chunk of stream) usage = chunk.usage ?? usage;
+    expect(usage).toMatchObject({ prompt_tokens: 1000, completion_tokens: 250 });
+    const record = await recordOf(rig, response.headers.get("x-request-id"));
+    expect(record).toMatchObject({ status: 200, error_code: null, tokens_estimated: false, output_tokens: 250 });
+  });
+
   describe("the client going away", () => {
     it("aborts the upstream request when the client disconnects mid-stream", async () => {
       const { body, headers } = canaryChat(rig, "disconnect", "patient-chat");

@@ -9,6 +9,7 @@ import {
   SupplierHttpClient,
   type UpstreamResponse,
 } from "../http/supplier-http-client.js";
+import { lostOnlyTheEnd } from "../http/upstream-failure.js";
 import type { Supplier, SupplierCall, SupplierResult, WireEvent } from "../supplier.js";
 
 /** The API version Lethe speaks when the client named none. */
@@ -136,7 +137,7 @@ export class AnthropicSupplier implements Supplier {
         if (data.type === "message_delta") whole = isObject(data.delta) && typeof data.delta.stop_reason === "string";
       }
     } catch (thrown) {
-      if (!(whole && thrown instanceof UpstreamError && thrown.code === "LETHE_UPSTREAM_UNAVAILABLE")) throw thrown;
+      if (!(whole && lostOnlyTheEnd(thrown))) throw thrown;
     }
     if (whole) yield { event: "message_stop", data: { type: "message_stop" } };
     else if (!response.aborted) throw badUpstreamResponse("The supplier's stream ended before it was complete.");

@@ -143,3 +143,15 @@ export function upstreamStatusError(status: number, retryAfter: string | string[
     status: status >= 400 && status < 500 ? status : 400,
   });
 }
+
+/**
+ * A failure that, once a stream's answer is whole (its stop reason and final usage came),
+ * took only the end marker: the connection broke, or went silent (a proxy holding it open).
+ * The client's stream gets the marker from Lethe and ends cleanly.
+ */
+export function lostOnlyTheEnd(thrown: unknown): boolean {
+  return (
+    thrown instanceof UpstreamError &&
+    (thrown.code === "LETHE_UPSTREAM_UNAVAILABLE" || thrown.code === "LETHE_UPSTREAM_TIMEOUT")
+  );
+}

@@ -9,6 +9,7 @@ import {
   SupplierHttpClient,
   type UpstreamResponse,
 } from "../http/supplier-http-client.js";
+import { lostOnlyTheEnd } from "../http/upstream-failure.js";
 import type { JsonAnswer, Supplier, SupplierCall, SupplierResult, WireEvent } from "../supplier.js";
 
 function isObject(value: unknown): value is Record<string, unknown> {
@@ -105,7 +106,7 @@ export class OpenAICompatibleSupplier implements Supplier {
     } catch (thrown) {
       // the connection broke after the answer was whole (its finish reason and its final usage
       // came): the client lacks only [DONE], which its stream gets from Lethe all the same
-      if (whole && thrown instanceof UpstreamError && thrown.code === "LETHE_UPSTREAM_UNAVAILABLE") return;
+      if (whole && lostOnlyTheEnd(thrown)) return;
       throw thrown;
     }
     // a stream that ended without [DONE] is complete only if a finish_reason arrived
