@@ -91,6 +91,9 @@ describe("the README's config example", () => {
     expect(load({ retention: { metadata_days: 500, aggregate_days: 10 } })).toThrow(
       /metadata_days cannot be more than aggregate_days/,
     );
+    // a long metadata window alone (which loaded before this check) takes the aggregates along
+    expect(load({ retention: { metadata_days: 500 } })().retention).toEqual({ metadataDays: 500, aggregateDays: 500 });
+    expect(load({ retention: { metadata_days: 30 } })().retention).toEqual({ metadataDays: 30, aggregateDays: 400 });
     expect(
       load({
         models: [

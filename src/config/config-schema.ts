@@ -180,12 +180,14 @@ export const configSchema = z
     retention: z
       .object({
         metadata_days: z.number().int().positive().default(90),
-        aggregate_days: z.number().int().positive().default(400),
+        // when not set: 400, or metadata_days if that is longer (configs that set only a long
+        // metadata window loaded before the check below)
+        aggregate_days: z.number().int().positive().optional(),
       })
       .strict()
       // aggregates are made from raw records as they expire: raw records kept longer than the
       // aggregates would keep the account linked past what the signed statement says
-      .refine((value) => value.metadata_days <= value.aggregate_days, {
+      .refine((value) => value.aggregate_days === undefined || value.metadata_days <= value.aggregate_days, {
         message: "metadata_days cannot be more than aggregate_days",
         path: ["metadata_days"],
       })

@@ -135,6 +135,8 @@ export class ConfigError extends Error {
 
 const DATABASE_URL = /^postgres(ql)?:$/;
 const REDIS_URL = /^rediss?:$/;
+/** Aggregates are kept this long, or as long as raw records when those are kept longer. */
+const DEFAULT_AGGREGATE_DAYS = 400;
 
 /**
  * An environment URL, checked at start-up so a mistake gets its reason (the message names
@@ -338,7 +340,10 @@ export function resolveConfig(
         cooldownMs: file.routing.breaker.cooldown_ms,
       },
     },
-    retention: { metadataDays: file.retention.metadata_days, aggregateDays: file.retention.aggregate_days },
+    retention: {
+      metadataDays: file.retention.metadata_days,
+      aggregateDays: file.retention.aggregate_days ?? Math.max(DEFAULT_AGGREGATE_DAYS, file.retention.metadata_days),
+    },
     metering: {
       flushIntervalMs: file.metering.flush_interval_ms,
       batchSize: file.metering.batch_size,

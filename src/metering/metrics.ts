@@ -123,7 +123,7 @@ export class GatewayMetrics {
     });
     new Gauge({
       name: "lethe_open_requests",
-      help: "Metered requests in progress (their body being read, waiting on a supplier, or relaying its answer).",
+      help: "Metered requests in progress: their body being read, waiting on a supplier, or streaming the answer (a JSON answer counts until it is handed to the socket).",
       registers: [this.registry],
       collect() {
         this.set(state.openExchanges);
