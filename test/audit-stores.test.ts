@@ -8,7 +8,7 @@ import pg from "pg";
 import { afterAll, beforeAll, describe, expect, it, vi } from "vitest";
 import type { Canary } from "../src/audit/canaries.js";
 import { CanaryRegistry } from "../src/audit/canary-registry.js";
-import { dataDirStore } from "../src/audit/stores/file-stores.js";
+import { dataDirStore, logFileStore, tempDirStore } from "../src/audit/stores/file-stores.js";
 import { postgresStore } from "../src/audit/stores/postgres-store.js";
 import { redisStore } from "../src/audit/stores/redis-store.js";
 import type { SourceCount, StoreScanner } from "../src/audit/stores/store-scanner.js";
@@ -41,6 +41,37 @@ describe("data dir scan", () => {
       const result = await scanFor(dataDirStore(dir), registry);
       expect(result.found).toEqual([1]);
       expect(result.incomplete).toBeUndefined();
+    } finally {
+      await rm(dir, { recursive: true, force: true });
+    }
+  });
+});
+
+describe("temp dir and log scans", () => {
+  it("reads the audit user's own large temp file in full: another process's big file is no gap", async () => {
+    const dir = await mkdtemp(path.join(os.tmpdir(), "audfix-temp-"));
+    try {
+      const since = Date.now();
+      const { registry, canaries } = minted(1);
+      // 70 MB (past the cap other users' files are read to), the canary at its end
+      const big = Buffer.alloc(70 * 1024 * 1024, 0x20);
+      const tail = Buffer.from((canaries[0] as Canary).text);
+      await writeFile(path.join(dir, "big.bin"), Buffer.concat([big, tail]));
+      const result = await scanFor(tempDirStore(dir, since, []), registry);
+      expect(result.incomplete).toBeUndefined();
+      expect(result.found).toEqual([0]);
+    } finally {
+      await rm(dir, { recursive: true, force: true });
+    }
+  });
+
+  it("does not take an empty file for the gateway's log", async () => {
+    const dir = await mkdtemp(path.join(os.tmpdir(), "audfix-log-"));
+    try {
+      await writeFile(path.join(dir, "gateway.log"), "");
+      const { registry } = minted(1);
+      const result = await scanFor(logFileStore(path.join(dir, "gateway.log")), registry);
+      expect(result.incomplete).toMatch(/empty/);
     } finally {
       await rm(dir, { recursive: true, force: true });
     }
@@ -102,6 +133,8 @@ describe("PostgreSQL scan", () => {
     admin = new pg.Client({ connectionString: DATABASE });
     await admin.connect();
     await admin.query(`CREATE SCHEMA ${schema}`);
+    // what makes a schema a Lethe deployment's to the audit
+    await admin.query(`CREATE TABLE ${schema}.lethe_migrations (name text)`);
   });
 
   afterAll(async () => {
@@ -142,6 +175,26 @@ describe("PostgreSQL scan", () => {
     await admin.query(`COMMENT ON COLUMN ${schema}.annotated.note IS ${literal(2)}`);
     const result = await scanFor(postgresStore(`${DATABASE}?schema=${schema}`), registry);
     expect(result.found).toEqual([0, 1, 2]);
+  });
+
+  it("finds a canary stored as UTF-16 or base64 bytes in a bytea column, and reads rows whatever a column is called", async () => {
+    const { registry, canaries } = minted(3);
+    const text = (index: number) => (canaries[index] as Canary).text;
+    await admin.query(`CREATE TABLE ${schema}.blobs (data bytea)`);
+    await admin.query(`INSERT INTO ${schema}.blobs VALUES ($1), ($2)`, [
+      Buffer.from(text(0), "utf16le"),
+      Buffer.from(Buffer.from(text(1)).toString("base64")),
+    ]);
+    // a column named like the scan's own alias once stood for the whole row
+    await admin.query(`CREATE TABLE ${schema}.aliased (lethe_audit_row text, body text)`);
+    await admin.query(`INSERT INTO ${schema}.aliased VALUES ('x', $1)`, [text(2)]);
+    const result = await scanFor(postgresStore(`${DATABASE}?schema=${schema}`), registry);
+    expect(result.found).toEqual([0, 1, 2]);
+  });
+
+  it("does not vouch for a schema that holds no Lethe tables (a typo in ?schema=)", async () => {
+    const scanner = postgresStore(`${DATABASE}?schema=${schema}_typo`);
+    expect(await scanner.unavailable()).toMatch(/holds no Lethe tables/);
   });
 
   it("scans the role's current schema, where Lethe's tables land, when the URL names none", async () => {

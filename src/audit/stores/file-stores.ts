@@ -1,9 +1,10 @@
 import { existsSync } from "node:fs";
+import { lstat } from "node:fs/promises";
 import path from "node:path";
 import { feedFile, modifiedAt, walkFiles } from "./file-sources.js";
 import type { SourceCount, StoreScanner } from "./store-scanner.js";
 
-/** Cap on what is read of one temp file: big unrelated files there would only slow the audit. */
+/** Cap on what is read of another user's temp file: big unrelated files would only slow the audit. */
 const TEMP_FILE_MAX_BYTES = 64 * 1024 * 1024;
 const TEMP_MAX_ENTRIES = 500_000;
 /** File times can be a little coarse: look at files written shortly before the audit began too. */
@@ -61,11 +62,24 @@ export function dataDirStore(dataDir: string): StoreScanner {
   };
 }
 
+/** Whether `file` belongs to the user the audit runs as (the gateway's, as docs/zdr.md asks). */
+async function ownFile(file: string): Promise<boolean> {
+  const uid = process.getuid?.();
+  if (uid === undefined) return true;
+  const owner = await lstat(file).then(
+    (stats) => stats.uid,
+    () => null,
+  );
+  return owner === null || owner === uid;
+}
+
 /**
  * Files in the OS temp dir written since the audit began, outside the directories
- * scanned as other stores. Directories the audit cannot list (other users' private
- * temp dirs) are counted in a note, not as a gap: on a shared host there always are
- * some, and the report says how many.
+ * scanned as other stores. Only the audit user's own files (the gateway's, when the audit
+ * runs as its user) can leave a gap: they are read in full, and one that cannot be read
+ * makes the scan incomplete. Other users' files and folders, and a temp dir too large to
+ * walk, are counted in a note: on a shared host there always are some, and another
+ * process's large or private file says nothing of what the gateway wrote.
  */
 export function tempDirStore(tempDir: string, since: number, exclude: readonly string[]): StoreScanner {
   return {
@@ -78,24 +92,30 @@ export function tempDirStore(tempDir: string, since: number, exclude: readonly s
       let bytes = 0;
       let unreadable = 0;
       let partial = 0;
+      let othersSkipped = 0;
       for (const file of await recentlyModified(files, since - CLOCK_SLACK_MS)) {
         sources++;
         open().feed(Buffer.from(path.relative(tempDir, file)));
-        const read = await feedFile(file, open, TEMP_FILE_MAX_BYTES);
+        const own = await ownFile(file);
+        const read = await feedFile(file, open, own ? Number.POSITIVE_INFINITY : TEMP_FILE_MAX_BYTES);
         bytes += read.bytes;
-        if (read.unreadable) unreadable++;
-        if (read.partial) partial++;
+        if (!own && (read.unreadable || read.partial)) othersSkipped++;
+        else {
+          if (read.unreadable) unreadable++;
+          if (read.partial) partial++;
+        }
       }
-      const unread = gapsOf(unreadable, partial, `read only up to ${TEMP_FILE_MAX_BYTES / 1024 / 1024} MiB`);
-      const gaps = [
-        ...(looked >= TEMP_MAX_ENTRIES ? [`stopped after ${TEMP_MAX_ENTRIES} entries`] : []),
-        ...(unread === undefined ? [] : [unread]),
+      const notes = [
+        ...(unreadableDirs > 0 ? [`${unreadableDirs} folder(s) of other users skipped`] : []),
+        ...(othersSkipped > 0 ? [`${othersSkipped} file(s) of other users unreadable or read only in part`] : []),
+        ...(looked >= TEMP_MAX_ENTRIES ? [`walk stopped after ${TEMP_MAX_ENTRIES} entries`] : []),
       ];
+      const gaps = gapsOf(unreadable, partial, "inflated past the audit's cap");
       return {
         sources,
         bytes,
-        ...(unreadableDirs > 0 && { note: `${unreadableDirs} folder(s) of other users skipped` }),
-        ...(gaps.length > 0 && { incomplete: gaps.join(", ") }),
+        ...(notes.length > 0 && { note: notes.join(", ") }),
+        ...(gaps !== undefined && { incomplete: gaps }),
       };
     },
   };
@@ -109,7 +129,11 @@ export function logFileStore(file: string): StoreScanner {
     unavailable: async () => (existsSync(file) ? null : "the log file does not exist"),
     async scan(open): Promise<SourceCount> {
       const read = await feedFile(file, open);
-      const incomplete = gapsOf(read.unreadable ? 1 : 0, read.partial ? 1 : 0, "inflated past the audit's cap");
+      // the gateway logs as it starts: an empty file (a mistyped path, /dev/null) is not its log
+      const incomplete =
+        read.bytes === 0 && !read.unreadable
+          ? "the log file is empty: not the gateway's log"
+          : gapsOf(read.unreadable ? 1 : 0, read.partial ? 1 : 0, "inflated past the audit's cap");
       return { sources: 1, bytes: read.bytes, ...(incomplete !== undefined && { incomplete }) };
     },
   };

@@ -42,13 +42,35 @@ function feedText(session: MatchSession, text: string): number {
   return buffer.length;
 }
 
+/** A bytea value as row_to_json writes it: `"\\x"` and hex digits, inside the JSON text. */
+const BYTEA_IN_JSON = /"\\\\x((?:[0-9a-f]{2})+)"/g;
+
+/**
+ * Feeds a row's JSON text, and the bytes of each bytea value in it: row_to_json writes
+ * them as hex, in which a canary stored as UTF-16 or base64 bytes would not show.
+ */
+function feedRow(session: MatchSession, row: string): number {
+  let bytes = feedText(session, row);
+  if (row.includes('"\\\\x')) {
+    for (const match of row.matchAll(BYTEA_IN_JSON)) {
+      const raw = Buffer.from(match[1] as string, "hex");
+      session.feed(raw);
+      bytes += raw.length;
+    }
+  }
+  return bytes;
+}
+
 /** Reads one relation through a cursor, a batch of rows at a time, each row as JSON text. */
 async function feedRelation(client: pg.Client, relation: string, session: MatchSession, batchRows: number) {
   let bytes = 0;
-  await client.query(`DECLARE audit_rows NO SCROLL CURSOR FOR SELECT row_to_json(t)::text AS row FROM ${relation} t`);
+  // `alias.*`: a column named like the alias would otherwise stand for the row
+  await client.query(
+    `DECLARE audit_rows NO SCROLL CURSOR FOR SELECT row_to_json(lethe_audit_row.*)::text AS row FROM ${relation} lethe_audit_row`,
+  );
   for (;;) {
     const batch = await client.query<{ row: string }>(`FETCH ${batchRows} FROM audit_rows`);
-    for (const { row } of batch.rows) bytes += feedText(session, row);
+    for (const { row } of batch.rows) bytes += feedRow(session, row);
     if (batch.rows.length < batchRows) break;
   }
   await client.query("CLOSE audit_rows");
@@ -88,15 +110,23 @@ export function postgresStore(url: string, options: { batchRows?: number } = {})
       } catch {
         return `cannot reach PostgreSQL at ${shown(url)}`;
       }
+      let migrated = false;
       try {
         schemaName ??=
           (await client.query<{ name: string | null }>("SELECT current_schema() AS name")).rows[0]?.name ?? null;
+        // Lethe's bookkeeping table says the schema is a deployment's, not a typo in ?schema=
+        // (with no schema in the URL, Lethe keeps it in public)
+        const found = await client.query<{ found: string | null }>(
+          `SELECT coalesce(to_regclass(format('%I.lethe_migrations', $1::text)),
+            CASE WHEN $2 THEN to_regclass('public.lethe_migrations') END)::text AS found`,
+          [schemaName, schema === null],
+        );
+        migrated = found.rows[0]?.found != null;
       } finally {
         await client.end();
       }
-      return schemaName === null
-        ? "the role's search_path names no existing schema: where Lethe writes is unknown"
-        : null;
+      if (schemaName === null) return "the role's search_path names no existing schema: where Lethe writes is unknown";
+      return migrated ? null : `schema ${schemaName} holds no Lethe tables: not the deployment's schema`;
     },
     async scan(open): Promise<SourceCount> {
       const client = await connect();
