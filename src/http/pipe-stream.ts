@@ -7,24 +7,24 @@ import type { WireEvent } from "../suppliers/supplier.js";
 import { finishExchange, type Gateway } from "./gateway.js";
 
 /**
- * Resolves true when the socket can take more or closed, false when it took nothing for
- * `stallMs` (a large event is written in slices, so that is the client's own pace): a
- * client that stops reading would otherwise hold its stream, the supplier connection
- * under it and the request's record for ever (the supplier's own idle timeout never fires
- * while Lethe holds it back).
+ * Resolves true when the response emits `progress` ("drain": the socket can take more;
+ * "finish": all of it was sent) or closes, false when `stallMs` passed first (a large event
+ * is written in slices, so that is the client's own pace): a client that stops reading would
+ * otherwise hold its stream, the supplier connection under it and the request's record for
+ * ever (the supplier's own idle timeout never fires while Lethe holds it back).
  */
-function writable(response: ServerResponse, stallMs: number): Promise<boolean> {
+function progressed(response: ServerResponse, progress: "drain" | "finish", stallMs: number): Promise<boolean> {
   return new Promise((resolve) => {
-    const done = (drained: boolean) => {
+    const done = (moved: boolean) => {
       clearTimeout(timer);
-      response.off("drain", onDrain);
-      response.off("close", onDrain);
-      resolve(drained);
+      response.off(progress, onProgress);
+      response.off("close", onProgress);
+      resolve(moved);
     };
-    const onDrain = () => done(true);
+    const onProgress = () => done(true);
     const timer = setTimeout(() => done(false), stallMs);
-    response.on("drain", onDrain);
-    response.on("close", onDrain);
+    response.on(progress, onProgress);
+    response.on("close", onProgress);
   });
 }
 
@@ -46,7 +46,7 @@ async function writeInSlices(response: ServerResponse, text: string, stallMs: nu
     const room = response.write(text.slice(start, end));
     start = end;
     if (start >= text.length) return room;
-    if (!room && !(await writable(response, stallMs))) return "stalled";
+    if (!room && !(await progressed(response, "drain", stallMs))) return "stalled";
     if (response.destroyed) return false;
   }
 }
@@ -61,30 +61,15 @@ async function writeInSlices(response: ServerResponse, text: string, stallMs: nu
 export async function endAnswer(response: ServerResponse, text: string, stallMs: number): Promise<void> {
   if (text.length > SLICE_CHARS) {
     const room = await writeInSlices(response, text, stallMs);
-    if (room === "stalled" || (room === false && !(await writable(response, stallMs)))) {
+    if (room === "stalled" || (room === false && !(await progressed(response, "drain", stallMs)))) {
       response.destroy();
       return;
     }
     response.end();
   } else response.end(text);
   // what is still queued waits for a reader: only then is a timer worth arming
-  if (response.socket?.writableNeedDrain === true && !(await finished(response, stallMs))) response.destroy();
-}
-
-/** Resolves true once the response is sent (or closed), false when `stallMs` passed first. */
-function finished(response: ServerResponse, stallMs: number): Promise<boolean> {
-  return new Promise((resolve) => {
-    const done = (sent: boolean) => {
-      clearTimeout(timer);
-      response.off("finish", onDone);
-      response.off("close", onDone);
-      resolve(sent);
-    };
-    const onDone = () => done(true);
-    const timer = setTimeout(() => done(false), stallMs);
-    response.on("finish", onDone);
-    response.on("close", onDone);
-  });
+  if (response.socket?.writableNeedDrain === true && !(await progressed(response, "finish", stallMs)))
+    response.destroy();
 }
 
 /** How a stream ended for its client: as a client that left (499), not as a supplier failure. */
@@ -139,7 +124,7 @@ export async function pipeStream(
         response.uncork();
       }
       if (room === true) continue;
-      if (room === "stalled" || !(await writable(response, stallMs))) {
+      if (room === "stalled" || !(await progressed(response, "drain", stallMs))) {
         errorCode = "LETHE_CLIENT_STALLED";
         response.destroy();
       }
