@@ -240,6 +240,21 @@ describe("lethe audit on the command line", () => {
     expect(result.out).toBe("");
   });
 
+  it.each([
+    ["LETHE_DATABASE_URL", "mysql://root:hunter2@db/lethe", /^lethe: LETHE_DATABASE_URL is not a postgres:\/\/ URL$/],
+    ["LETHE_REDIS_URL", "not a url hunter2", /^lethe: LETHE_REDIS_URL is not a redis:\/\/ URL$/],
+  ])(
+    "refuses a target audit whose %s is not one, before driving anything, without printing it",
+    async (name, value, message) => {
+      const result = await runCli(["audit", "--target", "http://127.0.0.1:1", "--key", "x", "--no-log"], {
+        [name]: value,
+      });
+      expect(result.code).toBe(2);
+      expect(result.err).toMatch(message);
+      expect(result.err).not.toContain("hunter2");
+    },
+  );
+
   it("is inconclusive, exit code 1, when the target's limits refused the audit's key on some paths", async () => {
     // three requests a minute: most paths' canaries are turned away at the gate and prove nothing
     const limited = await startTestGateway({ config: { ...(DEFAULT_CONFIG_FILE as object), limits: { rpm: 3 } } });

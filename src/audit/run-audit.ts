@@ -135,6 +135,25 @@ function logStore(options: AuditOptions) {
   return unscannable("log", description, "no log file given: pass --log FILE, or --no-log if it cannot be had");
 }
 
+/** The store URLs the environment names, checked before any path is driven (a bad one failed only after). */
+function checkStoreUrls(env: NodeJS.ProcessEnv): void {
+  const expected = [
+    ["LETHE_DATABASE_URL", /^postgres(ql)?:$/, "postgres://"],
+    ["LETHE_REDIS_URL", /^rediss?:$/, "redis://"],
+  ] as const;
+  for (const [name, scheme, example] of expected) {
+    const value = env[name];
+    if (value === undefined || value === "") continue;
+    let protocol = "";
+    try {
+      protocol = new URL(value).protocol;
+    } catch {
+      // the value is not repeated: it may hold a password
+    }
+    if (!scheme.test(protocol)) throw new AuditInputError(`${name} is not a ${example} URL`);
+  }
+}
+
 /** Drives the paths a running deployment allows, then scans the local stores the environment names. */
 async function auditTarget(
   registry: CanaryRegistry,
@@ -143,6 +162,7 @@ async function auditTarget(
   since: number,
 ) {
   const env = options.env ?? process.env;
+  checkStoreUrls(env);
   const target = await connectTarget(options.target.url, options.target.key);
   try {
     const models = chooseModels(target, options.models);

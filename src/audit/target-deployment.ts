@@ -57,6 +57,11 @@ export async function connectTarget(url: string, key: string): Promise<TargetDep
         `${shown} refused the key (HTTP ${response.status}): pass a valid, active key with --key`,
       );
     }
+    if (response.status === 429 && response.text.includes("LETHE_AUTH_THROTTLED")) {
+      throw new AuditInputError(
+        `${shown} is refusing keys from this address after too many failed ones (HTTP 429; an audit's own bad-key paths count): wait a minute`,
+      );
+    }
     if (response.status === 429) {
       throw new AuditInputError(
         `${shown} rate-limited the key (HTTP 429): wait, or pass a key whose account has no rpm/tpm limit`,
