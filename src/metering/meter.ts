@@ -24,6 +24,9 @@ const DROP_LOG_INTERVAL_MS = 1_000;
  */
 export class Meter {
   private readonly writer: BatchWriter<MetadataRecord>;
+  /** Refusals dropped since the last meter_dropped event, and the timer that will log them. */
+  private droppedUnlogged = 0;
+  private dropLogTimer: NodeJS.Timeout | null = null;
 
   constructor(
     store: Store,
@@ -56,16 +59,18 @@ export class Meter {
   private dropped(records: number): void {
     this.droppedUnlogged += records;
     if (this.dropLogTimer !== null) return;
-    this.dropLogTimer = setTimeout(() => {
-      this.dropLogTimer = null;
-      this.log.event("meter_dropped", { records: this.droppedUnlogged });
-      this.droppedUnlogged = 0;
-    }, DROP_LOG_INTERVAL_MS);
+    this.dropLogTimer = setTimeout(() => this.logDropped(), DROP_LOG_INTERVAL_MS);
     this.dropLogTimer.unref();
   }
 
-  private droppedUnlogged = 0;
-  private dropLogTimer: NodeJS.Timeout | null = null;
+  /** Logs the refusals dropped since the last count, if any. */
+  private logDropped(): void {
+    if (this.dropLogTimer !== null) clearTimeout(this.dropLogTimer);
+    this.dropLogTimer = null;
+    if (this.droppedUnlogged === 0) return;
+    this.log.event("meter_dropped", { records: this.droppedUnlogged });
+    this.droppedUnlogged = 0;
+  }
 
   /** Records waiting to be written, the batch being written included. */
   get pending(): number {
@@ -85,12 +90,7 @@ export class Meter {
   /** Flushes until the buffer is empty (or flushing keeps failing, or `until` passed); used on shutdown. */
   async drain(until?: number): Promise<number> {
     // the count of the last second goes out now, not with a timer the exit may never run
-    if (this.dropLogTimer !== null) {
-      clearTimeout(this.dropLogTimer);
-      this.dropLogTimer = null;
-      this.log.event("meter_dropped", { records: this.droppedUnlogged });
-      this.droppedUnlogged = 0;
-    }
+    this.logDropped();
     await this.writer.drain(until);
     return this.writer.written;
   }

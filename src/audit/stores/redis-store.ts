@@ -49,6 +49,16 @@ async function results<T>(pipeline: ReturnType<Redis["pipeline"]>): Promise<T[]>
   });
 }
 
+/** Feeds parts of a value to a session; returns their bytes. */
+function feedParts(parts: readonly Buffer[], session: MatchSession): number {
+  let bytes = 0;
+  for (const part of parts) {
+    bytes += part.length;
+    session.feed(part);
+  }
+  return bytes;
+}
+
 /** Feeds the parts of a collection, read a batch at a time through a *SCAN-style cursor. */
 async function feedCursor(
   read: (cursor: string) => Promise<[Buffer | string, Buffer[]]>,
@@ -59,10 +69,7 @@ async function feedCursor(
   do {
     const [next, parts] = await read(cursor);
     cursor = next.toString();
-    for (const part of parts) {
-      bytes += part.length;
-      session.feed(part);
-    }
+    bytes += feedParts(parts, session);
   } while (cursor !== "0");
   return bytes;
 }
@@ -81,10 +88,7 @@ async function feedCollection(client: Redis, key: Buffer, type: string, session:
       let bytes = 0;
       for (let start = 0; ; start += BATCH) {
         const parts = await client.lrangeBuffer(key, start, start + BATCH - 1);
-        for (const part of parts) {
-          bytes += part.length;
-          session.feed(part);
-        }
+        bytes += feedParts(parts, session);
         if (parts.length < BATCH) return bytes;
       }
     }
@@ -93,12 +97,7 @@ async function feedCollection(client: Redis, key: Buffer, type: string, session:
       let from = "-";
       for (;;) {
         const entries = await client.xrangeBuffer(key, from, "+", "COUNT", BATCH);
-        for (const [id, fields] of entries) {
-          for (const part of [id, ...fields]) {
-            bytes += part.length;
-            session.feed(part);
-          }
-        }
+        for (const [id, fields] of entries) bytes += feedParts([id, ...fields], session);
         const last = entries.at(-1);
         if (entries.length < BATCH || last === undefined) return bytes;
         // exclusive range start: the next batch begins after the last id read
@@ -174,7 +173,7 @@ export async function deleteRedisKeys(url: string, prefix: string): Promise<void
   try {
     let cursor = "0";
     do {
-      const [next, keys] = await client.scanBuffer(cursor, "MATCH", prefixPattern(prefix), "COUNT", 1_000);
+      const [next, keys] = await client.scanBuffer(cursor, "MATCH", prefixPattern(prefix), "COUNT", BATCH);
       cursor = next.toString();
       if (keys.length > 0) await client.del(...keys);
     } while (cursor !== "0");
