@@ -172,12 +172,21 @@ export async function attemptRoutes(
   let skipped = 0;
   // until when each route asked to be left alone (its retry-after), in router time; made on first use
   let retryAfterUntil: Map<string, number> | null = null;
-  // routes whose supplier cannot carry this request as asked (translation refused it), and why
+  // routes whose supplier cannot carry this request as asked (translation refused it, or a
+  // reload took its ZDR qualification away), and why
   let cannotCarry: Set<RouteConfig> | null = null;
   let refusal: LetheError | null = null;
   for (let turn = 0; exchange.attempts < plan.model.maxAttempts && skipped < candidates.length; turn++) {
     const route = candidates[turn % candidates.length] as RouteConfig;
     if (cannotCarry?.has(route)) {
+      skipped++;
+      continue;
+    }
+    // the plan kept ZDR-qualified routes only, but a reload since may have taken a supplier's
+    // qualification away: a request that requires ZDR never reaches it (fail closed)
+    if (plan.zdrEnforced && !gateway.suppliers.qualifiesForZdr(route.supplier.id)) {
+      cannotCarry ??= new Set();
+      cannotCarry.add(route);
       skipped++;
       continue;
     }

@@ -51,7 +51,9 @@ const SECTION_NAMES: Partial<Record<keyof LetheConfig, string>> = {
  * signed again, since it lists the suppliers. The swap is synchronous. A request routed
  * before it keeps its plan (routes, upstream model names, prices); an attempt it makes
  * after it uses the supplier then configured under the route's supplier id (a removed one
- * is still found, its pool closing, and fails over like any unreachable route).
+ * is still found, its pool closing, and fails over like any unreachable route), and is
+ * passed over when the request requires ZDR and that supplier is no longer qualified
+ * (removed, or now `zdr: false`).
  */
 export async function reloadGateway(gateway: Gateway, next: LetheConfig): Promise<ReloadOutcome> {
   const running = gateway.config;

@@ -19,6 +19,8 @@ export class SupplierRegistry {
   private readonly suppliers = new Map<SupplierId, Supplier>();
   /** The config each supplier was built from, to tell on a reload which are unchanged. */
   private readonly built = new Map<SupplierId, string>();
+  /** The suppliers this config qualifies for ZDR: a request planned before a reload asks again (attempt-routes.ts). */
+  private readonly zdrQualified = new Set<SupplierId>();
   /**
    * The previous registry's suppliers that this one replaced or dropped: a request routed
    * before a reload may still ask for one on its next attempt (their pools are closing,
@@ -36,6 +38,7 @@ export class SupplierRegistry {
       const kept = previous?.built.get(id) === shape ? previous.suppliers.get(id) : undefined;
       this.suppliers.set(id, kept ?? FACTORIES[supplierConfig.type](supplierConfig));
       this.built.set(id, shape);
+      if (supplierConfig.zdr) this.zdrQualified.add(id);
     }
     if (previous !== undefined) {
       const retired = new Map<SupplierId, Supplier>();
@@ -55,6 +58,11 @@ export class SupplierRegistry {
     const supplier = this.suppliers.get(id) ?? this.retired.get(id);
     if (supplier === undefined) throw new Error("supplier missing from registry");
     return supplier;
+  }
+
+  /** Whether the config now in effect qualifies the supplier for ZDR; a retired one no longer is. */
+  qualifiesForZdr(id: SupplierId): boolean {
+    return this.zdrQualified.has(id);
   }
 
   /**

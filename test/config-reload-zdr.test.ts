@@ -1,0 +1,95 @@
+import { afterAll, beforeAll, describe, expect, it } from "vitest";
+import { resolveConfig } from "../src/config/load-config.js";
+import { reloadGateway } from "../src/server/reload-config.js";
+import { behaviour, type FakeOpenAISupplier } from "./support/fake-openai-supplier.js";
+import { startTestGateway, type TestGateway } from "./support/gateway-harness.js";
+import {
+  canaryPrompt,
+  chatBody,
+  closeAndFindCanaries,
+  openAISupplier,
+  postRaw,
+  ROUTING_ENV,
+  recordOf,
+  startFakes,
+} from "./support/routing-rig.js";
+
+/**
+ * A request planned before a reload falls back after it: a supplier the reload no longer
+ * qualifies for ZDR must not get it when the caller's account requires ZDR, even though
+ * the plan, made before, listed it.
+ */
+
+let fakes: Record<"primary" | "fallback", FakeOpenAISupplier>;
+let gateway: TestGateway;
+const canaries: string[] = [];
+
+const ROUTING = { max_attempts: 2, deadline_ms: 10_000, backoff_base_ms: 10, backoff_max_ms: 20 };
+
+function document(fallbackZdr: boolean): Record<string, unknown> {
+  return {
+    suppliers: [
+      // long enough a first-byte wait for the reload to land while the primary holds the request
+      openAISupplier("primary", fakes.primary.url, { timeouts: { first_byte_ms: 1_500 } }),
+      openAISupplier("fallback", fakes.fallback.url, { zdr: fallbackZdr }),
+    ],
+    models: [
+      {
+        id: "chat",
+        strategy: "priority",
+        routes: [
+          { supplier: "primary", model: "primary-1" },
+          { supplier: "fallback", model: "fallback-1" },
+        ],
+      },
+    ],
+    routing: ROUTING,
+  };
+}
+
+beforeAll(async () => {
+  fakes = await startFakes(["primary", "fallback"]);
+  gateway = await startTestGateway({ config: document(true), env: ROUTING_ENV });
+});
+
+afterAll(async () => {
+  expect(await closeAndFindCanaries([gateway], Object.values(fakes), canaries)).toEqual([]);
+});
+
+describe("a reload that takes a supplier's ZDR qualification away", () => {
+  it("keeps a request in flight that requires ZDR from falling back to it", async () => {
+    fakes.primary.enqueue(behaviour.slowFirstByte(60_000));
+    const arrived = fakes.primary.nextRequest();
+    const { content, canary } = canaryPrompt(canaries, "zdr-reload");
+    const inFlight = postRaw(gateway, "/v1/chat/completions", chatBody("chat", content));
+    await arrived;
+
+    const config = resolveConfig(
+      document(false),
+      { ...ROUTING_ENV, LETHE_DATA_DIR: gateway.dataDir, LETHE_PORT: "0", LETHE_HOST: "127.0.0.1" },
+      null,
+    );
+    await reloadGateway(gateway.running.gateway, config);
+
+    const answered = await inFlight;
+    // the primary timed out; the fallback, no longer ZDR, was passed over, so the primary had
+    // the second attempt too (and answered it)
+    expect(answered.status).toBe(200);
+    expect(fakes.fallback.requests.some((request) => request.rawBody.includes(canary))).toBe(false);
+    expect(answered.headers.get("x-lethe-supplier")).toBe("primary");
+    expect(await recordOf(gateway, answered.headers.get("x-request-id"))).toMatchObject({
+      supplier: "primary",
+      attempts: 2,
+    });
+
+    // a request made after the reload is planned without it, and says so
+    const after = await postRaw(
+      gateway,
+      "/v1/chat/completions",
+      chatBody("chat", canaryPrompt(canaries, "zdr-after").content),
+    );
+    expect(after.status).toBe(200);
+    expect(after.headers.get("x-lethe-supplier")).toBe("primary");
+    expect(fakes.fallback.requests).toHaveLength(0);
+  });
+});
