@@ -358,6 +358,8 @@ describe("the breaker in a running gateway", () => {
       error: { type: "server_error", code: "LETHE_NO_HEALTHY_ROUTE" },
     });
     expect(openAIAnswer.sent).toEqual([0, 0]);
+    // clients' retries are told to wait out the cooldown, not spend themselves on it
+    expect(openAIAnswer.result.headers.get("retry-after")).toBe(String(Math.ceil(COOLDOWN / 1000)));
     expect(await recordOf(gateway, openAIAnswer.result.headers.get("x-request-id"))).toMatchObject({
       status: 503,
       error_code: "LETHE_NO_HEALTHY_ROUTE",
@@ -369,7 +371,9 @@ describe("the breaker in a running gateway", () => {
       type: "error",
       error: { type: "overloaded_error", code: "LETHE_NO_HEALTHY_ROUTE" },
     });
-    clock += COOLDOWN;
+    clock += COOLDOWN - 1_500;
+    expect((await ask("solo", "anthropic")).result.headers.get("retry-after")).toBe("2");
+    clock += 1_500;
     expect((await ask("solo")).sent).toEqual([1, 0]);
   });
 

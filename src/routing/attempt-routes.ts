@@ -164,9 +164,7 @@ export async function attemptRoutes(
   const router = gateway.router;
   const settings = router.settings;
   const candidates = pinned === null ? router.order(plan, expectedTokens(request, plan)) : [pinned];
-  if (candidates.length === 0) {
-    throw new LetheError("LETHE_NO_HEALTHY_ROUTE", "Every route of this model is failing right now; retry shortly.");
-  }
+  if (candidates.length === 0) throw router.noHealthyRoute(plan);
   const deadline = router.now() + settings.deadlineMs;
   let lastFailure: UpstreamError | RejectedBySupplier | null = null;
   let skipped = 0;
@@ -306,8 +304,5 @@ export async function attemptRoutes(
       upstreamStatus: 0,
       retryable: false,
     });
-  throw (
-    lastFailure ??
-    new LetheError("LETHE_NO_HEALTHY_ROUTE", "Every route of this model is failing right now; retry shortly.")
-  );
+  throw lastFailure ?? router.noHealthyRoute(plan);
 }

@@ -45,6 +45,11 @@ export class CircuitBreaker {
     return state === "closed" || (state === "half-open" && !this.probing);
   }
 
+  /** How long until the route takes a request again: the rest of an open breaker's cooldown, else 0. */
+  msUntilAvailable(now: number): number {
+    return this.current === "open" ? Math.max(0, this.settings.cooldownMs - (now - this.openedAt)) : 0;
+  }
+
   onSuccess(): void {
     this.current = "closed";
     this.probing = false;

@@ -1,4 +1,5 @@
 import type { RouteConfig, RoutingSettings } from "../config/load-config.js";
+import { LetheError } from "../errors/lethe-error.js";
 import type { RoutePlan } from "./plan-routes.js";
 import { RouteStats } from "./route-stats.js";
 
@@ -45,6 +46,21 @@ export class Router {
   /** Every route with a health record, for /metrics and `lethe routes`. */
   allStats(): IterableIterator<[string, RouteStats]> {
     return this.stats.entries();
+  }
+
+  /**
+   * The refusal for a request none of whose routes takes requests now, with a `retry-after`
+   * of when the first breaker lets a probe through (at least a second), so clients'
+   * retries wait for it rather than spend themselves on the cooldown.
+   */
+  noHealthyRoute(plan: RoutePlan): LetheError {
+    const now = this.now();
+    let soonestMs = Number.POSITIVE_INFINITY;
+    for (const route of plan.routes)
+      soonestMs = Math.min(soonestMs, this.statsFor(route).breaker.msUntilAvailable(now));
+    return new LetheError("LETHE_NO_HEALTHY_ROUTE", "Every route of this model is failing right now; retry shortly.", {
+      retryAfterSeconds: Number.isFinite(soonestMs) ? Math.max(1, Math.ceil(soonestMs / 1000)) : 1,
+    });
   }
 
   /** The plan's routes in the order to try them, without those whose breaker is open. */
