@@ -122,6 +122,8 @@ describe("rate limits through the gateway", () => {
     const tooLarge = await rig.post("/v1/chat/completions", account.key, { ...CHAT, max_tokens: 5000 });
     expect(tooLarge.status).toBe(429);
     expect(await tooLarge.json()).toMatchObject({ error: { code: "LETHE_RATE_LIMITED", param: "max_tokens" } });
+    // waiting would not help: both SDKs are told not to retry it (a 429 invites them to)
+    expect(tooLarge.headers.get("x-should-retry")).toBe("false");
     expect(rig.openAIFake.requests.length).toBe(suppliedBefore);
     // the refusal held nothing: the whole minute is still there (and the answers below use little of it)
     const small = { prompt: 5, completion: 5, cached: 0, reasoning: 0 };

@@ -200,7 +200,7 @@ function requestTooLarge(): LetheError {
   return new LetheError(
     "LETHE_RATE_LIMITED",
     "This request's max_tokens is above the tokens-per-minute limit: it can never be served within it.",
-    { param: "max_tokens" },
+    { param: "max_tokens", hopeless: true },
   );
 }
 

@@ -70,6 +70,11 @@ export class LetheError extends Error {
   readonly retryAfterSeconds: number | null;
   /** Anthropic's machine-readable `error.details`, when Lethe has one to give (constants Lethe wrote). */
   readonly details: Readonly<Record<string, string | readonly string[]>> | null;
+  /**
+   * The same request would fail the same way however long the caller waits, though its
+   * status (a 429) invites a retry: the answer says `x-should-retry: false`, which both SDKs honour.
+   */
+  readonly hopeless: boolean;
 
   constructor(
     code: ErrorCode,
@@ -79,6 +84,7 @@ export class LetheError extends Error {
       param?: string | null;
       retryAfterSeconds?: number | null;
       details?: Readonly<Record<string, string | readonly string[]>> | null;
+      hopeless?: boolean;
     } = {},
   ) {
     super(message);
@@ -89,6 +95,7 @@ export class LetheError extends Error {
     this.param = options.param ?? null;
     this.retryAfterSeconds = options.retryAfterSeconds ?? null;
     this.details = options.details ?? null;
+    this.hopeless = options.hopeless ?? false;
   }
 }
 

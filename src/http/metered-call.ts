@@ -277,8 +277,8 @@ export class MeteredCall {
     if (error.retryAfterSeconds !== null) headers.push("retry-after", Math.ceil(error.retryAfterSeconds));
     // a supplier that refused Lethe's own credentials or model name, or redirected its base
     // URL, does so again: both SDKs would retry the 502 twice, each a wasted supplier call
-    // (they honour x-should-retry)
-    if (error instanceof UpstreamError && notWorthRetrying(error.upstreamStatus)) {
+    // (they honour x-should-retry); so would a request that can never fit its limits
+    if (error.hopeless || (error instanceof UpstreamError && notWorthRetrying(error.upstreamStatus))) {
       headers.push("x-should-retry", "false");
     }
     const { status, body } = renderFailure(this.format, failure);
