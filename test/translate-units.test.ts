@@ -601,6 +601,21 @@ describe("anthropicToOpenAIRequest", () => {
       thrownBy(() => toOpenAI({ messages: [{ role: "user", content: [searchResult, { type: "text", text: "q" }] }] })),
     ).toMatchObject({ code: "LETHE_INVALID_REQUEST", param: "messages" });
   });
+
+  it.each([
+    ["mcp_servers", [{ type: "url", url: "https://mcp.example.test", name: "m" }]],
+    ["container", "container_1"],
+    ["context_management", { edits: [{ type: "clear_tool_uses_20250919" }] }],
+    ["inference_geo", "us"],
+  ])("refuses %s, which OpenAI's format cannot ask for, rather than dropping it", (field, value) => {
+    const refused = thrownBy(() => toOpenAI({ messages: [{ role: "user", content: "hi" }], [field]: value }));
+    expect(refused).toMatchObject({ code: "LETHE_INVALID_REQUEST", param: field });
+  });
+
+  it("leaves service_tier behind: it tunes how the answer comes, not what it is", () => {
+    const out = toOpenAI({ messages: [{ role: "user", content: "hi" }], service_tier: "auto" });
+    expect(out).not.toHaveProperty("service_tier");
+  });
 });
 
 describe("stop and finish reasons", () => {

@@ -115,6 +115,24 @@ function responseFormat(outputConfig: unknown): Json | undefined {
 }
 
 /**
+ * Fields that change which tools the model has, what it may keep or drop of the
+ * conversation, or where it may run (`inference_geo` is a data-residency control): OpenAI's
+ * format cannot ask for any of them, so a request that sets one is refused, not answered
+ * as though it had not. `service_tier` only tunes how an answer comes, and is left behind.
+ */
+const UNCARRIED_FIELDS = ["mcp_servers", "container", "context_management", "inference_geo"] as const;
+
+function refuseUncarried(body: Json): void {
+  for (const field of UNCARRIED_FIELDS) {
+    if (body[field] !== undefined && body[field] !== null) {
+      throw new LetheError("LETHE_INVALID_REQUEST", `${field} cannot be sent to this model's supplier.`, {
+        param: field,
+      });
+    }
+  }
+}
+
+/**
  * An Anthropic Messages request as an OpenAI Chat Completions request: `system`
  * becomes the first message, tool results become `tool` messages, `tool_use` blocks
  * become `tool_calls`, images become `image_url` parts.
@@ -124,6 +142,7 @@ export function anthropicToOpenAIRequest(
   upstreamModel: string,
   maxTokensField: "max_tokens" | "max_completion_tokens" = "max_tokens",
 ): Json {
+  refuseUncarried(body);
   const messages: Json[] = [];
   if (body.system !== undefined) messages.push({ role: "system", content: textOf(body.system) });
   for (const message of body.messages as Json[]) {
