@@ -340,6 +340,42 @@ describe("GET /v1/models", () => {
     expect(await raw.json()).toMatchObject({ has_more: false, first_id: MODELS.gpt, last_id: MODELS.mixed });
   });
 
+  it("pages the list as Anthropic's API does: limit, after_id, before_id", async () => {
+    const ids = Object.values(MODELS);
+    // the SDK's auto-pagination follows last_id while has_more: every model, one page at a time
+    const paged: string[] = [];
+    for await (const model of rig.anthropic.models.list({ limit: 1 })) paged.push(model.id);
+    expect(paged).toEqual(ids);
+    const first = await rig.anthropic.models.list({ limit: 2 });
+    expect(first.data.map((model) => model.id)).toEqual(ids.slice(0, 2));
+    expect(first.has_more).toBe(ids.length > 2);
+    const after = await rig.anthropic.models.list({ limit: 1, after_id: ids[0] as string });
+    expect(after.data.map((model) => model.id)).toEqual([ids[1]]);
+    const before = await rig.anthropic.models.list({ limit: 5, before_id: ids.at(-1) as string });
+    expect(before.data.map((model) => model.id)).toEqual(ids.slice(0, -1).slice(-5));
+    expect(before.has_more).toBe(ids.length - 1 > 5);
+
+    // out-of-range or unknown paging is the caller's mistake, in Anthropic's shape, naming the parameter
+    const canary = rig.canary("page-id");
+    for (const query of [
+      "limit=0",
+      "limit=1001",
+      "limit=two",
+      "limit=1&limit=2",
+      `after_id=${canary}`,
+      `before_id=${canary}`,
+      `after_id=${ids[0]}&before_id=${ids[1]}`,
+    ]) {
+      const response = await fetch(`${rig.gateway.baseURL}/models?${query}`, {
+        headers: { "x-api-key": rig.gateway.key, ...ANTHROPIC_HEADERS },
+      });
+      expect(response.status).toBe(400);
+      const body = await response.text();
+      expect(JSON.parse(body)).toMatchObject({ type: "error", error: { type: "invalid_request_error" } });
+      expect(body).not.toContain(canary);
+    }
+  });
+
   it("answers in OpenAI's shape for the openai SDK", async () => {
     const page = await rig.openai.models.list();
     expect(page.data.map((model) => model.id)).toEqual(Object.values(MODELS));
