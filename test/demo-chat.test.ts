@@ -1,3 +1,4 @@
+import Anthropic from "@anthropic-ai/sdk";
 import OpenAI from "openai";
 import { afterAll, beforeAll, describe, expect, it } from "vitest";
 import { findCanaries, makeCanary } from "./support/canary.js";
@@ -80,13 +81,32 @@ describe("chat completions against the built-in demo supplier", () => {
       messages: [{ role: "user", content: "hi" }],
     });
     expect(stopped.choices[0]?.message.content).toBe("Lethe demo model, no ");
+    // named as vLLM names it, so an Anthropic client is told which sequence stopped the answer
+    expect(stopped.choices[0]).toMatchObject({ finish_reason: "stop", stop_reason: "supplier" });
+    const anthropic = new Anthropic({ apiKey: gateway.key, baseURL: gateway.url, maxRetries: 0 });
+    const request = {
+      model: "lethe-demo",
+      max_tokens: 100,
+      stop_sequences: ["never-said", "supplier"],
+      messages: [{ role: "user" as const, content: "hi" }],
+    };
+    const message = await anthropic.messages.create(request);
+    const streamed = await anthropic.messages.stream(request).finalMessage();
+    for (const answer of [message, streamed]) {
+      expect(answer).toMatchObject({ stop_reason: "stop_sequence", stop_sequence: "supplier" });
+      expect(answer.content).toMatchObject([{ type: "text", text: "Lethe demo model, no " }]);
+    }
+    // the token limit before the sequence: max_tokens, no sequence
+    const short = await anthropic.messages.create({ ...request, max_tokens: 2 });
+    expect(short).toMatchObject({ stop_reason: "max_tokens", stop_sequence: null });
   });
 
   it("meters one record per request with token counts and TTFT for streams", async () => {
     const records = await gateway.records();
     expect(records.length).toBeGreaterThanOrEqual(5);
     const streamed = records.filter((record) => record.streamed);
-    expect(streamed.length).toBe(2);
+    // the OpenAI client's two streams and the Anthropic client's one
+    expect(streamed.length).toBe(3);
     for (const record of streamed) {
       expect(record.ttft_ms).toBeGreaterThan(0);
       expect(record.output_tokens).toBeGreaterThan(0);

@@ -5,6 +5,8 @@ export interface DemoAnswer {
   text: string;
   toolCall: { name: string; arguments: string } | null;
   finishReason: "stop" | "length" | "tool_calls";
+  /** The stop sequence the answer ended at, named as vLLM names it (the choice's `stop_reason`), or null. */
+  stopSequence: string | null;
   promptTokens: number;
   completionTokens: number;
 }
@@ -29,15 +31,16 @@ function pickTool(body: Record<string, unknown>): string | null {
   return typeof first?.function?.name === "string" ? first.function.name : null;
 }
 
-function firstStop(text: string, stop: unknown): number {
+/** Where the earliest of the request's stop sequences occurs in `text`, and which it is. */
+function firstStop(text: string, stop: unknown): { at: number; sequence: string } | null {
   const stops = typeof stop === "string" ? [stop] : Array.isArray(stop) ? stop : [];
-  let cut = -1;
+  let first: { at: number; sequence: string } | null = null;
   for (const sequence of stops) {
     if (typeof sequence !== "string" || sequence === "") continue;
     const at = text.indexOf(sequence);
-    if (at !== -1 && (cut === -1 || at < cut)) cut = at;
+    if (at !== -1 && (first === null || at < first.at)) first = { at, sequence };
   }
-  return cut;
+  return first;
 }
 
 /**
@@ -56,6 +59,7 @@ export function demoAnswer(body: Record<string, unknown>): DemoAnswer {
       text: "",
       toolCall: { name: toolName, arguments: args },
       finishReason: "tool_calls",
+      stopSequence: null,
       promptTokens,
       completionTokens: countTextTokens(toolName) + countTextTokens(args),
     };
@@ -64,15 +68,18 @@ export function demoAnswer(body: Record<string, unknown>): DemoAnswer {
   const intro = last.role === "tool" ? "The tool answered" : `You sent ${messages.length} message(s)`;
   let text = `Lethe demo model, no supplier was called. ${intro}; echo: ${echo}`;
   let finishReason: DemoAnswer["finishReason"] = "stop";
-  const stopAt = firstStop(text, body.stop ?? body.stop_sequences);
-  if (stopAt !== -1) text = text.slice(0, stopAt);
+  const stop = firstStop(text, body.stop ?? body.stop_sequences);
+  if (stop !== null) text = text.slice(0, stop.at);
+  let stopSequence = stop?.sequence ?? null;
   const limit = body.max_completion_tokens ?? body.max_tokens;
   if (typeof limit === "number" && limit > 0) {
     const cut = truncateToTokens(text, limit);
     if (cut !== text) {
       text = cut;
       finishReason = "length";
+      // the token limit came first: the stop sequence was never reached
+      stopSequence = null;
     }
   }
-  return { text, toolCall: null, finishReason, promptTokens, completionTokens: countTextTokens(text) };
+  return { text, toolCall: null, finishReason, stopSequence, promptTokens, completionTokens: countTextTokens(text) };
 }

@@ -51,6 +51,7 @@ export class DemoSupplier implements Supplier {
                 ...(toolCalls && { tool_calls: toolCalls }),
               },
               finish_reason: answer.finishReason,
+              ...(answer.stopSequence !== null && { stop_reason: answer.stopSequence }),
               logprobs: null,
             },
           ],
@@ -73,11 +74,19 @@ async function* demoChunks(
   meta: { id: string; created: number; model: string; includeUsage: boolean; cancellation: Cancellation },
 ): AsyncGenerator<WireEvent> {
   const base = { id: meta.id, object: "chat.completion.chunk", created: meta.created, model: meta.model };
-  const chunk = (delta: object, finishReason: string | null = null): WireEvent => ({
+  const chunk = (delta: object, finishReason: string | null = null, stopReason: string | null = null): WireEvent => ({
     event: undefined,
     data: {
       ...base,
-      choices: [{ index: 0, delta, finish_reason: finishReason, logprobs: null }],
+      choices: [
+        {
+          index: 0,
+          delta,
+          finish_reason: finishReason,
+          ...(stopReason !== null && { stop_reason: stopReason }),
+          logprobs: null,
+        },
+      ],
       ...(meta.includeUsage && { usage: null }),
     },
   });
@@ -101,6 +110,6 @@ async function* demoChunks(
       yield chunk({ content: piece });
     }
   }
-  yield chunk({}, answer.finishReason);
+  yield chunk({}, answer.finishReason, answer.stopSequence);
   if (meta.includeUsage) yield { event: undefined, data: { ...base, choices: [], usage: usage(answer) } };
 }
