@@ -1,6 +1,7 @@
 import Anthropic, { APIError } from "@anthropic-ai/sdk";
 import OpenAI from "openai";
 import { afterAll, afterEach, beforeAll, describe, expect, it } from "vitest";
+import { IMAGE_INPUT_TOKENS_BOUND } from "../src/billing/estimate-cost.js";
 import { estimateInputTokens } from "../src/metering/count-tokens.js";
 import { anthropicBehaviour, FAKE_COUNT_TOKENS } from "./support/fake-anthropic-supplier.js";
 import { behaviour } from "./support/fake-openai-supplier.js";
@@ -283,6 +284,13 @@ describe("count_tokens", () => {
       status: 200,
       tokens_estimated: true,
     });
+    // an image is no text to the tokenizer: it is counted at the most a supplier counts one, not 0
+    const image = { type: "image" as const, source: { type: "url" as const, url: "https://example.test/cat.png" } };
+    const withImage = await rig.anthropic.messages.countTokens({
+      ...params,
+      messages: [{ role: "user", content: [image, { type: "text", text: "How many tokens is this sentence?" }] }],
+    });
+    expect(withImage.input_tokens).toBe(data.input_tokens + IMAGE_INPUT_TOKENS_BOUND);
   });
 
   it("returns the supplier's rejection in Anthropic's shape", async () => {

@@ -52,8 +52,9 @@ const REFERENCED_SOURCES = new Set(["url", "file"]);
 /**
  * Input tokens of what the body's size does not bound: image parts (OpenAI `image_url`,
  * Anthropic `image`), documents sent by reference, tool results' own blocks included.
+ * Also what a local count_tokens adds for them: the tokenizer sees no text in an image.
  */
-function mediaInputTokens(messages: unknown): number {
+export function mediaInputTokens(messages: unknown): number {
   if (!Array.isArray(messages)) return 0;
   let tokens = 0;
   for (const message of messages) {

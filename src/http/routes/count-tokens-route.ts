@@ -1,3 +1,4 @@
+import { mediaInputTokens } from "../../billing/estimate-cost.js";
 import { anthropicHeaders } from "../../formats/anthropic/anthropic-surface.js";
 import { countTokensRequestSchema } from "../../formats/anthropic/messages-request-schema.js";
 import { validateBody } from "../../formats/validation/request-validation.js";
@@ -42,7 +43,9 @@ async function countTokens(call: MeteredCall): Promise<void> {
     if (result.kind === "rejected") throw new RejectedBySupplier(result.error, result.detail);
     inputTokens = result.kind === "json" ? Number(result.body.input_tokens) : 0;
   } else {
-    inputTokens = estimateInputTokens(body);
+    // images and referenced documents at the most a supplier counts one: a count of 0 for
+    // them would tell a client its request fits a context it may not
+    inputTokens = estimateInputTokens(body) + mediaInputTokens(body.messages);
     exchange.tokensEstimated = true;
   }
   finishExchange(gateway, exchange, 200, null);
