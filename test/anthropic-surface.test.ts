@@ -293,6 +293,21 @@ describe("count_tokens", () => {
     expect(withImage.input_tokens).toBe(data.input_tokens + IMAGE_INPUT_TOKENS_BOUND);
   });
 
+  it.each([404, 405])("counts locally when the Anthropic supplier has no count_tokens (%i)", async (status) => {
+    const secret = rig.canary("count-missing");
+    rig.anthropicFake.enqueue(anthropicBehaviour.status(status));
+    const params = { model: MODELS.claude, messages: [{ role: "user" as const, content: `count ${secret}` }] };
+    const { data, response } = await rig.anthropic.messages.countTokens(params).withResponse();
+    expect(rig.anthropicFake.lastRequest().path).toBe("/v1/messages/count_tokens");
+    expect(data.input_tokens).toBe(estimateInputTokens(params as unknown as Record<string, unknown>));
+    expect(await rig.recordOf(response.headers.get("request-id"))).toMatchObject({
+      endpoint: "/v1/messages/count_tokens",
+      status: 200,
+      supplier: null,
+      tokens_estimated: true,
+    });
+  });
+
   it("returns the supplier's rejection in Anthropic's shape", async () => {
     const secret = rig.canary("count-rejected");
     rig.anthropicFake.enqueue(anthropicBehaviour.status(400));

@@ -20,6 +20,9 @@ export const countTokensEndpoint: MeteredEndpoint = {
   serve: countTokens,
 };
 
+/** A supplier's answers that mean it has no count_tokens endpoint at all. */
+const COUNTS_NOTHING = new Set([404, 405]);
+
 async function countTokens(call: MeteredCall): Promise<void> {
   const { gateway, exchange, request, response } = call;
   const body = validateBody(countTokensRequestSchema, call.body);
@@ -29,7 +32,7 @@ async function countTokens(call: MeteredCall): Promise<void> {
   exchange.zdrEnforced = plan.zdrEnforced;
   const route = plan.routes[0];
   const supplier = route && gateway.suppliers.get(route.supplier.id);
-  let inputTokens: number;
+  let inputTokens: number | null = null;
   if (supplier?.countTokens !== undefined && route !== undefined) {
     exchange.supplier = supplier.id;
     const cancellation = new Cancellation();
@@ -40,9 +43,17 @@ async function countTokens(call: MeteredCall): Promise<void> {
       cancellation,
       headers: anthropicHeaders(request.headers),
     });
-    if (result.kind === "rejected") throw new RejectedBySupplier(result.error, result.detail);
-    inputTokens = result.kind === "json" ? Number(result.body.input_tokens) : 0;
-  } else {
+    if (result.kind === "rejected") {
+      // an Anthropic-format server without the endpoint (404, 405) counts no tokens: Lethe does
+      if (!COUNTS_NOTHING.has(result.error.upstreamStatus)) {
+        throw new RejectedBySupplier(result.error, result.detail);
+      }
+      exchange.supplier = null;
+    } else {
+      inputTokens = result.kind === "json" ? Number(result.body.input_tokens) : 0;
+    }
+  }
+  if (inputTokens === null) {
     // images and referenced documents at the most a supplier counts one: a count of 0 for
     // them would tell a client its request fits a context it may not
     inputTokens = estimateInputTokens(body) + mediaInputTokens(body.messages);
