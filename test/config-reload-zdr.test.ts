@@ -26,17 +26,18 @@ const canaries: string[] = [];
 
 const ROUTING = { max_attempts: 2, deadline_ms: 10_000, backoff_base_ms: 10, backoff_max_ms: 20 };
 
-function document(fallbackZdr: boolean): Record<string, unknown> {
+function document(fallbackZdr: boolean, primaryZdr = true): Record<string, unknown> {
   return {
     suppliers: [
       // long enough a first-byte wait for the reload to land while the primary holds the request
-      openAISupplier("primary", fakes.primary.url, { timeouts: { first_byte_ms: 1_500 } }),
+      openAISupplier("primary", fakes.primary.url, { zdr: primaryZdr, timeouts: { first_byte_ms: 1_500 } }),
       openAISupplier("fallback", fakes.fallback.url, { zdr: fallbackZdr }),
     ],
     models: [
       {
         id: "chat",
         strategy: "priority",
+        max_attempts: 3,
         routes: [
           { supplier: "primary", model: "primary-1" },
           { supplier: "fallback", model: "fallback-1" },
@@ -56,6 +57,20 @@ afterAll(async () => {
   expect(await closeAndFindCanaries([gateway], Object.values(fakes), canaries)).toEqual([]);
 });
 
+function reload(fallbackZdr: boolean, primaryZdr = true) {
+  const config = resolveConfig(
+    document(fallbackZdr, primaryZdr),
+    { ...ROUTING_ENV, LETHE_DATA_DIR: gateway.dataDir, LETHE_PORT: "0", LETHE_HOST: "127.0.0.1" },
+    null,
+  );
+  return reloadGateway(gateway.running.gateway, config);
+}
+
+/** The gateway's upstream_error events so far. */
+function upstreamErrors(): number {
+  return gateway.logText().split("upstream_error").length - 1;
+}
+
 describe("a reload that takes a supplier's ZDR qualification away", () => {
   it("keeps a request in flight that requires ZDR from falling back to it", async () => {
     fakes.primary.enqueue(behaviour.slowFirstByte(60_000));
@@ -64,12 +79,7 @@ describe("a reload that takes a supplier's ZDR qualification away", () => {
     const inFlight = postRaw(gateway, "/v1/chat/completions", chatBody("chat", content));
     await arrived;
 
-    const config = resolveConfig(
-      document(false),
-      { ...ROUTING_ENV, LETHE_DATA_DIR: gateway.dataDir, LETHE_PORT: "0", LETHE_HOST: "127.0.0.1" },
-      null,
-    );
-    await reloadGateway(gateway.running.gateway, config);
+    await reload(false);
 
     const answered = await inFlight;
     // the primary timed out; the fallback, no longer ZDR, was passed over, so the primary had
@@ -91,5 +101,27 @@ describe("a reload that takes a supplier's ZDR qualification away", () => {
     expect(after.status).toBe(200);
     expect(after.headers.get("x-lethe-supplier")).toBe("primary");
     expect(fakes.fallback.requests).toHaveLength(0);
+  });
+  it("keeps it from a retry that waited out a backoff across the reload", async () => {
+    await reload(true);
+    // primary: 429 asking for a second; fallback: 500; the retry of primary waits that second
+    fakes.primary.enqueue(behaviour.status(429, undefined, { "retry-after": "1" }));
+    fakes.fallback.enqueue(behaviour.status(500));
+    const errorsBefore = upstreamErrors();
+    const primaryBefore = fakes.primary.requests.length;
+    const { content, canary } = canaryPrompt(canaries, "zdr-backoff");
+    const inFlight = postRaw(gateway, "/v1/chat/completions", chatBody("chat", content));
+    // both failures seen: the request is now in its backoff before primary's second try
+    while (upstreamErrors() < errorsBefore + 2) await new Promise((resolve) => setTimeout(resolve, 5));
+    await reload(true, false);
+
+    // primary's second try is passed over; the third attempt goes to the fallback, still qualified
+    const answered = await inFlight;
+    expect(answered.status).toBe(200);
+    expect(answered.headers.get("x-lethe-supplier")).toBe("fallback");
+    expect(fakes.primary.requests.length).toBe(primaryBefore + 1);
+    expect(fakes.primary.requests.filter((request) => request.rawBody.includes(canary))).toHaveLength(1);
+    expect(await recordOf(gateway, answered.headers.get("x-request-id"))).toMatchObject({ attempts: 3 });
+    await reload(true);
   });
 });

@@ -180,14 +180,6 @@ export async function attemptRoutes(
       skipped++;
       continue;
     }
-    // the plan kept ZDR-qualified routes only, but a reload since may have taken a supplier's
-    // qualification away: a request that requires ZDR never reaches it (fail closed)
-    if (plan.zdrEnforced && !gateway.suppliers.qualifiesForZdr(route.supplier.id)) {
-      cannotCarry ??= new Set();
-      cannotCarry.add(route);
-      skipped++;
-      continue;
-    }
     const stats = router.statsFor(route);
     if (turn >= candidates.length && lastFailure instanceof UpstreamError) {
       const askedMs = (retryAfterUntil?.get(route.key) ?? 0) - router.now();
@@ -196,13 +188,23 @@ export async function attemptRoutes(
       await wait(delay, cancellation);
     }
     if (cancellation.aborted) break;
+    // the plan kept ZDR-qualified routes only, but a reload since (during an earlier attempt
+    // or the backoff just waited) may have taken a supplier's qualification away: a request
+    // that requires ZDR never reaches it (fail closed). Nothing is awaited from here to the send.
+    const suppliers = gateway.suppliers;
+    if (plan.zdrEnforced && !suppliers.qualifiesForZdr(route.supplier.id)) {
+      cannotCarry ??= new Set();
+      cannotCarry.add(route);
+      skipped++;
+      continue;
+    }
     // a request that finds the breaker half-open and is let through is its one probe
     const probe = pinned === null && stats.breaker.state(router.now()) === "half-open";
     if (pinned === null && !stats.breaker.tryAcquire(router.now())) {
       skipped++;
       continue;
     }
-    const supplier = gateway.suppliers.get(route.supplier.id);
+    const supplier = suppliers.get(route.supplier.id);
     let upstream: ReturnType<ClientSurface["upstreamBody"]>;
     try {
       upstream = surface.upstreamBody(request, route, supplier.format);
