@@ -81,17 +81,6 @@ function mediaIn(parts: unknown[]): number {
 }
 
 /**
- * The output limit the client set, 0 for none. Given both `max_completion_tokens` and
- * `max_tokens`, the larger: both go to the supplier as written, and servers differ on
- * which one they honour.
- */
-function outputLimit(completionTokens: unknown, maxTokens: unknown): number {
-  const first = typeof completionTokens === "number" && completionTokens > 0 ? completionTokens : 0;
-  const second = typeof maxTokens === "number" && maxTokens > 0 ? maxTokens : 0;
-  return first > second ? first : second;
-}
-
-/**
  * Estimates a request's cost before it is forwarded: its input tokens plus
  * `max_tokens` (or the configured cap when the client set none) for each of the
  * `choices` answers it asks for (OpenAI's `n`; a supplier bounds each by `max_tokens`).
@@ -103,7 +92,8 @@ export function estimateCost(
   bodyBytes: number,
   choices: number,
 ): CostEstimate {
-  const asked = outputLimit(request.body.max_completion_tokens, request.body.max_tokens) * choices;
+  const limit = request.body.max_completion_tokens ?? request.body.max_tokens;
+  const asked = typeof limit === "number" && limit > 0 ? limit * choices : 0;
   const output = asked > 0 ? asked : defaultOutputTokens * choices;
   const price = dearest(routes);
   // a token of text is at least one byte, so the body's size bounds the text from above;
