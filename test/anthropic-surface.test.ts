@@ -303,9 +303,14 @@ describe("count_tokens", () => {
     expect(await rig.recordOf(response.headers.get("request-id"))).toMatchObject({
       endpoint: "/v1/messages/count_tokens",
       status: 200,
-      supplier: null,
       tokens_estimated: true,
     });
+    // the operator is told: the 404 could also be a model name the supplier does not know
+    const events = rig.gateway
+      .logText()
+      .split("\n")
+      .filter((line) => line.includes("upstream_error") && line.includes(`"status":${status}`));
+    expect(events.length).toBeGreaterThan(0);
   });
 
   it("returns the supplier's rejection in Anthropic's shape", async () => {

@@ -20,9 +20,6 @@ export const countTokensEndpoint: MeteredEndpoint = {
   serve: countTokens,
 };
 
-/** A supplier's answers that mean it has no count_tokens endpoint at all. */
-const COUNTS_NOTHING = new Set([404, 405]);
-
 async function countTokens(call: MeteredCall): Promise<void> {
   const { gateway, exchange, request, response } = call;
   const body = validateBody(countTokensRequestSchema, call.body);
@@ -44,11 +41,18 @@ async function countTokens(call: MeteredCall): Promise<void> {
       headers: anthropicHeaders(request.headers),
     });
     if (result.kind === "rejected") {
-      // an Anthropic-format server without the endpoint (404, 405) counts no tokens: Lethe does
-      if (!COUNTS_NOTHING.has(result.error.upstreamStatus)) {
-        throw new RejectedBySupplier(result.error, result.detail);
-      }
-      exchange.supplier = null;
+      const status = result.error.upstreamStatus;
+      if (status !== 404 && status !== 405) throw new RejectedBySupplier(result.error, result.detail);
+      // no count_tokens there (an Anthropic-format server without it): Lethe counts. A 404
+      // could also be a model name the supplier does not know; the event tells the operator,
+      // and the request itself would fail loudly
+      gateway.metrics.upstreamError(supplier.id, result.error.code);
+      gateway.log.event("upstream_error", {
+        supplier: supplier.id,
+        model: exchange.model,
+        status,
+        code: result.error.code,
+      });
     } else {
       inputTokens = result.kind === "json" ? Number(result.body.input_tokens) : 0;
     }
