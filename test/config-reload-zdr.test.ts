@@ -104,8 +104,8 @@ describe("a reload that takes a supplier's ZDR qualification away", () => {
   });
   it("keeps it from a retry that waited out a backoff across the reload", async () => {
     await reload(true);
-    // primary: 429 asking for a second; fallback: 500; the retry of primary waits that second
-    fakes.primary.enqueue(behaviour.status(429, undefined, { "retry-after": "1" }));
+    // primary: 429 asking for two seconds; fallback: 500; the retry of primary waits them
+    fakes.primary.enqueue(behaviour.status(429, undefined, { "retry-after": "2" }));
     fakes.fallback.enqueue(behaviour.status(500));
     const errorsBefore = upstreamErrors();
     const primaryBefore = fakes.primary.requests.length;

@@ -567,7 +567,7 @@ describe.each([false, true])("stream: %s", (stream) => {
       expect(message.usage.output_tokens).toBe(3);
     });
 
-    it("honours a stop sequence (reported as end_turn: OpenAI does not say which sequence matched)", async () => {
+    it("honours a stop sequence, and names it (the demo says which matched, as vLLM does)", async () => {
       const { message } = await askAnthropic(
         {
           model: MODELS.demo,
@@ -578,7 +578,7 @@ describe.each([false, true])("stream: %s", (stream) => {
         stream,
       );
       expect(message.content).toMatchObject([{ type: "text", text: "Lethe demo model, no " }]);
-      expect(message.stop_reason).toBe("end_turn");
+      expect(message).toMatchObject({ stop_reason: "stop_sequence", stop_sequence: "supplier" });
     });
   });
 
