@@ -1,7 +1,8 @@
 import type { CreditGuard } from "../billing/credit-guard.js";
 import type { RateLimits } from "../billing/rate-limits.js";
+import type { SupplierId } from "../config/ids.js";
 import type { LetheConfig } from "../config/load-config.js";
-import type { ErrorCode } from "../errors/lethe-error.js";
+import type { ErrorCode, UpstreamError } from "../errors/lethe-error.js";
 import type { KeyHasher } from "../keys/api-key.js";
 import type { AuthThrottle } from "../keys/auth-throttle.js";
 import type { Authenticator } from "../keys/authenticator.js";
@@ -44,6 +45,25 @@ export interface Gateway {
   openExchanges: number;
   /** Request bytes each account has in memory at once (large bodies only). */
   bodies: BodyBudget;
+}
+
+/**
+ * Counts and logs a supplier's failure: its status and Lethe's code only, never what the
+ * supplier said (that may echo the prompt).
+ */
+export function reportUpstreamError(
+  gateway: Gateway,
+  supplier: SupplierId,
+  exchange: Exchange,
+  error: UpstreamError,
+): void {
+  gateway.metrics.upstreamError(supplier, error.code);
+  gateway.log.event("upstream_error", {
+    supplier,
+    model: exchange.model,
+    status: error.upstreamStatus,
+    code: error.code,
+  });
 }
 
 /** Ends an exchange exactly once: its record goes to the meter and the metrics. */

@@ -2,7 +2,7 @@ import { performance } from "node:perf_hooks";
 import type { RouteConfig } from "../config/load-config.js";
 import { LetheError, UpstreamError } from "../errors/lethe-error.js";
 import type { ClientRequest, ClientSurface } from "../formats/surface/client-surface.js";
-import type { Gateway } from "../http/gateway.js";
+import { type Gateway, reportUpstreamError } from "../http/gateway.js";
 import { estimateInputTokens } from "../metering/count-tokens.js";
 import type { Exchange } from "../metering/exchange.js";
 import { noTokens } from "../metering/token-usage.js";
@@ -250,13 +250,7 @@ export async function attemptRoutes(
         const answer = renderAnswer(surface, request, result, supplier, exchange);
         return { result, answer, route, supplier, stats, probe, sentAfterMs };
       }
-      gateway.metrics.upstreamError(supplier.id, result.error.code);
-      gateway.log.event("upstream_error", {
-        supplier: supplier.id,
-        model: exchange.model,
-        status: result.error.upstreamStatus,
-        code: result.error.code,
-      });
+      reportUpstreamError(gateway, supplier.id, exchange, result.error);
       lastFailure = new RejectedBySupplier(result.error, result.detail);
       if (!result.error.retryable) {
         // the caller's own mistake: the route itself answered fine
@@ -278,13 +272,7 @@ export async function attemptRoutes(
         if (thrown instanceof UpstreamError && thrown.sent) chargeAbandonedInput(exchange, request);
         throw thrown;
       }
-      gateway.metrics.upstreamError(supplier.id, thrown.code);
-      gateway.log.event("upstream_error", {
-        supplier: supplier.id,
-        model: exchange.model,
-        status: thrown.upstreamStatus,
-        code: thrown.code,
-      });
+      reportUpstreamError(gateway, supplier.id, exchange, thrown);
       stats.recordFailure(router.now());
       lastFailure = thrown;
       if (!thrown.retryable) throw thrown;

@@ -7,7 +7,7 @@ import { RejectedBySupplier } from "../../routing/attempt-routes.js";
 import { planRoutes } from "../../routing/plan-routes.js";
 import { Cancellation } from "../../suppliers/cancellation.js";
 import { zdrRequiredByHeader } from "../../zdr/zdr-header.js";
-import { finishExchange } from "../gateway.js";
+import { finishExchange, reportUpstreamError } from "../gateway.js";
 import type { MeteredCall, MeteredEndpoint } from "../metered-call.js";
 
 /**
@@ -46,13 +46,7 @@ async function countTokens(call: MeteredCall): Promise<void> {
       // no count_tokens there (an Anthropic-format server without it): Lethe counts. A 404
       // could also be a model name the supplier does not know; the event tells the operator,
       // and the request itself would fail loudly
-      gateway.metrics.upstreamError(supplier.id, result.error.code);
-      gateway.log.event("upstream_error", {
-        supplier: supplier.id,
-        model: exchange.model,
-        status,
-        code: result.error.code,
-      });
+      reportUpstreamError(gateway, supplier.id, exchange, result.error);
     } else {
       inputTokens = result.kind === "json" ? Number(result.body.input_tokens) : 0;
     }
