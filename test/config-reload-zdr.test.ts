@@ -124,4 +124,27 @@ describe("a reload that takes a supplier's ZDR qualification away", () => {
     expect(await recordOf(gateway, answered.headers.get("x-request-id"))).toMatchObject({ attempts: 3 });
     await reload(true);
   });
+  it("refuses a request in flight as ZDR-unavailable once the reload left its model no qualified route", async () => {
+    await reload(true);
+    fakes.primary.enqueue(behaviour.slowFirstByte(60_000));
+    const arrived = fakes.primary.nextRequest();
+    const fallbackBefore = fakes.fallback.requests.length;
+    const { content } = canaryPrompt(canaries, "zdr-none-left");
+    const inFlight = postRaw(gateway, "/v1/chat/completions", chatBody("chat", content));
+    await arrived;
+    await reload(false, false);
+
+    // the primary timed out; neither route may have the retry: refused as the next request
+    // would be, 403 LETHE_ZDR_UNAVAILABLE, not the primary's timeout nor a retryable 503
+    const answered = await inFlight;
+    expect(answered.status).toBe(403);
+    expect(JSON.parse(answered.text).error.code).toBe("LETHE_ZDR_UNAVAILABLE");
+    expect(fakes.fallback.requests.length).toBe(fallbackBefore);
+    expect(await recordOf(gateway, answered.headers.get("x-request-id"))).toMatchObject({
+      status: 403,
+      error_code: "LETHE_ZDR_UNAVAILABLE",
+      attempts: 1,
+    });
+    await reload(true);
+  });
 });

@@ -10,7 +10,7 @@ import type { Cancellation } from "../suppliers/cancellation.js";
 import { unreadableAnswer } from "../suppliers/http/read-json.js";
 import type { Supplier, SupplierResult, SupplierSaid, WireEvent } from "../suppliers/supplier.js";
 import { backoffMs, wait } from "./backoff.js";
-import type { RoutePlan } from "./plan-routes.js";
+import { type RoutePlan, zdrUnavailable } from "./plan-routes.js";
 import type { RouteStats } from "./route-stats.js";
 import type { ExpectedTokens } from "./router.js";
 
@@ -174,6 +174,7 @@ export async function attemptRoutes(
   // reload took its ZDR qualification away), and why
   let cannotCarry: Set<RouteConfig> | null = null;
   let refusal: LetheError | null = null;
+  let lostZdr = 0;
   for (let turn = 0; exchange.attempts < plan.model.maxAttempts && skipped < candidates.length; turn++) {
     const route = candidates[turn % candidates.length] as RouteConfig;
     if (cannotCarry?.has(route)) {
@@ -195,6 +196,7 @@ export async function attemptRoutes(
     if (plan.zdrEnforced && !suppliers.qualifiesForZdr(route.supplier.id)) {
       cannotCarry ??= new Set();
       cannotCarry.add(route);
+      lostZdr++;
       skipped++;
       continue;
     }
@@ -294,5 +296,10 @@ export async function attemptRoutes(
       upstreamStatus: 0,
       retryable: false,
     });
+  // a reload left the model no ZDR-qualified route at all: the caller is told so, as the
+  // next request would be (403), not given a supplier failure or a retryable 503
+  if (lostZdr > 0 && plan.routes.every((route) => !gateway.suppliers.qualifiesForZdr(route.supplier.id))) {
+    throw zdrUnavailable(plan.model.id);
+  }
   throw lastFailure ?? router.noHealthyRoute(plan);
 }

@@ -38,12 +38,15 @@ export function planRoutes(config: LetheConfig, requestedModel: string, zdrRequi
     );
   }
   const routes = zdrRequired ? zdrRoutes(model) : model.routes;
-  if (routes.length === 0) {
-    throw new LetheError(
-      "LETHE_ZDR_UNAVAILABLE",
-      `Zero data retention is required, and no ZDR-qualified supplier serves model '${model.id}'.`,
-      { param: "model" },
-    );
-  }
+  if (routes.length === 0) throw zdrUnavailable(model.id);
   return { model, routes, zdrEnforced: zdrRequired };
+}
+
+/** The refusal of a request that requires ZDR when no qualified supplier serves its model. */
+export function zdrUnavailable(modelId: string): LetheError {
+  return new LetheError(
+    "LETHE_ZDR_UNAVAILABLE",
+    `Zero data retention is required, and no ZDR-qualified supplier serves model '${modelId}'.`,
+    { param: "model" },
+  );
 }
