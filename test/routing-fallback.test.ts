@@ -233,6 +233,31 @@ describe("retries on the same route", () => {
     });
   });
 
+  it.each([401, 403, 404, 307])(
+    "tries a route that answered %i (Lethe's key, model name or base_url refused) once a request",
+    async (status) => {
+      const { content } = canaryPrompt(canaries, "refusedlethe");
+      fakes.primary.setBehaviour(behaviour.status(status, { error: "refused" }, { location: "http://127.0.0.1:9/" }));
+      fakes.secondary.setBehaviour(behaviour.status(500));
+      const both = await countingRequests(() => postRaw(gateway, "/v1/chat/completions", chatBody("duo", content)));
+      // the third attempt goes to the route that may recover, not to the one that refuses again
+      expect(both.sent).toEqual({ primary: 1, secondary: 2, retainer: 0 });
+      expect(both.result.status).toBe(502);
+      expect(both.result.headers.get("x-should-retry")).toBeNull();
+
+      const alone = await countingRequests(() => postRaw(gateway, "/v1/chat/completions", chatBody("solo", content)));
+      expect(alone.sent).toEqual({ primary: 1, secondary: 0, retainer: 0 });
+      expect(alone.result.status).toBe(502);
+      expect(alone.result.headers.get("x-should-retry")).toBe("false");
+      expect(await recordOf(gateway, alone.result.headers.get("x-request-id"))).toMatchObject({
+        supplier: "primary",
+        attempts: 1,
+        status: 502,
+        error_code: "LETHE_UPSTREAM_ERROR",
+      });
+    },
+  );
+
   it("honours a model's own max_attempts", async () => {
     const { content } = canaryPrompt(canaries, "once");
     fakes.primary.enqueue(behaviour.status(500));

@@ -6,6 +6,7 @@ import type { AuthContext } from "../keys/authenticator.js";
 import { after, type MaybePromise } from "../lang/maybe-promise.js";
 import { Exchange, mintRequestId } from "../metering/exchange.js";
 import type { ClientFormat, Endpoint } from "../metering/metadata-record.js";
+import { refusesAgain } from "../suppliers/http/upstream-failure.js";
 import { authenticate } from "./authenticate-caller.js";
 import { FREE_BYTES_PER_BODY } from "./body-budget.js";
 import { answerAfterBody, dropRestOfBody } from "./drain-body.js";
@@ -278,7 +279,7 @@ export class MeteredCall {
     // a supplier that refused Lethe's own credentials or model name, or redirected its base
     // URL, does so again: both SDKs would retry the 502 twice, each a wasted supplier call
     // (they honour x-should-retry); so would a request that can never fit its limits
-    if (error.hopeless || (error instanceof UpstreamError && notWorthRetrying(error.upstreamStatus))) {
+    if (error.hopeless || (error instanceof UpstreamError && refusesAgain(error.upstreamStatus))) {
       headers.push("x-should-retry", "false");
     }
     const { status, body } = renderFailure(this.format, failure);
@@ -309,10 +310,6 @@ export class MeteredCall {
 }
 
 /** Supplier statuses that say the operator's setup is wrong (base URL, key, permission, model name), not that it is busy. */
-function notWorthRetrying(status: number): boolean {
-  return (status >= 300 && status < 400) || status === 401 || status === 403 || status === 404;
-}
-
 function tooLarge(): LetheError {
   return new LetheError("LETHE_BODY_TOO_LARGE", "The request body is larger than this gateway accepts.");
 }

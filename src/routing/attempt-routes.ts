@@ -8,6 +8,7 @@ import type { Exchange } from "../metering/exchange.js";
 import { noTokens } from "../metering/token-usage.js";
 import type { Cancellation } from "../suppliers/cancellation.js";
 import { unreadableAnswer } from "../suppliers/http/read-json.js";
+import { refusesAgain } from "../suppliers/http/upstream-failure.js";
 import type { Supplier, SupplierResult, SupplierSaid, WireEvent } from "../suppliers/supplier.js";
 import { backoffMs, wait } from "./backoff.js";
 import { type RoutePlan, zdrUnavailable } from "./plan-routes.js";
@@ -175,9 +176,11 @@ export async function attemptRoutes(
   let cannotCarry: Set<RouteConfig> | null = null;
   let refusal: LetheError | null = null;
   let lostZdr = 0;
+  // routes that refused Lethe's own credentials or model name: tried once a request
+  let refusedLethe: Set<RouteConfig> | null = null;
   for (let turn = 0; exchange.attempts < plan.model.maxAttempts && skipped < candidates.length; turn++) {
     const route = candidates[turn % candidates.length] as RouteConfig;
-    if (cannotCarry?.has(route)) {
+    if (cannotCarry?.has(route) || refusedLethe?.has(route)) {
       skipped++;
       continue;
     }
@@ -261,6 +264,10 @@ export async function attemptRoutes(
       }
       stats.recordFailure(router.now());
       lastFailure = result.error;
+      if (refusesAgain(result.error.upstreamStatus)) {
+        refusedLethe ??= new Set();
+        refusedLethe.add(route);
+      }
       if (result.error.retryAfterSeconds !== null) {
         retryAfterUntil ??= new Map();
         retryAfterUntil.set(route.key, router.now() + result.error.retryAfterSeconds * 1000);

@@ -145,6 +145,15 @@ export function upstreamStatusError(status: number, retryAfter: string | string[
 }
 
 /**
+ * A supplier status that says the operator's side is wrong (a redirected base URL, Lethe's
+ * credentials or model name refused): the same call answers alike until the config changes,
+ * so the route is not retried in the same request and the caller is told not to retry.
+ */
+export function refusesAgain(status: number): boolean {
+  return (status >= 300 && status < 400) || status === 401 || status === 403 || status === 404;
+}
+
+/**
  * A failure that, once a stream's answer is whole (its stop reason and final usage came),
  * took only the end marker: the connection broke, or went silent (a proxy holding it open).
  * The client's stream gets the marker from Lethe and ends cleanly.
