@@ -521,9 +521,10 @@ describe("supplier errors before the stream starts", () => {
       expect(error.status).toBe(529);
       expect(error.type).toBe("overloaded_error");
       expect(error.apiMessage).not.toContain(secret);
+      // the record holds the status the caller was answered with
       expect(await rig.recordOf(error.requestID ?? null)).toMatchObject({
         error_code: "LETHE_UPSTREAM_OVERLOADED",
-        status: 503,
+        status: 529,
       });
     },
   );
@@ -580,6 +581,7 @@ describe("supplier errors before the stream starts", () => {
       error: { type: "server_error", code: "LETHE_UPSTREAM_OVERLOADED" },
     });
     expect(response.text).not.toContain(secret);
+    expect(await rig.recordOf(response.headers.get("x-request-id"))).toMatchObject({ status: 503 });
   });
 
   it("refuses a model served only by a supplier that retains data, with 403 permission_error", async () => {

@@ -37,12 +37,18 @@ export function toFailure(thrown: unknown): Failure {
   return { error, detail: undefined };
 }
 
-/** The status and JSON body of an error in the caller's format; Anthropic reports overload as 529. */
+/** The status the caller is answered with: Anthropic's API reports overload as 529. */
+export function failureStatus(format: ClientFormat, error: LetheError): number {
+  return format === "anthropic" && error.kind === "overloaded" ? 529 : error.status;
+}
+
+/** The status and JSON body of an error in the caller's format. */
 export function renderFailure(format: ClientFormat, { error, detail }: Failure): { status: number; body: string } {
-  if (format === "anthropic") {
-    return { status: error.kind === "overloaded" ? 529 : error.status, body: renderAnthropicError(error, detail) };
-  }
-  return { status: error.status, body: renderOpenAIError(error, detail) };
+  const status = failureStatus(format, error);
+  return {
+    status,
+    body: format === "anthropic" ? renderAnthropicError(error, detail) : renderOpenAIError(error, detail),
+  };
 }
 
 /** The client format a request speaks: Anthropic for /v1/messages and for requests carrying `anthropic-version`. */

@@ -10,7 +10,7 @@ import { refusesAgain } from "../suppliers/http/upstream-failure.js";
 import { authenticate } from "./authenticate-caller.js";
 import { FREE_BYTES_PER_BODY } from "./body-budget.js";
 import { answerAfterBody, dropRestOfBody } from "./drain-body.js";
-import { renderFailure, toFailure } from "./error-handler.js";
+import { failureStatus, renderFailure, toFailure } from "./error-handler.js";
 import { finishExchange, type Gateway } from "./gateway.js";
 import { bodyText, parseJsonText } from "./parse-json-body.js";
 import type { ResponseHeaders } from "./response-headers.js";
@@ -259,7 +259,8 @@ export class MeteredCall {
     const exchange = this.exchange;
     if (error.code === "LETHE_INTERNAL")
       this.gateway.log.event("request_failed", { status: error.status, code: error.code });
-    finishExchange(this.gateway, exchange, error.status, error.code);
+    // the record holds the status the caller is answered with (an Anthropic caller's 529)
+    finishExchange(this.gateway, exchange, failureStatus(this.format, error), error.code);
     const response = this.response;
     if (response.headersSent || response.destroyed) return;
     const headers = this.headers;
