@@ -80,7 +80,7 @@ describe("GET /v1/usage", () => {
       // a deleted account's anonymised rows belong to nobody
       metadataRecord({ account: null, key_id: null, ts: at(twoDaysAgo), cost_micros: 77_777 }),
     ]);
-    // an older day already rolled up by retention (latency percentiles are not re-derived from aggregates)
+    // an older day already rolled up by retention, with the percentiles the roll-up computed
     await store.usage.storeAggregates([
       {
         day: longAgo,
@@ -152,6 +152,8 @@ describe("GET /v1/usage", () => {
     const byDay = await usage(`?${range}&group_by=day`);
     expect(byDay.body.data.map((group) => group.group)).toEqual([longAgo, threeDaysAgo, twoDaysAgo, today]);
     expect(byDay.body.data[0]).toMatchObject({ requests: 40, errors: 4, cost_micros: 24_000, cost: "0.024000" });
+    // a group that is one rolled-up day of one model gives that day's percentiles
+    expect(byDay.body.data[0]?.latency_ms).toEqual({ p50: 80, p95: 150, p99: 190 });
     // a bare `to` date includes that whole day
     expect(byDay.body.to).toBe(new Date(at(today, 24)).toISOString());
 
@@ -161,6 +163,8 @@ describe("GET /v1/usage", () => {
       [BILLED.gpt, 40 + 3 + 2, 24_000 + 3000 + 7200],
     ]);
     expect(byModel.body.data[0]?.latency_ms).toEqual({ p50: 50, p95: 50, p99: 50 });
+    // percentiles of a rolled-up day and of raw rows do not combine: none rather than a made-up one
+    expect(byModel.body.data[1]?.latency_ms).toEqual({ p50: null, p95: null, p99: null });
 
     const byKey = await usage(`?${range}&group_by=key`);
     // per key from raw metadata only: aggregates carry no key

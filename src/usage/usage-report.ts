@@ -31,6 +31,9 @@ export function quantile(sorted: readonly number[], q: number): number | null {
 
 interface Accumulator extends Omit<UsageGroup, "latency_ms"> {
   latencies: number[];
+  /** The daily aggregates the group sums, and the last of them (whose percentiles it may take). */
+  aggregates: number;
+  aggregate: UsageDailyTable | null;
 }
 
 function emptyGroup(group: string): Accumulator {
@@ -44,13 +47,30 @@ function emptyGroup(group: string): Accumulator {
     reasoning_tokens: 0,
     cost_micros: 0,
     latencies: [],
+    aggregates: 0,
+    aggregate: null,
   };
 }
 
 /**
+ * A group's percentiles: from its raw rows, or, for a group that is one rolled-up day of
+ * one model and supplier, those the roll-up computed. Percentiles of several sources do
+ * not combine: a group that mixes them has none (null) rather than a made-up figure.
+ */
+function percentiles(group: Accumulator): UsageGroup["latency_ms"] {
+  const { latencies, aggregate } = group;
+  if (group.aggregates === 1 && latencies.length === 0 && aggregate !== null) {
+    return { p50: aggregate.latency_p50_ms, p95: aggregate.latency_p95_ms, p99: aggregate.latency_p99_ms };
+  }
+  if (group.aggregates > 0) return { p50: null, p95: null, p99: null };
+  latencies.sort((a, b) => a - b);
+  return { p50: quantile(latencies, 0.5), p95: quantile(latencies, 0.95), p99: quantile(latencies, 0.99) };
+}
+
+/**
  * Groups raw metadata (and, for day and model, older daily aggregates) into a usage
- * report. Latency percentiles come from raw rows only; aggregated days carry theirs
- * as computed when they were rolled up.
+ * report. Latency percentiles come from raw rows, or from the one aggregate a group is
+ * (see `percentiles`).
  */
 export function buildUsageReport(
   rows: readonly UsageSourceRow[],
@@ -88,15 +108,14 @@ export function buildUsageReport(
       group.cached_input_tokens += Number(aggregate.cached_input_tokens);
       group.reasoning_tokens += Number(aggregate.reasoning_tokens);
       group.cost_micros += Number(aggregate.cost_micros);
+      group.aggregates++;
+      group.aggregate = aggregate;
     }
   }
   return [...groups.values()]
     .sort((a, b) => (a.group < b.group ? -1 : a.group > b.group ? 1 : 0))
-    .map(({ latencies, ...sums }) => {
-      latencies.sort((a, b) => a - b);
-      return {
-        ...sums,
-        latency_ms: { p50: quantile(latencies, 0.5), p95: quantile(latencies, 0.95), p99: quantile(latencies, 0.99) },
-      };
+    .map((group) => {
+      const { latencies: _latencies, aggregates: _aggregates, aggregate: _aggregate, ...sums } = group;
+      return { ...sums, latency_ms: percentiles(group) };
     });
 }
