@@ -498,8 +498,11 @@ describe("ZDR filters routes first, and fails closed", () => {
     expect(result.status).toBe(403);
     expect(JSON.parse(result.text)).toMatchObject(shape);
     expect(result.text).toContain("LETHE_ZDR_UNAVAILABLE");
+    expect(result.headers.get("x-lethe-zdr")).toBe("enforced");
     expect(sent.retainer).toBe(0);
+    // the record names the configured model it refused (`unknown` is for models not configured)
     expect(await recordOf(gateway, result.headers.get("x-request-id"))).toMatchObject({
+      model: "retainer-only",
       status: 403,
       error_code: "LETHE_ZDR_UNAVAILABLE",
       attempts: 0,

@@ -1,6 +1,7 @@
 import type { IncomingMessage, ServerResponse } from "node:http";
 import { addRateLimitHeaders } from "../billing/rate-limit-headers.js";
 import { RateLimitedError } from "../billing/rate-limits.js";
+import { UNKNOWN_MODEL } from "../config/ids.js";
 import { LetheError, UpstreamError } from "../errors/lethe-error.js";
 import type { AuthContext } from "../keys/authenticator.js";
 import { after, type MaybePromise } from "../lang/maybe-promise.js";
@@ -264,17 +265,12 @@ export class MeteredCall {
     const response = this.response;
     if (response.headersSent || response.destroyed) return;
     const headers = this.headers;
-    // a failure after a supplier was tried says which, how often, and under which ZDR rule, as an answer does
+    // a failure after a supplier was tried says which and how often, as an answer does; one
+    // after the model was known, under which ZDR rule (a ZDR refusal: enforced)
     if (exchange.attempts > 0 && exchange.supplier !== null) {
-      headers.push(
-        "x-lethe-supplier",
-        exchange.supplier,
-        "x-lethe-attempts",
-        exchange.attempts,
-        "x-lethe-zdr",
-        exchange.zdrEnforced ? "enforced" : "off",
-      );
+      headers.push("x-lethe-supplier", exchange.supplier, "x-lethe-attempts", exchange.attempts);
     }
+    if (exchange.model !== UNKNOWN_MODEL) headers.push("x-lethe-zdr", exchange.zdrEnforced ? "enforced" : "off");
     if (error instanceof RateLimitedError) addRateLimitHeaders(headers, this.format, error.limitKind, error.limit);
     if (error.retryAfterSeconds !== null) headers.push("retry-after", Math.ceil(error.retryAfterSeconds));
     // a supplier that refused Lethe's own credentials or model name, or redirected its base

@@ -21,25 +21,32 @@ function zdrRoutes(model: ModelConfig): RouteConfig[] {
   return routes;
 }
 
-/**
- * Resolves the client's `model` against the configured models and filters routes by
- * the ZDR policy first. Fails closed: when ZDR is required and no ZDR supplier serves
- * the model, the request is refused rather than sent anywhere else.
- */
-export function planRoutes(config: LetheConfig, requestedModel: string, zdrRequired: boolean): RoutePlan {
+/** The configured model a client's `model` names; refused (404) when there is none. */
+export function findModel(config: LetheConfig, requestedModel: string): ModelConfig {
   const model = config.models.get(requestedModel);
   if (model === undefined) {
     throw new LetheError(
       "LETHE_UNKNOWN_MODEL",
       "The requested model does not exist here; GET /v1/models lists the models.",
-      {
-        param: "model",
-      },
+      { param: "model" },
     );
   }
+  return model;
+}
+
+/**
+ * A model's routes, filtered by the ZDR policy first. Fails closed: when ZDR is required
+ * and no ZDR supplier serves the model, the request is refused rather than sent anywhere else.
+ */
+export function routesOf(model: ModelConfig, zdrRequired: boolean): RoutePlan {
   const routes = zdrRequired ? zdrRoutes(model) : model.routes;
   if (routes.length === 0) throw zdrUnavailable(model.id);
   return { model, routes, zdrEnforced: zdrRequired };
+}
+
+/** `findModel` then `routesOf`. */
+export function planRoutes(config: LetheConfig, requestedModel: string, zdrRequired: boolean): RoutePlan {
+  return routesOf(findModel(config, requestedModel), zdrRequired);
 }
 
 /** The refusal of a request that requires ZDR when no qualified supplier serves its model. */

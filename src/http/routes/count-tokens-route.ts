@@ -4,7 +4,7 @@ import { countTokensRequestSchema } from "../../formats/anthropic/messages-reque
 import { validateBody } from "../../formats/validation/request-validation.js";
 import { estimateInputTokens } from "../../metering/count-tokens.js";
 import { RejectedBySupplier } from "../../routing/attempt-routes.js";
-import { planRoutes } from "../../routing/plan-routes.js";
+import { findModel, routesOf } from "../../routing/plan-routes.js";
 import { Cancellation } from "../../suppliers/cancellation.js";
 import { zdrRequiredByHeader } from "../../zdr/zdr-header.js";
 import { finishExchange, reportUpstreamError } from "../gateway.js";
@@ -24,9 +24,11 @@ async function countTokens(call: MeteredCall): Promise<void> {
   const { gateway, exchange, request, response } = call;
   const body = validateBody(countTokensRequestSchema, call.body);
   const zdrRequired = zdrRequiredByHeader(request.headers["x-lethe-zdr"]) || (exchange.auth?.zdrRequired ?? true);
-  const plan = planRoutes(gateway.config, body.model, zdrRequired);
-  exchange.model = plan.model.id;
-  exchange.zdrEnforced = plan.zdrEnforced;
+  const model = findModel(gateway.config, body.model);
+  // known before the ZDR refusal that may follow: its record names the model it refused
+  exchange.model = model.id;
+  exchange.zdrEnforced = zdrRequired;
+  const plan = routesOf(model, zdrRequired);
   const route = plan.routes[0];
   const supplier = route && gateway.suppliers.get(route.supplier.id);
   let inputTokens: number | null = null;

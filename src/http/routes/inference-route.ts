@@ -7,7 +7,7 @@ import type { AuthContext } from "../../keys/authenticator.js";
 import { after, type MaybePromise } from "../../lang/maybe-promise.js";
 import type { Exchange } from "../../metering/exchange.js";
 import { type Attempted, attemptRoutes, pinnedRoute } from "../../routing/attempt-routes.js";
-import { planRoutes, type RoutePlan } from "../../routing/plan-routes.js";
+import { findModel, type RoutePlan, routesOf } from "../../routing/plan-routes.js";
 import { Cancellation } from "../../suppliers/cancellation.js";
 import { zdrRequiredByHeader } from "../../zdr/zdr-header.js";
 import { finishExchange, type Gateway } from "../gateway.js";
@@ -142,9 +142,11 @@ async function serveInference(surface: ClientSurface, call: MeteredCall): Promis
   const clientRequest = surface.parse(call.body, headers, call.takeBodyText());
   exchange.streamed = clientRequest.stream;
   const zdrRequired = zdrRequiredByHeader(headers["x-lethe-zdr"]) || (exchange.auth?.zdrRequired ?? true);
-  const plan = planRoutes(gateway.config, clientRequest.model, zdrRequired);
-  exchange.model = plan.model.id;
-  exchange.zdrEnforced = plan.zdrEnforced;
+  const model = findModel(gateway.config, clientRequest.model);
+  // known before the ZDR refusal that may follow: its record names the model it refused
+  exchange.model = model.id;
+  exchange.zdrEnforced = zdrRequired;
+  const plan = routesOf(model, zdrRequired);
   // watched from before the first await: a client that leaves while its hold waits on the
   // database must not have its request forwarded (a close event does not come twice)
   const cancellation = cancelOnClientClose(call.response);
