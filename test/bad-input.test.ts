@@ -324,6 +324,16 @@ describe("bad input on the OpenAI surface", () => {
       expect(response.headers.get("allow")).toBe("POST");
       expect(((await response.json()) as OpenAIErrorBody).error.code).toBe("LETHE_METHOD_NOT_ALLOWED");
     }
+    // with a content type but no body: refused for the method or path, not parsed as empty JSON
+    for (const method of ["OPTIONS", "PUT", "PATCH"]) {
+      const headers = { authorization: `Bearer ${gateway.key}`, "content-type": "application/json" };
+      const wrongMethod = await fetch(`${gateway.baseURL}/chat/completions`, { method, headers });
+      expect(wrongMethod.status).toBe(405);
+      expect(((await wrongMethod.json()) as OpenAIErrorBody).error.code).toBe("LETHE_METHOD_NOT_ALLOWED");
+      const noRoute = await fetch(`${gateway.baseURL}/nowhere`, { method, headers });
+      expect(noRoute.status).toBe(404);
+      expect(((await noRoute.json()) as OpenAIErrorBody).error.code).toBe("LETHE_NOT_FOUND");
+    }
   });
 
   it("never echoes what the client sent in any error response", () => {

@@ -28,6 +28,7 @@ describe("the README's config example", () => {
       maxJsonValues: 200_000,
       authFailuresPerMinute: 20,
       maxConnections: 10_000,
+      maxConnectionsPerAddress: 1_000,
       requestTimeoutMs: 60_000,
     });
     expect(config.models.get("fast-chat")?.routes.map((route) => route.price)).toEqual([

@@ -311,6 +311,57 @@ describe("limits.max_connections", () => {
   });
 });
 
+describe("limits.max_connections_per_address", () => {
+  /** Opens a connection to `gateway` and asks it for /healthz: whether it was served or closed unasked. */
+  async function served(gateway: TestGateway, sockets: Socket[]): Promise<boolean> {
+    const socket = await new Promise<Socket>((resolve, reject) => {
+      const opened = connect(Number(new URL(gateway.url).port), "127.0.0.1", () => resolve(opened));
+      opened.once("error", reject);
+    });
+    sockets.push(socket);
+    socket.on("error", () => {});
+    socket.write(`GET /healthz HTTP/1.1\r\nhost: x\r\n\r\n`);
+    const { text, closed } = await readUntil(socket, wholeResponse);
+    if (closed) expect(text).toBe("");
+    return /^HTTP\/1\.1 200/.test(text);
+  }
+
+  it("closes one address's connections past its share at accept, and not a trusted proxy's", async () => {
+    const capped = await startTestGateway({
+      config: { ...(DEFAULT_CONFIG_FILE as object), limits: { max_connections_per_address: 3 } },
+    });
+    const proxied = await startTestGateway({
+      config: {
+        ...(DEFAULT_CONFIG_FILE as object),
+        limits: { max_connections_per_address: 3 },
+        server: { trusted_proxies: ["127.0.0.1"] },
+      },
+    });
+    const sockets: Socket[] = [];
+    try {
+      // one address holding its share (three kept-alive connections) is refused a fourth
+      for (let index = 0; index < 3; index++) expect(await served(capped, sockets)).toBe(true);
+      expect(await served(capped, sockets)).toBe(false);
+      // once one of its connections closes, the address is served again
+      const first = sockets[0] as Socket;
+      const gone = readUntil(first, () => false);
+      first.destroy();
+      await gone;
+      let again = false;
+      for (let tries = 0; tries < 50 && !again; tries++) again = await served(capped, sockets);
+      expect(again).toBe(true);
+      // a reverse proxy carries everyone's connections: it is not capped
+      for (let index = 0; index < 5; index++) expect(await served(proxied, sockets)).toBe(true);
+    } finally {
+      for (const socket of sockets) socket.destroy();
+      for (const gateway of [capped, proxied]) {
+        await gateway.close();
+        await removeDataDir(gateway);
+      }
+    }
+  });
+});
+
 describe("requests for no route, and clients that send slowly", () => {
   let gateway: TestGateway;
   const canary = makeCanary("unrouted");
@@ -333,6 +384,35 @@ describe("requests for no route, and clients that send slowly", () => {
       const socket = connect(port(), "127.0.0.1", () => resolve(socket));
       socket.once("error", reject);
     });
+
+  it("keeps the connection of a request without a body open (it was closed after each GET)", async () => {
+    for (const path of ["/healthz", "/v1/models"]) {
+      const socket = await open();
+      try {
+        for (let index = 0; index < 2; index++) {
+          socket.write(`GET ${path} HTTP/1.1\r\nhost: x\r\nauthorization: Bearer ${gateway.key}\r\n\r\n`);
+          const { text, closed } = await readUntil(socket, wholeResponse);
+          expect(text).toMatch(/^HTTP\/1\.1 200/);
+          expect(text).toMatch(/\r\nconnection: keep-alive\r\n/i);
+          expect(closed).toBe(false);
+        }
+      } finally {
+        socket.destroy();
+      }
+    }
+  });
+
+  it("serves an HTTP/1.1 request that sends no Host (Node's refusal had no code)", async () => {
+    const socket = await open();
+    try {
+      socket.write("GET /healthz HTTP/1.1\r\n\r\n");
+      const { text } = await readUntil(socket, wholeResponse);
+      expect(text).toMatch(/^HTTP\/1\.1 200/);
+      expect(text).toMatch(/x-request-id: req_/);
+    } finally {
+      socket.destroy();
+    }
+  });
 
   it("answers 404 without reading a body for no route into memory or parsing it", async () => {
     // not JSON: parsed, it would have been refused as such (400) rather than found missing

@@ -139,6 +139,8 @@ export const configSchema = z
         auth_failures_per_minute: z.number().int().positive().default(20),
         // client connections one process holds open at once; past it, a new one is closed at accept
         max_connections: z.number().int().positive().default(10_000),
+        // of which one client address may hold (the operator's trusted proxies are not capped)
+        max_connections_per_address: z.number().int().positive().default(1_000),
         // how long a client may take to send a whole request (headers and body); the answer,
         // however long it streams, is not counted
         request_timeout_ms: z.number().int().min(1_000).default(60_000),

@@ -113,6 +113,8 @@ export interface LetheConfig {
     maxJsonValues: number;
     authFailuresPerMinute: number;
     maxConnections: number;
+    /** Connections one peer address may hold open at once (trusted proxies aside). */
+    maxConnectionsPerAddress: number;
     requestTimeoutMs: number;
   };
   /** Reserve for requests without max_tokens; how long a database credit hold outlives a dead replica. */
@@ -320,6 +322,7 @@ export function resolveConfig(
       maxJsonValues: file.limits.max_json_values,
       authFailuresPerMinute: file.limits.auth_failures_per_minute,
       maxConnections: file.limits.max_connections,
+      maxConnectionsPerAddress: file.limits.max_connections_per_address,
       requestTimeoutMs: file.limits.request_timeout_ms,
     },
     billing: {

@@ -7,6 +7,7 @@ import { openAIChatSurface } from "../formats/openai/openai-surface.js";
 import type { AuthContext } from "../keys/authenticator.js";
 import { mintRequestId } from "../metering/exchange.js";
 import { answerClientError, answerExpectationFailed } from "./client-error.js";
+import { capConnectionsPerAddress } from "./connections-per-address.js";
 import { answerAfterBody, closesAfterAnswer, dropRestOfBody, UNREAD_BODY_BYTES } from "./drain-body.js";
 import { errorHandler, sendError } from "./error-handler.js";
 import type { Gateway } from "./gateway.js";
@@ -67,16 +68,21 @@ function gatewayServer(gateway: Gateway) {
   return (fastifyHandler: (request: IncomingMessage, response: ServerResponse) => void) => {
     const requestTimeoutMs = gateway.config.limits.requestTimeoutMs;
     const checkEvery = Math.min(TIMEOUT_CHECK_MS, Math.max(250, requestTimeoutMs / 2));
-    const server = createServer({ connectionsCheckingInterval: checkEvery }, (request, response) => {
-      // pipelined behind a refusal whose answer closes the connection: never answered, so not served
-      if (closesAfterAnswer(request)) {
-        request.resume();
-        return;
-      }
-      const endpoint = meteredEndpointOf(request);
-      if (endpoint === undefined) fastifyHandler(request, response);
-      else new MeteredCall(gateway, endpoint, request, response).start();
-    });
+    // a request without `Host` is served: Lethe routes by path alone, and Node's own refusal
+    // of it was a bare 400 with no code and no request id
+    const server = createServer(
+      { connectionsCheckingInterval: checkEvery, requireHostHeader: false },
+      (request, response) => {
+        // pipelined behind a refusal whose answer closes the connection: never answered, so not served
+        if (closesAfterAnswer(request)) {
+          request.resume();
+          return;
+        }
+        const endpoint = meteredEndpointOf(request);
+        if (endpoint === undefined) fastifyHandler(request, response);
+        else new MeteredCall(gateway, endpoint, request, response).start();
+      },
+    );
     // `Expect: 100-continue` (curl sends it for bodies over 1 MiB): Node would say "continue"
     // at once, and a caller whose key or limit refuses it would upload its whole body first.
     // A metered endpoint says it only once the request is admitted (MeteredCall); the other
@@ -107,6 +113,9 @@ function gatewayServer(gateway: Gateway) {
     // bounded below the process's open-file limit, which every client connection and every
     // pooled supplier connection counts against: past it, accept() itself fails (EMFILE)
     server.maxConnections = gateway.config.limits.maxConnections;
+    capConnectionsPerAddress(server, gateway.config.limits.maxConnectionsPerAddress, (address) =>
+      gateway.clientAddresses.isTrustedProxy(address),
+    );
     return server;
   };
 }
@@ -121,6 +130,11 @@ function sendRequestId(reply: FastifyReply, id: string): void {
 function hasBody(request: IncomingMessage): boolean {
   const length = request.headers["content-length"];
   return request.headers["transfer-encoding"] !== undefined || (length !== undefined && length !== "0");
+}
+
+/** True when a request announced a body that has not been read to its end. */
+function bodyLeftUnread(request: IncomingMessage): boolean {
+  return !request.complete && hasBody(request);
 }
 
 /** The answer for a request no route serves: 405 on a metered endpoint asked with another method, else 404. */
@@ -165,11 +179,17 @@ export function buildServer(gateway: Gateway): FastifyInstance {
     sendRequestId(reply, request.id);
     // a request for no route is answered before its body is read: Fastify would read it
     // whole and parse it first (up to its body limit, for anyone, without a key)
-    if (request.is404 && hasBody(request.raw)) {
-      answerAfterBody(request.raw, UNREAD_BODY_BYTES, () => {
-        reply.header("connection", "close");
+    if (request.is404) {
+      if (hasBody(request.raw)) {
+        answerAfterBody(request.raw, UNREAD_BODY_BYTES, () => {
+          reply.header("connection", "close");
+          answerNotFound(request, reply);
+        });
+      } else {
+        // at once: an OPTIONS or PUT with a content type but no body would go on to the body
+        // parser, and be refused as empty JSON rather than as a method or path not served
         answerNotFound(request, reply);
-      });
+      }
       return;
     }
     done();
@@ -177,12 +197,14 @@ export function buildServer(gateway: Gateway): FastifyInstance {
   // a body its route left unread (a GET with one, a request refused before its body was
   // parsed) is read no further than UNREAD_BODY_BYTES after the answer, which closes
   // the connection: Node would read it to the end, for as long as a caller keeps sending
+  // (a request with no body is not `complete` yet when its answer is sent in the tick its
+  // headers arrived: it has nothing left to read, and its connection stays open)
   app.addHook("onSend", (request, reply, payload, done) => {
-    if (!request.raw.complete) reply.header("connection", "close");
+    if (bodyLeftUnread(request.raw)) reply.header("connection", "close");
     done(null, payload);
   });
   app.addHook("onResponse", (request, _reply, done) => {
-    if (!request.raw.complete && !request.raw.destroyed) dropRestOfBody(request.raw);
+    if (bodyLeftUnread(request.raw) && !request.raw.destroyed) dropRestOfBody(request.raw);
     done();
   });
   app.removeAllContentTypeParsers();

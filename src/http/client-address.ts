@@ -33,6 +33,11 @@ export class ClientAddresses {
     this.trusted = list;
   }
 
+  /** Whether `peer` is one of the operator's reverse proxies. */
+  isTrustedProxy(peer: string): boolean {
+    return this.trusted !== null && isTrusted(this.trusted, peer);
+  }
+
   /**
    * The client behind `connection` (whose remote address is `peer`): the peer itself
    * unless it is a trusted proxy that forwarded for someone.
