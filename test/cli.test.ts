@@ -249,3 +249,22 @@ describe("lethe CLI: accounts, keys, usage", () => {
     );
   });
 });
+
+describe("lethe help", () => {
+  it("lists every command the README documents", async () => {
+    const readme = await (await import("node:fs/promises")).readFile(
+      path.resolve(import.meta.dirname, "../README.md"),
+      "utf8",
+    );
+    const documented = new Set(
+      [...readme.matchAll(/^npx lethe ([a-z]+)(?: ([a-z]+))?/gm)].map((match) =>
+        // a second word that is a subcommand (not an argument like NAME or --flag)
+        [match[1], match[2]].filter((word) => word !== undefined).join(" "),
+      ),
+    );
+    expect(documented.size).toBeGreaterThan(10);
+    const { code, out } = await runCli(["help"], {});
+    expect(code).toBe(0);
+    for (const command of documented) expect(out).toContain(`lethe ${command}`);
+  });
+});

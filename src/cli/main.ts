@@ -19,6 +19,7 @@ const HELP = `lethe: a zero-data-retention LLM gateway
 Usage:
   lethe serve [--config FILE] [--workers N] [--dev]
   lethe accounts create NAME [--credits AMOUNT] [--rpm N] [--tpm N] [--email ADDRESS] [--zdr required|optional]
+  lethe accounts list
   lethe accounts export NAME
   lethe accounts delete NAME
   lethe credits add --account NAME AMOUNT
@@ -29,6 +30,9 @@ Usage:
   lethe usage --account NAME [--days N]
   lethe operators create NAME
   lethe operators revoke NAME
+  lethe operators rotate NAME
+  lethe operators list
+  lethe operators events [--limit N]
   lethe routes [--url URL]
   lethe zdr verify URL [--key PUBLIC_KEY_BASE64]
   lethe audit [--target URL --key KEY [--log FILE | --no-log] [--model ID]...] [--json]
