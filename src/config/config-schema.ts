@@ -1,5 +1,6 @@
 import { z } from "zod";
 import { parseAddressRange } from "../http/client-address.js";
+import { isCorsOrigin } from "../http/cors.js";
 
 const id = z
   .string()
@@ -169,6 +170,11 @@ export const configSchema = z
         // who may read GET /metrics (supplier ids, upstream model names, volumes): anyone who
         // reaches the port, or only a caller with an operator token (as Prometheus' bearer token)
         metrics_auth: z.enum(["open", "operator"]).default("open"),
+        // browser apps' origins allowed to call (CORS): none by default, `*` for any
+        cors_origins: z
+          .array(z.string().refine(isCorsOrigin, "an origin like https://app.example.com (no path), or *"))
+          .max(1_000)
+          .default([]),
       })
       .strict()
       .prefault({}),

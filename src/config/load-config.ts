@@ -121,7 +121,7 @@ export interface LetheConfig {
   billing: { defaultOutputReserveTokens: number; holdTtlMs: number };
   routing: RoutingSettings;
   /** Reverse proxies (addresses and CIDR ranges) whose X-Forwarded-For is believed. */
-  server: { trustedProxies: string[]; metricsAuth: "open" | "operator" };
+  server: { trustedProxies: string[]; metricsAuth: "open" | "operator"; corsOrigins: string[] };
   /** SIGTERM: how long readyz reads unready before the socket closes, and how long in-flight work may run. */
   shutdown: { drainDelayMs: number; deadlineMs: number };
   retention: { metadataDays: number; aggregateDays: number };
@@ -330,7 +330,11 @@ export function resolveConfig(
       holdTtlMs: file.billing.hold_ttl_ms,
     },
     shutdown: { drainDelayMs: file.shutdown.drain_delay_ms, deadlineMs: file.shutdown.deadline_ms },
-    server: { trustedProxies: file.server.trusted_proxies, metricsAuth: file.server.metrics_auth },
+    server: {
+      trustedProxies: file.server.trusted_proxies,
+      metricsAuth: file.server.metrics_auth,
+      corsOrigins: file.server.cors_origins,
+    },
     routing: {
       maxAttempts: file.routing.max_attempts,
       deadlineMs: file.routing.deadline_ms,

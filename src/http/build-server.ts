@@ -78,6 +78,8 @@ function gatewayServer(gateway: Gateway) {
           request.resume();
           return;
         }
+        // a browser's preflight from an allowed origin; from any other, the route answers (405, 404)
+        if (gateway.cors?.answerPreflight(request, response) === true) return;
         const endpoint = meteredEndpointOf(request);
         if (endpoint === undefined) fastifyHandler(request, response);
         else new MeteredCall(gateway, endpoint, request, response).start();
@@ -177,6 +179,11 @@ export function buildServer(gateway: Gateway): FastifyInstance {
   // a callback hook, not an async one: no promise per request for two headers
   app.addHook("onRequest", (request, reply, done) => {
     sendRequestId(reply, request.id);
+    if (gateway.cors !== null) {
+      const headers: (string | number)[] = [];
+      gateway.cors.addTo(headers, request.headers.origin);
+      for (let index = 0; index < headers.length; index += 2) reply.header(String(headers[index]), headers[index + 1]);
+    }
     // a request for no route is answered before its body is read: Fastify would read it
     // whole and parse it first (up to its body limit, for anyone, without a key)
     if (request.is404) {

@@ -17,6 +17,7 @@ import type { SupplierRegistry } from "../suppliers/registry.js";
 import type { SignedStatement } from "../zdr/retention-statement.js";
 import type { BodyBudget } from "./body-budget.js";
 import type { ClientAddresses } from "./client-address.js";
+import type { CorsPolicy } from "./cors.js";
 
 /** Everything the HTTP layer needs, built once at start-up. */
 export interface Gateway {
@@ -30,6 +31,8 @@ export interface Gateway {
   authThrottle: AuthThrottle;
   /** The client behind a connection: its peer, or whom a trusted reverse proxy forwarded for. */
   clientAddresses: ClientAddresses;
+  /** Which browser origins may call (server.cors_origins); null: none, no CORS headers at all. */
+  cors: CorsPolicy | null;
   limits: RateLimits;
   credits: CreditGuard;
   suppliers: SupplierRegistry;

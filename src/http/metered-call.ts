@@ -68,6 +68,7 @@ export class MeteredCall {
     this.exchange = new Exchange(requestId, endpoint.path, endpoint.format);
     gateway.openExchanges++;
     this.headers = ["x-request-id", requestId, "request-id", requestId];
+    if (gateway.cors !== null) gateway.cors.addTo(this.headers, request.headers.origin);
   }
 
   /**

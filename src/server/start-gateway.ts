@@ -6,6 +6,7 @@ import type { LetheConfig } from "../config/load-config.js";
 import { BodyBudget } from "../http/body-budget.js";
 import { buildServer } from "../http/build-server.js";
 import { ClientAddresses } from "../http/client-address.js";
+import { CorsPolicy } from "../http/cors.js";
 import type { Gateway } from "../http/gateway.js";
 import { KeyHasher } from "../keys/api-key.js";
 import { AuthThrottle } from "../keys/auth-throttle.js";
@@ -90,6 +91,7 @@ export async function startGateway(config: LetheConfig, options: StartOptions = 
     hasher,
     authThrottle: new AuthThrottle(secret, config.limits.authFailuresPerMinute, shared),
     clientAddresses: new ClientAddresses(config.server.trustedProxies),
+    cors: CorsPolicy.of(config.server.corsOrigins),
     limits: new RateLimits({ rpm: config.limits.rpm, tpm: config.limits.tpm }, log, shared),
     credits: new CreditGuard(
       store,
