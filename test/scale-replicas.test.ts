@@ -330,3 +330,47 @@ describe("replicas starting together", () => {
     }
   });
 });
+
+describe("credit holds of finished requests", () => {
+  it("count at their charge, not their estimate, until the charge is written", async () => {
+    const schema = uniqueName("holds");
+    const supplier = await startGatedOpenAISupplier();
+    // charges are written only at shutdown here: every hold stands for its charge meanwhile
+    const config = {
+      ...CONFIG,
+      suppliers: [{ ...CONFIG.suppliers[0], base_url: supplier.url }, CONFIG.suppliers[1]],
+      metering: { flush_interval_ms: 600_000, batch_size: 100_000 },
+    };
+    const env = { LETHE_DATABASE_URL: schemaUrl(schema), GATED_KEY: "sk-gated-0123456789" };
+    const replicas = [await startReplica(config, env), await startReplica(config, env)];
+    try {
+      // credit for about five requests at their estimate (no max_tokens: 4,096 output tokens
+      // reserved), and for several hundred at what each is charged
+      const { key } = await (replicas[0] as Replica).key("quick-succession", { credits: 5 * 33_000 });
+      const statuses: number[] = [];
+      for (let index = 0; index < 30; index++) {
+        const replica = replicas[index % 2] as Replica;
+        const answer = await chat(replica.url, key, {
+          model: "priced-chat",
+          messages: [{ role: "user", content: `one of many quick questions, number ${index}` }],
+        });
+        statuses.push(answer.status);
+      }
+      expect(statuses.filter((status) => status !== 200)).toEqual([]);
+      // unwritten, each charge is still a hold, lowered to what its request cost
+      const holds = await querySchema<{ amount: string }>(
+        schema,
+        "SELECT amount_micros::text AS amount FROM credit_holds",
+      );
+      expect(holds.length).toBeGreaterThan(20);
+      for (const hold of holds) expect(Number(hold.amount)).toBe(COST);
+    } finally {
+      for (const replica of replicas) await replica.close();
+      await supplier.close();
+    }
+    // written at shutdown: every hold went with its charge
+    const [left] = await querySchema<{ count: number }>(schema, "SELECT count(*)::int AS count FROM credit_holds");
+    expect(left?.count).toBe(0);
+    await dropSchema(schema);
+  });
+});

@@ -1,4 +1,4 @@
-import type { Kysely } from "kysely";
+import { type Kysely, sql } from "kysely";
 import type { AccountId } from "../config/ids.js";
 import { mintId } from "./mint-id.js";
 import type { Database } from "./schema.js";
@@ -50,6 +50,32 @@ export class CreditHoldStore {
         .execute();
       return { holdId, amount, available: available - amount };
     });
+  }
+
+  /**
+   * Lowers holds to what their requests were charged, once they ended: until the charge is
+   * written (a batch, up to the flush interval later) the hold stands for it, and at its
+   * estimate it kept credit the account had from every replica. Only ever lowered; a hold
+   * already gone with its written charge is not found, and nothing happens.
+   */
+  async shrink(holds: readonly { holdId: string; amount: number }[]): Promise<void> {
+    if (holds.length === 0) return;
+    // by id, as the ledger's write deletes them: rows locked in one order cannot deadlock it
+    const sorted = [...holds].sort((a, b) => (a.holdId < b.holdId ? -1 : 1));
+    const amount = sql<number>`CASE id ${sql.join(
+      sorted.map((hold) => sql`WHEN ${hold.holdId} THEN ${hold.amount}::bigint`),
+      sql` `,
+    )} END`;
+    await this.db
+      .updateTable("credit_holds")
+      .set({ amount_micros: amount })
+      .where(
+        "id",
+        "in",
+        sorted.map((hold) => hold.holdId),
+      )
+      .where("amount_micros", ">", amount)
+      .execute();
   }
 
   /** Releases holds whose requests ended without a charge. */
