@@ -183,6 +183,10 @@ describe.each(factories)("the store contract on $name", (factory) => {
       ["2031-05-01", "fast-chat", 3, 300],
       ["2031-05-02", "fast-chat", 2, 200],
     ]);
+    // from mid-day one (after its records): the rolled-up day, counted at its start, is
+    // outside the window, as its raw records were before the roll-up
+    const fromMidDay = await store.usageByDayAndModel(account, dayOne + 3_600_000);
+    expect(fromMidDay.map((row) => [row.day, row.requests])).toEqual([["2031-05-02", 2]]);
   });
 
   it("writes metadata in batches larger than one insert and sums usage per UTC day and model", async () => {

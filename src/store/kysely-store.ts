@@ -13,6 +13,8 @@ import type { AccountsTable, ApiKeysTable, Database, RequestMetadataTable } from
 import type { AccountRecord, KeyRecord, Store, UsageRow } from "./store.js";
 import { UsageStore } from "./usage-store.js";
 
+const DAY_MS = 86_400_000;
+
 function toAccount(row: AccountsTable): AccountRecord {
   return {
     id: mintedId<AccountId>(row.id),
@@ -236,7 +238,9 @@ export class KyselyStore implements Store {
             .selectFrom("usage_daily")
             .select(["day", "model", "requests", "errors", ...COUNTED_COLUMNS])
             .where("account", "=", accountId)
-            .where("day", ">=", new Date(sinceMs).toISOString().slice(0, 10)),
+            // a rolled-up day keeps no times: counted at its start (as /v1/usage counts it), so
+            // only days that start within the window, or a window's totals grow with a roll-up
+            .where("day", ">=", new Date(sinceMs + DAY_MS - 1).toISOString().slice(0, 10)),
         );
     const rows = await this.db
       .selectFrom(source.as("usage"))

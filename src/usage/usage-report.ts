@@ -68,7 +68,7 @@ function percentiles(group: Accumulator): UsageGroup["latency_ms"] {
 }
 
 /**
- * Groups raw metadata (and, for day and model, older daily aggregates) into a usage
+ * Groups raw metadata and older daily aggregates (by key, under `none`) into a usage
  * report. Latency percentiles come from raw rows, or from the one aggregate a group is
  * (see `percentiles`).
  */
@@ -98,19 +98,18 @@ export function buildUsageReport(
     group.cost_micros += row.cost_micros;
     group.latencies.push(row.latency_ms);
   }
-  if (grouping !== "key") {
-    for (const aggregate of aggregates) {
-      const group = groupOf(grouping === "day" ? aggregate.day : aggregate.model);
-      group.requests += Number(aggregate.requests);
-      group.errors += Number(aggregate.errors);
-      group.input_tokens += Number(aggregate.input_tokens);
-      group.output_tokens += Number(aggregate.output_tokens);
-      group.cached_input_tokens += Number(aggregate.cached_input_tokens);
-      group.reasoning_tokens += Number(aggregate.reasoning_tokens);
-      group.cost_micros += Number(aggregate.cost_micros);
-      group.aggregates++;
-      group.aggregate = aggregate;
-    }
+  for (const aggregate of aggregates) {
+    // a rolled-up day keeps no key: by key, it comes under `none`, so totals agree across groupings
+    const group = groupOf(grouping === "day" ? aggregate.day : grouping === "model" ? aggregate.model : "none");
+    group.requests += Number(aggregate.requests);
+    group.errors += Number(aggregate.errors);
+    group.input_tokens += Number(aggregate.input_tokens);
+    group.output_tokens += Number(aggregate.output_tokens);
+    group.cached_input_tokens += Number(aggregate.cached_input_tokens);
+    group.reasoning_tokens += Number(aggregate.reasoning_tokens);
+    group.cost_micros += Number(aggregate.cost_micros);
+    group.aggregates++;
+    group.aggregate = aggregate;
   }
   return [...groups.values()]
     .sort((a, b) => (a.group < b.group ? -1 : a.group > b.group ? 1 : 0))
