@@ -236,6 +236,33 @@ describe("account data rights: export and delete", () => {
     expect((await admin("GET", `/accounts/${account.name}/export`)).status).toBe(404);
   });
 
+  it("unlinks a request that finished just before the delete, and what is written for the account after it", async () => {
+    const store = rig.gateway.running.gateway.store;
+    expect((await runCli(["accounts", "create", "hasty", "--credits", "5"], env)).code).toBe(0);
+    const issued = await runCli(["keys", "create", "--account", "hasty"], env);
+    const key = /key:\s+(\S+)/.exec(issued.out)?.[1] ?? "";
+    const id = ((await store.findAccountByName("hasty")) as { id: AccountId }).id;
+    // answered, its record still in the meter's batch, when the delete arrives
+    const response = await rig.post("/v1/chat/completions", key, {
+      model: BILLED.gpt,
+      max_tokens: 5,
+      messages: [{ role: "user", content: rig.canary("hasty") }],
+    });
+    expect(response.status).toBe(200);
+    await response.text();
+    expect((await admin("DELETE", "/accounts/hasty")).status).toBe(200);
+    await rig.gateway.running.gateway.meter.drain();
+    const record = (await rig.records()).find((entry) => entry.request_id === response.headers.get("x-request-id"));
+    expect(record).toMatchObject({ account: null, key_id: null });
+
+    // another process's batch, written after the erase (a request that was in flight there)
+    await store.insertMetadata([metadataRecord({ account: id, ts: Date.now() })]);
+    expect((await rig.records()).some((entry) => entry.account === id)).toBe(true);
+    const result = await runRetention(store, { metadataDays: 90, aggregateDays: 400 }, Date.now());
+    expect(result.unlinked).toBeGreaterThanOrEqual(1);
+    expect((await rig.records()).some((entry) => entry.account === id)).toBe(false);
+  });
+
   it.each([
     [["accounts", "export"], /usage: lethe accounts export NAME/],
     [["accounts", "delete"], /usage: lethe accounts delete NAME/],

@@ -114,6 +114,9 @@ export function registerAdminRoutes(app: FastifyInstance, gateway: Gateway, hash
 
       admin.delete("/accounts/:name", async (request) => {
         const target = await account(name(request));
+        // this process's finished requests, still in a batch, are written first so the erase
+        // unlinks them too; what other processes write later, the next retention pass unlinks
+        await gateway.meter.drain(Date.now() + 2_000);
         await deleteAccountData(store, target);
         gateway.authenticator.invalidate();
         await audit(request, "account_delete", { accountId: target.id });

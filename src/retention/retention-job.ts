@@ -16,6 +16,7 @@ export interface RetentionResult {
   aggregates: number;
   /** Per-request ledger debits folded into one debit per account and day. */
   debitsCollapsed: number;
+  /** Records and aggregates unlinked: from erased accounts, and past the aggregate window. */
   unlinked: number;
 }
 
@@ -23,13 +24,17 @@ export interface RetentionResult {
  * One retention pass at `now`: raw records older than the metadata window (whole UTC
  * days) become daily aggregates per account, model and supplier and are deleted, and the
  * ledger's per-request debits of those days become one debit per account and day; the
- * account pseudonym is dropped from aggregates older than the aggregate window.
+ * account pseudonym is dropped from aggregates older than the aggregate window, and
+ * from whatever was written for an erased account after its erasure.
  */
 export async function runRetention(store: Store, windows: RetentionWindows, now: number): Promise<RetentionResult> {
   const todayStart = Date.parse(`${utcDay(now)}T00:00:00Z`);
   const cutoff = todayStart - windows.metadataDays * DAY_MS;
+  // first, so that nothing of an erased account is rolled up under its pseudonym
+  const erasedUnlinked = await store.usage.unlinkErased();
   const { rolledUp, aggregates, debitsCollapsed } = await store.usage.rollUp(cutoff);
-  const unlinked = await store.usage.dropPseudonyms(utcDay(todayStart - windows.aggregateDays * DAY_MS));
+  const unlinked =
+    erasedUnlinked + (await store.usage.dropPseudonyms(utcDay(todayStart - windows.aggregateDays * DAY_MS)));
   // credit holds left by replicas that died before charging them
   await store.creditHolds.purgeExpired(now);
   return { rolledUp, aggregates, debitsCollapsed, unlinked };

@@ -177,6 +177,25 @@ export class UsageStore {
     await insertAggregates(this.db, aggregates);
   }
 
+  /**
+   * Unlinks from erased accounts the records written after their erasure: requests still in
+   * flight when the account was deleted, and batches another process had not yet written.
+   */
+  async unlinkErased(): Promise<number> {
+    const erased = this.db.selectFrom("accounts").select("id").where("deleted_at", "is not", null);
+    const records = await this.db
+      .updateTable("request_metadata")
+      .set({ account: null, key_id: null })
+      .where("account", "in", erased)
+      .executeTakeFirst();
+    const aggregates = await this.db
+      .updateTable("usage_daily")
+      .set({ account: null })
+      .where("account", "in", erased)
+      .executeTakeFirst();
+    return Number(records.numUpdatedRows) + Number(aggregates.numUpdatedRows);
+  }
+
   /** Unlinks aggregates older than `beforeDay` from their accounts. */
   async dropPseudonyms(beforeDay: string): Promise<number> {
     const result = await this.db
