@@ -264,6 +264,7 @@ describe("account data rights: export and delete", () => {
   });
 
   it.each([
+    [["accounts", "create", "spoofed", "--email", "a\u202emoc.live@x.com"], /--email must be an email address/],
     [["accounts", "export"], /usage: lethe accounts export NAME/],
     [["accounts", "delete"], /usage: lethe accounts delete NAME/],
     [["accounts", "delete", "two", "names"], /usage: lethe accounts delete NAME/],

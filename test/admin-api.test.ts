@@ -271,6 +271,8 @@ describe("the admin API under /admin/v1", () => {
     ["a bad name", { name: "has spaces" }, "name"],
     ["an over-long name", { name: "a".repeat(65) }, "name"],
     ["a bad email", { name: "ok-name", email: "not-an-email" }, "email"],
+    // a right-to-left override would print the address reversed wherever it is shown
+    ["an email with an invisible format character", { name: "ok-name", email: "a\u202emoc.live@x.com" }, "email"],
     ["a negative rpm", { name: "ok-name", rpm: -1 }, "rpm"],
     ["a fractional tpm", { name: "ok-name", tpm: 1.5 }, "tpm"],
     ["a string rpm", { name: "ok-name", rpm: "10" }, "rpm"],

@@ -1,4 +1,5 @@
 import { z } from "zod";
+import { EMAIL_MAX_LENGTH, EMAIL_PATTERN } from "../accounts/email.js";
 
 const accountName = z
   .string()
@@ -19,8 +20,8 @@ export const createAccountSchema = z
     name: accountName,
     email: z
       .string()
-      .max(254)
-      .regex(/^[^\s@\p{Cc}]+@[^\s@\p{Cc}]+$/u, "an email address, like ops@example.com")
+      .max(EMAIL_MAX_LENGTH)
+      .regex(EMAIL_PATTERN, "an email address, like ops@example.com")
       .nullable()
       .optional(),
     rpm: limit.optional(),

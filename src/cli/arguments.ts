@@ -1,3 +1,4 @@
+import { EMAIL_MAX_LENGTH, EMAIL_PATTERN } from "../accounts/email.js";
 import { parseAmountMicros } from "../billing/money.js";
 import { CliError } from "./cli-io.js";
 
@@ -23,9 +24,9 @@ export function positiveAmount(text: string | undefined): number {
   return micros;
 }
 
-/** Checks an email address loosely: something@something, no spaces. */
+/** Checks an email address loosely (accounts/email.ts). */
 export function validEmail(text: string): string {
-  if (text.length > 254 || !/^[^\s@\p{Cc}]+@[^\s@\p{Cc}]+$/u.test(text)) {
+  if (text.length > EMAIL_MAX_LENGTH || !EMAIL_PATTERN.test(text)) {
     throw new CliError("--email must be an email address");
   }
   return text;
