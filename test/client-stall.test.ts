@@ -116,6 +116,10 @@ describe("a client that never reads a large JSON answer", () => {
       `POST /v1/chat/completions HTTP/1.1\r\nhost: lethe\r\nauthorization: Bearer ${gateway.key}\r\n` +
         `content-type: application/json\r\ncontent-length: ${Buffer.byteLength(body)}\r\n\r\n${body}`,
     );
+    // the answer starts once the gateway has the supplier's whole 40 MB (slower on a busy machine)
+    for (let turn = 0; turn < 1_000 && received === 0 && !closed; turn++) {
+      await new Promise((resolve) => setTimeout(resolve, 20));
+    }
     // idle_ms is 300 ms: long past it, the client reads what reached its socket
     await new Promise((resolve) => setTimeout(resolve, 2_500));
     socket.resume();
