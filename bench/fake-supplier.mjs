@@ -126,6 +126,27 @@ const MESSAGE_STREAM = Buffer.from(
     .join(""),
 );
 
+const LONG_STREAM_EVENT = Buffer.from(sseEvent(chunk({ content: " token" }, null)));
+const LONG_STREAM_END = sseEvent(chunk({}, "stop"));
+
+/**
+ * A long answer as a model streams it (stream-bench.mjs asks for it with a `bench_events`
+ * field, which Lethe passes through): every event in its own write, a turn of the event
+ * loop apart, so each reaches the proxy as its own network read, as tokens do.
+ */
+async function sendLongStream(response, events, withUsage) {
+  response.writeHead(200, { "content-type": "text/event-stream", "cache-control": "no-cache" });
+  response.write(sseEvent(chunk({ role: "assistant", content: "" }, null)));
+  for (let index = 0; index < events; index++) {
+    if (response.destroyed) return;
+    if (!response.write(LONG_STREAM_EVENT)) await new Promise((resolve) => response.once("drain", resolve));
+    else await new Promise(setImmediate);
+  }
+  const usage = { prompt_tokens: 12, completion_tokens: events, total_tokens: 12 + events };
+  const usageChunk = withUsage ? sseEvent({ ...chunk({}, null), choices: [], usage }) : "";
+  response.end(LONG_STREAM_END + usageChunk + DONE);
+}
+
 /** Reads the whole request body; the supplier needs `stream` and `stream_options` from it. */
 async function readBody(request) {
   const parts = [];
@@ -185,6 +206,10 @@ async function answer(request, response) {
   }
   if (body?.stream !== true) {
     sendJson(response, 200, COMPLETION);
+    return;
+  }
+  if (Number.isInteger(body.bench_events) && body.bench_events > 0) {
+    await sendLongStream(response, body.bench_events, body.stream_options?.include_usage === true);
     return;
   }
   const stream = body.stream_options?.include_usage === true ? STREAM_WITH_USAGE : STREAM_WITHOUT_USAGE;

@@ -45,6 +45,7 @@ import { runBillingBench } from "./billing-bench.mjs";
 import { runFormatsBench } from "./formats-bench.mjs";
 import { runRoutingBench } from "./routing-bench.mjs";
 import { runScaleBench } from "./scale-bench.mjs";
+import { runStreamBench } from "./stream-bench.mjs";
 
 const REPO_ROOT = path.resolve(path.dirname(fileURLToPath(import.meta.url)), "..");
 const RESULTS_DIR = path.join(REPO_ROOT, "bench", "results");
@@ -486,6 +487,8 @@ main()
   .then(more(runScaleBench))
   // issue 3's wire-format figures: the Anthropic surface and the translated paths against OpenAI-native
   .then(more(runFormatsBench))
+  // long streams: CPU an event and small requests' latency beside them, against the bare proxy
+  .then(more(() => runStreamBench()))
   .catch((error) => {
     process.stderr.write(`bench failed: ${error instanceof Error ? error.message : String(error)}\n`);
     killAllChildren();
