@@ -90,6 +90,37 @@ describe("the SSE event sequence", () => {
     });
   });
 
+  it("relays each event's data as the supplier wrote it, but for the model", async () => {
+    const supplierEvents = [
+      [
+        "message_start",
+        '{"type":"message_start","message":{"id":"msg_1","type":"message","role":"assistant","model":"up-model","content":[],"stop_reason":null,"usage":{"input_tokens":12345678901234567891,"output_tokens":1}}}',
+      ],
+      ["content_block_start", '{"type":"content_block_start","index":0,"content_block":{"type":"text","text":""}}'],
+      [
+        "content_block_delta",
+        '{"type":"content_block_delta", "index":0,"delta":{"type":"text_delta","text":"Hi\\u00e9"},"score":1.0}',
+      ],
+      ["content_block_stop", '{"type":"content_block_stop","index":0}'],
+      [
+        "message_delta",
+        '{"type":"message_delta","delta":{"stop_reason":"end_turn","stop_sequence":null},"usage":{"output_tokens":2}}',
+      ],
+      ["message_stop", '{"type":"message_stop"}'],
+    ];
+    const sent = (model: string) =>
+      supplierEvents.map(([name, data]) => `event: ${name}\ndata: ${data?.replace('"up-model"', model)}\n\n`).join("");
+    rig.anthropicFake.enqueue(anthropicBehaviour.rawStream(sent('"up-model"')));
+    const response = await postRaw(
+      rig,
+      "/v1/messages",
+      { model: MODELS.claude, max_tokens: 50, stream: true, messages: [{ role: "user", content: "hi there" }] },
+      ANTHROPIC_HEADERS,
+    );
+    expect(response.status).toBe(200);
+    expect(response.text).toBe(sent(JSON.stringify(MODELS.claude)));
+  });
+
   it("builds Anthropic's sequence from an OpenAI supplier's chunks", async () => {
     const response = await postRaw(
       rig,

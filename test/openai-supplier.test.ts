@@ -406,6 +406,50 @@ describe("chat completions through an OpenAI-compatible supplier", () => {
     await abandoned;
   });
 
+  it("relays each stream chunk as the supplier wrote it, but for the model and the usage the client did not ask for", async () => {
+    const { canary, body, headers } = canaryChat(rig, "rawchunks");
+    const answer = JSON.stringify(`Echo: ${canary.user}`);
+    // numbers a parse and a serialisation would change (beyond a double's precision, 1.0),
+    // `usage: null` first and last, a nested `usage` key, and one event sent as two lines
+    const events = [
+      '{"id":"c1","object":"chat.completion.chunk","created":1,"model":"up-model","seed_echo":12345678901234567891,"choices":[{"index":0,"delta":{"role":"assistant","content":""},"finish_reason":null}],"usage":null}',
+      `{"usage" : null, "id":"c1","object":"chat.completion.chunk","created":1,"model":"up-model","choices":[{"index":0,"delta":{"content":${answer}},"score":1.0,"finish_reason":null}]}`,
+      '{"id":"c1","object":"chat.completion.chunk","created":1,"model":"up-model","choices":[{"index":0,"delta":{},"extra":{"usage":null},"finish_reason":"stop"}],"usage":null}',
+      '{"id":"c1",\n"model":"up-model","choices":[{"index":0,"delta":{},"finish_reason":null}],"usage":null}',
+      '{"id":"c1","object":"chat.completion.chunk","created":1,"model":"up-model","choices":[],"usage":{"prompt_tokens":1000,"completion_tokens":250,"total_tokens":1250}}',
+    ];
+    rig.fake.enqueue(behaviour.rawStream(events));
+    const result = await postChat(rig, { ...body, stream: true }, headers);
+    expect(result.status).toBe(200);
+    expect(result.text).toBe(
+      [
+        'data: {"id":"c1","object":"chat.completion.chunk","created":1,"model":"fast-chat","seed_echo":12345678901234567891,"choices":[{"index":0,"delta":{"role":"assistant","content":""},"finish_reason":null}]}',
+        `data: { "id":"c1","object":"chat.completion.chunk","created":1,"model":"fast-chat","choices":[{"index":0,"delta":{"content":${answer}},"score":1.0,"finish_reason":null}]}`,
+        // a nested usage key: serialised again, usage removed
+        'data: {"id":"c1","object":"chat.completion.chunk","created":1,"model":"fast-chat","choices":[{"index":0,"delta":{},"extra":{"usage":null},"finish_reason":"stop"}]}',
+        // two lines: serialised again, as one
+        'data: {"id":"c1","model":"fast-chat","choices":[{"index":0,"delta":{},"finish_reason":null}]}',
+        "data: [DONE]",
+        "",
+      ].join("\n\n"),
+    );
+    const record = await recordOf(rig, result.headers.get("x-request-id"));
+    expect(record).toMatchObject({ status: 200, streamed: true, input_tokens: 1000, output_tokens: 250 });
+  });
+
+  it("keeps the supplier's usage: null on chunks of a client that asked for usage, its model replaced", async () => {
+    const { canary, body, headers } = canaryChat(rig, "rawusage");
+    const events = [
+      `{"id":"c2","model":"up-model","choices":[{"index":0,"delta":{"content":${JSON.stringify(canary.user)}},"finish_reason":"stop"}],"usage":null}`,
+      '{"id":"c2","model":"up-model","choices":[],"usage":{"prompt_tokens":3,"completion_tokens":2,"total_tokens":5}}',
+    ];
+    rig.fake.enqueue(behaviour.rawStream(events));
+    const result = await postChat(rig, { ...body, stream: true, stream_options: { include_usage: true } }, headers);
+    expect(result.text).toBe(
+      `${events.map((event) => `data: ${event.replace('"up-model"', '"fast-chat"')}`).join("\n\n")}\n\ndata: [DONE]\n\n`,
+    );
+  });
+
   it("refuses an unknown model without calling the supplier or keeping the name it was given", async () => {
     const { canary, body, headers } = canaryChat(rig, "unknownmodel");
     const before = rig.fake.requests.length;

@@ -1,5 +1,10 @@
 import { describe, expect, it } from "vitest";
-import { countTopLevelMembers, spliceModel, spliceRequest } from "../src/formats/surface/splice-model.js";
+import {
+  countTopLevelMembers,
+  spliceModel,
+  spliceRequest,
+  withoutNullMember,
+} from "../src/formats/surface/splice-model.js";
 import { seededRandom } from "./support/seeded-random.js";
 
 /** Strings of up to four of `pieces`, drawn from `random`: the awkward bits JSON text can hold. */
@@ -164,6 +169,45 @@ describe("spliceRequest", () => {
       if (spliced === undefined) continue;
       edited++;
       expect(JSON.parse(spliced)).toEqual({ ...(members === "" ? {} : { store: false }), ...body, model: "upstream" });
+    }
+    expect(edited).toBeGreaterThan(500);
+  });
+});
+
+describe("withoutNullMember", () => {
+  it("takes the member out with one comma, wherever it stands, every other byte as it came", () => {
+    expect(withoutNullMember('{"id":"x","usage":null,"n":1}', "usage")).toBe('{"id":"x","n":1}');
+    expect(withoutNullMember('{"usage" :\tnull , "id":"x"}', "usage")).toBe('{ "id":"x"}');
+    expect(withoutNullMember('{"id":"x", "usage": null}', "usage")).toBe('{"id":"x"}');
+    expect(withoutNullMember('{"usage":null}', "usage")).toBe("{}");
+    expect(withoutNullMember('{"a":"\\"usage\\":1","usage":null}', "usage")).toBe('{"a":"\\"usage\\":1"}');
+  });
+
+  it("declines a nested or repeated key, a value other than null, any \\u escape, and no key at all", () => {
+    expect(withoutNullMember('{"usage":null,"choices":[{"usage":null}]}', "usage")).toBeUndefined();
+    expect(withoutNullMember('{"usage":null,"usage":null}', "usage")).toBeUndefined();
+    expect(withoutNullMember('{"usage":{"a":1}}', "usage")).toBeUndefined();
+    expect(withoutNullMember('{"usage":null,"a":"\\u0041"}', "usage")).toBeUndefined();
+    expect(withoutNullMember('{"a":"usage"}', "usage")).toBeUndefined();
+  });
+
+  it("agrees with parse, delete and serialise on every text it edits, over many generated chunks", () => {
+    const random = seededRandom(11).next;
+    const randomString = stringOf(random, ['"usage":null', '\\"usage\\":', "usage", "\\", ",", "{", "}", "\u00e9"]);
+    let edited = 0;
+    for (let index = 0; index < 2_000; index++) {
+      const entries: [string, unknown][] = [
+        ["id", randomString()],
+        ["choices", [{ delta: { content: randomString() }, ...(random() < 0.2 ? { usage: null } : {}) }]],
+      ];
+      entries.splice(Math.floor(random() * 3), 0, ["usage", random() < 0.9 ? null : randomString()]);
+      const text = JSON.stringify(Object.fromEntries(entries), null, random() < 0.7 ? undefined : 1);
+      const result = withoutNullMember(text, "usage");
+      if (result === undefined) continue;
+      edited++;
+      const expected = JSON.parse(text);
+      delete expected.usage;
+      expect(JSON.parse(result)).toEqual(expected);
     }
     expect(edited).toBeGreaterThan(500);
   });

@@ -10,6 +10,20 @@ export type WireFormat = "openai" | "anthropic";
 export interface WireEvent {
   event: string | undefined;
   data: Record<string, unknown>;
+  /**
+   * `data` as the supplier wrote it, when it came on one line (from wireEvent): a relay that
+   * passes the event on unchanged, or with its model spliced in, writes this text rather than
+   * serialising the parse again (a second serialisation was most of an event's own cost).
+   */
+  text?: string;
+}
+
+/**
+ * A WireEvent that keeps its data's text only when that text can stand on one `data:` line
+ * as it is: data sent as several lines (or pretty-printed) is serialised again by its relay.
+ */
+export function wireEvent(event: string | undefined, data: Record<string, unknown>, text: string): WireEvent {
+  return text.includes("\n") || text.includes("\r") ? { event, data } : { event, data, text };
 }
 
 /** A request body already in the supplier's wire format, with its model name set. */

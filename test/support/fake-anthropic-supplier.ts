@@ -40,7 +40,8 @@ export type FakeAnthropicBehaviour =
   | { kind: "ok"; usage: FakeAnthropicUsage; toolCall: boolean }
   | { kind: "status"; status: number; body: unknown; headers: Record<string, string> }
   | { kind: "error-event"; afterEvents: number; errorType: string }
-  | { kind: "reset-mid-stream"; afterEvents: number };
+  | { kind: "reset-mid-stream"; afterEvents: number }
+  | { kind: "raw-stream"; text: string };
 
 /**
  * Builders for the fake's behaviours. Mid-stream failures strike after `afterEvents`
@@ -63,6 +64,10 @@ export const anthropicBehaviour = {
   /** Starts streaming, then sends an `event: error` whose message echoes the prompt. */
   errorEvent(afterEvents = 4, errorType = "api_error"): FakeAnthropicBehaviour {
     return { kind: "error-event", afterEvents, errorType };
+  },
+  /** Streaming: `text` as the whole event stream, exactly as given. */
+  rawStream(text: string): FakeAnthropicBehaviour {
+    return { kind: "raw-stream", text };
   },
   /** Starts streaming, then destroys the socket. */
   resetMidStream(afterEvents = 4): FakeAnthropicBehaviour {
@@ -450,8 +455,8 @@ export async function startFakeAnthropicSupplier(): Promise<FakeAnthropicSupplie
     }
     response.writeHead(200, { ...jsonHeaders, "content-type": "text/event-stream; charset=utf-8" });
     const all = events(answer);
-    if (current.kind === "ok") {
-      response.end(all.join(""));
+    if (current.kind === "ok" || current.kind === "raw-stream") {
+      response.end(current.kind === "ok" ? all.join("") : current.text);
       return;
     }
     const start = all.slice(0, current.afterEvents).join("");

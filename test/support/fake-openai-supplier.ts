@@ -35,7 +35,8 @@ export type FakeBehaviour =
   | { kind: "hold-after-done" }
   | { kind: "wrong-shape"; afterChunks: number }
   | { kind: "long-stream"; chunks: number }
-  | { kind: "big-event"; bytes: number };
+  | { kind: "big-event"; bytes: number }
+  | { kind: "raw-stream"; events: string[] };
 
 /**
  * Builders for the fake's behaviours. Mid-stream failures strike after `afterChunks` data
@@ -113,6 +114,10 @@ export const behaviour = {
   /** Streaming: one content chunk of about `bytes`, then the usage chunk and [DONE]. */
   bigEvent(bytes: number): FakeBehaviour {
     return { kind: "big-event", bytes };
+  },
+  /** Streaming: each of `events` as the data of one event, exactly as given (a line break starts another `data:` line), then [DONE]. */
+  rawStream(events: string[]): FakeBehaviour {
+    return { kind: "raw-stream", events };
   },
   /** A whole stream, [DONE] included, then the response held open until the caller gives up. */
   holdAfterDone(): FakeBehaviour {
@@ -393,6 +398,13 @@ export async function startFakeOpenAISupplier(): Promise<FakeOpenAISupplier> {
         }
         return;
       }
+      case "raw-stream":
+        writeStream(
+          response,
+          sseHeaders,
+          current.events.map((event) => event.replaceAll("\n", "\ndata: ")),
+        );
+        return;
       case "hold-after-done":
         response.writeHead(200, sseHeaders);
         for (const chunk of streamChunks(answer, PLAIN_ANSWER)) response.write(`data: ${chunk}\n\n`);

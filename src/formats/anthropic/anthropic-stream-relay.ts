@@ -3,8 +3,9 @@ import { fromAnthropicUsage } from "../../metering/anthropic-usage.js";
 import type { Exchange } from "../../metering/exchange.js";
 import type { WireEvent } from "../../suppliers/supplier.js";
 import type { ClientRequest, StreamTranslator } from "../surface/client-surface.js";
+import { spliceModel } from "../surface/splice-model.js";
 import { UsageFallback } from "../surface/usage-fallback.js";
-import { anthropicErrorEvent, anthropicEvent } from "./anthropic-sse.js";
+import { anthropicErrorEvent, anthropicEvent, anthropicEventText } from "./anthropic-sse.js";
 
 /**
  * Meters an Anthropic stream's usage as its events bring it: merges the counters an event
@@ -59,10 +60,13 @@ export class AnthropicStreamRelay implements StreamTranslator {
 
   event(event: WireEvent): string | null {
     const data = event.data;
+    // the data as the supplier wrote it, while it says what the client must get
+    let text = event.text;
     switch (data.type) {
       case "message_start": {
         const message = data.message as Record<string, unknown> | undefined;
         if (message !== undefined) {
+          if (text !== undefined) text = spliceModel(text, message.model, this.exchange.model);
           message.model = this.exchange.model;
           this.meter(message.usage, false);
         }
@@ -82,7 +86,8 @@ export class AnthropicStreamRelay implements StreamTranslator {
     const name = typeof data.type === "string" ? data.type : (event.event ?? "message");
     // the name is written raw into the `event:` line: one holding a line break would let the
     // supplier frame events of its own in the client's stream; Anthropic's are snake_case
-    return KNOWN_EVENTS.has(name) || EVENT_NAME.test(name) ? anthropicEvent(name, data) : null;
+    if (!KNOWN_EVENTS.has(name) && !EVENT_NAME.test(name)) return null;
+    return text === undefined ? anthropicEvent(name, data) : anthropicEventText(name, text);
   }
 
   end(): string {

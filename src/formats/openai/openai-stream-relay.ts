@@ -3,6 +3,7 @@ import type { Exchange } from "../../metering/exchange.js";
 import { fromOpenAIUsage, toOpenAIUsage } from "../../metering/token-usage.js";
 import type { WireEvent } from "../../suppliers/supplier.js";
 import type { ClientRequest, StreamTranslator } from "../surface/client-surface.js";
+import { spliceModel, withoutNullMember } from "../surface/splice-model.js";
 import { UsageFallback } from "../surface/usage-fallback.js";
 import { renderOpenAIError } from "./openai-error.js";
 
@@ -37,13 +38,21 @@ export class OpenAIStreamRelay implements StreamTranslator {
       }
     }
     const choices = Array.isArray(chunk.choices) ? chunk.choices : [];
-    if (!this.request.wantsStreamUsage) {
-      if (choices.length === 0 && usage !== undefined) return null;
-      delete chunk.usage;
-    }
+    const keepUsage = this.request.wantsStreamUsage || usage === undefined;
+    if (!keepUsage && choices.length === 0) return null;
     if (this.noteOutput(choices)) this.exchange.markFirstToken();
+    const spliced = this.splice(event.text, chunk.model, keepUsage, usage);
+    if (spliced !== undefined) return `data: ${spliced}\n\n`;
+    if (!keepUsage) delete chunk.usage;
     chunk.model = this.exchange.model;
     return `data: ${JSON.stringify(chunk)}\n\n`;
+  }
+
+  /** The chunk as the supplier wrote it, with the configured model and without a stripped `"usage":null`, when it can be edited safely. */
+  private splice(text: string | undefined, model: unknown, keepUsage: boolean, usage: unknown): string | undefined {
+    if (text === undefined) return undefined;
+    const edited = keepUsage ? text : usage === null ? withoutNullMember(text, "usage") : undefined;
+    return edited === undefined ? undefined : spliceModel(edited, model, this.exchange.model);
   }
 
   /** True when a chunk carries output the client will see (text, refusal, reasoning, tool calls). */

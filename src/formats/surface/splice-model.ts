@@ -129,3 +129,38 @@ export function sentBody(
   for (const _key in parsed) keys++;
   return { text, keys, hasStreamOptions, store };
 }
+
+/**
+ * `text` without its top-level member `key`, whose value the parse read as null (OpenAI puts
+ * `"usage":null` on every chunk of a stream that asked for usage; Lethe always asks, and the
+ * client that did not gets chunks without it), edited in the text as spliceModel edits.
+ * Undefined, and the caller serialises instead, whenever the edit could be wrong: any `\u`
+ * escape, not exactly one `"key"` key in the text, or its value not a bare `null`.
+ */
+export function withoutNullMember(text: string, key: string): string | undefined {
+  if (text.includes("\\u")) return undefined;
+  const token = `"${key}"`;
+  let start = -1;
+  let end = -1;
+  for (let at = text.indexOf(token); at !== -1; at = text.indexOf(token, at + token.length)) {
+    if (isEscaped(text, at)) continue;
+    let next = at + token.length;
+    while (isJsonSpace(text.charCodeAt(next))) next++;
+    if (text.charCodeAt(next) !== 0x3a) continue; // a value, not a key
+    if (start !== -1) return undefined; // a second key: nested or duplicate
+    next++;
+    while (isJsonSpace(text.charCodeAt(next))) next++;
+    if (!text.startsWith("null", next)) return undefined;
+    start = at;
+    end = next + 4;
+  }
+  if (start === -1) return undefined;
+  // the member goes with one comma: the one before it, or else the one after it
+  let before = start - 1;
+  while (isJsonSpace(text.charCodeAt(before))) before--;
+  if (text.charCodeAt(before) === 0x2c) return text.slice(0, before) + text.slice(end);
+  let after = end;
+  while (isJsonSpace(text.charCodeAt(after))) after++;
+  if (text.charCodeAt(after) === 0x2c) return text.slice(0, start) + text.slice(after + 1);
+  return text.slice(0, start) + text.slice(end);
+}

@@ -10,7 +10,7 @@ import {
   type UpstreamResponse,
 } from "../http/supplier-http-client.js";
 import { lostOnlyTheEnd } from "../http/upstream-failure.js";
-import type { Supplier, SupplierCall, SupplierResult, WireEvent } from "../supplier.js";
+import { type Supplier, type SupplierCall, type SupplierResult, type WireEvent, wireEvent } from "../supplier.js";
 
 /** The API version Lethe speaks when the client named none. */
 export const DEFAULT_ANTHROPIC_VERSION = "2023-06-01";
@@ -127,7 +127,7 @@ export class AnthropicSupplier implements Supplier {
       for await (const message of readSse(response)) {
         const data = parseStreamEvent(message.data, "event");
         if (data.type === "error" || message.event === "error") throw streamError(data);
-        yield { event: message.event, data };
+        yield wireEvent(message.event, data, message.data);
         if (data.type === "message_stop") {
           // the client's stream ends here, even if the supplier holds its response open; the
           // rest of the body is drained apart, so the connection stays reusable

@@ -10,7 +10,14 @@ import {
   type UpstreamResponse,
 } from "../http/supplier-http-client.js";
 import { lostOnlyTheEnd } from "../http/upstream-failure.js";
-import type { JsonAnswer, Supplier, SupplierCall, SupplierResult, WireEvent } from "../supplier.js";
+import {
+  type JsonAnswer,
+  type Supplier,
+  type SupplierCall,
+  type SupplierResult,
+  type WireEvent,
+  wireEvent,
+} from "../supplier.js";
 
 function isObject(value: unknown): value is Record<string, unknown> {
   return typeof value === "object" && value !== null && !Array.isArray(value);
@@ -101,7 +108,7 @@ export class OpenAICompatibleSupplier implements Supplier {
         }
         if (!finished && hasFinishReason(data)) finished = true;
         else if (finished && isUsageChunk(data)) whole = true;
-        yield { event: message.event, data };
+        yield wireEvent(message.event, data, message.data);
       }
     } catch (thrown) {
       // the connection broke after the answer was whole (its finish reason and its final usage
