@@ -28,7 +28,7 @@ export class FixedWindows {
   add(id: string, amount: number, now = Date.now()): WindowCount {
     this.sweepIfDue(now);
     let window = this.windows.get(id);
-    if (window === undefined || window.endsAt <= now) {
+    if (window === undefined || this.over(window, now)) {
       window = { consumed: 0, endsAt: now + this.windowMs };
       this.windows.set(id, window);
       this.nextSweepAt = Math.min(this.nextSweepAt, window.endsAt);
@@ -40,7 +40,7 @@ export class FixedWindows {
   /** Takes `amount` off the id's window, if it is still open. */
   subtract(id: string, amount: number, now = Date.now()): void {
     const window = this.windows.get(id);
-    if (window !== undefined && window.endsAt > now) window.consumed -= amount;
+    if (window !== undefined && !this.over(window, now)) window.consumed -= amount;
   }
 
   /**
@@ -49,7 +49,7 @@ export class FixedWindows {
    */
   giveBack(id: string, amount: number, now = Date.now()): void {
     const window = this.windows.get(id);
-    if (window === undefined || window.endsAt <= now) return;
+    if (window === undefined || this.over(window, now)) return;
     window.consumed -= amount;
     if (window.consumed <= 0) this.windows.delete(id);
   }
@@ -58,14 +58,27 @@ export class FixedWindows {
   current(id: string, now = Date.now()): WindowCount | undefined {
     this.sweepIfDue(now);
     const window = this.windows.get(id);
-    return window === undefined || window.endsAt <= now ? undefined : window;
+    return window === undefined || this.over(window, now) ? undefined : window;
+  }
+
+  /**
+   * A window is over once it ended, or when the clock says it has not begun yet: the wall
+   * clock was stepped back (an NTP correction, a VM restored), and a window opened before
+   * the step would otherwise stay open for as long as the step, an account at its limit
+   * refused for an hour after an hour's step.
+   */
+  private over(window: WindowCount, now: number): boolean {
+    return window.endsAt <= now || window.endsAt - this.windowMs > now;
   }
 
   private sweepIfDue(now: number): void {
+    // a clock stepped back below the last sweep would put the next one off by the step
+    if (this.nextSweepAt !== Number.POSITIVE_INFINITY && now < this.nextSweepAt - SWEEP_EVERY_MS - this.windowMs)
+      this.nextSweepAt = now;
     if (now < this.nextSweepAt) return;
     let earliest = Number.POSITIVE_INFINITY;
     for (const [id, window] of this.windows) {
-      if (window.endsAt <= now) this.windows.delete(id);
+      if (this.over(window, now)) this.windows.delete(id);
       else earliest = Math.min(earliest, window.endsAt);
     }
     this.nextSweepAt = Math.max(earliest, now + SWEEP_EVERY_MS);
