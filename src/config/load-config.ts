@@ -304,6 +304,7 @@ export function resolveConfig(
       created,
     });
   }
+  checkHoldOutlivesRequests(file.billing.hold_ttl_ms, file.routing.deadline_ms, models);
   return {
     host: env.LETHE_HOST || "127.0.0.1",
     port: parsePort(env.LETHE_PORT),
@@ -358,6 +359,32 @@ export function resolveConfig(
     },
     database: { queryTimeoutMs: file.database.query_timeout_ms },
   };
+}
+
+/** What a hold must outlast beyond its request: the write of the request's charge, retries included. */
+const HOLD_MARGIN_MS = 60_000;
+
+/**
+ * A credit hold (PostgreSQL) expires `hold_ttl_ms` after it is taken, however long its request
+ * still runs: one that can run longer (retries until `routing.deadline_ms`, then an attempt of
+ * up to its route's `total_ms`) would stop counting midway, and the account could spend its
+ * credit twice over. Refused rather than let a raised `total_ms` quietly allow that.
+ */
+function checkHoldOutlivesRequests(
+  holdTtlMs: number,
+  deadlineMs: number,
+  models: ReadonlyMap<string, ModelConfig>,
+): void {
+  let longestTotalMs = 0;
+  for (const model of models.values())
+    for (const route of model.routes) longestTotalMs = Math.max(longestTotalMs, route.timeouts.totalMs);
+  const longestRequestMs = deadlineMs + longestTotalMs;
+  if (holdTtlMs >= longestRequestMs + HOLD_MARGIN_MS) return;
+  throw new ConfigError(
+    `billing.hold_ttl_ms (${holdTtlMs}) must be at least a minute longer than a request may run: ` +
+      `routing.deadline_ms + the longest route total_ms is ${longestRequestMs} ms ` +
+      `(a credit hold that ends before its request lets an account spend its credit twice)`,
+  );
 }
 
 /**
