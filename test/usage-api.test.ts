@@ -217,6 +217,11 @@ describe("GET /v1/usage", () => {
   it.each([
     ["?from=yesterday-ish", "from"],
     ["?to=2024-13-45", "to"],
+    // days Date.parse would roll over into the next month, and an hour it would take as the next day
+    ["?from=2026-02-31&to=2026-03-10", "from"],
+    ["?from=2026-03-01&to=2026-04-31", "to"],
+    ["?from=2026-02-29T10:00Z&to=2026-03-10", "from"],
+    ["?from=2026-03-01T24:00Z&to=2026-03-10", "from"],
     ["?from=1&to=2", "from"],
     ["?from=2026-11-23 10:00", "from"],
     ["?group_by=week", "group_by"],

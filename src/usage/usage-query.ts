@@ -19,6 +19,20 @@ const DATE = /^\d{4}-\d{2}-\d{2}$/;
 /** An ISO 8601 time; without an offset it is UTC (Date.parse alone would read it in the server's time zone). */
 const TIME = /^\d{4}-\d{2}-\d{2}T\d{2}:\d{2}(:\d{2}(\.\d{1,3})?)?(Z|[+-]\d{2}:\d{2})?$/;
 
+/**
+ * True when the text's date is on the calendar and its hour on the clock: Date.parse rolls
+ * 2026-02-31 over to March 3rd and takes 24:00, so a mistyped date would quietly answer
+ * for other days.
+ */
+function onTheCalendar(text: string): boolean {
+  const year = Number(text.slice(0, 4));
+  const month = Number(text.slice(5, 7));
+  const day = Number(text.slice(8, 10));
+  if (month < 1 || month > 12 || day < 1) return false;
+  if (text.length > 10 && Number(text.slice(11, 13)) > 23) return false;
+  return new Date(Date.UTC(year, month - 1, day)).getUTCDate() === day;
+}
+
 function parseTime(text: string | undefined, name: string, fallback: number): number {
   if (text === undefined) return fallback;
   const time = TIME.exec(text);
@@ -27,7 +41,7 @@ function parseTime(text: string | undefined, name: string, fallback: number): nu
     : time === null
       ? Number.NaN
       : Date.parse(time[3] === undefined ? `${text}Z` : text);
-  if (Number.isNaN(ms)) {
+  if (Number.isNaN(ms) || !onTheCalendar(text)) {
     throw new LetheError("LETHE_INVALID_REQUEST", `'${name}' must be a date (YYYY-MM-DD) or an ISO 8601 time.`, {
       param: name,
     });
