@@ -204,6 +204,7 @@ describe("lethe CLI: accounts, keys, usage", () => {
     [["keys", "revoke", "whatever"], /give a key id/],
     [["keys", "frobnicate"], /usage: lethe keys/],
     [["usage", "--account", "acme", "--days", "zero"], /--days must be a whole number from 1 to 2147483647/],
+    [["usage", "--account", "acme", "--days", "999999999"], /--days must be at most 36500/],
     [["launch"], /unknown command 'launch'/],
   ])("exits 2 with a one-line reason on bad input: %j", async (args, reason) => {
     const result = await runCli(args, env);

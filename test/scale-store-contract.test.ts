@@ -187,6 +187,11 @@ describe.each(factories)("the store contract on $name", (factory) => {
     // outside the window, as its raw records were before the roll-up
     const fromMidDay = await store.usageByDayAndModel(account, dayOne + 3_600_000);
     expect(fromMidDay.map((row) => [row.day, row.requests])).toEqual([["2031-05-02", 2]]);
+    // up to a time (lethe usage stops at now): raw records before it, rolled-up days that start before it
+    const untilDayTwo = await store.usageByDayAndModel(account, dayOne - DAY_MS, false, dayTwo);
+    expect(untilDayTwo.map((row) => [row.day, row.requests])).toEqual([["2031-05-01", 3]]);
+    const untilDayOne = await store.usageByDayAndModel(account, dayOne - DAY_MS, false, dayOne - 36_000_000);
+    expect(untilDayOne).toEqual([]);
   });
 
   it("writes metadata in batches larger than one insert and sums usage per UTC day and model", async () => {

@@ -215,10 +215,15 @@ export class KyselyStore implements Store {
   }
 
   /**
-   * An account's totals per UTC day and model since `sinceMs`: raw records, and (unless
-   * `rawOnly`) the days retention rolled up.
+   * An account's totals per UTC day and model since `sinceMs` (and before `untilMs`, when
+   * given): raw records, and (unless `rawOnly`) the days retention rolled up.
    */
-  async usageByDayAndModel(accountId: AccountId, sinceMs: number, rawOnly = false): Promise<UsageRow[]> {
+  async usageByDayAndModel(
+    accountId: AccountId,
+    sinceMs: number,
+    rawOnly = false,
+    untilMs?: number,
+  ): Promise<UsageRow[]> {
     // one row per record, and (rolled-up days) one per aggregate, summed per day and model below
     const raw = this.db
       .selectFrom("request_metadata")
@@ -230,7 +235,8 @@ export class KyselyStore implements Store {
         ...COUNTED_COLUMNS,
       ])
       .where("account", "=", accountId)
-      .where("ts", ">=", sinceMs);
+      .where("ts", ">=", sinceMs)
+      .$if(untilMs !== undefined, (query) => query.where("ts", "<", untilMs as number));
     const source = rawOnly
       ? raw
       : raw.unionAll(
@@ -240,7 +246,10 @@ export class KyselyStore implements Store {
             .where("account", "=", accountId)
             // a rolled-up day keeps no times: counted at its start (as /v1/usage counts it), so
             // only days that start within the window, or a window's totals grow with a roll-up
-            .where("day", ">=", new Date(sinceMs + DAY_MS - 1).toISOString().slice(0, 10)),
+            .where("day", ">=", new Date(sinceMs + DAY_MS - 1).toISOString().slice(0, 10))
+            .$if(untilMs !== undefined, (query) =>
+              query.where("day", "<=", new Date((untilMs as number) - 1).toISOString().slice(0, 10)),
+            ),
         );
     const rows = await this.db
       .selectFrom(source.as("usage"))

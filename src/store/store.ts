@@ -84,7 +84,7 @@ export interface Store {
   /** Marks a key revoked; returns false when it was already revoked or does not exist. */
   revokeKey(id: KeyId): Promise<boolean>;
   insertMetadata(records: readonly MetadataRecord[]): Promise<void>;
-  usageByDayAndModel(accountId: AccountId, sinceMs: number, rawOnly?: boolean): Promise<UsageRow[]>;
+  usageByDayAndModel(accountId: AccountId, sinceMs: number, rawOnly?: boolean, untilMs?: number): Promise<UsageRow[]>;
   readonly ledger: LedgerStore;
   readonly accountAdmin: AccountAdminStore;
   readonly usage: UsageStore;
