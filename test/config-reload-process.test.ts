@@ -93,13 +93,17 @@ describe("lethe serve reloads its config file on SIGHUP", () => {
     expect(after.every((ids) => JSON.stringify(ids) === '["second"]')).toBe(true);
 
     expect(serve.child.exitCode).toBeNull();
-    // a hang-up while shutting down neither reloads nor ends the process before its flush
+    // a hang-up while shutting down neither reloads nor ends the process before its flush; nor
+    // does a second SIGTERM or a SIGINT (a double Ctrl-C), which Node's default would obey at once
     const exited = new Promise<number | null>((resolve) => serve?.child.once("exit", (code) => resolve(code)));
     process.kill(pid, "SIGTERM");
     await new Promise((resolve) => setTimeout(resolve, 100));
     process.kill(pid, "SIGHUP");
+    process.kill(pid, "SIGTERM");
+    process.kill(pid, "SIGINT");
     expect(await exited).toBe(0);
     expect(serve.output()).toContain('"server_stopped"');
+    if (workers === 1) expect(serve.output()).toContain("lethe: already shutting down");
     serve = null;
   });
 });

@@ -138,17 +138,36 @@ function holdHangups(): { stop(): boolean } {
 
 function ignoreHangup(): void {}
 
-/** Resolves on the first SIGTERM or SIGINT. */
-function untilSignal(): Promise<void> {
-  return new Promise((resolve) => {
-    const stop = () => {
-      process.off("SIGTERM", stop);
-      process.off("SIGINT", stop);
-      resolve();
-    };
-    process.on("SIGTERM", stop);
-    process.on("SIGINT", stop);
+/**
+ * `stopped` resolves on the first SIGTERM or SIGINT. Later ones, until `dispose`, are taken
+ * and let be: the shutdown is already under way and bounded by `shutdown.deadline_ms`, and
+ * Node's default for them would end the process at once, its streams cut and their records
+ * and charges lost (a double Ctrl-C; with --workers, the terminal's SIGINT and the primary's
+ * SIGTERM reach every worker). SIGKILL still ends it.
+ */
+function watchStopSignals(io: CliIo): { stopped: Promise<void>; dispose(): void } {
+  let signalled = false;
+  let resolveStopped: () => void = () => {};
+  const stopped = new Promise<void>((resolve) => {
+    resolveStopped = resolve;
   });
+  const onSignal = () => {
+    if (!signalled) {
+      signalled = true;
+      resolveStopped();
+      return;
+    }
+    io.err("lethe: already shutting down (within shutdown.deadline_ms); SIGKILL ends it at once");
+  };
+  process.on("SIGTERM", onSignal);
+  process.on("SIGINT", onSignal);
+  return {
+    stopped,
+    dispose() {
+      process.off("SIGTERM", onSignal);
+      process.off("SIGINT", onSignal);
+    },
+  };
 }
 
 /**
@@ -224,7 +243,8 @@ async function serve(args: string[], io: CliIo, hangups: { stop(): boolean }): P
   const stopReloading = reloadOnHangup(io, configFlag, running, log, hangups);
   if (cluster.isWorker) announceListening(running.url);
   else printWelcome(io, config, running.url, 1, running.firstStartKey);
-  await untilSignal();
+  const signals = watchStopSignals(io);
+  await signals.stopped;
   // no reload while shutting down, and a hang-up then must not end the process before its flush
   process.on("SIGHUP", ignoreHangup);
   stopReloading();
@@ -234,6 +254,8 @@ async function serve(args: string[], io: CliIo, hangups: { stop(): boolean }): P
     // the shutdown ran out of time (it logged which step): what is left is lost, as on a crash,
     // and a connection still stuck on a silent database must not hold the exit for its timeout
     process.exit(1);
+  } finally {
+    signals.dispose();
   }
   // a worker's IPC channel to the primary would keep it alive after a clean shutdown
   cluster.worker?.disconnect();
