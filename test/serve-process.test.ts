@@ -188,7 +188,9 @@ describe("a start that cannot listen", () => {
     const env = { LETHE_PORT: String(port), LETHE_DATA_DIR: path.join(cwd, "single") };
     const failed = spawnServe(env, cwd);
     expect(await new Promise((resolve) => failed.child.once("exit", resolve))).toBe(1);
-    expect(failed.output()).toContain("lethe: serve failed: the address LETHE_HOST:LETHE_PORT is already in use");
+    expect(failed.output()).toContain(
+      `lethe: serve failed: the address LETHE_HOST:LETHE_PORT is already in use, here 127.0.0.1:${port} (EADDRINUSE)`,
+    );
     expect(failed.output()).not.toContain("sk-lethe-");
     const serving = spawnServe({ ...env, LETHE_PORT: "0" }, cwd);
     try {

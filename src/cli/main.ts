@@ -45,6 +45,13 @@ LETHE_DATABASE_URL, LETHE_REDIS_URL, LETHE_REDIS_PREFIX.`;
  * loaded when it runs: `serve` then carries none of the audit's or the admin commands'
  * code and dependencies, which a long-running gateway would hold in memory for nothing.
  */
+/** The address a failed listen asked for, from the operator's own LETHE_HOST and LETHE_PORT: ", here 127.0.0.1:8080". */
+function listenAddress(error: unknown): string {
+  const { syscall, address, port } = error as { syscall?: unknown; address?: unknown; port?: unknown };
+  if (syscall !== "listen" || typeof address !== "string" || typeof port !== "number") return "";
+  return `, here ${address.includes(":") ? `[${address}]` : address}:${port}`;
+}
+
 export async function main(argv: string[], io: CliIo = processIo): Promise<number> {
   const [command, ...rest] = argv;
   try {
@@ -85,7 +92,7 @@ export async function main(argv: string[], io: CliIo = processIo): Promise<numbe
     // a system error says what went wrong by its code, a closed set (the message may quote a path or a host)
     const code = (error as { code?: unknown } | null)?.code;
     if (typeof code === "string" && code in SYSTEM_ERRORS) {
-      io.err(`lethe: ${command ?? ""} failed: ${SYSTEM_ERRORS[code]} (${code})`);
+      io.err(`lethe: ${command ?? ""} failed: ${SYSTEM_ERRORS[code]}${listenAddress(error)} (${code})`);
       return 1;
     }
     // an unexpected failure: report its kind (and a database driver's code) only, never a
