@@ -110,6 +110,10 @@ describe("bad input on the OpenAI surface", () => {
     const wrongLimit = await post(JSON.stringify({ model: "lethe-demo", messages: message, max_tokens: "16" }));
     expect(wrongLimit.body.error.param).toBe("max_tokens");
     expect(wrongLimit.body.error.message).toBe("'max_tokens' must be of type number.");
+    // 1e999 is JSON for a number beyond a double: Infinity once parsed
+    const endless = await post(`{"model":"lethe-demo","messages":${JSON.stringify(message)},"max_tokens":1e999}`);
+    expect(endless.status).toBe(400);
+    expect(endless.body.error).toMatchObject({ param: "max_tokens", message: "'max_tokens' must be a finite number." });
     // bounds say which bound, from the schema
     const noMessages = await post(JSON.stringify({ model: "lethe-demo", messages: [] }));
     expect(noMessages.body.error.message).toBe("'messages' must have at least 1 item.");

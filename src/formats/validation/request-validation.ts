@@ -15,13 +15,13 @@ function formatPath(path: readonly PropertyKey[]): string {
  * Whether the body holds a value at a zod issue's path. zod leaves the value out of its
  * issues (unless asked to report it, which would carry client text), so it is looked up.
  */
-function isPresent(body: unknown, path: readonly PropertyKey[]): boolean {
+function valueAt(body: unknown, path: readonly PropertyKey[]): unknown {
   let value = body;
   for (const segment of path) {
-    if (typeof value !== "object" || value === null) return false;
+    if (typeof value !== "object" || value === null) return undefined;
     value = (value as Record<PropertyKey, unknown>)[segment];
   }
-  return value !== undefined;
+  return value;
 }
 
 /**
@@ -40,10 +40,13 @@ function bound(origin: string, limit: number | bigint, inclusive: boolean | unde
 function describe(issue: z.core.$ZodIssue, param: string, body: unknown): string {
   const where = param === "" ? "The request body" : `'${param}'`;
   switch (issue.code) {
-    case "invalid_type":
-      return param !== "" && !isPresent(body, issue.path)
-        ? `${where} is required.`
-        : `${where} must be of type ${issue.expected}.`;
+    case "invalid_type": {
+      const value = param === "" ? body : valueAt(body, issue.path);
+      if (param !== "" && value === undefined) return `${where} is required.`;
+      // JSON's 1e999 parses to Infinity: a number, but none a field can take
+      if (typeof value === "number" && !Number.isFinite(value)) return `${where} must be a finite number.`;
+      return `${where} must be of type ${issue.expected}.`;
+    }
     case "too_small":
       return `${where} ${bound(issue.origin, issue.minimum, issue.inclusive, "least")}.`;
     case "too_big":
