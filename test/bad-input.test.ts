@@ -114,6 +114,9 @@ describe("bad input on the OpenAI surface", () => {
     const endless = await post(`{"model":"lethe-demo","messages":${JSON.stringify(message)},"max_tokens":1e999}`);
     expect(endless.status).toBe(400);
     expect(endless.body.error).toMatchObject({ param: "max_tokens", message: "'max_tokens' must be a finite number." });
+    // where no number belongs, the type is what is wrong
+    const endlessModel = await post(`{"model":1e999,"messages":${JSON.stringify(message)}}`);
+    expect(endlessModel.body.error.message).toBe("'model' must be of type string.");
     // bounds say which bound, from the schema
     const noMessages = await post(JSON.stringify({ model: "lethe-demo", messages: [] }));
     expect(noMessages.body.error.message).toBe("'messages' must have at least 1 item.");

@@ -110,15 +110,27 @@ describe("the README's config example", () => {
     ).toThrow(/route s\/x is listed twice/);
     expect(load({ colour: "blue" })).toThrow(/unknown field "colour"/);
     // a credit hold must outlast its request: retries until deadline_ms, then one attempt of total_ms
+    const onPostgres = (document: Record<string, unknown>) => () =>
+      resolveConfig(
+        {
+          suppliers: [{ id: "s", type: "openai", base_url: "http://127.0.0.1:8000/v1", zdr: true }],
+          models: [{ id: "m", routes: [{ supplier: "s", model: "x" }] }],
+          ...document,
+        },
+        { LETHE_DATA_DIR: "/tmp/unused", LETHE_DATABASE_URL: "postgres://127.0.0.1/unused" },
+        null,
+      );
     const slowSupplier = (total_ms: number) => [
       { id: "s", type: "openai", base_url: "http://127.0.0.1:8000/v1", zdr: true, timeouts: { total_ms } },
     ];
-    expect(load({ suppliers: slowSupplier(1_200_000) })).toThrow(
-      /billing.hold_ttl_ms \(900000\) must be at least a minute longer than a request may run: routing.deadline_ms \+ the longest route total_ms is 1260000 ms/,
+    expect(onPostgres({ suppliers: slowSupplier(1_200_000) })).toThrow(
+      /billing.hold_ttl_ms \(900000\) must be at least a minute longer than a request may run on PostgreSQL: routing.deadline_ms \+ the longest route total_ms is 1260000 ms/,
     );
-    expect(load({ suppliers: slowSupplier(1_200_000), billing: { hold_ttl_ms: 1_320_000 } })).not.toThrow();
-    expect(load({ billing: { hold_ttl_ms: 600_000 } })).toThrow(/hold_ttl_ms \(600000\)/);
-    expect(load({ routing: { deadline_ms: 300_000 } })).toThrow(/is 900000 ms/);
+    expect(onPostgres({ suppliers: slowSupplier(1_200_000), billing: { hold_ttl_ms: 1_320_000 } })).not.toThrow();
+    expect(onPostgres({ billing: { hold_ttl_ms: 600_000 } })).toThrow(/hold_ttl_ms \(600000\)/);
+    expect(onPostgres({ routing: { deadline_ms: 300_000 } })).toThrow(/is 900000 ms/);
+    // SQLite holds nothing that expires: a long total_ms loads as before
+    expect(load({ suppliers: slowSupplier(1_800_000) })).not.toThrow();
     // a file that is no config at all (`--config /etc/shadow`): its lines are not repeated back
     const shadow = "root:$y$j9T$abcdefghijklmnop:19000:0:99999:7:::";
     const refused = (() => {

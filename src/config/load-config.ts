@@ -304,12 +304,14 @@ export function resolveConfig(
       created,
     });
   }
-  checkHoldOutlivesRequests(file.billing.hold_ttl_ms, file.routing.deadline_ms, models);
+  const databaseUrl = checkedUrl(env.LETHE_DATABASE_URL, "LETHE_DATABASE_URL", DATABASE_URL);
+  // only PostgreSQL holds credit for a while (SQLite's guard lives in one process's memory)
+  if (databaseUrl !== null) checkHoldOutlivesRequests(file.billing.hold_ttl_ms, file.routing.deadline_ms, models);
   return {
     host: env.LETHE_HOST || "127.0.0.1",
     port: parsePort(env.LETHE_PORT),
     dataDir: path.resolve(env.LETHE_DATA_DIR || ".lethe"),
-    databaseUrl: checkedUrl(env.LETHE_DATABASE_URL, "LETHE_DATABASE_URL", DATABASE_URL),
+    databaseUrl,
     redisUrl: checkedUrl(env.LETHE_REDIS_URL, "LETHE_REDIS_URL", REDIS_URL),
     redisPrefix: env.LETHE_REDIS_PREFIX || "lethe:",
     secret: checkedSecret(env.LETHE_SECRET),
@@ -369,6 +371,7 @@ const HOLD_MARGIN_MS = 60_000;
  * still runs: one that can run longer (retries until `routing.deadline_ms`, then an attempt of
  * up to its route's `total_ms`) would stop counting midway, and the account could spend its
  * credit twice over. Refused rather than let a raised `total_ms` quietly allow that.
+ * SQLite takes no holds that expire: its check is the process's own, in memory.
  */
 function checkHoldOutlivesRequests(
   holdTtlMs: number,
@@ -381,7 +384,7 @@ function checkHoldOutlivesRequests(
   const longestRequestMs = deadlineMs + longestTotalMs;
   if (holdTtlMs >= longestRequestMs + HOLD_MARGIN_MS) return;
   throw new ConfigError(
-    `billing.hold_ttl_ms (${holdTtlMs}) must be at least a minute longer than a request may run: ` +
+    `billing.hold_ttl_ms (${holdTtlMs}) must be at least a minute longer than a request may run on PostgreSQL: ` +
       `routing.deadline_ms + the longest route total_ms is ${longestRequestMs} ms ` +
       `(a credit hold that ends before its request lets an account spend its credit twice)`,
   );

@@ -44,7 +44,12 @@ function describe(issue: z.core.$ZodIssue, param: string, body: unknown): string
       const value = param === "" ? body : valueAt(body, issue.path);
       if (param !== "" && value === undefined) return `${where} is required.`;
       // JSON's 1e999 parses to Infinity: a number, but none a field can take
-      if (typeof value === "number" && !Number.isFinite(value)) return `${where} must be a finite number.`;
+      if (
+        (issue.expected === "number" || issue.expected === "int") &&
+        typeof value === "number" &&
+        !Number.isFinite(value)
+      )
+        return `${where} must be a finite number.`;
       return `${where} must be of type ${issue.expected}.`;
     }
     case "too_small":
