@@ -470,6 +470,24 @@ describe("chat completions through an OpenAI-compatible supplier", () => {
     expect(result.text).toBe(
       `${events.map((event) => `data: ${event.replace('"up-model"', '"fast-chat"')}`).join("\n\n")}\n\ndata: [DONE]\n\n`,
     );
+    const record = await recordOf(rig, result.headers.get("x-request-id"));
+    expect(record).toMatchObject({ input_tokens: 3, output_tokens: 2 });
+  });
+
+  it("sends a usage chunk with a key written twice as Lethe read and billed it", async () => {
+    const { canary, body, headers } = canaryChat(rig, "twiceusage");
+    rig.fake.enqueue(
+      behaviour.rawStream([
+        `{"id":"c4","model":"up-model","choices":[{"index":0,"delta":{"content":${JSON.stringify(canary.user)}},"finish_reason":"stop"}]}`,
+        '{"id":"c4","model":"up-model","choices":[],"usage":{"prompt_tokens":1,"completion_tokens":1,"total_tokens":2},"usage":{"prompt_tokens":30,"completion_tokens":20,"total_tokens":50}}',
+      ]),
+    );
+    const result = await postChat(rig, { ...body, stream: true, stream_options: { include_usage: true } }, headers);
+    expect(result.text).toContain(
+      'data: {"id":"c4","model":"fast-chat","choices":[],"usage":{"prompt_tokens":30,"completion_tokens":20,"total_tokens":50}}\n\n',
+    );
+    const record = await recordOf(rig, result.headers.get("x-request-id"));
+    expect(record).toMatchObject({ input_tokens: 30, output_tokens: 20 });
   });
 
   it("refuses an unknown model without calling the supplier or keeping the name it was given", async () => {

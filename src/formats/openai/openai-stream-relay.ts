@@ -3,7 +3,7 @@ import type { Exchange } from "../../metering/exchange.js";
 import { fromOpenAIUsage, toOpenAIUsage } from "../../metering/token-usage.js";
 import type { WireEvent } from "../../suppliers/supplier.js";
 import type { ClientRequest, StreamTranslator } from "../surface/client-surface.js";
-import { spliceModel, withoutNullMember } from "../surface/splice-model.js";
+import { countTopLevelMembers, spliceModel, withoutNullMember } from "../surface/splice-model.js";
 import { UsageFallback } from "../surface/usage-fallback.js";
 import { renderOpenAIError } from "./openai-error.js";
 
@@ -41,7 +41,7 @@ export class OpenAIStreamRelay implements StreamTranslator {
     const keepUsage = this.request.wantsStreamUsage || usage === undefined;
     if (!keepUsage && choices.length === 0) return null;
     if (this.noteOutput(choices)) this.exchange.markFirstToken();
-    const spliced = this.splice(event.text, chunk.model, keepUsage, usage);
+    const spliced = this.splice(chunk, event.text, keepUsage, usage);
     if (spliced !== undefined) return `data: ${spliced}\n\n`;
     if (!keepUsage) delete chunk.usage;
     chunk.model = this.exchange.model;
@@ -49,10 +49,19 @@ export class OpenAIStreamRelay implements StreamTranslator {
   }
 
   /** The chunk as the supplier wrote it, with the configured model and without a stripped `"usage":null`, when it can be edited safely. */
-  private splice(text: string | undefined, model: unknown, keepUsage: boolean, usage: unknown): string | undefined {
+  private splice(
+    chunk: Record<string, unknown>,
+    text: string | undefined,
+    keepUsage: boolean,
+    usage: unknown,
+  ): string | undefined {
     if (text === undefined) return undefined;
+    // the chunk Lethe bills by goes out only as Lethe read it: a key written twice (JSON.parse
+    // keeps the last, some parsers the first) would let the client read other counts
+    if (usage !== null && usage !== undefined && countTopLevelMembers(text) !== Object.keys(chunk).length)
+      return undefined;
     const edited = keepUsage ? text : usage === null ? withoutNullMember(text, "usage") : undefined;
-    return edited === undefined ? undefined : spliceModel(edited, model, this.exchange.model);
+    return edited === undefined ? undefined : spliceModel(edited, chunk.model, this.exchange.model);
   }
 
   /** True when a chunk carries output the client will see (text, refusal, reasoning, tool calls). */
