@@ -90,27 +90,28 @@ describe("the SSE event sequence", () => {
     });
   });
 
-  it("relays each event's data as the supplier wrote it, but for the model", async () => {
+  it("relays each event's data as the supplier wrote it, but the two it bills by, as it read them", async () => {
     const supplierEvents = [
       [
         "message_start",
-        '{"type":"message_start","message":{"id":"msg_1","type":"message","role":"assistant","model":"up-model","content":[],"stop_reason":null,"usage":{"input_tokens":12345678901234567891,"output_tokens":1}}}',
+        '{"type":"message_start","message":{"id":"msg_1","type":"message","role":"assistant","model":"up-model","content":[],"stop_reason":null,"usage":{"input_tokens":7,"output_tokens":1}}}',
       ],
       ["content_block_start", '{"type":"content_block_start","index":0,"content_block":{"type":"text","text":""}}'],
       [
         "content_block_delta",
-        '{"type":"content_block_delta", "index":0,"delta":{"type":"text_delta","text":"Hi\\u00e9"},"score":1.0}',
+        '{"type":"content_block_delta", "index":0,"delta":{"type":"text_delta","text":"Hi\\u00e9"},"score":1.0,"big":12345678901234567891}',
       ],
       ["content_block_stop", '{"type":"content_block_stop","index":0}'],
+      // a count written twice: the client reads the one Lethe billed, whatever its parser keeps
       [
         "message_delta",
-        '{"type":"message_delta","delta":{"stop_reason":"end_turn","stop_sequence":null},"usage":{"output_tokens":2}}',
+        '{"type":"message_delta","delta":{"stop_reason":"end_turn","stop_sequence":null},"usage":{"output_tokens":1},"usage":{"output_tokens":2}}',
       ],
       ["message_stop", '{"type":"message_stop"}'],
-    ];
-    const sent = (model: string) =>
-      supplierEvents.map(([name, data]) => `event: ${name}\ndata: ${data?.replace('"up-model"', model)}\n\n`).join("");
-    rig.anthropicFake.enqueue(anthropicBehaviour.rawStream(sent('"up-model"')));
+    ] as const;
+    const stream = (events: (readonly [string, string])[]) =>
+      events.map(([name, data]) => `event: ${name}\ndata: ${data}\n\n`).join("");
+    rig.anthropicFake.enqueue(anthropicBehaviour.rawStream(stream([...supplierEvents])));
     const response = await postRaw(
       rig,
       "/v1/messages",
@@ -118,7 +119,14 @@ describe("the SSE event sequence", () => {
       ANTHROPIC_HEADERS,
     );
     expect(response.status).toBe(200);
-    expect(response.text).toBe(sent(JSON.stringify(MODELS.claude)));
+    const billedBy = new Set(["message_start", "message_delta"]);
+    const expected = supplierEvents.map(([name, data]): [string, string] => {
+      if (!billedBy.has(name)) return [name, data];
+      const parsed = JSON.parse(data.replace('"up-model"', JSON.stringify(MODELS.claude)));
+      return [name, JSON.stringify(parsed)];
+    });
+    expect(response.text).toBe(stream(expected));
+    expect(response.text).toContain('"usage":{"output_tokens":2}}');
   });
 
   it("builds Anthropic's sequence from an OpenAI supplier's chunks", async () => {

@@ -3,7 +3,6 @@ import { fromAnthropicUsage } from "../../metering/anthropic-usage.js";
 import type { Exchange } from "../../metering/exchange.js";
 import type { WireEvent } from "../../suppliers/supplier.js";
 import type { ClientRequest, StreamTranslator } from "../surface/client-surface.js";
-import { spliceModel } from "../surface/splice-model.js";
 import { UsageFallback } from "../surface/usage-fallback.js";
 import { anthropicErrorEvent, anthropicEvent, anthropicEventText } from "./anthropic-sse.js";
 
@@ -65,8 +64,11 @@ export class AnthropicStreamRelay implements StreamTranslator {
     switch (data.type) {
       case "message_start": {
         const message = data.message as Record<string, unknown> | undefined;
+        // the events Lethe bills by (one each a stream) go out as Lethe read them: a key
+        // written twice (JSON.parse keeps the last, some parsers the first) would let the
+        // client read other counts than the ones billed
+        text = undefined;
         if (message !== undefined) {
-          if (text !== undefined) text = spliceModel(text, message.model, this.exchange.model);
           message.model = this.exchange.model;
           this.meter(message.usage, false);
         }
@@ -80,6 +82,7 @@ export class AnthropicStreamRelay implements StreamTranslator {
         break;
       }
       case "message_delta":
+        text = undefined;
         this.meter(data.usage, true);
         break;
     }

@@ -3,7 +3,7 @@ import type { Exchange } from "../../metering/exchange.js";
 import { fromOpenAIUsage, toOpenAIUsage } from "../../metering/token-usage.js";
 import type { WireEvent } from "../../suppliers/supplier.js";
 import type { ClientRequest, StreamTranslator } from "../surface/client-surface.js";
-import { countTopLevelMembers, spliceModel, withoutNullMember } from "../surface/splice-model.js";
+import { spliceModel, withoutNullMember } from "../surface/splice-model.js";
 import { UsageFallback } from "../surface/usage-fallback.js";
 import { renderOpenAIError } from "./openai-error.js";
 
@@ -56,10 +56,10 @@ export class OpenAIStreamRelay implements StreamTranslator {
     usage: unknown,
   ): string | undefined {
     if (text === undefined) return undefined;
-    // the chunk Lethe bills by goes out only as Lethe read it: a key written twice (JSON.parse
-    // keeps the last, some parsers the first) would let the client read other counts
-    if (usage !== null && usage !== undefined && countTopLevelMembers(text) !== Object.keys(chunk).length)
-      return undefined;
+    // the chunk Lethe bills by (one a stream) goes out as Lethe read it: a key written twice,
+    // at any depth (JSON.parse keeps the last, some parsers the first), would let the client
+    // read other counts than the ones billed
+    if (usage !== null && usage !== undefined) return undefined;
     const edited = keepUsage ? text : usage === null ? withoutNullMember(text, "usage") : undefined;
     return edited === undefined ? undefined : spliceModel(edited, chunk.model, this.exchange.model);
   }
