@@ -157,7 +157,9 @@ function watchStopSignals(io: CliIo): { stopped: Promise<void>; dispose(): void 
       resolveStopped();
       return;
     }
-    io.err("lethe: already shutting down (within shutdown.deadline_ms); SIGKILL ends it at once");
+    // a worker gets a terminal's SIGINT and its primary's SIGTERM for one Ctrl-C: no news there
+    if (!cluster.isWorker)
+      io.err("lethe: already shutting down (within shutdown.deadline_ms); SIGKILL ends it at once");
   };
   process.on("SIGTERM", onSignal);
   process.on("SIGINT", onSignal);
