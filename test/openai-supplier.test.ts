@@ -479,6 +479,8 @@ describe("chat completions through an OpenAI-compatible supplier", () => {
     rig.fake.enqueue(
       behaviour.rawStream([
         `{"id":"c4","model":"up-model","choices":[{"index":0,"delta":{"content":${JSON.stringify(canary.user)}},"finish_reason":"stop"}]}`,
+        // a usage written twice on an ordinary chunk: Lethe reads null, a parser keeping the first would not
+        '{"id":"c4","model":"up-model","choices":[{"index":0,"delta":{},"finish_reason":null}],"usage":{"prompt_tokens":999},"usage":null}',
         '{"id":"c4","model":"up-model","choices":[],"usage":{"prompt_tokens":1,"completion_tokens":1,"total_tokens":2},"usage":{"prompt_tokens":30,"completion_tokens":20,"total_tokens":50}}',
       ]),
     );
@@ -486,6 +488,10 @@ describe("chat completions through an OpenAI-compatible supplier", () => {
     expect(result.text).toContain(
       'data: {"id":"c4","model":"fast-chat","choices":[],"usage":{"prompt_tokens":30,"completion_tokens":20,"total_tokens":50}}\n\n',
     );
+    expect(result.text).toContain(
+      'data: {"id":"c4","model":"fast-chat","choices":[{"index":0,"delta":{},"finish_reason":null}],"usage":null}\n\n',
+    );
+    expect(result.text).not.toContain("999");
     const record = await recordOf(rig, result.headers.get("x-request-id"));
     expect(record).toMatchObject({ input_tokens: 30, output_tokens: 20 });
   });

@@ -3,6 +3,7 @@ import { fromAnthropicUsage } from "../../metering/anthropic-usage.js";
 import type { Exchange } from "../../metering/exchange.js";
 import type { WireEvent } from "../../suppliers/supplier.js";
 import type { ClientRequest, StreamTranslator } from "../surface/client-surface.js";
+import { keyTokens } from "../surface/splice-model.js";
 import { UsageFallback } from "../surface/usage-fallback.js";
 import { anthropicErrorEvent, anthropicEvent, anthropicEventText } from "./anthropic-sse.js";
 
@@ -42,6 +43,16 @@ const KNOWN_EVENTS = new Set([
   "ping",
   "error",
 ]);
+
+/**
+ * True when a supplier's event text reads to any parser as it read to Lethe: its type written
+ * first (as Anthropic writes it) and never again after, so a parser keeping the first of a key
+ * written twice sees the same event, and no usage (a client must read no counts but the billed
+ * events', which are serialised as read).
+ */
+function readsAlike(text: string, type: string): boolean {
+  return text.startsWith(`{"type":${JSON.stringify(type)}`) && keyTokens(text, "usage") === 0;
+}
 
 /**
  * Relays an Anthropic supplier's events to an Anthropic client unchanged but for
@@ -90,7 +101,7 @@ export class AnthropicStreamRelay implements StreamTranslator {
     // the name is written raw into the `event:` line: one holding a line break would let the
     // supplier frame events of its own in the client's stream; Anthropic's are snake_case
     if (!KNOWN_EVENTS.has(name) && !EVENT_NAME.test(name)) return null;
-    return text === undefined ? anthropicEvent(name, data) : anthropicEventText(name, text);
+    return text === undefined || !readsAlike(text, name) ? anthropicEvent(name, data) : anthropicEventText(name, text);
   }
 
   end(): string {
