@@ -1,7 +1,6 @@
 import { describe, expect, it } from "vitest";
 import {
   countTopLevelMembers,
-  keyTokens,
   spliceModel,
   spliceRequest,
   withoutNullMember,
@@ -211,13 +210,5 @@ describe("withoutNullMember", () => {
       expect(JSON.parse(result)).toEqual(expected);
     }
     expect(edited).toBeGreaterThan(500);
-  });
-});
-
-describe("keyTokens", () => {
-  it("counts a key written as a key at any depth, not as a value or inside a string", () => {
-    expect(keyTokens('{"usage":null,"choices":[{"usage" : 1}]}', "usage")).toBe(2);
-    expect(keyTokens('{"a":"usage","b":"\\"usage\\":1","usage":null}', "usage")).toBe(1);
-    expect(keyTokens('{"a":["usage"]}', "usage")).toBe(0);
   });
 });

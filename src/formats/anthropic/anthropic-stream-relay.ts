@@ -3,7 +3,6 @@ import { fromAnthropicUsage } from "../../metering/anthropic-usage.js";
 import type { Exchange } from "../../metering/exchange.js";
 import type { WireEvent } from "../../suppliers/supplier.js";
 import type { ClientRequest, StreamTranslator } from "../surface/client-surface.js";
-import { keyTokens } from "../surface/splice-model.js";
 import { UsageFallback } from "../surface/usage-fallback.js";
 import { anthropicErrorEvent, anthropicEvent, anthropicEventText } from "./anthropic-sse.js";
 
@@ -44,14 +43,24 @@ const KNOWN_EVENTS = new Set([
   "error",
 ]);
 
+/** How Anthropic begins every event's data. */
+const TYPE_FIRST = '{"type":"';
+
 /**
  * True when a supplier's event text reads to any parser as it read to Lethe: its type written
  * first (as Anthropic writes it) and never again after, so a parser keeping the first of a key
  * written twice sees the same event, and no usage (a client must read no counts but the billed
  * events', which are serialised as read).
  */
-function readsAlike(text: string, type: string): boolean {
-  return text.startsWith(`{"type":${JSON.stringify(type)}`) && keyTokens(text, "usage") === 0;
+function readsAlike(text: string, type: unknown): boolean {
+  // `type` passed the event-name check: no character in it needs escaping in JSON
+  return (
+    typeof type === "string" &&
+    text.startsWith(TYPE_FIRST) &&
+    text.startsWith(type, TYPE_FIRST.length) &&
+    text.charCodeAt(TYPE_FIRST.length + type.length) === 0x22 &&
+    !text.includes('"usage"')
+  );
 }
 
 /**
@@ -101,7 +110,9 @@ export class AnthropicStreamRelay implements StreamTranslator {
     // the name is written raw into the `event:` line: one holding a line break would let the
     // supplier frame events of its own in the client's stream; Anthropic's are snake_case
     if (!KNOWN_EVENTS.has(name) && !EVENT_NAME.test(name)) return null;
-    return text === undefined || !readsAlike(text, name) ? anthropicEvent(name, data) : anthropicEventText(name, text);
+    return text === undefined || !readsAlike(text, data.type)
+      ? anthropicEvent(name, data)
+      : anthropicEventText(name, text);
   }
 
   end(): string {

@@ -3,11 +3,12 @@ import type { Exchange } from "../../metering/exchange.js";
 import { fromOpenAIUsage, toOpenAIUsage } from "../../metering/token-usage.js";
 import type { WireEvent } from "../../suppliers/supplier.js";
 import type { ClientRequest, StreamTranslator } from "../surface/client-surface.js";
-import { keyTokens, spliceModel, withoutNullMember } from "../surface/splice-model.js";
+import { spliceModel, withoutNullMember } from "../surface/splice-model.js";
 import { UsageFallback } from "../surface/usage-fallback.js";
 import { renderOpenAIError } from "./openai-error.js";
 
 const DONE = "data: [DONE]\n\n";
+const USAGE_KEY = '"usage"';
 const OUTPUT_KEYS = ["content", "refusal", "reasoning_content", "reasoning"] as const;
 
 /**
@@ -60,9 +61,9 @@ export class OpenAIStreamRelay implements StreamTranslator {
     // at any depth (JSON.parse keeps the last, some parsers the first), would let the client
     // read other counts than the ones billed
     if (usage !== null && usage !== undefined) return undefined;
-    // nor one whose usage or choices are written twice: a parser keeping the first would read
-    // counts or choices other than Lethe's
-    if (keyTokens(text, "usage") > 1 || keyTokens(text, "choices") > 1) return undefined;
+    // nor one whose usage may be written twice (a parser keeping the first would read counts):
+    // `"usage"` found twice anywhere, a key or not, is reason enough (two native scans)
+    if (text.indexOf(USAGE_KEY) !== text.lastIndexOf(USAGE_KEY)) return undefined;
     const edited = keepUsage ? text : usage === null ? withoutNullMember(text, "usage") : undefined;
     return edited === undefined ? undefined : spliceModel(edited, chunk.model, this.exchange.model);
   }

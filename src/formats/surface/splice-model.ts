@@ -164,20 +164,3 @@ export function withoutNullMember(text: string, key: string): string | undefined
   if (text.charCodeAt(after) === 0x2c) return text.slice(0, start) + text.slice(after + 1);
   return text.slice(0, start) + text.slice(end);
 }
-
-/**
- * How many times `key` is written as a key in the JSON `text`, at any depth: a stream relay
- * passes a supplier's text on only when the keys that decide how an event reads are written
- * once (JSON.parse keeps the last of a key written twice, some parsers the first).
- */
-export function keyTokens(text: string, key: string): number {
-  const token = `"${key}"`;
-  let count = 0;
-  for (let at = text.indexOf(token); at !== -1; at = text.indexOf(token, at + token.length)) {
-    if (isEscaped(text, at)) continue;
-    let next = at + token.length;
-    while (isJsonSpace(text.charCodeAt(next))) next++;
-    if (text.charCodeAt(next) === 0x3a) count++;
-  }
-  return count;
-}
