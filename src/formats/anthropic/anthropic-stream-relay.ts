@@ -47,10 +47,10 @@ const KNOWN_EVENTS = new Set([
 const TYPE_FIRST = '{"type":"';
 
 /**
- * True when a supplier's event text reads to any parser as it read to Lethe: its type written
- * first (as Anthropic writes it) and never again after, so a parser keeping the first of a key
- * written twice sees the same event, and no usage (a client must read no counts but the billed
- * events', which are serialised as read).
+ * True when a supplier's event text reads to any parser as it read to Lethe: the type written
+ * first (as Anthropic writes it) is the one the parse kept (a later, different one would have
+ * won), so a parser keeping the first of a key written twice sees the same event; and no usage
+ * (a client must read no counts but the billed events', which are serialised as read).
  */
 function readsAlike(text: string, type: unknown): boolean {
   // `type` passed the event-name check: no character in it needs escaping in JSON
