@@ -373,4 +373,42 @@ describe("credit holds of finished requests", () => {
     expect(left?.count).toBe(0);
     await dropSchema(schema);
   });
+
+  it("count at their charge when a request cost more than it held, so the overdrawn account is refused", async () => {
+    const schema = uniqueName("overrun");
+    const supplier = await startGatedOpenAISupplier();
+    const config = {
+      ...CONFIG,
+      suppliers: [{ ...CONFIG.suppliers[0], base_url: supplier.url }, CONFIG.suppliers[1]],
+      metering: { flush_interval_ms: 600_000, batch_size: 100_000 },
+    };
+    const env = { LETHE_DATABASE_URL: schemaUrl(schema), GATED_KEY: "sk-gated-0123456789" };
+    const replicas = [await startReplica(config, env), await startReplica(config, env)];
+    try {
+      // max_tokens 1 holds a few dozen micro-units; the supplier answers 20 tokens all the same
+      // (COST, 180): credit for two such holds, not for one charge and a hold
+      const { key } = await (replicas[0] as Replica).key("overrun", { credits: 100 });
+      const ask = (replica: Replica) =>
+        chat(replica.url, key, { model: "priced-chat", max_tokens: 1, messages: [{ role: "user", content: "hi" }] });
+      expect((await ask(replicas[0] as Replica)).status).toBe(200);
+      // unwritten, the charge is a hold at its cost, on every replica
+      await waitUntil(
+        "the hold at the charge",
+        async () => {
+          const holds = await querySchema<{ amount: string }>(
+            schema,
+            "SELECT amount_micros::text AS amount FROM credit_holds",
+          );
+          return holds.length === 1 && Number(holds[0]?.amount) === COST;
+        },
+        5_000,
+      );
+      expect((await ask(replicas[1] as Replica)).status).toBe(402);
+      expect((await ask(replicas[0] as Replica)).status).toBe(402);
+    } finally {
+      for (const replica of replicas) await replica.close();
+      await supplier.close();
+    }
+    await dropSchema(schema);
+  });
 });

@@ -62,7 +62,7 @@ export class CreditGuard {
   private readonly ledger: BatchWriter<Debit>;
   private seenCounter: number;
   /** Database holds to lower to their charges, sent together once per event-loop turn. */
-  private shrinking: { holdId: string; amount: number }[] = [];
+  private resizing: { holdId: string; amount: number }[] = [];
 
   constructor(
     private readonly store: Store,
@@ -254,7 +254,7 @@ export class CreditGuard {
     }
     const credit = this.credit(reservation.accountId);
     if (reservation.holdId === null) credit.reserved -= reservation.amountMicros;
-    else if (costMicros < reservation.amountMicros) this.shrinkHold(reservation.holdId, costMicros);
+    else if (costMicros !== reservation.amountMicros) this.resizeHold(reservation.holdId, costMicros);
     if (costMicros <= 0) return;
     credit.pending += costMicros;
     if (this.shared !== null && reservation.holdId === null) credit.sharedPending += costMicros;
@@ -268,22 +268,24 @@ export class CreditGuard {
   }
 
   /**
-   * Lowers a settled request's database hold to its charge, which it stands for until the
+   * Sets a settled request's database hold to its charge, which it stands for until the
    * charge is written: at its estimate, the holds of a client's quick succession of requests
-   * kept the account's credit from every replica (402s with credit to spare) until the flush.
+   * kept the account's credit from every replica (402s with credit to spare) until the flush;
+   * and a request that cost more than its estimate (no max_tokens, a supplier overrunning it)
+   * left every replica admitting requests against credit it had already spent.
    */
-  private shrinkHold(holdId: string, amount: number): void {
+  private resizeHold(holdId: string, amount: number): void {
     const shared = this.shared;
     if (shared === null) return;
-    if (this.shrinking.length === 0) {
+    if (this.resizing.length === 0) {
       setImmediate(() => {
-        const holds = this.shrinking;
-        this.shrinking = [];
-        // best effort: a hold not lowered still goes with its written charge
-        shared.holds.shrink(holds).catch(() => {});
+        const holds = this.resizing;
+        this.resizing = [];
+        // best effort: a hold not resized still goes with its written charge
+        shared.holds.resize(holds).catch(() => {});
       });
     }
-    this.shrinking.push({ holdId, amount });
+    this.resizing.push({ holdId, amount });
   }
 
   /** Charges in the ledger now: no longer pending against their accounts. */

@@ -53,12 +53,13 @@ export class CreditHoldStore {
   }
 
   /**
-   * Lowers holds to what their requests were charged, once they ended: until the charge is
-   * written (a batch, up to the flush interval later) the hold stands for it, and at its
-   * estimate it kept credit the account had from every replica. Only ever lowered; a hold
-   * already gone with its written charge is not found, and nothing happens.
+   * Sets holds to what their requests were charged, once they ended: until the charge is
+   * written (a batch, up to the flush interval later) the hold stands for it. At its estimate
+   * it kept credit the account had from every replica, or, for a request that cost more, let
+   * every replica admit requests against credit already spent. A hold already gone with its
+   * written charge is not found, and nothing happens.
    */
-  async shrink(holds: readonly { holdId: string; amount: number }[]): Promise<void> {
+  async resize(holds: readonly { holdId: string; amount: number }[]): Promise<void> {
     if (holds.length === 0) return;
     // by id, as the ledger's write deletes them: rows locked in one order cannot deadlock it
     const sorted = [...holds].sort((a, b) => (a.holdId < b.holdId ? -1 : 1));
@@ -74,7 +75,7 @@ export class CreditHoldStore {
         "in",
         sorted.map((hold) => hold.holdId),
       )
-      .where("amount_micros", ">", amount)
+      .where("amount_micros", "<>", amount)
       .execute();
   }
 
