@@ -474,6 +474,28 @@ describe("chat completions through an OpenAI-compatible supplier", () => {
     expect(record).toMatchObject({ input_tokens: 3, output_tokens: 2 });
   });
 
+  it("counts the output relayed after a usage that came before the answer finished", async () => {
+    const { canary, body, headers } = canaryChat(rig, "earlyusage");
+    const words = Array.from(
+      { length: 50 },
+      (_, index) =>
+        `{"id":"c5","model":"up-model","choices":[{"index":0,"delta":{"content":" word${index} ${canary.user}"},"finish_reason":null}]}`,
+    );
+    rig.fake.enqueue(
+      behaviour.rawStream([
+        // the prompt counted up front, the output not yet; no final usage ever comes
+        '{"id":"c5","model":"up-model","choices":[{"index":0,"delta":{"role":"assistant","content":""},"finish_reason":null}],"usage":{"prompt_tokens":1234,"completion_tokens":0,"total_tokens":1234}}',
+        ...words,
+        '{"id":"c5","model":"up-model","choices":[{"index":0,"delta":{},"finish_reason":"stop"}]}',
+      ]),
+    );
+    const result = await postChat(rig, { ...body, stream: true }, headers);
+    expect(result.status).toBe(200);
+    const record = await recordOf(rig, result.headers.get("x-request-id"));
+    expect(record).toMatchObject({ input_tokens: 1234, tokens_estimated: true });
+    expect(record.output_tokens).toBeGreaterThan(100);
+  });
+
   it("sends a usage chunk with a key written twice as Lethe read and billed it", async () => {
     const { canary, body, headers } = canaryChat(rig, "twiceusage");
     rig.fake.enqueue(

@@ -11,6 +11,13 @@ const DONE = "data: [DONE]\n\n";
 const USAGE_KEY = '"usage"';
 const OUTPUT_KEYS = ["content", "refusal", "reasoning_content", "reasoning"] as const;
 
+function hasFinishReason(choices: unknown[]): boolean {
+  for (const choice of choices) {
+    if (typeof (choice as { finish_reason?: unknown } | null)?.finish_reason === "string") return true;
+  }
+  return false;
+}
+
 /**
  * Relays an OpenAI supplier's chunks to an OpenAI client: rewrites `model` to the
  * configured id, meters `usage`, and drops the usage Lethe forced when the client
@@ -20,6 +27,8 @@ export class OpenAIStreamRelay implements StreamTranslator {
   private readonly fallback = new UsageFallback();
   private id: unknown = undefined;
   private created: unknown = undefined;
+  /** A choice of the stream has its finish_reason: usage from here on is final. */
+  private finished = false;
 
   constructor(
     private readonly request: ClientRequest,
@@ -31,14 +40,19 @@ export class OpenAIStreamRelay implements StreamTranslator {
     this.id ??= chunk.id;
     this.created ??= chunk.created;
     const usage = chunk.usage;
+    const choices = Array.isArray(chunk.choices) ? chunk.choices : [];
+    if (!this.finished) this.finished = hasFinishReason(choices);
     if (usage !== undefined && usage !== null) {
       const counted = fromOpenAIUsage(usage);
       if (counted !== null) {
         this.exchange.usage = counted;
-        this.fallback.markReported();
+        // counts that come before the answer finished (a server reporting the prompt up front,
+        // or counting as it goes) are not the last: output relayed after them is still counted,
+        // so a stream cut before its final usage is billed for it
+        if (this.finished || choices.length === 0) this.fallback.markReported();
+        else this.fallback.markInputReported();
       }
     }
-    const choices = Array.isArray(chunk.choices) ? chunk.choices : [];
     const keepUsage = this.request.wantsStreamUsage || usage === undefined;
     if (!keepUsage && choices.length === 0) return null;
     if (this.noteOutput(choices)) this.exchange.markFirstToken();
