@@ -391,6 +391,21 @@ describe("OpenAIToAnthropicStream", () => {
     expect(exchange.usage?.output).toBeGreaterThan(0);
   });
 
+  it("counts the output after a usage that came before the answer finished, when no final usage follows", () => {
+    const exchange = exchangeFor("anthropic");
+    feed(new OpenAIToAnthropicStream(clientRequest(true), exchange), [
+      {
+        ...chunk({ role: "assistant", content: "" }),
+        usage: { prompt_tokens: 1234, completion_tokens: 0, total_tokens: 1234 },
+      },
+      chunk({ content: "one two three four five six seven eight nine ten" }),
+      chunk({}, "stop"),
+    ]);
+    expect(exchange.tokensEstimated).toBe(true);
+    expect(exchange.usage).toMatchObject({ input: 1234 });
+    expect(exchange.usage?.output).toBeGreaterThan(5);
+  });
+
   it("ends a failed stream with Anthropic's error event, in Lethe's words", () => {
     const translator = new OpenAIToAnthropicStream(clientRequest(true), exchangeFor("anthropic"));
     translator.event({ event: undefined, data: chunk({ content: "partial" }) });

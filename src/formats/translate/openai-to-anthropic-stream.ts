@@ -42,14 +42,21 @@ export class OpenAIToAnthropicStream implements StreamTranslator {
   event(event: WireEvent): string | null {
     const chunk = event.data;
     let out = this.start(chunk.id);
+    const choices = (chunk.choices as Json[] | undefined) ?? [];
+    const choice = choices[0];
     if (chunk.usage !== undefined && chunk.usage !== null) {
       const usage = fromOpenAIUsage(chunk.usage);
       if (usage !== null) {
         this.exchange.usage = usage;
-        this.fallback.markReported();
+        // as in the OpenAI relay: counts from before the answer finished are not the last
+        const final =
+          choices.length === 0 ||
+          typeof choice?.finish_reason === "string" ||
+          typeof this.finish.finish_reason === "string";
+        if (final) this.fallback.markReported();
+        else this.fallback.markInputReported();
       }
     }
-    const choice = ((chunk.choices as Json[] | undefined) ?? [])[0];
     const delta = (choice?.delta ?? {}) as Json;
     const reasoning = delta.reasoning_content ?? delta.reasoning;
     if (typeof reasoning === "string" && reasoning !== "") {
