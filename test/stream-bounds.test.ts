@@ -59,6 +59,26 @@ describe("stream memory bounds", () => {
     expect(stream.sent()).toBeLessThanOrEqual(2 * (6_000 + stream.size));
   });
 
+  it("refuses an event larger than max_response_bytes that comes whole in one read", async () => {
+    const response = (event: string) =>
+      ({
+        maxBytes: 6_000,
+        async *stream() {
+          yield Buffer.from(`data: {"small":1}\n\n${event}`);
+        },
+      }) as unknown as UpstreamResponse;
+    const read = async (event: string) => {
+      const data: string[] = [];
+      for await (const message of readSse(response(event))) data.push(message.data);
+      return data;
+    };
+    // 6,002 bytes in 2,002 characters: counted in bytes, as the bound is written
+    await expect(read(`data: "${"€".repeat(2_000)}"\n\n`)).rejects.toMatchObject({
+      code: "LETHE_UPSTREAM_BAD_RESPONSE",
+    });
+    expect(await read(`data: "${"x".repeat(5_990)}"\n\n`)).toHaveLength(2);
+  });
+
   it("counts an unfinished event's bytes across the comments between its lines", async () => {
     // a comment after every data line: comments take nothing off what the event itself holds
     const stream = endlessEvent("data:\n:\n");

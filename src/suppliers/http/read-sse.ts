@@ -8,7 +8,7 @@ import type { UpstreamResponse } from "./supplier-http-client.js";
  * and pulling is what reads the socket, so backpressure reaches the supplier.
  * Stopping early (the client left) aborts the upstream request.
  *
- * A stream may run as long as its events keep coming, but one unfinished event may not
+ * A stream may run as long as its events keep coming, but no event, whole or unfinished, may
  * outgrow the supplier's max_response_bytes: a supplier that never ends an event must not
  * fill the gateway's memory. The parser's own bound counts characters of the event's data,
  * and an event of many short `data:` lines costs the parser about 30 times its size in
@@ -20,6 +20,10 @@ export async function* readSse(response: UpstreamResponse): AsyncGenerator<Event
   let sinceEvent = 0;
   const parser = createParser({
     onEvent: (message) => {
+      // an event that came whole in one read never filled the parser's buffer: its own size
+      // is checked here (UTF-8 takes at most three bytes a UTF-16 unit, so most skip the count)
+      const data = message.data;
+      if (data.length * 3 > response.maxBytes && Buffer.byteLength(data) > response.maxBytes) tooLarge = true;
       pending.push(message);
       sinceEvent = 0;
     },
