@@ -641,6 +641,37 @@ describe("AnthropicStreamRelay", () => {
     ]);
   });
 
+  it("shows the client the count it bills when the supplier's final counts are past any model's reach", async () => {
+    const exchange = exchangeFor("anthropic");
+    const events = parseSse(
+      feed(new AnthropicStreamRelay(clientRequest(true), exchange), [
+        {
+          type: "message_start",
+          message: {
+            id: "msg_1",
+            type: "message",
+            role: "assistant",
+            model: "m",
+            content: [],
+            usage: { input_tokens: 9, output_tokens: 1 },
+          },
+        },
+        { type: "content_block_start", index: 0, content_block: { type: "text", text: "" } },
+        { type: "content_block_delta", index: 0, delta: { type: "text_delta", text: "one two three four five" } },
+        { type: "content_block_stop", index: 0 },
+        { type: "message_delta", delta: { stop_reason: "end_turn" }, usage: { output_tokens: 4_294_967_295 } },
+        { type: "message_stop" },
+      ]),
+    );
+    expect(exchange.tokensEstimated).toBe(true);
+    expect(exchange.usage?.input).toBe(9);
+    const billed = exchange.usage?.output ?? 0;
+    expect(billed).toBeGreaterThan(0);
+    expect(billed).toBeLessThan(100);
+    const message = await MessageStream.fromReadableStream(asReadable(events)).finalMessage();
+    expect(message.usage.output_tokens).toBe(billed);
+  });
+
   it("drops an event whose type would break the client's framing (a line break in the event: line)", () => {
     const text = feed(new AnthropicStreamRelay(clientRequest(true), exchangeFor("anthropic")), [
       ANTHROPIC_EVENTS[0] as Json,
@@ -692,5 +723,26 @@ describe("OpenAIStreamRelay", () => {
     expect(twice.tokensEstimated).toBe(true);
     expect(twice.usage?.output).toBe(once.usage?.output);
     expect(once.usage?.output).toBeGreaterThan(0);
+  });
+
+  it("shows the client the count it bills when the supplier's counts are past any model's reach", () => {
+    const exchange = exchangeFor("openai");
+    const events = parseSse(
+      feed(new OpenAIStreamRelay(clientRequest(true), exchange), [
+        chunk({ role: "assistant", content: "" }),
+        { ...chunk({ content: "one two three four five" }), usage: { prompt_tokens: 3, completion_tokens: 1e300 } },
+        chunk({}, "stop"),
+        { ...OPENAI_USAGE, usage: { prompt_tokens: 3, completion_tokens: 1e300 } },
+      ]),
+    );
+    expect(exchange.tokensEstimated).toBe(true);
+    const usages = events.flatMap((event) => {
+      const usage = event.data === "[DONE]" ? undefined : event.data.usage;
+      return usage === undefined || usage === null ? [] : [usage];
+    });
+    expect(usages).toEqual([
+      expect.objectContaining({ prompt_tokens: exchange.usage?.input, completion_tokens: exchange.usage?.output }),
+    ]);
+    expect(exchange.usage?.output).toBeLessThan(100);
   });
 });

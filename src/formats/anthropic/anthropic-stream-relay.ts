@@ -1,5 +1,5 @@
 import type { LetheError } from "../../errors/lethe-error.js";
-import { fromAnthropicUsage } from "../../metering/anthropic-usage.js";
+import { fromAnthropicUsage, toAnthropicUsage } from "../../metering/anthropic-usage.js";
 import type { Exchange } from "../../metering/exchange.js";
 import type { WireEvent } from "../../suppliers/supplier.js";
 import type { ClientRequest, StreamTranslator } from "../surface/client-surface.js";
@@ -11,7 +11,7 @@ import { anthropicErrorEvent, anthropicEvent, anthropicEventText } from "./anthr
  * carries into the stream's running `totals` (Anthropic's are cumulative) and sets the
  * exchange's usage from them. `final`: `message_delta`'s counts, which end the stream;
  * `message_start`'s output count is a placeholder. Counts no model could reach are not the
- * supplier's to bill: the fallback counts instead.
+ * supplier's to bill: the fallback counts instead. False when the event's counts were refused.
  */
 export function meterAnthropicUsage(
   totals: Record<string, unknown>,
@@ -19,14 +19,15 @@ export function meterAnthropicUsage(
   final: boolean,
   exchange: Exchange,
   fallback: UsageFallback,
-): void {
-  if (typeof usage !== "object" || usage === null) return;
+): boolean {
+  if (typeof usage !== "object" || usage === null) return true;
   for (const [key, value] of Object.entries(usage)) if (value !== null && value !== undefined) totals[key] = value;
   const counted = fromAnthropicUsage(totals);
-  if (counted === null) return;
+  if (counted === null) return false;
   exchange.usage = counted;
   if (final) fallback.markReported();
   else fallback.markInputReported();
+  return true;
 }
 
 /** An SSE event name that can stand on its `event:` line as it is. */
@@ -103,7 +104,12 @@ export class AnthropicStreamRelay implements StreamTranslator {
       }
       case "message_delta":
         text = undefined;
-        this.meter(data.usage, true);
+        if (!this.meter(data.usage, true)) {
+          // counts no model could reach are not billed: the client reads the count that is,
+          // Lethe's own, settled now (the answer is whole)
+          this.fallback.settle(this.exchange, this.request.body);
+          if (this.exchange.usage !== null) data.usage = toAnthropicUsage(this.exchange.usage);
+        }
         break;
     }
     const name = typeof data.type === "string" ? data.type : (event.event ?? "message");
@@ -125,7 +131,7 @@ export class AnthropicStreamRelay implements StreamTranslator {
     return anthropicErrorEvent(error);
   }
 
-  private meter(usage: unknown, final: boolean): void {
-    meterAnthropicUsage(this.usage, usage, final, this.exchange, this.fallback);
+  private meter(usage: unknown, final: boolean): boolean {
+    return meterAnthropicUsage(this.usage, usage, final, this.exchange, this.fallback);
   }
 }

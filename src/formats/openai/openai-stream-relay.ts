@@ -42,8 +42,11 @@ export class OpenAIStreamRelay implements StreamTranslator {
     const usage = chunk.usage;
     const choices = Array.isArray(chunk.choices) ? chunk.choices : [];
     if (!this.finished) this.finished = hasFinishReason(choices);
+    // counts no model could reach are not billed (the fallback counts): nor does the client read them
+    let refused = false;
     if (usage !== undefined && usage !== null) {
       const counted = fromOpenAIUsage(usage);
+      refused = counted === null;
       if (counted !== null) {
         this.exchange.usage = counted;
         // counts that come before the answer finished (a server reporting the prompt up front,
@@ -53,7 +56,7 @@ export class OpenAIStreamRelay implements StreamTranslator {
         else this.fallback.markInputReported();
       }
     }
-    const keepUsage = this.request.wantsStreamUsage || usage === undefined;
+    const keepUsage = (this.request.wantsStreamUsage && !refused) || usage === undefined;
     if (!keepUsage && choices.length === 0) return null;
     if (this.noteOutput(choices)) this.exchange.markFirstToken();
     const spliced = this.splice(chunk, event.text, keepUsage, usage);
