@@ -672,6 +672,32 @@ describe("AnthropicStreamRelay", () => {
     expect(message.usage.output_tokens).toBe(billed);
   });
 
+  it("shows Lethe's estimate, not the supplier's, when message_start counts an input no model could take", () => {
+    const exchange = exchangeFor("anthropic");
+    const events = parseSse(
+      feed(new AnthropicStreamRelay(clientRequest(true), exchange), [
+        {
+          type: "message_start",
+          message: {
+            id: "msg_2",
+            type: "message",
+            role: "assistant",
+            model: "m",
+            content: [],
+            usage: { input_tokens: 5e9, output_tokens: 1 },
+          },
+        },
+        { type: "message_delta", delta: { stop_reason: "end_turn" }, usage: { output_tokens: 2 } },
+        { type: "message_stop" },
+      ]),
+    );
+    expect(JSON.stringify(events)).not.toContain("5000000000");
+    const start = jsonOf(events[0]).message as Json;
+    expect((start.usage as Json).input_tokens).toBeGreaterThan(0);
+    expect((start.usage as Json).input_tokens).toBeLessThan(100);
+    expect(exchange.tokensEstimated).toBe(true);
+  });
+
   it("drops an event whose type would break the client's framing (a line break in the event: line)", () => {
     const text = feed(new AnthropicStreamRelay(clientRequest(true), exchangeFor("anthropic")), [
       ANTHROPIC_EVENTS[0] as Json,
@@ -723,6 +749,18 @@ describe("OpenAIStreamRelay", () => {
     expect(twice.tokensEstimated).toBe(true);
     expect(twice.usage?.output).toBe(once.usage?.output);
     expect(once.usage?.output).toBeGreaterThan(0);
+  });
+
+  it("counts the output after a usage sent first on a chunk of no choices, when no final usage follows", () => {
+    const exchange = exchangeFor("openai");
+    feed(new OpenAIStreamRelay(clientRequest(true), exchange), [
+      { ...OPENAI_USAGE, usage: { prompt_tokens: 1234, completion_tokens: 0 } },
+      chunk({ content: "one two three four five six seven eight nine ten" }),
+      chunk({}, "stop"),
+    ]);
+    expect(exchange.tokensEstimated).toBe(true);
+    expect(exchange.usage).toMatchObject({ input: 1234 });
+    expect(exchange.usage?.output).toBeGreaterThan(5);
   });
 
   it("shows the client the count it bills when the supplier's counts are past any model's reach", () => {

@@ -1,5 +1,6 @@
 import type { LetheError } from "../../errors/lethe-error.js";
 import { fromAnthropicUsage, toAnthropicUsage } from "../../metering/anthropic-usage.js";
+import { estimateInputTokens } from "../../metering/count-tokens.js";
 import type { Exchange } from "../../metering/exchange.js";
 import type { WireEvent } from "../../suppliers/supplier.js";
 import type { ClientRequest, StreamTranslator } from "../surface/client-surface.js";
@@ -91,7 +92,9 @@ export class AnthropicStreamRelay implements StreamTranslator {
         text = undefined;
         if (message !== undefined) {
           message.model = this.exchange.model;
-          this.meter(message.usage, false);
+          // counts no model could reach are not billed, nor shown: Lethe's estimate instead
+          if (!this.meter(message.usage, false))
+            message.usage = { input_tokens: estimateInputTokens(this.request.body), output_tokens: 1 };
         }
         break;
       }

@@ -52,7 +52,7 @@ export class OpenAIStreamRelay implements StreamTranslator {
         // counts that come before the answer finished (a server reporting the prompt up front,
         // or counting as it goes) are not the last: output relayed after them is still counted,
         // so a stream cut before its final usage is billed for it
-        if (this.finished || choices.length === 0) this.fallback.markReported();
+        if (this.finished) this.fallback.markReported();
         else this.fallback.markInputReported();
       }
     }

@@ -49,10 +49,7 @@ export class OpenAIToAnthropicStream implements StreamTranslator {
       if (usage !== null) {
         this.exchange.usage = usage;
         // as in the OpenAI relay: counts from before the answer finished are not the last
-        const final =
-          choices.length === 0 ||
-          typeof choice?.finish_reason === "string" ||
-          typeof this.finish.finish_reason === "string";
+        const final = typeof choice?.finish_reason === "string" || typeof this.finish.finish_reason === "string";
         if (final) this.fallback.markReported();
         else this.fallback.markInputReported();
       }
