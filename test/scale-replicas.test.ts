@@ -332,10 +332,9 @@ describe("replicas starting together", () => {
 });
 
 describe("credit holds of finished requests", () => {
-  it("count at their charge, not their estimate, until the charge is written", async () => {
-    const schema = uniqueName("holds");
+  /** Two replicas behind the gated fake whose charges are written only at shutdown: every hold stands for its charge meanwhile. */
+  async function startUnflushedReplicas(schema: string) {
     const supplier = await startGatedOpenAISupplier();
-    // charges are written only at shutdown here: every hold stands for its charge meanwhile
     const config = {
       ...CONFIG,
       suppliers: [{ ...CONFIG.suppliers[0], base_url: supplier.url }, CONFIG.suppliers[1]],
@@ -343,6 +342,12 @@ describe("credit holds of finished requests", () => {
     };
     const env = { LETHE_DATABASE_URL: schemaUrl(schema), GATED_KEY: "sk-gated-0123456789" };
     const replicas = [await startReplica(config, env), await startReplica(config, env)];
+    return { supplier, replicas };
+  }
+
+  it("count at their charge, not their estimate, until the charge is written", async () => {
+    const schema = uniqueName("holds");
+    const { supplier, replicas } = await startUnflushedReplicas(schema);
     try {
       // credit for about five requests at their estimate (no max_tokens: 4,096 output tokens
       // reserved), and for several hundred at what each is charged
@@ -376,14 +381,7 @@ describe("credit holds of finished requests", () => {
 
   it("count at their charge when a request cost more than it held, so the overdrawn account is refused", async () => {
     const schema = uniqueName("overrun");
-    const supplier = await startGatedOpenAISupplier();
-    const config = {
-      ...CONFIG,
-      suppliers: [{ ...CONFIG.suppliers[0], base_url: supplier.url }, CONFIG.suppliers[1]],
-      metering: { flush_interval_ms: 600_000, batch_size: 100_000 },
-    };
-    const env = { LETHE_DATABASE_URL: schemaUrl(schema), GATED_KEY: "sk-gated-0123456789" };
-    const replicas = [await startReplica(config, env), await startReplica(config, env)];
+    const { supplier, replicas } = await startUnflushedReplicas(schema);
     try {
       // max_tokens 1 holds a few dozen micro-units; the supplier answers 20 tokens all the same
       // (COST, 180): credit for two such holds, not for one charge and a hold
