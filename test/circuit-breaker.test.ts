@@ -3,7 +3,7 @@ import { resolveConfig } from "../src/config/load-config.js";
 import { LetheError } from "../src/errors/lethe-error.js";
 import { anthropicMessagesSurface } from "../src/formats/anthropic/anthropic-surface.js";
 import { CircuitBreaker } from "../src/routing/circuit-breaker.js";
-import { planRoutes } from "../src/routing/plan-routes.js";
+import { findModel, routesOf } from "../src/routing/plan-routes.js";
 import { type AnswerTimings, RouteStats } from "../src/routing/route-stats.js";
 import { Router } from "../src/routing/router.js";
 import { behaviour, type FakeOpenAISupplier } from "./support/fake-openai-supplier.js";
@@ -180,7 +180,7 @@ describe("Router with a clock under test control", () => {
       {},
       null,
     );
-    return { config, plan: planRoutes(config, "m", true) };
+    return { config, plan: routesOf(findModel(config, "m"), true) };
   }
 
   it("drops an open route from the order, offers it again after the cooldown, and restores it on success", () => {

@@ -1,6 +1,6 @@
 import { afterAll, beforeAll, describe, expect, it } from "vitest";
 import { type ModelConfig, resolveConfig } from "../src/config/load-config.js";
-import { planRoutes, type RoutePlan } from "../src/routing/plan-routes.js";
+import { findModel, type RoutePlan, routesOf } from "../src/routing/plan-routes.js";
 import { type AnswerTimings, STALE_AFTER_MS } from "../src/routing/route-stats.js";
 import { type ExpectedTokens, Router } from "../src/routing/router.js";
 import { behaviour, type FakeOpenAISupplier } from "./support/fake-openai-supplier.js";
@@ -58,7 +58,7 @@ function planOf(
     {},
     null,
   );
-  return { plan: planRoutes(config, "m", true), router: new Router(config.routing, now, mulberry32(7)) };
+  return { plan: routesOf(findModel(config, "m"), true), router: new Router(config.routing, now, mulberry32(7)) };
 }
 
 const NO_TOKENS: ExpectedTokens = { input: 0, output: 0 };

@@ -61,7 +61,7 @@ export class CreditGuard {
   private readonly accounts = new Map<AccountId, AccountCredit>();
   private readonly ledger: BatchWriter<Debit>;
   private seenCounter: number;
-  /** Database holds to lower to their charges, sent together once per event-loop turn. */
+  /** Database holds to set to their charges, sent together once per event-loop turn. */
   private resizing: { holdId: string; amount: number }[] = [];
 
   constructor(

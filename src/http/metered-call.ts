@@ -307,7 +307,6 @@ export class MeteredCall {
   }
 }
 
-/** Supplier statuses that say the operator's setup is wrong (base URL, key, permission, model name), not that it is busy. */
 function tooLarge(): LetheError {
   return new LetheError("LETHE_BODY_TOO_LARGE", "The request body is larger than this gateway accepts.");
 }

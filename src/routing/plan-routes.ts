@@ -44,11 +44,6 @@ export function routesOf(model: ModelConfig, zdrRequired: boolean): RoutePlan {
   return { model, routes, zdrEnforced: zdrRequired };
 }
 
-/** `findModel` then `routesOf`. */
-export function planRoutes(config: LetheConfig, requestedModel: string, zdrRequired: boolean): RoutePlan {
-  return routesOf(findModel(config, requestedModel), zdrRequired);
-}
-
 /** The refusal of a request that requires ZDR when no qualified supplier serves its model. */
 export function zdrUnavailable(modelId: string): LetheError {
   return new LetheError(
