@@ -31,6 +31,7 @@ const CASES = [
   "mid-stream",
   "retry-after",
   "retry-after-pair",
+  "retry-after-long",
   "deadline-retry",
   "deadline-slow",
   "deadline-bounded",
@@ -76,8 +77,10 @@ beforeAll(async () => {
         ),
         model("retry-after", 1, { max_attempts: 2 }),
         model("retry-after-pair", 2),
+        model("retry-after-long", 2),
       ],
-      routing: { max_attempts: 3, deadline_ms: 10_000, backoff_base_ms: 40, backoff_max_ms: 80, breaker: noBreaker },
+      // the backoff's own waits stay short (base 40 ms); a retry-after up to 1.5 s is waited out
+      routing: { max_attempts: 3, deadline_ms: 10_000, backoff_base_ms: 40, backoff_max_ms: 1500, breaker: noBreaker },
     },
     env: ROUTING_ENV,
   });
@@ -85,7 +88,7 @@ beforeAll(async () => {
     config: {
       suppliers,
       models: [model("deadline-retry", 1), model("deadline-slow", 1), model("deadline-bounded", 2)],
-      routing: { max_attempts: 10, deadline_ms: 600, backoff_base_ms: 40, backoff_max_ms: 80, breaker: noBreaker },
+      routing: { max_attempts: 10, deadline_ms: 600, backoff_base_ms: 40, backoff_max_ms: 1000, breaker: noBreaker },
     },
     env: ROUTING_ENV,
   });
@@ -230,6 +233,24 @@ describe("retry-after and the total deadline", () => {
     expect([first.requests.length, second.requests.length]).toEqual([2, 1]);
     expect(result.elapsedMs).toBeGreaterThanOrEqual(990);
     expect(result.elapsedMs).toBeLessThan(3000);
+  });
+
+  it.concurrent("leaves a retry-after longer than backoff_max_ms to the client, trying the other route meanwhile", async ({
+    expect,
+  }) => {
+    const { first, second } = pairs["retry-after-long"];
+    const { content } = canaryPrompt(canaries, "retryafterlong");
+    first.setBehaviour(behaviour.status(429, undefined, { "retry-after": "5" }));
+    second.setBehaviour(behaviour.status(429, undefined, { "retry-after": "4" }));
+    const result = await postRaw(gateway, "/v1/chat/completions", chatBody("retry-after-long", content));
+
+    // each route asked once, neither waited for: the client hears the supplier's own wait at once
+    expect(result.status).toBe(429);
+    expect(result.headers.get("retry-after")).toBe("4");
+    expect(result.headers.get("x-should-retry")).toBeNull();
+    expect([first.requests.length, second.requests.length]).toEqual([1, 1]);
+    expect(result.elapsedMs).toBeLessThan(1000);
+    expect(await recordOf(gateway, result.headers.get("x-request-id"))).toMatchObject({ attempts: 2, status: 429 });
   });
 
   it.concurrent("does not wait out a retry-after that ends beyond the deadline", async ({ expect }) => {

@@ -187,6 +187,13 @@ export async function attemptRoutes(
     const stats = router.statsFor(route);
     if (turn >= candidates.length && lastFailure instanceof UpstreamError) {
       const askedMs = (retryAfterUntil?.get(route.key) ?? 0) - router.now();
+      // a supplier that asks to be left alone for longer than Lethe's own backoff: the wait
+      // is the client's to make (its SDK honours retry-after), not a connection held open
+      // for it, which the SDK's own retries would then multiply
+      if (askedMs > settings.backoffMaxMs) {
+        skipped++;
+        continue;
+      }
       const delay = backoffMs(settings, turn - candidates.length + 1, askedMs > 0 ? askedMs / 1000 : null);
       if (router.now() + delay >= deadline) break;
       await wait(delay, cancellation);
