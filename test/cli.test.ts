@@ -269,3 +269,30 @@ describe("lethe help", () => {
     for (const command of documented) expect(out).toContain(`lethe ${command}`);
   });
 });
+
+describe("lethe COMMAND --help", () => {
+  it("prints the command's own usage and exits 0, for every command", async () => {
+    for (const command of ["serve", "accounts", "credits", "keys", "usage", "operators", "routes", "zdr", "audit"]) {
+      for (const flag of ["--help", "-h"]) {
+        const { code, out, err } = await runCli([command, "create", flag], {});
+        expect({ command, flag, code, err }).toEqual({ command, flag, code: 0, err: "" });
+        expect(out).toMatch(new RegExp(`^Usage:\\n  lethe ${command}\\b`));
+        // only this command's lines
+        expect(
+          out
+            .split("\n")
+            .filter((line) => line.startsWith("  lethe "))
+            .every((line) => line.startsWith(`  lethe ${command}`)),
+        ).toBe(true);
+      }
+    }
+  });
+
+  it("takes --help after -- as a value, and an unknown command's --help stays an unknown command", async () => {
+    const unknown = await runCli(["frobnicate", "--help"], {});
+    expect(unknown.code).toBe(2);
+    expect(unknown.err).toContain("unknown command");
+    const asValue = await runCli(["keys", "revoke", "--", "--help"], {});
+    expect(asValue.out).not.toContain("Usage:");
+  });
+});

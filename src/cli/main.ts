@@ -40,11 +40,6 @@ Usage:
 Environment: LETHE_HOST, LETHE_PORT, LETHE_DATA_DIR, LETHE_CONFIG, LETHE_SECRET,
 LETHE_DATABASE_URL, LETHE_REDIS_URL, LETHE_REDIS_PREFIX.`;
 
-/**
- * Runs the `lethe` command line; returns the process exit code. Each command's module is
- * loaded when it runs: `serve` then carries none of the audit's or the admin commands'
- * code and dependencies, which a long-running gateway would hold in memory for nothing.
- */
 /** The address a failed listen asked for, from the operator's own LETHE_HOST and LETHE_PORT: ", here 127.0.0.1:8080". */
 function listenAddress(error: unknown): string {
   const { syscall, address, port } = error as { syscall?: unknown; address?: unknown; port?: unknown };
@@ -52,8 +47,38 @@ function listenAddress(error: unknown): string {
   return `, here ${address.includes(":") ? `[${address}]` : address}:${port}`;
 }
 
+/** `--help` or `-h` among a command's arguments (not after `--`, where values go). */
+function asksForHelp(args: readonly string[]): boolean {
+  for (const arg of args) {
+    if (arg === "--") return false;
+    if (arg === "--help" || arg === "-h") return true;
+  }
+  return false;
+}
+
+/** A command's own lines of HELP (`lethe keys --help`: the three keys lines), or null for no such command. */
+function commandHelp(command: string): string | null {
+  const lines = HELP.split("\n").filter(
+    (line) => line === `  lethe ${command}` || line.startsWith(`  lethe ${command} `),
+  );
+  return lines.length === 0
+    ? null
+    : `Usage:\n${lines.join("\n")}\n\nRun 'lethe help' for every command and the environment.`;
+}
+
+/**
+ * Runs the `lethe` command line; returns the process exit code. Each command's module is
+ * loaded when it runs: `serve` then carries none of the audit's or the admin commands'
+ * code and dependencies, which a long-running gateway would hold in memory for nothing.
+ */
 export async function main(argv: string[], io: CliIo = processIo): Promise<number> {
   const [command, ...rest] = argv;
+  // `lethe serve --help` prints how to use it rather than starting a gateway
+  const help = command !== undefined && asksForHelp(rest) ? commandHelp(command) : null;
+  if (help !== null) {
+    io.out(help);
+    return 0;
+  }
   try {
     switch (command) {
       case "serve":
