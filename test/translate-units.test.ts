@@ -378,14 +378,13 @@ describe("openAIToAnthropicRequest", () => {
     expect(error.message).not.toContain("secret");
   });
 
-  it("refuses content parts with no Anthropic counterpart, and image parts without a url", () => {
-    expect(thrownBy(() => toAnthropic({ messages: [{ role: "user", content: [{ type: "input_audio" }] }] })).code).toBe(
-      "LETHE_INVALID_REQUEST",
-    );
-    expect(
-      thrownBy(() => toAnthropic({ messages: [{ role: "user", content: [{ type: "image_url", image_url: {} }] }] }))
-        .code,
-    ).toBe("LETHE_INVALID_REQUEST");
+  it("refuses content parts with no Anthropic counterpart, and image parts without a url, naming messages", () => {
+    const refusals = [
+      thrownBy(() => toAnthropic({ messages: [{ role: "user", content: [{ type: "input_audio" }] }] })),
+      thrownBy(() => toAnthropic({ messages: [{ role: "system", content: [{ type: "input_audio" }] }] })),
+      thrownBy(() => toAnthropic({ messages: [{ role: "user", content: [{ type: "image_url", image_url: {} }] }] })),
+    ];
+    for (const error of refusals) expect([error.code, error.param]).toEqual(["LETHE_INVALID_REQUEST", "messages"]);
   });
 });
 
@@ -827,6 +826,15 @@ describe("anthropicToOpenAICompletion", () => {
       { input: 1, output: 1, cachedInput: 0, cacheWrite: 0, reasoning: 0 },
     );
     expect((completion.choices as Json[])[0]).toMatchObject({ message: { content: null } });
+  });
+
+  it("writes refusal: null, as OpenAI does on every message", () => {
+    const completion = anthropicToOpenAICompletion(
+      { id: "msg_1", content: [{ type: "text", text: "hi" }], stop_reason: "end_turn" },
+      MODEL,
+      { input: 1, output: 1, cachedInput: 0, cacheWrite: 0, reasoning: 0 },
+    );
+    expect((completion.choices as Json[])[0]).toHaveProperty("message.refusal", null);
   });
 });
 

@@ -35,7 +35,9 @@ function contentBlocks(content: unknown): Json[] {
     else if (part.type === "refusal" && typeof part.refusal === "string")
       blocks.push({ type: "text", text: part.refusal });
     else
-      throw new LetheError("LETHE_INVALID_REQUEST", "This content part type cannot be sent to this model's supplier.");
+      throw new LetheError("LETHE_INVALID_REQUEST", "This content part type cannot be sent to this model's supplier.", {
+        param: "messages",
+      });
   }
   return blocks;
 }

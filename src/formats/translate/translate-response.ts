@@ -83,7 +83,8 @@ export function anthropicToOpenAICompletion(message: Json, model: ModelId, usage
       });
     }
   }
-  const out: Json = { role: "assistant", content: text === "" && toolCalls.length > 0 ? null : text };
+  // OpenAI always writes `refusal` (null unless the model refused), and its SDK's type requires it
+  const out: Json = { role: "assistant", content: text === "" && toolCalls.length > 0 ? null : text, refusal: null };
   if (reasoning !== "") out.reasoning_content = reasoning;
   if (toolCalls.length > 0) out.tool_calls = toolCalls;
   return {
