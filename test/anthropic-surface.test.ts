@@ -1,8 +1,8 @@
 import Anthropic, { APIError } from "@anthropic-ai/sdk";
 import OpenAI from "openai";
 import { afterAll, afterEach, beforeAll, describe, expect, it } from "vitest";
-import { IMAGE_INPUT_TOKENS_BOUND } from "../src/billing/estimate-cost.js";
 import { estimateInputTokens } from "../src/metering/count-tokens.js";
+import { IMAGE_INPUT_TOKENS_BOUND, PDF_TOKENS_PER_PAGE } from "../src/metering/media-tokens.js";
 import { anthropicBehaviour, FAKE_COUNT_TOKENS } from "./support/fake-anthropic-supplier.js";
 import { behaviour } from "./support/fake-openai-supplier.js";
 import {
@@ -335,6 +335,57 @@ describe("count_tokens", () => {
       messages: [{ role: "user", content: [image, { type: "text", text: "How many tokens is this sentence?" }] }],
     });
     expect(withImage.input_tokens).toBe(data.input_tokens + IMAGE_INPUT_TOKENS_BOUND);
+  });
+
+  it("counts a document's text, its content blocks, and an inline PDF by its pages", async () => {
+    const text = "The quick brown fox jumps over the lazy dog. ".repeat(400);
+    const asText = await rig.anthropic.messages.countTokens({
+      model: MODELS.gpt,
+      messages: [{ role: "user", content: [{ type: "text", text }] }],
+    });
+    expect(asText.input_tokens).toBeGreaterThan(3_000);
+    const asDocument = await rig.anthropic.messages.countTokens({
+      model: MODELS.gpt,
+      messages: [
+        {
+          role: "user",
+          content: [{ type: "document", source: { type: "text", media_type: "text/plain", data: text } }],
+        },
+      ],
+    });
+    expect(asDocument.input_tokens).toBe(asText.input_tokens);
+    const asContent = await rig.anthropic.messages.countTokens({
+      model: MODELS.gpt,
+      messages: [
+        {
+          role: "user",
+          content: [{ type: "document", source: { type: "content", content: [{ type: "text", text }] } }],
+        },
+      ],
+    });
+    expect(asContent.input_tokens).toBe(asText.input_tokens);
+    // three page objects (and the page tree, which is no page): three pages' worth
+    const pdf = Buffer.from(
+      "%PDF-1.4\n1 0 obj << /Type /Pages /Kids [2 0 R 3 0 R 4 0 R] /Count 3 >> endobj\n" +
+        "2 0 obj << /Type /Page >> endobj 3 0 obj << /Type/Page >> endobj 4 0 obj <</Type /Page/Parent 1 0 R>> endobj\n%%EOF",
+    ).toString("base64");
+    const empty = await rig.anthropic.messages.countTokens({
+      model: MODELS.gpt,
+      messages: [{ role: "user", content: [{ type: "text", text: "Summarise." }] }],
+    });
+    const asPdf = await rig.anthropic.messages.countTokens({
+      model: MODELS.gpt,
+      messages: [
+        {
+          role: "user",
+          content: [
+            { type: "document", source: { type: "base64", media_type: "application/pdf", data: pdf } },
+            { type: "text", text: "Summarise." },
+          ],
+        },
+      ],
+    });
+    expect(asPdf.input_tokens).toBe(empty.input_tokens + 3 * PDF_TOKENS_PER_PAGE);
   });
 
   it.each([404, 405])("counts locally when the Anthropic supplier has no count_tokens (%i)", async (status) => {

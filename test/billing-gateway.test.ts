@@ -2,10 +2,10 @@ import Anthropic from "@anthropic-ai/sdk";
 import OpenAI from "openai";
 import { afterAll, beforeAll, describe, expect, it } from "vitest";
 import type { Reservation } from "../src/billing/credit-guard.js";
-import { DOCUMENT_INPUT_TOKENS_BOUND, IMAGE_INPUT_TOKENS_BOUND } from "../src/billing/estimate-cost.js";
 import type { AccountId } from "../src/config/ids.js";
 import { costMicros } from "../src/metering/cost.js";
 import { countTextsTokens, MAX_COUNTED_CHARACTERS } from "../src/metering/count-tokens.js";
+import { DOCUMENT_INPUT_TOKENS_BOUND, IMAGE_INPUT_TOKENS_BOUND } from "../src/metering/media-tokens.js";
 import type { MetadataRecord } from "../src/metering/metadata-record.js";
 import {
   BILLED,

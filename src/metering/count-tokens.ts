@@ -1,4 +1,5 @@
 import { createRequire } from "node:module";
+import { mediaInputTokens } from "./media-tokens.js";
 
 type Tokenizer = typeof import("gpt-tokenizer");
 
@@ -112,17 +113,30 @@ export function collectText(content: unknown, into: string[]): void {
     if (typeof part !== "object" || part === null) continue;
     const record = part as Record<string, unknown>;
     if (typeof record.text === "string") into.push(record.text);
+    // an Anthropic document of text, or of content blocks: its text is read like any other
+    if (record.type === "document") collectDocumentText(record.source, into);
     if (typeof record.thinking === "string") into.push(record.thinking);
     if (record.content !== undefined) collectText(record.content, into);
     if (record.input !== undefined) into.push(JSON.stringify(record.input));
   }
 }
 
+function collectDocumentText(source: unknown, into: string[]): void {
+  if (typeof source !== "object" || source === null) return;
+  const { type, data, content } = source as { type?: unknown; data?: unknown; content?: unknown };
+  if (type === "text" && typeof data === "string") into.push(data);
+  else if (type === "content") collectText(content, into);
+}
+
 // OpenAI's cookbook: every message costs about 3 tokens of framing, every reply 3 more
 const TOKENS_PER_MESSAGE = 3;
 const TOKENS_PER_REPLY = 3;
 
-/** Estimates the input tokens of an OpenAI or Anthropic request body (messages, system, tools). */
+/**
+ * Estimates the input tokens of an OpenAI or Anthropic request body (messages, system,
+ * tools), its images and documents included (media-tokens.ts; `bound` counts them as a
+ * credit reservation must, `estimate` as metering may).
+ */
 export function estimateInputTokens(
   body: Record<string, unknown>,
   uncounted: UncountedText = "estimate",
@@ -140,5 +154,5 @@ export function estimateInputTokens(
     if (Array.isArray(record.tool_calls)) texts.push(JSON.stringify(record.tool_calls));
   }
   if (Array.isArray(body.tools)) texts.push(JSON.stringify(body.tools));
-  return framing + countTextsTokens(texts, uncounted, tokenizerBudget);
+  return framing + countTextsTokens(texts, uncounted, tokenizerBudget) + mediaInputTokens(messages, uncounted);
 }

@@ -1,4 +1,3 @@
-import { mediaInputTokens } from "../../billing/estimate-cost.js";
 import { anthropicHeaders } from "../../formats/anthropic/anthropic-surface.js";
 import { countTokensRequestSchema } from "../../formats/anthropic/messages-request-schema.js";
 import { validateBody } from "../../formats/validation/request-validation.js";
@@ -54,9 +53,9 @@ async function countTokens(call: MeteredCall): Promise<void> {
     }
   }
   if (inputTokens === null) {
-    // images and referenced documents at the most a supplier counts one: a count of 0 for
-    // them would tell a client its request fits a context it may not
-    inputTokens = estimateInputTokens(body) + mediaInputTokens(body.messages);
+    // images and documents counted too (media-tokens.ts): a count of 0 for them would tell
+    // a client its request fits a context it may not
+    inputTokens = estimateInputTokens(body);
     exchange.tokensEstimated = true;
   }
   finishExchange(gateway, exchange, 200, null);
