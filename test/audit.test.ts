@@ -275,6 +275,37 @@ describe("lethe audit on the command line", () => {
     }
   }, 60_000);
 
+  it("is inconclusive when the audit's key requires ZDR and a model has no ZDR supplier: its canaries never left the gate", async () => {
+    const config = {
+      suppliers: [
+        { id: "demo", type: "demo", zdr: true },
+        { id: "keeps-content", type: "demo", zdr: false },
+      ],
+      models: [
+        { id: "lethe-demo", routes: [{ supplier: "demo", model: "lethe-demo" }] },
+        { id: "not-zdr", routes: [{ supplier: "keeps-content", model: "lethe-demo" }] },
+      ],
+    };
+    const mixed = await startTestGateway({ config });
+    try {
+      const result = await runCli(
+        ["audit", "--target", mixed.url, "--key", mixed.key, "--model", "not-zdr", "--no-log", "--json"],
+        { LETHE_DATA_DIR: mixed.dataDir },
+      );
+      expect(result.code).toBe(1);
+      const report = JSON.parse(result.out) as AuditReport;
+      expect(report.pass).toBe(false);
+      expect(report.verdict).toMatch(/^INCONCLUSIVE: no canary found, but the gateway refused the audit's key/);
+      expect(report.verdict).toContain("ZDR optional");
+      const refused = report.paths.filter((path) => path.outcome === "refused by limits");
+      expect(refused.length).toBeGreaterThan(5);
+      expect(refused[0]?.notes.join(" ")).toContain("LETHE_ZDR_UNAVAILABLE");
+    } finally {
+      await mixed.close();
+      await removeDataDir(mixed);
+    }
+  }, 60_000);
+
   it("refuses a key the target does not accept, without printing it", async () => {
     const wrong = `sk-lethe-${"w".repeat(38)}`;
     const result = await runCli(["audit", "--target", target.url, "--key", wrong], {});

@@ -140,7 +140,8 @@ export function buildReport(input: {
     figures.pathsRefused === 0
       ? null
       : `the gateway refused the audit's key on ${figures.pathsRefused} path(s) ` +
-        "(rate limit, credit or draining) before their canaries reached it: audit with a key whose account has no rpm/tpm limit and enough credit";
+        "(rate limit, credit, draining, or a model with no ZDR supplier for an account that requires ZDR) before their canaries reached it: " +
+        "audit with a key whose account has no rpm/tpm limit, enough credit and ZDR optional (`lethe accounts create NAME --zdr optional`)";
   const searched = `${figures.canaries} canaries over ${figures.pathsDriven} paths, ${figures.storesScanned} stores scanned`;
   let verdict: string;
   if (hits > 0) {

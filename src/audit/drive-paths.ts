@@ -22,13 +22,18 @@ export interface PathRun {
   notes: string[];
 }
 
-/** The refusals of a key's limits (not of the request itself): the canaries went no further than the gate. */
+/**
+ * The refusals of a key's limits (not of the request itself): the canaries went no further
+ * than the gate. A ZDR refusal too: the key's account requires ZDR and the model has no
+ * ZDR supplier, so its routes never see the audit's canaries (another account's would).
+ */
 const LIMIT_REFUSAL =
-  /"code":"(LETHE_RATE_LIMITED|LETHE_AUTH_THROTTLED|LETHE_INSUFFICIENT_CREDIT|LETHE_SHUTTING_DOWN|LETHE_METERING_UNAVAILABLE)"/;
+  /"code":"(LETHE_RATE_LIMITED|LETHE_AUTH_THROTTLED|LETHE_INSUFFICIENT_CREDIT|LETHE_SHUTTING_DOWN|LETHE_METERING_UNAVAILABLE|LETHE_ZDR_UNAVAILABLE)"/;
 
 /** The refused code of a response the audit's own key got, or null. */
 function limitRefusal(response: AuditResponse): string | null {
-  if (response.status !== 429 && response.status !== 402 && response.status !== 503) return null;
+  const status = response.status;
+  if (status !== 429 && status !== 402 && status !== 503 && status !== 403) return null;
   return LIMIT_REFUSAL.exec(response.text)?.[1] ?? null;
 }
 
