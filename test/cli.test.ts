@@ -125,8 +125,8 @@ describe("lethe CLI: accounts, keys, usage", () => {
       ["key_create", "cli"],
       ["account_create", "cli"],
     ]);
-    expect(rows[0]?.[4]).toBe(keyId);
-    expect(rows[1]?.[5]).toBe("1.500000");
+    expect(rows[0]?.[5]).toBe(keyId);
+    expect(rows[1]?.[6]).toBe("1.500000");
     expect(events.out).not.toContain("sk-lethe-");
   });
 
@@ -145,13 +145,20 @@ describe("lethe CLI: accounts, keys, usage", () => {
     expect((await runCli(["operators", "rotate", "nobody"], env)).err).toBe("lethe: no operator named 'nobody'");
     // the revoked operator's new token was a reinstatement; a second rotation is a rotation
     expect((await runCli(["operators", "rotate", "scraper"], env)).code).toBe(0);
-    const events = await runCli(["operators", "events", "--limit", "2"], env);
+    const events = await runCli(["operators", "events", "--limit", "4"], env);
+    const operatorId = /^scraper\t(op_\w+)\t/m.exec((await runCli(["operators", "list"], env)).out)?.[1];
+    // the CLI acted on the operator: it is named as what was changed, not as who changed it
     expect(
       events.out
         .split("\n")
         .slice(1)
-        .map((row) => row.split("\t")[1]),
-    ).toEqual(["operator_rotate", "operator_reinstate"]);
+        .map((row) => row.split("\t").slice(1, 4)),
+    ).toEqual([
+      ["operator_rotate", "cli", operatorId],
+      ["operator_reinstate", "cli", operatorId],
+      ["operator_revoke", "cli", operatorId],
+      ["operator_create", "cli", operatorId],
+    ]);
   });
 
   it("ends quietly when its reader closes the pipe early (`| head -1`), with no stack trace", async () => {

@@ -380,6 +380,7 @@ describe("PostgreSQL start-up", () => {
         "0004_credit_holds",
         "0005_debit_once",
         "0006_debit_fold",
+        "0007_audit_event_operator",
       ]);
       expect(await schemaTables(schema)).toEqual(
         expect.arrayContaining([

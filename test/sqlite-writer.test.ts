@@ -319,7 +319,10 @@ describe("SQLite writer thread", () => {
     const old = new BetterSqlite3(file);
     old.exec("DROP INDEX ledger_entries_debit_request");
     old.exec("DROP INDEX ledger_entries_request_debit_ts");
-    old.exec("DELETE FROM lethe_migrations WHERE name IN ('0005_debit_once', '0006_debit_fold')");
+    old.exec("ALTER TABLE audit_events DROP COLUMN subject_operator_id");
+    old.exec(
+      "DELETE FROM lethe_migrations WHERE name IN ('0005_debit_once', '0006_debit_fold', '0007_audit_event_operator')",
+    );
     old
       .prepare(
         "INSERT INTO ledger_entries (id, account_id, ts, kind, amount_micros, request_id) VALUES (?, ?, 2, 'debit', -700, 'req_twice')",

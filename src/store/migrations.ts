@@ -168,6 +168,13 @@ const migrations: Record<string, Migration> = {
         WHERE kind = 'debit' AND request_id IS NOT NULL`.execute(db);
     },
   },
+  "0007_audit_event_operator": {
+    // the operator an operator_* event is about, apart from who acted (operator_id, null
+    // for the CLI): the CLI's changes to operators read as that operator's own acts before
+    async up(db: Kysely<unknown>) {
+      await db.schema.alterTable("audit_events").addColumn("subject_operator_id", "text").execute();
+    },
+  },
 };
 
 const provider: MigrationProvider = {

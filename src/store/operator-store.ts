@@ -13,8 +13,11 @@ export interface OperatorRecord {
 
 /** One admin action: who, what, when, on which account or key. Never content. */
 export interface AuditEvent {
+  /** Who acted: an operator, or null for the CLI. */
   operatorId: string | null;
   action: AdminAction;
+  /** The operator an operator_* action changed. */
+  subjectOperatorId?: string | null;
   accountId?: string | null;
   keyId?: string | null;
   amountMicros?: number | null;
@@ -101,6 +104,7 @@ export class OperatorStore {
         ts: Date.now(),
         operator_id: event.operatorId,
         action: event.action,
+        subject_operator_id: event.subjectOperatorId ?? null,
         account_id: event.accountId ?? null,
         key_id: event.keyId ?? null,
         amount_micros: event.amountMicros ?? null,
@@ -114,6 +118,7 @@ export class OperatorStore {
       ts: number;
       operator_id: string | null;
       action: string;
+      subject_operator_id: string | null;
       account_id: string | null;
       key_id: string | null;
       amount_micros: number | null;

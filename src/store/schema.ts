@@ -42,6 +42,8 @@ export interface AuditEventsTable {
   ts: number;
   operator_id: string | null;
   action: string;
+  /** The operator an operator_* event changed (operator_id is who acted). */
+  subject_operator_id: string | null;
   account_id: string | null;
   key_id: string | null;
   amount_micros: number | null;

@@ -32,7 +32,11 @@ export async function operatorsCommand(args: string[], io: CliIo): Promise<numbe
     return withStore(io, values.config, async (store) => {
       const operator = await store.operators.revoke(name);
       if (operator === undefined) throw new CliError(`no active operator named '${name}'`);
-      await store.operators.recordEvent({ operatorId: operator.id, action: "operator_revoke" });
+      await store.operators.recordEvent({
+        operatorId: null,
+        action: "operator_revoke",
+        subjectOperatorId: operator.id,
+      });
       io.out(`revoked operator ${operator.id}`);
       return 0;
     });
@@ -55,7 +59,8 @@ export async function operatorsCommand(args: string[], io: CliIo): Promise<numbe
       operator = rotated;
     }
     if (operator === undefined) throw new CliError(`no operator named '${name}'`);
-    await store.operators.recordEvent({ operatorId: operator.id, action });
+    // the CLI acted (operator_id null), on this operator
+    await store.operators.recordEvent({ operatorId: null, action, subjectOperatorId: operator.id });
     io.out(`operator id: ${operator.id}`);
     io.out(`token:       ${token}`);
     io.out(
@@ -76,13 +81,14 @@ async function listOperators(store: Store, io: CliIo): Promise<number> {
 
 /** The audit trail, newest first: admin API actions under their operator's id, the CLI's as `cli`. */
 async function listEvents(store: Store, io: CliIo, limit: number): Promise<number> {
-  io.out(["WHEN", "ACTION", "BY", "ACCOUNT", "KEY", "AMOUNT"].join("\t"));
+  io.out(["WHEN", "ACTION", "BY", "OPERATOR", "ACCOUNT", "KEY", "AMOUNT"].join("\t"));
   for (const event of await store.operators.recentEvents(limit)) {
     io.out(
       [
         new Date(event.ts).toISOString(),
         event.action,
         event.operator_id ?? "cli",
+        event.subject_operator_id ?? "",
         event.account_id ?? "",
         event.key_id ?? "",
         event.amount_micros === null ? "" : formatMicros(event.amount_micros),
