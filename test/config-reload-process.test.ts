@@ -92,6 +92,17 @@ describe("lethe serve reloads its config file on SIGHUP", () => {
     const after = await untilListed(url as string, key, ["second"], 4 * workers);
     expect(after.every((ids) => JSON.stringify(ids) === '["second"]')).toBe(true);
 
+    // a model the reload leaves without a ZDR supplier is warned of, as at start
+    const noZdr =
+      "suppliers:\n  - id: demo\n    type: demo\n    zdr: true\n  - id: keeps\n    type: demo\n" +
+      "models:\n  - id: second\n    routes:\n      - supplier: demo\n        model: lethe-demo\n" +
+      "  - id: plain\n    routes:\n      - supplier: keeps\n        model: lethe-demo\n" +
+      "shutdown:\n  drain_delay_ms: 300\n";
+    await writeFile(configPath, noZdr);
+    process.kill(pid, "SIGHUP");
+    await serve.waitFor(/warning: model "plain" has no ZDR supplier/);
+    expect(serve.output()).not.toMatch(/warning: model "second"/);
+
     expect(serve.child.exitCode).toBeNull();
     // a hang-up while shutting down neither reloads nor ends the process before its flush; nor
     // does a second SIGTERM or a SIGINT (a double Ctrl-C), which Node's default would obey at once

@@ -84,7 +84,10 @@ function reloadOnHangup(
         io.err("lethe: config not reloaded: the config file defines no models");
         return;
       }
+      const warnedBefore = new Set(zdrWarnings(running.gateway.config));
       const outcome = await reloadGateway(running.gateway, next);
+      // as at start: a model the reload left with no ZDR supplier is refused to most accounts
+      for (const warning of zdrWarnings(next)) if (!warnedBefore.has(warning)) io.err(`lethe: warning: ${warning}`);
       log.event("config_reloaded", {
         models: outcome.models,
         suppliers: outcome.suppliers,
