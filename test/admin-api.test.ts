@@ -211,7 +211,11 @@ describe("the admin API under /admin/v1", () => {
     const refused = await rig.post("/v1/chat/completions", key, chat);
     expect(refused.status).toBe(401);
     expect(((await refused.json()) as { error: { code: string } }).error.code).toBe("LETHE_REVOKED_API_KEY");
+    const revocations = async () =>
+      (await events()).filter((event) => event.action === "key_revoke" && event.key_id === created.body.id).length;
+    expect(await revocations()).toBe(1);
     expect((await admin("DELETE", `/keys/${created.body.id as string}`)).body).toMatchObject({ already_revoked: true });
+    expect(await revocations()).toBe(1);
     // clients that send a JSON content type on every request send it on a DELETE with no body
     const typed = await admin("DELETE", `/keys/${created.body.id as string}`, undefined, {
       authorization: `Bearer ${token}`,

@@ -158,7 +158,8 @@ export function registerAdminRoutes(app: FastifyInstance, gateway: Gateway, hash
         if (key === undefined) throw new LetheError("LETHE_UNKNOWN_KEY", "No such key.");
         const revoked = await store.revokeKey(key.id);
         gateway.authenticator.invalidate();
-        await audit(request, "key_revoke", { accountId: key.accountId, keyId: key.id });
+        // a key revoked already is no change: the trail holds the revocation once, as the CLI's does
+        if (revoked) await audit(request, "key_revoke", { accountId: key.accountId, keyId: key.id });
         return { id: key.id, revoked: true, already_revoked: !revoked };
       });
 
