@@ -209,9 +209,11 @@ describe("lethe CLI: accounts, keys, usage", () => {
     [["keys", "revoke", "key_00000000000000000000"], /no such key/],
     [["keys", "revoke", "sk-lethe-garbage"], /not a valid Lethe key/],
     [["keys", "revoke", "whatever"], /give a key id/],
+    [["keys", "revoke", "key_short"], /^lethe: a key id is key_ and 20 letters or digits/],
     [["keys", "frobnicate"], /usage: lethe keys/],
-    [["usage", "--account", "acme", "--days", "zero"], /--days must be a whole number from 1 to 2147483647/],
-    [["usage", "--account", "acme", "--days", "999999999"], /--days must be at most 36500/],
+    [["usage", "--account", "acme", "--days", "zero"], /--days must be a whole number from 1 to 36500$/],
+    [["usage", "--account", "acme", "--days", "999999999"], /--days must be a whole number from 1 to 36500$/],
+    [["keys", "create", "--account", "acme", "--rpm", "0"], /--rpm must be a whole number from 1 to 2147483647$/],
     [["launch"], /unknown command 'launch'/],
   ])("exits 2 with a one-line reason on bad input: %j", async (args, reason) => {
     const result = await runCli(args, env);

@@ -52,12 +52,16 @@ function argumentsProblem(error: unknown): string {
 }
 
 /** Reads a positive whole number option, or null when absent. */
-export function positiveInt(value: string | boolean | undefined, name: string): number | null {
+export function positiveInt(
+  value: string | boolean | undefined,
+  name: string,
+  // both stores keep limits as 32-bit integers
+  max = 2_147_483_647,
+): number | null {
   if (value === undefined) return null;
   const number = Number(value);
-  // both stores keep limits as 32-bit integers
-  if (typeof value !== "string" || !/^\d+$/.test(value) || number > 2_147_483_647 || number <= 0) {
-    throw new CliError(`--${name} must be a whole number from 1 to 2147483647`);
+  if (typeof value !== "string" || !/^\d+$/.test(value) || number > max || number <= 0) {
+    throw new CliError(`--${name} must be a whole number from 1 to ${max}`);
   }
   return number;
 }

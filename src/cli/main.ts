@@ -38,7 +38,8 @@ Usage:
   lethe audit [--target URL --key KEY [--log FILE | --no-log] [--model ID]...] [--json]
 
 Environment: LETHE_HOST, LETHE_PORT, LETHE_DATA_DIR, LETHE_CONFIG, LETHE_SECRET,
-LETHE_DATABASE_URL, LETHE_REDIS_URL, LETHE_REDIS_PREFIX.`;
+LETHE_DATABASE_URL, LETHE_REDIS_URL, LETHE_REDIS_PREFIX; LETHE_OPERATOR_TOKEN for
+'routes' and 'audit --target' against an operator-only /metrics.`;
 
 /** The address a failed listen asked for, from the operator's own LETHE_HOST and LETHE_PORT: ", here 127.0.0.1:8080". */
 function listenAddress(error: unknown): string {

@@ -67,7 +67,11 @@ export async function keysCommand(args: string[], io: CliIo): Promise<number> {
           keyId = record.id;
         } else {
           if (!/^key_[0-9a-z]{20}$/.test(target))
-            throw new CliError("give a key id (key_…) or the key itself (sk-lethe-…)");
+            throw new CliError(
+              target.startsWith("key_")
+                ? "a key id is key_ and 20 letters or digits (lethe keys list --account NAME shows them)"
+                : "give a key id (key_…) or the key itself (sk-lethe-…)",
+            );
           keyId = mintedId<KeyId>(target);
           if (!(await store.findKeyById(keyId))) throw new CliError("no such key");
         }

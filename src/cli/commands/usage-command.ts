@@ -10,8 +10,7 @@ export async function usageCommand(args: string[], io: CliIo): Promise<number> {
   const { values, positionals } = parseCommand(args, { account: { type: "string" }, days: { type: "string" } });
   if (positionals.length > 0) throw new CliError("usage: lethe usage --account NAME [--days N]");
   const name = validAccountName(requiredString(values.account, "account"));
-  const days = positiveInt(values.days, "days") ?? 30;
-  if (days > MAX_DAYS) throw new CliError(`--days must be at most ${MAX_DAYS}`);
+  const days = positiveInt(values.days, "days", MAX_DAYS) ?? 30;
   return withStore(io, values.config, async (store) => {
     const account = await store.findAccountByName(name);
     if (!account) throw new CliError(`no account named '${name}'`);
