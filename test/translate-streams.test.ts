@@ -292,6 +292,52 @@ describe("OpenAIToAnthropicStream", () => {
     ]);
   });
 
+  it("sends interleaved parallel calls one block at a time: a call begun while another is open waits, whole", async () => {
+    const sse = parseSse(
+      feed(new OpenAIToAnthropicStream(clientRequest(true), exchangeFor("anthropic")), [
+        chunk({ tool_calls: [{ index: 0, id: "c0", type: "function", function: { name: "f", arguments: '{"a":' } }] }),
+        chunk({ tool_calls: [{ index: 1, id: "c1", type: "function", function: { name: "g", arguments: '{"b":' } }] }),
+        chunk({ tool_calls: [{ index: 0, function: { arguments: "1}" } }] }),
+        chunk({ tool_calls: [{ index: 1, function: { arguments: "2}" } }] }),
+        chunk({ tool_calls: [{ index: 2, id: "c2", type: "function", function: { name: "h", arguments: "" } }] }),
+        chunk({ content: "Done." }),
+        chunk({}, "tool_calls"),
+      ]),
+    );
+    const events = sse.map((event) => jsonOf(event));
+    // every block's events are contiguous, start to stop, and nothing reaches a block once stopped
+    const blocks = events.filter((event) => String(event.type).startsWith("content_block"));
+    const order = blocks.map((event) => `${event.type}:${event.index}`);
+    expect(order).toEqual([
+      "content_block_start:0",
+      "content_block_delta:0",
+      "content_block_delta:0",
+      "content_block_stop:0",
+      "content_block_start:1",
+      "content_block_delta:1",
+      "content_block_stop:1",
+      "content_block_start:2",
+      "content_block_stop:2",
+      "content_block_start:3",
+      "content_block_delta:3",
+      "content_block_stop:3",
+    ]);
+    expect(blocks[5]).toMatchObject({ delta: { type: "input_json_delta", partial_json: '{"b":2}' } });
+    const stream = MessageStream.fromReadableStream(asReadable(sse));
+    const finished: unknown[] = [];
+    stream.on("contentBlock", (block) => finished.push(block));
+    const message = await stream.finalMessage();
+    const expected = [
+      { type: "tool_use", id: "c0", name: "f", input: { a: 1 } },
+      { type: "tool_use", id: "c1", name: "g", input: { b: 2 } },
+      { type: "tool_use", id: "c2", name: "h", input: {} },
+      { type: "text", text: "Done." },
+    ];
+    expect(message.content).toEqual(expected);
+    // the SDK's block-by-block events see each call whole, as Anthropic's own streams give them
+    expect(finished).toEqual(expected);
+  });
+
   it("gives a call the supplier named no id a unique one, streamed and not", async () => {
     const ids: unknown[] = [];
     for (let turn = 0; turn < 2; turn++) {

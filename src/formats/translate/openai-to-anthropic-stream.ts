@@ -12,17 +12,35 @@ import { mintToolUseId } from "./tool-use-id.js";
 type Json = Record<string, unknown>;
 type BlockKind = "text" | "thinking" | "tool_use";
 
+/** A tool call that began while another's block was open: its start and arguments so far. */
+interface WaitingCall {
+  toolIndex: number;
+  block: Json;
+  arguments: string;
+}
+
+/** blockByToolIndex's mark for a call that waits (no block index yet). */
+const WAITING = -1;
+
 /**
  * Translates an OpenAI supplier's chunks into Anthropic's event sequence for an
  * Anthropic client: message_start, then one content block at a time (thinking, text,
  * tool_use with its arguments as input_json_delta), then message_delta with the
  * stop reason and usage, then message_stop.
+ *
+ * OpenAI's parallel tool calls may interleave (a server may send call 1's start, then more
+ * of call 0's arguments); Anthropic's blocks may not, and a block once stopped takes no
+ * more deltas. So while a call's block is open, calls that begin after it wait, their
+ * arguments gathered, and each goes out whole (start, its arguments, stop) once the open
+ * block closes: at the next text or thinking, or at the end. The first call streams live.
  */
 export class OpenAIToAnthropicStream implements StreamTranslator {
   private started = false;
   private blockIndex = -1;
   private blockKind: BlockKind | null = null;
   private readonly blockByToolIndex = new Map<number, number>();
+  /** Calls that began while a tool_use block was open, in the order they began. */
+  private waiting: WaitingCall[] = [];
   /** For servers that send tool calls without `index`: the index given to each id, and the last one. */
   private unindexedById: Map<string, number> | undefined;
   private lastUnindexed: number | undefined;
@@ -123,7 +141,26 @@ export class OpenAIToAnthropicStream implements StreamTranslator {
   private close(): string {
     if (this.blockKind === null) return "";
     this.blockKind = null;
-    return anthropicEvent("content_block_stop", { type: "content_block_stop", index: this.blockIndex });
+    const out = anthropicEvent("content_block_stop", { type: "content_block_stop", index: this.blockIndex });
+    return this.waiting.length === 0 ? out : out + this.sendWaiting();
+  }
+
+  /** Each waiting call as a whole block: start, its arguments in one delta, stop. */
+  private sendWaiting(): string {
+    const waiting = this.waiting;
+    this.waiting = [];
+    let out = "";
+    for (const call of waiting) {
+      const index = ++this.blockIndex;
+      this.blockByToolIndex.set(call.toolIndex, index);
+      out += anthropicEvent("content_block_start", { type: "content_block_start", index, content_block: call.block });
+      if (call.arguments !== "") {
+        const delta = { type: "input_json_delta", partial_json: call.arguments };
+        out += anthropicEvent("content_block_delta", { type: "content_block_delta", index, delta });
+      }
+      out += anthropicEvent("content_block_stop", { type: "content_block_stop", index });
+    }
+    return out;
   }
 
   private deltaEvent(delta: Json, text: string, index = this.blockIndex): string {
@@ -164,20 +201,32 @@ export class OpenAIToAnthropicStream implements StreamTranslator {
     const toolIndex = this.toolIndexOf(call, position, count);
     const fn = (call.function ?? {}) as Json;
     let out = "";
-    if (!this.blockByToolIndex.has(toolIndex)) {
-      out += this.open("tool_use", {
+    let index = this.blockByToolIndex.get(toolIndex);
+    if (index === undefined) {
+      const block = {
         type: "tool_use",
         id: typeof call.id === "string" && call.id !== "" ? call.id : mintToolUseId(),
         name: fn.name ?? "",
         input: {},
-      });
-      this.blockByToolIndex.set(toolIndex, this.blockIndex);
+      };
       if (typeof fn.name === "string") this.fallback.add(fn.name);
       this.exchange.markFirstToken();
+      if (this.blockKind === "tool_use") {
+        // another call's block is open and may take more arguments yet: this one waits
+        this.waiting.push({ toolIndex, block, arguments: "" });
+        index = WAITING;
+      } else {
+        out += this.open("tool_use", block);
+        index = this.blockIndex;
+      }
+      this.blockByToolIndex.set(toolIndex, index);
     }
     if (typeof fn.arguments === "string" && fn.arguments !== "") {
-      const index = this.blockByToolIndex.get(toolIndex) as number;
-      out += this.deltaEvent({ type: "input_json_delta", partial_json: fn.arguments }, fn.arguments, index);
+      if (index === WAITING) {
+        const waiting = this.waiting.find((entry) => entry.toolIndex === toolIndex) as WaitingCall;
+        waiting.arguments += fn.arguments;
+        this.fallback.add(fn.arguments);
+      } else out += this.deltaEvent({ type: "input_json_delta", partial_json: fn.arguments }, fn.arguments, index);
     }
     return out;
   }
