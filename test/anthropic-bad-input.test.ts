@@ -283,12 +283,26 @@ describe("invalid count_tokens requests", () => {
 describe("content an OpenAI-format supplier cannot take", () => {
   it.each([
     [
-      "a document block",
+      "a document by URL",
+      {
+        messages: [
+          { role: "user", content: [{ type: "document", source: { type: "url", url: "https://e.test/a.pdf" } }] },
+        ],
+      },
+    ],
+    [
+      "a document with citations",
       {
         messages: [
           {
             role: "user",
-            content: [{ type: "document", source: { type: "text", media_type: "text/plain", data: "doc" } }],
+            content: [
+              {
+                type: "document",
+                source: { type: "text", media_type: "text/plain", data: "doc" },
+                citations: { enabled: true },
+              },
+            ],
           },
         ],
       },
@@ -326,6 +340,15 @@ describe("content an Anthropic supplier cannot take, from an OpenAI client", () 
     expect(result.status).toBe(400);
     expect(result.body.error).toMatchObject({ type: "invalid_request_error", code: "LETHE_INVALID_REQUEST" });
     expect(JSON.stringify(result.body)).not.toContain(secret);
+  });
+
+  it.each([
+    ["a file by file_id", { type: "file", file: { file_id: "file-abc" } }],
+    ["a file that is no PDF", { type: "file", file: { filename: "a.txt", file_data: "data:text/plain;base64,aGk=" } }],
+  ])("refuses %s, which Anthropic cannot read, in OpenAI's shape", async (_label, part) => {
+    const result = await postChat({ model: MODELS.claude, messages: [{ role: "user", content: [part] }] });
+    expect(result.status).toBe(400);
+    expect(result.body.error).toMatchObject({ type: "invalid_request_error", code: "LETHE_INVALID_REQUEST" });
   });
 
   it("refuses a content part type with no Anthropic counterpart", async () => {

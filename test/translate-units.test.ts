@@ -378,6 +378,54 @@ describe("openAIToAnthropicRequest", () => {
     expect(error.message).not.toContain("secret");
   });
 
+  it("sends an inline PDF file part as a document, titled with its filename", () => {
+    const out = toAnthropic({
+      messages: [
+        {
+          role: "user",
+          content: [
+            { type: "file", file: { filename: "r.pdf", file_data: "data:application/pdf;base64,JVBERi0x" } },
+            { type: "file", file: { filename: "bare.PDF", file_data: "JVBERi0y" } },
+            { type: "text", text: "Summarise." },
+          ],
+        },
+      ],
+    });
+    expect(out.messages).toEqual([
+      {
+        role: "user",
+        content: [
+          {
+            type: "document",
+            source: { type: "base64", media_type: "application/pdf", data: "JVBERi0x" },
+            title: "r.pdf",
+          },
+          {
+            type: "document",
+            source: { type: "base64", media_type: "application/pdf", data: "JVBERi0y" },
+            title: "bare.PDF",
+          },
+          { type: "text", text: "Summarise." },
+        ],
+      },
+    ]);
+  });
+
+  it("refuses a file part by file_id or of another type than PDF", () => {
+    for (const file of [
+      { file_id: "file-abc" },
+      { filename: "a.txt", file_data: "data:text/plain;base64,aGk=" },
+      { filename: "noext", file_data: "aGk=" },
+    ]) {
+      expect(
+        thrownBy(() => toAnthropic({ messages: [{ role: "user", content: [{ type: "file", file }] }] })),
+      ).toMatchObject({
+        code: "LETHE_INVALID_REQUEST",
+        param: "messages",
+      });
+    }
+  });
+
   it("refuses content parts with no Anthropic counterpart, and image parts without a url, naming messages", () => {
     const refusals = [
       thrownBy(() => toAnthropic({ messages: [{ role: "user", content: [{ type: "input_audio" }] }] })),
@@ -575,11 +623,44 @@ describe("anthropicToOpenAIRequest", () => {
     expect(refused).toMatchObject({ code: "LETHE_INVALID_REQUEST", param: "output_config.format" });
   });
 
-  it("refuses what an OpenAI-format supplier cannot take: documents, server tools, file images", () => {
-    const document = { type: "document", source: { type: "text", media_type: "text/plain", data: "d" } };
-    expect(thrownBy(() => toOpenAI({ messages: [{ role: "user", content: [document] }] })).code).toBe(
-      "LETHE_INVALID_REQUEST",
-    );
+  it("sends a PDF document as a file part, a text or content document as text", () => {
+    const pdf = { type: "document", source: { type: "base64", media_type: "application/pdf", data: "JVBERi0x" } };
+    const text = { type: "document", source: { type: "text", media_type: "text/plain", data: "plain words" } };
+    const content = { type: "document", source: { type: "content", content: [{ type: "text", text: "block words" }] } };
+    const out = toOpenAI({
+      messages: [
+        { role: "user", content: [{ ...pdf, title: "report.pdf" }, pdf, text, content, { type: "text", text: "?" }] },
+      ],
+    });
+    expect(out.messages).toEqual([
+      {
+        role: "user",
+        content: [
+          { type: "file", file: { filename: "report.pdf", file_data: "data:application/pdf;base64,JVBERi0x" } },
+          { type: "file", file: { filename: "document.pdf", file_data: "data:application/pdf;base64,JVBERi0x" } },
+          { type: "text", text: "plain words" },
+          { type: "text", text: "block words" },
+          { type: "text", text: "?" },
+        ],
+      },
+    ]);
+  });
+
+  it("refuses what an OpenAI-format supplier cannot take: documents by reference or with citations, server tools, file images", () => {
+    for (const document of [
+      { type: "document", source: { type: "url", url: "https://example.test/a.pdf" } },
+      { type: "document", source: { type: "file", file_id: "file_1" } },
+      { type: "document", source: { type: "text", media_type: "text/plain", data: "d" }, citations: { enabled: true } },
+      {
+        type: "document",
+        source: { type: "content", content: [{ type: "image", source: { type: "url", url: "u" } }] },
+      },
+    ]) {
+      expect(thrownBy(() => toOpenAI({ messages: [{ role: "user", content: [document] }] }))).toMatchObject({
+        code: "LETHE_INVALID_REQUEST",
+        param: "messages",
+      });
+    }
     expect(
       thrownBy(() =>
         toOpenAI({ messages: [{ role: "user", content: "hi" }], tools: [{ type: "web_search_20250305", name: "w" }] }),

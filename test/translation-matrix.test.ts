@@ -174,6 +174,35 @@ describe.each([false, true])("stream: %s", (stream) => {
       ]);
     });
 
+    it("turns an inline PDF file part into an Anthropic document", async () => {
+      const pdf = Buffer.from(`%PDF-1.4 ${rig.canary("oa-pdfdata")}`).toString("base64");
+      await askOpenAI(
+        {
+          model: MODELS.claude,
+          max_tokens: 100,
+          messages: [
+            {
+              role: "user",
+              content: [
+                { type: "file", file: { filename: "q3.pdf", file_data: `data:application/pdf;base64,${pdf}` } },
+                { type: "text", text: "Summarise it." },
+              ],
+            },
+          ],
+        },
+        stream,
+      );
+      expect((lastAnthropicUpstream().body as { messages: unknown }).messages).toEqual([
+        {
+          role: "user",
+          content: [
+            { type: "document", source: { type: "base64", media_type: "application/pdf", data: pdf }, title: "q3.pdf" },
+            { type: "text", text: "Summarise it." },
+          ],
+        },
+      ]);
+    });
+
     it("turns base64 data URLs and plain URLs into Anthropic image blocks", async () => {
       const image = rig.canary("oa-imagedata");
       const { completion } = await askOpenAI(
@@ -461,6 +490,42 @@ describe.each([false, true])("stream: %s", (stream) => {
         },
         stream,
       );
+    });
+
+    it("turns a PDF document into a file part and a text document into text", async () => {
+      const pdf = Buffer.from(`%PDF-1.4 ${rig.canary("ao-pdfdata")}`).toString("base64");
+      const words = rig.canary("ao-docwords");
+      await askAnthropic(
+        {
+          model: MODELS.gpt,
+          max_tokens: 50,
+          messages: [
+            {
+              role: "user",
+              content: [
+                {
+                  type: "document",
+                  source: { type: "base64", media_type: "application/pdf", data: pdf },
+                  title: "q3.pdf",
+                },
+                { type: "document", source: { type: "text", media_type: "text/plain", data: words } },
+                { type: "text", text: "Compare them." },
+              ],
+            },
+          ],
+        },
+        stream,
+      );
+      expect((lastOpenAIUpstream().body as { messages: unknown }).messages).toEqual([
+        {
+          role: "user",
+          content: [
+            { type: "file", file: { filename: "q3.pdf", file_data: `data:application/pdf;base64,${pdf}` } },
+            { type: "text", text: words },
+            { type: "text", text: "Compare them." },
+          ],
+        },
+      ]);
     });
 
     it("turns base64 and URL image blocks into image_url parts", async () => {

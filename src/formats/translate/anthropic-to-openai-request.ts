@@ -19,6 +19,25 @@ function imagePart(block: Json): Json {
 }
 
 /**
+ * An Anthropic document as an OpenAI part: a base64 PDF as a `file` part (its title as the
+ * filename), a text or content document as text. A document by URL or Anthropic file id
+ * has no OpenAI counterpart, nor do citations (the answer could not cite it as asked).
+ */
+function documentPart(block: Json): Json {
+  if (isObject(block.citations) && block.citations.enabled === true) throw unsupported("A document with citations");
+  const source = isObject(block.source) ? block.source : {};
+  if (source.type === "base64" && source.media_type === "application/pdf" && typeof source.data === "string") {
+    const filename = typeof block.title === "string" && block.title !== "" ? block.title : "document.pdf";
+    return { type: "file", file: { filename, file_data: `data:application/pdf;base64,${source.data}` } };
+  }
+  if (source.type === "text" && typeof source.data === "string") return { type: "text", text: source.data };
+  if (source.type === "content") {
+    return { type: "text", text: textOf(source.content, "A document with content other than text") };
+  }
+  throw unsupported("A document from this source");
+}
+
+/**
  * The text of text blocks (a system prompt, a tool result) as one string for an OpenAI
  * message. Blocks are separate passages (a client splits them where its prompt cache
  * breaks): joined with a blank line, not run into each other word to word.
@@ -52,7 +71,7 @@ function userMessages(content: unknown): Json[] {
       toolMessages.push({ role: "tool", tool_call_id: block.tool_use_id, content });
     } else if (block.type === "text") parts.push({ type: "text", text: block.text });
     else if (block.type === "image") parts.push(imagePart(block));
-    else if (block.type === "document") throw unsupported("A document block");
+    else if (block.type === "document") parts.push(documentPart(block));
     // a block OpenAI has no part for (a search result, say) is refused, not left out: the
     // answer would be to a prompt missing what the client sent
     else throw unsupported("A content block of this type");

@@ -17,6 +17,35 @@ function imageBlock(part: Json): Json {
   return { type: "image", source: { type: "url", url } };
 }
 
+/**
+ * An OpenAI `file` part as an Anthropic document: a PDF sent inline (`file_data`, a data
+ * URL, or bare base64 of a `.pdf` file), titled with its filename. A `file_id` names a file
+ * uploaded to OpenAI, which Anthropic cannot read; other file types Anthropic does not take.
+ */
+function documentBlock(part: Json): Json {
+  const file = isObject(part.file) ? part.file : {};
+  const data = file.file_data;
+  if (typeof data !== "string") {
+    throw new LetheError(
+      "LETHE_INVALID_REQUEST",
+      "A file part by file_id cannot be sent to this model's supplier; send the file itself as file_data.",
+      { param: "messages" },
+    );
+  }
+  const filename = typeof file.filename === "string" && file.filename !== "" ? file.filename : null;
+  // the prefix only: a data URL's payload may be megabytes
+  const prefix = /^data:([^;,]{1,100});base64,/.exec(data.slice(0, 128));
+  const mediaType =
+    prefix !== null ? prefix[1] : filename !== null && /\.pdf$/i.test(filename) ? "application/pdf" : null;
+  if (mediaType !== "application/pdf") {
+    throw new LetheError("LETHE_INVALID_REQUEST", "Only PDF files can be sent to this model's supplier.", {
+      param: "messages",
+    });
+  }
+  const source = { type: "base64", media_type: mediaType, data: prefix === null ? data : data.slice(prefix[0].length) };
+  return filename === null ? { type: "document", source } : { type: "document", source, title: filename };
+}
+
 /** Anthropic refuses text blocks that are empty or only whitespace, which OpenAI clients do send. */
 function isBlank(text: string): boolean {
   return text.trim() === "";
@@ -32,6 +61,7 @@ function contentBlocks(content: unknown): Json[] {
     if (part.type === "text" && typeof part.text === "string") {
       if (!isBlank(part.text)) blocks.push({ type: "text", text: part.text });
     } else if (part.type === "image_url") blocks.push(imageBlock(part));
+    else if (part.type === "file") blocks.push(documentBlock(part));
     else if (part.type === "refusal" && typeof part.refusal === "string")
       blocks.push({ type: "text", text: part.refusal });
     else
