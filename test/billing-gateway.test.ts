@@ -482,6 +482,31 @@ describe("billing through the gateway", () => {
     expect(rig.anthropicFake.clearQueue()).toBe(0);
   });
 
+  it("holds an inline PDF by its pages: a few bytes of blank pages are not admitted on a byte's credit, a one-page scan is", async () => {
+    const pdfPart = (pdf: Buffer) => ({
+      type: "file",
+      file: { filename: "a.pdf", file_data: `data:application/pdf;base64,${pdf.toString("base64")}` },
+    });
+    const body = (pdf: Buffer) => ({
+      model: BILLED.gpt,
+      max_tokens: 10,
+      messages: [{ role: "user", content: [pdfPart(pdf), { type: "text", text: "summarise" }] }],
+    });
+    // 100 pages in about 2 KB: without usage Lethe would bill them at 2,000 tokens a page (400,000
+    // micro-units here), so a hold of the bytes (a few thousand) let the account go below zero
+    const blank = Buffer.from(`%PDF-1.4\n${"<< /Type /Page >>\n".repeat(100)}%%EOF`);
+    const short = await rig.account("blank-pages", { credits: 300_000 });
+    expect((await rig.post("/v1/chat/completions", short.key, body(blank))).status).toBe(402);
+    expect((await ledgerOf(rig, short.id)).balance).toBe(300_000);
+    // one page holding 1.5 MB: held at one page (9,200 micro-units), not at its bytes
+    const scan = Buffer.concat([Buffer.from("%PDF-1.4\n<< /Type /Page >>\n"), Buffer.alloc(1_500_000, 1)]);
+    const scanned = await rig.account("one-page-scan", { credits: 20_000 });
+    rig.openAIFake.enqueue(behaviour.ok({ usage: { prompt: 1_600, completion: 5, cached: 0, reasoning: 0 } }));
+    expect((await rig.post("/v1/chat/completions", scanned.key, body(scan))).status).toBe(200);
+    expect((await ledgerOf(rig, scanned.id)).balance).toBe(20_000 - (1_600 * 2 + 5 * 8));
+    expect(rig.openAIFake.clearQueue()).toBe(0);
+  });
+
   it("counts a prompt past what the tokenizer reads at a token a byte when credit is tight, not four characters a token", async () => {
     // 400,000 CJK characters: o200k (and a supplier) count about one token each; the
     // tokenizer reads the first 262,144, and four characters a token for the rest would

@@ -2,8 +2,10 @@ import { describe, expect, it } from "vitest";
 import { estimateInputTokens } from "../src/metering/count-tokens.js";
 import {
   DOCUMENT_INPUT_TOKENS_BOUND,
+  DOCUMENT_INPUT_TOKENS_ESTIMATE,
   IMAGE_INPUT_TOKENS_BOUND,
   mediaInputTokens,
+  PDF_PAGE_TOKENS_BOUND,
   PDF_TOKENS_PER_PAGE,
 } from "../src/metering/media-tokens.js";
 
@@ -16,42 +18,62 @@ const opaquePdf = Buffer.alloc(120_000, 7).toString("base64");
 const user = (content: unknown[]) => [{ role: "user", content }];
 
 describe("mediaInputTokens", () => {
-  it("counts images and referenced documents at their bound, whatever the count", () => {
+  it("counts images at their bound, and documents by reference as the longest PDF (bound) or its estimate", () => {
     const messages = user([
       { type: "image_url", image_url: { url: "https://example.test/a.png" } },
       { type: "image", source: { type: "url", url: "https://example.test/b.png" } },
       { type: "document", source: { type: "url", url: "https://example.test/c.pdf" } },
       { type: "file", file: { file_id: "file-abc" } },
     ]);
-    const expected = 2 * IMAGE_INPUT_TOKENS_BOUND + 2 * DOCUMENT_INPUT_TOKENS_BOUND;
-    expect(mediaInputTokens(messages, "estimate")).toBe(expected);
-    expect(mediaInputTokens(messages, "bound")).toBe(expected);
+    expect(mediaInputTokens(messages, "estimate")).toBe(
+      2 * IMAGE_INPUT_TOKENS_BOUND + 2 * DOCUMENT_INPUT_TOKENS_ESTIMATE,
+    );
+    expect(mediaInputTokens(messages, "bound")).toBe(2 * IMAGE_INPUT_TOKENS_BOUND + 2 * DOCUMENT_INPUT_TOKENS_BOUND);
   });
 
-  it("estimates an inline PDF by its pages (Anthropic's base64 source, OpenAI's file_data data URL)", () => {
+  it("counts an inline PDF by its pages (Anthropic's base64 source, OpenAI's file_data data URL)", () => {
     const anthropic = user([
       { type: "document", source: { type: "base64", media_type: "application/pdf", data: onePagePdf } },
     ]);
     const openai = user([
       { type: "file", file: { filename: "a.pdf", file_data: `data:application/pdf;base64,${onePagePdf}` } },
     ]);
-    expect(mediaInputTokens(anthropic, "estimate")).toBe(PDF_TOKENS_PER_PAGE);
-    expect(mediaInputTokens(openai, "estimate")).toBe(PDF_TOKENS_PER_PAGE);
-    const opaque = user([
-      { type: "document", source: { type: "base64", media_type: "application/pdf", data: opaquePdf } },
-    ]);
-    expect(mediaInputTokens(opaque, "estimate")).toBe(3 * PDF_TOKENS_PER_PAGE);
+    for (const messages of [anthropic, openai]) {
+      expect(mediaInputTokens(messages, "estimate")).toBe(PDF_TOKENS_PER_PAGE);
+      expect(mediaInputTokens(messages, "bound")).toBe(PDF_PAGE_TOKENS_BOUND);
+    }
   });
 
-  it("bounds an inline document at a token a byte of its base64, and leaves it out where the body's size bounds it", () => {
+  it("holds a PDF of few bytes and many pages at its pages, and one of many bytes and one page at one page", () => {
+    // 100 blank pages in a few kilobytes: a byte count would hold far less than a supplier charges
+    const blankPages = Buffer.from(`%PDF-1.4\n${"<< /Type /Page >>\n".repeat(100)}%%EOF`).toString("base64");
+    const blank = user([
+      { type: "document", source: { type: "base64", media_type: "application/pdf", data: blankPages } },
+    ]);
+    expect(mediaInputTokens(blank, "bound")).toBe(100 * PDF_PAGE_TOKENS_BOUND);
+    expect(mediaInputTokens(blank, "estimate")).toBe(100 * PDF_TOKENS_PER_PAGE);
+    // one page holding a 1.5 MB scan: one page, whatever its size
+    const scan = Buffer.concat([Buffer.from("%PDF-1.4\n<< /Type /Page >>\n"), Buffer.alloc(1_500_000, 1)]).toString(
+      "base64",
+    );
+    const scanned = user([{ type: "document", source: { type: "base64", media_type: "application/pdf", data: scan } }]);
+    expect(mediaInputTokens(scanned, "bound")).toBe(PDF_PAGE_TOKENS_BOUND);
+  });
+
+  it("bounds a PDF whose pages cannot be read as the longest, and estimates it at a page per 50 KB", () => {
     const messages = user([
       { type: "document", source: { type: "base64", media_type: "application/pdf", data: opaquePdf } },
     ]);
-    expect(mediaInputTokens(messages, "bound")).toBe(Math.min(DOCUMENT_INPUT_TOKENS_BOUND, opaquePdf.length));
-    expect(mediaInputTokens(messages, "bound", false)).toBe(0);
-    expect(mediaInputTokens(user([{ type: "image", source: { type: "url", url: "u" } }]), "bound", false)).toBe(
-      IMAGE_INPUT_TOKENS_BOUND,
-    );
+    expect(mediaInputTokens(messages, "bound")).toBe(DOCUMENT_INPUT_TOKENS_BOUND);
+    expect(mediaInputTokens(messages, "estimate")).toBe(3 * PDF_TOKENS_PER_PAGE);
+  });
+
+  it("never estimates above its bound, so no charge Lethe estimates exceeds what was held", () => {
+    const cases = [onePagePdf, opaquePdf, Buffer.alloc(10_000_000, 3).toString("base64")];
+    for (const data of cases) {
+      const messages = user([{ type: "document", source: { type: "base64", media_type: "application/pdf", data } }]);
+      expect(mediaInputTokens(messages, "estimate")).toBeLessThanOrEqual(mediaInputTokens(messages, "bound"));
+    }
   });
 
   it("looks inside tool results, and ignores what is not media", () => {

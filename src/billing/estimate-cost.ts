@@ -46,16 +46,17 @@ export function estimateCost(
   const output = asked > 0 ? asked : defaultOutputTokens * choices;
   const price = dearest(routes);
   // a token of text is at least one byte, so the body's size bounds the text from above;
-  // images and referenced documents are counted apart, at the most a supplier counts one
+  // images and documents are counted apart, at the most a supplier counts them (a PDF's
+  // pages each cost a page image, however few bytes they take)
   const bytes = bodyBytes;
-  const mediaTokens = mediaInputTokens(request.body.messages, "bound", false);
+  const mediaTokens = mediaInputTokens(request.body.messages, "bound");
   return {
     tokens: Math.ceil(bytes / 4) + mediaTokens + output,
     askedOutputTokens: asked,
     upperBoundMicros: Math.ceil((bytes + mediaTokens) * price.input + output * price.output),
     // the text past what the tokenizer reads is counted at a token a byte: this decides
     // admission when credit is tight, where an estimate that falls short is an overdraw
-    // (media included, inline documents at a token a byte of their base64)
+    // (media included, as above)
     exactMicros: () => Math.ceil(estimateInputTokens(request.body, "bound") * price.input + output * price.output),
   };
 }

@@ -2,7 +2,7 @@
  * Input tokens of what the tokenizer cannot read: images and documents other than plain
  * text. A supplier counts them by their pixels and pages, which Lethe does not decode, so
  * they are counted here at the most a supplier counts one (images, documents sent by
- * reference) or from a PDF's page count (documents sent inline).
+ * reference) or from a PDF's page count (documents sent inline), where it can be read.
  */
 
 /**
@@ -16,42 +16,47 @@
 export const IMAGE_INPUT_TOKENS_BOUND = 2_700;
 
 /**
- * Tokens a PDF page is counted at: Anthropic reads each page as its text and an image of
- * it, 1,500 to 3,000 tokens a page by its documentation.
+ * Tokens a PDF page is estimated at: Anthropic reads each page as its text and an image
+ * of it, 1,500 to 3,000 tokens a page of text by its documentation, and the page image.
  */
 export const PDF_TOKENS_PER_PAGE = 2_000;
+
+/** The most a PDF page is counted at: 3,000 tokens of text and its image at most (about 1,600). */
+export const PDF_PAGE_TOKENS_BOUND = 4_600;
 
 /** Pages Anthropic reads of a PDF at most (a longer one is refused). */
 const PDF_MAX_PAGES = 100;
 
 /**
- * The most input tokens a document not sent as plain text is counted at: a PDF of
- * PDF_MAX_PAGES pages. A document sent by reference (Anthropic's `url` or `file` source,
- * OpenAI's `file_id`) is a few bytes of the body, which then bounds nothing.
+ * A document not sent as plain text whose pages Lethe cannot count: one sent by reference
+ * (Anthropic's `url` or `file` source, OpenAI's `file_id`), a few bytes of the body, or a
+ * PDF that keeps its page objects compressed. Counted as a PDF of PDF_MAX_PAGES pages: at
+ * most (the bound, for credit holds), or at PDF_TOKENS_PER_PAGE (the estimate).
  */
-export const DOCUMENT_INPUT_TOKENS_BOUND = PDF_MAX_PAGES * PDF_TOKENS_PER_PAGE;
+export const DOCUMENT_INPUT_TOKENS_BOUND = PDF_MAX_PAGES * PDF_PAGE_TOKENS_BOUND;
+export const DOCUMENT_INPUT_TOKENS_ESTIMATE = PDF_MAX_PAGES * PDF_TOKENS_PER_PAGE;
 
 /**
- * A PDF's pages where its page objects can be read: `/Type /Page` (not `/Pages`), outside
- * compressed object streams. A PDF that keeps them compressed is guessed at a page per
- * 50 KB, a rough size of a page with its fonts.
+ * A PDF's page objects (`/Type /Page`, not `/Pages`), where they are not inside compressed
+ * object streams; counted up to PDF_MAX_PAGES. 0 when none can be read.
  */
 const PAGE_OBJECT = /\/Type\s*\/Page(?![A-Za-z])/g;
-const BYTES_PER_UNREADABLE_PAGE = 50_000;
 
-function pdfPages(base64: string): number {
-  const pdf = Buffer.from(base64, "base64");
+function readablePages(pdf: Buffer): number {
+  const text = pdf.toString("latin1");
+  PAGE_OBJECT.lastIndex = 0;
   let pages = 0;
-  for (const _ of pdf.toString("latin1").matchAll(PAGE_OBJECT)) pages++;
-  if (pages === 0) pages = Math.ceil(pdf.length / BYTES_PER_UNREADABLE_PAGE);
-  return Math.min(PDF_MAX_PAGES, Math.max(1, pages));
+  while (pages < PDF_MAX_PAGES && PAGE_OBJECT.exec(text) !== null) pages++;
+  return pages;
 }
 
+/** A PDF without readable page objects is estimated at a page per 50 KB (a page with its fonts). */
+const BYTES_PER_UNREADABLE_PAGE = 50_000;
+
 /**
- * How media are counted: `estimate`, an inline PDF by its pages (metering a supplier's
- * answer that came without usage, a local count_tokens); `bound`, an inline one at a token
- * a byte of its base64, as the body's size bounds everything else, up to
- * DOCUMENT_INPUT_TOKENS_BOUND (a credit reservation, which must not fall short).
+ * How media are counted: `estimate`, as metering may (an answer that came without usage,
+ * a local count_tokens); `bound`, at the most a supplier counts them, as a credit hold
+ * must, so that no charge, the supplier's or Lethe's estimate, exceeds what was held.
  */
 export type MediaCount = "estimate" | "bound";
 
@@ -61,21 +66,20 @@ const REFERENCED_SOURCES = new Set(["url", "file"]);
 /**
  * Input tokens of the media in a request's messages: image parts (OpenAI `image_url`,
  * Anthropic `image`), Anthropic `document` blocks other than text, OpenAI `file` parts,
- * tool results' own blocks included. `inline: false` leaves out the documents whose bytes
- * are in the body (its size already bounds them): what the body's size does not bound.
+ * tool results' own blocks included.
  */
-export function mediaInputTokens(messages: unknown, count: MediaCount, inline = true): number {
+export function mediaInputTokens(messages: unknown, count: MediaCount): number {
   if (!Array.isArray(messages)) return 0;
   let tokens = 0;
   for (const message of messages) {
     const content = (message as { content?: unknown } | null)?.content;
     // most messages are a string: one check each
-    if (Array.isArray(content)) tokens += mediaIn(content, count, inline);
+    if (Array.isArray(content)) tokens += mediaIn(content, count);
   }
   return tokens;
 }
 
-function mediaIn(parts: unknown[], count: MediaCount, inline: boolean): number {
+function mediaIn(parts: unknown[], count: MediaCount): number {
   let tokens = 0;
   for (const part of parts) {
     if (typeof part !== "object" || part === null) continue;
@@ -88,22 +92,34 @@ function mediaIn(parts: unknown[], count: MediaCount, inline: boolean): number {
     if (typeof type === "string" && IMAGE_PARTS.has(type)) tokens += IMAGE_INPUT_TOKENS_BOUND;
     else if (type === "document" && typeof source === "object" && source !== null) {
       // text and content sources are read by the tokenizer (count-tokens.ts)
-      if (REFERENCED_SOURCES.has(source.type as string)) tokens += DOCUMENT_INPUT_TOKENS_BOUND;
-      else if (source.type === "base64" && inline) tokens += inlineDocument(source.data, count);
+      if (REFERENCED_SOURCES.has(source.type as string)) tokens += unreadDocument(count);
+      else if (source.type === "base64") tokens += inlineDocument(source.data, count);
     } else if (type === "file" && typeof file === "object" && file !== null) {
-      if (file.file_data === undefined) tokens += DOCUMENT_INPUT_TOKENS_BOUND;
-      else if (inline) tokens += inlineDocument(dataUrlPayload(file.file_data), count);
+      if (file.file_data === undefined) tokens += unreadDocument(count);
+      else tokens += inlineDocument(dataUrlPayload(file.file_data), count);
     }
     // an Anthropic tool_result holds blocks of its own
-    else if (type === "tool_result" && Array.isArray(content)) tokens += mediaIn(content, count, inline);
+    else if (type === "tool_result" && Array.isArray(content)) tokens += mediaIn(content, count);
   }
   return tokens;
 }
 
+function unreadDocument(count: MediaCount): number {
+  return count === "bound" ? DOCUMENT_INPUT_TOKENS_BOUND : DOCUMENT_INPUT_TOKENS_ESTIMATE;
+}
+
+/**
+ * A PDF sent inline, by its readable pages: at most PDF_PAGE_TOKENS_BOUND a page (bound),
+ * or PDF_TOKENS_PER_PAGE (estimate). One whose pages cannot be read is bound as the
+ * longest PDF, and estimated at a page per 50 KB.
+ */
 function inlineDocument(base64: unknown, count: MediaCount): number {
   if (typeof base64 !== "string") return 0;
-  if (count === "bound") return Math.min(DOCUMENT_INPUT_TOKENS_BOUND, base64.length);
-  return pdfPages(base64) * PDF_TOKENS_PER_PAGE;
+  const pdf = Buffer.from(base64, "base64");
+  const pages = readablePages(pdf);
+  if (count === "bound") return pages === 0 ? DOCUMENT_INPUT_TOKENS_BOUND : pages * PDF_PAGE_TOKENS_BOUND;
+  const estimated = pages > 0 ? pages : Math.ceil(pdf.length / BYTES_PER_UNREADABLE_PAGE);
+  return Math.min(PDF_MAX_PAGES, Math.max(1, estimated)) * PDF_TOKENS_PER_PAGE;
 }
 
 /** OpenAI's `file_data` is a data URL (`data:application/pdf;base64,...`); its base64 part. */
