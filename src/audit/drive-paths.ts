@@ -22,18 +22,22 @@ export interface PathRun {
   notes: string[];
 }
 
-/**
- * The refusals of a key's limits (not of the request itself): the canaries went no further
- * than the gate. A ZDR refusal too: the key's account requires ZDR and the model has no
- * ZDR supplier, so its routes never see the audit's canaries (another account's would).
- */
+/** The refusals of a key's limits (not of the request itself): the canaries went no further than the gate. */
 const LIMIT_REFUSAL =
-  /"code":"(LETHE_RATE_LIMITED|LETHE_AUTH_THROTTLED|LETHE_INSUFFICIENT_CREDIT|LETHE_SHUTTING_DOWN|LETHE_METERING_UNAVAILABLE|LETHE_ZDR_UNAVAILABLE)"/;
+  /"code":"(LETHE_RATE_LIMITED|LETHE_AUTH_THROTTLED|LETHE_INSUFFICIENT_CREDIT|LETHE_SHUTTING_DOWN|LETHE_METERING_UNAVAILABLE)"/;
+
+/**
+ * Against a target, a ZDR refusal too: the key's account requires ZDR and the model has no
+ * ZDR supplier, so its routes never see the audit's canaries (another account's would).
+ * The embedded audit drives such a refusal on purpose (its retaining-supplier path).
+ */
+const ZDR_REFUSAL = '"code":"LETHE_ZDR_UNAVAILABLE"';
 
 /** The refused code of a response the audit's own key got, or null. */
-function limitRefusal(response: AuditResponse): string | null {
+function limitRefusal(response: AuditResponse, embedded: boolean): string | null {
   const status = response.status;
-  if (status !== 429 && status !== 402 && status !== 503 && status !== 403) return null;
+  if (status === 403 && !embedded && response.text.includes(ZDR_REFUSAL)) return "LETHE_ZDR_UNAVAILABLE";
+  if (status !== 429 && status !== 402 && status !== 503) return null;
   return LIMIT_REFUSAL.exec(response.text)?.[1] ?? null;
 }
 
@@ -77,7 +81,7 @@ function contextFor(
   // only the audit's own key counts: paths that use another key mean to be refused
   const watched = async (sent: Promise<AuditResponse>, ownKey: boolean): Promise<AuditResponse> => {
     const response = await sent;
-    const refused = ownKey ? limitRefusal(response) : null;
+    const refused = ownKey ? limitRefusal(response, environment.setting.embedded) : null;
     if (refused !== null) refusals.add(refused);
     return response;
   };
