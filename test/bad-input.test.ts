@@ -265,6 +265,15 @@ describe("bad input on the OpenAI surface", () => {
     expect(response.status).toBe(404);
     const body = (await response.json()) as OpenAIErrorBody;
     expect(body.error.code).toBe("LETHE_NOT_FOUND");
+    // a client of another API learns what is served instead
+    expect(body.error.message).toContain("POST /v1/chat/completions");
+    const responses = await fetch(`${gateway.baseURL}/responses`, {
+      method: "POST",
+      headers: { authorization: `Bearer ${gateway.key}`, "content-type": "application/json" },
+      body: JSON.stringify({ model: "lethe-demo", input: "hi" }),
+    });
+    expect(responses.status).toBe(404);
+    expect(((await responses.json()) as OpenAIErrorBody).error.message).toContain("not the Responses API");
   });
 
   it("refuses a compressed body with 415, before reading it, and closes the connection", async () => {

@@ -147,8 +147,14 @@ function answerNotFound(request: FastifyRequest, reply: FastifyReply): void {
     sendError(request, reply, new LetheError("LETHE_METHOD_NOT_ALLOWED", "This endpoint takes POST requests."));
     return;
   }
-  sendError(request, reply, new LetheError("LETHE_NOT_FOUND", "No such endpoint."));
+  // a client built for another API (OpenAI's Responses or embeddings, say) is told what is served here
+  const message = request.url.startsWith("/v1/") ? API_NOT_FOUND : "No such endpoint.";
+  sendError(request, reply, new LetheError("LETHE_NOT_FOUND", message));
 }
+
+const API_NOT_FOUND =
+  "No such endpoint. This gateway serves POST /v1/chat/completions (OpenAI Chat Completions, not the Responses API), " +
+  "POST /v1/messages and POST /v1/messages/count_tokens (Anthropic Messages), and GET /v1/models.";
 
 /** Builds the HTTP server with every route; it is not listening yet. */
 export function buildServer(gateway: Gateway): FastifyInstance {
