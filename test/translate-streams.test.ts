@@ -317,25 +317,52 @@ describe("OpenAIToAnthropicStream", () => {
       "content_block_delta:1",
       "content_block_stop:1",
       "content_block_start:2",
+      "content_block_delta:2",
       "content_block_stop:2",
       "content_block_start:3",
-      "content_block_delta:3",
       "content_block_stop:3",
     ]);
-    expect(blocks[5]).toMatchObject({ delta: { type: "input_json_delta", partial_json: '{"b":2}' } });
+    expect(blocks[8]).toMatchObject({ delta: { type: "input_json_delta", partial_json: '{"b":2}' } });
     const stream = MessageStream.fromReadableStream(asReadable(sse));
     const finished: unknown[] = [];
     stream.on("contentBlock", (block) => finished.push(block));
     const message = await stream.finalMessage();
+    // the waiting calls go out at the end, after the text that came while they waited
     const expected = [
       { type: "tool_use", id: "c0", name: "f", input: { a: 1 } },
+      { type: "text", text: "Done." },
       { type: "tool_use", id: "c1", name: "g", input: { b: 2 } },
       { type: "tool_use", id: "c2", name: "h", input: {} },
-      { type: "text", text: "Done." },
     ];
     expect(message.content).toEqual(expected);
     // the SDK's block-by-block events see each call whole, as Anthropic's own streams give them
     expect(finished).toEqual(expected);
+  });
+
+  it("keeps a waiting call's arguments that come after text in the call", async () => {
+    const sse = parseSse(
+      feed(new OpenAIToAnthropicStream(clientRequest(true), exchangeFor("anthropic")), [
+        chunk({ tool_calls: [{ index: 0, id: "c0", type: "function", function: { name: "f", arguments: "{}" } }] }),
+        chunk({ tool_calls: [{ index: 1, id: "c1", type: "function", function: { name: "g", arguments: '{"b":' } }] }),
+        chunk({ content: "Working." }),
+        chunk({ tool_calls: [{ index: 1, function: { arguments: "2}" } }] }),
+        chunk({}, "tool_calls"),
+      ]),
+    );
+    const stopped = new Set<unknown>();
+    for (const event of sse.map((each) => jsonOf(each))) {
+      if (event.type === "content_block_stop") stopped.add(event.index);
+      if (event.type === "content_block_delta") expect(stopped.has(event.index)).toBe(false);
+    }
+    const stream = MessageStream.fromReadableStream(asReadable(sse));
+    const finished: unknown[] = [];
+    stream.on("contentBlock", (block) => finished.push(block));
+    await stream.finalMessage();
+    expect(finished).toEqual([
+      { type: "tool_use", id: "c0", name: "f", input: {} },
+      { type: "text", text: "Working." },
+      { type: "tool_use", id: "c1", name: "g", input: { b: 2 } },
+    ]);
   });
 
   it("gives a call the supplier named no id a unique one, streamed and not", async () => {

@@ -31,8 +31,9 @@ const WAITING = -1;
  * OpenAI's parallel tool calls may interleave (a server may send call 1's start, then more
  * of call 0's arguments); Anthropic's blocks may not, and a block once stopped takes no
  * more deltas. So while a call's block is open, calls that begin after it wait, their
- * arguments gathered, and each goes out whole (start, its arguments, stop) once the open
- * block closes: at the next text or thinking, or at the end. The first call streams live.
+ * arguments gathered, and each goes out whole (start, its arguments, stop) at the end of
+ * the answer, however their arguments and any text after them come. The first call
+ * streams live; the order of text and calls in OpenAI's answer carries no meaning.
  */
 export class OpenAIToAnthropicStream implements StreamTranslator {
   private started = false;
@@ -141,12 +142,12 @@ export class OpenAIToAnthropicStream implements StreamTranslator {
   private close(): string {
     if (this.blockKind === null) return "";
     this.blockKind = null;
-    const out = anthropicEvent("content_block_stop", { type: "content_block_stop", index: this.blockIndex });
-    return this.waiting.length === 0 ? out : out + this.sendWaiting();
+    return anthropicEvent("content_block_stop", { type: "content_block_stop", index: this.blockIndex });
   }
 
   /** Each waiting call as a whole block: start, its arguments in one delta, stop. */
   private sendWaiting(): string {
+    if (this.waiting.length === 0) return "";
     const waiting = this.waiting;
     this.waiting = [];
     let out = "";
@@ -237,6 +238,7 @@ export class OpenAIToAnthropicStream implements StreamTranslator {
     return (
       this.start(undefined) +
       this.close() +
+      this.sendWaiting() +
       anthropicEvent("message_delta", {
         type: "message_delta",
         delta: anthropicStop(
