@@ -344,4 +344,33 @@ describe("SQLite writer thread", () => {
     ]);
     expect(await reopened.ledger.balance(account.id)).toBe(8_600);
   });
+
+  it("migrates the CLI's operator events written before 0007: by cli, naming the operator changed", async () => {
+    const { store, file, close } = await openWithReader();
+    await store.operators.recordEvent({ operatorId: null, action: "key_revoke", keyId: "key_x" });
+    await store.operators.recordEvent({ operatorId: "op_admin", action: "credits_add", accountId: "acct_x" });
+    await close();
+    // the state before migration 0007: the CLI wrote the operator it changed as operator_id
+    const old = new BetterSqlite3(file);
+    old.exec("ALTER TABLE audit_events DROP COLUMN subject_operator_id");
+    old.exec("DELETE FROM lethe_migrations WHERE name = '0007_audit_event_operator'");
+    const insert = old.prepare("INSERT INTO audit_events (id, ts, operator_id, action) VALUES (?, ?, ?, ?)");
+    insert.run("ae_1", 1, "op_changed", "operator_create");
+    insert.run("ae_2", 2, "op_changed", "operator_rotate");
+    old.close();
+
+    const reopened = await openSqliteStore(path.dirname(file));
+    cleanups.push(() => reopened.close());
+    const events = (await reopened.operators.recentEvents(10)).map((event) => [
+      event.action,
+      event.operator_id,
+      event.subject_operator_id,
+    ]);
+    expect(events.sort()).toEqual([
+      ["credits_add", "op_admin", null],
+      ["key_revoke", null, null],
+      ["operator_create", null, "op_changed"],
+      ["operator_rotate", null, "op_changed"],
+    ]);
+  });
 });

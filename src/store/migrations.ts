@@ -173,6 +173,9 @@ const migrations: Record<string, Migration> = {
     // for the CLI): the CLI's changes to operators read as that operator's own acts before
     async up(db: Kysely<unknown>) {
       await db.schema.alterTable("audit_events").addColumn("subject_operator_id", "text").execute();
+      // only the CLI ever wrote these, with the operator it changed as operator_id
+      await sql`UPDATE audit_events SET subject_operator_id = operator_id, operator_id = NULL
+        WHERE action IN ('operator_create', 'operator_rotate', 'operator_revoke', 'operator_reinstate')`.execute(db);
     },
   },
 };

@@ -69,7 +69,7 @@ export async function keysCommand(args: string[], io: CliIo): Promise<number> {
           if (!/^key_[0-9a-z]{20}$/.test(target))
             throw new CliError(
               target.startsWith("key_")
-                ? "a key id is key_ and 20 letters or digits (lethe keys list --account NAME shows them)"
+                ? "a key id is key_ and 20 lowercase letters or digits (lethe keys list --account NAME shows them)"
                 : "give a key id (key_…) or the key itself (sk-lethe-…)",
             );
           keyId = mintedId<KeyId>(target);
