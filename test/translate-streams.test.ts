@@ -104,7 +104,8 @@ describe("OpenAIToAnthropicStream", () => {
           content: [],
           stop_reason: null,
           stop_sequence: null,
-          usage: { input_tokens: 0, output_tokens: 0 },
+          // Lethe's estimate of "tell me a story" (15 characters, 4 tokens) and its framing (6)
+          usage: { input_tokens: 10, output_tokens: 0 },
         },
       },
       { type: "ping" },

@@ -1,5 +1,6 @@
 import type { LetheError } from "../../errors/lethe-error.js";
 import { toAnthropicUsage } from "../../metering/anthropic-usage.js";
+import { estimateInputTokens } from "../../metering/count-tokens.js";
 import type { Exchange } from "../../metering/exchange.js";
 import { fromOpenAIUsage, noTokens } from "../../metering/token-usage.js";
 import type { WireEvent } from "../../suppliers/supplier.js";
@@ -116,8 +117,10 @@ export class OpenAIToAnthropicStream implements StreamTranslator {
           content: [],
           stop_reason: null,
           stop_sequence: null,
-          // the supplier reports input tokens only at the end; message_delta carries them
-          usage: { input_tokens: 0, output_tokens: 0 },
+          // an OpenAI-format supplier reports input tokens only at the end (message_delta
+          // carries its count); clients that read the input here (LangChain) get Lethe's
+          // estimate, a character count that loads no tokenizer, rather than 0
+          usage: { input_tokens: estimateInputTokens(this.request.body, "estimate", 0), output_tokens: 0 },
         },
       }) + anthropicEvent("ping", { type: "ping" })
     );
