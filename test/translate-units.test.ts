@@ -319,7 +319,14 @@ describe("openAIToAnthropicRequest", () => {
     expect(out.output_config).toEqual({ format: { type: "json_schema", schema } });
     expect(() =>
       toAnthropic({ messages: [{ role: "user", content: "hi" }], response_format: { type: "json_object" } }),
-    ).toThrow(expect.objectContaining({ code: "LETHE_INVALID_REQUEST", param: "response_format" }));
+    ).toThrow(
+      expect.objectContaining({
+        code: "LETHE_INVALID_REQUEST",
+        param: "response_format",
+        // it says what would do instead
+        message: expect.stringContaining("a json_schema response_format can"),
+      }),
+    );
     expect(() =>
       toAnthropic({
         messages: [{ role: "user", content: "hi" }],

@@ -173,9 +173,12 @@ function outputFormat(format: unknown): Json | undefined {
   if (format.type === "json_schema" && isObject(jsonSchema) && isObject(jsonSchema.schema)) {
     return { type: "json_schema", schema: jsonSchema.schema };
   }
-  throw new LetheError("LETHE_INVALID_REQUEST", "'response_format' cannot be honoured by this model's supplier.", {
-    param: "response_format",
-  });
+  // a client that asked for json_object (AI SDK's and LangChain's JSON modes do) can say what it wants with a schema
+  const message =
+    format.type === "json_object"
+      ? "'response_format' json_object cannot be honoured by this model's supplier; a json_schema response_format can."
+      : "'response_format' cannot be honoured by this model's supplier.";
+  throw new LetheError("LETHE_INVALID_REQUEST", message, { param: "response_format" });
 }
 
 /** A tool message's content as a tool_result's: text as it is, parts as blocks (images included). */
