@@ -13,32 +13,10 @@ import { mkdtempSync, rmSync } from "node:fs";
 import os from "node:os";
 import path from "node:path";
 import Database from "better-sqlite3";
+// the record's columns as the store writes them (run `npm run build` first)
+import { METADATA_COLUMNS as COLUMNS } from "../dist/metering/metadata-record.js";
 
 const PRAGMAS = ["journal_mode = WAL", "synchronous = NORMAL", "secure_delete = ON", "cache_size = -2048"];
-const COLUMNS = [
-  "request_id",
-  "ts",
-  "account",
-  "key_id",
-  "endpoint",
-  "client_format",
-  "model",
-  "supplier",
-  "status",
-  "error_code",
-  "input_tokens",
-  "output_tokens",
-  "cached_input_tokens",
-  "reasoning_tokens",
-  "latency_ms",
-  "ttft_ms",
-  "output_tokens_per_s",
-  "streamed",
-  "cache_hit",
-  "cost_micros",
-  "tokens_estimated",
-  "attempts",
-];
 const REST =
   "ts bigint not null, account text, key_id text, endpoint text not null, client_format text not null, " +
   "model text not null, supplier text, status integer not null, error_code text, input_tokens integer not null, " +
