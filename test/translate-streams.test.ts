@@ -318,52 +318,81 @@ describe("OpenAIToAnthropicStream", () => {
       "content_block_delta:1",
       "content_block_stop:1",
       "content_block_start:2",
-      "content_block_delta:2",
       "content_block_stop:2",
       "content_block_start:3",
+      "content_block_delta:3",
       "content_block_stop:3",
     ]);
-    expect(blocks[8]).toMatchObject({ delta: { type: "input_json_delta", partial_json: '{"b":2}' } });
+    expect(blocks[5]).toMatchObject({ delta: { type: "input_json_delta", partial_json: '{"b":2}' } });
     const stream = MessageStream.fromReadableStream(asReadable(sse));
     const finished: unknown[] = [];
     stream.on("contentBlock", (block) => finished.push(block));
     const message = await stream.finalMessage();
-    // the waiting calls go out at the end, after the text that came while they waited
+    // the waiting calls go out at the end, in the order they began, then the text that came meanwhile
     const expected = [
       { type: "tool_use", id: "c0", name: "f", input: { a: 1 } },
-      { type: "text", text: "Done." },
       { type: "tool_use", id: "c1", name: "g", input: { b: 2 } },
       { type: "tool_use", id: "c2", name: "h", input: {} },
+      { type: "text", text: "Done." },
     ];
     expect(message.content).toEqual(expected);
     // the SDK's block-by-block events see each call whole, as Anthropic's own streams give them
     expect(finished).toEqual(expected);
   });
 
-  it("keeps a waiting call's arguments that come after text in the call", async () => {
-    const sse = parseSse(
-      feed(new OpenAIToAnthropicStream(clientRequest(true), exchangeFor("anthropic")), [
+  it.each([
+    [
+      "a waiting call's arguments after text",
+      [
         chunk({ tool_calls: [{ index: 0, id: "c0", type: "function", function: { name: "f", arguments: "{}" } }] }),
         chunk({ tool_calls: [{ index: 1, id: "c1", type: "function", function: { name: "g", arguments: '{"b":' } }] }),
         chunk({ content: "Working." }),
         chunk({ tool_calls: [{ index: 1, function: { arguments: "2}" } }] }),
         chunk({}, "tool_calls"),
-      ]),
-    );
+      ],
+      [
+        { type: "tool_use", id: "c0", name: "f", input: {} },
+        { type: "tool_use", id: "c1", name: "g", input: { b: 2 } },
+        { type: "text", text: "Working." },
+      ],
+    ],
+    [
+      "the first call's arguments after text and reasoning",
+      [
+        chunk({ content: "Let me look." }),
+        chunk({ tool_calls: [{ index: 0, id: "c0", type: "function", function: { name: "f", arguments: '{"a":' } }] }),
+        chunk({ reasoning_content: "hmm" }),
+        chunk({ content: "Still working." }),
+        chunk({ tool_calls: [{ index: 0, function: { arguments: "1}" } }] }),
+        chunk({}, "tool_calls"),
+      ],
+      [
+        { type: "text", text: "Let me look." },
+        { type: "tool_use", id: "c0", name: "f", input: { a: 1 } },
+        { type: "thinking", thinking: "hmm", signature: "" },
+        { type: "text", text: "Still working." },
+      ],
+    ],
+  ])("never sends a delta to a stopped block: %s", async (_label, chunks, expected) => {
+    const sse = parseSse(feed(new OpenAIToAnthropicStream(clientRequest(true), exchangeFor("anthropic")), chunks));
     const stopped = new Set<unknown>();
+    let open: unknown = null;
     for (const event of sse.map((each) => jsonOf(each))) {
-      if (event.type === "content_block_stop") stopped.add(event.index);
-      if (event.type === "content_block_delta") expect(stopped.has(event.index)).toBe(false);
+      if (event.type === "content_block_start") {
+        expect(open).toBeNull();
+        open = event.index;
+      }
+      if (event.type === "content_block_delta") expect([stopped.has(event.index), event.index]).toEqual([false, open]);
+      if (event.type === "content_block_stop") {
+        stopped.add(event.index);
+        open = null;
+      }
     }
     const stream = MessageStream.fromReadableStream(asReadable(sse));
     const finished: unknown[] = [];
     stream.on("contentBlock", (block) => finished.push(block));
     await stream.finalMessage();
-    expect(finished).toEqual([
-      { type: "tool_use", id: "c0", name: "f", input: {} },
-      { type: "text", text: "Working." },
-      { type: "tool_use", id: "c1", name: "g", input: { b: 2 } },
-    ]);
+    expect(finished).toEqual(expected);
   });
 
   it("gives a call the supplier named no id a unique one, streamed and not", async () => {

@@ -30,11 +30,12 @@ const WAITING = -1;
  * stop reason and usage, then message_stop.
  *
  * OpenAI's parallel tool calls may interleave (a server may send call 1's start, then more
- * of call 0's arguments); Anthropic's blocks may not, and a block once stopped takes no
- * more deltas. So while a call's block is open, calls that begin after it wait, their
- * arguments gathered, and each goes out whole (start, its arguments, stop) at the end of
- * the answer, however their arguments and any text after them come. The first call
- * streams live; the order of text and calls in OpenAI's answer carries no meaning.
+ * of call 0's arguments, or text between them); Anthropic's blocks may not, and a block
+ * once stopped takes no more deltas. So the first tool call's block, once open, stays open
+ * to the end of the answer: calls that begin after it wait, their arguments gathered, and
+ * so do text and reasoning that come after it; each goes out whole (start, its content,
+ * stop) at the end. The first call streams live; the order of text and calls in OpenAI's
+ * answer carries no meaning.
  */
 export class OpenAIToAnthropicStream implements StreamTranslator {
   private started = false;
@@ -43,6 +44,8 @@ export class OpenAIToAnthropicStream implements StreamTranslator {
   private readonly blockByToolIndex = new Map<number, number>();
   /** Calls that began while a tool_use block was open, in the order they began. */
   private waiting: WaitingCall[] = [];
+  /** Reasoning and text that came while a tool_use block was open. */
+  private held: { thinking: string; text: string } | null = null;
   /** For servers that send tool calls without `index`: the index given to each id, and the last one. */
   private unindexedById: Map<string, number> | undefined;
   private lastUnindexed: number | undefined;
@@ -77,9 +80,12 @@ export class OpenAIToAnthropicStream implements StreamTranslator {
     const delta = (choice?.delta ?? {}) as Json;
     const reasoning = delta.reasoning_content ?? delta.reasoning;
     if (typeof reasoning === "string" && reasoning !== "") {
-      // OpenAI-compatible reasoning carries no signature; an empty one, as the non-streamed answer has
-      out += this.open("thinking", { type: "thinking", thinking: "", signature: "" });
-      out += this.deltaEvent({ type: "thinking_delta", thinking: reasoning }, reasoning);
+      if (this.blockKind === "tool_use") this.hold("thinking", reasoning);
+      else {
+        // OpenAI-compatible reasoning carries no signature; an empty one, as the non-streamed answer has
+        out += this.open("thinking", { type: "thinking", thinking: "", signature: "" });
+        out += this.deltaEvent({ type: "thinking_delta", thinking: reasoning }, reasoning);
+      }
     }
     // a refusal is the model's answer all the same: Anthropic has no field for it but text
     let text = delta.content;
@@ -88,8 +94,11 @@ export class OpenAIToAnthropicStream implements StreamTranslator {
       if (typeof text === "string" && text !== "") this.refused = true;
     }
     if (typeof text === "string" && text !== "") {
-      out += this.open("text", { type: "text", text: "" });
-      out += this.deltaEvent({ type: "text_delta", text }, text);
+      if (this.blockKind === "tool_use") this.hold("text", text);
+      else {
+        out += this.open("text", { type: "text", text: "" });
+        out += this.deltaEvent({ type: "text_delta", text }, text);
+      }
     }
     const calls = (delta.tool_calls as Json[] | undefined) ?? [];
     for (let position = 0; position < calls.length; position++) {
@@ -146,6 +155,38 @@ export class OpenAIToAnthropicStream implements StreamTranslator {
     if (this.blockKind === null) return "";
     this.blockKind = null;
     return anthropicEvent("content_block_stop", { type: "content_block_stop", index: this.blockIndex });
+  }
+
+  /** Keeps reasoning or text that came while a tool call's block is open, for the end. */
+  private hold(kind: "thinking" | "text", text: string): void {
+    this.held ??= { thinking: "", text: "" };
+    this.held[kind] += text;
+    this.fallback.add(text);
+  }
+
+  /** The held reasoning, then the held text, each as a whole block. */
+  private sendHeld(): string {
+    const held = this.held;
+    if (held === null) return "";
+    this.held = null;
+    let out = "";
+    if (held.thinking !== "") {
+      out += this.open("thinking", { type: "thinking", thinking: "", signature: "" });
+      out += anthropicEvent("content_block_delta", {
+        type: "content_block_delta",
+        index: this.blockIndex,
+        delta: { type: "thinking_delta", thinking: held.thinking },
+      });
+    }
+    if (held.text !== "") {
+      out += this.open("text", { type: "text", text: "" });
+      out += anthropicEvent("content_block_delta", {
+        type: "content_block_delta",
+        index: this.blockIndex,
+        delta: { type: "text_delta", text: held.text },
+      });
+    }
+    return out + this.close();
   }
 
   /** Each waiting call as a whole block: start, its arguments in one delta, stop. */
@@ -242,6 +283,7 @@ export class OpenAIToAnthropicStream implements StreamTranslator {
       this.start(undefined) +
       this.close() +
       this.sendWaiting() +
+      this.sendHeld() +
       anthropicEvent("message_delta", {
         type: "message_delta",
         delta: anthropicStop(
