@@ -1,3 +1,4 @@
+import { deflateSync } from "node:zlib";
 import Anthropic from "@anthropic-ai/sdk";
 import OpenAI from "openai";
 import { afterAll, beforeAll, describe, expect, it } from "vitest";
@@ -504,6 +505,16 @@ describe("billing through the gateway", () => {
     rig.openAIFake.enqueue(behaviour.ok({ usage: { prompt: 1_600, completion: 5, cached: 0, reasoning: 0 } }));
     expect((await rig.post("/v1/chat/completions", scanned.key, body(scan))).status).toBe(200);
     expect((await ledgerOf(rig, scanned.id)).balance).toBe(20_000 - (1_600 * 2 + 5 * 8));
+    // its page tree in a deflated object stream, as pdfTeX writes it: one page all the same
+    const tree = deflateSync(Buffer.from("<< /Type /Pages /Kids [3 0 R] /Count 1 >>\n<< /Type /Page >>"));
+    const compressed = Buffer.concat([
+      Buffer.from("%PDF-1.5\n5 0 obj << /Type /ObjStm /N 2 /Filter /FlateDecode >>\nstream\n"),
+      tree,
+      Buffer.from("\nendstream\nendobj\n%%EOF"),
+    ]);
+    const latex = await rig.account("object-streams", { credits: 20_000 });
+    rig.openAIFake.enqueue(behaviour.ok({ usage: { prompt: 1_600, completion: 5, cached: 0, reasoning: 0 } }));
+    expect((await rig.post("/v1/chat/completions", latex.key, body(compressed))).status).toBe(200);
     expect(rig.openAIFake.clearQueue()).toBe(0);
   });
 

@@ -38,7 +38,9 @@ describe("mediaInputTokens", () => {
     const openai = user([
       { type: "file", file: { filename: "a.pdf", file_data: `data:application/pdf;base64,${onePagePdf}` } },
     ]);
-    for (const messages of [anthropic, openai]) {
+    // a data URL with parameters (a name) is a data URL all the same
+    const named = user([{ type: "file", file: { file_data: `data:application/PDF;name=a.pdf;base64,${onePagePdf}` } }]);
+    for (const messages of [anthropic, openai, named]) {
       expect(mediaInputTokens(messages, "estimate")).toBe(PDF_TOKENS_PER_PAGE);
       expect(mediaInputTokens(messages, "bound")).toBe(PDF_PAGE_TOKENS_BOUND);
     }

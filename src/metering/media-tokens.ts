@@ -1,3 +1,6 @@
+import { base64DataUrl } from "../formats/surface/data-url.js";
+import { PDF_MAX_PAGES, pdfPages } from "./pdf-pages.js";
+
 /**
  * Input tokens of what the tokenizer cannot read: images and documents other than plain
  * text. A supplier counts them by their pixels and pages, which Lethe does not decode, so
@@ -24,31 +27,14 @@ export const PDF_TOKENS_PER_PAGE = 2_000;
 /** The most a PDF page is counted at: 3,000 tokens of text and its image at most (about 1,600). */
 export const PDF_PAGE_TOKENS_BOUND = 4_600;
 
-/** Pages Anthropic reads of a PDF at most (a longer one is refused). */
-const PDF_MAX_PAGES = 100;
-
 /**
  * A document not sent as plain text whose pages Lethe cannot count: one sent by reference
  * (Anthropic's `url` or `file` source, OpenAI's `file_id`), a few bytes of the body, or a
- * PDF that keeps its page objects compressed. Counted as a PDF of PDF_MAX_PAGES pages: at
+ * PDF whose pages cannot be read (pdf-pages.ts). Counted as a PDF of PDF_MAX_PAGES pages: at
  * most (the bound, for credit holds), or at PDF_TOKENS_PER_PAGE (the estimate).
  */
 export const DOCUMENT_INPUT_TOKENS_BOUND = PDF_MAX_PAGES * PDF_PAGE_TOKENS_BOUND;
 export const DOCUMENT_INPUT_TOKENS_ESTIMATE = PDF_MAX_PAGES * PDF_TOKENS_PER_PAGE;
-
-/**
- * A PDF's page objects (`/Type /Page`, not `/Pages`), where they are not inside compressed
- * object streams; counted up to PDF_MAX_PAGES. 0 when none can be read.
- */
-const PAGE_OBJECT = /\/Type\s*\/Page(?![A-Za-z])/g;
-
-function readablePages(pdf: Buffer): number {
-  const text = pdf.toString("latin1");
-  PAGE_OBJECT.lastIndex = 0;
-  let pages = 0;
-  while (pages < PDF_MAX_PAGES && PAGE_OBJECT.exec(text) !== null) pages++;
-  return pages;
-}
 
 /** A PDF without readable page objects is estimated at a page per 50 KB (a page with its fonts). */
 const BYTES_PER_UNREADABLE_PAGE = 50_000;
@@ -93,10 +79,10 @@ function mediaIn(parts: unknown[], count: MediaCount): number {
     else if (type === "document" && typeof source === "object" && source !== null) {
       // text and content sources are read by the tokenizer (count-tokens.ts)
       if (REFERENCED_SOURCES.has(source.type as string)) tokens += unreadDocument(count);
-      else if (source.type === "base64") tokens += inlineDocument(source.data, count);
+      else if (source.type === "base64") tokens += inlineDocument(source, source.data, count);
     } else if (type === "file" && typeof file === "object" && file !== null) {
       if (file.file_data === undefined) tokens += unreadDocument(count);
-      else tokens += inlineDocument(dataUrlPayload(file.file_data), count);
+      else tokens += inlineDocument(file, dataUrlPayload(file.file_data), count);
     }
     // an Anthropic tool_result holds blocks of its own
     else if (type === "tool_result" && Array.isArray(content)) tokens += mediaIn(content, count);
@@ -113,18 +99,32 @@ function unreadDocument(count: MediaCount): number {
  * or PDF_TOKENS_PER_PAGE (estimate). One whose pages cannot be read is bound as the
  * longest PDF, and estimated at a page per 50 KB.
  */
-function inlineDocument(base64: unknown, count: MediaCount): number {
+function inlineDocument(holder: object, base64: unknown, count: MediaCount): number {
   if (typeof base64 !== "string") return 0;
-  const pdf = Buffer.from(base64, "base64");
-  const pages = readablePages(pdf);
+  const { pages, bytes } = readPdf(holder, base64);
   if (count === "bound") return pages === 0 ? DOCUMENT_INPUT_TOKENS_BOUND : pages * PDF_PAGE_TOKENS_BOUND;
-  const estimated = pages > 0 ? pages : Math.ceil(pdf.length / BYTES_PER_UNREADABLE_PAGE);
+  const estimated = pages > 0 ? pages : Math.ceil(bytes / BYTES_PER_UNREADABLE_PAGE);
   return Math.min(PDF_MAX_PAGES, Math.max(1, estimated)) * PDF_TOKENS_PER_PAGE;
 }
 
-/** OpenAI's `file_data` is a data URL (`data:application/pdf;base64,...`); its base64 part. */
+/**
+ * A request's PDF is counted several times (its credit hold, a tighter count when credit
+ * is short, the estimate an answer without usage is billed by): read once, by the object
+ * that holds it in the parsed body, which lives as long as the request.
+ */
+const readPdfs = new WeakMap<object, { pages: number; bytes: number }>();
+
+function readPdf(holder: object, base64: string): { pages: number; bytes: number } {
+  let read = readPdfs.get(holder);
+  if (read === undefined) {
+    const pdf = Buffer.from(base64, "base64");
+    read = { pages: pdfPages(pdf), bytes: pdf.length };
+    readPdfs.set(holder, read);
+  }
+  return read;
+}
+
+/** OpenAI's `file_data`: a data URL (`data:application/pdf;base64,...`), or bare base64. */
 function dataUrlPayload(value: unknown): unknown {
-  if (typeof value !== "string") return value;
-  const comma = value.startsWith("data:") ? value.indexOf(",") : -1;
-  return comma === -1 ? value : value.slice(comma + 1);
+  return typeof value === "string" ? (base64DataUrl(value)?.payload ?? value) : value;
 }
