@@ -418,6 +418,40 @@ describe("openAIToAnthropicRequest", () => {
     ]);
   });
 
+  it("reads data URLs with parameters and any letter case, for files and images alike", () => {
+    const out = toAnthropic({
+      messages: [
+        {
+          role: "user",
+          content: [
+            { type: "file", file: { file_data: "data:Application/PDF;name=a.pdf;base64,JVBERi0x" } },
+            { type: "image_url", image_url: { url: "data:image/PNG;name=x.png;base64,iVBORw0K" } },
+          ],
+        },
+      ],
+    });
+    expect((out.messages as Json[])[0]?.content).toEqual([
+      { type: "document", source: { type: "base64", media_type: "application/pdf", data: "JVBERi0x" } },
+      { type: "image", source: { type: "base64", media_type: "image/png", data: "iVBORw0K" } },
+    ]);
+  });
+
+  it("refuses a system or developer message holding a file or an image, rather than drop it", () => {
+    const file = { type: "file", file: { filename: "a.pdf", file_data: "data:application/pdf;base64,JVBERi0x" } };
+    for (const role of ["system", "developer"]) {
+      expect(
+        thrownBy(() =>
+          toAnthropic({
+            messages: [
+              { role, content: [file] },
+              { role: "user", content: "hi" },
+            ],
+          }),
+        ),
+      ).toMatchObject({ code: "LETHE_INVALID_REQUEST", param: "messages" });
+    }
+  });
+
   it("refuses a file part by file_id or of another type than PDF", () => {
     for (const file of [
       { file_id: "file-abc" },
@@ -651,6 +685,42 @@ describe("anthropicToOpenAIRequest", () => {
         ],
       },
     ]);
+  });
+
+  it("keeps a document's title and context: the PDF's filename, the text's heading, the context as text after it", () => {
+    const pdf = { type: "document", source: { type: "base64", media_type: "application/pdf", data: "JVBERi0x" } };
+    const text = { type: "document", source: { type: "text", media_type: "text/plain", data: "words" } };
+    const out = toOpenAI({
+      messages: [
+        {
+          role: "user",
+          content: [
+            { ...pdf, title: "Q3 report", context: "From the finance team." },
+            { ...text, title: "Notes" },
+          ],
+        },
+      ],
+    });
+    expect((out.messages as Json[])[0]?.content).toEqual([
+      { type: "file", file: { filename: "Q3 report.pdf", file_data: "data:application/pdf;base64,JVBERi0x" } },
+      { type: "text", text: "From the finance team." },
+      { type: "text", text: "Notes\n\nwords" },
+    ]);
+  });
+
+  it("refuses a system prompt holding anything but text, rather than drop it", () => {
+    const document = { type: "document", source: { type: "text", media_type: "text/plain", data: "d" } };
+    for (const body of [
+      { system: [{ type: "text", text: "Be brief." }, document], messages: [{ role: "user", content: "hi" }] },
+      {
+        messages: [
+          { role: "system", content: [document] },
+          { role: "user", content: "hi" },
+        ],
+      },
+    ]) {
+      expect(thrownBy(() => toOpenAI(body))).toMatchObject({ code: "LETHE_INVALID_REQUEST", param: "messages" });
+    }
   });
 
   it("refuses what an OpenAI-format supplier cannot take: documents by reference or with citations, server tools, file images", () => {

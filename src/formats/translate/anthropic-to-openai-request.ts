@@ -19,22 +19,30 @@ function imagePart(block: Json): Json {
 }
 
 /**
- * An Anthropic document as an OpenAI part: a base64 PDF as a `file` part (its title as the
- * filename), a text or content document as text. A document by URL or Anthropic file id
- * has no OpenAI counterpart, nor do citations (the answer could not cite it as asked).
+ * An Anthropic document as OpenAI parts: a base64 PDF as a `file` part (its title as the
+ * filename), a text or content document as text under its title; the document's
+ * `context` follows as text of its own, so the prompt keeps everything the client wrote.
+ * A document by URL or Anthropic file id has no OpenAI counterpart, nor do citations (the
+ * answer could not cite it as asked).
  */
-function documentPart(block: Json): Json {
+function documentParts(block: Json): Json[] {
   if (isObject(block.citations) && block.citations.enabled === true) throw unsupported("A document with citations");
   const source = isObject(block.source) ? block.source : {};
+  const title = typeof block.title === "string" && block.title !== "" ? block.title : null;
+  let part: Json;
   if (source.type === "base64" && source.media_type === "application/pdf" && typeof source.data === "string") {
-    const filename = typeof block.title === "string" && block.title !== "" ? block.title : "document.pdf";
-    return { type: "file", file: { filename, file_data: `data:application/pdf;base64,${source.data}` } };
+    // OpenAI tells a file's type by its name
+    const filename = title === null ? "document.pdf" : /\.pdf$/i.test(title) ? title : `${title}.pdf`;
+    part = { type: "file", file: { filename, file_data: `data:application/pdf;base64,${source.data}` } };
+  } else {
+    let text: string;
+    if (source.type === "text" && typeof source.data === "string") text = source.data;
+    else if (source.type === "content") text = textOf(source.content, "A document with content other than text");
+    else throw unsupported("A document from this source");
+    part = { type: "text", text: title === null ? text : `${title}\n\n${text}` };
   }
-  if (source.type === "text" && typeof source.data === "string") return { type: "text", text: source.data };
-  if (source.type === "content") {
-    return { type: "text", text: textOf(source.content, "A document with content other than text") };
-  }
-  throw unsupported("A document from this source");
+  const context = typeof block.context === "string" && block.context !== "" ? block.context : null;
+  return context === null ? [part] : [part, { type: "text", text: context }];
 }
 
 /**
@@ -71,7 +79,7 @@ function userMessages(content: unknown): Json[] {
       toolMessages.push({ role: "tool", tool_call_id: block.tool_use_id, content });
     } else if (block.type === "text") parts.push({ type: "text", text: block.text });
     else if (block.type === "image") parts.push(imagePart(block));
-    else if (block.type === "document") parts.push(documentPart(block));
+    else if (block.type === "document") parts.push(...documentParts(block));
     // a block OpenAI has no part for (a search result, say) is refused, not left out: the
     // answer would be to a prompt missing what the client sent
     else throw unsupported("A content block of this type");
@@ -163,10 +171,14 @@ export function anthropicToOpenAIRequest(
 ): Json {
   refuseUncarried(body);
   const messages: Json[] = [];
-  if (body.system !== undefined) messages.push({ role: "system", content: textOf(body.system) });
+  // an OpenAI system message holds text only: any other block there is refused, not dropped
+  if (body.system !== undefined) {
+    messages.push({ role: "system", content: textOf(body.system, "A system block other than text") });
+  }
   for (const message of body.messages as Json[]) {
-    if (message.role === "system") messages.push({ role: "system", content: textOf(message.content) });
-    else if (message.role === "assistant") messages.push(assistantMessage(message.content));
+    if (message.role === "system") {
+      messages.push({ role: "system", content: textOf(message.content, "A system block other than text") });
+    } else if (message.role === "assistant") messages.push(assistantMessage(message.content));
     else messages.push(...userMessages(message.content));
   }
   const out: Json = { model: upstreamModel, messages, [maxTokensField]: body.max_tokens };

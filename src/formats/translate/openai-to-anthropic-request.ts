@@ -1,4 +1,5 @@
 import { LetheError } from "../../errors/lethe-error.js";
+import { base64DataUrl } from "../surface/data-url.js";
 import { MAX_JSON_DEPTH, nestsTooDeep } from "../validation/json-depth.js";
 import { hasTools, isObject, type Json } from "./request-fields.js";
 
@@ -12,8 +13,9 @@ function imageBlock(part: Json): Json {
   if (typeof url !== "string") {
     throw new LetheError("LETHE_INVALID_REQUEST", "An image_url part needs a url.", { param: "messages" });
   }
-  const dataUrl = /^data:([^;,]+);base64,(.*)$/s.exec(url);
-  if (dataUrl) return { type: "image", source: { type: "base64", media_type: dataUrl[1], data: dataUrl[2] } };
+  const dataUrl = base64DataUrl(url);
+  if (dataUrl)
+    return { type: "image", source: { type: "base64", media_type: dataUrl.mediaType, data: dataUrl.payload } };
   return { type: "image", source: { type: "url", url } };
 }
 
@@ -33,16 +35,15 @@ function documentBlock(part: Json): Json {
     );
   }
   const filename = typeof file.filename === "string" && file.filename !== "" ? file.filename : null;
-  // the prefix only: a data URL's payload may be megabytes
-  const prefix = /^data:([^;,]{1,100});base64,/.exec(data.slice(0, 128));
-  const mediaType =
-    prefix !== null ? prefix[1] : filename !== null && /\.pdf$/i.test(filename) ? "application/pdf" : null;
-  if (mediaType !== "application/pdf") {
+  const dataUrl = base64DataUrl(data);
+  const pdf =
+    dataUrl !== null ? dataUrl.mediaType === "application/pdf" : filename !== null && /\.pdf$/i.test(filename);
+  if (!pdf) {
     throw new LetheError("LETHE_INVALID_REQUEST", "Only PDF files can be sent to this model's supplier.", {
       param: "messages",
     });
   }
-  const source = { type: "base64", media_type: mediaType, data: prefix === null ? data : data.slice(prefix[0].length) };
+  const source = { type: "base64", media_type: "application/pdf", data: dataUrl === null ? data : dataUrl.payload };
   return filename === null ? { type: "document", source } : { type: "document", source, title: filename };
 }
 
@@ -200,9 +201,17 @@ export function openAIToAnthropicRequest(body: Json, upstreamModel: string): Jso
   for (const message of body.messages as Json[]) {
     switch (message.role) {
       case "system":
-      case "developer":
-        system.push(...contentBlocks(message.content));
+      case "developer": {
+        // Anthropic's system prompt is text only: an image or a file there is refused, not dropped
+        const blocks = contentBlocks(message.content);
+        if (blocks.some((block) => block.type !== "text")) {
+          throw new LetheError("LETHE_INVALID_REQUEST", "A system or developer message holds text only here.", {
+            param: "messages",
+          });
+        }
+        system.push(...blocks);
         break;
+      }
       case "user":
         pushTurn(turns, "user", contentBlocks(message.content));
         break;
