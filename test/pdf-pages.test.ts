@@ -59,6 +59,32 @@ describe("pdfPages", () => {
     expect(pdfPages(Buffer.from("%PDF-1.5\n<< /Type /ObjStm >>\nstream\nx"))).toBe(0);
   });
 
+  it("says 0, unknown, when anything is left unread, however small a count it could read beside it", () => {
+    const tree = objectStream([pageTree(60), ...Array.from({ length: 60 }, () => page)]);
+    // the same object stream under a filter it does not inflate (a PNG predictor's bytes, hex)
+    const unreadable = Buffer.concat([
+      Buffer.from("%PDF-1.5\n5 0 obj << /Type /ObjStm /Filter [/ASCIIHexDecode /FlateDecode] >>\nstream\n"),
+      Buffer.from(tree.toString("hex")),
+      Buffer.from("\nendstream\nendobj\n"),
+    ]);
+    const decoy = Buffer.from(`1 0 obj << /Type /Outlines /Count 1 >> endobj\n9 0 obj ${page} endobj\n%%EOF`);
+    expect(pdfPages(Buffer.concat([unreadable, decoy]))).toBe(0);
+    // a count by reference, and names that hide /Page and /ObjStm behind # escapes
+    expect(pdfPages(Buffer.from(`%PDF-1.4\n<< /Type /Pages /Count 7 0 R >>\n${page}\n%%EOF`))).toBe(0);
+    expect(pdfPages(Buffer.from(`%PDF-1.4\n<< /Type /P#61ge >>\n${page}\n%%EOF`))).toBe(0);
+    expect(pdfPages(Buffer.from(`%PDF-1.5\n<< /Type /Obj#53tm >>\nstream\nx\nendstream\n${page}`))).toBe(0);
+    // a name with an escape that hides nothing of the page tree leaves the count as it is
+    expect(pdfPages(Buffer.from(`%PDF-1.4\n<< /BaseFont /Arial#20Bold >>\n${page}${page}\n%%EOF`))).toBe(2);
+    // an object stream key with no stream after it
+    expect(pdfPages(Buffer.from(`%PDF-1.5\n${page}\n${"<< /Type /ObjStm >> ".repeat(1000)}`))).toBe(0);
+  });
+
+  it("reads a stream many keys point to once, and counts what it holds", () => {
+    const keys = Buffer.from("<< /Type /ObjStm >> ".repeat(50));
+    const pdf = Buffer.concat([Buffer.from("%PDF-1.5\n"), keys, objectStream([pageTree(12)]), Buffer.from("%%EOF")]);
+    expect(pdfPages(pdf)).toBe(12);
+  });
+
   it("inflates no more than its budget: a deflate bomb is left unread, not expanded", () => {
     // a page count past 64 MB of spaces: read only if the whole were inflated
     const bomb = deflateSync(Buffer.concat([Buffer.alloc(64 * 2 ** 20, 32), Buffer.from(pageTree(77))]));
