@@ -7,7 +7,7 @@ import { AnthropicStreamRelay } from "../src/formats/anthropic/anthropic-stream-
 import { OpenAIStreamRelay } from "../src/formats/openai/openai-stream-relay.js";
 import type { ClientRequest, StreamTranslator } from "../src/formats/surface/client-surface.js";
 import { AnthropicToOpenAIStream } from "../src/formats/translate/anthropic-to-openai-stream.js";
-import { OpenAIToAnthropicStream } from "../src/formats/translate/openai-to-anthropic-stream.js";
+import { HELD_CHARACTERS, OpenAIToAnthropicStream } from "../src/formats/translate/openai-to-anthropic-stream.js";
 import { openAIToAnthropicMessage } from "../src/formats/translate/translate-response.js";
 import { Exchange } from "../src/metering/exchange.js";
 import type { ClientFormat } from "../src/metering/metadata-record.js";
@@ -393,6 +393,24 @@ describe("OpenAIToAnthropicStream", () => {
     stream.on("contentBlock", (block) => finished.push(block));
     await stream.finalMessage();
     expect(finished).toEqual(expected);
+  });
+
+  it("ends with an error, not with the process's memory, when what it holds for the end outgrows its bound", () => {
+    const translator = new OpenAIToAnthropicStream(clientRequest(true), exchangeFor("anthropic"));
+    translator.event({
+      event: undefined,
+      data: chunk({ tool_calls: [{ index: 0, id: "c0", type: "function", function: { name: "f", arguments: "{}" } }] }),
+    });
+    const piece = "x".repeat(2 ** 20);
+    let thrown: unknown = null;
+    try {
+      for (let sent = 0; sent <= HELD_CHARACTERS / piece.length; sent++) {
+        translator.event({ event: undefined, data: chunk({ content: piece }) });
+      }
+    } catch (error) {
+      thrown = error;
+    }
+    expect(thrown).toMatchObject({ code: "LETHE_UPSTREAM_BAD_RESPONSE" });
   });
 
   it("gives a call the supplier named no id a unique one, streamed and not", async () => {

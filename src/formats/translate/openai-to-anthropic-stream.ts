@@ -3,6 +3,7 @@ import { toAnthropicUsage } from "../../metering/anthropic-usage.js";
 import { estimateInputTokens } from "../../metering/count-tokens.js";
 import type { Exchange } from "../../metering/exchange.js";
 import { fromOpenAIUsage, noTokens } from "../../metering/token-usage.js";
+import { badUpstreamResponse } from "../../suppliers/http/read-json.js";
 import type { WireEvent } from "../../suppliers/supplier.js";
 import { anthropicErrorEvent, anthropicEvent } from "../anthropic/anthropic-sse.js";
 import type { ClientRequest, StreamTranslator } from "../surface/client-surface.js";
@@ -22,6 +23,9 @@ interface WaitingCall {
 
 /** blockByToolIndex's mark for a call that waits (no block index yet). */
 const WAITING = -1;
+
+/** Characters a stream may hold back for the end of its answer (16 Mi, some 4 million tokens). */
+export const HELD_CHARACTERS = 16 * 2 ** 20;
 
 /**
  * Translates an OpenAI supplier's chunks into Anthropic's event sequence for an
@@ -46,6 +50,8 @@ export class OpenAIToAnthropicStream implements StreamTranslator {
   private waiting: WaitingCall[] = [];
   /** Reasoning and text that came while a tool_use block was open. */
   private held: { thinking: string; text: string } | null = null;
+  /** Characters held so far: waiting calls' arguments, reasoning and text. */
+  private heldCharacters = 0;
   /** For servers that send tool calls without `index`: the index given to each id, and the last one. */
   private unindexedById: Map<string, number> | undefined;
   private lastUnindexed: number | undefined;
@@ -161,7 +167,20 @@ export class OpenAIToAnthropicStream implements StreamTranslator {
   private hold(kind: "thinking" | "text", text: string): void {
     this.held ??= { thinking: "", text: "" };
     this.held[kind] += text;
+    this.countHeld(text.length);
     this.fallback.add(text);
+  }
+
+  /**
+   * What is held waits in memory to the end of the answer, as a JSON answer does: past
+   * HELD_CHARACTERS, a supplier that will not stop is its garbage (a model keeps to
+   * `max_tokens`), and the stream ends with an error rather than the process's memory.
+   */
+  private countHeld(characters: number): void {
+    this.heldCharacters += characters;
+    if (this.heldCharacters > HELD_CHARACTERS) {
+      throw badUpstreamResponse("The supplier's answer after its first tool call is too long to translate.");
+    }
   }
 
   /** The held reasoning, then the held text, each as a whole block. */
@@ -270,6 +289,7 @@ export class OpenAIToAnthropicStream implements StreamTranslator {
       if (index === WAITING) {
         const waiting = this.waiting.find((entry) => entry.toolIndex === toolIndex) as WaitingCall;
         waiting.arguments += fn.arguments;
+        this.countHeld(fn.arguments.length);
         this.fallback.add(fn.arguments);
       } else out += this.deltaEvent({ type: "input_json_delta", partial_json: fn.arguments }, fn.arguments, index);
     }
