@@ -434,6 +434,19 @@ describe("openAIToAnthropicRequest", () => {
       { type: "document", source: { type: "base64", media_type: "application/pdf", data: "JVBERi0x" } },
       { type: "image", source: { type: "base64", media_type: "image/png", data: "iVBORw0K" } },
     ]);
+    const jpg = toAnthropic({
+      messages: [
+        { role: "user", content: [{ type: "image_url", image_url: { url: "data:image/jpg;base64,/9j/4AAQ" } }] },
+      ],
+    });
+    expect((jpg.messages as Json[])[0]?.content).toEqual([
+      { type: "image", source: { type: "base64", media_type: "image/jpeg", data: "/9j/4AAQ" } },
+    ]);
+    const svg = { type: "image_url", image_url: { url: "data:image/svg+xml,%3Csvg%3E" } };
+    expect(thrownBy(() => toAnthropic({ messages: [{ role: "user", content: [svg] }] }))).toMatchObject({
+      code: "LETHE_INVALID_REQUEST",
+      param: "messages",
+    });
   });
 
   it("refuses a system or developer message holding a file or an image, rather than drop it", () => {

@@ -14,8 +14,17 @@ function imageBlock(part: Json): Json {
     throw new LetheError("LETHE_INVALID_REQUEST", "An image_url part needs a url.", { param: "messages" });
   }
   const dataUrl = base64DataUrl(url);
-  if (dataUrl)
-    return { type: "image", source: { type: "base64", media_type: dataUrl.mediaType, data: dataUrl.payload } };
+  if (dataUrl) {
+    // `image/jpg` is common and not a registered type; Anthropic takes `image/jpeg`
+    const mediaType = dataUrl.mediaType === "image/jpg" ? "image/jpeg" : dataUrl.mediaType;
+    return { type: "image", source: { type: "base64", media_type: mediaType, data: dataUrl.payload } };
+  }
+  // a data URL not in base64 (`data:image/svg+xml,<svg...`) is no URL Anthropic can fetch
+  if (/^data:/i.test(url)) {
+    throw new LetheError("LETHE_INVALID_REQUEST", "An image data URL must be base64 for this model's supplier.", {
+      param: "messages",
+    });
+  }
   return { type: "image", source: { type: "url", url } };
 }
 
