@@ -42,24 +42,24 @@ describe("mediaInputTokens", () => {
     const named = user([{ type: "file", file: { file_data: `data:application/PDF;name=a.pdf;base64,${onePagePdf}` } }]);
     for (const messages of [anthropic, openai, named]) {
       expect(mediaInputTokens(messages, "estimate")).toBe(PDF_TOKENS_PER_PAGE);
-      expect(mediaInputTokens(messages, "bound")).toBe(PDF_PAGE_TOKENS_BOUND);
+      // a hold does not trust what the file says of its pages
+      expect(mediaInputTokens(messages, "bound")).toBe(DOCUMENT_INPUT_TOKENS_BOUND);
     }
   });
 
-  it("holds a PDF of few bytes and many pages at its pages, and one of many bytes and one page at one page", () => {
-    // 100 blank pages in a few kilobytes: a byte count would hold far less than a supplier charges
+  it("estimates a PDF by its pages whatever its size, and holds any at the longest a supplier reads", () => {
     const blankPages = Buffer.from(`%PDF-1.4\n${"<< /Type /Page >>\n".repeat(100)}%%EOF`).toString("base64");
     const blank = user([
       { type: "document", source: { type: "base64", media_type: "application/pdf", data: blankPages } },
     ]);
-    expect(mediaInputTokens(blank, "bound")).toBe(100 * PDF_PAGE_TOKENS_BOUND);
     expect(mediaInputTokens(blank, "estimate")).toBe(100 * PDF_TOKENS_PER_PAGE);
-    // one page holding a 1.5 MB scan: one page, whatever its size
+    expect(mediaInputTokens(blank, "bound")).toBe(100 * PDF_PAGE_TOKENS_BOUND);
     const scan = Buffer.concat([Buffer.from("%PDF-1.4\n<< /Type /Page >>\n"), Buffer.alloc(1_500_000, 1)]).toString(
       "base64",
     );
     const scanned = user([{ type: "document", source: { type: "base64", media_type: "application/pdf", data: scan } }]);
-    expect(mediaInputTokens(scanned, "bound")).toBe(PDF_PAGE_TOKENS_BOUND);
+    expect(mediaInputTokens(scanned, "estimate")).toBe(PDF_TOKENS_PER_PAGE);
+    expect(mediaInputTokens(scanned, "bound")).toBe(DOCUMENT_INPUT_TOKENS_BOUND);
   });
 
   it("bounds a PDF whose pages cannot be read as the longest, and estimates it at a page per 50 KB", () => {

@@ -24,14 +24,13 @@ export const IMAGE_INPUT_TOKENS_BOUND = 2_700;
  */
 export const PDF_TOKENS_PER_PAGE = 2_000;
 
-/** The most a PDF page is counted at: 3,000 tokens of text and its image at most (about 1,600). */
+/** A PDF page held at 3,000 tokens of text, the most Anthropic documents, and its image (about 1,600). */
 export const PDF_PAGE_TOKENS_BOUND = 4_600;
 
 /**
- * A document not sent as plain text whose pages Lethe cannot count: one sent by reference
- * (Anthropic's `url` or `file` source, OpenAI's `file_id`), a few bytes of the body, or a
- * PDF whose pages cannot be read (pdf-pages.ts). Counted as a PDF of PDF_MAX_PAGES pages: at
- * most (the bound, for credit holds), or at PDF_TOKENS_PER_PAGE (the estimate).
+ * A document not sent as plain text, for a credit hold: a PDF of PDF_MAX_PAGES pages at
+ * PDF_PAGE_TOKENS_BOUND; as an estimate, at PDF_TOKENS_PER_PAGE. A document sent by
+ * reference (Anthropic's `url` or `file` source, OpenAI's `file_id`) is counted so too.
  */
 export const DOCUMENT_INPUT_TOKENS_BOUND = PDF_MAX_PAGES * PDF_PAGE_TOKENS_BOUND;
 export const DOCUMENT_INPUT_TOKENS_ESTIMATE = PDF_MAX_PAGES * PDF_TOKENS_PER_PAGE;
@@ -42,7 +41,8 @@ const BYTES_PER_UNREADABLE_PAGE = 50_000;
 /**
  * How media are counted: `estimate`, as metering may (an answer that came without usage,
  * a local count_tokens); `bound`, at the most a supplier counts them, as a credit hold
- * must, so that no charge, the supplier's or Lethe's estimate, exceeds what was held.
+ * must, so that Lethe's estimate never exceeds what was held, nor does a supplier's count
+ * of an ordinary document (a PDF's pages of very dense text may exceed 3,000 tokens each).
  */
 export type MediaCount = "estimate" | "bound";
 
@@ -95,22 +95,24 @@ function unreadDocument(count: MediaCount): number {
 }
 
 /**
- * A PDF sent inline, by its readable pages: at most PDF_PAGE_TOKENS_BOUND a page (bound),
- * or PDF_TOKENS_PER_PAGE (estimate). One whose pages cannot be read is bound as the
- * longest PDF, and estimated at a page per 50 KB.
+ * A PDF sent inline. Its credit hold is the longest PDF a supplier reads: its pages are
+ * read from the file only as an estimate (pdf-pages.ts), which a PDF written to mislead
+ * (its page tree behind comments, filters or escapes a reader takes in its stride) can
+ * bring below its true count, and a hold must not fall short. The estimate is its pages
+ * at PDF_TOKENS_PER_PAGE, or, when none can be read, a page per 50 KB.
  */
 function inlineDocument(holder: object, base64: unknown, count: MediaCount): number {
   if (typeof base64 !== "string") return 0;
+  if (count === "bound") return DOCUMENT_INPUT_TOKENS_BOUND;
   const { pages, bytes } = readPdf(holder, base64);
-  if (count === "bound") return pages === 0 ? DOCUMENT_INPUT_TOKENS_BOUND : pages * PDF_PAGE_TOKENS_BOUND;
   const estimated = pages > 0 ? pages : Math.ceil(bytes / BYTES_PER_UNREADABLE_PAGE);
   return Math.min(PDF_MAX_PAGES, Math.max(1, estimated)) * PDF_TOKENS_PER_PAGE;
 }
 
 /**
- * A request's PDF is counted several times (its credit hold, a tighter count when credit
- * is short, the estimate an answer without usage is billed by): read once, by the object
- * that holds it in the parsed body, which lives as long as the request.
+ * A request's PDF may be estimated more than once (a local count_tokens, the estimate an
+ * answer without usage is billed by, a translated stream's first event): read once, by
+ * the object that holds it in the parsed body, which lives as long as the request.
  */
 const readPdfs = new WeakMap<object, { pages: number; bytes: number }>();
 

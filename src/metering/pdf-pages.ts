@@ -5,7 +5,7 @@ export const PDF_MAX_PAGES = 100;
 
 const PAGE_OBJECT = /\/Type\s*\/Page(?![A-Za-z#])/g;
 // a page tree node's page count (an outline item's too: it can only raise the count)
-const PAGE_COUNT = /\/Count\s+(\d{1,9})(\s+\d{1,9}\s+R)?/g;
+const PAGE_COUNT = /\/Count\s+(\d+)(\s+\d+\s+R)?/g;
 const OBJECT_STREAM = /\/Type\s*\/ObjStm(?![A-Za-z#])/g;
 // a name written with `#xx` escapes (`/P#61ge` is `/Page`): decoded to see whether it hides one of ours
 const ESCAPED_NAME = /\/[^\s/<>[\]()%{}]*#[0-9A-Fa-f]{2}[^\s/<>[\]()%{}]*/g;
@@ -14,17 +14,21 @@ const NAMES_READ = new Set(["/Type", "/Page", "/Pages", "/Count", "/ObjStm"]);
 const INFLATED_BUDGET = 16 * 2 ** 20;
 /** Object streams read at most: past them the PDF is not read (a hostile one may hold thousands). */
 const MAX_OBJECT_STREAMS = 256;
+/** Escaped names looked at at most: past them the PDF is not read (each costs a decode). */
+const MAX_ESCAPED_NAMES = 4_096;
 
 /**
- * The pages of a PDF, up to PDF_MAX_PAGES, or 0 when they cannot be known. The count is
- * the larger of its page objects and the largest `/Count` of its page tree, in the file
- * itself and in its object streams (PDF 1.5's compressed objects, where pdfTeX and qpdf
- * keep the page tree), inflated. It must never come out below the true count (a credit
- * hold rests on it): so anything not read in full makes it unknown, not smaller, since a
- * small readable count could sit beside the real tree: an object stream that does not
- * inflate (another filter, a predictor, a bomb past the budget), a `/Count` by reference,
- * a name that hides `/Page` behind `#` escapes. It errs high where it errs: an
- * incremental update that rewrites a page counts it twice.
+ * An estimate of a PDF's pages, up to PDF_MAX_PAGES, or 0 when they cannot be read: for
+ * metering's estimates, never for a credit hold (a PDF written to mislead can read as
+ * fewer pages than a reader finds: comments or NUL between tokens, untyped objects). The
+ * count is the larger of its page objects and the largest `/Count` of its page tree, in
+ * the file itself and in its object streams (PDF 1.5's compressed objects, where pdfTeX
+ * and qpdf keep the page tree), inflated. What is not read in full makes it unknown
+ * rather than smaller, since a small readable count could sit beside the real tree: an
+ * object stream that does not inflate (another filter, a bomb past the budget), a
+ * `/Count` by reference, a name that hides `/Page` behind `#` escapes. Its cost is
+ * bounded: each object stream is inflated once, within a budget, and the first failure
+ * ends the reading.
  */
 export function pdfPages(pdf: Buffer): number {
   const text = pdf.toString("latin1");
@@ -57,7 +61,9 @@ const UNKNOWN = -1;
 
 function pagesIn(text: string): number {
   ESCAPED_NAME.lastIndex = 0;
+  let escaped = 0;
   for (let name = ESCAPED_NAME.exec(text); name !== null; name = ESCAPED_NAME.exec(text)) {
+    if (++escaped > MAX_ESCAPED_NAMES) return UNKNOWN;
     const decoded = name[0].replace(/#([0-9A-Fa-f]{2})/g, (_, hex: string) =>
       String.fromCharCode(Number.parseInt(hex, 16)),
     );
