@@ -4,8 +4,8 @@ import { PDF_MAX_PAGES, pdfPages } from "./pdf-pages.js";
 /**
  * Input tokens of what the tokenizer cannot read: images and documents other than plain
  * text. A supplier counts them by their pixels and pages, which Lethe does not decode, so
- * they are counted here at the most a supplier counts one (images, documents sent by
- * reference) or from a PDF's page count (documents sent inline), where it can be read.
+ * they are counted here at the most a supplier counts one for a credit hold, and a PDF
+ * sent inline by its pages, where they can be read, for an estimate.
  */
 
 /**
@@ -121,6 +121,8 @@ function readPdf(holder: object, base64: string): { pages: number; bytes: number
   if (read === undefined) {
     const pdf = Buffer.from(base64, "base64");
     read = { pages: pdfPages(pdf), bytes: pdf.length };
+    // the client's document, decoded: wiped once read, as request bodies are (docs/zdr.md)
+    pdf.fill(0);
     readPdfs.set(holder, read);
   }
   return read;

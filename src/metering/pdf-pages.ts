@@ -49,6 +49,8 @@ export function pdfPages(pdf: Buffer): number {
     }
     budget -= inflated.length;
     const inside = pagesIn(inflated.toString("latin1"));
+    // an object stream may hold the document's own text (annotations, form fields): wiped once read
+    inflated.fill(0);
     if (inside === UNKNOWN) return 0;
     pages = Math.max(pages, inside);
     // the next key is looked for past this stream: each stream is read once, the text scanned once
