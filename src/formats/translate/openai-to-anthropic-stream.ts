@@ -190,22 +190,11 @@ export class OpenAIToAnthropicStream implements StreamTranslator {
     this.held = null;
     let out = "";
     if (held.thinking !== "") {
-      out += this.open("thinking", { type: "thinking", thinking: "", signature: "" });
-      out += anthropicEvent("content_block_delta", {
-        type: "content_block_delta",
-        index: this.blockIndex,
-        delta: { type: "thinking_delta", thinking: held.thinking },
-      });
+      const delta = { type: "thinking_delta", thinking: held.thinking };
+      out += this.wholeBlock({ type: "thinking", thinking: "", signature: "" }, delta);
     }
-    if (held.text !== "") {
-      out += this.open("text", { type: "text", text: "" });
-      out += anthropicEvent("content_block_delta", {
-        type: "content_block_delta",
-        index: this.blockIndex,
-        delta: { type: "text_delta", text: held.text },
-      });
-    }
-    return out + this.close();
+    if (held.text !== "") out += this.wholeBlock({ type: "text", text: "" }, { type: "text_delta", text: held.text });
+    return out;
   }
 
   /** Each waiting call as a whole block: start, its arguments in one delta, stop. */
@@ -215,16 +204,23 @@ export class OpenAIToAnthropicStream implements StreamTranslator {
     this.waiting = [];
     let out = "";
     for (const call of waiting) {
-      const index = ++this.blockIndex;
-      this.blockByToolIndex.set(call.toolIndex, index);
-      out += anthropicEvent("content_block_start", { type: "content_block_start", index, content_block: call.block });
-      if (call.arguments !== "") {
-        const delta = { type: "input_json_delta", partial_json: call.arguments };
-        out += anthropicEvent("content_block_delta", { type: "content_block_delta", index, delta });
-      }
-      out += anthropicEvent("content_block_stop", { type: "content_block_stop", index });
+      const delta = call.arguments === "" ? null : { type: "input_json_delta", partial_json: call.arguments };
+      out += this.wholeBlock(call.block, delta);
+      this.blockByToolIndex.set(call.toolIndex, this.blockIndex);
     }
     return out;
+  }
+
+  /** A block sent at once, after the open one closed: its start, its content in one delta, its stop. */
+  private wholeBlock(contentBlock: Json, delta: Json | null): string {
+    const index = ++this.blockIndex;
+    let out = anthropicEvent("content_block_start", {
+      type: "content_block_start",
+      index,
+      content_block: contentBlock,
+    });
+    if (delta !== null) out += anthropicEvent("content_block_delta", { type: "content_block_delta", index, delta });
+    return out + anthropicEvent("content_block_stop", { type: "content_block_stop", index });
   }
 
   private deltaEvent(delta: Json, text: string, index = this.blockIndex): string {
