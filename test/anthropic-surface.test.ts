@@ -33,6 +33,8 @@ afterAll(async () => {
 });
 
 afterEach(() => {
+  // a supplier's retry-after rests its route for the requests that follow (router.ts)
+  rig.gateway.passRouteRests();
   expect(rig.openAIFake.clearQueue()).toBe(0);
   expect(rig.anthropicFake.clearQueue()).toBe(0);
 });

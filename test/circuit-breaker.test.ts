@@ -479,4 +479,82 @@ describe("the breaker in a running gateway", () => {
     expect(pinned.status).toBe(400);
     expect(JSON.parse(pinned.text).error).toMatchObject({ code: "LETHE_INVALID_REQUEST", param: "n" });
   });
+
+  it("rests a route on a 429's retry-after: the next requests go straight to the other route, and its breaker stays closed", async () => {
+    clock += 120_000;
+    expect((await ask("duo")).supplier).toBe("primary");
+    fakes.primary.enqueue(
+      behaviour.status(429, undefined, { "retry-after": "30" }),
+      behaviour.status(429, undefined, { "retry-after": "30" }),
+    );
+    expect(await ask("duo")).toMatchObject({ supplier: "secondary", attempts: "2", sent: [1, 1] });
+    // the supplier said when to come back: nobody asks it before then
+    expect(await ask("duo")).toMatchObject({ supplier: "secondary", attempts: "1", sent: [0, 1] });
+    clock += 29_999;
+    expect((await ask("duo")).sent).toEqual([0, 1]);
+    clock += 1;
+    expect(await ask("duo")).toMatchObject({ supplier: "secondary", attempts: "2", sent: [1, 1] });
+    // two 429s within the breaker's window (threshold 2): a rate limit is not a failure of the route
+    expect(await stateGauge("primary/model-a")).toBe(0);
+    clock += 30_000;
+    expect(await ask("duo")).toMatchObject({ supplier: "primary", sent: [1, 0] });
+  });
+
+  it("answers 429 with the time left when every route rests on a supplier's rate limit", async () => {
+    clock += 120_000;
+    fakes.primary.enqueue(behaviour.status(429, undefined, { "retry-after": "30" }));
+    const limited = await ask("solo");
+    expect(limited.result.status).toBe(429);
+    expect(limited.result.headers.get("retry-after")).toBe("30");
+    expect(limited.sent).toEqual([1, 0]);
+
+    const resting = await ask("solo");
+    expect(resting.sent).toEqual([0, 0]);
+    expect(resting.result.status).toBe(429);
+    expect(resting.result.headers.get("retry-after")).toBe("30");
+    expect(JSON.parse(resting.result.text)).toMatchObject({
+      error: { type: "rate_limit_error", code: "LETHE_UPSTREAM_RATE_LIMITED" },
+    });
+    expect(await recordOf(gateway, resting.result.headers.get("x-request-id"))).toMatchObject({
+      status: 429,
+      error_code: "LETHE_UPSTREAM_RATE_LIMITED",
+      attempts: 0,
+    });
+    clock += 20_000;
+    const anthropicAnswer = await ask("solo", "anthropic");
+    expect(anthropicAnswer.result.status).toBe(429);
+    expect(anthropicAnswer.result.headers.get("retry-after")).toBe("10");
+    expect(JSON.parse(anthropicAnswer.result.text)).toMatchObject({
+      type: "error",
+      error: { type: "rate_limit_error" },
+    });
+    clock += 10_000;
+    expect(await ask("solo")).toMatchObject({ supplier: "primary", sent: [1, 0] });
+  });
+
+  it("rests a route on a failure's retry-after too, at most a minute, and counts the failure", async () => {
+    clock += 120_000;
+    fakes.primary.enqueue(behaviour.status(503, undefined, { "retry-after": "3600" }));
+    expect((await ask("solo")).result.status).toBe(503);
+    const resting = await ask("solo");
+    expect(resting.sent).toEqual([0, 0]);
+    expect(resting.result.status).toBe(503);
+    expect(JSON.parse(resting.result.text).error.code).toBe("LETHE_NO_HEALTHY_ROUTE");
+    // an hour asked, a minute given: a supplier's word is not allowed to take the route away for long
+    expect(resting.result.headers.get("retry-after")).toBe("60");
+    clock += 60_000;
+    expect(await ask("solo")).toMatchObject({ supplier: "primary", sent: [1, 0] });
+  });
+
+  it("hands a half-open route's probe on when the probe meets a rate limit, to the first request after the rest", async () => {
+    clock += 120_000;
+    await openPrimary();
+    clock += COOLDOWN;
+    fakes.primary.enqueue(behaviour.status(429, undefined, { "retry-after": "10" }));
+    expect(await ask("duo")).toMatchObject({ supplier: "secondary", sent: [1, 1] });
+    expect((await ask("duo")).sent).toEqual([0, 1]);
+    clock += 10_000;
+    expect(await ask("duo")).toMatchObject({ supplier: "primary", sent: [1, 0] });
+    expect(await stateGauge("primary/model-a")).toBe(0);
+  });
 });

@@ -1,4 +1,4 @@
-import { afterAll, beforeAll, describe, expect, it } from "vitest";
+import { afterAll, afterEach, beforeAll, describe, expect, it } from "vitest";
 import { resolveConfig } from "../src/config/load-config.js";
 import { reloadGateway } from "../src/server/reload-config.js";
 import { behaviour, type FakeOpenAISupplier } from "./support/fake-openai-supplier.js";
@@ -52,6 +52,9 @@ beforeAll(async () => {
   fakes = await startFakes(["primary", "fallback"]);
   gateway = await startTestGateway({ config: document(true), env: ROUTING_ENV });
 });
+
+// a supplier's retry-after rests its route for the requests that follow (router.ts)
+afterEach(() => gateway.passRouteRests());
 
 afterAll(async () => {
   expect(await closeAndFindCanaries([gateway], Object.values(fakes), canaries)).toEqual([]);

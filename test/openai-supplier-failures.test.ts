@@ -38,6 +38,8 @@ describe("supplier failures on the OpenAI-compatible path", () => {
 
   // a behaviour left in the queue means the gateway sent fewer requests than the test expected
   afterEach(() => {
+    // a supplier's retry-after rests its route for the requests that follow (router.ts)
+    rig.gateway.passRouteRests();
     expect(rig.fake.clearQueue()).toBe(0);
   });
 

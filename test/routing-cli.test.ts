@@ -126,6 +126,20 @@ describe("lethe routes", () => {
     expect((await routesTable()).rows.find((row) => row[0] === "a/model-a")?.slice(1, 3)).toEqual(["closed", "40.0%"]);
   });
 
+  it("shows the rest a supplier's retry-after asked for, counting down with the clock", async () => {
+    fakes.b.enqueue(behaviour.status(429, undefined, { "retry-after": "20" }));
+    fakes.a.enqueue(behaviour.status(429, undefined, { "retry-after": "20" }));
+    await postRaw(gateway, "/v1/chat/completions", chatBody("duo", canaryPrompt(canaries, "rest").content));
+    expect(await metricLine("lethe_route_rest_seconds", "a/model-a")).toBe(20);
+    clock += 12_500;
+    expect(await metricLine("lethe_route_rest_seconds", "b/model-b")).toBe(8);
+    const rows = (await routesTable()).rows;
+    expect(rows.find((row) => row[0] === "a/model-a")?.[1]).toBe("closed, resting 8 s");
+    clock += 7_500;
+    expect(await metricLine("lethe_route_rest_seconds", "a/model-a")).toBeNull();
+    expect((await routesTable()).rows.find((row) => row[0] === "a/model-a")?.[1]).toBe("closed");
+  });
+
   it("shows a route whose supplier model name has quotes and backslashes as configured", async () => {
     await stream("odd");
     const { rows } = await routesTable();

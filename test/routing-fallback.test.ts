@@ -86,6 +86,8 @@ afterAll(async () => {
 
 // a behaviour left in a queue means the gateway sent fewer requests than the test expected
 afterEach(() => {
+  // a supplier's retry-after rests its route for the requests that follow (router.ts)
+  gateway.passRouteRests();
   for (const fake of Object.values(fakes)) {
     expect(fake.clearQueue()).toBe(0);
     fake.setBehaviour(behaviour.ok());

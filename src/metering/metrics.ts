@@ -60,7 +60,7 @@ export class GatewayMetrics {
   }
 
   /**
-   * Publishes each route's breaker state, recent error rate and TTFT p50, read at scrape
+   * Publishes each route's breaker state, rest, recent error rate and TTFT p50, read at scrape
    * time from the router in use (a config reload replaces it, and drops removed routes).
    */
   watchRoutes(routerOf: () => Router): void {
@@ -74,6 +74,20 @@ export class GatewayMetrics {
         const router = routerOf();
         this.reset();
         for (const [route, stats] of router.allStats()) this.set({ route }, states[stats.breaker.state(router.now())]);
+      },
+    });
+    new Gauge({
+      name: "lethe_route_rest_seconds",
+      help: "Seconds left of each resting route's rest, asked for by its supplier's retry-after.",
+      labelNames: ["route"] as const,
+      registers: [this.registry],
+      collect() {
+        const router = routerOf();
+        this.reset();
+        for (const [route, stats] of router.allStats()) {
+          const restMs = stats.msUntilRested(router.now());
+          if (restMs > 0) this.set({ route }, Math.ceil(restMs / 1000));
+        }
       },
     });
     new Gauge({

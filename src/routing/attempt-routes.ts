@@ -153,6 +153,29 @@ async function firstEventArrived(events: AsyncIterable<WireEvent>): Promise<Asyn
  * `retry-after`. Attempts and total time are bounded. A caller error (4xx other than
  * 408/409/429) is returned at once.
  */
+/**
+ * A supplier's retryable refusal. A `retry-after` rests the route for every request; a 429
+ * that names one is the supplier's rate limit, which says nothing against the route's
+ * health, so it does not count towards the breaker (a client that waited it out would
+ * otherwise find the route shut for the breaker's cooldown). Anything else counts.
+ */
+function recordRefusal(stats: RouteStats, error: UpstreamError, now: number, probe: boolean): void {
+  const retryAfter = error.retryAfterSeconds;
+  if (retryAfter === null || retryAfter <= 0) {
+    stats.recordFailure(now);
+    return;
+  }
+  const rateLimited = error.upstreamStatus === 429;
+  stats.rest(now, retryAfter, rateLimited);
+  if (!rateLimited) {
+    stats.recordFailure(now);
+    return;
+  }
+  stats.recordRateLimit();
+  // a probe that met the rate limit gives no verdict: the next request after the rest probes
+  if (probe) stats.breaker.release();
+}
+
 export async function attemptRoutes(
   gateway: Gateway,
   surface: ClientSurface,
@@ -169,8 +192,6 @@ export async function attemptRoutes(
   const deadline = router.now() + settings.deadlineMs;
   let lastFailure: UpstreamError | RejectedBySupplier | null = null;
   let skipped = 0;
-  // until when each route asked to be left alone (its retry-after), in router time; made on first use
-  let retryAfterUntil: Map<string, number> | null = null;
   // routes whose supplier cannot carry this request as asked (translation refused it, or a
   // reload took its ZDR qualification away), and why
   let cannotCarry: Set<RouteConfig> | null = null;
@@ -185,8 +206,13 @@ export async function attemptRoutes(
       continue;
     }
     const stats = router.statsFor(route);
+    // a route that began to rest (another request's retry-after) since the order was made
+    if (turn < candidates.length && pinned === null && stats.msUntilRested(router.now()) > 0) {
+      skipped++;
+      continue;
+    }
     if (turn >= candidates.length && lastFailure instanceof UpstreamError) {
-      const askedMs = (retryAfterUntil?.get(route.key) ?? 0) - router.now();
+      const askedMs = stats.msUntilRested(router.now());
       // a supplier that asks to be left alone for longer than Lethe's own backoff: the wait
       // is the client's to make (its SDK honours retry-after), not a connection held open
       // for it, which the SDK's own retries would then multiply
@@ -269,15 +295,11 @@ export async function attemptRoutes(
         stats.breaker.onSuccess();
         throw lastFailure;
       }
-      stats.recordFailure(router.now());
+      recordRefusal(stats, result.error, router.now(), probe);
       lastFailure = result.error;
       if (refusesAgain(result.error.upstreamStatus)) {
         refusedLethe ??= new Set();
         refusedLethe.add(route);
-      }
-      if (result.error.retryAfterSeconds !== null) {
-        retryAfterUntil ??= new Map();
-        retryAfterUntil.set(route.key, router.now() + result.error.retryAfterSeconds * 1000);
       }
     } catch (thrown) {
       if (thrown instanceof RejectedBySupplier) throw thrown;
@@ -289,7 +311,7 @@ export async function attemptRoutes(
         throw thrown;
       }
       reportUpstreamError(gateway, supplier.id, exchange, thrown);
-      stats.recordFailure(router.now());
+      recordRefusal(stats, thrown, router.now(), probe);
       lastFailure = thrown;
       if (!thrown.retryable) throw thrown;
     }

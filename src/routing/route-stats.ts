@@ -12,6 +12,13 @@ const SAMPLES = 100;
 export const STALE_AFTER_MS = 60_000;
 
 /**
+ * The longest a route rests on a supplier's `retry-after` before Lethe asks it again: a
+ * supplier's word is taken, but a wrong or hostile value (a day, a year) must not take
+ * the route away for that long without a single request to see whether it recovered.
+ */
+export const MAX_REST_MS = 60_000;
+
+/**
  * How a successful answer went: its metadata record's figures (`ttft_ms` is null for an
  * answer that came whole), so the route learns from what was measured once, not again.
  */
@@ -37,6 +44,10 @@ export class RouteStats {
   lastAnswerAt: number | null = null;
   /** When lowest-latency last sent a request to measure this route, until its answer. */
   probeSentAt: number | null = null;
+  /** Until when (the router's clock) the supplier asked, by a `retry-after`, to be left alone. */
+  private restingUntil = 0;
+  /** The rest was asked for with a 429: the supplier's rate limit, not a failure of the route. */
+  private restForRateLimit = false;
   /** The last SAMPLES outcomes, 1 for a failure, written round the ring (no shifting per request). */
   private readonly outcomes = new Uint8Array(SAMPLES);
   private outcomeCount = 0;
@@ -88,6 +99,40 @@ export class RouteStats {
     this.pushOutcome(false);
     // a measuring request that failed leaves probeSentAt set: the route is not measured again
     // before STALE_AFTER_MS (every request would otherwise try it first until its breaker opened)
+  }
+
+  /**
+   * The supplier answered with a `retry-after`: no request goes to this route until it
+   * passes (at most MAX_REST_MS), whichever request asked, so the requests that follow go
+   * straight to the model's other routes, or are told when to come back, instead of each
+   * spending an attempt on a refusal the supplier already announced. A later, shorter
+   * `retry-after` does not cut a rest short.
+   */
+  rest(now: number, retryAfterSeconds: number, rateLimited: boolean): void {
+    const until = now + Math.min(retryAfterSeconds * 1000, MAX_REST_MS);
+    if (until <= this.restingUntil) return;
+    this.restingUntil = until;
+    this.restForRateLimit = rateLimited;
+  }
+
+  /** Milliseconds left of the route's rest (0 when it takes requests as far as its supplier said). */
+  msUntilRested(now: number): number {
+    return this.restingUntil > now ? this.restingUntil - now : 0;
+  }
+
+  /** Whether the route is resting at `now` on a 429's `retry-after`. */
+  restingForRateLimit(now: number): boolean {
+    return this.restForRateLimit && this.restingUntil > now;
+  }
+
+  /** Whether a request may be sent on the route now: not resting, and its breaker lets it (without claiming a probe). */
+  takesRequests(now: number): boolean {
+    return now >= this.restingUntil && this.breaker.isAvailable(now);
+  }
+
+  /** A 429 with a `retry-after`: an outcome that failed, for the error rate, but not a breaker failure (attempt-routes.ts). */
+  recordRateLimit(): void {
+    this.pushOutcome(false);
   }
 
   /** True when the route has not answered within STALE_AFTER_MS (or never has). */

@@ -50,23 +50,35 @@ export class Router {
 
   /**
    * The refusal for a request none of whose routes takes requests now, with a `retry-after`
-   * of when the first breaker lets a probe through (at least a second), so clients'
-   * retries wait for it rather than spend themselves on the cooldown.
+   * of when the first one does again (a breaker lets a probe through, a supplier's
+   * `retry-after` passes; at least a second), so clients' retries wait for it rather than
+   * spend themselves on the wait. When every route rests on a 429's `retry-after`, it is
+   * the suppliers' rate limit (429), not a failure (503).
    */
   noHealthyRoute(plan: RoutePlan): LetheError {
     const now = this.now();
     let soonestMs = Number.POSITIVE_INFINITY;
-    for (const route of plan.routes)
-      soonestMs = Math.min(soonestMs, this.statsFor(route).breaker.msUntilAvailable(now));
+    let rateLimited = plan.routes.length > 0;
+    for (const route of plan.routes) {
+      const stats = this.statsFor(route);
+      const breakerMs = stats.breaker.msUntilAvailable(now);
+      soonestMs = Math.min(soonestMs, Math.max(breakerMs, stats.msUntilRested(now)));
+      if (breakerMs > 0 || !stats.restingForRateLimit(now)) rateLimited = false;
+    }
+    const retryAfterSeconds = Number.isFinite(soonestMs) ? Math.max(1, Math.ceil(soonestMs / 1000)) : 1;
+    if (rateLimited) {
+      const message = "Every supplier of this model is rate limiting requests; retry after the time given.";
+      return new LetheError("LETHE_UPSTREAM_RATE_LIMITED", message, { retryAfterSeconds });
+    }
     return new LetheError("LETHE_NO_HEALTHY_ROUTE", "Every route of this model is failing right now; retry shortly.", {
-      retryAfterSeconds: Number.isFinite(soonestMs) ? Math.max(1, Math.ceil(soonestMs / 1000)) : 1,
+      retryAfterSeconds,
     });
   }
 
-  /** The plan's routes in the order to try them, without those whose breaker is open. */
+  /** The plan's routes in the order to try them, without those whose breaker is open or that rest on a `retry-after`. */
   order(plan: RoutePlan, expected: ExpectedTokens): RouteConfig[] {
     const now = this.now();
-    const available = plan.routes.filter((route) => this.statsFor(route).breaker.isAvailable(now));
+    const available = plan.routes.filter((route) => this.statsFor(route).takesRequests(now));
     switch (plan.model.strategy) {
       case "weighted":
         return this.byWeight(available);
@@ -113,7 +125,7 @@ export class Router {
     if (plan.model.strategy !== "lowest-latency") return;
     const now = this.now();
     const stats = this.statsFor(route);
-    const available = plan.routes.filter((candidate) => this.statsFor(candidate).breaker.isAvailable(now));
+    const available = plan.routes.filter((candidate) => this.statsFor(candidate).takesRequests(now));
     if (this.wantsMeasuring(stats, now, this.hasTraffic(available, now))) stats.probeSentAt = now;
   }
 

@@ -23,6 +23,12 @@ export interface TestGateway {
   createKey(accountName?: string): Promise<{ key: string; keyId: string }>;
   /** Writes buffered metadata now and returns every stored record, oldest first. */
   records(): Promise<MetadataRecord[]>;
+  /**
+   * Moves the gateway's routing clock an hour on: the rests suppliers asked for with a
+   * `retry-after` and the breakers' cooldowns of earlier tests have passed (a config
+   * reload's router keeps the moved clock).
+   */
+  passRouteRests(): void;
   close(): Promise<void>;
 }
 
@@ -53,6 +59,7 @@ export async function startTestGateway(
   };
   await topUp("demo");
   let closed = false;
+  let routerClockOffset = 0;
   return {
     url: running.url,
     baseURL: `${running.url}/v1`,
@@ -80,6 +87,10 @@ export async function startTestGateway(
             tokens_estimated: row.tokens_estimated === 1,
           }) as unknown as MetadataRecord,
       );
+    },
+    passRouteRests() {
+      routerClockOffset += 3_600_000;
+      (running.gateway.router as { now: () => number }).now = () => Date.now() + routerClockOffset;
     },
     async close() {
       if (closed) return;

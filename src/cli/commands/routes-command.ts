@@ -2,6 +2,8 @@ import { CliError, type CliIo, parseCommand } from "../cli-io.js";
 
 interface RouteRow {
   state: string;
+  /** Seconds left of a rest its supplier asked for (retry-after); null when it does not rest. */
+  restSeconds: number | null;
   errorRate: number | null;
   ttftP50Ms: number | null;
 }
@@ -19,14 +21,14 @@ export function parseRouteMetrics(text: string): Map<string, RouteRow> {
   const row = (route: string) => {
     let entry = rows.get(route);
     if (entry === undefined) {
-      entry = { state: "unknown", errorRate: null, ttftP50Ms: null };
+      entry = { state: "unknown", restSeconds: null, errorRate: null, ttftP50Ms: null };
       rows.set(route, entry);
     }
     return entry;
   };
   for (const line of text.split("\n")) {
     const match =
-      /^(lethe_route_state|lethe_route_error_rate|lethe_route_ttft_p50_seconds)\{route="((?:[^"\\]|\\.)*)"\} (\S+)$/.exec(
+      /^(lethe_route_state|lethe_route_rest_seconds|lethe_route_error_rate|lethe_route_ttft_p50_seconds)\{route="((?:[^"\\]|\\.)*)"\} (\S+)$/.exec(
         line,
       );
     if (!match) continue;
@@ -34,6 +36,7 @@ export function parseRouteMetrics(text: string): Map<string, RouteRow> {
     const route = unescapeLabel(escaped);
     const value = Number(raw);
     if (name === "lethe_route_state") row(route).state = STATES[value] ?? "unknown";
+    else if (name === "lethe_route_rest_seconds") row(route).restSeconds = value;
     else if (name === "lethe_route_error_rate") row(route).errorRate = value;
     else row(route).ttftP50Ms = value * 1000;
   }
@@ -41,7 +44,8 @@ export function parseRouteMetrics(text: string): Map<string, RouteRow> {
 }
 
 /**
- * `lethe routes [--url URL]`: the running gateway's routes, their breaker state, error rate
+ * `lethe routes [--url URL]`: the running gateway's routes, their breaker state (and the
+ * rest a supplier's retry-after asked for), error rate
  * and TTFT p50. With `server.metrics_auth: operator`, LETHE_OPERATOR_TOKEN is sent as the
  * bearer token (from the environment, not a flag: a flag would show in `ps`).
  */
@@ -73,7 +77,8 @@ export async function routesCommand(args: string[], io: CliIo): Promise<number> 
   for (const [route, row] of rows) {
     const errorRate = row.errorRate === null ? "-" : `${(row.errorRate * 100).toFixed(1)}%`;
     const ttft = row.ttftP50Ms === null ? "-" : `${row.ttftP50Ms.toFixed(1)} ms`;
-    io.out([route, row.state, errorRate, ttft].join("\t"));
+    const state = row.restSeconds === null ? row.state : `${row.state}, resting ${row.restSeconds} s`;
+    io.out([route, state, errorRate, ttft].join("\t"));
   }
   if (rows.size === 0) io.out("(no route has served a request since the gateway started)");
   return 0;
