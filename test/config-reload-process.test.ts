@@ -73,7 +73,10 @@ describe("lethe serve reloads its config file on SIGHUP", () => {
 
     await writeFile(configPath, configWith(["first", "second"]));
     process.kill(pid, "SIGHUP");
-    // every worker reloaded: fresh connections, which the workers take in turn, all see it
+    // every worker reloaded (one still starting when the signal came gets it once it listens,
+    // and reads the file then: it must have done so before the file changes again below)
+    await serve.waitFor(new RegExp(`(?:config_reloaded[\\s\\S]*){${workers}}`));
+    // fresh connections, which the workers take in turn, all see it
     const seen = await untilListed(url as string, key, ["first", "second"], 4 * workers);
     expect(seen.every((ids) => ids.includes("second"))).toBe(true);
 
