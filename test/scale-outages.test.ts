@@ -350,29 +350,30 @@ describe("credit while PostgreSQL cannot take a hold", () => {
   let proxy: TcpProxy;
   let supplier: GatedOpenAISupplier;
   let replica: Replica;
+  let replicaConfig: Record<string, unknown>;
 
   beforeAll(async () => {
     const url = new URL(POSTGRES_URL);
     proxy = await startTcpProxy(url.hostname, Number(url.port || 5432));
     supplier = await startGatedOpenAISupplier();
-    const base = config(supplier.url);
-    replica = await startReplica(
-      {
-        ...base,
-        models: [
-          {
-            id: "output-priced",
-            routes: [{ supplier: "gated", model: "gated-upstream", price: { input_per_mtok: 0, output_per_mtok: 8 } }],
-          },
-        ],
-      },
-      {
-        LETHE_DATABASE_URL: schemaUrl(schema, withPort(POSTGRES_URL, proxy.port)),
-        LETHE_REDIS_URL: REDIS_URL,
-        LETHE_REDIS_PREFIX: prefix,
-        GATED_KEY: "sk-gated-0123456789",
-      },
-    );
+    replicaConfig = {
+      ...config(supplier.url),
+      models: [
+        {
+          id: "output-priced",
+          routes: [{ supplier: "gated", model: "gated-upstream", price: { input_per_mtok: 0, output_per_mtok: 8 } }],
+        },
+      ],
+    };
+    replica = await startReplica(replicaConfig, replicaEnv(withPort(POSTGRES_URL, proxy.port)));
+  });
+
+  /** A replica's environment, on PostgreSQL at `postgresUrl` (the proxy's, or the server's own). */
+  const replicaEnv = (postgresUrl: string) => ({
+    LETHE_DATABASE_URL: schemaUrl(schema, postgresUrl),
+    LETHE_REDIS_URL: REDIS_URL,
+    LETHE_REDIS_PREFIX: prefix,
+    GATED_KEY: "sk-gated-0123456789",
   });
 
   /** One output-priced request: it holds, and costs, `perRequest`. */
@@ -430,6 +431,48 @@ describe("credit while PostgreSQL cannot take a hold", () => {
     expect((await Promise.all(streams)).map((answer) => answer.status)).toEqual([200, 200, 200, 200, 200]);
     expect(await writtenBalance("five-answers")).toBe(0);
     expect(await metric(replica.url, "lethe_open_requests")).toBe(0);
+  });
+
+  it("falls back on what the database said after every replica's spending, not on its own last hold's answer", async () => {
+    const { key } = await replica.key("spent-elsewhere", { credits: 10 * perRequest });
+    // this replica's one hold: the database said 9 requests' worth was left
+    expect((await askFor(key)).status).toBe(200);
+    const other = await startReplica(replicaConfig, replicaEnv(POSTGRES_URL));
+    try {
+      for (let index = 0; index < 7; index++) {
+        const answer = await chat(other.url, key, {
+          model: "output-priced",
+          max_tokens: GATED_USAGE.completion,
+          messages: [{ role: "user", content: "the fixed answer" }],
+        });
+        expect(answer.status).toBe(200);
+      }
+      await other.running.gateway.credits.drain();
+    } finally {
+      await other.close();
+    }
+    // the other replica's charges are announced: this one reads what is left again
+    const [account] = await querySchema<{ id: string }>(schema, "SELECT id FROM accounts WHERE name = $1", [
+      "spent-elsewhere",
+    ]);
+    const credits = replica.running.gateway.credits as unknown as {
+      accounts: Map<string, { sharedAvailable: number | null }>;
+    };
+    await waitUntil(
+      "the fallback figure to count the other replica's charges",
+      () => credits.accounts.get(account?.id ?? "")?.sharedAvailable === 2 * perRequest,
+    );
+
+    await proxy.cut();
+    try {
+      // two requests' worth left: two served from memory, the rest refused (it served all five)
+      const during: number[] = [];
+      for (let index = 0; index < 5; index++) during.push((await askFor(key)).status);
+      expect(during).toEqual([200, 200, 402, 402, 402]);
+    } finally {
+      await proxy.restore();
+    }
+    expect(await writtenBalance("spent-elsewhere")).toBe(0);
   });
 
   it("falls back within its bounds when PostgreSQL stops answering without closing its connections", async () => {

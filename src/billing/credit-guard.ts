@@ -44,7 +44,24 @@ interface AccountCredit {
   holdsStarted: number;
   /** `holdsStarted` when `sharedAvailable` was last set: a hold started after it reads a newer database. */
   sharedSetAt: number;
+  /** Holds asked of the database and not answered yet. */
+  holdsInFlight: number;
+  /** Moves on whatever could make a read of the database disagree with `sharedAvailable`: holds starting or answered, memory charges written. */
+  sharedEvents: number;
+  /** When (Date.now()) this replica last asked the database for a hold for the account. */
+  lastHeldAt: number;
 }
+
+/** How often a replica sharing PostgreSQL looks whether balances moved, to read its fallback figures again. */
+const SHARED_REFRESH_MS = 250;
+/**
+ * How long after its last hold here an account keeps a fallback figure: it is read again
+ * on every balance move while kept, and an account this replica no longer serves is not
+ * worth a query each time; without one, an outage refuses it (503), as one never held for.
+ */
+const SHARED_FIGURE_TTL_MS = 10 * 60_000;
+/** Accounts read again in one query. */
+const SHARED_REFRESH_CHUNK = 1_000;
 
 function insufficient(): LetheError {
   return new LetheError("LETHE_INSUFFICIENT_CREDIT", "This account does not have enough credit for this request.");
@@ -63,6 +80,12 @@ export class CreditGuard {
   private seenCounter: number;
   /** Database holds to set to their charges, sent together once per event-loop turn. */
   private resizing: { holdId: string; amount: number }[] = [];
+  /** Replicas sharing PostgreSQL: the timer that keeps fallback figures current, while some account has one. */
+  private refreshTimer: NodeJS.Timeout | null = null;
+  /** The change counter the fallback figures were last read at. */
+  private refreshedCounter = Number.NaN;
+  private refreshing = false;
+  private stopped = false;
 
   constructor(
     private readonly store: Store,
@@ -102,6 +125,9 @@ export class CreditGuard {
         sharedPending: 0,
         holdsStarted: 0,
         sharedSetAt: 0,
+        holdsInFlight: 0,
+        sharedEvents: 0,
+        lastHeldAt: 0,
       };
       this.accounts.set(accountId, credit);
     }
@@ -194,15 +220,22 @@ export class CreditGuard {
     if (upperBound === 0) return { accountId, amountMicros: 0, settled: false, holdId: null };
     const credit = this.credit(accountId);
     const started = ++credit.holdsStarted;
+    credit.holdsInFlight++;
+    credit.sharedEvents++;
+    credit.lastHeldAt = Date.now();
     let taken: { holdId: string; amount: number; available: number } | null;
     try {
-      taken = await shared.holds.hold(accountId, upperBound, exact, Date.now(), shared.ttlMs);
+      taken = await shared.holds.hold(accountId, upperBound, exact, credit.lastHeldAt, shared.ttlMs);
     } catch {
       // the database is away, or too slow to answer (its pool full, the account row locked):
       // hold in this process's memory against what it last said was left, as a single
       // replica would; charges queue until it answers again
+      credit.holdsInFlight--;
+      credit.sharedEvents++;
       return this.holdAgainstShared(accountId, upperBound, exact);
     }
+    credit.holdsInFlight--;
+    credit.sharedEvents++;
     if (taken === null) throw insufficient();
     // remembered for the fallback above. Concurrent holds answer in any order: an answer to a
     // hold started after the current value was set saw a newer database (top-ups and charges
@@ -212,6 +245,7 @@ export class CreditGuard {
         ? taken.available
         : Math.min(credit.sharedAvailable, taken.available);
     credit.sharedSetAt = credit.holdsStarted;
+    this.watchShared();
     // what this replica spent in memory while the database could not hold is unknown to it:
     // a hold it grants on top of that must still fit (once those charges are written, it knows)
     if (taken.available < credit.reserved + credit.sharedPending) {
@@ -219,6 +253,74 @@ export class CreditGuard {
       throw insufficient();
     }
     return { accountId, amountMicros: taken.amount, settled: false, holdId: taken.holdId };
+  }
+
+  /** Starts keeping fallback figures current (refreshShared), once some account has one. */
+  private watchShared(): void {
+    if (this.refreshTimer !== null || this.stopped) return;
+    this.refreshTimer = setInterval(() => this.refreshShared(), SHARED_REFRESH_MS);
+    this.refreshTimer.unref();
+  }
+
+  /**
+   * Replicas sharing PostgreSQL: when balances moved (another replica's charges, a top-up),
+   * reads again what the database says each account held here has left. Without it, the
+   * figure a replica falls back on in an outage was the one its own last hold read, however
+   * long ago: every replica's spending since went uncounted, and an account went below zero
+   * by all of it. A read that overlapped this replica's own holds or written memory charges
+   * can only lower the figure (it may have missed them); otherwise it replaces it, top-ups
+   * included. An account with no hold here for SHARED_FIGURE_TTL_MS gives its figure up.
+   */
+  private refreshShared(): void {
+    const shared = this.shared;
+    if (shared === null || this.refreshing) return;
+    const counter = this.changes();
+    if (counter === this.refreshedCounter) return;
+    const now = Date.now();
+    const seen = new Map<AccountId, { events: number; quiet: boolean }>();
+    for (const [accountId, credit] of this.accounts) {
+      if (credit.sharedAvailable === null) continue;
+      if (now - credit.lastHeldAt > SHARED_FIGURE_TTL_MS && credit.holdsInFlight === 0) {
+        credit.sharedAvailable = null;
+        continue;
+      }
+      seen.set(accountId, { events: credit.sharedEvents, quiet: credit.holdsInFlight === 0 });
+    }
+    if (seen.size === 0) {
+      this.stopWatching(false);
+      return;
+    }
+    const ids = [...seen.keys()];
+    const reads: Promise<Map<AccountId, number>>[] = [];
+    for (let start = 0; start < ids.length; start += SHARED_REFRESH_CHUNK) {
+      reads.push(shared.holds.available(ids.slice(start, start + SHARED_REFRESH_CHUNK), now));
+    }
+    this.refreshing = true;
+    Promise.all(reads)
+      .then((answers) => {
+        this.refreshedCounter = counter;
+        for (const left of answers) {
+          for (const [accountId, available] of left) {
+            const credit = this.accounts.get(accountId);
+            const before = seen.get(accountId);
+            if (credit === undefined || before === undefined || credit.sharedAvailable === null) continue;
+            const untouched = before.quiet && credit.sharedEvents === before.events;
+            credit.sharedAvailable = untouched ? available : Math.min(credit.sharedAvailable, available);
+          }
+        }
+      })
+      // the database is away: the figures stand, and the next tick asks again
+      .catch(() => {})
+      .finally(() => {
+        this.refreshing = false;
+      });
+  }
+
+  /** Stops keeping fallback figures current: none is left, or the gateway is closing (`for good`). */
+  stopWatching(forGood = true): void {
+    if (forGood) this.stopped = true;
+    if (this.refreshTimer !== null) clearInterval(this.refreshTimer);
+    this.refreshTimer = null;
   }
 
   /**
@@ -300,6 +402,7 @@ export class CreditGuard {
       // a charge held in memory during an outage, now in the balance: no longer pending, and
       // not in the database's last word on what was left either
       if (this.shared !== null && debit.holdId === null) {
+        credit.sharedEvents++;
         credit.sharedPending -= debit.amountMicros;
         if (credit.sharedAvailable !== null) credit.sharedAvailable -= debit.amountMicros;
       }

@@ -126,6 +126,7 @@ export async function startGateway(config: LetheConfig, options: StartOptions = 
     // a start that cannot listen (the port taken) or finish leaves nothing behind: no
     // connections, no server still answering, no demo account whose one-time key nobody saw
     await app.close().catch(() => {});
+    gateway.credits.stopWatching();
     await redis?.close();
     await gateway.suppliers.close();
     await store.close();
@@ -183,6 +184,7 @@ export async function startGateway(config: LetheConfig, options: StartOptions = 
             throw new Error("out of time");
           });
         // charges first: money before metadata, should the time run out
+        gateway.credits.stopWatching();
         await step("ledger", () => inTime(gateway.credits.drain(flushBy)));
         await step("metadata", () => inTime(gateway.meter.drain(flushBy)));
         await step("suppliers", () => gateway.suppliers.close());

@@ -79,6 +79,23 @@ export class CreditHoldStore {
       .execute();
   }
 
+  /**
+   * What each account has left once every unexpired hold is counted, as a hold would find
+   * it, read without taking one (accounts not found are left out): a replica's figure for
+   * when the database cannot take a hold, kept current as other replicas spend.
+   */
+  async available(accountIds: readonly AccountId[], now: number): Promise<Map<AccountId, number>> {
+    const left = new Map<AccountId, number>();
+    if (accountIds.length === 0) return left;
+    const { rows } = await sql<{ id: AccountId; available: string | number }>`
+      SELECT a.id, a.balance_micros - coalesce((
+        SELECT sum(h.amount_micros) FROM credit_holds h WHERE h.account_id = a.id AND h.expires_at > ${now}
+      ), 0) AS available
+      FROM accounts a WHERE a.id IN (${sql.join(accountIds)})`.execute(this.db);
+    for (const row of rows) left.set(row.id, Number(row.available));
+    return left;
+  }
+
   /** Releases holds whose requests ended without a charge. */
   async release(holdIds: readonly string[]): Promise<void> {
     if (holdIds.length > 0) await this.db.deleteFrom("credit_holds").where("id", "in", holdIds).execute();
