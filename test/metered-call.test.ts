@@ -125,6 +125,30 @@ describe("metered endpoints on Node's own request and response", () => {
     expect(records.slice(before)).toMatchObject([{ status: 499, error_code: "LETHE_CLIENT_CLOSED" }]);
   });
 
+  it("meters a body Node's parser refuses (a malformed chunk) as the 400 its caller was answered, not as a client that left", async () => {
+    const before = (await gateway.records()).length;
+    const socket = await open();
+    const body = chatBody("badchunk");
+    socket.write(
+      `POST /v1/chat/completions HTTP/1.1\r\nhost: x\r\nauthorization: Bearer ${gateway.key}\r\n` +
+        `content-type: application/json\r\ntransfer-encoding: chunked\r\n\r\n` +
+        `${body.length.toString(16)}\r\n${body.slice(0, 20)}`,
+    );
+    // the gateway must have admitted the request and started on its body
+    await new Promise((resolve) => setTimeout(resolve, 200));
+    socket.write(`${body.slice(20)}\r\nzz\r\n`);
+    const { text, closed } = await readUntil(socket, () => false);
+    expect(closed).toBe(true);
+    expect(text).toMatch(/^HTTP\/1\.1 400 /);
+    expect(text).toContain('"code":"LETHE_INVALID_REQUEST"');
+    let records = await gateway.records();
+    for (let tries = 0; records.length === before && tries < 50; tries++) {
+      await new Promise((resolve) => setTimeout(resolve, 20));
+      records = await gateway.records();
+    }
+    expect(records.slice(before)).toMatchObject([{ status: 400, error_code: "LETHE_INVALID_REQUEST" }]);
+  });
+
   it("answers a refused key on a kept-alive connection, then serves the next request on it", async () => {
     const socket = await open();
     const body = chatBody("keepalive");
@@ -535,5 +559,23 @@ describe("requests for no route, and clients that send slowly", () => {
     expect(headers.closed).toBe(true);
     expect(body.closed).toBe(true);
     expect(headers.text).toMatch(/^HTTP\/1\.1 408/);
+  });
+
+  it("meters an admitted request whose body does not arrive within request_timeout_ms as the 408 it was answered", async () => {
+    const before = (await gateway.records()).length;
+    const socket = await open();
+    socket.write(
+      `POST /v1/chat/completions HTTP/1.1\r\nhost: x\r\nauthorization: Bearer ${gateway.key}\r\n` +
+        `content-type: application/json\r\ncontent-length: 1000\r\n\r\n{"model":"${canary}`,
+    );
+    const { text, closed } = await readUntil(socket, () => false);
+    expect(closed).toBe(true);
+    expect(text).toMatch(/^HTTP\/1\.1 408/);
+    let records = await gateway.records();
+    for (let tries = 0; records.length === before && tries < 50; tries++) {
+      await new Promise((resolve) => setTimeout(resolve, 20));
+      records = await gateway.records();
+    }
+    expect(records.slice(before)).toMatchObject([{ status: 408, error_code: "LETHE_REQUEST_TIMEOUT" }]);
   });
 });

@@ -1,6 +1,6 @@
 import type { IncomingMessage, ServerResponse } from "node:http";
 import type { Duplex } from "node:stream";
-import { ERROR_CODES, type ErrorCode } from "../errors/lethe-error.js";
+import { ERROR_CODES, type ErrorCode, LetheError } from "../errors/lethe-error.js";
 import { mintRequestId } from "../metering/exchange.js";
 import { dropRestOfBody } from "./drain-body.js";
 
@@ -30,6 +30,19 @@ const MALFORMED = {
 } as const satisfies Refusal;
 
 /**
+ * Connections refused here, with the refusal: a metered request whose body was still
+ * arriving learns from it what its caller was answered (metered-call.ts), rather than
+ * taking the connection's end for the client leaving (499).
+ */
+const refusedConnections = new WeakMap<Duplex, Refusal>();
+
+/** The refusal a connection was answered with and closed on, as the error its request is metered under; null when none. */
+export function refusalOf(socket: Duplex): LetheError | null {
+  const refusal = refusedConnections.get(socket);
+  return refusal === undefined ? null : new LetheError(refusal.code, refusal.message);
+}
+
+/**
  * Answers a request Node's HTTP parser refused (a malformed header, conflicting
  * framing, headers over the size limit, a request too slow to arrive), then closes the
  * connection. Which format the caller speaks is not known before its request is parsed,
@@ -44,8 +57,10 @@ export function answerClientError(error: Error & { code?: string }, socket: Dupl
   if (socket.writable && inProgress?.headersSent !== true) {
     const code = error.code;
     const refusal = (code !== undefined && Object.hasOwn(REFUSALS, code) && REFUSALS[code]) || MALFORMED;
-    const { status, body } = refusalOf(refusal);
+    const { status, body } = renderRefusal(refusal);
     const id = mintRequestId();
+    // a connection its client ended mid-request (the parser's end-of-file) was left, not refused
+    if (code !== "HPE_INVALID_EOF_STATE") refusedConnections.set(socket, refusal);
     socket.write(
       `HTTP/1.1 ${status} ${refusal.reason}\r\ncontent-type: application/json; charset=utf-8\r\n` +
         `content-length: ${Buffer.byteLength(body)}\r\nx-request-id: ${id}\r\nrequest-id: ${id}\r\n` +
@@ -56,7 +71,7 @@ export function answerClientError(error: Error & { code?: string }, socket: Dupl
 }
 
 /** A refusal's status and body, in the shape both SDKs read. */
-function refusalOf(refusal: Refusal): { status: number; body: string } {
+function renderRefusal(refusal: Refusal): { status: number; body: string } {
   const { status, kind } = ERROR_CODES[refusal.code];
   const type = kind === "timeout" ? "timeout_error" : "invalid_request_error";
   const body = JSON.stringify({
@@ -78,7 +93,7 @@ const EXPECTATION_FAILED: Refusal = {
  * answer in their caller's format, MeteredCall). Node's own answer was a bare 417.
  */
 export function answerExpectationFailed(request: IncomingMessage, response: ServerResponse): void {
-  const { status, body } = refusalOf(EXPECTATION_FAILED);
+  const { status, body } = renderRefusal(EXPECTATION_FAILED);
   const id = mintRequestId();
   response.writeHead(status, [
     "content-type",

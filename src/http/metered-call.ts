@@ -10,6 +10,7 @@ import type { ClientFormat, Endpoint } from "../metering/metadata-record.js";
 import { refusesAgain } from "../suppliers/http/upstream-failure.js";
 import { authenticate } from "./authenticate-caller.js";
 import { FREE_BYTES_PER_BODY } from "./body-budget.js";
+import { refusalOf } from "./client-error.js";
 import { answerAfterBody, dropRestOfBody } from "./drain-body.js";
 import { failureStatus, renderFailure, toFailure } from "./error-handler.js";
 import { finishExchange, type Gateway } from "./gateway.js";
@@ -230,10 +231,15 @@ export class MeteredCall {
     this.bodyText = "";
   };
 
-  /** The client went away (or broke the connection) while sending its body. */
+  /**
+   * The client went away (or broke the connection) while sending its body, or Node's parser
+   * refused the rest of it (a malformed chunk, request_timeout_ms): that refusal was
+   * answered already (client-error.ts), and is what the record says.
+   */
   private readonly onError = (): void => {
     this.dropBody();
-    this.fail(new LetheError("LETHE_CLIENT_CLOSED", "The client closed the connection."));
+    const refused = refusalOf(this.request.socket);
+    this.fail(refused ?? new LetheError("LETHE_CLIENT_CLOSED", "The client closed the connection."));
   };
 
   private stopReading(): void {
