@@ -238,6 +238,39 @@ describe("metered endpoints on Node's own request and response", () => {
     expect(((await get.json()) as { error: { code: string } }).error.code).toBe("LETHE_METHOD_NOT_ALLOWED");
   });
 
+  it("serves a request target in absolute form (RFC 9112 has servers accept it), as the other routes do", async () => {
+    const ask = async (requestLine: string, body = "") => {
+      const socket = await open();
+      socket.write(
+        `${requestLine}\r\nhost: x\r\nauthorization: Bearer ${gateway.key}\r\ncontent-type: application/json\r\n` +
+          `content-length: ${Buffer.byteLength(body)}\r\nconnection: close\r\n\r\n${body}`,
+      );
+      const { text } = await readUntil(socket, () => false);
+      socket.destroy();
+      return text;
+    };
+    const served = await ask("POST http://gateway.example/v1/chat/completions?trace=1 HTTP/1.1", chatBody("absolute"));
+    expect(served).toMatch(/^HTTP\/1\.1 200 /);
+    expect(served).toContain('"object":"chat.completion"');
+    const wrongMethod = await ask("GET http://gateway.example/v1/chat/completions HTTP/1.1");
+    expect(wrongMethod).toMatch(/^HTTP\/1\.1 405 /);
+    expect(wrongMethod).toMatch(/\r\nallow: POST\r\n/i);
+    const unknown = await ask("POST http://gateway.example/v1/responses HTTP/1.1", "{}");
+    expect(unknown).toMatch(/^HTTP\/1\.1 404 /);
+    expect(unknown).toContain("not the Responses API");
+  });
+
+  it("answers CONNECT (a proxy's tunnel) with a coded 405 and closes, rather than cutting the connection", async () => {
+    const socket = await open();
+    socket.write("CONNECT 127.0.0.1:80 HTTP/1.1\r\nhost: 127.0.0.1:80\r\n\r\n");
+    const { text, closed } = await readUntil(socket, () => false);
+    expect(closed).toBe(true);
+    expect(text).toMatch(/^HTTP\/1\.1 405 /);
+    expect(text).toMatch(/\r\nconnection: close\r\n/);
+    const body = JSON.parse(text.slice(text.indexOf("\r\n\r\n") + 4));
+    expect(body).toMatchObject({ type: "error", error: { code: "LETHE_METHOD_NOT_ALLOWED" } });
+  });
+
   it("refuses a body whose declared length is over the limit before reading it", async () => {
     const socket = await open();
     socket.write(

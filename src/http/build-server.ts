@@ -1,4 +1,5 @@
 import { createServer, type IncomingMessage, type ServerResponse } from "node:http";
+import type { Duplex } from "node:stream";
 import Fastify, { type FastifyInstance, type FastifyReply, type FastifyRequest } from "fastify";
 import { registerAdminRoutes } from "../admin/admin-routes.js";
 import { LetheError } from "../errors/lethe-error.js";
@@ -6,7 +7,7 @@ import { anthropicMessagesSurface } from "../formats/anthropic/anthropic-surface
 import { openAIChatSurface } from "../formats/openai/openai-surface.js";
 import type { AuthContext } from "../keys/authenticator.js";
 import { mintRequestId } from "../metering/exchange.js";
-import { answerClientError, answerExpectationFailed } from "./client-error.js";
+import { answerClientError, answerConnect, answerExpectationFailed } from "./client-error.js";
 import { capConnectionsPerAddress } from "./connections-per-address.js";
 import { answerAfterBody, closesAfterAnswer, dropRestOfBody, UNREAD_BODY_BYTES } from "./drain-body.js";
 import { errorHandler, sendError } from "./error-handler.js";
@@ -54,10 +55,23 @@ function meteredEndpointOf(request: IncomingMessage): MeteredEndpoint | undefine
 function meteredEndpointAt(url: string): MeteredEndpoint | undefined {
   const exact = METERED.get(url);
   if (exact !== undefined) return exact;
-  const query = url.indexOf("?");
-  let path = query === -1 ? url : url.slice(0, query);
+  const target = originForm(url);
+  const query = target.indexOf("?");
+  let path = query === -1 ? target : target.slice(0, query);
   if (path.length > 1 && path.endsWith("/")) path = path.slice(0, -1);
   return METERED.get(path);
+}
+
+/**
+ * A request target in absolute form (`http://host/v1/messages`, which RFC 9112 has servers
+ * accept) as its path and query, as Fastify's router reads it; any other target as it is.
+ */
+function originForm(url: string): string {
+  if (url.startsWith("/")) return url;
+  const scheme = /^[a-z][a-z0-9+.-]*:\/\//i.exec(url);
+  if (scheme === null) return url;
+  const path = url.indexOf("/", scheme[0].length);
+  return path === -1 ? "/" : url.slice(path);
 }
 
 /**
@@ -108,6 +122,8 @@ function gatewayServer(gateway: Gateway) {
       if (endpoint !== undefined) new MeteredCall(gateway, endpoint, request, response).refuseExpectation();
       else answerExpectationFailed(request, response);
     });
+    // a proxy's tunnel request: Node would close the connection without a word
+    server.on("connect", (_request, socket: Duplex) => answerConnect(socket));
     server.keepAliveTimeout = KEEP_ALIVE_TIMEOUT_MS;
     // a client that sends slowly (or not at all) holds a connection only this long
     server.requestTimeout = requestTimeoutMs;
@@ -148,7 +164,7 @@ function answerNotFound(request: FastifyRequest, reply: FastifyReply): void {
     return;
   }
   // a client built for another API (OpenAI's Responses or embeddings, say) is told what is served here
-  const message = request.url.startsWith("/v1/") ? API_NOT_FOUND : "No such endpoint.";
+  const message = originForm(request.url).startsWith("/v1/") ? API_NOT_FOUND : "No such endpoint.";
   sendError(request, reply, new LetheError("LETHE_NOT_FOUND", message));
 }
 

@@ -81,6 +81,31 @@ function renderRefusal(refusal: Refusal): { status: number; body: string } {
   return { status, body };
 }
 
+const CONNECT_REFUSED: Refusal = {
+  code: "LETHE_METHOD_NOT_ALLOWED",
+  reason: "Method Not Allowed",
+  message: "This gateway is not a proxy: it serves no CONNECT tunnels.",
+};
+
+/** Answers a CONNECT (a proxy's tunnel request) with 405 in the shape both SDKs read, and closes the connection. */
+export function answerConnect(socket: Duplex): void {
+  if (!socket.writable) {
+    socket.destroy();
+    return;
+  }
+  {
+    const { status, body } = renderRefusal(CONNECT_REFUSED);
+    const id = mintRequestId();
+    socket.write(
+      `HTTP/1.1 ${status} ${CONNECT_REFUSED.reason}\r\ncontent-type: application/json; charset=utf-8\r\n` +
+        `content-length: ${Buffer.byteLength(body)}\r\nx-request-id: ${id}\r\nrequest-id: ${id}\r\n` +
+        `connection: close\r\n\r\n${body}`,
+    );
+  }
+  // the head of a tunnel the client may already be sending is not read: the answer goes, then the connection
+  socket.end(() => socket.destroy());
+}
+
 const EXPECTATION_FAILED: Refusal = {
   code: "LETHE_EXPECTATION_FAILED",
   reason: "Expectation Failed",
