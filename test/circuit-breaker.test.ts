@@ -535,7 +535,10 @@ describe("the breaker in a running gateway", () => {
   it("rests a route on a failure's retry-after too, at most a minute, and counts the failure", async () => {
     clock += 120_000;
     fakes.primary.enqueue(behaviour.status(503, undefined, { "retry-after": "3600" }));
-    expect((await ask("solo")).result.status).toBe(503);
+    const failed = await ask("solo");
+    expect(failed.result.status).toBe(503);
+    // the client is told the wait the route rests, not the supplier's hour
+    expect(failed.result.headers.get("retry-after")).toBe("60");
     const resting = await ask("solo");
     expect(resting.sent).toEqual([0, 0]);
     expect(resting.result.status).toBe(503);
@@ -556,5 +559,20 @@ describe("the breaker in a running gateway", () => {
     clock += 10_000;
     expect(await ask("duo")).toMatchObject({ supplier: "primary", sent: [1, 0] });
     expect(await stateGauge("primary/model-a")).toBe(0);
+  });
+
+  it("counts a 429 that asks for less than a second towards the breaker: on every request, it is a route that fails", async () => {
+    clock += 120_000;
+    fakes.primary.enqueue(
+      behaviour.status(429, undefined, { "retry-after": "0.001" }),
+      behaviour.status(429, undefined, { "retry-after": "0.001" }),
+    );
+    const limited = await ask("solo");
+    expect(limited.result.status).toBe(429);
+    // the second 429 opened the breaker (threshold 2): no third attempt
+    expect(limited.sent).toEqual([2, 0]);
+    expect(await stateGauge("primary/model-s")).toBe(2);
+    clock += COOLDOWN;
+    expect(await ask("solo")).toMatchObject({ supplier: "primary", sent: [1, 0] });
   });
 });

@@ -290,30 +290,35 @@ export class CreditGuard {
       this.stopWatching(false);
       return;
     }
-    const ids = [...seen.keys()];
-    const reads: Promise<Map<AccountId, number>>[] = [];
-    for (let start = 0; start < ids.length; start += SHARED_REFRESH_CHUNK) {
-      reads.push(shared.holds.available(ids.slice(start, start + SHARED_REFRESH_CHUNK), now));
-    }
     this.refreshing = true;
-    Promise.all(reads)
-      .then((answers) => {
+    this.readShared(shared, [...seen.keys()], seen, now)
+      .then(() => {
         this.refreshedCounter = counter;
-        for (const left of answers) {
-          for (const [accountId, available] of left) {
-            const credit = this.accounts.get(accountId);
-            const before = seen.get(accountId);
-            if (credit === undefined || before === undefined || credit.sharedAvailable === null) continue;
-            const untouched = before.quiet && credit.sharedEvents === before.events;
-            credit.sharedAvailable = untouched ? available : Math.min(credit.sharedAvailable, available);
-          }
-        }
       })
       // the database is away: the figures stand, and the next tick asks again
       .catch(() => {})
       .finally(() => {
         this.refreshing = false;
       });
+  }
+
+  /** Reads the accounts' figures a chunk at a time (one pooled connection, not the pool's every one), applying each as it comes. */
+  private async readShared(
+    shared: SharedHolds,
+    ids: AccountId[],
+    seen: Map<AccountId, { events: number; quiet: boolean }>,
+    now: number,
+  ): Promise<void> {
+    for (let start = 0; start < ids.length; start += SHARED_REFRESH_CHUNK) {
+      const left = await shared.holds.available(ids.slice(start, start + SHARED_REFRESH_CHUNK), now);
+      for (const [accountId, available] of left) {
+        const credit = this.accounts.get(accountId);
+        const before = seen.get(accountId);
+        if (credit === undefined || before === undefined || credit.sharedAvailable === null) continue;
+        const untouched = before.quiet && credit.sharedEvents === before.events;
+        credit.sharedAvailable = untouched ? available : Math.min(credit.sharedAvailable, available);
+      }
+    }
   }
 
   /** Stops keeping fallback figures current: none is left, or the gateway is closing (`for good`). */

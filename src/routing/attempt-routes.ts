@@ -155,9 +155,10 @@ async function firstEventArrived(events: AsyncIterable<WireEvent>): Promise<Asyn
  */
 /**
  * A supplier's retryable refusal. A `retry-after` rests the route for every request; a 429
- * that names one is the supplier's rate limit, which says nothing against the route's
- * health, so it does not count towards the breaker (a client that waited it out would
- * otherwise find the route shut for the breaker's cooldown). Anything else counts.
+ * that names one of a second or more is the supplier's rate limit, which says nothing
+ * against the route's health, so it does not count towards the breaker (a client that
+ * waited it out would otherwise find the route shut for the breaker's cooldown). Anything
+ * else counts: a 429 asking for a millisecond on every request is a route that fails.
  */
 function recordRefusal(stats: RouteStats, error: UpstreamError, now: number, probe: boolean): void {
   const retryAfter = error.retryAfterSeconds;
@@ -167,7 +168,7 @@ function recordRefusal(stats: RouteStats, error: UpstreamError, now: number, pro
   }
   const rateLimited = error.upstreamStatus === 429;
   stats.rest(now, retryAfter, rateLimited);
-  if (!rateLimited) {
+  if (!rateLimited || retryAfter < 1) {
     stats.recordFailure(now);
     return;
   }

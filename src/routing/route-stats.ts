@@ -1,4 +1,5 @@
 import type { MetadataRecord } from "../metering/metadata-record.js";
+import { MAX_RETRY_AFTER_SECONDS } from "../suppliers/http/upstream-failure.js";
 import { type BreakerSettings, CircuitBreaker } from "./circuit-breaker.js";
 
 const EWMA_WEIGHT = 0.2;
@@ -16,7 +17,7 @@ export const STALE_AFTER_MS = 60_000;
  * supplier's word is taken, but a wrong or hostile value (a day, a year) must not take
  * the route away for that long without a single request to see whether it recovered.
  */
-export const MAX_REST_MS = 60_000;
+export const MAX_REST_MS = MAX_RETRY_AFTER_SECONDS * 1000;
 
 /**
  * How a successful answer went: its metadata record's figures (`ttft_ms` is null for an

@@ -72,13 +72,20 @@ export function upstreamFailure(
   }
 }
 
+/**
+ * The longest `retry-after` taken from a supplier, in seconds. A wrong or hostile value (an
+ * hour, a year) would keep clients away that long and the route resting (route-stats.ts);
+ * past it, Lethe asks the supplier again, and tells its clients no longer a wait.
+ */
+export const MAX_RETRY_AFTER_SECONDS = 60;
+
 function parseRetryAfter(value: string | string[] | undefined): number | null {
   const raw = Array.isArray(value) ? value[0] : value;
   if (raw === undefined) return null;
   const seconds = Number(raw);
-  if (Number.isFinite(seconds) && seconds >= 0) return seconds;
+  if (Number.isFinite(seconds) && seconds >= 0) return Math.min(seconds, MAX_RETRY_AFTER_SECONDS);
   const date = Date.parse(raw);
-  return Number.isNaN(date) ? null : Math.max(0, (date - Date.now()) / 1000);
+  return Number.isNaN(date) ? null : Math.min(Math.max(0, (date - Date.now()) / 1000), MAX_RETRY_AFTER_SECONDS);
 }
 
 /** Maps a supplier's non-2xx status to an UpstreamError; the body is handled elsewhere. */
