@@ -6,6 +6,8 @@ import { BatchWriter } from "../store/batch-writer.js";
 import type { CreditHoldStore } from "../store/credit-hold-store.js";
 import type { Debit } from "../store/ledger-store.js";
 import type { Store } from "../store/store.js";
+import { type AccountCredit, newAccountCredit } from "./account-credit.js";
+import { SharedFigures } from "./shared-figures.js";
 
 /** Credit held for one request in flight, released when it settles. */
 export interface Reservation {
@@ -22,46 +24,6 @@ export interface SharedHolds {
   /** How long a hold counts if its replica dies before charging it. */
   ttlMs: number;
 }
-
-interface AccountCredit {
-  /** Balance as last read from the store, or null when it must be read again. */
-  stored: number | null;
-  /** The last balance ever read (kept through invalidations, for when the database is away). */
-  known: number | null;
-  /** Charges settled here but not yet written to the store. */
-  pending: number;
-  /** Held in this process's memory by requests in flight. */
-  reserved: number;
-  /**
-   * Replicas sharing PostgreSQL: the credit the database said was left after this process's
-   * latest hold there (every replica's holds counted), less the fallback charges written
-   * since. What a hold falls back on when the database cannot take one.
-   */
-  sharedAvailable: number | null;
-  /** Replicas sharing PostgreSQL: charges of memory holds (taken while it could not hold) not yet written. */
-  sharedPending: number;
-  /** Holds asked of the database so far, counted as they start. */
-  holdsStarted: number;
-  /** `holdsStarted` when `sharedAvailable` was last set: a hold started after it reads a newer database. */
-  sharedSetAt: number;
-  /** Holds asked of the database and not answered yet. */
-  holdsInFlight: number;
-  /** Moves on whatever could make a read of the database disagree with `sharedAvailable`: holds starting or answered, memory charges written. */
-  sharedEvents: number;
-  /** When (Date.now()) this replica last asked the database for a hold for the account. */
-  lastHeldAt: number;
-}
-
-/** How often a replica sharing PostgreSQL looks whether balances moved, to read its fallback figures again. */
-const SHARED_REFRESH_MS = 250;
-/**
- * How long after its last hold here an account keeps a fallback figure: it is read again
- * on every balance move while kept, and an account this replica no longer serves is not
- * worth a query each time; without one, an outage refuses it (503), as one never held for.
- */
-const SHARED_FIGURE_TTL_MS = 10 * 60_000;
-/** Accounts read again in one query. */
-const SHARED_REFRESH_CHUNK = 1_000;
 
 function insufficient(): LetheError {
   return new LetheError("LETHE_INSUFFICIENT_CREDIT", "This account does not have enough credit for this request.");
@@ -80,12 +42,8 @@ export class CreditGuard {
   private seenCounter: number;
   /** Database holds to set to their charges, sent together once per event-loop turn. */
   private resizing: { holdId: string; amount: number }[] = [];
-  /** Replicas sharing PostgreSQL: the timer that keeps fallback figures current, while some account has one. */
-  private refreshTimer: NodeJS.Timeout | null = null;
-  /** The change counter the fallback figures were last read at. */
-  private refreshedCounter = Number.NaN;
-  private refreshing = false;
-  private stopped = false;
+  /** Replicas sharing PostgreSQL: keeps each account's fallback figure current as balances move. */
+  private readonly figures: SharedFigures | null;
 
   constructor(
     private readonly store: Store,
@@ -102,6 +60,7 @@ export class CreditGuard {
     flushBatch = Number.POSITIVE_INFINITY,
   ) {
     this.seenCounter = changes();
+    this.figures = shared === null ? null : new SharedFigures(this.accounts, shared.holds, changes);
     this.ledger = new BatchWriter<Debit>({
       flushIntervalMs,
       batchSize: flushBatch,
@@ -116,19 +75,7 @@ export class CreditGuard {
   private credit(accountId: AccountId): AccountCredit {
     let credit = this.accounts.get(accountId);
     if (credit === undefined) {
-      credit = {
-        stored: null,
-        known: null,
-        pending: 0,
-        reserved: 0,
-        sharedAvailable: null,
-        sharedPending: 0,
-        holdsStarted: 0,
-        sharedSetAt: 0,
-        holdsInFlight: 0,
-        sharedEvents: 0,
-        lastHeldAt: 0,
-      };
+      credit = newAccountCredit();
       this.accounts.set(accountId, credit);
     }
     return credit;
@@ -245,7 +192,7 @@ export class CreditGuard {
         ? taken.available
         : Math.min(credit.sharedAvailable, taken.available);
     credit.sharedSetAt = credit.holdsStarted;
-    this.watchShared();
+    this.figures?.watch();
     // what this replica spent in memory while the database could not hold is unknown to it:
     // a hold it grants on top of that must still fit (once those charges are written, it knows)
     if (taken.available < credit.reserved + credit.sharedPending) {
@@ -255,77 +202,9 @@ export class CreditGuard {
     return { accountId, amountMicros: taken.amount, settled: false, holdId: taken.holdId };
   }
 
-  /** Starts keeping fallback figures current (refreshShared), once some account has one. */
-  private watchShared(): void {
-    if (this.refreshTimer !== null || this.stopped) return;
-    this.refreshTimer = setInterval(() => this.refreshShared(), SHARED_REFRESH_MS);
-    this.refreshTimer.unref();
-  }
-
-  /**
-   * Replicas sharing PostgreSQL: when balances moved (another replica's charges, a top-up),
-   * reads again what the database says each account held here has left. Without it, the
-   * figure a replica falls back on in an outage was the one its own last hold read, however
-   * long ago: every replica's spending since went uncounted, and an account went below zero
-   * by all of it. A read that overlapped this replica's own holds or written memory charges
-   * can only lower the figure (it may have missed them); otherwise it replaces it, top-ups
-   * included. An account with no hold here for SHARED_FIGURE_TTL_MS gives its figure up.
-   */
-  private refreshShared(): void {
-    const shared = this.shared;
-    if (shared === null || this.refreshing) return;
-    const counter = this.changes();
-    if (counter === this.refreshedCounter) return;
-    const now = Date.now();
-    const seen = new Map<AccountId, { events: number; quiet: boolean }>();
-    for (const [accountId, credit] of this.accounts) {
-      if (credit.sharedAvailable === null) continue;
-      if (now - credit.lastHeldAt > SHARED_FIGURE_TTL_MS && credit.holdsInFlight === 0) {
-        credit.sharedAvailable = null;
-        continue;
-      }
-      seen.set(accountId, { events: credit.sharedEvents, quiet: credit.holdsInFlight === 0 });
-    }
-    if (seen.size === 0) {
-      this.stopWatching(false);
-      return;
-    }
-    this.refreshing = true;
-    this.readShared(shared, [...seen.keys()], seen, now)
-      .then(() => {
-        this.refreshedCounter = counter;
-      })
-      // the database is away: the figures stand, and the next tick asks again
-      .catch(() => {})
-      .finally(() => {
-        this.refreshing = false;
-      });
-  }
-
-  /** Reads the accounts' figures a chunk at a time (one pooled connection, not the pool's every one), applying each as it comes. */
-  private async readShared(
-    shared: SharedHolds,
-    ids: AccountId[],
-    seen: Map<AccountId, { events: number; quiet: boolean }>,
-    now: number,
-  ): Promise<void> {
-    for (let start = 0; start < ids.length; start += SHARED_REFRESH_CHUNK) {
-      const left = await shared.holds.available(ids.slice(start, start + SHARED_REFRESH_CHUNK), now);
-      for (const [accountId, available] of left) {
-        const credit = this.accounts.get(accountId);
-        const before = seen.get(accountId);
-        if (credit === undefined || before === undefined || credit.sharedAvailable === null) continue;
-        const untouched = before.quiet && credit.sharedEvents === before.events;
-        credit.sharedAvailable = untouched ? available : Math.min(credit.sharedAvailable, available);
-      }
-    }
-  }
-
-  /** Stops keeping fallback figures current: none is left, or the gateway is closing (`for good`). */
-  stopWatching(forGood = true): void {
-    if (forGood) this.stopped = true;
-    if (this.refreshTimer !== null) clearInterval(this.refreshTimer);
-    this.refreshTimer = null;
+  /** Stops keeping fallback figures current: the gateway is closing. */
+  stopWatching(): void {
+    this.figures?.stop(true);
   }
 
   /**
