@@ -363,6 +363,27 @@ describe("chat completions through an OpenAI-compatible supplier", () => {
     expect(record.cost_micros).toBeGreaterThan(0);
   });
 
+  it.each([
+    ["not streaming", false],
+    ["streaming", true],
+  ])(
+    "holds its own count of an answer without usage to max_tokens × n, as the supplier's would be (%s)",
+    async (_name, stream) => {
+      const { body, headers } = canaryChat(rig, "estimatecap");
+      rig.fake.enqueue(behaviour.noUsage());
+      // the fake's answer (the prompt's echo) is longer than 3 tokens: a supplier held to
+      // max_tokens would have cut it, and counts no more than that
+      const sent = { ...body, max_tokens: 3, n: 1, ...(stream && { stream, stream_options: { include_usage: true } }) };
+      const result = await postChat(rig, sent, headers);
+      expect(result.status).toBe(200);
+      const record = await recordOf(rig, result.headers.get("x-request-id"));
+      expect(record).toMatchObject({ tokens_estimated: true, output_tokens: 3 });
+      expect(record.cost_micros).toBe(Math.round(record.input_tokens * 0.1 + 3 * 0.2));
+      // the usage chunk the client reads is the count billed
+      if (stream) expect(sseData(result.text).at(-1)).toMatchObject({ usage: { completion_tokens: 3 } });
+    },
+  );
+
   it("keeps one upstream connection alive across sequential requests, errors and streams included", async () => {
     const { body, headers } = canaryChat(rig, "keepalive");
     rig.fake.enqueue(
@@ -489,7 +510,8 @@ describe("chat completions through an OpenAI-compatible supplier", () => {
         '{"id":"c5","model":"up-model","choices":[{"index":0,"delta":{},"finish_reason":"stop"}]}',
       ]),
     );
-    const result = await postChat(rig, { ...body, stream: true }, headers);
+    // a limit above what is relayed: the count is not held to it (the test above holds it)
+    const result = await postChat(rig, { ...body, max_tokens: 1000, stream: true }, headers);
     expect(result.status).toBe(200);
     const record = await recordOf(rig, result.headers.get("x-request-id"));
     expect(record).toMatchObject({ input_tokens: 1234, tokens_estimated: true });

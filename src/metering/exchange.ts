@@ -26,6 +26,12 @@ export class Exchange {
   zdrEnforced = false;
   usage: TokenUsage | null = null;
   tokensEstimated = false;
+  /**
+   * The most output the client allowed (`max_tokens` × its choices), when it set a limit: a
+   * supplier writes no more of its own tokens, so Lethe's count of an answer, which may read
+   * more tokens in the same text than the supplier's tokenizer, is held to it.
+   */
+  outputCap = Number.POSITIVE_INFINITY;
   firstTokenAt: number | null = null;
   /** Supplier attempts so far. */
   attempts = 0;
@@ -45,15 +51,19 @@ export class Exchange {
     readonly clientFormat: ClientFormat,
   ) {}
 
+  /** Lethe's own count of an answer's output, held to what the client allowed (outputCap). */
+  estimatedOutput(counted: number): number {
+    return counted > this.outputCap ? this.outputCap : counted;
+  }
+
   /** Notes the moment the first output token reached the client (for TTFT). */
   markFirstToken(): void {
     if (this.firstTokenAt === null) this.firstTokenAt = performance.now();
   }
 
   /** Latency, TTFT and throughput as of now, in milliseconds and tokens per second. */
-  private timings(): { latencyMs: number; ttftMs: number | null; outputTokensPerSecond: number | null } {
+  private timings(output: number): { latencyMs: number; ttftMs: number | null; outputTokensPerSecond: number | null } {
     const endedAt = performance.now();
-    const output = this.usage?.output ?? 0;
     const generationMs = endedAt - (this.streamed && this.firstTokenAt !== null ? this.firstTokenAt : this.startedAt);
     return {
       latencyMs: round(endedAt - this.startedAt),
@@ -64,8 +74,10 @@ export class Exchange {
 
   /** Builds the record for this request, ending it now with `status` and `errorCode`. */
   toRecord(status: number, errorCode: ErrorCode | null): MetadataRecord {
-    const usage = this.usage ?? NO_TOKENS;
-    const timings = this.timings();
+    let usage = this.usage ?? NO_TOKENS;
+    // every estimate is held to the cap where it is made; this is the backstop for the bill
+    if (this.tokensEstimated && usage.output > this.outputCap) usage = { ...usage, output: this.outputCap };
+    const timings = this.timings(usage.output);
     const keyId: KeyId | null = this.auth?.keyId ?? null;
     return {
       request_id: this.requestId,

@@ -32,10 +32,11 @@ export function anthropicHeaders(headers: IncomingHttpHeaders): Record<string, s
 const NO_USAGE: TokenUsage = noTokens();
 
 /** Usage counted locally: the request's input, and the answer's content blocks as output. */
-function estimateUsage(requestBody: Record<string, unknown>, content: unknown): TokenUsage {
+function estimateUsage(requestBody: Record<string, unknown>, content: unknown, exchange: Exchange): TokenUsage {
   const texts: string[] = [];
   collectText(content, texts);
-  return { ...noTokens(), input: estimateInputTokens(requestBody), output: countTextsTokens(texts) };
+  const output = exchange.estimatedOutput(countTextsTokens(texts));
+  return { ...noTokens(), input: estimateInputTokens(requestBody), output };
 }
 
 /** Checks what the schema cannot: the conversation starts with a user turn. */
@@ -94,7 +95,7 @@ export const anthropicMessagesSurface: ClientSurface = {
       ? openAIToAnthropicMessage(body, exchange.model, NO_USAGE, request.body.stop_sequences)
       : body;
     // a supplier that reports no usage is still billed: Lethe counts both sides itself and says so
-    exchange.usage = reported ?? estimateUsage(request.body, message.content);
+    exchange.usage = reported ?? estimateUsage(request.body, message.content, exchange);
     if (reported === null) exchange.tokensEstimated = true;
     if (fromOpenAI) message.usage = toAnthropicUsage(exchange.usage);
     else if (answer.text !== undefined) {

@@ -58,7 +58,7 @@ export const openAIChatSurface: ClientSurface = {
       exchange.usage = usage ?? {
         ...noTokens(),
         input: estimateInputTokens(request.body),
-        output: estimateAnthropicOutput(body),
+        output: exchange.estimatedOutput(estimateAnthropicOutput(body)),
       };
       return JSON.stringify(anthropicToOpenAICompletion(body, exchange.model, exchange.usage));
     }
@@ -68,7 +68,7 @@ export const openAIChatSurface: ClientSurface = {
       exchange.usage = {
         ...noTokens(),
         input: estimateInputTokens(request.body),
-        output: estimateOpenAIOutput(body),
+        output: exchange.estimatedOutput(estimateOpenAIOutput(body)),
       };
       exchange.tokensEstimated = true;
     }

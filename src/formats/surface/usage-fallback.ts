@@ -64,7 +64,9 @@ export class UsageFallback {
   settle(exchange: Exchange, requestBody: Record<string, unknown>): boolean {
     if (this.reported) return false;
     // what the tokenizer would not have read anyway is estimated as it would have been
-    const output = countTextsTokens(this.parts) + Math.ceil(this.beyond / CHARACTERS_PER_TOKEN);
+    const output = exchange.estimatedOutput(
+      countTextsTokens(this.parts) + Math.ceil(this.beyond / CHARACTERS_PER_TOKEN),
+    );
     this.parts.length = 0;
     const counted = this.inputReported ? exchange.usage : null;
     exchange.usage =

@@ -141,6 +141,8 @@ async function serveInference(surface: ClientSurface, call: MeteredCall): Promis
   const headers = call.request.headers;
   const clientRequest = surface.parse(call.body, headers, call.takeBodyText());
   exchange.streamed = clientRequest.stream;
+  const limit = clientRequest.body.max_completion_tokens ?? clientRequest.body.max_tokens;
+  if (typeof limit === "number" && limit > 0) exchange.outputCap = limit * choicesOf(clientRequest.body.n);
   const zdrRequired = zdrRequiredByHeader(headers["x-lethe-zdr"]) || (exchange.auth?.zdrRequired ?? true);
   const model = findModel(gateway.config, clientRequest.model);
   // known before the ZDR refusal that may follow: its record names the model it refused
