@@ -295,3 +295,44 @@ describe("retry-after and the total deadline", () => {
     expect(result.elapsedMs).toBeLessThan(1500);
   });
 });
+
+describe("a request waiting for a pooled connection", () => {
+  it("is held to the routing deadline while it waits, not only once it has a socket", async ({ expect }) => {
+    const { busy } = await startFakes(["busy"]);
+    const supplier = { ...openAISupplier("busy", busy.url, { timeouts: { first_byte_ms: 500, idle_ms: 10_000 } }) };
+    const queued = await startTestGateway({
+      config: {
+        suppliers: [{ ...supplier, max_connections: 1 }],
+        models: [{ id: "one-connection", routes: [{ supplier: "busy", model: "busy-model" }] }],
+        // the deadline is past first_byte_ms: undici's own first-byte timer would start only with a socket
+        routing: { max_attempts: 1, deadline_ms: 1_000 },
+      },
+      env: ROUTING_ENV,
+    });
+    const holder = new AbortController();
+    try {
+      // a stream that starts, then goes quiet, keeps the supplier's one connection
+      busy.enqueue(behaviour.hangMidStream());
+      const held = await fetch(`${queued.baseURL}/chat/completions`, {
+        method: "POST",
+        headers: { authorization: `Bearer ${queued.key}`, "content-type": "application/json" },
+        body: JSON.stringify(chatBody("one-connection", canaryPrompt(canaries, "holder").content, true)),
+        signal: holder.signal,
+      });
+      expect(held.status).toBe(200);
+
+      const { content } = canaryPrompt(canaries, "queued");
+      const result = await postRaw(queued, "/v1/chat/completions", chatBody("one-connection", content));
+      expect(result.status).toBe(504);
+      expect(JSON.parse(result.text)).toMatchObject({ error: { code: "LETHE_UPSTREAM_TIMEOUT" } });
+      // the deadline, and a sweep of the queue (every 250 ms), not the holder's idle_ms
+      expect(result.elapsedMs).toBeGreaterThanOrEqual(950);
+      expect(result.elapsedMs).toBeLessThan(2_500);
+      expect(busy.requests).toHaveLength(1);
+    } finally {
+      holder.abort();
+      const hits = await closeAndFindCanaries([queued], [busy], canaries);
+      expect(hits).toEqual([]);
+    }
+  });
+});

@@ -54,9 +54,10 @@ export interface AttemptTimeouts {
   idleMs: number;
   totalMs: number;
   /**
-   * Set when the request's routing deadline comes before `firstByteMs`: the answer must
-   * start within this many ms. Timed by Lethe, not undici, whose first-byte timer ticks
-   * every half second and may fire up to a tick early or late.
+   * What is left of the request's routing deadline: the answer must start within this many
+   * ms, a wait for a pooled connection included (upstream-call.ts). When it comes before
+   * `firstByteMs`, Lethe times it, not undici, whose first-byte timer ticks every half
+   * second and may fire up to a tick early or late.
    */
   answerWithinMs?: number;
 }

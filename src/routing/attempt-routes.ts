@@ -271,11 +271,9 @@ export async function attemptRoutes(
         text: upstream.text,
         stream: request.stream,
         cancellation,
-        // the deadline bounds the wait for an answer, not the length of a stream once it flows
-        timeouts:
-          remaining >= route.timeouts.firstByteMs
-            ? route.timeouts
-            : { ...route.timeouts, answerWithinMs: Math.max(1, remaining) },
+        // the deadline bounds the wait for an answer (a wait for a pooled connection too),
+        // not the length of a stream once it flows
+        timeouts: { ...route.timeouts, answerWithinMs: Math.max(1, remaining) },
         ...(request.headers !== undefined && { headers: request.headers }),
       });
       if (result.kind === "stream") {

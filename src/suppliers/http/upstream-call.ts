@@ -20,6 +20,22 @@ const NO_HEADERS: readonly Buffer[] = Object.freeze([]);
 const DRAIN_GRACE_MS = 1_000;
 
 /**
+ * Calls waiting for a connection of their supplier's pool (every one busy), by when their
+ * answer must start (performance.now()). undici starts a call's first-byte timeout only
+ * once it has a socket, so a call that waited in the queue could outlive the routing
+ * deadline by the whole wait. One sweep for all of them, not a timer each: the queue is
+ * rare, the calls many.
+ */
+const queued = new Map<UpstreamCall, number>();
+const QUEUE_SWEEP_MS = 250;
+let sweeper: NodeJS.Timeout | null = null;
+
+function sweepQueue(): void {
+  const now = performance.now();
+  for (const [call, answerBy] of queued) if (answerBy <= now) call.abort("deadline");
+}
+
+/**
  * One HTTP exchange with a supplier, as an undici dispatch handler. It replaces
  * `pool.request()`, whose per-call Readable body, AbortSignal and listeners cost more
  * than the rest of a request's upstream work: the body is collected straight into an
@@ -78,8 +94,17 @@ export class UpstreamCall implements Dispatcher.DispatchHandler {
     this.onStart = onStart;
     this.onStartFailure = onStartFailure;
     this.stopTimer = setTimeout(() => this.abort("total-timeout"), timeouts.totalMs);
-    if (timeouts.answerWithinMs !== undefined) {
-      this.answerTimer = setTimeout(() => this.abort("deadline"), timeouts.answerWithinMs);
+    const within = timeouts.answerWithinMs;
+    if (within !== undefined) {
+      // the deadline comes before first_byte_ms would: timed from now, queue and all
+      if (within < timeouts.firstByteMs) this.answerTimer = setTimeout(() => this.abort("deadline"), within);
+      else {
+        queued.set(this, performance.now() + within);
+        if (sweeper === null) {
+          sweeper = setInterval(sweepQueue, QUEUE_SWEEP_MS);
+          sweeper.unref();
+        }
+      }
     }
     this.unsubscribe = cancellation.onAbort(() => this.abort("client-closed"));
   }
@@ -116,7 +141,17 @@ export class UpstreamCall implements Dispatcher.DispatchHandler {
 
   onConnect(abort: (reason: Error) => void): void {
     this.abortRequest = abort;
-    if (this.cause !== null) abort(ABORTED);
+    if (this.cause !== null) {
+      abort(ABORTED);
+      return;
+    }
+    const answerBy = queued.get(this);
+    if (answerBy === undefined) return;
+    queued.delete(this);
+    // out of the queue: first_byte_ms runs from here, unless the deadline comes first
+    const left = answerBy - performance.now();
+    if (left <= 0) this.abort("deadline");
+    else if (left < this.timeouts.firstByteMs) this.answerTimer = setTimeout(() => this.abort("deadline"), left);
   }
 
   onHeaders(statusCode: number, rawHeaders: Buffer[], resume: () => void): boolean {
@@ -269,6 +304,7 @@ export class UpstreamCall implements Dispatcher.DispatchHandler {
     clearTimeout(this.stopTimer);
     if (this.drainTimer !== null) clearTimeout(this.drainTimer);
     this.clearAnswerTimer();
+    queued.delete(this);
     this.unsubscribe?.();
   }
 
