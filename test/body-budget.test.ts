@@ -99,3 +99,45 @@ describe("an account's large bodies in memory at once", () => {
     expect(budget.heldBy(accountId)).toBe(0);
   });
 });
+
+describe("large bodies of every account together", () => {
+  it("are bounded too: eight bodies of the largest size, whichever accounts send them", async () => {
+    const { port } = new URL(gateway.url);
+    const body = bodyOf(MAX_BODY - 1);
+    // four accounts, five bodies each: each account within its own 8 MiB, together past 16 MiB
+    const keys = await Promise.all(["wide-1", "wide-2", "wide-3", "wide-4"].map((name) => gateway.createKey(name)));
+    const senders = keys.flatMap(({ key }) => Array.from({ length: 5 }, () => key));
+    const sockets = await Promise.all(
+      senders.map(
+        () =>
+          new Promise<Socket>((resolve) => {
+            const socket = connect(Number(port), "127.0.0.1", () => resolve(socket));
+          }),
+      ),
+    );
+    const answers = sockets.map(answerOf);
+    sockets.forEach((socket, index) => {
+      socket.write(
+        `POST /v1/chat/completions HTTP/1.1\r\nhost: x\r\nauthorization: Bearer ${senders[index]}\r\n` +
+          `content-type: application/json\r\ncontent-length: ${body.length}\r\n\r\n`,
+      );
+      socket.write(body.subarray(0, body.length - 8));
+    });
+    const running = gateway.running.gateway;
+    const perBody = body.length - 8 - 1024 * 1024;
+    const settled = () => running.openExchanges === 16 && running.bodies.heldInAll === 16 * perBody;
+    for (let turn = 0; turn < 500 && !settled(); turn++) {
+      await new Promise((resolve) => setTimeout(resolve, 10));
+    }
+    expect(running.openExchanges).toBe(16);
+    expect(running.bodies.heldInAll).toBe(16 * perBody);
+    for (const socket of sockets) socket.end(body.subarray(body.length - 8));
+    const texts = await Promise.all(answers);
+    for (const socket of sockets) socket.destroy();
+    expect(texts.filter((text) => text.startsWith("HTTP/1.1 200"))).toHaveLength(16);
+    const refused = texts.filter((text) => text.startsWith("HTTP/1.1 429"));
+    expect(refused).toHaveLength(4);
+    for (const text of refused) expect(text).toContain("in progress on this gateway at once");
+    expect(running.bodies.heldInAll).toBe(0);
+  });
+});

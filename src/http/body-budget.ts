@@ -17,8 +17,19 @@ export const FREE_BYTES_PER_BODY = 1024 * 1024;
  */
 export class BodyBudget {
   private readonly held = new Map<AccountId, number>();
+  /** Bytes held for every account together. */
+  private total = 0;
 
-  constructor(private readonly perAccountBytes: number) {}
+  constructor(
+    private readonly perAccountBytes: number,
+    /**
+     * Bytes held for all accounts together: each account's share alone let many accounts
+     * together take the process anywhere (three accounts' large bodies at once: 1.7 GB).
+     * A body costs about five times its size in memory while its request runs: the bytes
+     * received, their text, the parse, and the request sent on.
+     */
+    private readonly totalBytes = Number.POSITIVE_INFINITY,
+  ) {}
 
   /**
    * Counts a body's growth from `before` to `after` bytes for `account`; returns the bytes
@@ -35,16 +46,30 @@ export class BodyBudget {
         { retryAfterSeconds: 1 },
       );
     }
+    if (this.total + adding > this.totalBytes) {
+      throw new LetheError(
+        "LETHE_RATE_LIMITED",
+        "Too many large request bodies are in progress on this gateway at once; retry shortly.",
+        { retryAfterSeconds: 1 },
+      );
+    }
     this.held.set(account, total);
+    this.total += adding;
     return after - FREE_BYTES_PER_BODY;
   }
 
   /** Gives back what a body held, when its request ended (or its body was refused). */
   release(account: AccountId, bytes: number): void {
     if (bytes <= 0) return;
+    this.total -= bytes;
     const left = (this.held.get(account) ?? 0) - bytes;
     if (left > 0) this.held.set(account, left);
     else this.held.delete(account);
+  }
+
+  /** Bytes held for all accounts together now (tests). */
+  get heldInAll(): number {
+    return this.total;
   }
 
   /** Bytes held for `account` now (tests). */

@@ -110,8 +110,9 @@ export async function startGateway(config: LetheConfig, options: StartOptions = 
     statement,
     draining: false,
     openExchanges: 0,
-    // four bodies of the largest size at once per account, beyond every body's first MiB
-    bodies: new BodyBudget(4 * config.limits.maxBodyBytes),
+    // four bodies of the largest size at once per account, eight for all accounts, beyond
+    // every body's first MiB
+    bodies: new BodyBudget(4 * config.limits.maxBodyBytes, 8 * config.limits.maxBodyBytes),
   };
   gateway.metrics.watchRoutes(() => gateway.router);
   gateway.metrics.watchDependencies(gateway);
