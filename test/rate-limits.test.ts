@@ -356,6 +356,22 @@ describe("RateLimits and AuthThrottle on a controlled clock", () => {
     expect(throttle.check("198.51.100.7")).toBeUndefined();
   });
 
+  it("counts at most 100,000 addresses at once: a spray of new ones does not grow it further", async () => {
+    const throttle = new AuthThrottle("a-server-secret-of-enough-length", 2);
+    const failures = (throttle as unknown as { failures: { size: number } }).failures;
+    // one address counted before the spray, at its limit
+    await throttle.recordFailure("2001:db8::1");
+    await throttle.recordFailure("2001:db8::1");
+    for (let index = 0; index < 100_100; index++) await throttle.recordFailure(`2001:db8:1::${index.toString(16)}`);
+    expect(failures.size).toBe(100_000);
+    // a new address past the bound is not counted; one counted before is still refused
+    await throttle.recordFailure("2001:db8:2::1");
+    await throttle.recordFailure("2001:db8:2::1");
+    expect(throttle.check("2001:db8:2::1")).toBeUndefined();
+    await expect(throttle.check("2001:db8::1")).rejects.toMatchObject({ code: "LETHE_AUTH_THROTTLED" });
+    expect(failures.size).toBe(100_000);
+  });
+
   it("hashes a connection's address once, and judges each connection by its own address", async () => {
     const throttle = new AuthThrottle("a-server-secret-of-enough-length", 2);
     const hmacs = vi.spyOn(throttle as unknown as { hash(address: string): string }, "hash");
