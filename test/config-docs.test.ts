@@ -56,6 +56,11 @@ describe("the README's config example", () => {
     expect(
       withPrice({ input_per_mtok: 1, output_per_mtok: 2, cached_input_per_mtok: 1 }).models.get("m"),
     ).toBeDefined();
+    // a price past any model's would not be summed exactly (cost.ts): 1e300 used to bill 0
+    expect(() => withPrice({ input_per_mtok: 1, output_per_mtok: 1e300 })).toThrow(
+      /a price per million tokens is at most 1000000/,
+    );
+    expect(withPrice({ input_per_mtok: 1_000_000, output_per_mtok: 1_000_000 }).models.get("m")).toBeDefined();
   });
 
   it("sends translated output limits as max_completion_tokens to OpenAI itself, max_tokens elsewhere, unless told", () => {

@@ -258,6 +258,13 @@ describe("metered endpoints on Node's own request and response", () => {
     const unknown = await ask("POST http://gateway.example/v1/responses HTTP/1.1", "{}");
     expect(unknown).toMatch(/^HTTP\/1\.1 404 /);
     expect(unknown).toContain("not the Responses API");
+    // the path is what follows the authority: none here (a query naming one is a query), or another scheme's
+    for (const target of [
+      "http://gateway.example?x=/v1/chat/completions",
+      "foo://gateway.example/v1/chat/completions",
+    ]) {
+      expect(await ask(`POST ${target} HTTP/1.1`, chatBody("notapath"))).toMatch(/^HTTP\/1\.1 404 /);
+    }
   });
 
   it("answers CONNECT (a proxy's tunnel) with a coded 405 and closes, rather than cutting the connection", async () => {
@@ -269,6 +276,24 @@ describe("metered endpoints on Node's own request and response", () => {
     expect(text).toMatch(/\r\nconnection: close\r\n/);
     const body = JSON.parse(text.slice(text.indexOf("\r\n\r\n") + 4));
     expect(body).toMatchObject({ type: "error", error: { code: "LETHE_METHOD_NOT_ALLOWED" } });
+  });
+
+  it("survives clients that reset the connection right after a CONNECT (Node hands the socket over without an error listener)", async () => {
+    const resets = Array.from(
+      { length: 100 },
+      () =>
+        new Promise<void>((resolve) => {
+          const socket = connect(Number(new URL(gateway.url).port), "127.0.0.1", () => {
+            socket.write("CONNECT example.com:443 HTTP/1.1\r\nhost: example.com:443\r\n\r\n");
+            socket.resetAndDestroy();
+          });
+          socket.on("close", () => resolve());
+          socket.on("error", () => {});
+        }),
+    );
+    await Promise.all(resets);
+    const health = await fetch(`${gateway.url}/healthz`);
+    expect(health.status).toBe(200);
   });
 
   it("refuses a body whose declared length is over the limit before reading it", async () => {

@@ -8,14 +8,21 @@ const id = z
   .max(64)
   .regex(/^[A-Za-z0-9][A-Za-z0-9._:/-]*$/, "ids use letters, digits and . _ : / -");
 
+/**
+ * A price per million tokens: at most a million units of currency, far past any model's,
+ * so that a cost is summed exactly in whole billionths of a micro-unit (cost.ts); 1e300
+ * passed as a number and came to a cost of 0.
+ */
+const perMtok = z.number().nonnegative().max(1_000_000, "a price per million tokens is at most 1000000");
+
 const price = z
   .object({
-    input_per_mtok: z.number().nonnegative().default(0),
-    output_per_mtok: z.number().nonnegative().default(0),
-    cached_input_per_mtok: z.number().nonnegative().optional(),
+    input_per_mtok: perMtok.default(0),
+    output_per_mtok: perMtok.default(0),
+    cached_input_per_mtok: perMtok.optional(),
     // Anthropic bills writes to its prompt cache above the input price (1.25× for five
     // minutes, 2× for an hour): without this, they are billed as plain input
-    cache_write_per_mtok: z.number().nonnegative().optional(),
+    cache_write_per_mtok: perMtok.optional(),
   })
   .strict()
   // credit reservations bound a request's input at the input price: a dearer cached price

@@ -68,10 +68,11 @@ function meteredEndpointAt(url: string): MeteredEndpoint | undefined {
  */
 function originForm(url: string): string {
   if (url.startsWith("/")) return url;
-  const scheme = /^[a-z][a-z0-9+.-]*:\/\//i.exec(url);
+  const scheme = /^https?:\/\/[^/?#]+/i.exec(url);
   if (scheme === null) return url;
-  const path = url.indexOf("/", scheme[0].length);
-  return path === -1 ? "/" : url.slice(path);
+  const rest = url.slice(scheme[0].length);
+  // an authority followed by a query alone (`http://host?x=/v1/...`) is the path `/`
+  return rest.startsWith("/") ? rest : `/${rest}`;
 }
 
 /**

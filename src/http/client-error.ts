@@ -57,17 +57,22 @@ export function answerClientError(error: Error & { code?: string }, socket: Dupl
   if (socket.writable && inProgress?.headersSent !== true) {
     const code = error.code;
     const refusal = (code !== undefined && Object.hasOwn(REFUSALS, code) && REFUSALS[code]) || MALFORMED;
-    const { status, body } = renderRefusal(refusal);
-    const id = mintRequestId();
     // a connection its client ended mid-request (the parser's end-of-file) was left, not refused
     if (code !== "HPE_INVALID_EOF_STATE") refusedConnections.set(socket, refusal);
-    socket.write(
-      `HTTP/1.1 ${status} ${refusal.reason}\r\ncontent-type: application/json; charset=utf-8\r\n` +
-        `content-length: ${Buffer.byteLength(body)}\r\nx-request-id: ${id}\r\nrequest-id: ${id}\r\n` +
-        `connection: close\r\n\r\n${body}`,
-    );
+    writeRefusal(socket, refusal);
   }
   socket.destroy();
+}
+
+/** Writes a refusal straight to a connection, as a whole response that closes it. */
+function writeRefusal(socket: Duplex, refusal: Refusal): void {
+  const { status, body } = renderRefusal(refusal);
+  const id = mintRequestId();
+  socket.write(
+    `HTTP/1.1 ${status} ${refusal.reason}\r\ncontent-type: application/json; charset=utf-8\r\n` +
+      `content-length: ${Buffer.byteLength(body)}\r\nx-request-id: ${id}\r\nrequest-id: ${id}\r\n` +
+      `connection: close\r\n\r\n${body}`,
+  );
 }
 
 /** A refusal's status and body, in the shape both SDKs read. */
@@ -89,19 +94,14 @@ const CONNECT_REFUSED: Refusal = {
 
 /** Answers a CONNECT (a proxy's tunnel request) with 405 in the shape both SDKs read, and closes the connection. */
 export function answerConnect(socket: Duplex): void {
+  // Node takes its own error listener off a socket it hands over for CONNECT: without one,
+  // a client that resets the connection would end the process (an unhandled 'error')
+  socket.on("error", () => socket.destroy());
   if (!socket.writable) {
     socket.destroy();
     return;
   }
-  {
-    const { status, body } = renderRefusal(CONNECT_REFUSED);
-    const id = mintRequestId();
-    socket.write(
-      `HTTP/1.1 ${status} ${CONNECT_REFUSED.reason}\r\ncontent-type: application/json; charset=utf-8\r\n` +
-        `content-length: ${Buffer.byteLength(body)}\r\nx-request-id: ${id}\r\nrequest-id: ${id}\r\n` +
-        `connection: close\r\n\r\n${body}`,
-    );
-  }
+  writeRefusal(socket, CONNECT_REFUSED);
   // the head of a tunnel the client may already be sending is not read: the answer goes, then the connection
   socket.end(() => socket.destroy());
 }
