@@ -4,7 +4,7 @@ import type { UpstreamError } from "../../errors/lethe-error.js";
 import { nestsTooDeep } from "../../formats/validation/json-depth.js";
 import type { Cancellation } from "../cancellation.js";
 import type { SupplierSaid } from "../supplier.js";
-import { UpstreamCall } from "./upstream-call.js";
+import { type PoolLoad, UpstreamCall } from "./upstream-call.js";
 import { upstreamStatusError } from "./upstream-failure.js";
 
 /** An upstream answer whose status was 2xx; read it with `text()` or `stream()`. */
@@ -44,10 +44,13 @@ const ERROR_BODY_WITHIN_MS = 2_000;
 export class SupplierHttpClient {
   private readonly pool: Pool;
   private readonly basePath: string;
+  /** Calls in progress against the pool's connections: a call past them waits for one (upstream-call.ts). */
+  private readonly load: PoolLoad;
 
   constructor(private readonly config: SupplierConfig) {
     const url = new URL(config.baseUrl ?? "");
     this.basePath = url.pathname.replace(/\/+$/, "");
+    this.load = { inFlight: 0, connections: config.maxConnections };
     this.pool = new Pool(url.origin, {
       connections: config.maxConnections,
       pipelining: 1,
@@ -69,7 +72,7 @@ export class SupplierHttpClient {
     timeouts: AttemptTimeouts = this.config.timeouts,
   ): Promise<UpstreamResponse | UpstreamRejection> {
     const response = await new Promise<UpstreamCall>((resolve, reject) => {
-      const call = new UpstreamCall(cancellation, timeouts, this.config.maxResponseBytes, resolve, reject);
+      const call = new UpstreamCall(cancellation, timeouts, this.config.maxResponseBytes, resolve, reject, this.load);
       // a client that left already has its answer (LETHE_CLIENT_CLOSED): nothing to send
       if (call.aborted) return;
       this.pool.dispatch(
