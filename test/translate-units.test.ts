@@ -124,6 +124,33 @@ describe("openAIToAnthropicRequest", () => {
     expect(out.messages).toEqual([{ role: "user", content: [{ type: "text", text: "hi" }] }]);
   });
 
+  it("refuses a last user turn left empty by blank text, which would make the turn before it last (a prefill)", () => {
+    const refusal = { code: "LETHE_INVALID_REQUEST", param: "messages" };
+    const conversation = [
+      { role: "user", content: "hi" },
+      { role: "assistant", content: "Hello! How can I help? " },
+    ];
+    expect(() => toAnthropic({ messages: [...conversation, { role: "user", content: "" }] })).toThrow(
+      expect.objectContaining(refusal),
+    );
+    expect(() =>
+      toAnthropic({ messages: [...conversation, { role: "user", content: [{ type: "text", text: "  " }] }] }),
+    ).toThrow(expect.objectContaining(refusal));
+    expect(() => toAnthropic({ messages: [{ role: "user", content: " " }] })).toThrow(expect.objectContaining(refusal));
+    // a conversation that ends with the assistant on purpose is a prefill the client asked for
+    expect(toAnthropic({ messages: conversation }).messages).toHaveLength(2);
+  });
+
+  it("refuses stop sequences Anthropic refuses (empty or only whitespace), naming `stop`", () => {
+    const base = { messages: [{ role: "user", content: "hi" }] };
+    for (const stop of ["\n", ["END", "\n"], [""]]) {
+      expect(() => toAnthropic({ ...base, stop })).toThrow(
+        expect.objectContaining({ code: "LETHE_INVALID_REQUEST", param: "stop" }),
+      );
+    }
+    expect(toAnthropic({ ...base, stop: ["\nEND", " x "] }).stop_sequences).toEqual(["\nEND", " x "]);
+  });
+
   it.each([
     [{}, DEFAULT_ANTHROPIC_MAX_TOKENS],
     [{ max_tokens: null }, DEFAULT_ANTHROPIC_MAX_TOKENS],

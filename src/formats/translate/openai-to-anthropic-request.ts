@@ -100,6 +100,38 @@ function parseArguments(text: unknown): unknown {
   return parsed;
 }
 
+/**
+ * Refuses a conversation whose last user or tool turn held only blank text, which
+ * Anthropic does not take (contentBlocks drops it): the turn before would then come last,
+ * and an assistant turn there is a prefill the model continues, not a question it answers
+ * (one ending in whitespace, or no turn at all, Anthropic refuses outright).
+ */
+function refuseDroppedLastTurn(messages: Json[], turns: Json[]): void {
+  let last: Json | undefined;
+  for (const message of messages) if (message.role !== "system" && message.role !== "developer") last = message;
+  if (last === undefined || last.role === "assistant") return;
+  if (turns.at(-1)?.role === "user") return;
+  throw new LetheError(
+    "LETHE_INVALID_REQUEST",
+    "The last message is empty: this model's supplier needs text in it (an empty user turn cannot be sent).",
+    { param: "messages" },
+  );
+}
+
+/** OpenAI's `stop` as Anthropic's stop_sequences, which may not be empty or only whitespace (`\n` is common in OpenAI's). */
+function stopSequences(stop: unknown[]): unknown[] {
+  for (const sequence of stop) {
+    if (typeof sequence === "string" && isBlank(sequence)) {
+      throw new LetheError(
+        "LETHE_INVALID_REQUEST",
+        'This model\'s supplier takes no stop sequence that is empty or only whitespace (such as "\\n").',
+        { param: "stop" },
+      );
+    }
+  }
+  return stop;
+}
+
 /** Appends a turn, merging it into the previous one when the role repeats (Anthropic wants alternation). */
 function pushTurn(turns: Json[], role: "user" | "assistant", blocks: Json[]): void {
   if (blocks.length === 0) return;
@@ -252,6 +284,7 @@ export function openAIToAnthropicRequest(body: Json, upstreamModel: string): Jso
       }
     }
   }
+  refuseDroppedLastTurn(body.messages as Json[], turns);
   const out: Json = {
     model: upstreamModel,
     messages: turns,
@@ -262,8 +295,8 @@ export function openAIToAnthropicRequest(body: Json, upstreamModel: string): Jso
   // Anthropic's temperature range is 0-1, OpenAI's 0-2
   if (typeof body.temperature === "number") out.temperature = Math.min(1, body.temperature);
   if (typeof body.top_p === "number") out.top_p = body.top_p;
-  if (typeof body.stop === "string") out.stop_sequences = [body.stop];
-  else if (Array.isArray(body.stop)) out.stop_sequences = body.stop;
+  if (typeof body.stop === "string") out.stop_sequences = stopSequences([body.stop]);
+  else if (Array.isArray(body.stop)) out.stop_sequences = stopSequences(body.stop);
   const allowed = allowedToolNames(body.tool_choice);
   const tools =
     allowed === undefined || !Array.isArray(body.tools)
