@@ -171,6 +171,36 @@ describe("supplier HTTP calls (undici dispatch handler)", () => {
     void busy;
   });
 
+  it("drops calls given up while they waited for a socket without closing the connection they would have had", async () => {
+    const connections = new Set<unknown>();
+    let release: (() => void) | null = null;
+    const client = await setUp((request, response) => {
+      connections.add(request.socket);
+      if (request.url === "/v1/hold") release = () => response.end("{}");
+      else response.end("{}");
+    });
+    const sockets = new Set<unknown>();
+    const held = client.post("/hold", "{}", {}, new Cancellation());
+    // three more fill the pool's four connections, then end: one stays held
+    await Promise.all(Array.from({ length: 3 }, () => client.post("/fill", "{}", {}, new Cancellation())));
+    await waitUntil(() => release !== null);
+    for (const socket of connections) sockets.add(socket);
+    // twenty calls queue behind the pool and are given up while they wait
+    const waiting = Array.from({ length: 20 }, () => {
+      const cancellation = new Cancellation();
+      const call = client.post("/queued", "{}", {}, cancellation);
+      return { cancellation, call };
+    });
+    for (const { cancellation } of waiting) cancellation.abort();
+    for (const { call } of waiting) await expect(call).rejects.toMatchObject({ code: "LETHE_CLIENT_CLOSED" });
+    (release as unknown as () => void)();
+    await held;
+    const after = (await client.post("/after", "{}", {}, new Cancellation())) as UpstreamResponse;
+    await after.text();
+    // the dead calls cost no connection: the pool still has the four it opened
+    expect(connections.size).toBe(sockets.size);
+  });
+
   it("ends an answer that outlives the total deadline as LETHE_UPSTREAM_TIMEOUT, mid-body too", async () => {
     const client = await setUp(
       (_request, response) => {

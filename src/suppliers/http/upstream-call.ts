@@ -163,11 +163,11 @@ export class UpstreamCall implements Dispatcher.DispatchHandler {
   }
 
   onConnect(abort: (reason: Error) => void): void {
+    // given up while it waited for a socket (its client left, its deadline passed): thrown,
+    // undici drops the request and the connection serves the next one; its abort function
+    // would destroy the connection, and each such call would cost the pool a new one
+    if (this.cause !== null) throw ABORTED;
     this.abortRequest = abort;
-    if (this.cause !== null) {
-      abort(ABORTED);
-      return;
-    }
     const answerBy = queued.get(this);
     if (answerBy === undefined) return;
     queued.delete(this);
