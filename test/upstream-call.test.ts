@@ -8,6 +8,7 @@ import { Cancellation } from "../src/suppliers/cancellation.js";
 import { readJsonObject } from "../src/suppliers/http/read-json.js";
 import { readSse } from "../src/suppliers/http/read-sse.js";
 import { isRejection, SupplierHttpClient, type UpstreamResponse } from "../src/suppliers/http/supplier-http-client.js";
+import { UpstreamCall } from "../src/suppliers/http/upstream-call.js";
 
 const CHUNK = Buffer.alloc(16 * 1024, "x");
 // 64 MiB in all: more than loopback buffers hold, even with a 32 MiB receive buffer (tcp_rmem on newer kernels)
@@ -199,6 +200,34 @@ describe("supplier HTTP calls (undici dispatch handler)", () => {
     await after.text();
     // the dead calls cost no connection: the pool still has the four it opened
     expect(connections.size).toBe(sockets.size);
+  });
+
+  it("drops a queued call whose deadline passed before it reached a socket, without the connection's abort", async () => {
+    let failed: unknown = null;
+    // a pool whose connections are all taken: the call is entered in the queue's watch
+    const call = new UpstreamCall(
+      new Cancellation(),
+      { firstByteMs: 500, idleMs: 5000, totalMs: 10_000, answerWithinMs: 5 },
+      1024,
+      () => {},
+      (error) => {
+        failed = error;
+      },
+      { inFlight: 4, connections: 1 },
+    );
+    await new Promise((resolve) => setTimeout(resolve, 20));
+    let connectionAborted = false;
+    // the deadline passed, here before or after a sweep: either way the call is thrown back, and
+    // undici's abort (which destroys the socket) is never called
+    expect(() =>
+      call.onConnect(() => {
+        connectionAborted = true;
+      }),
+    ).toThrow();
+    // what undici's errorRequest then does
+    call.onError(new Error("dropped"));
+    expect(connectionAborted).toBe(false);
+    expect(failed).toMatchObject({ code: "LETHE_UPSTREAM_TIMEOUT" });
   });
 
   it("ends an answer that outlives the total deadline as LETHE_UPSTREAM_TIMEOUT, mid-body too", async () => {

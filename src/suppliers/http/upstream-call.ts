@@ -167,14 +167,21 @@ export class UpstreamCall implements Dispatcher.DispatchHandler {
     // undici drops the request and the connection serves the next one; its abort function
     // would destroy the connection, and each such call would cost the pool a new one
     if (this.cause !== null) throw ABORTED;
-    this.abortRequest = abort;
     const answerBy = queued.get(this);
+    if (answerBy !== undefined) {
+      queued.delete(this);
+      // its deadline passed between two sweeps: dropped the same way, never sent (undici's
+      // errorRequest reports it through onError, abortRequest still unset)
+      if (answerBy <= performance.now()) {
+        this.cause = "deadline";
+        throw ABORTED;
+      }
+    }
+    this.abortRequest = abort;
     if (answerBy === undefined) return;
-    queued.delete(this);
     // out of the queue: first_byte_ms runs from here, unless the deadline comes first
     const left = answerBy - performance.now();
-    if (left <= 0) this.abort("deadline");
-    else if (left < this.timeouts.firstByteMs - DEADLINE_SLACK_MS) {
+    if (left < this.timeouts.firstByteMs - DEADLINE_SLACK_MS) {
       this.answerTimer = setTimeout(() => this.abort("deadline"), wholeMs(left));
     }
   }
