@@ -336,3 +336,49 @@ describe("a request waiting for a pooled connection", () => {
     }
   });
 });
+
+describe("a route whose supplier has every connection taken", () => {
+  it("is passed over on the first pass while another route has room", async ({ expect }) => {
+    const { full, roomy } = await startFakes(["full", "roomy"]);
+    const gateway = await startTestGateway({
+      config: {
+        suppliers: [
+          { ...openAISupplier("full", full.url, { timeouts: { idle_ms: 10_000 } }), max_connections: 1 },
+          openAISupplier("roomy", roomy.url),
+        ],
+        models: [
+          {
+            id: "pair",
+            routes: [
+              { supplier: "full", model: "full-model" },
+              { supplier: "roomy", model: "roomy-model" },
+            ],
+          },
+        ],
+      },
+      env: ROUTING_ENV,
+    });
+    const holder = new AbortController();
+    try {
+      // a stream that starts, then goes quiet, takes the first route's one connection
+      full.enqueue(behaviour.hangMidStream());
+      const held = await fetch(`${gateway.baseURL}/chat/completions`, {
+        method: "POST",
+        headers: { authorization: `Bearer ${gateway.key}`, "content-type": "application/json" },
+        body: JSON.stringify(chatBody("pair", canaryPrompt(canaries, "fullholder").content, true)),
+        signal: holder.signal,
+      });
+      expect(held.headers.get("x-lethe-supplier")).toBe("full");
+
+      const { content } = canaryPrompt(canaries, "roomy");
+      const result = await postRaw(gateway, "/v1/chat/completions", chatBody("pair", content));
+      expect(result.status).toBe(200);
+      expect(result.headers.get("x-lethe-supplier")).toBe("roomy");
+      expect(result.headers.get("x-lethe-attempts")).toBe("1");
+      expect(full.requests).toHaveLength(1);
+    } finally {
+      holder.abort();
+      expect(await closeAndFindCanaries([gateway], [full, roomy], canaries)).toEqual([]);
+    }
+  });
+});

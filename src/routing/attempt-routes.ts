@@ -177,6 +177,15 @@ function recordRefusal(stats: RouteStats, error: UpstreamError, now: number, pro
   if (probe) stats.breaker.release();
 }
 
+/** True when a route after `turn` in the first pass has a supplier with a free connection (or no pool). */
+function roomLater(gateway: Gateway, candidates: readonly RouteConfig[], turn: number): boolean {
+  for (let next = turn + 1; next < candidates.length; next++) {
+    const route = candidates[next] as RouteConfig;
+    if (gateway.suppliers.get(route.supplier.id).full?.() !== true) return true;
+  }
+  return false;
+}
+
 export async function attemptRoutes(
   gateway: Gateway,
   surface: ClientSurface,
@@ -235,6 +244,17 @@ export async function attemptRoutes(
       cannotCarry.add(route);
       lostZdr++;
       skipped++;
+      continue;
+    }
+    // a route whose supplier has every connection taken would hold the request in its queue:
+    // on the first pass it goes after the routes that have room (when one does), and is tried
+    // on the next pass as any route is (not counted as skipped: the pass must come)
+    if (
+      turn < candidates.length &&
+      pinned === null &&
+      suppliers.get(route.supplier.id).full?.() === true &&
+      roomLater(gateway, candidates, turn)
+    ) {
       continue;
     }
     // a request that finds the breaker half-open and is let through is its one probe

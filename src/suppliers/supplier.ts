@@ -79,6 +79,8 @@ export interface Supplier {
   readonly id: SupplierId;
   readonly format: WireFormat;
   send(call: SupplierCall): Promise<SupplierResult>;
+  /** True while every connection of the supplier's pool is taken: a call sent now waits for one. */
+  full?(): boolean;
   /** Counts a Messages request's input tokens upstream, for suppliers that offer it. */
   countTokens?(call: SupplierCall): Promise<SupplierResult>;
   close(): Promise<void>;

@@ -143,6 +143,10 @@ export class AnthropicSupplier implements Supplier {
     else if (!response.aborted) throw badUpstreamResponse("The supplier's stream ended before it was complete.");
   }
 
+  full(): boolean {
+    return this.http.full;
+  }
+
   async close(): Promise<void> {
     await this.http.close();
   }

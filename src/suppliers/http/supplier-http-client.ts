@@ -63,6 +63,11 @@ export class SupplierHttpClient {
     });
   }
 
+  /** True while every connection of the pool is taken by calls in progress. */
+  get full(): boolean {
+    return this.load.inFlight >= this.load.connections;
+  }
+
   /** POSTs a JSON body; resolves with a 2xx response or a rejection, throws UpstreamError otherwise. */
   async post(
     path: string,

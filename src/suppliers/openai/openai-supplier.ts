@@ -123,6 +123,10 @@ export class OpenAICompatibleSupplier implements Supplier {
     }
   }
 
+  full(): boolean {
+    return this.http.full;
+  }
+
   async close(): Promise<void> {
     await this.http.close();
   }
