@@ -1,6 +1,6 @@
 import Anthropic from "@anthropic-ai/sdk";
 import OpenAI from "openai";
-import { afterAll, beforeAll, describe, it } from "vitest";
+import { afterAll, beforeAll, describe, it, vi } from "vitest";
 import { behaviour, type FakeBehaviour, type FakeOpenAISupplier } from "./support/fake-openai-supplier.js";
 import { startTestGateway, type TestGateway } from "./support/gateway-harness.js";
 import {
@@ -379,6 +379,58 @@ describe("a route whose supplier has every connection taken", () => {
     } finally {
       holder.abort();
       expect(await closeAndFindCanaries([gateway], [full, roomy], canaries)).toEqual([]);
+    }
+  });
+});
+
+describe("a route passed over for a full pool, when the routes with room fail", () => {
+  it("is tried at once, without the backoff meant for routes tried before", async ({ expect }) => {
+    const { crowded, failing } = await startFakes(["crowded", "failing"]);
+    const gateway = await startTestGateway({
+      config: {
+        suppliers: [
+          { ...openAISupplier("crowded", crowded.url, { timeouts: { idle_ms: 10_000 } }), max_connections: 1 },
+          openAISupplier("failing", failing.url),
+        ],
+        models: [
+          {
+            id: "pair",
+            routes: [
+              { supplier: "crowded", model: "crowded-model" },
+              { supplier: "failing", model: "failing-model" },
+            ],
+          },
+        ],
+        // a backoff longer than the deadline: waited before the crowded route, it would end the request
+        routing: { deadline_ms: 3_000, backoff_base_ms: 5_000, backoff_max_ms: 5_000 },
+      },
+      env: ROUTING_ENV,
+    });
+    const holder = new AbortController();
+    try {
+      crowded.enqueue(behaviour.hangMidStream());
+      await fetch(`${gateway.baseURL}/chat/completions`, {
+        method: "POST",
+        headers: { authorization: `Bearer ${gateway.key}`, "content-type": "application/json" },
+        body: JSON.stringify(chatBody("pair", canaryPrompt(canaries, "crowdholder").content, true)),
+        signal: holder.signal,
+      });
+      failing.enqueue(behaviour.status(500));
+      // the crowded route's connection frees a moment after the request came
+      setTimeout(() => holder.abort(), 300);
+      const { content } = canaryPrompt(canaries, "crowded");
+      // the backoff's jitter at its top: 4.95 s, past the deadline, were it waited
+      const jitter = vi.spyOn(Math, "random").mockReturnValue(0.99);
+      const result = await postRaw(gateway, "/v1/chat/completions", chatBody("pair", content)).finally(() =>
+        jitter.mockRestore(),
+      );
+      expect(result.status).toBe(200);
+      expect(result.headers.get("x-lethe-supplier")).toBe("crowded");
+      expect(result.headers.get("x-lethe-attempts")).toBe("2");
+      expect(result.elapsedMs).toBeLessThan(2_500);
+    } finally {
+      holder.abort();
+      expect(await closeAndFindCanaries([gateway], [crowded, failing], canaries)).toEqual([]);
     }
   });
 });

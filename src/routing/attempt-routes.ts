@@ -209,6 +209,8 @@ export async function attemptRoutes(
   let lostZdr = 0;
   // routes that refused Lethe's own credentials or model name: tried once a request
   let refusedLethe: Set<RouteConfig> | null = null;
+  // routes passed over on the first pass because their supplier's connections were all taken
+  let deferred: Set<RouteConfig> | null = null;
   for (let turn = 0; exchange.attempts < plan.model.maxAttempts && skipped < candidates.length; turn++) {
     const route = candidates[turn % candidates.length] as RouteConfig;
     if (cannotCarry?.has(route) || refusedLethe?.has(route)) {
@@ -221,7 +223,9 @@ export async function attemptRoutes(
       skipped++;
       continue;
     }
-    if (turn >= candidates.length && lastFailure instanceof UpstreamError) {
+    // a route passed over on the first pass for a full pool was never tried: no backoff before its first try
+    const firstTry = deferred?.delete(route) === true;
+    if (turn >= candidates.length && lastFailure instanceof UpstreamError && !firstTry) {
       const askedMs = stats.msUntilRested(router.now());
       // a supplier that asks to be left alone for longer than Lethe's own backoff: the wait
       // is the client's to make (its SDK honours retry-after), not a connection held open
@@ -255,6 +259,8 @@ export async function attemptRoutes(
       suppliers.get(route.supplier.id).full?.() === true &&
       roomLater(gateway, candidates, turn)
     ) {
+      deferred ??= new Set();
+      deferred.add(route);
       continue;
     }
     // a request that finds the breaker half-open and is let through is its one probe
