@@ -1,6 +1,7 @@
 import Anthropic from "@anthropic-ai/sdk";
 import OpenAI from "openai";
 import { afterAll, beforeAll, describe, it, vi } from "vitest";
+import type { CanaryHit } from "./support/canary.js";
 import { behaviour, type FakeBehaviour, type FakeOpenAISupplier } from "./support/fake-openai-supplier.js";
 import { startTestGateway, type TestGateway } from "./support/gateway-harness.js";
 import {
@@ -337,91 +338,84 @@ describe("a request waiting for a pooled connection", () => {
   });
 });
 
-describe("a route whose supplier has every connection taken", () => {
-  it("is passed over on the first pass while another route has room", async ({ expect }) => {
-    const { full, roomy } = await startFakes(["full", "roomy"]);
-    const gateway = await startTestGateway({
-      config: {
-        suppliers: [
-          { ...openAISupplier("full", full.url, { timeouts: { idle_ms: 10_000 } }), max_connections: 1 },
-          openAISupplier("roomy", roomy.url),
-        ],
-        models: [
-          {
-            id: "pair",
-            routes: [
-              { supplier: "full", model: "full-model" },
-              { supplier: "roomy", model: "roomy-model" },
-            ],
-          },
-        ],
-      },
-      env: ROUTING_ENV,
-    });
-    const holder = new AbortController();
-    try {
-      // a stream that starts, then goes quiet, takes the first route's one connection
-      full.enqueue(behaviour.hangMidStream());
+/**
+ * A gateway with a model of two routes, the first on a supplier of one connection; `hold()`
+ * takes that connection with a stream that starts, then goes quiet, until `release()`.
+ */
+async function crowdedPair(routing: Record<string, unknown> = {}) {
+  const { crowded, other } = await startFakes(["crowded", "other"]);
+  const gateway = await startTestGateway({
+    config: {
+      suppliers: [
+        { ...openAISupplier("crowded", crowded.url, { timeouts: { idle_ms: 10_000 } }), max_connections: 1 },
+        openAISupplier("other", other.url),
+      ],
+      models: [
+        {
+          id: "pair",
+          routes: [
+            { supplier: "crowded", model: "crowded-model" },
+            { supplier: "other", model: "other-model" },
+          ],
+        },
+      ],
+      routing,
+    },
+    env: ROUTING_ENV,
+  });
+  const holder = new AbortController();
+  return {
+    gateway,
+    crowded,
+    other,
+    async hold(): Promise<string | null> {
+      crowded.enqueue(behaviour.hangMidStream());
       const held = await fetch(`${gateway.baseURL}/chat/completions`, {
         method: "POST",
         headers: { authorization: `Bearer ${gateway.key}`, "content-type": "application/json" },
-        body: JSON.stringify(chatBody("pair", canaryPrompt(canaries, "fullholder").content, true)),
+        body: JSON.stringify(chatBody("pair", canaryPrompt(canaries, "holder").content, true)),
         signal: holder.signal,
       });
-      expect(held.headers.get("x-lethe-supplier")).toBe("full");
-
-      const { content } = canaryPrompt(canaries, "roomy");
-      const result = await postRaw(gateway, "/v1/chat/completions", chatBody("pair", content));
-      expect(result.status).toBe(200);
-      expect(result.headers.get("x-lethe-supplier")).toBe("roomy");
-      expect(result.headers.get("x-lethe-attempts")).toBe("1");
-      expect(full.requests).toHaveLength(1);
-    } finally {
+      return held.headers.get("x-lethe-supplier");
+    },
+    release: () => holder.abort(),
+    async close(): Promise<CanaryHit[]> {
       holder.abort();
-      expect(await closeAndFindCanaries([gateway], [full, roomy], canaries)).toEqual([]);
+      return closeAndFindCanaries([gateway], [crowded, other], canaries);
+    },
+  };
+}
+
+describe("a route whose supplier has every connection taken", () => {
+  it("is passed over on the first pass while another route has room", async ({ expect }) => {
+    const pair = await crowdedPair();
+    try {
+      expect(await pair.hold()).toBe("crowded");
+      const { content } = canaryPrompt(canaries, "roomy");
+      const result = await postRaw(pair.gateway, "/v1/chat/completions", chatBody("pair", content));
+      expect(result.status).toBe(200);
+      expect(result.headers.get("x-lethe-supplier")).toBe("other");
+      expect(result.headers.get("x-lethe-attempts")).toBe("1");
+      expect(pair.crowded.requests).toHaveLength(1);
+    } finally {
+      expect(await pair.close()).toEqual([]);
     }
   });
-});
 
-describe("a route passed over for a full pool, when the routes with room fail", () => {
-  it("is tried at once, without the backoff meant for routes tried before", async ({ expect }) => {
-    const { crowded, failing } = await startFakes(["crowded", "failing"]);
-    const gateway = await startTestGateway({
-      config: {
-        suppliers: [
-          { ...openAISupplier("crowded", crowded.url, { timeouts: { idle_ms: 10_000 } }), max_connections: 1 },
-          openAISupplier("failing", failing.url),
-        ],
-        models: [
-          {
-            id: "pair",
-            routes: [
-              { supplier: "crowded", model: "crowded-model" },
-              { supplier: "failing", model: "failing-model" },
-            ],
-          },
-        ],
-        // a backoff longer than the deadline: waited before the crowded route, it would end the request
-        routing: { deadline_ms: 3_000, backoff_base_ms: 5_000, backoff_max_ms: 5_000 },
-      },
-      env: ROUTING_ENV,
-    });
-    const holder = new AbortController();
+  it("is tried at once when the routes with room fail, without the backoff meant for routes tried before", async ({
+    expect,
+  }) => {
+    // a backoff longer than the deadline: waited before the crowded route, it would end the request
+    const pair = await crowdedPair({ deadline_ms: 3_000, backoff_base_ms: 5_000, backoff_max_ms: 5_000 });
     try {
-      crowded.enqueue(behaviour.hangMidStream());
-      await fetch(`${gateway.baseURL}/chat/completions`, {
-        method: "POST",
-        headers: { authorization: `Bearer ${gateway.key}`, "content-type": "application/json" },
-        body: JSON.stringify(chatBody("pair", canaryPrompt(canaries, "crowdholder").content, true)),
-        signal: holder.signal,
-      });
-      failing.enqueue(behaviour.status(500));
+      await pair.hold();
+      pair.other.enqueue(behaviour.status(500));
       // the crowded route's connection frees a moment after the request came
-      setTimeout(() => holder.abort(), 300);
+      setTimeout(() => pair.release(), 300);
       const { content } = canaryPrompt(canaries, "crowded");
       // the backoff's jitter at its top: 4.95 s, past the deadline, were it waited
       const jitter = vi.spyOn(Math, "random").mockReturnValue(0.99);
-      const result = await postRaw(gateway, "/v1/chat/completions", chatBody("pair", content)).finally(() =>
+      const result = await postRaw(pair.gateway, "/v1/chat/completions", chatBody("pair", content)).finally(() =>
         jitter.mockRestore(),
       );
       expect(result.status).toBe(200);
@@ -429,8 +423,7 @@ describe("a route passed over for a full pool, when the routes with room fail", 
       expect(result.headers.get("x-lethe-attempts")).toBe("2");
       expect(result.elapsedMs).toBeLessThan(2_500);
     } finally {
-      holder.abort();
-      expect(await closeAndFindCanaries([gateway], [crowded, failing], canaries)).toEqual([]);
+      expect(await pair.close()).toEqual([]);
     }
   });
 });
