@@ -146,14 +146,6 @@ async function firstEventArrived(events: AsyncIterable<WireEvent>): Promise<Asyn
 }
 
 /**
- * Sends the request along the model's routes. Before any byte reached the client (for
- * a stream: before its first event arrived), a retryable failure (refused, timed out,
- * 429, 5xx, garbage) moves on to the next route; once every route was tried, routes
- * are retried after an exponential, jittered backoff that honours each route's own
- * `retry-after`. Attempts and total time are bounded. A caller error (4xx other than
- * 408/409/429) is returned at once.
- */
-/**
  * A supplier's retryable refusal. A `retry-after` rests the route for every request; a 429
  * that names one of a second or more is the supplier's rate limit, which says nothing
  * against the route's health, so it does not count towards the breaker (a client that
@@ -186,6 +178,14 @@ function roomLater(gateway: Gateway, candidates: readonly RouteConfig[], turn: n
   return false;
 }
 
+/**
+ * Sends the request along the model's routes. Before any byte reached the client (for
+ * a stream: before its first event arrived), a retryable failure (refused, timed out,
+ * 429, 5xx, garbage) moves on to the next route; once every route was tried, routes
+ * are retried after an exponential, jittered backoff that honours each route's own
+ * `retry-after`. Attempts and total time are bounded. A caller error (4xx other than
+ * 408/409/429) is returned at once.
+ */
 export async function attemptRoutes(
   gateway: Gateway,
   surface: ClientSurface,
@@ -250,13 +250,14 @@ export async function attemptRoutes(
       skipped++;
       continue;
     }
+    const supplier = suppliers.get(route.supplier.id);
     // a route whose supplier has every connection taken would hold the request in its queue:
     // on the first pass it goes after the routes that have room (when one does), and is tried
     // on the next pass as any route is (not counted as skipped: the pass must come)
     if (
       turn < candidates.length &&
       pinned === null &&
-      suppliers.get(route.supplier.id).full?.() === true &&
+      supplier.full?.() === true &&
       roomLater(gateway, candidates, turn)
     ) {
       deferred ??= new Set();
@@ -269,7 +270,6 @@ export async function attemptRoutes(
       skipped++;
       continue;
     }
-    const supplier = suppliers.get(route.supplier.id);
     let upstream: ReturnType<ClientSurface["upstreamBody"]>;
     try {
       upstream = surface.upstreamBody(request, route, supplier.format);

@@ -60,6 +60,8 @@ function holdCredit(gateway: Gateway, call: MeteredCall, request: ClientRequest,
     call.bodyBytes,
     call.format === "openai" ? choicesOf(request.body.n) : 1,
   );
+  // the output the client allowed (max_tokens × choices) also bounds Lethe's own counts of it
+  if (estimate.askedOutputTokens > 0) exchange.outputCap = estimate.askedOutputTokens;
   return after(gateway.limits.reserveTokens(auth, estimate.tokens, estimate.askedOutputTokens), (tokens) => {
     exchange.tokenHold = tokens.hold;
     addRateLimitHeaders(call.headers, call.format, "tokens", tokens.state);
@@ -141,8 +143,6 @@ async function serveInference(surface: ClientSurface, call: MeteredCall): Promis
   const headers = call.request.headers;
   const clientRequest = surface.parse(call.body, headers, call.takeBodyText());
   exchange.streamed = clientRequest.stream;
-  const limit = clientRequest.body.max_completion_tokens ?? clientRequest.body.max_tokens;
-  if (typeof limit === "number" && limit > 0) exchange.outputCap = limit * choicesOf(clientRequest.body.n);
   const zdrRequired = zdrRequiredByHeader(headers["x-lethe-zdr"]) || (exchange.auth?.zdrRequired ?? true);
   const model = findModel(gateway.config, clientRequest.model);
   // known before the ZDR refusal that may follow: its record names the model it refused

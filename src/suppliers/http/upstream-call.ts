@@ -29,6 +29,13 @@ const DRAIN_GRACE_MS = 1_000;
  */
 const queued = new Map<UpstreamCall, number>();
 const QUEUE_SWEEP_MS = 250;
+let sweeper: NodeJS.Timeout | null = null;
+
+function sweepQueue(): void {
+  const now = performance.now();
+  for (const [call, answerBy] of queued) if (answerBy <= now) call.abort("deadline");
+}
+
 /**
  * A deadline that comes less than this before undici's first-byte timeout would fire is
  * left to that timeout (whose timer ticks every half second anyway): a timer of Lethe's
@@ -40,12 +47,6 @@ const DEADLINE_SLACK_MS = 1_000;
 /** A timer for `ms` milliseconds, whole: Node keeps a list per distinct duration, and a fraction made one per call. */
 function wholeMs(ms: number): number {
   return Math.max(1, Math.ceil(ms));
-}
-let sweeper: NodeJS.Timeout | null = null;
-
-function sweepQueue(): void {
-  const now = performance.now();
-  for (const [call, answerBy] of queued) if (answerBy <= now) call.abort("deadline");
 }
 
 /** A supplier pool's calls in progress (every one, queued or sent) and its connections. */

@@ -82,10 +82,13 @@ export const MAX_RETRY_AFTER_SECONDS = 60;
 function parseRetryAfter(value: string | string[] | undefined): number | null {
   const raw = Array.isArray(value) ? value[0] : value;
   if (raw === undefined) return null;
-  const seconds = Number(raw);
-  if (Number.isFinite(seconds) && seconds >= 0) return Math.min(seconds, MAX_RETRY_AFTER_SECONDS);
-  const date = Date.parse(raw);
-  return Number.isNaN(date) ? null : Math.min(Math.max(0, (date - Date.now()) / 1000), MAX_RETRY_AFTER_SECONDS);
+  let seconds = Number(raw);
+  if (!Number.isFinite(seconds) || seconds < 0) {
+    const date = Date.parse(raw);
+    if (Number.isNaN(date)) return null;
+    seconds = Math.max(0, (date - Date.now()) / 1000);
+  }
+  return Math.min(seconds, MAX_RETRY_AFTER_SECONDS);
 }
 
 /** Maps a supplier's non-2xx status to an UpstreamError; the body is handled elsewhere. */
