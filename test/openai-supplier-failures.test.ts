@@ -188,6 +188,25 @@ describe("supplier failures on the OpenAI-compatible path", () => {
       expect(record).toMatchObject({ status: 504, error_code: "LETHE_UPSTREAM_TIMEOUT", streamed: true });
     });
 
+    it("says so when the supplier answers a streaming request with one JSON body (it ignored `stream`)", async () => {
+      const { canary, body, headers } = canaryChat(rig, "streamasjson");
+      const whole = { id: "chatcmpl-x", object: "chat.completion", choices: [{ message: { content: canary.user } }] };
+      rig.fake.enqueue(behaviour.status(200, whole));
+      const result = await postChat(rig, { ...body, stream: true }, headers);
+
+      expect(result.status).toBe(502);
+      expect(JSON.parse(result.text)).toEqual({
+        error: {
+          message: "The supplier answered with a JSON body where an event stream was asked for.",
+          type: "server_error",
+          param: null,
+          code: "LETHE_UPSTREAM_BAD_RESPONSE",
+        },
+      });
+      const record = await recordOf(rig, result.headers.get("x-request-id"));
+      expect(record).toMatchObject({ status: 502, error_code: "LETHE_UPSTREAM_BAD_RESPONSE", streamed: true });
+    });
+
     it("passes a supplier's 429 on as a 429 with its retry-after, which the SDK reads as a RateLimitError", async () => {
       const { body, headers } = canaryChat(rig, "ratelimit");
       rig.fake.enqueue(behaviour.status(429, undefined, { "retry-after": "7" }));

@@ -39,7 +39,11 @@ export async function* readSse(response: UpstreamResponse): AsyncGenerator<Event
   });
   const decoder = new TextDecoder();
   let endsWithCR = false;
+  let events = 0;
+  // the body's first byte other than whitespace, to say what a stream without events was
+  let opening = -1;
   for await (const chunk of response.stream()) {
+    if (opening === -1) opening = firstNonSpace(chunk);
     // each event the chunk ends sets the count back to zero: what stays is what came since
     sinceEvent += chunk.length;
     const text = decoder.decode(chunk, { stream: true });
@@ -48,6 +52,7 @@ export async function* readSse(response: UpstreamResponse): AsyncGenerator<Event
     if (sinceEvent > response.maxBytes) tooLarge = true;
     // leaving the loop ends response.stream(), which aborts the upstream request
     if (tooLarge) throw badUpstreamResponse("The supplier sent a stream event larger than this gateway accepts.");
+    events += pending.length;
     for (let index = 0; index < pending.length; index++) yield pending[index] as EventSourceMessage;
     pending.length = 0;
   }
@@ -55,7 +60,23 @@ export async function* readSse(response: UpstreamResponse): AsyncGenerator<Event
   // and the body's end is that answer. Only then: an event the body cut off before its
   // blank line is not dispatched, as the SSE spec says.
   if (endsWithCR) parser.feed("\n");
+  // some OpenAI-compatible servers ignore `stream` and answer with one JSON body: say so,
+  // rather than leave the operator to read "ended before it was complete"
+  if (events + pending.length === 0 && (opening === OPEN_BRACE || opening === OPEN_BRACKET)) {
+    throw badUpstreamResponse("The supplier answered with a JSON body where an event stream was asked for.");
+  }
   for (let index = 0; index < pending.length; index++) yield pending[index] as EventSourceMessage;
 }
 
+/** The first byte of `chunk` that is not JSON whitespace, or -1 when there is none. */
+function firstNonSpace(chunk: Uint8Array): number {
+  for (let index = 0; index < chunk.length; index++) {
+    const byte = chunk[index] as number;
+    if (byte !== 0x20 && byte !== 0x0a && byte !== 0x0d && byte !== 0x09) return byte;
+  }
+  return -1;
+}
+
 const CR = 13;
+const OPEN_BRACE = 0x7b;
+const OPEN_BRACKET = 0x5b;
