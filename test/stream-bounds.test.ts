@@ -29,6 +29,16 @@ describe("stream memory bounds", () => {
     expect(Math.abs((exchange.usage?.output ?? 0) - whole)).toBeLessThanOrEqual(whole / 1000);
   });
 
+  it("counts a stream's output as one text, not delta by delta (a word split across deltas is one token)", () => {
+    const text = "The gateway relays every answer as it arrives, and bills what it relayed. ".repeat(20);
+    const fallback = new UsageFallback();
+    // as Anthropic-style streams split text: a few characters a delta, mid-word
+    for (let at = 0; at < text.length; at += 3 + (at % 5)) fallback.add(text.slice(at, at + 3 + (at % 5)));
+    const exchange = new Exchange("req_split" as RequestId, "/v1/chat/completions", "openai");
+    fallback.settle(exchange, { messages: [{ role: "user", content: "hi" }] });
+    expect(exchange.usage?.output).toBe(countTextsTokens([text]));
+  });
+
   /** A supplier's stream that repeats `piece` and never ends an event; `sent()` is what it wrote so far. */
   function endlessEvent(piece: string) {
     let sent = 0;

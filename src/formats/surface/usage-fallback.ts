@@ -63,9 +63,11 @@ export class UsageFallback {
    */
   settle(exchange: Exchange, requestBody: Record<string, unknown>): boolean {
     if (this.reported) return false;
-    // what the tokenizer would not have read anyway is estimated as it would have been
+    // counted as one text: a word a stream split between two deltas ("hel", "lo") is one
+    // token, which counted delta by delta became two (a cut stream billed up to twice its
+    // output); what the tokenizer would not have read anyway is estimated as it would have been
     const output = exchange.estimatedOutput(
-      countTextsTokens(this.parts) + Math.ceil(this.beyond / CHARACTERS_PER_TOKEN),
+      countTextsTokens([this.parts.join("")]) + Math.ceil(this.beyond / CHARACTERS_PER_TOKEN),
     );
     this.parts.length = 0;
     const counted = this.inputReported ? exchange.usage : null;
