@@ -806,6 +806,21 @@ describe("supplier failures after the stream started", () => {
     expect(record.error_code).not.toBeNull();
     expect(record.client_format).toBe("openai");
   });
+  it("records no throughput for a stream that broke before any token reached the client", async () => {
+    const secret = rig.canary("reset-before-content");
+    // message_start alone (its placeholder output count of 1), then the socket is destroyed
+    rig.anthropicFake.enqueue(anthropicBehaviour.resetMidStream(1));
+    const raw = await postRaw(rig, "/v1/messages", {
+      model: MODELS.claude,
+      max_tokens: 50,
+      stream: true,
+      messages: [{ role: "user", content: secret }],
+    });
+    expect(parseSse(raw.text).at(-1)?.event).toBe("error");
+    const record = await rig.recordOf(raw.headers.get("request-id"));
+    expect(record).toMatchObject({ streamed: true, ttft_ms: null, output_tokens_per_s: null });
+    expect(record.error_code).not.toBeNull();
+  });
 });
 
 describe("a supplier connection that breaks once the answer is whole", () => {

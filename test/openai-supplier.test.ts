@@ -207,6 +207,8 @@ describe("chat completions through an OpenAI-compatible supplier", () => {
 
   it("streams with include_usage: the client gets the supplier's usage chunk last", async () => {
     const { canary, body, headers } = canaryChat(rig, "streamusage");
+    // a model generating: its events a few milliseconds apart, so its throughput can be timed
+    rig.fake.enqueue(behaviour.ok({ pace: 2 }));
     const { data: stream, response } = await rig.client.chat.completions
       .create({ ...body, stream: true, stream_options: { include_usage: true } }, { headers })
       .withResponse();
@@ -239,6 +241,19 @@ describe("chat completions through an OpenAI-compatible supplier", () => {
     expect(record.ttft_ms).toBeLessThanOrEqual(record.latency_ms);
     // for streams, throughput counts from the first token on
     expect(nearly(record.output_tokens_per_s, (250 * 1000) / (record.latency_ms - (record.ttft_ms ?? 0)))).toBe(true);
+  });
+
+  it("times a stream that arrived in one piece over the whole request (no generation to time from its first token)", async () => {
+    const { body, headers } = canaryChat(rig, "streamburst");
+    rig.fake.enqueue(behaviour.ok({ pace: "burst" }));
+    const response = await postChat(rig, { ...body, stream: true }, headers);
+    expect(response.status).toBe(200);
+
+    const record = await recordOf(rig, response.headers.get("x-request-id"));
+    expect(record).toMatchObject({ streamed: true, output_tokens: 250 });
+    expect(record.ttft_ms).toBeGreaterThan(0);
+    // 250 tokens over the microseconds between two events of one read read as millions a second
+    expect(nearly(record.output_tokens_per_s, (250 * 1000) / record.latency_ms)).toBe(true);
   });
 
   it("streams without include_usage: no usage reaches the client, yet the record has the supplier's counts", async () => {

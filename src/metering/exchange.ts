@@ -61,14 +61,26 @@ export class Exchange {
     if (this.firstTokenAt === null) this.firstTokenAt = performance.now();
   }
 
-  /** Latency, TTFT and throughput as of now, in milliseconds and tokens per second. */
+  /**
+   * Latency, TTFT and throughput as of now, in milliseconds and tokens per second. A stream's
+   * throughput is timed from its first token, unless the rest came with it (under
+   * MIN_GENERATION_MS: a buffering proxy, a cached answer), which leaves no generation to
+   * time: then over the whole request, as an answer sent whole is. A stream that relayed no
+   * token has no throughput.
+   */
   private timings(output: number): { latencyMs: number; ttftMs: number | null; outputTokensPerSecond: number | null } {
     const endedAt = performance.now();
-    const generationMs = endedAt - (this.streamed && this.firstTokenAt !== null ? this.firstTokenAt : this.startedAt);
+    const latencyMs = endedAt - this.startedAt;
+    const firstTokenAt = this.streamed ? this.firstTokenAt : this.startedAt;
+    let outputTokensPerSecond: number | null = null;
+    if (output > 0 && firstTokenAt !== null) {
+      const generationMs = endedAt - firstTokenAt >= MIN_GENERATION_MS ? endedAt - firstTokenAt : latencyMs;
+      if (generationMs > 0) outputTokensPerSecond = round((output * 1000) / generationMs);
+    }
     return {
-      latencyMs: round(endedAt - this.startedAt),
+      latencyMs: round(latencyMs),
       ttftMs: this.streamed && this.firstTokenAt !== null ? round(this.firstTokenAt - this.startedAt) : null,
-      outputTokensPerSecond: output > 0 && generationMs > 0 ? round((output * 1000) / generationMs) : null,
+      outputTokensPerSecond,
     };
   }
 
@@ -106,6 +118,9 @@ export class Exchange {
     };
   }
 }
+
+/** A stream whose last token came sooner than this after its first arrived in one piece. */
+const MIN_GENERATION_MS = 1;
 
 function round(value: number): number {
   return Math.round(value * 1000) / 1000;

@@ -1,6 +1,7 @@
 import { EventEmitter, once } from "node:events";
 import { createServer, type IncomingHttpHeaders, type IncomingMessage, type ServerResponse } from "node:http";
 import type { AddressInfo, Socket } from "node:net";
+import { setTimeout as delay } from "node:timers/promises";
 
 /**
  * A fake OpenAI-compatible supplier: a real HTTP server on loopback that speaks the
@@ -20,9 +21,16 @@ export interface FakeUsage {
 /** What the fake reports unless told otherwise: round numbers so costs are easy to check by hand. */
 export const DEFAULT_FAKE_USAGE: FakeUsage = { prompt: 1000, completion: 250, cached: 400, reasoning: 50 };
 
+/**
+ * How a streamed answer's events are written: by default each on its own, in one go; a
+ * number of milliseconds between them (a model generating); or `burst`, the whole stream in
+ * one write (a buffering proxy, a cached answer), which reaches the gateway in one read.
+ */
+export type StreamPace = number | "burst";
+
 /** How the fake answers one request. */
 export type FakeBehaviour =
-  | { kind: "ok"; usage: FakeUsage | null; toolCall: boolean }
+  | { kind: "ok"; usage: FakeUsage | null; toolCall: boolean; pace?: StreamPace }
   | { kind: "status"; status: number; body: unknown; headers: Record<string, string> }
   | { kind: "slow-first-byte"; delayMs: number }
   | { kind: "hang-mid-stream"; afterChunks: number }
@@ -44,11 +52,12 @@ export type FakeBehaviour =
  */
 export const behaviour = {
   /** A normal answer; `usage: null` leaves usage out entirely. */
-  ok(options: { usage?: FakeUsage | null; toolCall?: boolean } = {}): FakeBehaviour {
+  ok(options: { usage?: FakeUsage | null; toolCall?: boolean; pace?: StreamPace } = {}): FakeBehaviour {
     return {
       kind: "ok",
       usage: options.usage === undefined ? DEFAULT_FAKE_USAGE : options.usage,
       toolCall: options.toolCall ?? false,
+      ...(options.pace !== undefined && { pace: options.pace }),
     };
   },
   /** A normal answer without any `usage`, so the gateway has to estimate. */
@@ -372,13 +381,25 @@ export async function startFakeOpenAISupplier(): Promise<FakeOpenAISupplier> {
     const sseHeaders = { "content-type": "text/event-stream; charset=utf-8", "x-request-id": `req_fake${answered}` };
 
     switch (current.kind) {
-      case "ok":
-        if (stream) {
+      case "ok": {
+        const pace = current.pace;
+        if (stream && pace === "burst") {
+          const events = streamChunks(answer, current).map((chunk) => `data: ${chunk}\n\n`);
+          response.writeHead(200, sseHeaders).end(`${events.join("")}data: [DONE]\n\n`);
+        } else if (stream && typeof pace === "number") {
+          response.writeHead(200, sseHeaders);
+          for (const chunk of streamChunks(answer, current)) {
+            response.write(`data: ${chunk}\n\n`);
+            await delay(pace);
+          }
+          response.end("data: [DONE]\n\n");
+        } else if (stream) {
           writeStream(response, sseHeaders, streamChunks(answer, current));
         } else {
           response.writeHead(200, jsonHeaders).end(completion(answer, current));
         }
         return;
+      }
       case "status":
         response
           .writeHead(current.status, { "content-type": "application/json", ...current.headers })
