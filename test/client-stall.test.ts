@@ -1,5 +1,8 @@
 import { connect } from "node:net";
-import { afterAll, beforeAll, describe, expect, it } from "vitest";
+import path from "node:path";
+import Database from "better-sqlite3";
+import { afterAll, beforeAll, describe, expect, it, vi } from "vitest";
+import { SQLITE_FILE } from "../src/store/sqlite/open-sqlite-store.js";
 import { findCanaries } from "./support/canary.js";
 import { behaviour, type FakeOpenAISupplier } from "./support/fake-openai-supplier.js";
 import { startTestGateway, type TestGateway } from "./support/gateway-harness.js";
@@ -165,8 +168,8 @@ describe("a streaming client that reads slowly but steadily", () => {
   });
 });
 
-describe("a stream cut at the shutdown deadline", () => {
-  it("is recorded before the process flushes and exits", async () => {
+describe("requests cut at the shutdown deadline", () => {
+  it("end in their client's format and are recorded as cut by the shutdown before the process flushes and exits", async () => {
     const own = await startFakes(["hanging"]);
     const draining = await startTestGateway({
       config: {
@@ -186,13 +189,36 @@ describe("a stream cut at the shutdown deadline", () => {
     });
     expect(response.status).toBe(200);
     const reading = response.text().catch(() => "cut");
+    // and a JSON request whose supplier has not answered yet
+    own.hanging.enqueue(behaviour.slowFirstByte(10_000));
+    const waiting = fetch(`${draining.url}/v1/chat/completions`, {
+      method: "POST",
+      headers: { authorization: `Bearer ${draining.key}`, "content-type": "application/json" },
+      body: JSON.stringify(chatBody("slow", content, false)),
+    });
+    await vi.waitFor(() => expect(own.hanging.requests).toHaveLength(2), { timeout: 5_000, interval: 10 });
     await draining.running.close();
-    await reading;
+    // the stream's client is told why it ended, in an error event, not left with a broken connection
+    const streamed = await reading;
+    expect(streamed).toContain('"code":"LETHE_SHUTTING_DOWN"');
+    const answered = await waiting;
+    expect(answered.status).toBe(503);
+    expect(((await answered.json()) as { error: { code: string } }).error.code).toBe("LETHE_SHUTTING_DOWN");
     const stopped = draining
       .logText()
       .split("\n")
       .find((line) => line.includes('"server_stopped"'));
-    expect(stopped).toContain('"flushed_records":1');
+    expect(stopped).toContain('"flushed_records":2');
+    // the gateway's store is closed: the records are read from its file
+    const database = new Database(path.join(draining.dataDir, SQLITE_FILE), { readonly: true });
+    const records = database.prepare("SELECT streamed, status, error_code FROM request_metadata").all();
+    database.close();
+    expect(records).toEqual(
+      expect.arrayContaining([
+        { streamed: 0, status: 503, error_code: "LETHE_SHUTTING_DOWN" },
+        { streamed: 1, status: 200, error_code: "LETHE_SHUTTING_DOWN" },
+      ]),
+    );
     await draining.close();
     await own.hanging.close();
     expect(await findCanaries(canaries, { dataDir: draining.dataDir, texts: { log: draining.logText() } })).toEqual([]);

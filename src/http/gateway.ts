@@ -13,6 +13,7 @@ import type { GatewayMetrics } from "../metering/metrics.js";
 import type { Router } from "../routing/router.js";
 import type { RedisLink } from "../shared-state/redis-link.js";
 import type { Store } from "../store/store.js";
+import type { InFlight } from "../suppliers/cancellation.js";
 import type { SupplierRegistry } from "../suppliers/registry.js";
 import type { SignedStatement } from "../zdr/retention-statement.js";
 import type { BodyBudget } from "./body-budget.js";
@@ -48,6 +49,8 @@ export interface Gateway {
   openExchanges: number;
   /** Request bytes each account has in memory at once (large bodies only). */
   bodies: BodyBudget;
+  /** The cancellations of requests waiting on or relaying a supplier: the shutdown deadline cuts them. */
+  inFlight: InFlight;
 }
 
 /**

@@ -45,7 +45,8 @@ export class Meter {
   record(record: MetadataRecord): void {
     // a request admitted below the bound was served and is metered whatever the buffer holds
     // (the excess is bounded by the requests in flight then); only refusals are dropped past it
-    if (this.writer.queued >= this.options.maxBuffered && REFUSALS.has(record.error_code)) {
+    // (a request the shutdown deadline cut had reached a supplier: it was served in part)
+    if (this.writer.queued >= this.options.maxBuffered && REFUSALS.has(record.error_code) && record.supplier === null) {
       this.dropped(1);
       return;
     }

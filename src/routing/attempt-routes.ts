@@ -8,7 +8,7 @@ import type { Exchange } from "../metering/exchange.js";
 import { noTokens } from "../metering/token-usage.js";
 import type { Cancellation } from "../suppliers/cancellation.js";
 import { unreadableAnswer } from "../suppliers/http/read-json.js";
-import { refusesAgain } from "../suppliers/http/upstream-failure.js";
+import { refusesAgain, shutdownCut } from "../suppliers/http/upstream-failure.js";
 import type { Supplier, SupplierResult, SupplierSaid, WireEvent } from "../suppliers/supplier.js";
 import { backoffMs, wait } from "./backoff.js";
 import { type RoutePlan, zdrUnavailable } from "./plan-routes.js";
@@ -328,11 +328,18 @@ export async function attemptRoutes(
       }
     } catch (thrown) {
       if (thrown instanceof RejectedBySupplier) throw thrown;
-      // no verdict on the route: a probe goes back for the next request; another request's
-      // release must not free a probe that some other request holds
-      if (!(thrown instanceof UpstreamError) || thrown.code === "LETHE_CLIENT_CLOSED") {
+      // no verdict on the route (Lethe's own failure, a client that left, the shutdown deadline):
+      // a probe goes back for the next request; another request's release must not free a
+      // probe that some other request holds. A cut by the deadline is not charged to the client.
+      if (
+        !(thrown instanceof UpstreamError) ||
+        thrown.code === "LETHE_CLIENT_CLOSED" ||
+        thrown.code === "LETHE_SHUTTING_DOWN"
+      ) {
         if (probe) stats.breaker.release();
-        if (thrown instanceof UpstreamError && thrown.sent) chargeAbandonedInput(exchange, request);
+        if (thrown instanceof UpstreamError && thrown.sent && thrown.code === "LETHE_CLIENT_CLOSED") {
+          chargeAbandonedInput(exchange, request);
+        }
         throw thrown;
       }
       reportUpstreamError(gateway, supplier.id, exchange, thrown);
@@ -352,6 +359,7 @@ export async function attemptRoutes(
   ) {
     throw refusal;
   }
+  if (cancellation.reason === "shutdown") throw shutdownCut(false);
   if (cancellation.aborted)
     throw new UpstreamError("LETHE_CLIENT_CLOSED", "The client closed the connection.", {
       upstreamStatus: 0,

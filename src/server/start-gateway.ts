@@ -20,6 +20,7 @@ import { Router } from "../routing/router.js";
 import { openStore } from "../store/open-store.js";
 import { loadServerSecret } from "../store/server-secret.js";
 import { loadSigningKey } from "../store/signing-key.js";
+import { InFlight } from "../suppliers/cancellation.js";
 import { SupplierRegistry } from "../suppliers/registry.js";
 import { letheVersion } from "../zdr/lethe-version.js";
 import { buildStatement, signStatement } from "../zdr/retention-statement.js";
@@ -50,6 +51,13 @@ export interface StartOptions {
   /** Adds to the server before it listens (the audit's seeded-leak self-test uses it). */
   configureServer?: (app: FastifyInstance, gateway: Gateway) => void;
 }
+
+/**
+ * How long the requests the shutdown deadline cut have to send their ending (an error event,
+ * a 503) before every connection still open is closed: the ending is written at once, so
+ * only a client that reads nothing is still there.
+ */
+const CUT_GRACE_MS = 250;
 
 /** Resolves once every metered request has finished (its record handed to the meter), or after `ms`. */
 async function exchangesFinished(gateway: Gateway, ms: number): Promise<void> {
@@ -113,6 +121,7 @@ export async function startGateway(config: LetheConfig, options: StartOptions = 
     // four bodies of the largest size at once per account, eight for all accounts, beyond
     // every body's first MiB
     bodies: new BodyBudget(4 * config.limits.maxBodyBytes, 8 * config.limits.maxBodyBytes),
+    inFlight: new InFlight(),
   };
   gateway.metrics.watchRoutes(() => gateway.router);
   gateway.metrics.watchDependencies(gateway);
@@ -157,8 +166,14 @@ export async function startGateway(config: LetheConfig, options: StartOptions = 
         gateway.draining = true;
         stopRetention();
         await waitFor(config.shutdown.drainDelayMs);
-        // in-flight requests and streams may finish until the deadline; then they are cut
-        const deadline = setTimeout(() => app.server.closeAllConnections(), config.shutdown.deadlineMs);
+        // in-flight requests and streams may finish until the deadline; then they are cut: each
+        // that waits on or relays a supplier is ended in its client's format (a 503, an error
+        // event), and every connection still open a moment later is closed
+        let lastCut: NodeJS.Timeout | undefined;
+        const deadline = setTimeout(() => {
+          gateway.inFlight.cancelAll("shutdown");
+          lastCut = setTimeout(() => app.server.closeAllConnections(), CUT_GRACE_MS);
+        }, config.shutdown.deadlineMs);
         // a connection kept alive after its last response would hold the close until the deadline
         // (streams are sent with `connection: keep-alive`): drop each one as soon as it goes idle
         app.server.keepAliveTimeout = 1;
@@ -174,6 +189,7 @@ export async function startGateway(config: LetheConfig, options: StartOptions = 
         };
         await step("http", () => app.close());
         clearTimeout(deadline);
+        clearTimeout(lastCut);
         // a request whose connection was cut at the deadline ends a few ticks later (its
         // supplier call aborted, its stream settled): its record must be in the flush below
         await step("http", () => exchangesFinished(gateway, config.shutdown.deadlineMs));

@@ -34,7 +34,11 @@ async function countTokens(call: MeteredCall): Promise<void> {
   if (supplier?.countTokens !== undefined && route !== undefined) {
     exchange.supplier = supplier.id;
     const cancellation = new Cancellation();
-    response.once("close", () => cancellation.abort());
+    gateway.inFlight.add(cancellation);
+    response.once("close", () => {
+      gateway.inFlight.remove(cancellation);
+      cancellation.abort();
+    });
     const result = await supplier.countTokens({
       body: { ...body, model: route.upstreamModel },
       stream: false,

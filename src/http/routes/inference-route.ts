@@ -15,15 +15,20 @@ import type { MeteredCall, MeteredEndpoint } from "../metered-call.js";
 import { endAnswer, pipeStream } from "../pipe-stream.js";
 import type { ResponseHeaders } from "../response-headers.js";
 
-/** Cancels the upstream call when the client goes away before the response is complete. */
-function cancelOnClientClose(response: ServerResponse): Cancellation {
+/**
+ * Cancels the upstream call when the client goes away before the response is complete; it
+ * is in the gateway's in-flight list until then, for the shutdown deadline to cut.
+ */
+function cancelOnClientClose(gateway: Gateway, response: ServerResponse): Cancellation {
   const cancellation = new Cancellation();
   // the client may have left while its key or body was being looked at: no close event comes then
   if (response.destroyed) {
     cancellation.abort();
     return cancellation;
   }
+  gateway.inFlight.add(cancellation);
   response.once("close", () => {
+    gateway.inFlight.remove(cancellation);
     if (!response.writableFinished) cancellation.abort();
   });
   return cancellation;
@@ -32,8 +37,13 @@ function cancelOnClientClose(response: ServerResponse): Cancellation {
 /** Feeds the route's health with how the answer went: latency on success, a failure otherwise. */
 function recordOutcome(gateway: Gateway, attempted: Attempted, exchange: Exchange, errorCode: string | null): void {
   const stats = attempted.stats;
-  // neither a client that left nor Lethe's own failure says anything about the route
-  if (errorCode === "LETHE_CLIENT_CLOSED" || errorCode === "LETHE_CLIENT_STALLED" || errorCode === "LETHE_INTERNAL") {
+  // neither a client that left, Lethe's own failure nor its shutdown says anything about the route
+  if (
+    errorCode === "LETHE_CLIENT_CLOSED" ||
+    errorCode === "LETHE_CLIENT_STALLED" ||
+    errorCode === "LETHE_INTERNAL" ||
+    errorCode === "LETHE_SHUTTING_DOWN"
+  ) {
     if (attempted.probe) stats.breaker.release();
   } else if (errorCode !== null) stats.recordFailure(gateway.router.now());
   // a success has always been finished: its record holds the figures, timed once
@@ -151,7 +161,7 @@ async function serveInference(surface: ClientSurface, call: MeteredCall): Promis
   const plan = routesOf(model, zdrRequired);
   // watched from before the first await: a client that leaves while its hold waits on the
   // database must not have its request forwarded (a close event does not come twice)
-  const cancellation = cancelOnClientClose(call.response);
+  const cancellation = cancelOnClientClose(gateway, call.response);
   const held = holdCredit(gateway, call, clientRequest, plan);
   if (held instanceof Promise) await held;
   const routeHeader = headers["x-lethe-route"];

@@ -1,6 +1,7 @@
 import type { SupplierId } from "../../config/ids.js";
 import type { SupplierConfig } from "../../config/load-config.js";
 import type { Cancellation } from "../cancellation.js";
+import { shutdownCut } from "../http/upstream-failure.js";
 import type { Supplier, SupplierCall, SupplierResult, WireEvent } from "../supplier.js";
 import { type DemoAnswer, demoAnswer } from "./demo-answer.js";
 
@@ -106,6 +107,7 @@ async function* demoChunks(
   } else {
     // one chunk per word, as a real model streams roughly token by token
     for (const piece of answer.text.match(/\S+\s*|\s+/g) ?? []) {
+      if (meta.cancellation.reason === "shutdown") throw shutdownCut();
       if (meta.cancellation.aborted) return;
       yield chunk({ content: piece });
     }

@@ -130,7 +130,9 @@ export class UpstreamCall implements Dispatcher.DispatchHandler {
         }
       }
     }
-    this.unsubscribe = cancellation.onAbort(() => this.abort("client-closed"));
+    this.unsubscribe = cancellation.onAbort(() =>
+      this.abort(cancellation.reason === "shutdown" ? "shutdown" : "client-closed"),
+    );
   }
 
   /** The value of a failed answer's header `name` (lower case), the first if it came twice. */

@@ -5,7 +5,7 @@ import { UpstreamError } from "../../errors/lethe-error.js";
  * `slow-error-body` ends the read of a failed answer's body, whose status already decided
  * the error (`boundedText`): its own failure is never surfaced.
  */
-export type AbortCause = "client-closed" | "total-timeout" | "deadline" | "too-large" | "slow-error-body";
+export type AbortCause = "client-closed" | "shutdown" | "total-timeout" | "deadline" | "too-large" | "slow-error-body";
 
 /**
  * Maps whatever undici threw into an UpstreamError by its code alone; the thrown
@@ -37,6 +37,7 @@ export function upstreamFailure(
       sent,
     });
   }
+  if (abortedBecause === "shutdown") return shutdownCut(sent);
   if (abortedBecause === "too-large") {
     return new UpstreamError("LETHE_UPSTREAM_BAD_RESPONSE", "The supplier's answer was too large.", {
       upstreamStatus: 0,
@@ -173,4 +174,16 @@ export function lostOnlyTheEnd(thrown: unknown): boolean {
     thrown instanceof UpstreamError &&
     (thrown.code === "LETHE_UPSTREAM_UNAVAILABLE" || thrown.code === "LETHE_UPSTREAM_TIMEOUT")
   );
+}
+
+/**
+ * A call the gateway's shutdown deadline cut (shutdown.deadline_ms): the client is told so in
+ * its format, the route is not blamed, and the request is not worth retrying elsewhere here.
+ */
+export function shutdownCut(sent = true): UpstreamError {
+  return new UpstreamError("LETHE_SHUTTING_DOWN", "This gateway shut down before the answer was complete; retry.", {
+    upstreamStatus: 0,
+    retryable: false,
+    sent,
+  });
 }
