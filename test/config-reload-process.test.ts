@@ -1,7 +1,9 @@
+import { existsSync } from "node:fs";
 import { mkdtemp, rm, writeFile } from "node:fs/promises";
 import { get } from "node:http";
 import os from "node:os";
 import path from "node:path";
+import { pathToFileURL } from "node:url";
 import { afterEach, describe, expect, it } from "vitest";
 import { type ServeProcess, spawnServe } from "./support/run-cli.js";
 
@@ -119,5 +121,58 @@ describe("lethe serve reloads its config file on SIGHUP", () => {
     expect(serve.output()).toContain('"server_stopped"');
     if (workers === 1) expect(serve.output()).toContain("lethe: already shutting down");
     serve = null;
+  });
+});
+
+describe("a hang-up while lethe serve is still loading", () => {
+  let cwd = "";
+  let serve: ServeProcess | null = null;
+  afterEach(async () => {
+    await serve?.stop();
+    serve = null;
+    await rm(cwd, { recursive: true, force: true });
+  });
+
+  it("does not end the process (a config tool reloading a service it has just started)", {
+    timeout: 30_000,
+  }, async () => {
+    cwd = await mkdtemp(path.join(os.tmpdir(), "lethe-early-hup-"));
+    const configPath = path.join(cwd, "lethe.config.yaml");
+    await writeFile(configPath, configWith(["first"]));
+    // a module hook holds the load of the CLI's modules for a while, and says when it does:
+    // the hang-up comes then, while serve has not yet taken hang-ups over
+    const marker = path.join(cwd, "loading");
+    await writeFile(
+      path.join(cwd, "slow-hooks.mjs"),
+      `import { writeFileSync } from "node:fs";
+export async function load(url, context, next) {
+  if (url.endsWith("/dist/cli/main.js")) {
+    writeFileSync(${JSON.stringify(marker)}, "");
+    await new Promise((resolve) => setTimeout(resolve, 1500));
+  }
+  return next(url, context);
+}
+`,
+    );
+    const register = path.join(cwd, "register.mjs");
+    await writeFile(
+      register,
+      `import { register } from "node:module";\nregister("./slow-hooks.mjs", import.meta.url);\n`,
+    );
+    const env = {
+      LETHE_PORT: "0",
+      LETHE_DATA_DIR: path.join(cwd, ".lethe"),
+      LETHE_CONFIG: configPath,
+      NODE_OPTIONS: `--import ${pathToFileURL(register).href}`,
+    };
+    serve = spawnServe(env, cwd);
+    for (const giveUpAt = Date.now() + 20_000; !existsSync(marker) && Date.now() < giveUpAt; ) {
+      await new Promise((resolve) => setTimeout(resolve, 10));
+    }
+    expect(existsSync(marker)).toBe(true);
+    process.kill(serve.child.pid as number, "SIGHUP");
+    const [, url] = await serve.waitFor(/listening on (http:\/\/\S+)/);
+    const [key] = await serve.waitFor(/sk-lethe-\w+/);
+    expect(await modelIds(url as string, key)).toEqual(["first"]);
   });
 });

@@ -59,7 +59,8 @@ export function spawnServe(
         const check = () => {
           const match = text.match(pattern);
           if (match) resolve(match);
-          else if (child.exitCode !== null) reject(new Error(`lethe serve exited: ${text}`));
+          else if (child.exitCode !== null || child.signalCode !== null)
+            reject(new Error(`lethe serve exited (${child.exitCode ?? child.signalCode}): ${text}`));
           else waiters.push(check);
         };
         child.once("exit", check);
