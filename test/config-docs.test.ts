@@ -136,6 +136,12 @@ describe("the README's config example", () => {
     expect(onPostgres({ routing: { deadline_ms: 300_000 } })).toThrow(/is 900000 ms/);
     // SQLite holds nothing that expires: a long total_ms loads as before
     expect(load({ suppliers: slowSupplier(1_800_000) })).not.toThrow();
+    // Node's timers fire at once past 2^31 - 1 ms: every request failed within a millisecond
+    expect(load({ suppliers: slowSupplier(99_999_999_999_999) })).toThrow(
+      /total_ms: a duration is at most 86400000 ms/,
+    );
+    expect(load({ shutdown: { deadline_ms: 3_000_000_000 } })).toThrow(/deadline_ms: a duration is at most 86400000/);
+    expect(load({ suppliers: slowSupplier(86_400_000) })).not.toThrow();
     // a file that is no config at all (`--config /etc/shadow`): its lines are not repeated back
     const shadow = "root:$y$j9T$abcdefghijklmnop:19000:0:99999:7:::";
     const refused = (() => {

@@ -32,12 +32,20 @@ const price = z
     path: ["cached_input_per_mtok"],
   });
 
+/**
+ * The longest duration any setting takes: a day. Node's timers fire at once past 2^31 - 1 ms
+ * (about 24.8 days), so `total_ms: 99999999999999` failed every request within a millisecond;
+ * a day leaves room for the sums made of them (the shutdown's, the hold's).
+ */
+const MAX_DURATION_MS = 86_400_000;
+const AT_MOST_A_DAY = "a duration is at most 86400000 ms (a day)";
+
 const timeouts = z
   .object({
-    connect_ms: z.number().int().positive().default(5_000),
-    first_byte_ms: z.number().int().positive().default(60_000),
-    idle_ms: z.number().int().positive().default(60_000),
-    total_ms: z.number().int().positive().default(600_000),
+    connect_ms: z.number().int().positive().max(MAX_DURATION_MS, AT_MOST_A_DAY).default(5_000),
+    first_byte_ms: z.number().int().positive().max(MAX_DURATION_MS, AT_MOST_A_DAY).default(60_000),
+    idle_ms: z.number().int().positive().max(MAX_DURATION_MS, AT_MOST_A_DAY).default(60_000),
+    total_ms: z.number().int().positive().max(MAX_DURATION_MS, AT_MOST_A_DAY).default(600_000),
   })
   .strict();
 
@@ -65,7 +73,7 @@ const supplier = z
     // (uvicorn under vLLM, Node) close theirs without saying so, or a request sent on one
     // just as the server closes it fails (undici's own default; a Keep-Alive header's
     // timeout, when the supplier sends one, is honoured, less undici's two-second margin)
-    keep_alive_ms: z.number().int().positive().default(4_000),
+    keep_alive_ms: z.number().int().positive().max(MAX_DURATION_MS, AT_MOST_A_DAY).default(4_000),
     // a whole JSON answer, or one event of a stream (a stream itself may run on): a supplier
     // sending without end must not fill the gateway's memory
     max_response_bytes: z
@@ -84,9 +92,9 @@ const supplier = z
 
 const routeTimeouts = z
   .object({
-    first_byte_ms: z.number().int().positive().optional(),
-    idle_ms: z.number().int().positive().optional(),
-    total_ms: z.number().int().positive().optional(),
+    first_byte_ms: z.number().int().positive().max(MAX_DURATION_MS, AT_MOST_A_DAY).optional(),
+    idle_ms: z.number().int().positive().max(MAX_DURATION_MS, AT_MOST_A_DAY).optional(),
+    total_ms: z.number().int().positive().max(MAX_DURATION_MS, AT_MOST_A_DAY).optional(),
   })
   .strict();
 
@@ -103,15 +111,15 @@ const route = z
 const routing = z
   .object({
     max_attempts: z.number().int().min(1).max(10).default(3),
-    deadline_ms: z.number().int().positive().default(60_000),
-    backoff_base_ms: z.number().int().nonnegative().default(100),
-    backoff_max_ms: z.number().int().nonnegative().default(2_000),
+    deadline_ms: z.number().int().positive().max(MAX_DURATION_MS, AT_MOST_A_DAY).default(60_000),
+    backoff_base_ms: z.number().int().nonnegative().max(MAX_DURATION_MS, AT_MOST_A_DAY).default(100),
+    backoff_max_ms: z.number().int().nonnegative().max(MAX_DURATION_MS, AT_MOST_A_DAY).default(2_000),
     allow_route_header: z.boolean().default(false),
     breaker: z
       .object({
         failure_threshold: z.number().int().positive().default(5),
-        window_ms: z.number().int().positive().default(30_000),
-        cooldown_ms: z.number().int().positive().default(15_000),
+        window_ms: z.number().int().positive().max(MAX_DURATION_MS, AT_MOST_A_DAY).default(30_000),
+        cooldown_ms: z.number().int().positive().max(MAX_DURATION_MS, AT_MOST_A_DAY).default(15_000),
       })
       .strict()
       .prefault({}),
@@ -151,14 +159,20 @@ export const configSchema = z
         max_connections_per_address: z.number().int().positive().default(1_000),
         // how long a client may take to send a whole request (headers and body); the answer,
         // however long it streams, is not counted
-        request_timeout_ms: z.number().int().min(1_000).default(60_000),
+        request_timeout_ms: z.number().int().min(1_000).max(MAX_DURATION_MS, AT_MOST_A_DAY).default(60_000),
       })
       .strict()
       .prefault({}),
     billing: z
       .object({
         default_output_reserve_tokens: z.number().int().positive().default(4096),
-        hold_ttl_ms: z.number().int().positive().default(900_000),
+        // it must outlast deadline_ms + total_ms, a day each at most
+        hold_ttl_ms: z
+          .number()
+          .int()
+          .positive()
+          .max(3 * MAX_DURATION_MS, "hold_ttl_ms is at most 259200000 (three days)")
+          .default(900_000),
       })
       .strict()
       .prefault({}),
@@ -187,8 +201,8 @@ export const configSchema = z
       .prefault({}),
     shutdown: z
       .object({
-        drain_delay_ms: z.number().int().nonnegative().default(0),
-        deadline_ms: z.number().int().positive().default(30_000),
+        drain_delay_ms: z.number().int().nonnegative().max(MAX_DURATION_MS, AT_MOST_A_DAY).default(0),
+        deadline_ms: z.number().int().positive().max(MAX_DURATION_MS, AT_MOST_A_DAY).default(30_000),
       })
       .strict()
       .prefault({}),
@@ -209,7 +223,7 @@ export const configSchema = z
       .prefault({}),
     metering: z
       .object({
-        flush_interval_ms: z.number().int().positive().default(250),
+        flush_interval_ms: z.number().int().positive().max(MAX_DURATION_MS, AT_MOST_A_DAY).default(250),
         batch_size: z.number().int().positive().default(64),
         max_buffered: z.number().int().positive().default(100_000),
       })
@@ -219,7 +233,7 @@ export const configSchema = z
       .object({
         // PostgreSQL: a query whose connection stays silent this long is given up and the
         // connection closed (a dropped firewall entry would otherwise hold it for good)
-        query_timeout_ms: z.number().int().min(100).default(60_000),
+        query_timeout_ms: z.number().int().min(100).max(MAX_DURATION_MS, AT_MOST_A_DAY).default(60_000),
       })
       .strict()
       .prefault({}),
