@@ -176,6 +176,9 @@ describe("openAIToAnthropicRequest", () => {
       temperature: 0.2,
       stop_sequences: ["A", "B"],
     });
+    // top_p 1 (every token) beside a temperature says nothing, and newer Anthropic models refuse the pair
+    expect(toAnthropic({ ...base, temperature: 0.7, top_p: 1 })).not.toHaveProperty("top_p");
+    expect(toAnthropic({ ...base, top_p: 1 })).toMatchObject({ top_p: 1 });
   });
 
   it.each([
@@ -508,12 +511,52 @@ describe("openAIToAnthropicRequest", () => {
   });
 
   it("refuses content parts with no Anthropic counterpart, and image parts without a url, naming messages", () => {
+    const image = (url: string) => [{ role: "user", content: [{ type: "image_url", image_url: { url } }] }];
     const refusals = [
       thrownBy(() => toAnthropic({ messages: [{ role: "user", content: [{ type: "input_audio" }] }] })),
       thrownBy(() => toAnthropic({ messages: [{ role: "system", content: [{ type: "input_audio" }] }] })),
       thrownBy(() => toAnthropic({ messages: [{ role: "user", content: [{ type: "image_url", image_url: {} }] }] })),
+      // an image type Anthropic does not take, and a URL it cannot fetch
+      thrownBy(() => toAnthropic({ messages: image("data:text/plain;base64,aGVsbG8=") })),
+      thrownBy(() => toAnthropic({ messages: image("ftp://files.example/cat.png") })),
+      // a conversation of a system prompt alone, which OpenAI answers and Anthropic refuses
+      thrownBy(() => toAnthropic({ messages: [{ role: "system", content: "You are terse." }] })),
+      // the legacy role `function` answers a call by name; Anthropic's tool results need its id
+      thrownBy(() =>
+        toAnthropic({
+          messages: [
+            { role: "user", content: "hi" },
+            { role: "function", name: "f", content: "42" },
+          ],
+        }),
+      ),
     ];
     for (const error of refusals) expect([error.code, error.param]).toEqual(["LETHE_INVALID_REQUEST", "messages"]);
+    expect(toAnthropic({ messages: image("data:image/jpg;base64,AAAA") }).messages).toMatchObject([
+      { content: [{ source: { media_type: "image/jpeg" } }] },
+    ]);
+  });
+
+  it("refuses a function tool without a name, naming tools", () => {
+    for (const tool of [{ type: "function" }, { type: "function", function: { parameters: {} } }]) {
+      const error = thrownBy(() => toAnthropic({ messages: [{ role: "user", content: "hi" }], tools: [tool] }));
+      expect([error.code, error.param]).toEqual(["LETHE_INVALID_REQUEST", "tools"]);
+    }
+  });
+
+  it("keeps an assistant turn that is an OpenAI refusal, as its text (not dropped, merging the user turns around it)", () => {
+    const out = toAnthropic({
+      messages: [
+        { role: "user", content: "x" },
+        { role: "assistant", content: null, refusal: "I can't help with that." },
+        { role: "user", content: "y" },
+      ],
+    });
+    expect(out.messages).toEqual([
+      { role: "user", content: [{ type: "text", text: "x" }] },
+      { role: "assistant", content: [{ type: "text", text: "I can't help with that." }] },
+      { role: "user", content: [{ type: "text", text: "y" }] },
+    ]);
   });
 });
 

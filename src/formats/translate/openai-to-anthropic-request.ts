@@ -17,6 +17,13 @@ function imageBlock(part: Json): Json {
   if (dataUrl) {
     // `image/jpg` is common and not a registered type; Anthropic takes `image/jpeg`
     const mediaType = dataUrl.mediaType === "image/jpg" ? "image/jpeg" : dataUrl.mediaType;
+    if (!IMAGE_TYPES.has(mediaType)) {
+      throw new LetheError(
+        "LETHE_INVALID_REQUEST",
+        "An image sent to this model's supplier must be JPEG, PNG, GIF or WebP.",
+        { param: "messages" },
+      );
+    }
     return { type: "image", source: { type: "base64", media_type: mediaType, data: dataUrl.payload } };
   }
   // a data URL not in base64 (`data:image/svg+xml,<svg...`) is no URL Anthropic can fetch
@@ -25,8 +32,16 @@ function imageBlock(part: Json): Json {
       param: "messages",
     });
   }
+  if (!/^https?:\/\//i.test(url)) {
+    throw new LetheError("LETHE_INVALID_REQUEST", "An image URL must be http(s) or a base64 data URL.", {
+      param: "messages",
+    });
+  }
   return { type: "image", source: { type: "url", url } };
 }
+
+/** The image types Anthropic takes inline. */
+const IMAGE_TYPES = new Set(["image/jpeg", "image/png", "image/gif", "image/webp"]);
 
 /**
  * An OpenAI `file` part as an Anthropic document: a PDF sent inline (`file_data`, a data
@@ -109,7 +124,15 @@ function parseArguments(text: unknown): unknown {
 function refuseDroppedLastTurn(messages: Json[], turns: Json[]): void {
   let last: Json | undefined;
   for (const message of messages) if (message.role !== "system" && message.role !== "developer") last = message;
-  if (last === undefined || last.role === "assistant") return;
+  // OpenAI answers a system prompt alone; Anthropic needs a turn to answer
+  if (last === undefined) {
+    throw new LetheError(
+      "LETHE_INVALID_REQUEST",
+      "This model's supplier needs a user message, not only system or developer messages.",
+      { param: "messages" },
+    );
+  }
+  if (last.role === "assistant") return;
   if (turns.at(-1)?.role === "user") return;
   throw new LetheError(
     "LETHE_INVALID_REQUEST",
@@ -188,9 +211,28 @@ function refuseUntranslatable(body: Json): void {
     refuse("audio");
   if (hasTools(body.functions) || (body.function_call !== undefined && body.function_call !== null))
     refuse("functions");
-  // OpenAI's custom tools take free text, not JSON arguments: Anthropic has no such tool
-  if (Array.isArray(body.tools) && body.tools.some((tool) => !isObject(tool) || tool.type !== "function"))
+  // OpenAI's custom tools take free text, not JSON arguments: Anthropic has no such tool; nor
+  // can it call a function that has no name
+  if (
+    Array.isArray(body.tools) &&
+    body.tools.some(
+      (tool) =>
+        !isObject(tool) ||
+        tool.type !== "function" ||
+        !isObject(tool.function) ||
+        typeof tool.function.name !== "string",
+    )
+  )
     refuse("tools");
+  // a legacy `function` message answers a `function_call` by name alone: Anthropic's tool
+  // results answer a tool call by its id
+  if ((body.messages as Json[]).some((message) => message.role === "function")) {
+    throw new LetheError(
+      "LETHE_INVALID_REQUEST",
+      "Messages of the legacy role 'function' cannot be sent to this model's supplier; send tool messages.",
+      { param: "messages" },
+    );
+  }
 }
 
 /** The tools an `allowed_tools` choice lets the model call, by name; undefined when all of them. */
@@ -258,6 +300,10 @@ export function openAIToAnthropicRequest(body: Json, upstreamModel: string): Jso
         break;
       case "assistant": {
         const blocks = contentBlocks(message.content);
+        // an OpenAI answer's refusal, sent back as history: the assistant's turn all the same
+        if (typeof message.refusal === "string" && !isBlank(message.refusal)) {
+          blocks.push({ type: "text", text: message.refusal });
+        }
         for (const call of (message.tool_calls as Json[] | undefined) ?? []) {
           const fn = call.function as Json;
           blocks.push({ type: "tool_use", id: call.id, name: fn.name, input: parseArguments(fn.arguments) });
@@ -265,9 +311,8 @@ export function openAIToAnthropicRequest(body: Json, upstreamModel: string): Jso
         pushTurn(turns, "assistant", blocks);
         break;
       }
-      case "tool":
-      case "function": {
-        const toolUseId = message.tool_call_id ?? message.name;
+      case "tool": {
+        const toolUseId = message.tool_call_id;
         if (typeof toolUseId !== "string") {
           throw new LetheError("LETHE_INVALID_REQUEST", "A tool message needs the tool_call_id it answers.", {
             param: "messages",
@@ -294,7 +339,11 @@ export function openAIToAnthropicRequest(body: Json, upstreamModel: string): Jso
   if (body.stream === true) out.stream = true;
   // Anthropic's temperature range is 0-1, OpenAI's 0-2
   if (typeof body.temperature === "number") out.temperature = Math.min(1, body.temperature);
-  if (typeof body.top_p === "number") out.top_p = body.top_p;
+  // top_p 1 samples from every token, as no top_p does; many clients send it by default, and
+  // Anthropic's newer models refuse temperature and top_p together
+  if (typeof body.top_p === "number" && !(body.top_p === 1 && typeof body.temperature === "number")) {
+    out.top_p = body.top_p;
+  }
   if (typeof body.stop === "string") out.stop_sequences = stopSequences([body.stop]);
   else if (Array.isArray(body.stop)) out.stop_sequences = stopSequences(body.stop);
   const allowed = allowedToolNames(body.tool_choice);
