@@ -311,6 +311,8 @@ describe("count_tokens", () => {
       supplier: "fake-anthropic",
       status: 200,
       tokens_estimated: false,
+      // the supplier was asked once: a record that names a supplier says it was reached
+      attempts: 1,
     });
   });
 
@@ -329,6 +331,7 @@ describe("count_tokens", () => {
       endpoint: "/v1/messages/count_tokens",
       status: 200,
       tokens_estimated: true,
+      attempts: 0,
     });
     // an image is no text to the tokenizer: it is counted at the most a supplier counts one, not 0
     const image = { type: "image" as const, source: { type: "url" as const, url: "https://example.test/cat.png" } };

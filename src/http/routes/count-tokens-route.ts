@@ -33,12 +33,17 @@ async function countTokens(call: MeteredCall): Promise<void> {
   let inputTokens: number | null = null;
   if (supplier?.countTokens !== undefined && route !== undefined) {
     exchange.supplier = supplier.id;
+    exchange.attempts = 1;
     const cancellation = new Cancellation();
-    gateway.inFlight.add(cancellation);
-    response.once("close", () => {
-      gateway.inFlight.remove(cancellation);
-      cancellation.abort();
-    });
+    // a client gone while its body was read sends no close event: it is cancelled at once
+    if (response.destroyed) cancellation.abort();
+    else {
+      gateway.inFlight.add(cancellation);
+      response.once("close", () => {
+        gateway.inFlight.remove(cancellation);
+        cancellation.abort();
+      });
+    }
     const result = await supplier.countTokens({
       body: { ...body, model: route.upstreamModel },
       stream: false,
