@@ -9,6 +9,7 @@ interface AdminResponse {
   status: number;
   body: Record<string, unknown> & { error?: { code: string; param: string | null; message: string; type: string } };
   text: string;
+  headers: Headers;
 }
 
 describe("the admin API under /admin/v1", () => {
@@ -29,7 +30,12 @@ describe("the admin API under /admin/v1", () => {
       ...(body !== undefined && { body: typeof body === "string" ? body : JSON.stringify(body) }),
     });
     const text = await response.text();
-    return { status: response.status, body: text === "" ? {} : (JSON.parse(text) as AdminResponse["body"]), text };
+    return {
+      status: response.status,
+      body: text === "" ? {} : (JSON.parse(text) as AdminResponse["body"]),
+      text,
+      headers: response.headers,
+    };
   };
   const events = () => rig.gateway.running.gateway.store.operators.recentEvents(10_000);
 
@@ -189,6 +195,8 @@ describe("the admin API under /admin/v1", () => {
     const key = created.body.key as string;
     expect(key).toMatch(/^sk-lethe-/);
     expect(created.body).toMatchObject({ label: "ci runner", display: `sk-lethe-…${key.slice(-4)}` });
+    // a whole key (an export's personal data, too) is kept by no cache on the way
+    expect(created.headers.get("cache-control")).toBe("no-store");
     const chat = { model: BILLED.gpt, max_tokens: 5, messages: [{ role: "user", content: "hi" }] };
     const served = await rig.post("/v1/chat/completions", key, chat);
     expect(served.status).toBe(200);
@@ -327,6 +335,21 @@ describe("the admin API under /admin/v1", () => {
     expect((await admin("POST", "/accounts", { name: "mail", email: "not-an-address" })).body.error?.message).toBe(
       "'email' has the wrong format: an email address, like ops@example.com.",
     );
+  });
+
+  it("tells no one without a token which admin paths exist: 401 first, 404 for an operator", async () => {
+    for (const [method, path] of [
+      ["GET", "/nope"],
+      ["PUT", "/accounts"],
+      ["GET", "/accounts/ghost/nothing"],
+    ] as const) {
+      const anonymous = await admin(method, path, undefined, {});
+      expect(anonymous.status, `${method} ${path}`).toBe(401);
+      expect(anonymous.body.error?.code).toBe("LETHE_INVALID_OPERATOR_TOKEN");
+      const operator = await admin(method, path);
+      expect(operator.status, `${method} ${path}`).toBe(404);
+      expect(operator.body.error?.code).toBe("LETHE_NOT_FOUND");
+    }
   });
 
   it("answers 404 for unknown accounts on every account route", async () => {

@@ -58,8 +58,14 @@ export function registerAdminRoutes(app: FastifyInstance, gateway: Gateway, hash
   app.register(
     async (admin) => {
       admin.decorateRequest("operator", null);
-      admin.addHook("onRequest", async (request) => {
+      admin.addHook("onRequest", async (request, reply) => {
         request.operator = await authenticateThrottledOperator(request, gateway);
+        // answers hold whole keys and personal data: no cache on the way may keep them
+        reply.header("cache-control", "no-store");
+      });
+      // a path nobody serves is an operator's to learn of: the hook above asks for the token first
+      admin.setNotFoundHandler(async () => {
+        throw new LetheError("LETHE_NOT_FOUND", "No such endpoint.");
       });
 
       admin.post("/accounts", async (request, reply) => {

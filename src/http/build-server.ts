@@ -169,6 +169,8 @@ function answerNotFound(request: FastifyRequest, reply: FastifyReply): void {
   sendError(request, reply, new LetheError("LETHE_NOT_FOUND", message));
 }
 
+const ADMIN_PREFIX = "/admin/v1/";
+
 const API_NOT_FOUND =
   "No such endpoint. This gateway serves POST /v1/chat/completions (OpenAI Chat Completions, not the Responses API), " +
   "POST /v1/messages and POST /v1/messages/count_tokens (Anthropic Messages), and GET /v1/models.";
@@ -208,8 +210,10 @@ export function buildServer(gateway: Gateway): FastifyInstance {
       for (let index = 0; index < headers.length; index += 2) reply.header(String(headers[index]), headers[index + 1]);
     }
     // a request for no route is answered before its body is read: Fastify would read it
-    // whole and parse it first (up to its body limit, for anyone, without a key)
-    if (request.is404) {
+    // whole and parse it first (up to its body limit, for anyone, without a key). Under the
+    // admin API, the operator's token is asked for first (its own not-found handler), so that
+    // no one without one learns which admin paths exist
+    if (request.is404 && !originForm(request.url).startsWith(ADMIN_PREFIX)) {
       if (hasBody(request.raw)) {
         answerAfterBody(request.raw, UNREAD_BODY_BYTES, () => {
           reply.header("connection", "close");
