@@ -1,3 +1,4 @@
+import { execFileSync } from "node:child_process";
 import { mkdtemp, readFile, rm, writeFile } from "node:fs/promises";
 import os from "node:os";
 import path from "node:path";
@@ -160,6 +161,28 @@ describe("how many workers lethe serve starts", () => {
     try {
       await serve.waitFor(/listening on .*2 workers/);
       expect(serve.output()).toMatch(/"workers":2,"event":"limits_per_worker"/);
+    } finally {
+      await serve.stop();
+    }
+  });
+
+  it("replaces a dead worker whose replacement cannot read the config file: it exits, it does not hang", async () => {
+    const configPath = path.join(cwd, "workers.config.yaml");
+    const demoModel = "  - id: chat\n    routes:\n      - supplier: demo\n        model: lethe-demo\n";
+    await writeFile(configPath, `suppliers:\n  - id: demo\n    type: demo\n    zdr: true\nmodels:\n${demoModel}`);
+    const env = { LETHE_PORT: "0", LETHE_DATA_DIR: path.join(cwd, "replaced"), LETHE_CONFIG: configPath };
+    const serve = spawnServe(env, cwd, ["--workers", "2"]);
+    try {
+      await serve.waitFor(/listening on .*2 workers/);
+      // the file goes bad without a hang-up, then a worker dies: its replacement reads the bad file
+      await writeFile(configPath, "models: [unclosed");
+      const workers = execFileSync("pgrep", ["-P", String(serve.child.pid)], { encoding: "utf8" })
+        .trim()
+        .split("\n");
+      process.kill(Number(workers[0]), "SIGKILL");
+      // the replacement said why and exited (its IPC channel kept it alive, never counted as dead
+      // nor replaced), so the primary replaces it in turn, after a back-off
+      await serve.waitFor(/^(?=[\s\S]*is not valid YAML)(?=(?:[\s\S]*?"worker_replaced"){2})/);
     } finally {
       await serve.stop();
     }

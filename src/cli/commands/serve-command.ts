@@ -184,6 +184,11 @@ export async function serveCommand(args: string[], io: CliIo): Promise<number> {
   const hangups = holdHangups();
   try {
     return await serve(args, io, hangups);
+  } catch (error) {
+    // a worker that cannot start (a config file gone bad since, the port, the database) would
+    // be kept alive by its IPC channel, and its primary would wait on it for ever
+    cluster.worker?.disconnect();
+    throw error;
   } finally {
     hangups.stop();
   }
@@ -236,14 +241,7 @@ async function serve(args: string[], io: CliIo, hangups: { stop(): boolean }): P
     hangups.stop();
     return primary;
   }
-  let running: RunningGateway;
-  try {
-    running = await startGateway(config, { log, bootstrapDemoAccount: !cluster.isWorker });
-  } catch (error) {
-    // a worker's IPC channel would keep it alive, and its primary waiting, for ever
-    cluster.worker?.disconnect();
-    throw error;
-  }
+  const running = await startGateway(config, { log, bootstrapDemoAccount: !cluster.isWorker });
   const configFlag = typeof values.config === "string" ? values.config : undefined;
   const stopReloading = reloadOnHangup(io, configFlag, running, log, hangups);
   if (cluster.isWorker) announceListening(running.url);
