@@ -200,7 +200,7 @@ async function auditTarget(
               : `GET /metrics answered HTTP ${metrics.status}`,
           ),
     );
-    for (const scanner of databaseStores(databaseLocations(env))) await sweep.scan(scanner);
+    for (const scanner of databaseStores(databaseLocations(env), target.stores)) await sweep.scan(scanner);
     return { runs, shown: target.shown, models };
   } finally {
     await target.client.close();

@@ -1,4 +1,5 @@
 import { AuditClient } from "./audit-client.js";
+import type { TargetStores } from "./stores/database-stores.js";
 
 /** Bad input to the audit (an unreachable target, a refused key): one line, exit code 2. */
 export class AuditInputError extends Error {
@@ -12,6 +13,8 @@ export interface TargetDeployment {
   shown: string;
   /** Every model id `GET /v1/models` lists, in its order. */
   models: string[];
+  /** Whether it stores in PostgreSQL and uses Redis, as its /readyz says. */
+  stores: TargetStores;
   client: AuditClient;
 }
 
@@ -28,6 +31,21 @@ function listedModels(text: string): string[] {
     return [...new Set(ids)];
   } catch {
     return [];
+  }
+}
+
+/** What a `/readyz` answer says of the stores in use; null for what it does not say (an older Lethe). */
+function storesOf(text: string): TargetStores {
+  try {
+    const parsed: unknown = JSON.parse(text);
+    if (!isObject(parsed)) return { postgres: null, redis: null };
+    const redis = isObject(parsed.dependencies) ? parsed.dependencies.redis : undefined;
+    return {
+      postgres: typeof parsed.store === "string" ? parsed.store === "postgres" : null,
+      redis: typeof redis === "string" ? redis !== "not configured" : null,
+    };
+  } catch {
+    return { postgres: null, redis: null };
   }
 }
 
@@ -72,7 +90,8 @@ export async function connectTarget(url: string, key: string): Promise<TargetDep
     }
     const models = listedModels(response.text);
     if (models.length === 0) throw new AuditInputError(`${shown} serves no models to audit`);
-    return { root, shown, models, client };
+    const ready = await client.send({ path: "/readyz" });
+    return { root, shown, models, stores: storesOf(ready.text), client };
   } catch (thrown) {
     await client.close();
     throw thrown;

@@ -116,7 +116,11 @@ async function feedCollection(client: Redis, key: Buffer, type: string, session:
  * nor a large collection is ever held whole. `maxKeys` bounds the scan for tests: when
  * it stops there, it reports itself incomplete.
  */
-export function redisStore(url: string, prefix: string, options: { maxKeys?: number } = {}): StoreScanner {
+export function redisStore(
+  url: string,
+  prefix: string,
+  options: { maxKeys?: number; expectKeys?: boolean } = {},
+): StoreScanner {
   const maxKeys = options.maxKeys ?? Number.POSITIVE_INFINITY;
   return {
     store: "redis",
@@ -161,6 +165,14 @@ export function redisStore(url: string, prefix: string, options: { maxKeys?: num
         } while (cursor !== "0");
       } finally {
         client.disconnect();
+      }
+      // a mistyped LETHE_REDIS_PREFIX searches nothing, and would read as a clean store
+      if (sources === 0 && options.expectKeys === true) {
+        return {
+          sources,
+          bytes,
+          incomplete: `no key under ${prefix}, where the audit's own requests leave counters: is LETHE_REDIS_PREFIX the target's?`,
+        };
       }
       return { sources, bytes };
     },

@@ -15,6 +15,8 @@ export function registerHealthRoutes(app: FastifyInstance, gateway: Gateway): vo
     return reply.code(ready ? 200 : 503).send({
       status: ready ? "ready" : "unready",
       draining: gateway.draining,
+      // which database (`lethe audit --target` checks it is told where to search)
+      store: gateway.store.kind,
       dependencies: { database: database ? "up" : "down", redis },
       metering: { buffered: gateway.meter.pending, bound: gateway.config.metering.maxBuffered },
     });
