@@ -402,3 +402,44 @@ describe("PostgreSQL start-up", () => {
     await expect(openPostgresStore(schemaUrl("Robert'); DROP TABLE x;--"))).rejects.toThrow(/lowercase identifier/);
   });
 });
+
+describe("the PostgreSQL roll-up", () => {
+  it("deletes only the rows it summed: a row committed for the day while it runs is kept for the next run", async () => {
+    const schema = uniqueName("rollup_race");
+    const store = await openPostgresStore(schemaUrl(schema));
+    try {
+      const account = mintedId<AccountId>("acct_late");
+      const now = Date.parse("2031-06-20T12:00:00Z");
+      const old = Date.parse("2031-06-01T08:00:00Z");
+      await store.insertMetadata([record({ account, ts: old })]);
+      // a record of the same day lands in the middle of the roll-up (a meter's retry after an
+      // outage): a trigger on the aggregates writes it, between summing the day and deleting it
+      await store.insertMetadata([record({ account, ts: old + 60_000, request_id: "req_late" as RequestId })]);
+      await querySchema(
+        schema,
+        "CREATE TABLE late_rows AS SELECT * FROM request_metadata WHERE request_id = 'req_late'",
+      );
+      await querySchema(schema, "DELETE FROM request_metadata WHERE request_id = 'req_late'");
+      await querySchema(
+        schema,
+        `CREATE FUNCTION land_late() RETURNS trigger LANGUAGE plpgsql AS $$ BEGIN
+           INSERT INTO request_metadata SELECT * FROM late_rows; DELETE FROM late_rows; RETURN NULL;
+         END $$`,
+      );
+      await querySchema(
+        schema,
+        "CREATE TRIGGER land_late AFTER INSERT ON usage_daily FOR EACH STATEMENT EXECUTE FUNCTION land_late()",
+      );
+      const windows = { metadataDays: 7, aggregateDays: 60 };
+      // the late row was not summed with the day, so it was not deleted with it: the next
+      // day's turn of the same run finds it and counts it
+      await runRetention(store, windows, now);
+      expect(await store.usage.rawRows(account, 0, now)).toEqual([]);
+      const daily = await store.usage.dailyRows(account, "2031-01-01", "2031-12-31");
+      expect(daily.reduce((sum, row) => sum + row.requests, 0)).toBe(2);
+    } finally {
+      await store.close();
+      await dropSchema(schema);
+    }
+  });
+});

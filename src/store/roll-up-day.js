@@ -26,10 +26,12 @@ const SUMMED = ["input_tokens", "output_tokens", "cached_input_tokens", "reasoni
  */
 
 /**
- * @typedef {{ oldest: string, insert: string, remove: string, debitTotals: string,
+ * @typedef {{ oldest: string, insert: string, move: string, remove: string, debitTotals: string,
  *   removeDebits: string, foldDebits: string, insertDebitTotal: string }} RollUpStatements
  * oldest(cutoff, debitCutoff) → the oldest expired ts of raw rows and per-request debits;
- * insert(day, from, to) → aggregates written; remove(from, to) → raw rows deleted;
+ * insert(day, from, to) → aggregates written; remove(from, to) → raw rows deleted (SQLite:
+ * the two in one IMMEDIATE transaction); move(day, from, to) → both in one statement, for
+ * PostgreSQL, answering each aggregate's `requests` (its parameters are numbered, not in order);
  * debitTotals(from, to) → each account's per-request debits of the day, summed;
  * removeDebits(from, to) → those debits deleted (SQLite: the two in one IMMEDIATE transaction);
  * foldDebits(from, to) → both in one statement, for PostgreSQL, where a debit committed
@@ -54,22 +56,33 @@ export function rollUpStatements(param) {
     ([, p]) => `MIN(CASE WHEN latency_rank = (${p} * latency_count + 99) / 100 THEN latency_ms END)`,
   );
   const columns = ["day", "account", "model", "supplier", "requests", "errors", ...SUMMED];
-  const insert = `INSERT INTO usage_daily (${[...columns, ...PERCENTILES.map(([column]) => column)].join(", ")})
-SELECT CAST(${param(1)} AS TEXT), ${group}, COUNT(*), SUM(CASE WHEN error_code IS NULL THEN 0 ELSE 1 END),
+  /** The day's aggregates of the rows `source` yields, inserted; `day` spells the day's parameter. */
+  const aggregate = (/** @type {string} */ day, /** @type {string} */ source) =>
+    `INSERT INTO usage_daily (${[...columns, ...PERCENTILES.map(([column]) => column)].join(", ")})
+SELECT CAST(${day} AS TEXT), ${group}, COUNT(*), SUM(CASE WHEN error_code IS NULL THEN 0 ELSE 1 END),
   ${SUMMED.map((column) => `SUM(${column})`).join(", ")}, ${percentiles.join(", ")}
 FROM (
   SELECT ${group}, error_code, ${SUMMED.join(", ")}, latency_ms,
     ROW_NUMBER() OVER (PARTITION BY ${group} ORDER BY latency_ms) AS latency_rank,
     COUNT(*) OVER (PARTITION BY ${group}) AS latency_count
-  FROM request_metadata WHERE ts >= ${param(2)} AND ts < ${param(3)}
+  FROM ${source}
 ) ranked
 GROUP BY ${group}`;
+  const insert = aggregate(param(1), `request_metadata WHERE ts >= ${param(2)} AND ts < ${param(3)}`);
+  // PostgreSQL's: the rows deleted are exactly the rows summed, whatever commits between
+  // two statements (a record a meter retried after an outage, for a day that is rolling up)
+  const move = `WITH moved AS (
+  DELETE FROM request_metadata WHERE ts >= ${param(2)} AND ts < ${param(3)}
+  RETURNING ${group}, error_code, ${SUMMED.join(", ")}, latency_ms
+) ${aggregate(param(1), "moved")}
+RETURNING requests`;
   return {
     oldest: `SELECT MIN(oldest) AS oldest FROM (
   SELECT MIN(ts) AS oldest FROM request_metadata WHERE ts < ${param(1)}
   UNION ALL SELECT MIN(ts) AS oldest FROM ledger_entries WHERE ${PER_REQUEST_DEBITS} AND ts < ${param(2)}
 ) expired`,
     insert,
+    move,
     remove: `DELETE FROM request_metadata WHERE ts >= ${param(1)} AND ts < ${param(2)}`,
     debitTotals: `SELECT account_id, SUM(amount_micros) AS amount_micros FROM ledger_entries
 WHERE ${PER_REQUEST_DEBITS} AND ts >= ${param(1)} AND ts < ${param(2)} GROUP BY account_id`,

@@ -70,8 +70,10 @@ export function postgresRollUpDay(db: Kysely<Database>): RollUpDay {
       const oldestTs = oldest.rows[0]?.oldest;
       if (oldestTs === null || oldestTs === undefined) return { rolledUp: 0, aggregates: 0, debitsCollapsed: 0 };
       const { day, from, to } = dayToRollUp(Number(oldestTs), cutoffMs);
-      const inserted = await trx.executeQuery(CompiledQuery.raw(POSTGRES_ROLL_UP.insert, [day, from, to]));
-      const deleted = await trx.executeQuery(CompiledQuery.raw(POSTGRES_ROLL_UP.remove, [from, to]));
+      // one statement: the aggregates are of exactly the rows it deleted, whatever commits meanwhile
+      const moved = await trx.executeQuery<{ requests: string | number }>(
+        CompiledQuery.raw(POSTGRES_ROLL_UP.move, [day, from, to]),
+      );
       let debitsCollapsed = 0;
       if (to <= debitCutoff(cutoffMs)) {
         // one statement: the sums are of exactly the debits it deleted, whatever commits meanwhile
@@ -92,11 +94,9 @@ export function postgresRollUpDay(db: Kysely<Database>): RollUpDay {
           );
         }
       }
-      return {
-        rolledUp: Number(deleted.numAffectedRows ?? 0),
-        aggregates: Number(inserted.numAffectedRows ?? 0),
-        debitsCollapsed,
-      };
+      let rolledUp = 0;
+      for (const aggregate of moved.rows) rolledUp += Number(aggregate.requests);
+      return { rolledUp, aggregates: moved.rows.length, debitsCollapsed };
     });
 }
 
