@@ -194,6 +194,15 @@ describe("lethe CLI: accounts, keys, usage", () => {
     [["accounts", "create", "deleted-acct_x"], /may not start with 'deleted-'/],
     [["keys", "create", "--account", "deleted-acct_x"], /may not start with 'deleted-'/],
     [["accounts", "create", "x", "--bogus"], /Unknown option '--bogus'/],
+    // an option with nothing after it is named alone, not with Node's `<value>`
+    [
+      ["accounts", "create", "x", "--rpm"],
+      /^lethe: --rpm needs a value; one starting with '-' is written --rpm=VALUE$/,
+    ],
+    // each keys subcommand takes only its own options
+    [["keys", "list", "--account", "acme", "--label", "x"], /Unknown option '--label'/],
+    [["keys", "revoke", "key_00000000000000000000", "--account", "acme"], /Unknown option '--account'/],
+    [["operators", "create", "bad name!"], /^lethe: operator names use/],
     [
       ["accounts", "create", "x", "--credits", "-3"],
       /^lethe: --credits needs a value; one starting with '-' is written --credits=VALUE$/,

@@ -5,9 +5,9 @@ import { CliError } from "./cli-io.js";
 const ACCOUNT_NAME = /^[A-Za-z0-9][A-Za-z0-9._-]{0,63}$/;
 
 /** Checks an account name: letters, digits, . _ -, at most 64 characters. */
-export function validAccountName(name: string | undefined): string {
+export function validAccountName(name: string | undefined, what: "account" | "operator" = "account"): string {
   if (name === undefined || !ACCOUNT_NAME.test(name)) {
-    throw new CliError("account names use letters, digits, '.', '_' and '-' (at most 64 characters)");
+    throw new CliError(`${what} names use letters, digits, '.', '_' and '-' (at most 64 characters)`);
   }
   // an erased account is renamed deleted-<id>: it is not addressed by name, and another
   // account by that name would block the erasure

@@ -41,7 +41,8 @@ export function parseCommand<Options extends OptionSpec>(args: string[], options
 function argumentsProblem(error: unknown): string {
   const code = (error as { code?: unknown } | null)?.code;
   const message = error instanceof Error ? error.message : "";
-  const option = /'(-[^']*)'/.exec(message)?.[1];
+  // Node names the option as `'--rpm'`, or with its argument, `'--rpm <value>'`: the name alone
+  const option = /'(-[^' ]*)/.exec(message)?.[1];
   if (code === "ERR_PARSE_ARGS_UNKNOWN_OPTION" && option !== undefined) {
     return `Unknown option '${option}'; run 'lethe help' for the options (a value starting with '-' goes after '--')`;
   }

@@ -11,12 +11,11 @@ const USAGE =
 /** `lethe keys create|list|revoke`. */
 export async function keysCommand(args: string[], io: CliIo): Promise<number> {
   const [sub, ...rest] = args;
+  // each subcommand takes its own options: one given to another (`keys list --label x`) is refused, not ignored
   const { values, positionals } = parseCommand(rest, {
-    account: { type: "string" },
-    label: { type: "string" },
-    rpm: { type: "string" },
-    tpm: { type: "string" },
-  });
+    ...(sub === "create" && { label: { type: "string" }, rpm: { type: "string" }, tpm: { type: "string" } }),
+    ...(sub !== "revoke" && { account: { type: "string" } }),
+  } as { account: { type: "string" }; label: { type: "string" }; rpm: { type: "string" }; tpm: { type: "string" } });
   return withStore(io, values.config, async (store, config) => {
     switch (sub) {
       case "create": {

@@ -27,7 +27,7 @@ export async function operatorsCommand(args: string[], io: CliIo): Promise<numbe
     );
   }
   if ((sub !== "create" && sub !== "revoke" && sub !== "rotate") || positionals.length !== 1) throw new CliError(USAGE);
-  const name = validAccountName(positionals[0]);
+  const name = validAccountName(positionals[0], "operator");
   if (sub === "revoke") {
     return withStore(io, values.config, async (store) => {
       const operator = await store.operators.revoke(name);
