@@ -225,6 +225,7 @@ describe("lethe CLI: accounts, keys, usage", () => {
     [["usage", "--account", "acme", "--days", "999999999"], /--days must be a whole number from 1 to 36500$/],
     [["keys", "create", "--account", "acme", "--rpm", "0"], /--rpm must be a whole number from 1 to 2147483647$/],
     [["launch"], /unknown command 'launch'/],
+    [["serve", "--workers", "100000"], /^lethe: --workers must be a whole number from 1 to 256$/],
   ])("exits 2 with a one-line reason on bad input: %j", async (args, reason) => {
     const result = await runCli(args, env);
     expect(result.code).toBe(2);

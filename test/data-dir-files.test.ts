@@ -5,7 +5,7 @@ import path from "node:path";
 import { afterAll, describe, expect, it } from "vitest";
 import { ConfigError } from "../src/config/load-config.js";
 import { createOnce } from "../src/store/create-once.js";
-import { writableByOthers } from "../src/store/private-dir.js";
+import { privateFilesReadableByOthers, writableByOthers } from "../src/store/private-dir.js";
 import { loadServerSecret } from "../src/store/server-secret.js";
 import { loadSigningKey } from "../src/store/signing-key.js";
 import { openSqliteStore } from "../src/store/sqlite/open-sqlite-store.js";
@@ -68,6 +68,20 @@ describe("files generated into the data dir (secret, signing key)", () => {
     await loadServerSecret(shared, null);
     expect((await stat(shared)).mode & 0o7777).toBe(0o2775);
     expect(await writableByOthers(shared)).toBe(0o2775);
+  });
+
+  it("says which private files of the data dir others may read (restored from a backup with their modes)", async () => {
+    const dir = await freshDir();
+    const store = await openSqliteStore(dir);
+    await store.close();
+    await loadServerSecret(dir, null);
+    expect(await privateFilesReadableByOthers(dir)).toEqual([]);
+    await chmod(path.join(dir, "secret"), 0o644);
+    await chmod(path.join(dir, "lethe.db"), 0o640);
+    expect(await privateFilesReadableByOthers(dir)).toEqual([
+      { file: "secret", mode: 0o644 },
+      { file: "lethe.db", mode: 0o640 },
+    ]);
   });
 
   it("creates a file whole or not at all: concurrent creators all read the first one's contents", async () => {

@@ -7,11 +7,13 @@ import { bootstrapDemoAccount, prepareStore } from "../../server/bootstrap.js";
 import { announceListening, runPrimary } from "../../server/cluster-primary.js";
 import { reloadGateway } from "../../server/reload-config.js";
 import { type RunningGateway, startGateway } from "../../server/start-gateway.js";
-import { writableByOthers } from "../../store/private-dir.js";
+import { privateFilesReadableByOthers, writableByOthers } from "../../store/private-dir.js";
 import { secretDiffersFromGenerated } from "../../store/server-secret.js";
 import { CliError, type CliIo, parseCommand, positiveInt } from "../cli-io.js";
 
 const USAGE = "usage: lethe serve [--config FILE] [--workers N] [--dev]";
+
+const MAX_WORKERS = 256;
 
 async function harden(io: CliIo, log: EventLog, development: boolean): Promise<void> {
   try {
@@ -197,6 +199,8 @@ export async function serveCommand(args: string[], io: CliIo): Promise<number> {
 async function serve(args: string[], io: CliIo, hangups: { stop(): boolean }): Promise<number> {
   const { values, positionals } = parseCommand(args, { dev: { type: "boolean" }, workers: { type: "string" } });
   if (positionals.length > 0) throw new CliError(USAGE);
+  // a process per core is the point; thousands of forks would take the machine down instead
+  const asked = positiveInt(values.workers, "workers", MAX_WORKERS);
   const config = await loadConfig(io.env, typeof values.config === "string" ? values.config : undefined);
   if (!cluster.isWorker && (await secretDiffersFromGenerated(config.dataDir, config.secret))) {
     io.err(
@@ -215,11 +219,16 @@ async function serve(args: string[], io: CliIo, hangups: { stop(): boolean }): P
         `lethe: warning: the data dir ${config.dataDir} is writable by other users (mode ${mode.toString(8)}): they could replace the server secret, the signing key or the database; make it owner-only (chmod 700)`,
       );
     }
+    for (const { file, mode } of await privateFilesReadableByOthers(config.dataDir)) {
+      io.err(
+        `lethe: warning: ${file} in the data dir is readable by other users (mode ${mode.toString(8)}); make it owner-only (chmod 600)`,
+      );
+    }
   }
   // without Redis each worker counts rate limits in its own memory: N workers would admit
   // N times every account's limits, so more than one is only the default when they share them
   const shared = config.databaseUrl !== null && config.redisUrl !== null;
-  const workers = positiveInt(values.workers, "workers") ?? (shared ? os.availableParallelism() : 1);
+  const workers = asked ?? (shared ? os.availableParallelism() : 1);
   const log = createEventLog();
   await harden(io, log, values.dev === true);
   if (workers > 1 && config.redisUrl === null && cluster.isPrimary) {
