@@ -1,4 +1,5 @@
 import { connect } from "node:net";
+import { gzipSync } from "node:zlib";
 import { afterAll, beforeAll, describe, expect, it } from "vitest";
 import { mintApiKey, OPERATOR_TOKEN_PREFIX } from "../src/keys/api-key.js";
 import { BILLED, type BillingRig, closeBillingRig, startBillingRig } from "./support/billing-rig.js";
@@ -315,6 +316,12 @@ describe("the admin API under /admin/v1", () => {
     }
     const empty = await admin("POST", "/accounts", "");
     expect(empty.status).toBe(400);
+    // a compressed body is named as such (415), as on the inference endpoints, not read as garbage JSON
+    const gzipped = await admin("POST", "/accounts", gzipSync(JSON.stringify({ name: "zipped" })).toString("latin1"), {
+      authorization: `Bearer ${token}`,
+      "content-encoding": "gzip",
+    });
+    expect([gzipped.status, gzipped.body.error?.code]).toEqual([415, "LETHE_UNSUPPORTED_ENCODING"]);
     // limits both stores can hold (32-bit), and nothing PostgreSQL would refuse as a 500
     for (const body of [{ rpm: 0 }, { rpm: -5 }, { tpm: "many" }, { zdr: false }, { tpm: 5_000_000_000 }]) {
       const response = await admin("PATCH", "/accounts/acme", body);

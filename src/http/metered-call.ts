@@ -14,7 +14,7 @@ import { refusalOf } from "./client-error.js";
 import { answerAfterBody, dropRestOfBody } from "./drain-body.js";
 import { failureStatus, renderFailure, toFailure } from "./error-handler.js";
 import { finishExchange, type Gateway } from "./gateway.js";
-import { bodyText, parseJsonText } from "./parse-json-body.js";
+import { bodyText, encodingRefusal, parseJsonText } from "./parse-json-body.js";
 import type { ResponseHeaders } from "./response-headers.js";
 
 /** An endpoint whose every request is metered: admitted (key, RPM) before its body is read. */
@@ -165,16 +165,9 @@ export class MeteredCall {
       this.fail(tooLarge(), true);
       return;
     }
-    // a compressed body would be parsed as garbage: say so (the header's value is not repeated back)
-    const encoding = headers["content-encoding"];
-    const transfer = headers["transfer-encoding"];
-    // a transfer coding before `chunked` (`gzip, chunked`) compresses the body just the same
-    if (
-      (encoding !== undefined && encoding !== "" && encoding.toLowerCase() !== "identity") ||
-      (transfer !== undefined && transfer.trim().toLowerCase() !== "chunked")
-    ) {
-      const message = "Compressed request bodies are not accepted; send the JSON uncompressed (no content-encoding).";
-      this.fail(new LetheError("LETHE_UNSUPPORTED_ENCODING", message), true);
+    const refusal = encodingRefusal(headers);
+    if (refusal !== null) {
+      this.fail(refusal, true);
       return;
     }
     this.request.on("data", this.onData);

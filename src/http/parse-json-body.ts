@@ -1,3 +1,4 @@
+import type { IncomingHttpHeaders } from "node:http";
 import type { FastifyRequest } from "fastify";
 import { LetheError } from "../errors/lethe-error.js";
 import { MAX_JSON_DEPTH } from "../formats/validation/json-depth.js";
@@ -58,6 +59,26 @@ export function parseJsonText(text: string, maxValues: number): unknown {
   return value;
 }
 
+/**
+ * The refusal of a body sent compressed, which would be parsed as garbage: a content coding
+ * other than identity, or a transfer coding before `chunked` (`gzip, chunked`). Null when
+ * the body comes as it is. The header's value is not repeated back.
+ */
+export function encodingRefusal(headers: IncomingHttpHeaders): LetheError | null {
+  const encoding = headers["content-encoding"];
+  const transfer = headers["transfer-encoding"];
+  if (
+    (encoding !== undefined && encoding !== "" && encoding.toLowerCase() !== "identity") ||
+    (transfer !== undefined && transfer.trim().toLowerCase() !== "chunked")
+  ) {
+    return new LetheError(
+      "LETHE_UNSUPPORTED_ENCODING",
+      "Compressed request bodies are not accepted; send the JSON uncompressed (no content-encoding).",
+    );
+  }
+  return null;
+}
+
 /** `parseJsonBuffer` as Fastify's content-type parser, for the routes Fastify serves. */
 export function parseJsonBody(
   request: FastifyRequest,
@@ -68,6 +89,11 @@ export function parseJsonBody(
   // every request send it with none, and that is no bad JSON
   if (body.length === 0 && (request.method === "DELETE" || request.method === "GET")) {
     done(null, undefined);
+    return;
+  }
+  const refusal = encodingRefusal(request.headers);
+  if (refusal !== null) {
+    done(refusal);
     return;
   }
   let value: unknown;
