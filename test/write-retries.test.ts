@@ -76,6 +76,9 @@ describe("writes while the database is away", () => {
   });
 
   it("logs the refusals it drops past the bound as one count a second, not a line each", async () => {
+    /** A request refused at the gate: it never reached a supplier. */
+    const refusal = () =>
+      metadataRecord({ account: null, supplier: null, status: 503, error_code: "LETHE_METERING_UNAVAILABLE" });
     const { store: away } = failingWrites(store);
     const events: { name: string; fields: Record<string, unknown> }[] = [];
     const log = {
@@ -89,11 +92,13 @@ describe("writes while the database is away", () => {
     });
     meter.record(metadataRecord({ account: null }));
     meter.record(metadataRecord({ account: null }));
-    for (let index = 0; index < 500; index++)
-      meter.record(metadataRecord({ account: null, status: 503, error_code: "LETHE_METERING_UNAVAILABLE" }));
+    for (let index = 0; index < 500; index++) meter.record(refusal());
     expect(events.filter((event) => event.name === "meter_dropped")).toEqual([]);
     await new Promise((resolve) => setTimeout(resolve, 1_100));
-    meter.record(metadataRecord({ account: null, status: 503, error_code: "LETHE_METERING_UNAVAILABLE" }));
+    meter.record(refusal());
+    // a request the shutdown deadline cut had reached its supplier: served in part, never dropped
+    meter.record(metadataRecord({ account: null, status: 200, error_code: "LETHE_SHUTTING_DOWN" }));
+    expect(meter.pending).toBe(3);
     // the shutdown's drain logs what the last second dropped
     await meter.drain(Date.now());
     expect(events.filter((event) => event.name === "meter_dropped").map((event) => event.fields)).toEqual([
