@@ -80,8 +80,6 @@ export class Authenticator {
   private readonly pending = new Map<string, { counter: number; lookUp: Promise<AuthContext> }>();
   /** Moves on `invalidate()`: a look-up that started before keeps its answer out of the cache. */
   private generation = 0;
-  /** Until when cached keys serve without a re-check (Date.now() ms): the last one went unanswered. */
-  private unansweredUntil = 0;
   /**
    * The last credential headers each connection sent and its key's HMAC: a client on a
    * kept-alive connection sends the same header every time, and HMAC-SHA256 is the
@@ -130,10 +128,12 @@ export class Authenticator {
     const cached = this.cache.get(keyHash);
     if (cached !== undefined && this.isFresh(cached, counter)) return cached.context;
     if (cached === undefined) return this.sharedLookUp(keyHash, counter, undefined, admit);
-    if (this.unansweredUntil !== 0 && Date.now() < this.unansweredUntil) return cached.context;
+    // the database left a query unanswered lately (this re-check's, or a credit hold's)
+    const silence = this.store.silence;
+    if (silence.silent) return cached.context;
     const lookUp = this.sharedLookUp(keyHash, counter, cached);
     return boundInTime(lookUp, STORE_WAIT_MS, () => {
-      this.unansweredUntil = Date.now() + UNANSWERED_BACKOFF_MS;
+      silence.noteUnanswered(UNANSWERED_BACKOFF_MS);
       return cached.context;
     });
   }

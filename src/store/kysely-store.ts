@@ -6,6 +6,7 @@ import type { MetadataRecord } from "../metering/metadata-record.js";
 import { AccountAdminStore } from "./account-admin-store.js";
 import type { ChangeFeed } from "./change-feed.js";
 import { CreditHoldStore } from "./credit-hold-store.js";
+import { DatabaseSilence } from "./database-silence.js";
 import { LedgerStore } from "./ledger-store.js";
 import { mintId } from "./mint-id.js";
 import { OperatorStore } from "./operator-store.js";
@@ -83,6 +84,7 @@ export class KyselyStore implements Store {
     ledger: LedgerStore = new LedgerStore(db, feed),
     creditHolds: CreditHoldStore = new CreditHoldStore(db),
     usage: UsageStore = new UsageStore(db),
+    readonly silence: DatabaseSilence = new DatabaseSilence(),
   ) {
     this.ledger = ledger;
     this.accountAdmin = new AccountAdminStore(db, feed);

@@ -3,6 +3,7 @@ import type { StoreKind } from "../logging/event-log.js";
 import type { MetadataRecord } from "../metering/metadata-record.js";
 import type { AccountAdminStore } from "./account-admin-store.js";
 import type { CreditHoldStore } from "./credit-hold-store.js";
+import type { DatabaseSilence } from "./database-silence.js";
 import type { LedgerStore } from "./ledger-store.js";
 import type { OperatorStore } from "./operator-store.js";
 import type { UsageStore } from "./usage-store.js";
@@ -90,6 +91,8 @@ export interface Store {
   readonly usage: UsageStore;
   readonly operators: OperatorStore;
   readonly creditHolds: CreditHoldStore;
+  /** Whether the database went silent lately: callers that can do without it skip their wait. */
+  readonly silence: DatabaseSilence;
   /** Whether the database answers; readiness reads it. */
   ping(): Promise<boolean>;
   close(): Promise<void>;

@@ -3,6 +3,7 @@ import { Kysely, PostgresDialect } from "kysely";
 import pg from "pg";
 import { ConfigError } from "../../config/load-config.js";
 import type { ChangeFeed, ChangeKind } from "../change-feed.js";
+import { DatabaseSilence } from "../database-silence.js";
 import { KyselyStore } from "../kysely-store.js";
 import { LedgerStore } from "../ledger-store.js";
 import { migrateToLatest } from "../migrations.js";
@@ -201,6 +202,7 @@ async function connectPostgresStore(url: string, queryTimeoutMs: number): Promis
   // roll-up under an advisory lock: silent for minutes on a large deployment, and not
   // dead. It gets a connection of its own, outside the silence bound
   const retentionDb = new Kysely<Database>({ dialect: new PostgresDialect({ pool: quietPool(clientConfig, 1) }) });
+  const silence = new DatabaseSilence();
   return new KyselyStore(
     "postgres",
     db,
@@ -210,7 +212,8 @@ async function connectPostgresStore(url: string, queryTimeoutMs: number): Promis
       await retentionDb.destroy();
     },
     new LedgerStore(db, feed, LEDGER_LOCK_TIMEOUT_MS),
-    new PostgresCreditHoldStore(db, pool),
+    new PostgresCreditHoldStore(db, pool, silence),
     new UsageStore(db, postgresRollUpDay(retentionDb)),
+    silence,
   );
 }

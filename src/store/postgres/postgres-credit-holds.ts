@@ -2,6 +2,7 @@ import type { Kysely } from "kysely";
 import type pg from "pg";
 import type { AccountId } from "../../config/ids.js";
 import { CreditHoldStore } from "../credit-hold-store.js";
+import type { DatabaseSilence } from "../database-silence.js";
 import { mintId } from "../mint-id.js";
 import type { Database } from "../schema.js";
 
@@ -86,8 +87,6 @@ export async function installHoldFunction(pool: pg.Pool): Promise<void> {
 
 /** Credit holds on PostgreSQL through `lethe_take_hold`: one round trip per hold. */
 export class PostgresCreditHoldStore extends CreditHoldStore {
-  /** Until when holds fail without asking (Date.now() ms): the last one got no answer. */
-  private unansweredUntil = 0;
   /** Accounts the database has answered a hold for: the fallback has something to go on. */
   private readonly answeredFor = new Set<AccountId>();
   /** Accounts whose row was found locked by something else, until when (Date.now() ms). */
@@ -96,6 +95,8 @@ export class PostgresCreditHoldStore extends CreditHoldStore {
   constructor(
     db: Kysely<Database>,
     private readonly pool: pg.Pool,
+    /** Shared with the key cache: a hold left unanswered spares the next requests' key re-checks too. */
+    private readonly silence: DatabaseSilence,
   ) {
     super(db);
   }
@@ -107,7 +108,7 @@ export class PostgresCreditHoldStore extends CreditHoldStore {
     now: number,
     ttlMs: number,
   ): Promise<{ holdId: string; amount: number; available: number } | null> {
-    if (this.unansweredUntil !== 0 && Date.now() < this.unansweredUntil && this.answeredFor.has(accountId)) {
+    if (this.silence.silent && this.answeredFor.has(accountId)) {
       throw new Error("the database did not answer the last hold");
     }
     if (this.lockedUntil.size > 0) {
@@ -135,7 +136,7 @@ export class PostgresCreditHoldStore extends CreditHoldStore {
           if (code === LOCK_NOT_AVAILABLE) this.lockedUntil.set(accountId, Date.now() + LOCKED_BACKOFF_MS);
           const answered = typeof code === "string" && /^[0-9A-Z]{5}$/.test(code);
           if (!answered && error instanceof Error && /timeout/i.test(error.message)) {
-            this.unansweredUntil = Date.now() + UNANSWERED_BACKOFF_MS;
+            this.silence.noteUnanswered(UNANSWERED_BACKOFF_MS);
           }
           throw error;
         });
