@@ -197,7 +197,39 @@ describe("requests cut at the shutdown deadline", () => {
       body: JSON.stringify(chatBody("slow", content, false)),
     });
     await vi.waitFor(() => expect(own.hanging.requests).toHaveLength(2), { timeout: 5_000, interval: 10 });
-    await draining.running.close();
+    // a client that stops reading a long answer: its stream waits for room when the deadline comes
+    own.hanging.enqueue(behaviour.longStream(1_000));
+    const port = Number(new URL(draining.url).port);
+    const rawRequest = (body: string, sent = body.length) => {
+      const socket = connect(port, "127.0.0.1");
+      socket.write(
+        `POST /v1/chat/completions HTTP/1.1\r\nhost: 127.0.0.1\r\nauthorization: Bearer ${draining.key}\r\n` +
+          `content-type: application/json\r\ncontent-length: ${Buffer.byteLength(body)}\r\n\r\n${body.slice(0, sent)}`,
+      );
+      let received = "";
+      // a connection the gateway closes may end in a reset: what was received is what counts
+      socket.on("error", () => {});
+      socket.on("data", (chunk: Buffer) => {
+        received += chunk.toString("latin1");
+      });
+      const ended = new Promise<string>((resolve) => socket.once("close", () => resolve(received)));
+      return { socket, ended };
+    };
+    const stalled = rawRequest(JSON.stringify(chatBody("slow", content, true)));
+    await vi.waitFor(() => expect(own.hanging.requests).toHaveLength(3), { timeout: 5_000, interval: 10 });
+    stalled.socket.pause();
+    // and a client whose body is still on its way at the deadline, and arrives after it
+    const lateBody = JSON.stringify(chatBody("slow", content, false));
+    const late = rawRequest(lateBody, 10);
+    // its headers were taken (a connection not yet accepted when the listener closes is reset)
+    await vi.waitFor(() => expect(draining.running.gateway.openExchanges).toBe(4), { timeout: 5_000, interval: 2 });
+    const closing = draining.running.close();
+    await vi.waitFor(() => expect(draining.running.gateway.inFlight.closed).toBe(true), {
+      timeout: 5_000,
+      interval: 2,
+    });
+    late.socket.write(lateBody.slice(10));
+    await closing;
     // the stream's client is told why it ended, in an error event, not left with a broken connection
     const streamed = await reading;
     expect(streamed).toContain('"code":"LETHE_SHUTTING_DOWN"');
@@ -208,17 +240,23 @@ describe("requests cut at the shutdown deadline", () => {
       .logText()
       .split("\n")
       .find((line) => line.includes('"server_stopped"'));
-    expect(stopped).toContain('"flushed_records":2');
+    expect(stopped).toContain('"flushed_records":4');
+    // the late body was never sent on: its client was told the gateway is shutting down
+    expect(own.hanging.requests).toHaveLength(3);
+    expect(await late.ended).toMatch(/^HTTP\/1\.1 503[\s\S]*"code":"LETHE_SHUTTING_DOWN"/);
+    // a paused socket reports no close: it is let go
+    stalled.socket.destroy();
     // the gateway's store is closed: the records are read from its file
     const database = new Database(path.join(draining.dataDir, SQLITE_FILE), { readonly: true });
-    const records = database.prepare("SELECT streamed, status, error_code FROM request_metadata").all();
+    const records = database.prepare("SELECT streamed, status, error_code FROM request_metadata ORDER BY ts").all();
     database.close();
-    expect(records).toEqual(
-      expect.arrayContaining([
-        { streamed: 0, status: 503, error_code: "LETHE_SHUTTING_DOWN" },
-        { streamed: 1, status: 200, error_code: "LETHE_SHUTTING_DOWN" },
-      ]),
-    );
+    // the stalled client's connection was closed by the gateway, not by its client
+    expect(records).toEqual([
+      { streamed: 1, status: 200, error_code: "LETHE_SHUTTING_DOWN" },
+      { streamed: 0, status: 503, error_code: "LETHE_SHUTTING_DOWN" },
+      { streamed: 1, status: 200, error_code: "LETHE_SHUTTING_DOWN" },
+      { streamed: 0, status: 503, error_code: "LETHE_SHUTTING_DOWN" },
+    ]);
     await draining.close();
     await own.hanging.close();
     expect(await findCanaries(canaries, { dataDir: draining.dataDir, texts: { log: draining.logText() } })).toEqual([]);

@@ -18,9 +18,14 @@ describe("the in-flight list the shutdown deadline cuts", () => {
     list.remove(new Cancellation());
     first.abort();
 
+    expect(list.closed).toBe(false);
     expect(list.cancelAll("shutdown")).toBe(1);
     expect([first.reason, middle.reason, last.reason, gone.reason]).toEqual(["client-closed", null, "shutdown", null]);
     expect(list.cancelAll("shutdown")).toBe(0);
+    // a request whose body came after the cut is cut as it joins
+    const late = new Cancellation();
+    list.add(late);
+    expect([list.closed, late.reason]).toEqual([true, "shutdown"]);
   });
 
   it("lets a cancellation's listener take it out of the list while the list is being cut", () => {

@@ -232,7 +232,11 @@ export class MeteredCall {
   private readonly onError = (): void => {
     this.dropBody();
     const refused = refusalOf(this.request.socket);
-    this.fail(refused ?? new LetheError("LETHE_CLIENT_CLOSED", "The client closed the connection."));
+    // past the shutdown deadline, the gateway closed the connection of a body still on its way
+    const closed = this.gateway.inFlight.closed
+      ? new LetheError("LETHE_SHUTTING_DOWN", "This gateway is shutting down; retry.")
+      : new LetheError("LETHE_CLIENT_CLOSED", "The client closed the connection.");
+    this.fail(refused ?? closed);
   };
 
   private stopReading(): void {

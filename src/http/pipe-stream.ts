@@ -85,6 +85,14 @@ function nextTurn(): Promise<void> {
   return new Promise((resolve) => setImmediate(resolve));
 }
 
+/**
+ * Who closed a stream's connection: its client, or, once the shutdown deadline cut every
+ * request, the gateway (a client that was not reading had its connection closed with it).
+ */
+function closedBy(gateway: Gateway): LetheError["code"] {
+  return gateway.inFlight.closed ? "LETHE_SHUTTING_DOWN" : "LETHE_CLIENT_CLOSED";
+}
+
 /** How a stream ended for its client: as a client that left (499), not as a supplier failure. */
 function endedByClient(code: LetheError["code"] | null): boolean {
   return code === "LETHE_CLIENT_CLOSED" || code === "LETHE_CLIENT_STALLED";
@@ -150,12 +158,12 @@ export async function pipeStream(
       // leaving the loop ends the supplier's stream, which aborts its request
       if (response.destroyed) break;
     }
-    if (response.destroyed) errorCode ??= "LETHE_CLIENT_CLOSED";
+    if (response.destroyed) errorCode ??= closedBy(gateway);
     else response.end(translator.end());
   } catch (thrown) {
     const error = toLetheError(thrown);
     if (response.destroyed || error.code === "LETHE_CLIENT_CLOSED") {
-      errorCode ??= "LETHE_CLIENT_CLOSED";
+      errorCode ??= closedBy(gateway);
     } else {
       errorCode = error.code;
       if (exchange.supplier !== null) {
@@ -164,8 +172,9 @@ export async function pipeStream(
       response.end(translator.error(error));
     }
   } finally {
-    // what the client was sent is billed: the translator counts it when the supplier's count never came
-    if (endedByClient(errorCode)) translator.end();
+    // what the client was sent is billed: the translator counts it when the supplier's count
+    // never came (a stream cut by the shutdown whose client was not reading had no ending written)
+    if (endedByClient(errorCode) || (errorCode === "LETHE_SHUTTING_DOWN" && response.destroyed)) translator.end();
     finishExchange(gateway, exchange, endedByClient(errorCode) ? 499 : 200, errorCode);
   }
   return errorCode;

@@ -20,6 +20,15 @@ function loadTokenizer(): Tokenizer {
 }
 
 /**
+ * Loads the tokenizer now, when a moment of stopped event loop is cheaper than later: the
+ * shutdown deadline cuts streams whose output Lethe then counts, and a first count then
+ * held their endings back by the load.
+ */
+export function warmTokenizer(): void {
+  loadTokenizer();
+}
+
+/**
  * Byte-pair merging costs the square of a word's length: a 200 KB run of letters (a DNA
  * sequence, a pasted blob) took seconds, with the event loop stopped. Runs longer than
  * this are counted a slice at a time (an estimate off by at most a token per slice).

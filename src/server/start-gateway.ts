@@ -13,6 +13,7 @@ import { AuthThrottle } from "../keys/auth-throttle.js";
 import { Authenticator } from "../keys/authenticator.js";
 import { boundInTime } from "../lang/bound-in-time.js";
 import { createEventLog, type EventLog, type ShutdownStep } from "../logging/event-log.js";
+import { warmTokenizer } from "../metering/count-tokens.js";
 import { Meter } from "../metering/meter.js";
 import { GatewayMetrics } from "../metering/metrics.js";
 import { scheduleRetention } from "../retention/retention-job.js";
@@ -171,6 +172,9 @@ export async function startGateway(config: LetheConfig, options: StartOptions = 
         // event), and every connection still open a moment later is closed
         let lastCut: NodeJS.Timeout | undefined;
         const deadline = setTimeout(() => {
+          // the streams cut may need their output counted: loaded first, so that the grace
+          // below is theirs to write their endings in
+          if (gateway.openExchanges > 0) warmTokenizer();
           gateway.inFlight.cancelAll("shutdown");
           lastCut = setTimeout(() => app.server.closeAllConnections(), CUT_GRACE_MS);
         }, config.shutdown.deadlineMs);

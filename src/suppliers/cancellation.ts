@@ -57,8 +57,19 @@ export class Cancellation {
  */
 export class InFlight {
   private head: Cancellation | null = null;
+  private cut: CancelReason | null = null;
 
+  /** True once cancelAll ran: the shutdown deadline passed. */
+  get closed(): boolean {
+    return this.cut !== null;
+  }
+
+  /** Joins the list; once it was cut, a request is cancelled at once (its body came after the deadline). */
   add(cancellation: Cancellation): void {
+    if (this.cut !== null) {
+      cancellation.abort(this.cut);
+      return;
+    }
     cancellation.next = this.head;
     if (this.head !== null) this.head.previous = cancellation;
     this.head = cancellation;
@@ -74,8 +85,12 @@ export class InFlight {
     cancellation.next = null;
   }
 
-  /** Cancels every request in flight for `reason`; each leaves the list as its response closes. */
+  /**
+   * Cancels every request in flight for `reason`, and every one that joins later; each leaves
+   * the list as its response closes.
+   */
   cancelAll(reason: CancelReason): number {
+    this.cut = reason;
     let cancelled = 0;
     // collected first: a cancellation's listeners may end its response, and with it its place here
     const all: Cancellation[] = [];
