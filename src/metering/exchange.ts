@@ -63,9 +63,9 @@ export class Exchange {
 
   /**
    * Latency, TTFT and throughput as of now, in milliseconds and tokens per second. A stream's
-   * throughput is timed from its first token, unless the rest came with it (under
-   * MIN_GENERATION_MS: a buffering proxy, a cached answer), which leaves no generation to
-   * time: then over the whole request, as an answer sent whole is. A stream that relayed no
+   * throughput is timed from its first token, unless the rest came with it (a buffering
+   * proxy, a cached answer: within MIN_GENERATION_MS, or faster than MAX_GENERATION_RATE),
+   * which leaves no generation to time: then over the whole request, as an answer sent whole is. A stream that relayed no
    * token has no throughput.
    */
   private timings(output: number): { latencyMs: number; ttftMs: number | null; outputTokensPerSecond: number | null } {
@@ -74,7 +74,11 @@ export class Exchange {
     const firstTokenAt = this.streamed ? this.firstTokenAt : this.startedAt;
     let outputTokensPerSecond: number | null = null;
     if (output > 0 && firstTokenAt !== null) {
-      const generationMs = endedAt - firstTokenAt >= MIN_GENERATION_MS ? endedAt - firstTokenAt : latencyMs;
+      const sinceFirst = endedAt - firstTokenAt;
+      // no model writes faster than MAX_GENERATION_RATE: past it, the tokens came buffered
+      // (and were timed relaying them), so they are timed over the whole request
+      const generated = sinceFirst >= MIN_GENERATION_MS && output * 1000 <= MAX_GENERATION_RATE * sinceFirst;
+      const generationMs = generated ? sinceFirst : latencyMs;
       if (generationMs > 0) outputTokensPerSecond = round((output * 1000) / generationMs);
     }
     return {
@@ -121,6 +125,11 @@ export class Exchange {
 
 /** A stream whose last token came sooner than this after its first arrived in one piece. */
 const MIN_GENERATION_MS = 1;
+/**
+ * Tokens a second no model streams at (the fastest serve a few thousand): a stream that
+ * seems faster arrived in one piece (a buffering proxy, a cached answer) and its relay was timed.
+ */
+const MAX_GENERATION_RATE = 10_000;
 
 function round(value: number): number {
   return Math.round(value * 1000) / 1000;
