@@ -153,27 +153,24 @@ function turnCachedCounter(read: () => number): () => number {
   };
 }
 
-/** Tries of a migration that failed because another process was making the same schema. */
-const MIGRATION_TRIES = 5;
-const MIGRATION_RETRY_MS = 200;
-
 /**
- * Brings a data dir's schema up to date. Kysely takes no migration lock on SQLite: two
- * processes opening a new data dir at once (two `lethe serve`, a CLI command beside a
- * starting gateway) both find no schema, and the second's migration fails on the first's
- * tables ("table accounts already exists"). Its transaction rolled back, so it tries again,
- * and then finds the schema made.
+ * Brings a data dir's schema up to date, one process at a time. Kysely takes no migration
+ * lock on SQLite and runs its DDL outside any transaction: two processes opening a new data
+ * dir at once (two `lethe serve`, a CLI command beside a starting gateway) both found no
+ * schema, and the second failed on the first's tables ("table accounts already exists"),
+ * or worse, each made some of them. Here the whole migration runs in one EXCLUSIVE
+ * transaction on the connection Kysely uses: the other process waits for it (busy_timeout),
+ * then finds the schema made; a migration that fails leaves nothing behind.
  */
-async function migrateOnce(db: Kysely<unknown>): Promise<void> {
-  for (let attempt = 1; ; attempt++) {
-    try {
-      await migrateToLatest(db);
-      return;
-    } catch (error) {
-      if (attempt >= MIGRATION_TRIES) throw error;
-      await new Promise((resolve) => setTimeout(resolve, MIGRATION_RETRY_MS * attempt));
-    }
+async function migrateExclusively(database: BetterSqlite3.Database, db: Kysely<unknown>): Promise<void> {
+  database.exec("BEGIN EXCLUSIVE");
+  try {
+    await migrateToLatest(db);
+  } catch (error) {
+    database.exec("ROLLBACK");
+    throw error;
   }
+  database.exec("COMMIT");
 }
 
 /** Opens (creating and migrating when needed) the embedded SQLite store in `dataDir`. */
@@ -185,7 +182,7 @@ export async function openSqliteStore(dataDir: string): Promise<Store> {
   const database = new BetterSqlite3(file);
   for (const pragma of CONNECTION_PRAGMAS) database.pragma(pragma);
   const db = new Kysely<Database>({ dialect: new SqliteDialect({ database }) });
-  await migrateOnce(db as Kysely<unknown>);
+  await migrateExclusively(database, db as Kysely<unknown>);
   // the auth cache and the credit guard must see changes by other processes (the CLI revoking
   // a key, a top-up, another replica's debits) but not this process's own writer thread's
   // debits, which would otherwise send every cached key and balance back to the database
