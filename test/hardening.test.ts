@@ -90,6 +90,18 @@ describe("the hardened serving process", () => {
     expect(underscored.code).toBe(2);
   });
 
+  it("says in its signed statement that a --dev run is not hardened", async () => {
+    const serve = spawnServe(env, cwd, ["--dev"]);
+    try {
+      const [, url] = await serve.waitFor(/listening on (http:\/\/\S+)/);
+      const signed = (await (await fetch(`${url}/v1/zdr`)).json()) as { statement: { development_run: boolean } };
+      expect(signed.statement.development_run).toBe(true);
+      expect(serve.output()).toContain('"development_run":true');
+    } finally {
+      await serve.stop();
+    }
+  });
+
   it("does not open the debugger on SIGUSR1 while serving", async () => {
     const serve = spawnServe(env, cwd);
     try {

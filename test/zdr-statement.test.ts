@@ -51,6 +51,8 @@ describe("the signed retention statement", () => {
       { id: "lethe-demo", zdr_eligible: true },
       { id: "retained", zdr_eligible: false },
     ]);
+    // not `lethe serve --dev`: the process hardening is on
+    expect(statement.development_run).toBe(false);
     expect(statement.config_sha256).toMatch(/^[0-9a-f]{64}$/);
     expect(statement.lethe_version).toMatch(/^\d+\.\d+\.\d+/);
   });

@@ -60,7 +60,12 @@ export async function reloadGateway(gateway: Gateway, next: LetheConfig): Promis
   const needRestart = changedFixedSections(running, next);
   // the sections that need a restart stay as the process runs them, so the config it reports is the one in effect
   const merged: LetheConfig = { ...running, suppliers: next.suppliers, models: next.models, routing: next.routing };
-  const statement = signStatement(buildStatement(merged, await letheVersion()), await loadSigningKey(merged.dataDir));
+  // a --dev process stays one: the flag was given at start, not by the file
+  const developmentRun = gateway.statement.statement.development_run;
+  const statement = signStatement(
+    buildStatement(merged, await letheVersion(), { developmentRun }),
+    await loadSigningKey(merged.dataDir),
+  );
   const routeKeys = new Set<string>();
   for (const model of merged.models.values()) for (const route of model.routes) routeKeys.add(route.key);
   const suppliers = new SupplierRegistry(merged, gateway.suppliers);

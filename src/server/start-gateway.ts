@@ -49,6 +49,8 @@ export interface StartOptions {
   bootstrapDemoAccount?: boolean;
   /** Run the retention job (at start-up and hourly); tests that drive it themselves turn it off. */
   retention?: boolean;
+  /** `lethe serve --dev`: the process hardening is off, and the signed statement says so. */
+  developmentRun?: boolean;
   /** Adds to the server before it listens (the audit's seeded-leak self-test uses it). */
   configureServer?: (app: FastifyInstance, gateway: Gateway) => void;
 }
@@ -76,7 +78,10 @@ export async function startGateway(config: LetheConfig, options: StartOptions = 
   const store = await openStore(config);
   const secret = await loadServerSecret(config.dataDir, config.secret);
   const hasher = new KeyHasher(secret);
-  const statement = signStatement(buildStatement(config, await letheVersion()), await loadSigningKey(config.dataDir));
+  const statement = signStatement(
+    buildStatement(config, await letheVersion(), { developmentRun: options.developmentRun === true }),
+    await loadSigningKey(config.dataDir),
+  );
   // ioredis is loaded only when Redis is configured: a single replica never needs it
   const redis =
     config.redisUrl === null

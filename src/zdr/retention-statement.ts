@@ -15,6 +15,11 @@ export interface RetentionStatement {
   response_cache: { enabled: boolean; window_seconds: number };
   logs: string;
   zdr_required_by_default: boolean;
+  /**
+   * `lethe serve --dev`: the process hardening is off (a debugger may attach, the heap may be
+   * dumped), so content in memory could be read out of the process (docs/zdr.md).
+   */
+  development_run: boolean;
   suppliers: { id: string; type: string; zdr: boolean }[];
   models: { id: string; zdr_eligible: boolean }[];
 }
@@ -53,7 +58,12 @@ export function publicConfig(config: LetheConfig): object {
 }
 
 /** Builds the statement from the running configuration. */
-export function buildStatement(config: LetheConfig, version: string, now = new Date()): RetentionStatement {
+export function buildStatement(
+  config: LetheConfig,
+  version: string,
+  options: { developmentRun?: boolean; now?: Date } = {},
+): RetentionStatement {
+  const now = options.now ?? new Date();
   return {
     lethe_version: version,
     issued_at: now.toISOString(),
@@ -74,6 +84,7 @@ export function buildStatement(config: LetheConfig, version: string, now = new D
     response_cache: { enabled: false, window_seconds: 0 },
     logs: "allow-listed events of numbers, booleans and closed-set values; no request or response content",
     zdr_required_by_default: true,
+    development_run: options.developmentRun ?? false,
     suppliers: [...config.suppliers.values()].map((supplier) => ({
       id: supplier.id,
       type: supplier.type,

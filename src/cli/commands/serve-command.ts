@@ -250,7 +250,11 @@ async function serve(args: string[], io: CliIo, hangups: { stop(): boolean }): P
     hangups.stop();
     return primary;
   }
-  const running = await startGateway(config, { log, bootstrapDemoAccount: !cluster.isWorker });
+  const running = await startGateway(config, {
+    log,
+    bootstrapDemoAccount: !cluster.isWorker,
+    developmentRun: values.dev === true,
+  });
   const configFlag = typeof values.config === "string" ? values.config : undefined;
   const stopReloading = reloadOnHangup(io, configFlag, running, log, hangups);
   if (cluster.isWorker) announceListening(running.url);
