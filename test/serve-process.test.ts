@@ -114,9 +114,33 @@ describe("lethe serve as a process", () => {
       // a model only a supplier without ZDR serves is refused to every default account: said at start
       expect(output).toMatch(/warning: model "loose-demo" has no ZDR supplier/);
       expect(output).not.toMatch(/model "paid-demo" has no ZDR/);
+      expect(output).not.toContain("the curl below is refused (403)");
     } finally {
       await priced.stop();
       await rm(pricedDir, { recursive: true, force: true });
+    }
+  });
+
+  it("says, before its curl line, that the first model would be refused to 'demo' for want of a ZDR supplier", async () => {
+    const looseDir = await mkdtemp(path.join(os.tmpdir(), "lethe-loose-"));
+    const config = path.join(looseDir, "lethe.config.yaml");
+    const lines = ["suppliers:", "  - { id: loose, type: demo }", "models:"];
+    lines.push("  - { id: loose-demo, routes: [{ supplier: loose, model: lethe-demo }] }", "");
+    await writeFile(config, lines.join("\n"));
+    const loose = spawnServe(
+      { LETHE_PORT: "0", LETHE_DATA_DIR: path.join(looseDir, ".lethe"), LETHE_CONFIG: config },
+      looseDir,
+    );
+    try {
+      await loose.waitFor(/curl \S+\/v1\/chat\/completions/);
+      const output = loose.output();
+      expect(output).toContain(
+        "'loose-demo' has no ZDR supplier and 'demo' requires ZDR: the curl below is refused (403)",
+      );
+      expect(output.indexOf("refused (403)")).toBeLessThan(output.indexOf("Try it:"));
+    } finally {
+      await loose.stop();
+      await rm(looseDir, { recursive: true, force: true });
     }
   });
 });

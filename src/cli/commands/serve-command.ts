@@ -57,6 +57,13 @@ function printWelcome(
     io.out("  npx lethe credits add --account demo 10");
     io.out("");
   }
+  // 'demo' requires ZDR, as every account does by default: a model without a ZDR supplier answers 403
+  const zdr = config.models.get(firstModel)?.routes.some((route) => route.supplier.zdr);
+  if (zdr === false) {
+    io.out(`'${firstModel}' has no ZDR supplier and 'demo' requires ZDR: the curl below is refused (403) until`);
+    io.out("a supplier of it is marked `zdr: true`, or the account gets `zdr_required: false` (admin API).");
+    io.out("");
+  }
   io.out("Try it:");
   io.out(
     `  curl ${url}/v1/chat/completions -H "Authorization: Bearer ${firstStartKey}" -H "Content-Type: application/json" -d '{"model":"${firstModel}","messages":[{"role":"user","content":"Hello"}]}'`,
