@@ -3,6 +3,7 @@ import { Pool } from "undici";
 import { afterAll, beforeAll, describe, expect, it, vi } from "vitest";
 import { displayKey, isWellFormedKey, KEY_PREFIX, KeyHasher, mintApiKey } from "../src/keys/api-key.js";
 import { Authenticator } from "../src/keys/authenticator.js";
+import { DatabaseSilence } from "../src/store/database-silence.js";
 import { findCanaries, makeCanary } from "./support/canary.js";
 import { removeDataDir, startTestGateway, type TestGateway } from "./support/gateway-harness.js";
 
@@ -157,6 +158,34 @@ describe("authentication on /v1 routes", () => {
       const second = authenticator.authenticate(headers);
       await Promise.all([first, second]);
       expect(lookUps).toHaveBeenCalledTimes(4);
+    } finally {
+      lookUps.mockRestore();
+    }
+  });
+
+  it("while the database is silent, serves keys due a periodic re-check as cached, but not one a change notice named", async () => {
+    const { store, hasher } = gateway.running.gateway;
+    const { key, keyId } = await gateway.createKey("silenced");
+    // the same store, with a silence of this test's own: a credit hold left unanswered
+    const silence = new DatabaseSilence();
+    const silent = Object.create(store, { silence: { value: silence } }) as typeof store;
+    let counter = 0;
+    const authenticator = new Authenticator(silent, hasher, () => counter, 1);
+    const lookUps = vi.spyOn(store, "findKeyByHash");
+    try {
+      const headers = { authorization: `Bearer ${key}` };
+      await authenticator.authenticate(headers);
+      silence.noteUnanswered(60_000);
+      await new Promise((resolve) => setTimeout(resolve, 5));
+      // due its re-check by age alone: the database is not asked while it is silent
+      await authenticator.authenticate(headers);
+      expect(lookUps).toHaveBeenCalledTimes(1);
+      // a revocation notice is the database answering: the key is asked about, and refused
+      await store.revokeKey(keyId as never);
+      counter++;
+      await expect(Promise.resolve(authenticator.authenticate(headers))).rejects.toMatchObject({
+        code: "LETHE_REVOKED_API_KEY",
+      });
     } finally {
       lookUps.mockRestore();
     }
