@@ -6,9 +6,10 @@ import { noTokens } from "../src/metering/token-usage.js";
 let clock = 0;
 
 /** A streamed exchange whose first token came `firstTokenMs` in and which ends `endMs` in, with `output` tokens. */
-function streamed(firstTokenMs: number | null, endMs: number, output: number) {
+function streamed(firstTokenMs: number | null, endMs: number, output: number, choices = 1) {
   const exchange = new Exchange("req_timings" as RequestId, "/v1/chat/completions", "openai");
   exchange.streamed = true;
+  exchange.choices = choices;
   exchange.usage = { ...noTokens(), input: 10, output };
   if (firstTokenMs !== null) {
     clock += firstTokenMs;
@@ -38,6 +39,11 @@ describe("a stream's timings", () => {
     expect(streamed(400, 400.5, 20).output_tokens_per_s).toBe(49.938);
     // a long buffered answer relayed over 20 ms: 500,000 a second is no model's pace
     expect(streamed(1_980, 2_000, 10_000).output_tokens_per_s).toBe(5_000);
+  });
+
+  it("holds each of several answers written side by side (n) to a model's pace, not their sum", () => {
+    // eight answers at 1,500 tokens a second each: 12,000 a second in all, and generated
+    expect(streamed(1_000, 2_000, 12_000, 8).output_tokens_per_s).toBe(12_000);
   });
 
   it("gives no throughput to a stream that relayed no token", () => {

@@ -32,6 +32,8 @@ export class Exchange {
    * more tokens in the same text than the supplier's tokenizer, is held to it.
    */
   outputCap = Number.POSITIVE_INFINITY;
+  /** Answers the supplier writes side by side (OpenAI's `n`): each at a model's pace. */
+  choices = 1;
   firstTokenAt: number | null = null;
   /** Supplier attempts so far. */
   attempts = 0;
@@ -75,9 +77,10 @@ export class Exchange {
     let outputTokensPerSecond: number | null = null;
     if (output > 0 && firstTokenAt !== null) {
       const sinceFirst = endedAt - firstTokenAt;
-      // no model writes faster than MAX_GENERATION_RATE: past it, the tokens came buffered
+      // no model writes an answer faster than MAX_GENERATION_RATE: past it, the tokens came buffered
       // (and were timed relaying them), so they are timed over the whole request
-      const generated = sinceFirst >= MIN_GENERATION_MS && output * 1000 <= MAX_GENERATION_RATE * sinceFirst;
+      const generated =
+        sinceFirst >= MIN_GENERATION_MS && output * 1000 <= MAX_GENERATION_RATE * this.choices * sinceFirst;
       const generationMs = generated ? sinceFirst : latencyMs;
       if (generationMs > 0) outputTokensPerSecond = round((output * 1000) / generationMs);
     }

@@ -63,12 +63,13 @@ function choicesOf(n: unknown): number {
 function holdCredit(gateway: Gateway, call: MeteredCall, request: ClientRequest, plan: RoutePlan): MaybePromise<void> {
   const exchange = call.exchange;
   const auth = exchange.auth as AuthContext;
+  exchange.choices = call.format === "openai" ? choicesOf(request.body.n) : 1;
   const estimate = estimateCost(
     request,
     plan.routes,
     gateway.config.billing.defaultOutputReserveTokens,
     call.bodyBytes,
-    call.format === "openai" ? choicesOf(request.body.n) : 1,
+    exchange.choices,
   );
   // the output the client allowed (max_tokens × choices) also bounds Lethe's own counts of it
   if (estimate.askedOutputTokens > 0) exchange.outputCap = estimate.askedOutputTokens;
