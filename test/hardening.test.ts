@@ -5,7 +5,7 @@ import path from "node:path";
 import { afterAll, beforeAll, describe, expect, it } from "vitest";
 import { dangerousFlags } from "../src/process/harden-process.js";
 import { makeCanary } from "./support/canary.js";
-import { LETHE_BIN, spawnServe } from "./support/run-cli.js";
+import { LETHE_BIN, runCli, spawnServe } from "./support/run-cli.js";
 
 const DIST_HARDEN = path.resolve(import.meta.dirname, "../dist/process/harden-process.js");
 const DIST_LOG = path.resolve(import.meta.dirname, "../dist/logging/event-log.js");
@@ -97,6 +97,8 @@ describe("the hardened serving process", () => {
       const signed = (await (await fetch(`${url}/v1/zdr`)).json()) as { statement: { development_run: boolean } };
       expect(signed.statement.development_run).toBe(true);
       expect(serve.output()).toContain('"development_run":true');
+      const verified = await runCli(["zdr", "verify", url as string], env);
+      expect(verified.out).toContain("warning: a development run (serve --dev)");
     } finally {
       await serve.stop();
     }

@@ -87,6 +87,7 @@ describe("the signed retention statement", () => {
     const valid = await runCli(["zdr", "verify", gateway.url], {});
     expect(valid.code).toBe(0);
     expect(valid.out).toMatch(/^VALID: statement from http:\/\/127\.0\.0\.1:\d+ signed by ed25519 key /);
+    expect(valid.out).not.toContain("development run");
     expect(valid.out).toContain("metadata kept 30 days");
 
     const pinned = await runCli(["zdr", "verify", `${gateway.baseURL}/zdr`, "--key", signed.public_key], {});

@@ -56,6 +56,11 @@ export async function zdrCommand(args: string[], io: CliIo): Promise<number> {
   io.out(`  lethe ${statement.lethe_version}, config sha256 ${statement.config_sha256}, issued ${statement.issued_at}`);
   io.out(`  content retained: ${statement.content_retained}; metadata kept ${statement.metadata.retention_days} days`);
   io.out(`  suppliers: ${statement.suppliers.map((supplier) => `${supplier.id} (zdr ${supplier.zdr})`).join(", ")}`);
+  if (statement.development_run === true) {
+    io.out(
+      "  warning: a development run (serve --dev): its process hardening is off, so content in memory could be read",
+    );
+  }
   if (values.key === undefined) io.out("  (key fetched from the same server: pass --key to pin a key you trust)");
   return 0;
 }
