@@ -167,7 +167,8 @@ async function migrateExclusively(database: BetterSqlite3.Database, db: Kysely<u
   try {
     await migrateToLatest(db);
   } catch (error) {
-    database.exec("ROLLBACK");
+    // SQLite may have rolled back already (a full disk): the migration's own error is the one to tell
+    if (database.inTransaction) database.exec("ROLLBACK");
     throw error;
   }
   database.exec("COMMIT");
