@@ -29,6 +29,7 @@ const CASES = [
   "slow-stream",
   "silent-body",
   "silent-headers",
+  "silent-headers-idle",
   "mid-stream",
   "retry-after",
   "retry-after-pair",
@@ -56,7 +57,13 @@ beforeAll(async () => {
     CASES.map((name) => [name, { first: fakes[`${name}/first`], second: fakes[`${name}/second`] }]),
   ) as Record<CaseName, Pair>;
   // the deadline cases' own first_byte_ms is long, so only the deadline can cut them short
-  const patient = (name: CaseName) => (name.startsWith("deadline") ? { timeouts: { first_byte_ms: 5000 } } : {});
+  // and the silent-headers-idle case's idle_ms is long, so only first_byte_ms can cut its wait for a first event
+  const patient = (name: CaseName) =>
+    name.startsWith("deadline")
+      ? { timeouts: { first_byte_ms: 5000 } }
+      : name === "silent-headers-idle"
+        ? { timeouts: { idle_ms: 10_000 } }
+        : {};
   const suppliers = CASES.flatMap((name) => [
     openAISupplier(`${name}-first`, pairs[name].first.url, patient(name)),
     openAISupplier(`${name}-second`, pairs[name].second.url),
@@ -73,9 +80,9 @@ beforeAll(async () => {
     config: {
       suppliers,
       models: [
-        ...(["slow-json", "slow-stream", "silent-body", "silent-headers", "mid-stream"] as const).map((name) =>
-          model(name, 2),
-        ),
+        ...(
+          ["slow-json", "slow-stream", "silent-body", "silent-headers", "silent-headers-idle", "mid-stream"] as const
+        ).map((name) => model(name, 2)),
         model("retry-after", 1, { max_attempts: 2 }),
         model("retry-after-pair", 2),
         model("retry-after-long", 2),
@@ -109,6 +116,8 @@ describe("a route that goes silent before the first byte: the next route serves"
     ["silent-body", false, behaviour.hangMidStream()],
     // the stream's headers, then nothing: no event reached the client
     ["silent-headers", true, behaviour.hangMidStream(0)],
+    // the same with a long idle_ms (a server busy with the prompt): first_byte_ms bounds the wait for a first event
+    ["silent-headers-idle", true, behaviour.hangMidStream(0)],
   ])("%s", async ([name, stream, failure], { expect }) => {
     const { first, second } = pairs[name];
     const { content } = canaryPrompt(canaries, name);

@@ -129,11 +129,25 @@ export function pinnedRoute(plan: RoutePlan, header: unknown): RouteConfig {
 /**
  * Waits for a stream's first event before anything is sent to the client, so that a
  * stream that breaks before it (silence, a reset, garbage) fails this attempt and the
- * next route can still serve. Yields that event, then the rest, as they come.
+ * next route can still serve. Yields that event, then the rest, as they come. A supplier
+ * that sends its headers and then nothing (a server busy with the prompt) is given up on
+ * at `answerBy` (first_byte_ms from the send, or the routing deadline if sooner), as one
+ * that sent no headers is, rather than waited on for idle_ms.
  */
-async function firstEventArrived(events: AsyncIterable<WireEvent>): Promise<AsyncIterable<WireEvent>> {
-  const iterator = events[Symbol.asyncIterator]();
-  const first = await iterator.next();
+async function firstEventArrived(
+  result: { events: AsyncIterable<WireEvent>; giveUp?: () => void },
+  answerBy: number,
+): Promise<AsyncIterable<WireEvent>> {
+  const iterator = result.events[Symbol.asyncIterator]();
+  // whole tenths of a second: Node keeps a timer list per distinct duration
+  const waitMs = Math.max(100, Math.ceil((answerBy - performance.now()) / 100) * 100);
+  const timer = result.giveUp === undefined ? null : setTimeout(result.giveUp, waitMs);
+  let first: IteratorResult<WireEvent>;
+  try {
+    first = await iterator.next();
+  } finally {
+    if (timer !== null) clearTimeout(timer);
+  }
   async function* replay(): AsyncGenerator<WireEvent> {
     try {
       for (let next = first; next.done !== true; next = await iterator.next()) yield next.value;
@@ -290,7 +304,8 @@ export async function attemptRoutes(
     exchange.supplier = supplier.id;
     exchange.price = route.price;
     const remaining = deadline - router.now();
-    const sentAfterMs = performance.now() - exchange.startedAt;
+    const sentAt = performance.now();
+    const sentAfterMs = sentAt - exchange.startedAt;
     try {
       const result = await supplier.send({
         body: upstream.body,
@@ -303,7 +318,10 @@ export async function attemptRoutes(
         ...(request.headers !== undefined && { headers: request.headers }),
       });
       if (result.kind === "stream") {
-        const events = await firstEventArrived(result.events);
+        const events = await firstEventArrived(
+          result,
+          sentAt + Math.min(route.timeouts.firstByteMs, Math.max(1, remaining)),
+        );
         // the route answers: a half-open breaker closes now, not when a stream that may run
         // for minutes ends (its probe would keep the route from everyone else until then)
         stats.breaker.onSuccess();

@@ -68,7 +68,16 @@ export interface SupplierSaid {
 /** What a supplier answered. A rejection carries what the supplier said as `detail`. */
 export type SupplierResult =
   | ({ kind: "json" } & JsonAnswer)
-  | { kind: "stream"; events: AsyncIterable<WireEvent> }
+  | {
+      kind: "stream";
+      events: AsyncIterable<WireEvent>;
+      /**
+       * Gives up on an answer whose first event has not come in time (headers, then
+       * silence): the read waiting for it fails with LETHE_UPSTREAM_TIMEOUT, retryable on
+       * another route. Absent where a stream cannot stall (the demo).
+       */
+      giveUp?: () => void;
+    }
   | { kind: "rejected"; error: UpstreamError; detail: SupplierSaid | undefined };
 
 /**

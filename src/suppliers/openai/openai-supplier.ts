@@ -70,7 +70,7 @@ export class OpenAICompatibleSupplier implements Supplier {
       call.timeouts,
     );
     if (isRejection(answer)) return { kind: "rejected", error: answer.error, detail: answer.detail };
-    if (call.stream) return { kind: "stream", events: this.readChunks(answer) };
+    if (call.stream) return { kind: "stream", events: this.readChunks(answer), giveUp: () => answer.abort("deadline") };
     return { kind: "json", ...(await this.readJson(answer)) };
   }
 
