@@ -1,4 +1,5 @@
 import { CliError, type CliIo, parseCommand } from "../cli-io.js";
+import { boundedText, printable } from "../untrusted-text.js";
 
 interface RouteRow {
   state: string;
@@ -9,6 +10,13 @@ interface RouteRow {
 }
 
 const STATES = ["closed", "half-open", "open"];
+
+/** A gateway's metrics are a few kilobytes a route: a body past this is no gateway's. */
+const MAX_METRICS_BYTES = 16 * 1_048_576;
+
+function finite(value: number | null): value is number {
+  return value !== null && Number.isFinite(value);
+}
 
 /** Undoes Prometheus' escaping of a label value (`\\`, `\"`, `\n`), so a route reads as configured. */
 function unescapeLabel(value: string): string {
@@ -67,7 +75,9 @@ export async function routesCommand(args: string[], io: CliIo): Promise<number> 
       );
     }
     if (!response.ok) throw new CliError(`${base}/metrics answered ${response.status}`);
-    text = await response.text();
+    const bounded = await boundedText(response, MAX_METRICS_BYTES);
+    if (bounded === null) throw new CliError(`${base}/metrics answered more than ${MAX_METRICS_BYTES} bytes`);
+    text = bounded;
   } catch (error) {
     if (error instanceof CliError) throw error;
     throw new CliError(`cannot reach a running gateway at ${base} (pass --url)`);
@@ -75,10 +85,11 @@ export async function routesCommand(args: string[], io: CliIo): Promise<number> 
   const rows = parseRouteMetrics(text);
   io.out(["ROUTE", "STATE", "ERROR RATE", "TTFT P50"].join("\t"));
   for (const [route, row] of rows) {
-    const errorRate = row.errorRate === null ? "-" : `${(row.errorRate * 100).toFixed(1)}%`;
-    const ttft = row.ttftP50Ms === null ? "-" : `${row.ttftP50Ms.toFixed(1)} ms`;
-    const state = row.restSeconds === null ? row.state : `${row.state}, resting ${row.restSeconds} s`;
-    io.out([route, state, errorRate, ttft].join("\t"));
+    const errorRate = finite(row.errorRate) ? `${(row.errorRate * 100).toFixed(1)}%` : "-";
+    const ttft = finite(row.ttftP50Ms) ? `${row.ttftP50Ms.toFixed(1)} ms` : "-";
+    const state = finite(row.restSeconds) ? `${row.state}, resting ${row.restSeconds} s` : row.state;
+    // a route's name came from the server's metrics: printed with no terminal control in it
+    io.out([printable(route, 300), state, errorRate, ttft].join("\t"));
   }
   if (rows.size === 0) io.out("(no route has served a request since the gateway started)");
   return 0;
