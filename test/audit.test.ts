@@ -275,6 +275,29 @@ describe("lethe audit on the command line", () => {
     }
   }, 60_000);
 
+  it("is inconclusive when no request of the audit's was served: a target whose supplier is down proves nothing", async () => {
+    const config = {
+      suppliers: [{ id: "down", type: "openai", base_url: "http://127.0.0.1:9/v1", zdr: true }],
+      models: [{ id: "unserved", routes: [{ supplier: "down", model: "m" }] }],
+      routing: { max_attempts: 1 },
+    };
+    const down = await startTestGateway({ config });
+    try {
+      const result = await runCli(["audit", "--target", down.url, "--key", down.key, "--no-log", "--json"], {
+        LETHE_DATA_DIR: down.dataDir,
+      });
+      expect(result.code).toBe(1);
+      const report = JSON.parse(result.out) as AuditReport;
+      expect(report.pass).toBe(false);
+      expect(report.verdict).toMatch(
+        /^INCONCLUSIVE: no canary found, but no request of the audit's was answered with a 2xx/,
+      );
+    } finally {
+      await down.close();
+      await removeDataDir(down);
+    }
+  }, 60_000);
+
   it("is inconclusive when the audit's key requires ZDR and a model has no ZDR supplier: its canaries never left the gate", async () => {
     const config = {
       suppliers: [

@@ -38,6 +38,8 @@ beforeAll(async () => {
     } else if (request.url === "/v1/zdr") {
       const body = mode === "not-array" ? { ...signed, statement: { ...statement, suppliers: "none" } } : signed;
       response.end(JSON.stringify(body));
+    } else if (request.url === "/v1/models") {
+      response.end(JSON.stringify({ data: [{ id: `m1${ESCAPES}` }, { id: "m2" }] }));
     } else if (request.url === "/metrics") {
       response.end(
         `lethe_route_state{route="a/b\\n${ESCAPES.replaceAll("\n", "\\n")}"} 2\n` +
@@ -79,6 +81,16 @@ describe("the CLI against a hostile server", () => {
       code: 2,
       err: `lethe: ${url}/v1/zdr answered more than 1048576 bytes`,
     });
+  });
+
+  it("lethe audit --target drives and prints no model id a Lethe could not have (one with escapes)", async () => {
+    const result = await runCli(["audit", "--target", url, "--key", "sk-lethe-any", "--no-log"], {
+      LETHE_DATA_DIR: "/nonexistent/lethe-hostile",
+    });
+    expect(result.code).toBe(1);
+    expectPrintable(result.out);
+    expect(result.out).not.toContain("forged");
+    expect(result.out).toContain("m2");
   });
 
   it("lethe routes prints hostile route names without terminal control, and no Infinity or NaN", async () => {

@@ -9,6 +9,8 @@ export interface PathReport {
   name: string;
   outcome: PathRun["outcome"];
   notes: string[];
+  /** Its requests with the audit's own key answered 2xx. */
+  served?: number;
   canaries: number;
   /** Canaries of this path found per store; only scanned stores appear. */
   hits: Partial<Record<StoreName, number>>;
@@ -135,6 +137,9 @@ export function buildReport(input: {
   };
   const models = input.models ?? null;
   const gaps = storeGaps(stores);
+  // paths not driven (not applicable) say nothing of how many answers they had
+  const counted = paths.filter((path) => path.served !== undefined);
+  const nothingServed = input.mode === "target" && counted.length > 0 && counted.every((path) => path.served === 0);
   const excluded = exclusions(stores, models);
   const refused =
     figures.pathsRefused === 0
@@ -154,12 +159,16 @@ export function buildReport(input: {
   } else if (gaps !== null) {
     // a store the deployment uses that was not searched proves nothing either way
     verdict = `INCONCLUSIVE: no canary found, but ${gaps}`;
+  } else if (nothingServed) {
+    // a target whose suppliers are all down (or that is no gateway) answered every path with
+    // an error: the paths of an answer, a stream, a tool call never ran, and proved nothing
+    verdict = `INCONCLUSIVE: no canary found, but no request of the audit's was answered with a 2xx: its answers' paths never ran (are the target's suppliers up?)`;
   } else if (excluded !== null) {
     verdict = `PASS (qualified): no canary found in any store searched (${searched}); ${excluded}`;
   } else {
     verdict = `PASS: no canary found in any store (${searched})`;
   }
-  const pass = hits === 0 && figures.pathsNotAsDesigned === 0 && refused === null && gaps === null;
+  const pass = hits === 0 && figures.pathsNotAsDesigned === 0 && refused === null && gaps === null && !nothingServed;
   // a qualified PASS names the exclusions already; any other verdict still says what it left out on purpose
   if (!pass && excluded !== null) verdict += `; ${excluded}`;
   return {

@@ -20,6 +20,8 @@ export interface PathRun {
   name: string;
   outcome: "driven" | "not applicable" | "not as designed" | "refused by limits";
   notes: string[];
+  /** The path's inference requests with the audit's own key that were answered 2xx. */
+  served?: number;
 }
 
 /** The refusals of a key's limits (not of the request itself): the canaries went no further than the gate. */
@@ -76,13 +78,16 @@ function contextFor(
   pathIndex: number,
   notes: string[],
   refusals: Set<string>,
+  tally: { served: number },
 ): PathContext {
   const { client, registry } = environment;
   // only the audit's own key counts: paths that use another key mean to be refused
-  const watched = async (sent: Promise<AuditResponse>, ownKey: boolean): Promise<AuditResponse> => {
+  const watched = async (sent: Promise<AuditResponse>, ownKey: boolean, inference = false): Promise<AuditResponse> => {
     const response = await sent;
     const refused = ownKey ? limitRefusal(response, environment.setting.embedded) : null;
     if (refused !== null) refusals.add(refused);
+    // an inference answered: a supplier was reached (a model list needs none)
+    if (inference && ownKey && response.status >= 200 && response.status < 300) tally.served++;
     return response;
   };
   return {
@@ -98,7 +103,8 @@ function contextFor(
         headers: callHeaders(format, environment.key, options),
         ...(options.abortWhen !== undefined && { abortWhen: options.abortWhen }),
       });
-      return watched(sent, options.auth === undefined);
+      // a count_tokens may be answered by Lethe itself: only a chat or a message says a supplier answered
+      return watched(sent, options.auth === undefined, !(options.endpoint ?? "").includes("count_tokens"));
     },
     send: (request) => client.send(request),
     get: (format, path) =>
@@ -122,9 +128,10 @@ export async function drivePaths(paths: AuditPath[], environment: PathEnvironmen
     }
     const notes: string[] = [];
     const refusals = new Set<string>();
+    const tally = { served: 0 };
     let outcome: PathRun["outcome"] = "driven";
     try {
-      await path.run(contextFor(environment, index, notes, refusals));
+      await path.run(contextFor(environment, index, notes, refusals, tally));
       // a deployment may answer differently (a model without images, a stricter limit): a remark there
       if (notes.length > 0 && environment.setting.embedded) outcome = "not as designed";
     } catch (thrown) {
@@ -144,7 +151,7 @@ export async function drivePaths(paths: AuditPath[], environment: PathEnvironmen
     // a behaviour no request used (the gateway refused first) must not leak into the next path
     environment.fakes?.openai.reset();
     environment.fakes?.anthropic.reset();
-    runs.push({ name: path.name, outcome, notes });
+    runs.push({ name: path.name, outcome, notes, served: tally.served });
   }
   return runs;
 }

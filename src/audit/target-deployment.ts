@@ -18,6 +18,8 @@ export interface TargetDeployment {
   client: AuditClient;
 }
 
+const MODEL_ID = /^[A-Za-z0-9][A-Za-z0-9._:/-]{0,63}$/;
+
 function isObject(value: unknown): value is Record<string, unknown> {
   return typeof value === "object" && value !== null && !Array.isArray(value);
 }
@@ -27,7 +29,11 @@ function listedModels(text: string): string[] {
   try {
     const parsed: unknown = JSON.parse(text);
     const data: unknown[] = isObject(parsed) && Array.isArray(parsed.data) ? parsed.data : [];
-    const ids = data.flatMap((entry) => (isObject(entry) && typeof entry.id === "string" ? [entry.id] : []));
+    // a Lethe model id is letters, digits and . _ : / - (config-schema.ts): any other is no
+    // Lethe model's, and is not driven nor printed (a hostile target's could carry escapes)
+    const ids = data.flatMap((entry) =>
+      isObject(entry) && typeof entry.id === "string" && MODEL_ID.test(entry.id) ? [entry.id] : [],
+    );
     return [...new Set(ids)];
   } catch {
     return [];
