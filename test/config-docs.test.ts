@@ -114,6 +114,10 @@ describe("the README's config example", () => {
       }),
     ).toThrow(/route s\/x is listed twice/);
     expect(load({ colour: "blue" })).toThrow(/unknown field "colour"/);
+    // an upstream model name reaches /metrics labels and the CLI's output: no terminal control in it
+    expect(load({ models: [{ id: "m", routes: [{ supplier: "s", model: "x\u001b[31m\nforged" }] }] })).toThrow(
+      /may not hold control characters/,
+    );
     // a credit hold must outlast its request: retries until deadline_ms, then one attempt of total_ms
     const onPostgres = (document: Record<string, unknown>) => () =>
       resolveConfig(

@@ -9,6 +9,14 @@ const id = z
   .regex(/^[A-Za-z0-9][A-Za-z0-9._:/-]*$/, "ids use letters, digits and . _ : / -");
 
 /**
+ * Free text of the operator's (an upstream model name, a description): it reaches `/metrics`
+ * labels, `/v1/models` and the CLI's output, so no terminal control (C0, C1, line separators,
+ * bidirectional overrides) may be in it.
+ */
+const PRINTABLE = /^[^\u0000-\u001f\u007f-\u009f\u2028\u2029\u202a-\u202e\u2066-\u2069]*$/;
+const NO_CONTROLS = "may not hold control characters";
+
+/**
  * A price per million tokens: at most a million units of currency, far past any model's,
  * so that a cost is summed exactly in whole billionths of a micro-unit (cost.ts); 1e300
  * passed as a number and came to a cost of 0.
@@ -101,7 +109,7 @@ const routeTimeouts = z
 const route = z
   .object({
     supplier: id,
-    model: z.string().min(1).max(256),
+    model: z.string().min(1).max(256).regex(PRINTABLE, NO_CONTROLS),
     weight: z.number().nonnegative().default(1),
     price: price.prefault({}),
     timeouts: routeTimeouts.optional(),
@@ -132,7 +140,7 @@ const model = z
     strategy: z.enum(["priority", "weighted", "lowest-price", "lowest-latency"]).default("priority"),
     routes: z.array(route).min(1),
     max_attempts: z.number().int().min(1).max(10).optional(),
-    description: z.string().max(200).optional(),
+    description: z.string().max(200).regex(PRINTABLE, NO_CONTROLS).optional(),
   })
   .strict();
 
