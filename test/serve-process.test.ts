@@ -73,6 +73,8 @@ describe("lethe serve as a process", () => {
   it("flushes every record on SIGTERM, and `lethe usage` shows them", async () => {
     expect(await serve.stop()).toBe(0);
     expect(serve.output(), serve.output()).toMatch(/"flushed_records":4/);
+    // the stop is logged as it begins, with the signal that asked for it
+    expect(serve.output()).toMatch(/"signal":"SIGTERM","event":"server_stopping"[\s\S]*"event":"server_stopped"/);
     const usage = await runCli(["usage", "--account", "demo"], env);
     expect(usage.code).toBe(0);
     const row = usage.out.split("\n").find((line) => line.includes("lethe-demo"));

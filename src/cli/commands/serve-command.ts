@@ -157,16 +157,16 @@ function ignoreHangup(): void {}
  * and charges lost (a double Ctrl-C; with --workers, the terminal's SIGINT and the primary's
  * SIGTERM reach every worker). SIGKILL still ends it.
  */
-function watchStopSignals(io: CliIo): { stopped: Promise<void>; dispose(): void } {
+function watchStopSignals(io: CliIo): { stopped: Promise<"SIGTERM" | "SIGINT">; dispose(): void } {
   let signalled = false;
-  let resolveStopped: () => void = () => {};
-  const stopped = new Promise<void>((resolve) => {
+  let resolveStopped: (signal: "SIGTERM" | "SIGINT") => void = () => {};
+  const stopped = new Promise<"SIGTERM" | "SIGINT">((resolve) => {
     resolveStopped = resolve;
   });
-  const onSignal = () => {
+  const onSignal = (signal: "SIGTERM" | "SIGINT") => {
     if (!signalled) {
       signalled = true;
-      resolveStopped();
+      resolveStopped(signal);
       return;
     }
     // a worker gets a terminal's SIGINT and its primary's SIGTERM for one Ctrl-C: no news there
@@ -267,7 +267,7 @@ async function serve(args: string[], io: CliIo, hangups: { stop(): boolean }): P
   if (cluster.isWorker) announceListening(running.url);
   else printWelcome(io, config, running.url, 1, running.firstStartKey);
   const signals = watchStopSignals(io);
-  await signals.stopped;
+  log.event("server_stopping", { signal: await signals.stopped });
   // no reload while shutting down, and a hang-up then must not end the process before its flush
   process.on("SIGHUP", ignoreHangup);
   stopReloading();
