@@ -128,11 +128,11 @@ export class Authenticator {
     const cached = this.cache.get(keyHash);
     if (cached !== undefined && this.isFresh(cached, counter)) return cached.context;
     if (cached === undefined) return this.sharedLookUp(keyHash, counter, undefined, admit);
-    // the database left a query unanswered lately (this re-check's, or a credit hold's): a key
-    // merely due its periodic re-check is served as cached; one a change notice named (a
-    // revocation, say) is asked about all the same, a notice being the database answering
+    // the database left a query unanswered lately (this re-check's, or a credit hold's): a
+    // cached key is served as it is, unless a change was announced since the silence began
+    // (a revocation, say), the feed hearing it being the database answering
     const silence = this.store.silence;
-    if (silence.silent && cached.counter === counter) return cached.context;
+    if (silence.silent && !silence.changedSince) return cached.context;
     const lookUp = this.sharedLookUp(keyHash, counter, cached);
     return boundInTime(lookUp, STORE_WAIT_MS, () => {
       silence.noteUnanswered(UNANSWERED_BACKOFF_MS);

@@ -98,6 +98,11 @@ class PostgresChangeFeed implements ChangeFeed {
     return this.keysValue;
   }
 
+  /** The key change counter while the feed listens, else null (it moves on every read then). */
+  heardKeys(): number | null {
+    return this.listening ? this.keysValue : null;
+  }
+
   async announce(kind: ChangeKind): Promise<void> {
     await this.pool.query(`NOTIFY ${CHANNEL}, '${kind}'`).catch(() => {});
   }
@@ -202,7 +207,7 @@ async function connectPostgresStore(url: string, queryTimeoutMs: number): Promis
   // roll-up under an advisory lock: silent for minutes on a large deployment, and not
   // dead. It gets a connection of its own, outside the silence bound
   const retentionDb = new Kysely<Database>({ dialect: new PostgresDialect({ pool: quietPool(clientConfig, 1) }) });
-  const silence = new DatabaseSilence();
+  const silence = new DatabaseSilence(() => feed.heardKeys());
   return new KyselyStore(
     "postgres",
     db,
