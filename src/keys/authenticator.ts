@@ -129,10 +129,10 @@ export class Authenticator {
     if (cached !== undefined && this.isFresh(cached, counter)) return cached.context;
     if (cached === undefined) return this.sharedLookUp(keyHash, counter, undefined, admit);
     // the database left a query unanswered lately (this re-check's, or a credit hold's): a
-    // cached key is served as it is, unless a change was announced since the silence began
-    // (a revocation, say), the feed hearing it being the database answering
+    // cached key is served as it is, unless a change was announced since it was cached (a
+    // revocation, say), the feed hearing it being the database answering
     const silence = this.store.silence;
-    if (silence.silent && !silence.changedSince) return cached.context;
+    if (silence.silent && silence.servesCached(cached.counter)) return cached.context;
     const lookUp = this.sharedLookUp(keyHash, counter, cached);
     return boundInTime(lookUp, STORE_WAIT_MS, () => {
       silence.noteUnanswered(UNANSWERED_BACKOFF_MS);

@@ -32,10 +32,14 @@ export class DatabaseSilence {
     return this.until !== 0 && Date.now() < this.until;
   }
 
-  /** True when the change feed announced a key change since the silence began. */
-  get changedSince(): boolean {
-    if (this.heardAtStart === null) return false;
-    const heard = this.heard();
-    return heard !== null && heard !== this.heardAtStart;
+  /**
+   * Whether a key cached at change counter `cachedAt` may be served as it is during this
+   * silence: no key change was announced since it was cached, neither before the silence
+   * began nor during it (a revocation heard just before a hold timed out counts). Without a
+   * feed that heard the database when the silence began, nothing tells of a change: yes.
+   */
+  servesCached(cachedAt: number): boolean {
+    if (this.heardAtStart === null) return true;
+    return cachedAt === this.heardAtStart && this.heard() === this.heardAtStart;
   }
 }
