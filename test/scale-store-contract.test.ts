@@ -443,3 +443,30 @@ describe("the PostgreSQL roll-up", () => {
     }
   });
 });
+
+describe("the PostgreSQL change feed", () => {
+  it("hears its own schema's changes, not those of another deployment in the same database", async () => {
+    const [mine, theirs] = [uniqueName("feed_mine"), uniqueName("feed_theirs")];
+    const writer = await openPostgresStore(schemaUrl(mine));
+    const reader = await openPostgresStore(schemaUrl(mine));
+    const other = await openPostgresStore(schemaUrl(theirs));
+    try {
+      // a feed not yet listening moves its counter on every read: wait until it holds still
+      const settled = (store: Store) =>
+        waitUntil("the feed to listen", () => {
+          const first = store.keyChangeCounter();
+          return store.keyChangeCounter() === first ? first + 1 : false;
+        });
+      const readerBefore = (await settled(reader)) - 1;
+      const otherBefore = (await settled(other)) - 1;
+      const account = await writer.createAccount({ name: "feed-account" });
+      await writer.accountAdmin.updateSettings(account.id, { rpm: 5 });
+      await waitUntil("the same schema's notice", () => reader.keyChangeCounter() !== readerBefore);
+      await new Promise((resolve) => setTimeout(resolve, 300));
+      expect(other.keyChangeCounter()).toBe(otherBefore);
+    } finally {
+      await Promise.all([writer.close(), reader.close(), other.close()]);
+      await Promise.all([dropSchema(mine), dropSchema(theirs)]);
+    }
+  });
+});

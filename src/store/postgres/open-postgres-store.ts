@@ -13,6 +13,17 @@ import { postgresRollUpDay, UsageStore } from "../usage-store.js";
 import { installHoldFunction, PostgresCreditHoldStore } from "./postgres-credit-holds.js";
 
 const CHANNEL = "lethe_changes";
+
+/**
+ * The NOTIFY channel of a deployment: PostgreSQL's channels belong to the database, not to a
+ * schema, so deployments in other schemas of the same database (tenants, tests) would
+ * otherwise hear each other's changes and drop their caches for them. The default schema
+ * keeps the plain name (a replica of an older version listens there). PostgreSQL cuts a
+ * channel name at 63 characters, LISTEN and NOTIFY alike.
+ */
+function channelOf(schema: string | null): string {
+  return schema === null || schema === "public" ? CHANNEL : `${CHANNEL}_${schema}`;
+}
 /**
  * How long a batch of ledger debits waits for an account row's lock: longer than any
  * credit hold keeps one (microseconds), shorter than the holds' own wait (3 s), so a row
@@ -51,6 +62,7 @@ class PostgresChangeFeed implements ChangeFeed {
   constructor(
     private readonly config: pg.ClientConfig,
     private readonly pool: pg.Pool,
+    private readonly channel: string,
   ) {}
 
   async start(): Promise<void> {
@@ -64,7 +76,7 @@ class PostgresChangeFeed implements ChangeFeed {
     client.on("end", () => this.lost());
     try {
       await client.connect();
-      await client.query(`LISTEN ${CHANNEL}`);
+      await client.query(`LISTEN ${this.channel}`);
       this.client = client;
       this.listening = true;
       this.value++;
@@ -104,7 +116,7 @@ class PostgresChangeFeed implements ChangeFeed {
   }
 
   async announce(kind: ChangeKind): Promise<void> {
-    await this.pool.query(`NOTIFY ${CHANNEL}, '${kind}'`).catch(() => {});
+    await this.pool.query(`NOTIFY ${this.channel}, '${kind}'`).catch(() => {});
   }
 
   async close(): Promise<void> {
@@ -201,7 +213,7 @@ async function connectPostgresStore(url: string, queryTimeoutMs: number): Promis
   await installHoldFunction(pool);
   // after the migrations, which may rewrite a large table in one silent statement
   boundSilence(pool, queryTimeoutMs);
-  const feed = new PostgresChangeFeed(clientConfig, pool);
+  const feed = new PostgresChangeFeed(clientConfig, pool, channelOf(schema));
   await feed.start();
   // retention's roll-up sorts a whole day in one statement, and waits on another replica's
   // roll-up under an advisory lock: silent for minutes on a large deployment, and not
