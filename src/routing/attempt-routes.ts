@@ -131,8 +131,8 @@ export function pinnedRoute(plan: RoutePlan, header: unknown): RouteConfig {
  * stream that breaks before it (silence, a reset, garbage) fails this attempt and the
  * next route can still serve. Yields that event, then the rest, as they come. A supplier
  * that sends its headers and then nothing (a server busy with the prompt) is given up on
- * at `answerBy` (first_byte_ms from the send, or the routing deadline if sooner), as one
- * that sent no headers is, rather than waited on for idle_ms.
+ * at `answerBy` (first_byte_ms from when the request left, or the routing deadline if
+ * sooner), as one that sent no headers is, rather than waited on for idle_ms.
  */
 async function firstEventArrived(
   result: { events: AsyncIterable<WireEvent>; giveUp?: () => void },
@@ -318,10 +318,10 @@ export async function attemptRoutes(
         ...(request.headers !== undefined && { headers: request.headers }),
       });
       if (result.kind === "stream") {
-        const events = await firstEventArrived(
-          result,
-          sentAt + Math.min(route.timeouts.firstByteMs, Math.max(1, remaining)),
-        );
+        // first_byte_ms from when the request left (after any wait for a pooled connection),
+        // the deadline from before it
+        const firstByteBy = (result.sentAt ?? sentAt) + route.timeouts.firstByteMs;
+        const events = await firstEventArrived(result, Math.min(firstByteBy, sentAt + Math.max(1, remaining)));
         // the route answers: a half-open breaker closes now, not when a stream that may run
         // for minutes ends (its probe would keep the route from everyone else until then)
         stats.breaker.onSuccess();

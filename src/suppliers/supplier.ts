@@ -77,6 +77,8 @@ export type SupplierResult =
        * another route. Absent where a stream cannot stall (the demo).
        */
       giveUp?: () => void;
+      /** When the request left for the supplier (performance.now()): first_byte_ms runs from there. */
+      sentAt?: number;
     }
   | { kind: "rejected"; error: UpstreamError; detail: SupplierSaid | undefined };
 

@@ -23,8 +23,9 @@ export const DEFAULT_FAKE_USAGE: FakeUsage = { prompt: 1000, completion: 250, ca
 
 /**
  * How a streamed answer's events are written: by default each on its own, in one go; a
- * number of milliseconds between them (a model generating); or `burst`, the whole stream in
- * one write (a buffering proxy, a cached answer), which reaches the gateway in one read.
+ * number of milliseconds before each (a model generating: the headers go at once); or
+ * `burst`, the whole stream in one write (a buffering proxy, a cached answer), which
+ * reaches the gateway in one read.
  */
 export type StreamPace = number | "burst";
 
@@ -387,10 +388,12 @@ export async function startFakeOpenAISupplier(): Promise<FakeOpenAISupplier> {
           const events = streamChunks(answer, current).map((chunk) => `data: ${chunk}\n\n`);
           response.writeHead(200, sseHeaders).end(`${events.join("")}data: [DONE]\n\n`);
         } else if (stream && typeof pace === "number") {
+          // the headers at once, then each event `pace` ms after the one before (the first too)
           response.writeHead(200, sseHeaders);
+          response.flushHeaders();
           for (const chunk of streamChunks(answer, current)) {
-            response.write(`data: ${chunk}\n\n`);
             await delay(pace);
+            response.write(`data: ${chunk}\n\n`);
           }
           response.end("data: [DONE]\n\n");
         } else if (stream) {

@@ -94,7 +94,10 @@ export class AnthropicSupplier implements Supplier {
       call.timeouts,
     );
     if (isRejection(answer)) return { kind: "rejected", error: answer.error, detail: answer.detail };
-    if (call.stream) return { kind: "stream", events: this.readEvents(answer), giveUp: () => answer.abort("deadline") };
+    if (call.stream) {
+      const giveUp = () => answer.abort("deadline");
+      return { kind: "stream", events: this.readEvents(answer), giveUp, sentAt: answer.sentAt };
+    }
     const json = await readJsonObject(answer);
     if (json.body.type !== "message") throw badUpstreamResponse("The supplier sent a response that is not a message.");
     return { kind: "json", ...json };

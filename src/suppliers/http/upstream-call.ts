@@ -102,6 +102,8 @@ export class UpstreamCall implements Dispatcher.DispatchHandler {
   /** Stops listening to the client's cancellation; null until subscribed (it may fire at once). */
   private unsubscribe: (() => void) | null = null;
   private settled = false;
+  /** When the request left for the supplier (its connection taken: a call queued for one waited before). */
+  sentAt = 0;
 
   constructor(
     cancellation: Cancellation,
@@ -181,6 +183,7 @@ export class UpstreamCall implements Dispatcher.DispatchHandler {
       }
     }
     this.abortRequest = abort;
+    this.sentAt = performance.now();
     if (answerBy === undefined) return;
     // out of the queue: first_byte_ms runs from here, unless the deadline comes first
     const left = answerBy - performance.now();

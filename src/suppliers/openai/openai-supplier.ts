@@ -70,7 +70,10 @@ export class OpenAICompatibleSupplier implements Supplier {
       call.timeouts,
     );
     if (isRejection(answer)) return { kind: "rejected", error: answer.error, detail: answer.detail };
-    if (call.stream) return { kind: "stream", events: this.readChunks(answer), giveUp: () => answer.abort("deadline") };
+    if (call.stream) {
+      const giveUp = () => answer.abort("deadline");
+      return { kind: "stream", events: this.readChunks(answer), giveUp, sentAt: answer.sentAt };
+    }
     return { kind: "json", ...(await this.readJson(answer)) };
   }
 
