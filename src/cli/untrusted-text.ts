@@ -6,7 +6,7 @@
  */
 
 /** C0 and C1 controls, DEL, the line and paragraph separators, and bidirectional overrides. */
-const UNPRINTABLE = /[\u0000-\u001f\u007f-\u009f\u2028\u2029\u202a-\u202e\u2066-\u2069]/g;
+const UNPRINTABLE = /[\p{Cc}\u2028\u2029\u202a-\u202e\u2066-\u2069]/gu;
 
 /** `text` as it can be printed: each unprintable character as `\uXXXX`, and at most `maxChars` characters. */
 export function printable(text: unknown, maxChars = 200): string {

@@ -13,7 +13,7 @@ const id = z
  * labels, `/v1/models` and the CLI's output, so no terminal control (C0, C1, line separators,
  * bidirectional overrides) may be in it.
  */
-const PRINTABLE = /^[^\u0000-\u001f\u007f-\u009f\u2028\u2029\u202a-\u202e\u2066-\u2069]*$/;
+const PRINTABLE = /^[^\p{Cc}\u2028\u2029\u202a-\u202e\u2066-\u2069]*$/u;
 const NO_CONTROLS = "may not hold control characters";
 
 /**
