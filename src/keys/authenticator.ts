@@ -37,13 +37,6 @@ const MAX_CACHED_KEYS = 50_000;
 const STORE_WAIT_MS = 2_000;
 
 /**
- * After a re-check went unanswered for STORE_WAIT_MS, how long cached keys serve without
- * one: a database that is gone would otherwise cost every request the whole wait (one
- * request per interval asks again, and finds it back).
- */
-const UNANSWERED_BACKOFF_MS = 10_000;
-
-/**
  * Reads the caller's key from `Authorization: Bearer` or `x-api-key`. An Authorization
  * header of another scheme (an ingress's Basic auth) or empty leaves `x-api-key` to
  * speak; it is refused only when there is no `x-api-key` to use instead.
@@ -135,7 +128,7 @@ export class Authenticator {
     if (silence.silent && silence.servesCached(cached.counter)) return cached.context;
     const lookUp = this.sharedLookUp(keyHash, counter, cached);
     return boundInTime(lookUp, STORE_WAIT_MS, () => {
-      silence.noteUnanswered(UNANSWERED_BACKOFF_MS);
+      silence.noteUnanswered();
       return cached.context;
     });
   }

@@ -67,8 +67,8 @@ export class Exchange {
    * Latency, TTFT and throughput as of now, in milliseconds and tokens per second. A stream's
    * throughput is timed from its first token, unless the rest came with it (a buffering
    * proxy, a cached answer: within MIN_GENERATION_MS, or faster than MAX_GENERATION_RATE),
-   * which leaves no generation to time: then over the whole request, as an answer sent whole is. A stream that relayed no
-   * token has no throughput.
+   * which leaves no generation to time: then over the whole request, as an answer sent
+   * whole is. A stream that relayed no token has no throughput.
    */
   private timings(output: number): { latencyMs: number; ttftMs: number | null; outputTokensPerSecond: number | null } {
     const endedAt = performance.now();

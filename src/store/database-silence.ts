@@ -6,6 +6,14 @@
  * again (a key re-check's 2 s after a hold's 5 s). A refused connection fails at once and
  * needs none of this.
  */
+/**
+ * How long a silence lasts once a query went unanswered: cached keys serve without their
+ * re-check, and holds for accounts the database answered for fall back to memory (an account
+ * never answered for still asks). One caller per interval then asks again, and finds the
+ * database back.
+ */
+const SILENCE_MS = 10_000;
+
 export class DatabaseSilence {
   private until = 0;
   /** The key change counter when the silence began, or null when no change feed was heard. */
@@ -20,11 +28,11 @@ export class DatabaseSilence {
     private readonly heard: () => number | null = () => null,
   ) {}
 
-  /** A bounded query went unanswered: the database counts as silent for `ms`. */
-  noteUnanswered(ms: number): void {
+  /** A bounded query went unanswered: the database counts as silent for SILENCE_MS. */
+  noteUnanswered(): void {
     const now = Date.now();
     if (now >= this.until) this.heardAtStart = this.heard();
-    if (now + ms > this.until) this.until = now + ms;
+    this.until = now + SILENCE_MS;
   }
 
   /** True while the last unanswered query is recent; one caller per interval then asks again. */

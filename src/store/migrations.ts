@@ -188,7 +188,8 @@ const provider: MigrationProvider = {
 
 /**
  * Brings the schema up to date; on PostgreSQL Kysely's migrator takes a lock so concurrent
- * replicas are safe (on SQLite it takes none: openSqliteStore holds an exclusive transaction). On PostgreSQL `schema` names where Lethe's tables live: Kysely looks for
+ * replicas are safe (on SQLite it takes none: openSqliteStore holds an exclusive
+ * transaction). On PostgreSQL `schema` names where Lethe's tables live: Kysely looks for
  * its bookkeeping tables across every schema otherwise, and would find another
  * deployment's.
  */

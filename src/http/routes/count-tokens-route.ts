@@ -4,8 +4,8 @@ import { validateBody } from "../../formats/validation/request-validation.js";
 import { estimateInputTokens } from "../../metering/count-tokens.js";
 import { RejectedBySupplier } from "../../routing/attempt-routes.js";
 import { findModel, routesOf } from "../../routing/plan-routes.js";
-import { Cancellation } from "../../suppliers/cancellation.js";
 import { zdrRequiredByHeader } from "../../zdr/zdr-header.js";
+import { cancelOnClientClose } from "../cancel-on-close.js";
 import { finishExchange, reportUpstreamError } from "../gateway.js";
 import type { MeteredCall, MeteredEndpoint } from "../metered-call.js";
 
@@ -34,16 +34,7 @@ async function countTokens(call: MeteredCall): Promise<void> {
   if (supplier?.countTokens !== undefined && route !== undefined) {
     exchange.supplier = supplier.id;
     exchange.attempts = 1;
-    const cancellation = new Cancellation();
-    // a client gone while its body was read sends no close event: it is cancelled at once
-    if (response.destroyed) cancellation.abort();
-    else {
-      gateway.inFlight.add(cancellation);
-      response.once("close", () => {
-        gateway.inFlight.remove(cancellation);
-        cancellation.abort();
-      });
-    }
+    const cancellation = cancelOnClientClose(gateway, response);
     const result = await supplier.countTokens({
       body: { ...body, model: route.upstreamModel },
       stream: false,

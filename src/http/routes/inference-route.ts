@@ -1,4 +1,3 @@
-import type { ServerResponse } from "node:http";
 import { estimateCost } from "../../billing/estimate-cost.js";
 import { addRateLimitHeaders } from "../../billing/rate-limit-headers.js";
 import { toLetheError } from "../../errors/lethe-error.js";
@@ -8,31 +7,12 @@ import { after, type MaybePromise } from "../../lang/maybe-promise.js";
 import type { Exchange } from "../../metering/exchange.js";
 import { type Attempted, attemptRoutes, pinnedRoute } from "../../routing/attempt-routes.js";
 import { findModel, type RoutePlan, routesOf } from "../../routing/plan-routes.js";
-import { Cancellation } from "../../suppliers/cancellation.js";
 import { zdrRequiredByHeader } from "../../zdr/zdr-header.js";
+import { cancelOnClientClose } from "../cancel-on-close.js";
 import { finishExchange, type Gateway } from "../gateway.js";
 import type { MeteredCall, MeteredEndpoint } from "../metered-call.js";
 import { endAnswer, pipeStream } from "../pipe-stream.js";
 import type { ResponseHeaders } from "../response-headers.js";
-
-/**
- * Cancels the upstream call when the client goes away before the response is complete; it
- * is in the gateway's in-flight list until then, for the shutdown deadline to cut.
- */
-function cancelOnClientClose(gateway: Gateway, response: ServerResponse): Cancellation {
-  const cancellation = new Cancellation();
-  // the client may have left while its key or body was being looked at: no close event comes then
-  if (response.destroyed) {
-    cancellation.abort();
-    return cancellation;
-  }
-  gateway.inFlight.add(cancellation);
-  response.once("close", () => {
-    gateway.inFlight.remove(cancellation);
-    if (!response.writableFinished) cancellation.abort();
-  });
-  return cancellation;
-}
 
 /** Feeds the route's health with how the answer went: latency on success, a failure otherwise. */
 function recordOutcome(gateway: Gateway, attempted: Attempted, exchange: Exchange, errorCode: string | null): void {

@@ -14,13 +14,6 @@ import type { Database } from "../schema.js";
 const HOLD_LOCK_TIMEOUT_MS = 3_000;
 const HOLD_QUERY_TIMEOUT_MS = 5_000;
 /**
- * After a hold went unanswered, how long holds for accounts the database answered for
- * before fail at once (the replica then holds in memory against what it last said): every
- * request would otherwise wait the whole HOLD_QUERY_TIMEOUT_MS for a database that is gone.
- * An account never answered for still asks: memory knows nothing to hold it against.
- */
-const UNANSWERED_BACKOFF_MS = 10_000;
-/**
  * After a hold waited out HOLD_LOCK_TIMEOUT_MS on its account's row (something else holds
  * it), how long that account's holds fail at once: each would wait the 3 s again.
  */
@@ -136,7 +129,7 @@ export class PostgresCreditHoldStore extends CreditHoldStore {
           if (code === LOCK_NOT_AVAILABLE) this.lockedUntil.set(accountId, Date.now() + LOCKED_BACKOFF_MS);
           const answered = typeof code === "string" && /^[0-9A-Z]{5}$/.test(code);
           if (!answered && error instanceof Error && /timeout/i.test(error.message)) {
-            this.silence.noteUnanswered(UNANSWERED_BACKOFF_MS);
+            this.silence.noteUnanswered();
           }
           throw error;
         });
